@@ -1,0 +1,15 @@
+//! The symbolic IR: a hash-consed DAG of scalar nodes, its simplifier, symbolic differentiation,
+//! printer, verifier and reference interpreter.
+//!
+//! `sema::check` builds an [`Model`] whose expressions are nodes of one [`Pool`]; arrays are
+//! lowered to one node per element. [`prepare`] simplifies it; `diff` resolves calculus and builds
+//! the Jacobian-vector and vector-Jacobian products that later stages compile.
+
+pub mod diff;
+mod model;
+mod node;
+mod pool;
+
+pub use model::*;
+pub use node::{CmpOp, ExprId, Func, Node, Var};
+pub use pool::Pool;

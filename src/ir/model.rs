@@ -1,0 +1,511 @@
+//! The checked model as IR: every declaration resolved, every expression a scalar node per element.
+
+use super::node::ExprId;
+use super::pool::Pool;
+use crate::diag::Span;
+
+/// The shape of a value: scalar, vector `[n]` or matrix `[m, n]` (row-major).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// A single number.
+    Scalar,
+    /// `[n]`
+    Vector(usize),
+    /// `[rows, cols]`
+    Matrix(usize, usize),
+}
+
+impl Shape {
+    /// Number of elements.
+    pub fn len(self) -> usize {
+        match self {
+            Shape::Scalar => 1,
+            Shape::Vector(n) => n,
+            Shape::Matrix(m, n) => m * n,
+        }
+    }
+
+    /// Whether the shape holds no elements (`[0]`).
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shape::Scalar => write!(f, "scalar"),
+            Shape::Vector(n) => write!(f, "[{n}]"),
+            Shape::Matrix(m, n) => write!(f, "[{m}, {n}]"),
+        }
+    }
+}
+
+/// The whole model after `sema::check`: names resolved, shapes known, calculus expanded.
+///
+/// Every list is in declaration order, and output follows that order.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    /// The `model NAME` header, or the file stem when absent.
+    pub name: String,
+    /// All expression nodes.
+    pub pool: Pool,
+    /// Constants with their final values (after `--set`), for printing.
+    pub consts: Vec<Const>,
+    /// Trainable parameters.
+    pub params: Vec<Param>,
+    /// States, each with its initial value and equation.
+    pub states: Vec<State>,
+    /// Per-sample inputs bound by a data block.
+    pub inputs: Vec<Input>,
+    /// Per-sample targets.
+    pub labels: Vec<Label>,
+    /// Observed values of a `series` data block.
+    pub observed: Vec<Input>,
+    /// Costs in declaration order.
+    pub costs: Vec<Cost>,
+    /// Metrics, evaluated at the final time and averaged over samples.
+    pub metrics: Vec<Output>,
+    /// Outputs, evaluated at every saved time.
+    pub outputs: Vec<Output>,
+    /// How time is discretized; `None` when the model declares no schedule.
+    pub schedule: Option<Schedule>,
+    /// Data blocks in declaration order.
+    pub data: Vec<DataBlock>,
+    /// The training set-up, if any.
+    pub train: Option<Train>,
+}
+
+/// A `const` with its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Const {
+    /// Its name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Shape,
+    /// Row-major values.
+    pub values: Vec<f64>,
+    /// The declaration.
+    pub span: Span,
+}
+
+/// A trainable parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// Its name.
+    pub name: String,
+    /// The shape of one copy.
+    pub shape: Shape,
+    /// Constant, per layer, or on knots.
+    pub time: ParamTime,
+    /// How it is initialised.
+    pub init: ParamInit,
+    /// The declaration.
+    pub span: Span,
+}
+
+/// How a parameter varies in time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamTime {
+    /// One copy for all time.
+    Constant,
+    /// One copy per layer of the schedule.
+    PerLayer,
+    /// One copy per knot, linearly interpolated in time.
+    Knots(Vec<f64>),
+}
+
+/// A parameter's initial value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamInit {
+    /// Given values, row-major, one copy (repeated for every layer or knot).
+    Values(Vec<f64>),
+    /// Independent draws from a normal distribution.
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+    },
+    /// Independent draws from a uniform distribution on `[lo, hi)`.
+    Uniform {
+        /// Lower bound.
+        lo: f64,
+        /// Upper bound.
+        hi: f64,
+    },
+}
+
+/// A state with its initial value and equation, one node per element.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    /// Its name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Shape,
+    /// Initial value per element; may read params and inputs.
+    pub init: Vec<ExprId>,
+    /// Right-hand side `dNAME/dt` per element.
+    pub rhs: Vec<ExprId>,
+    /// The `state` declaration.
+    pub span: Span,
+    /// The equation, so that run-time errors can point at it.
+    pub equation_span: Span,
+}
+
+/// An input or observed quantity: per-sample values from a data block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Input {
+    /// Its name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Shape,
+    /// The declaration.
+    pub span: Span,
+}
+
+/// A per-sample target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Label {
+    /// Its name.
+    pub name: String,
+    /// The declaration.
+    pub span: Span,
+}
+
+/// Which part of the loss a cost is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CostKind {
+    /// Evaluated at the final time.
+    Terminal,
+    /// Integrated along the trajectory.
+    Running,
+    /// Depends on params only; added once.
+    Penalty,
+    /// Summed over the observation times of a series.
+    Observed,
+}
+
+impl CostKind {
+    /// The keyword.
+    pub fn name(self) -> &'static str {
+        match self {
+            CostKind::Terminal => "terminal",
+            CostKind::Running => "running",
+            CostKind::Penalty => "penalty",
+            CostKind::Observed => "observed",
+        }
+    }
+}
+
+/// One `cost` declaration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cost {
+    /// Which part of the loss.
+    pub kind: CostKind,
+    /// The scalar value.
+    pub value: ExprId,
+    /// The declaration.
+    pub span: Span,
+}
+
+/// A `metric` or `output`: a named expression, one node per element.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// Its name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Shape,
+    /// Value per element.
+    pub value: Vec<ExprId>,
+    /// The declaration.
+    pub span: Span,
+}
+
+/// Integration methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Forward Euler (a ResNet).
+    Euler,
+    /// Explicit midpoint.
+    Midpoint,
+    /// Heun's method.
+    Heun,
+    /// Classic fourth-order Runge–Kutta.
+    Rk4,
+    /// Two-step Adams–Bashforth.
+    Ab2,
+    /// LM-ResNet linear two-step scheme.
+    Lm,
+    /// Kick–drift–kick leapfrog.
+    Leapfrog,
+    /// Backward Euler with Newton.
+    ImplicitEuler,
+    /// Bogacki–Shampine 3(2).
+    Bosh3,
+    /// Dormand–Prince 5(4).
+    Dopri5,
+    /// Tsitouras 5(4).
+    Tsit5,
+    /// Rosenbrock RODAS4.
+    Rodas4,
+    /// Variable-order BDF.
+    Bdf,
+}
+
+/// Method families; they take different arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodFamily {
+    /// `steps = N` equal steps.
+    Fixed,
+    /// Error-controlled explicit methods.
+    Adaptive,
+    /// Error-controlled implicit methods.
+    Stiff,
+}
+
+impl Method {
+    /// Every method with its name.
+    pub const ALL: [(Method, &'static str); 13] = [
+        (Method::Euler, "euler"),
+        (Method::Midpoint, "midpoint"),
+        (Method::Heun, "heun"),
+        (Method::Rk4, "rk4"),
+        (Method::Ab2, "ab2"),
+        (Method::Lm, "lm"),
+        (Method::Leapfrog, "leapfrog"),
+        (Method::ImplicitEuler, "implicit_euler"),
+        (Method::Bosh3, "bosh3"),
+        (Method::Dopri5, "dopri5"),
+        (Method::Tsit5, "tsit5"),
+        (Method::Rodas4, "rodas4"),
+        (Method::Bdf, "bdf"),
+    ];
+
+    /// The method's name as written.
+    pub fn name(self) -> &'static str {
+        Method::ALL
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map_or("?", |(_, n)| n)
+    }
+
+    /// The method's family.
+    pub fn family(self) -> MethodFamily {
+        match self {
+            Method::Bosh3 | Method::Dopri5 | Method::Tsit5 => MethodFamily::Adaptive,
+            Method::Rodas4 | Method::Bdf => MethodFamily::Stiff,
+            _ => MethodFamily::Fixed,
+        }
+    }
+}
+
+/// When trajectories are reported.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Save {
+    /// Every step for fixed-step methods, start and end otherwise.
+    Default,
+    /// Every `dt` from the start, plus the end.
+    Every(f64),
+    /// These times.
+    Times(Vec<f64>),
+}
+
+/// Which gradient method `grad` and `train` use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradientMethod {
+    /// Exact gradient of the discrete schedule.
+    Backprop,
+    /// Continuous adjoint solved backward with checkpoints.
+    Adjoint,
+    /// Forward sensitivities.
+    Forward,
+}
+
+/// The `schedule` declaration, with defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    /// The method.
+    pub method: Method,
+    /// Start time.
+    pub t0: f64,
+    /// End time.
+    pub t1: f64,
+    /// Number of steps of a fixed-step method.
+    pub steps: Option<usize>,
+    /// Relative tolerance of adaptive and stiff methods.
+    pub rtol: f64,
+    /// Absolute tolerance of adaptive and stiff methods.
+    pub atol: f64,
+    /// Step limit of adaptive and stiff methods.
+    pub max_steps: usize,
+    /// Save times.
+    pub save: Save,
+    /// Number of pieces of `per layer` params under an adaptive method.
+    pub layers: Option<usize>,
+    /// LM-ResNet's coefficient `k` as a scalar expression (may read a `per layer` param).
+    pub lm_k: Option<ExprId>,
+    /// Leapfrog's position state index.
+    pub position: Option<usize>,
+    /// Leapfrog's momentum state index.
+    pub momentum: Option<usize>,
+    /// The declaration.
+    pub span: Span,
+}
+
+/// A column of a CSV file, by index or header name.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Column {
+    /// 0-based index.
+    Index(usize),
+    /// Header name.
+    Name(String),
+}
+
+/// Toy data generators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ToyKind {
+    /// scikit-learn's `make_circles`.
+    Circles,
+    /// scikit-learn's `make_moons`.
+    Moons,
+    /// FFJORD's two spirals.
+    Spirals,
+    /// Eight gaussians on a ring.
+    Gaussians,
+    /// Checkerboard.
+    Checkerboard,
+    /// Disc inside a ring.
+    Annulus,
+}
+
+/// Where a data block's samples come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSource {
+    /// A seeded toy generator.
+    Toy {
+        /// Which generator.
+        kind: ToyKind,
+        /// Number of samples.
+        n: usize,
+        /// Noise level.
+        noise: f64,
+        /// Seed.
+        seed: u64,
+        /// `make_circles`' inner-circle factor.
+        factor: f64,
+    },
+    /// Normal samples.
+    Normal {
+        /// Number of samples.
+        n: usize,
+        /// Dimension.
+        dim: usize,
+        /// Seed.
+        seed: u64,
+        /// Mean per dimension.
+        mean: Vec<f64>,
+        /// Standard deviation.
+        std: f64,
+    },
+    /// Uniform samples with an optional regression target.
+    Uniform {
+        /// Number of samples.
+        n: usize,
+        /// Dimension.
+        dim: usize,
+        /// Lower bound.
+        lo: f64,
+        /// Upper bound.
+        hi: f64,
+        /// Seed.
+        seed: u64,
+        /// Target as an expression of the model's input (`Var::Input`).
+        label: Option<ExprId>,
+    },
+    /// Rows of a CSV file.
+    Csv {
+        /// Path relative to the model file.
+        path: String,
+        /// Input columns `start..end`.
+        input: (Column, Column),
+        /// Label column.
+        label: Option<Column>,
+        /// Seed of a row permutation applied before `rows`.
+        shuffle: Option<u64>,
+        /// Row range kept (end exclusive), after shuffling.
+        rows: Option<(usize, usize)>,
+    },
+    /// Observations at times, for `observed` costs.
+    Series {
+        /// Path relative to the model file.
+        path: String,
+        /// Time column.
+        t: Column,
+        /// Value columns `start..end`.
+        values: (Column, Column),
+    },
+}
+
+/// A `data` declaration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataBlock {
+    /// `train`, `test`, ...
+    pub name: String,
+    /// Where samples come from.
+    pub source: DataSource,
+    /// The declaration.
+    pub span: Span,
+}
+
+/// Optimizers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Optimizer {
+    /// Adam with bias correction.
+    Adam,
+    /// Stochastic gradient descent with momentum.
+    Sgd,
+    /// L-BFGS with a Wolfe line search.
+    Lbfgs,
+    /// Extended method of successive approximations.
+    Msa,
+}
+
+/// The `train` declaration, with defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Train {
+    /// The optimizer.
+    pub optimizer: Optimizer,
+    /// Learning rate.
+    pub lr: f64,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Mini-batch size; `None` is the full batch.
+    pub batch: Option<usize>,
+    /// Seed of initialisation-independent draws (mini-batch shuffling).
+    pub seed: u64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    pub nesterov: bool,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// L-BFGS iterations.
+    pub iters: usize,
+    /// L-BFGS history length.
+    pub history: usize,
+    /// MSA penalty ρ.
+    pub rho: f64,
+    /// MSA regularisation.
+    pub reg: f64,
+    /// MSA inner iterations per layer.
+    pub maxiter: usize,
+    /// Learning-rate factor applied every `decay_every` epochs.
+    pub lr_decay: f64,
+    /// Epochs between learning-rate decays; 0 never decays.
+    pub decay_every: usize,
+    /// Gradient method, if the model names one.
+    pub gradient: Option<GradientMethod>,
+    /// The declaration.
+    pub span: Span,
+}

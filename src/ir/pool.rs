@@ -1,0 +1,362 @@
+//! The hash-consed node pool and its smart constructors.
+//!
+//! Every node is built through a constructor that first folds constants and applies the cheap
+//! identities (`x + 0`, `x·1`, `x·0`, `x − x`, `exp(log x)`, ...) and then looks the node up in a
+//! memo table, so structurally equal subexpressions are one [`ExprId`] (CSE for free). Children
+//! always precede parents, so evaluation is one forward loop and a reverse sweep one backward loop.
+
+use std::collections::HashMap;
+
+use super::node::{CmpOp, ExprId, Func, Node, Var};
+
+/// An append-only arena of IR nodes with a hash-consing memo table.
+#[derive(Clone, Debug, Default)]
+pub struct Pool {
+    nodes: Vec<Node>,
+    memo: HashMap<Node, ExprId>,
+    /// How many nodes the constructors were asked for, counting repeats; what a lowering without
+    /// sharing or folding would have built. Reported by `nodec ir --stats` as the "before" count.
+    requested: usize,
+    /// Memo of symbolic partial derivatives, keyed by expression and variable (used by `diff`).
+    pub(crate) diff_memo: HashMap<(ExprId, Var), ExprId>,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new() -> Pool {
+        Pool::default()
+    }
+
+    /// Number of distinct nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the pool has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// How many nodes the constructors were asked for, counting repeats.
+    pub fn requested(&self) -> usize {
+        self.requested
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: ExprId) -> &Node {
+        &self.nodes[id.index()]
+    }
+
+    /// All nodes in id order (children before parents).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The value of a constant node.
+    pub fn const_value(&self, id: ExprId) -> Option<f64> {
+        match self.node(id) {
+            Node::Const(bits) => Some(f64::from_bits(*bits)),
+            _ => None,
+        }
+    }
+
+    /// Whether the node is the constant `value` (compared by value, so `-0.0` is zero).
+    pub fn is_const(&self, id: ExprId, value: f64) -> bool {
+        self.const_value(id) == Some(value)
+    }
+
+    /// Interns a node without simplification; constructors call this last.
+    pub fn intern(&mut self, node: Node) -> ExprId {
+        if let Some(&id) = self.memo.get(&node) {
+            return id;
+        }
+        let id = ExprId(u32::try_from(self.nodes.len()).expect("IR pool exceeds 2^32 nodes"));
+        self.nodes.push(node.clone());
+        self.memo.insert(node, id);
+        id
+    }
+
+    /// A constant. `-0.0` is stored as `0.0` so that the two share a node.
+    pub fn constant(&mut self, value: f64) -> ExprId {
+        self.requested += 1;
+        let value = if value == 0.0 { 0.0 } else { value };
+        self.intern(Node::Const(value.to_bits()))
+    }
+
+    /// A variable leaf.
+    pub fn var(&mut self, var: Var) -> ExprId {
+        self.requested += 1;
+        self.intern(Node::Var(var))
+    }
+
+    /// `a + b`
+    pub fn add(&mut self, a: ExprId, b: ExprId) -> ExprId {
+        self.sum(&[a, b])
+    }
+
+    /// `a − b`, built as `a + (−1)·b` so that `x − x` cancels.
+    pub fn sub(&mut self, a: ExprId, b: ExprId) -> ExprId {
+        let minus_b = self.neg(b);
+        self.sum(&[a, minus_b])
+    }
+
+    /// `−a`, built as `(−1)·a`.
+    pub fn neg(&mut self, a: ExprId) -> ExprId {
+        let minus_one = self.constant(-1.0);
+        self.product(&[minus_one, a])
+    }
+
+    /// The sum of `terms`: nested sums are flattened, constants folded, like terms collected
+    /// (`2x + 3x → 5x`, `x − x → 0`) and the rest sorted for a canonical form.
+    pub fn sum(&mut self, terms: &[ExprId]) -> ExprId {
+        self.requested += 1;
+        let mut flat = Vec::with_capacity(terms.len());
+        for &term in terms {
+            match self.node(term) {
+                Node::Add(children) => flat.extend_from_slice(children),
+                _ => flat.push(term),
+            }
+        }
+        let mut constant = 0.0;
+        // Like terms keyed by their non-constant part, in first-seen order for determinism.
+        let mut bases: Vec<ExprId> = Vec::new();
+        let mut coefficients: Vec<f64> = Vec::new();
+        let mut position: HashMap<ExprId, usize> = HashMap::new();
+        for term in flat {
+            if let Some(value) = self.const_value(term) {
+                constant += value;
+                continue;
+            }
+            let (coefficient, base) = self.split_coefficient(term);
+            match position.get(&base) {
+                Some(&i) => coefficients[i] += coefficient,
+                None => {
+                    position.insert(base, bases.len());
+                    bases.push(base);
+                    coefficients.push(coefficient);
+                }
+            }
+        }
+        let mut children: Vec<ExprId> = Vec::with_capacity(bases.len() + 1);
+        for (base, coefficient) in bases.into_iter().zip(coefficients) {
+            if coefficient == 0.0 {
+                continue;
+            }
+            children.push(if coefficient == 1.0 {
+                base
+            } else {
+                let c = self.constant(coefficient);
+                self.product(&[c, base])
+            });
+        }
+        children.sort_unstable();
+        if constant != 0.0 || constant.is_nan() {
+            let c = self.constant(constant);
+            children.insert(0, c);
+        }
+        match children.len() {
+            0 => self.constant(0.0),
+            1 => children[0],
+            _ => self.intern(Node::Add(children.into_boxed_slice())),
+        }
+    }
+
+    /// Splits `c·x` into `(c, x)`; any other term is `(1, term)`.
+    fn split_coefficient(&mut self, term: ExprId) -> (f64, ExprId) {
+        if let Node::Mul(children) = self.node(term) {
+            if let Some(c) = self.const_value(children[0]) {
+                let rest = children[1..].to_vec();
+                let base = if rest.len() == 1 {
+                    rest[0]
+                } else {
+                    self.intern(Node::Mul(rest.into_boxed_slice()))
+                };
+                return (c, base);
+            }
+        }
+        (1.0, term)
+    }
+
+    /// `a · b`
+    pub fn mul(&mut self, a: ExprId, b: ExprId) -> ExprId {
+        self.product(&[a, b])
+    }
+
+    /// The product of `factors`: nested products flattened, constants folded, `x·0 → 0`
+    /// (assuming finite `x`, as algebra does), `x·1 → x`, the rest sorted.
+    pub fn product(&mut self, factors: &[ExprId]) -> ExprId {
+        self.requested += 1;
+        let mut constant = 1.0;
+        let mut children: Vec<ExprId> = Vec::with_capacity(factors.len());
+        for &factor in factors {
+            match self.node(factor) {
+                Node::Mul(inner) => {
+                    for &f in inner.iter() {
+                        match self.const_value(f) {
+                            Some(v) => constant *= v,
+                            None => children.push(f),
+                        }
+                    }
+                }
+                Node::Const(bits) => constant *= f64::from_bits(*bits),
+                _ => children.push(factor),
+            }
+        }
+        if constant == 0.0 {
+            return self.constant(0.0);
+        }
+        children.sort_unstable();
+        // A constant times a sum stays a product: distributing would duplicate the sum's terms.
+        if constant != 1.0 {
+            let c = self.constant(constant);
+            children.insert(0, c);
+        }
+        match children.len() {
+            0 => self.constant(1.0),
+            1 => children[0],
+            _ => self.intern(Node::Mul(children.into_boxed_slice())),
+        }
+    }
+
+    /// `a / b`: constants folded, `a/1 → a`, `0/b → 0`, `a/a → 1`, `a/c → (1/c)·a` only when
+    /// `1/c` is exact (c a power of two) so that folding never changes the rounding.
+    pub fn div(&mut self, a: ExprId, b: ExprId) -> ExprId {
+        self.requested += 1;
+        match (self.const_value(a), self.const_value(b)) {
+            (Some(x), Some(y)) => return self.constant(x / y),
+            (_, Some(y)) if y == 1.0 => return a,
+            (_, Some(y)) if y != 0.0 && is_power_of_two(y) => {
+                let c = self.constant(1.0 / y);
+                return self.product(&[c, a]);
+            }
+            (Some(x), _) if x == 0.0 => return self.constant(0.0),
+            _ => {}
+        }
+        if a == b {
+            return self.constant(1.0);
+        }
+        self.intern(Node::Div(a, b))
+    }
+
+    /// `base ^ exponent`: constants folded, `x^1 → x`, `x^0 → 1`.
+    pub fn pow(&mut self, base: ExprId, exponent: ExprId) -> ExprId {
+        self.requested += 1;
+        match (self.const_value(base), self.const_value(exponent)) {
+            (Some(x), Some(y)) => return self.constant(x.powf(y)),
+            (_, Some(y)) if y == 1.0 => return base,
+            (_, Some(y)) if y == 0.0 => return self.constant(1.0),
+            _ => {}
+        }
+        self.intern(Node::Pow(base, exponent))
+    }
+
+    /// An elementwise function: constants folded, `exp(log x) → x` (valid where `log x` is,
+    /// i.e. `x > 0`; elsewhere the original is NaN anyway), `log(exp x) → x`.
+    pub fn func(&mut self, func: Func, a: ExprId) -> ExprId {
+        self.requested += 1;
+        if let Some(x) = self.const_value(a) {
+            return self.constant(func.apply(x));
+        }
+        match (func, self.node(a)) {
+            (Func::Exp, Node::Func(Func::Log, inner)) | (Func::Log, Node::Func(Func::Exp, inner)) => {
+                return *inner
+            }
+            _ => {}
+        }
+        self.intern(Node::Func(func, a))
+    }
+
+    /// `min(a, b)`
+    pub fn min(&mut self, a: ExprId, b: ExprId) -> ExprId {
+        self.requested += 1;
+        if let (Some(x), Some(y)) = (self.const_value(a), self.const_value(b)) {
+            return self.constant(x.min(y));
+        }
+        if a == b {
+            return a;
+        }
+        self.intern(Node::Min(a, b))
+    }
+
+    /// `max(a, b)`
+    pub fn max(&mut self, a: ExprId, b: ExprId) -> ExprId {
+        self.requested += 1;
+        if let (Some(x), Some(y)) = (self.const_value(a), self.const_value(b)) {
+            return self.constant(x.max(y));
+        }
+        if a == b {
+            return a;
+        }
+        self.intern(Node::Max(a, b))
+    }
+
+    /// A comparison giving 1.0 or 0.0.
+    pub fn cmp(&mut self, op: CmpOp, a: ExprId, b: ExprId) -> ExprId {
+        self.requested += 1;
+        if let (Some(x), Some(y)) = (self.const_value(a), self.const_value(b)) {
+            return self.constant(op.apply(x, y));
+        }
+        self.intern(Node::Cmp(op, a, b))
+    }
+}
+
+fn is_power_of_two(y: f64) -> bool {
+    let m = y.abs();
+    m.is_finite() && m > 0.0 && (m.log2().fract() == 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn x(pool: &mut Pool) -> ExprId {
+        pool.var(Var::State { state: 0, elem: 0 })
+    }
+
+    #[test]
+    fn identities_fold_as_nodes_are_built() {
+        let mut p = Pool::new();
+        let x = x(&mut p);
+        let zero = p.constant(0.0);
+        let one = p.constant(1.0);
+        assert_eq!(p.add(x, zero), x);
+        assert_eq!(p.mul(x, one), x);
+        assert_eq!(p.mul(x, zero), zero);
+        assert_eq!(p.sub(x, x), zero);
+        let log = p.func(Func::Log, x);
+        assert_eq!(p.func(Func::Exp, log), x);
+        let two = p.constant(2.0);
+        let three = p.constant(3.0);
+        let five = p.constant(5.0);
+        assert_eq!(p.add(two, three), five);
+    }
+
+    #[test]
+    fn equal_subtrees_share_one_node() {
+        let mut p = Pool::new();
+        let x = x(&mut p);
+        let y = p.var(Var::Time);
+        let a = p.mul(x, y);
+        let b = p.mul(y, x);
+        assert_eq!(a, b);
+        let t1 = p.func(Func::Tanh, a);
+        let t2 = p.func(Func::Tanh, b);
+        assert_eq!(t1, t2);
+        let twice = p.add(t1, t2);
+        let two = p.constant(2.0);
+        assert_eq!(twice, p.mul(two, t1));
+    }
+
+    #[test]
+    fn division_by_three_is_not_rewritten_as_a_product() {
+        let mut p = Pool::new();
+        let x = x(&mut p);
+        let three = p.constant(3.0);
+        let third = p.div(x, three);
+        assert!(matches!(p.node(third), Node::Div(..)));
+        let two = p.constant(2.0);
+        let half = p.constant(0.5);
+        let halved = p.div(x, two);
+        assert_eq!(halved, p.mul(half, x));
+    }
+}
