@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn suggestions_pick_the_nearest_plausible_name() {
-        assert_eq!(edit_distance("sigma", "sigmoid"), 2);
+        assert_eq!(edit_distance("sigma", "sigmoid"), 3);
         assert_eq!(suggest("sigmoi", ["sin", "sigmoid", "sign"]), Some("sigmoid"));
         assert_eq!(suggest("y", ["x", "z"]), Some("x"));
         assert_eq!(suggest("velocity", ["x", "z"]), None);
