@@ -1,8 +1,182 @@
-//! The command line (placeholder).
+//! The command line: arguments, file IO, rendering of diagnostics and reports, exit codes.
+//!
+//! Only this module touches files, the terminal and the process environment. Exit codes:
+//! 0 success, 1 a model or run error, 2 a bad command line.
 
+use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
-/// Runs the command line.
+use clap::{Parser, Subcommand};
+
+use crate::diag::SourceFile;
+use crate::sema::Overrides;
+
+/// Largest model file accepted; real models are a few kilobytes.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Stack size of the thread that runs a command: deep but legal expressions must not overflow.
+const STACK_BYTES: usize = 256 << 20;
+
+#[derive(Parser, Debug)]
+#[command(name = "nodec", version, about = "Compile, solve, differentiate and train continuous-time models written in .node files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check models: print diagnostics, exit 1 on any error.
+    Check {
+        /// Model files.
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Override a const or param: NAME=VALUE (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+        set: Vec<(String, f64)>,
+    },
+    /// Print the lowered, simplified IR of a model.
+    Ir {
+        /// Model file.
+        file: String,
+        /// Override a const or param: NAME=VALUE (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+        set: Vec<(String, f64)>,
+        /// Print node counts before and after simplification instead of the IR.
+        #[arg(long)]
+        stats: bool,
+        /// Also print the Jacobian-vector and vector-Jacobian products of the equations.
+        #[arg(long)]
+        derivatives: bool,
+    },
+}
+
+fn parse_set(text: &str) -> Result<(String, f64), String> {
+    Overrides::parse_one(text)
+}
+
+/// Parses the process's arguments and runs the command on a thread with a large stack.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let worker = std::thread::Builder::new()
+        .name("nodec".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || run(cli));
+    match worker.map(|handle| handle.join()) {
+        Ok(Ok(code)) => ExitCode::from(code),
+        _ => ExitCode::from(1),
+    }
+}
+
+fn run(cli: Cli) -> u8 {
+    let mut out = Output::default();
+    let code = match cli.command {
+        Command::Check { files, set } => {
+            let overrides = Overrides { values: set };
+            let mut code = 0;
+            for file in &files {
+                code = code.max(check_file(file, &overrides, &mut out).map_or(1, |_| 0));
+            }
+            code
+        }
+        Command::Ir {
+            file,
+            set,
+            stats,
+            derivatives,
+        } => {
+            let overrides = Overrides { values: set };
+            match check_file(&file, &overrides, &mut out) {
+                Some(model) => {
+                    let model = crate::prepare(model);
+                    if stats {
+                        out.stdout.push_str(&crate::ir::stats(&model));
+                    } else {
+                        out.stdout.push_str(&crate::ir::print(&model, derivatives));
+                    }
+                    0
+                }
+                None => 1,
+            }
+        }
+    };
+    out.flush();
+    code
+}
+
+/// What a command prints, written once at the end so a broken pipe cannot interleave.
+#[derive(Default)]
+struct Output {
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn flush(&self) {
+        // A closed pipe (`nodec ir m.node | head`) is not an error worth reporting.
+        let _ = std::io::stdout().write_all(self.stdout.as_bytes());
+        let _ = std::io::stderr().write_all(self.stderr.as_bytes());
+    }
+}
+
+/// Reads, parses and checks one file, rendering diagnostics to stderr. `None` on any error.
+fn check_file(path: &str, overrides: &Overrides, out: &mut Output) -> Option<crate::ir::Model> {
+    let file = match read_source(path) {
+        Ok(file) => file,
+        Err(message) => {
+            out.stderr.push_str(&message);
+            return None;
+        }
+    };
+    let stem = Path::new(path)
+        .file_stem()
+        .map_or("model".to_string(), |s| s.to_string_lossy().into_owned());
+    let (model, diags) = crate::check_source(&file, overrides, &stem);
+    out.stderr.push_str(&diags.render(&file));
+    if diags.has_errors() {
+        return None;
+    }
+    Some(model)
+}
+
+/// Reads a model file, rejecting files that are too large or not UTF-8 with a located error.
+fn read_source(path: &str) -> Result<SourceFile, String> {
+    let metadata = std::fs::metadata(path).map_err(|e| format!("{path}: error: cannot read the file: {e}\n"))?;
+    if metadata.is_dir() {
+        return Err(format!("{path}: error: this is a directory, not a model file\n"));
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{path}: error: the file is {} bytes, more than the limit of {MAX_FILE_BYTES} bytes for a model\n",
+            metadata.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: error: cannot read the file: {e}\n"))?;
+    decode(path, bytes)
+}
+
+/// Decodes UTF-8, pointing at the first invalid byte.
+fn decode(path: &str, bytes: Vec<u8>) -> Result<SourceFile, String> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(SourceFile::new(path, text)),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            let prefix = String::from_utf8_lossy(&bytes[..valid]).into_owned();
+            let file = SourceFile::new(path, prefix);
+            let (line, column) = file.line_col(valid);
+            Err(format!(
+                "{path}:{line}:{column}: error: the file is not valid UTF-8 (byte 0x{:02x} at offset {valid}); a model file is text\n",
+                bytes[valid]
+            ))
+        }
+    }
 }

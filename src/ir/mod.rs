@@ -13,3 +13,19 @@ mod pool;
 pub use model::*;
 pub use node::{CmpOp, ExprId, Func, Node, Var};
 pub use pool::Pool;
+
+/// Placeholder until the IR slice lands.
+pub fn prepare(model: &mut Model) {
+    let _ = model;
+}
+
+/// Placeholder until the IR slice lands.
+pub fn print(model: &Model, derivatives: bool) -> String {
+    let _ = derivatives;
+    format!("model {}\n", model.name)
+}
+
+/// Placeholder until the IR slice lands.
+pub fn stats(model: &Model) -> String {
+    format!("nodes {}\n", model.pool.len())
+}

@@ -1,1 +1,888 @@
-//! Semantic analysis (placeholder).
+//! Semantic analysis: names, constants and `--set` overrides, `fn` inlining, shapes, calculus;
+//! lowers an [`ast::Model`] to an [`ir::Model`].
+//!
+//! Lowering *is* shape checking: every expression is evaluated symbolically to a [`Value`] (a
+//! shape and one IR node per element), so an operator's shape rule and its IR are written in one
+//! place. Lets, equations and constants are lowered on first use and memoized; re-entering one
+//! that is still being lowered is a definition cycle. Analysis never fails: errors become
+//! diagnostics and `Value::Error`, which silences follow-on errors.
+
+mod builtins;
+mod config;
+mod expr;
+mod value;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::diag::{suggest, Diagnostic, Diagnostics, Span};
+use crate::ir::{self, CostKind, ExprId, Node, Shape, Var};
+use crate::syntax::ast::{self, DeclKind};
+use value::Value;
+
+/// `--set NAME=VALUE` overrides, applied before shapes are checked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// Name and value pairs in command-line order; a later one wins.
+    pub values: Vec<(String, f64)>,
+}
+
+impl Overrides {
+    /// Parses `NAME=VALUE`, as given to `--set`.
+    pub fn parse_one(text: &str) -> Result<(String, f64), String> {
+        let Some((name, value)) = text.split_once('=') else {
+            return Err(format!("`--set {text}` should be NAME=VALUE, e.g. `--set d=3`"));
+        };
+        let name = name.trim();
+        let value_text = value.trim();
+        let value: f64 = value_text.parse().map_err(|_| {
+            format!("`--set {text}`: `{value_text}` is not a number")
+        })?;
+        if name.is_empty() {
+            return Err(format!("`--set {text}` names nothing before `=`"));
+        }
+        if !value.is_finite() {
+            return Err(format!("`--set {text}`: the value must be finite"));
+        }
+        Ok((name.to_string(), value))
+    }
+
+    fn get(&self, name: &str) -> Option<f64> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// Largest number of elements of one array value; the IR holds one node per element.
+pub(crate) const MAX_ELEMENTS: usize = 1 << 17;
+/// Largest IR pool before the model is rejected as too large to compile.
+pub(crate) const MAX_NODES: usize = 4_000_000;
+/// Deepest chain of `fn` calls and let/equation references being lowered at once.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// Checks a parsed model and lowers it to IR. Never fails: the model is complete only when the
+/// diagnostics hold no error. `default_name` names the model when it has no `model` header.
+pub fn check(
+    model: &ast::Model,
+    overrides: &Overrides,
+    default_name: &str,
+) -> (ir::Model, Diagnostics) {
+    let mut checker = Checker::new(model, overrides);
+    checker.model.name = default_name.to_string();
+    checker.run();
+    let Checker { model, diags, .. } = checker;
+    (model, diags)
+}
+
+/// What a declared name refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Symbol {
+    Const(usize),
+    Param(usize),
+    State(usize),
+    Input(usize),
+    Label(usize),
+    Observed(usize),
+    Let(usize),
+    Fn(usize),
+}
+
+impl Symbol {
+    pub(crate) fn kind_name(self) -> &'static str {
+        match self {
+            Symbol::Const(_) => "const",
+            Symbol::Param(_) => "param",
+            Symbol::State(_) => "state",
+            Symbol::Input(_) => "input",
+            Symbol::Label(_) => "label",
+            Symbol::Observed(_) => "observed value",
+            Symbol::Let(_) => "let",
+            Symbol::Fn(_) => "fn",
+        }
+    }
+}
+
+/// A lazily lowered definition.
+#[derive(Clone, Debug)]
+pub(crate) enum Lazy {
+    NotStarted,
+    InProgress,
+    Done(Value),
+}
+
+/// Something whose lowering is in progress, for cycle reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Item {
+    Const(usize),
+    Let(usize),
+    Equation(usize),
+    Fn(usize),
+}
+
+pub(crate) struct ConstSlot<'a> {
+    pub(crate) name: &'a ast::Ident,
+    pub(crate) expr: &'a ast::Expr,
+    pub(crate) span: Span,
+    pub(crate) value: Lazy,
+}
+
+pub(crate) struct LetSlot<'a> {
+    pub(crate) name: &'a ast::Ident,
+    pub(crate) expr: &'a ast::Expr,
+    pub(crate) value: Lazy,
+}
+
+pub(crate) struct FnSlot<'a> {
+    pub(crate) name: &'a ast::Ident,
+    pub(crate) params: &'a [ast::Ident],
+    pub(crate) body: &'a ast::Expr,
+}
+
+pub(crate) struct StateSlot<'a> {
+    pub(crate) name: &'a ast::Ident,
+    pub(crate) dims: Option<&'a ast::Dims>,
+    pub(crate) init: &'a ast::Expr,
+    pub(crate) span: Span,
+    pub(crate) shape: Option<Shape>,
+    pub(crate) equation: Option<(&'a ast::Ident, &'a ast::Expr, Span)>,
+    pub(crate) rhs: Lazy,
+}
+
+pub(crate) struct ParamSlot<'a> {
+    pub(crate) name: &'a ast::Ident,
+    pub(crate) dims: Option<&'a ast::Dims>,
+    pub(crate) time: &'a ast::ParamTime,
+    pub(crate) init: &'a ast::ParamInit,
+    pub(crate) span: Span,
+    pub(crate) shape: Option<Shape>,
+}
+
+pub(crate) struct ShapedSlot<'a> {
+    pub(crate) name: &'a ast::Ident,
+    pub(crate) dims: Option<&'a ast::Dims>,
+    pub(crate) span: Span,
+    pub(crate) shape: Option<Shape>,
+}
+
+/// The state of one analysis.
+pub(crate) struct Checker<'a> {
+    pub(crate) ast: &'a ast::Model,
+    pub(crate) overrides: &'a Overrides,
+    pub(crate) diags: Diagnostics,
+    pub(crate) model: ir::Model,
+    pub(crate) symbols: HashMap<String, Symbol>,
+    /// Declared value names in declaration order, for suggestions.
+    pub(crate) symbol_order: Vec<String>,
+    pub(crate) consts: Vec<ConstSlot<'a>>,
+    pub(crate) params: Vec<ParamSlot<'a>>,
+    pub(crate) states: Vec<StateSlot<'a>>,
+    pub(crate) inputs: Vec<ShapedSlot<'a>>,
+    pub(crate) labels: Vec<&'a ast::Ident>,
+    pub(crate) observed: Vec<ShapedSlot<'a>>,
+    pub(crate) lets: Vec<LetSlot<'a>>,
+    pub(crate) fns: Vec<FnSlot<'a>>,
+    pub(crate) in_progress: Vec<Item>,
+    pub(crate) used: HashSet<Symbol>,
+    /// Set once the pool outgrows [`MAX_NODES`], so the error is reported once.
+    pub(crate) too_large: bool,
+}
+
+impl<'a> Checker<'a> {
+    fn new(ast: &'a ast::Model, overrides: &'a Overrides) -> Checker<'a> {
+        Checker {
+            ast,
+            overrides,
+            diags: Diagnostics::new(),
+            model: ir::Model::default(),
+            symbols: HashMap::new(),
+            symbol_order: Vec::new(),
+            consts: Vec::new(),
+            params: Vec::new(),
+            states: Vec::new(),
+            inputs: Vec::new(),
+            labels: Vec::new(),
+            observed: Vec::new(),
+            lets: Vec::new(),
+            fns: Vec::new(),
+            in_progress: Vec::new(),
+            used: HashSet::new(),
+            too_large: false,
+        }
+    }
+
+    fn run(&mut self) {
+        if self.ast.decls.is_empty() {
+            self.diags.push(Diagnostic::global_error(
+                "the file declares nothing: a model needs at least a `state`, its equation and a `schedule`",
+            ));
+            return;
+        }
+        self.collect();
+        self.check_overrides();
+        self.resolve_shapes();
+        self.lower_params();
+        self.lower_states();
+        self.lower_rest();
+        self.check_equations_present();
+        self.check_data_binding();
+        self.warn_unused();
+    }
+
+    /// Registers every declared name, reporting duplicates, and files declarations by kind.
+    fn collect(&mut self) {
+        let ast = self.ast;
+        for decl in &ast.decls {
+            match &decl.kind {
+                DeclKind::Model { name } => self.model.name = name.name.clone(),
+                DeclKind::Const { name, value } => {
+                    let index = self.consts.len();
+                    if self.declare(name, Symbol::Const(index)) {
+                        self.consts.push(ConstSlot {
+                            name,
+                            expr: value,
+                            span: decl.span,
+                            value: Lazy::NotStarted,
+                        });
+                    }
+                }
+                DeclKind::Param {
+                    name,
+                    dims,
+                    time,
+                    init,
+                } => {
+                    let index = self.params.len();
+                    if self.declare(name, Symbol::Param(index)) {
+                        self.params.push(ParamSlot {
+                            name,
+                            dims: dims.as_ref(),
+                            time,
+                            init,
+                            span: decl.span,
+                            shape: None,
+                        });
+                    }
+                }
+                DeclKind::State { name, dims, init } => {
+                    let index = self.states.len();
+                    if self.declare(name, Symbol::State(index)) {
+                        self.states.push(StateSlot {
+                            name,
+                            dims: dims.as_ref(),
+                            init,
+                            span: decl.span,
+                            shape: None,
+                            equation: None,
+                            rhs: Lazy::NotStarted,
+                        });
+                    }
+                }
+                DeclKind::Input { name, dims } => {
+                    let index = self.inputs.len();
+                    if self.declare(name, Symbol::Input(index)) {
+                        self.inputs.push(ShapedSlot {
+                            name,
+                            dims: dims.as_ref(),
+                            span: decl.span,
+                            shape: None,
+                        });
+                    }
+                }
+                DeclKind::Label { name } => {
+                    let index = self.labels.len();
+                    if self.declare(name, Symbol::Label(index)) {
+                        self.labels.push(name);
+                    }
+                }
+                DeclKind::Observed { name, dims } => {
+                    let index = self.observed.len();
+                    if self.declare(name, Symbol::Observed(index)) {
+                        self.observed.push(ShapedSlot {
+                            name,
+                            dims: dims.as_ref(),
+                            span: decl.span,
+                            shape: None,
+                        });
+                    }
+                }
+                DeclKind::Let { name, value } => {
+                    let index = self.lets.len();
+                    if self.declare(name, Symbol::Let(index)) {
+                        self.lets.push(LetSlot {
+                            name,
+                            expr: value,
+                            value: Lazy::NotStarted,
+                        });
+                    }
+                }
+                DeclKind::Fn { name, params, body } => {
+                    if builtins::is_builtin(&name.name) {
+                        self.diags.error(
+                            name.span,
+                            format!("`{}` is a built-in function; choose another name", name.name),
+                        );
+                        continue;
+                    }
+                    let mut seen = HashSet::new();
+                    for p in params {
+                        if !seen.insert(p.name.as_str()) {
+                            self.diags.error(
+                                p.span,
+                                format!("`{}` appears twice among the arguments of `{}`", p.name, name.name),
+                            );
+                        }
+                    }
+                    let index = self.fns.len();
+                    if self.declare(name, Symbol::Fn(index)) {
+                        self.fns.push(FnSlot { name, params, body });
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Equations are attached after all states are known, so order does not matter.
+        for decl in &ast.decls {
+            if let DeclKind::Equation { state, rhs } = &decl.kind {
+                match self.symbols.get(&state.name) {
+                    Some(Symbol::State(i)) => {
+                        let slot = &mut self.states[*i];
+                        if slot.equation.is_some() {
+                            self.diags.push(
+                                Diagnostic::error(
+                                    decl.span,
+                                    format!("state `{}` has a second equation", state.name),
+                                )
+                                .with_help("each state has exactly one equation; remove or merge one of them"),
+                            );
+                        } else {
+                            slot.equation = Some((state, rhs, decl.span));
+                        }
+                    }
+                    Some(other) => {
+                        self.diags.error(
+                            state.span,
+                            format!(
+                                "`d{}/dt` gives an equation for `{}`, which is a {}, not a state",
+                                state.name,
+                                state.name,
+                                other.kind_name()
+                            ),
+                        );
+                    }
+                    None => {
+                        let states: Vec<&str> =
+                            self.states.iter().map(|s| s.name.name.as_str()).collect();
+                        let mut d = Diagnostic::error(
+                            state.span,
+                            format!("`d{}/dt` gives an equation for `{}`, which is not declared", state.name, state.name),
+                        );
+                        if let Some(s) = suggest(&state.name, states.iter().copied()) {
+                            d = d.with_help(format!("did you mean `{s}`?"));
+                        } else {
+                            d = d.with_help(format!("declare it first: `state {} = ...`", state.name));
+                        }
+                        self.diags.push(d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a name to the symbol table; reports and returns false on a clash.
+    fn declare(&mut self, name: &ast::Ident, symbol: Symbol) -> bool {
+        if name.name == "t" || name.name == "pi" {
+            self.diags.error(
+                name.span,
+                format!("`{}` is reserved (the {}); choose another name", name.name, if name.name == "t" { "time variable" } else { "constant π" }),
+            );
+            return false;
+        }
+        if let Some(previous) = self.symbols.get(&name.name) {
+            self.diags.error(
+                name.span,
+                format!(
+                    "`{}` is declared twice (first as a {})",
+                    name.name,
+                    previous.kind_name()
+                ),
+            );
+            return false;
+        }
+        self.symbols.insert(name.name.clone(), symbol);
+        self.symbol_order.push(name.name.clone());
+        true
+    }
+
+    /// `--set` must name a const or a param.
+    fn check_overrides(&mut self) {
+        for (name, value) in &self.overrides.values {
+            match self.symbols.get(name) {
+                Some(Symbol::Const(_)) | Some(Symbol::Param(_)) => {}
+                Some(other) => self.diags.push(Diagnostic::global_error(format!(
+                    "`--set {name}={value}`: `{name}` is a {}; only a const or a param can be set",
+                    other.kind_name()
+                ))),
+                None => {
+                    let candidates: Vec<&str> = self
+                        .symbol_order
+                        .iter()
+                        .filter(|n| matches!(self.symbols[*n], Symbol::Const(_) | Symbol::Param(_)))
+                        .map(String::as_str)
+                        .collect();
+                    let mut d = Diagnostic::global_error(format!(
+                        "`--set {name}={value}`: the model has no const or param named `{name}`"
+                    ));
+                    if let Some(s) = suggest(name, candidates.iter().copied()) {
+                        d = d.with_help(format!("did you mean `{s}`?"));
+                    }
+                    self.diags.push(d);
+                }
+            }
+        }
+    }
+
+    /// Evaluates the dimensions of every declared array.
+    fn resolve_shapes(&mut self) {
+        for i in 0..self.params.len() {
+            let shape = self.dims_shape(self.params[i].dims);
+            self.params[i].shape = shape;
+        }
+        for i in 0..self.states.len() {
+            let shape = self.dims_shape(self.states[i].dims);
+            self.states[i].shape = shape;
+        }
+        for i in 0..self.inputs.len() {
+            let shape = self.dims_shape(self.inputs[i].dims);
+            self.inputs[i].shape = shape;
+        }
+        for i in 0..self.observed.len() {
+            let shape = self.dims_shape(self.observed[i].dims);
+            self.observed[i].shape = shape;
+        }
+    }
+
+    fn dims_shape(&mut self, dims: Option<&'a ast::Dims>) -> Option<Shape> {
+        let Some(dims) = dims else {
+            return Some(Shape::Scalar);
+        };
+        let mut sizes = Vec::new();
+        for d in &dims.dims {
+            sizes.push(self.const_usize(d, "a dimension")?);
+        }
+        let shape = match sizes.as_slice() {
+            [n] => Shape::Vector(*n),
+            [m, n] => Shape::Matrix(*m, *n),
+            _ => {
+                self.diags.error(
+                    dims.span,
+                    format!("an array has one or two dimensions, found {}", sizes.len()),
+                );
+                return None;
+            }
+        };
+        if shape.len() > MAX_ELEMENTS {
+            self.diags.error(
+                dims.span,
+                format!(
+                    "an array of {} elements is larger than the limit of {MAX_ELEMENTS}",
+                    shape.len()
+                ),
+            );
+            return None;
+        }
+        Some(shape)
+    }
+
+    /// Builds the IR parameter list: shapes, time dependence and initial values.
+    fn lower_params(&mut self) {
+        for i in 0..self.params.len() {
+            let slot = &self.params[i];
+            let (name, time, init, span) = (slot.name, slot.time, slot.init, slot.span);
+            let shape = slot.shape.unwrap_or(Shape::Scalar);
+            let time = match time {
+                ast::ParamTime::Constant => ir::ParamTime::Constant,
+                ast::ParamTime::PerLayer(_) => ir::ParamTime::PerLayer,
+                ast::ParamTime::Knots { times, span } => {
+                    let mut values = Vec::new();
+                    for t in times {
+                        if let Some(v) = self.const_number(t, "a knot time") {
+                            values.push(v);
+                        }
+                    }
+                    if values.len() < 2 {
+                        self.diags.error(*span, "`on knots(...)` needs at least two knot times");
+                    } else if values.windows(2).any(|w| w[0] >= w[1]) {
+                        self.diags.error(*span, "knot times must increase strictly");
+                    }
+                    ir::ParamTime::Knots(values)
+                }
+            };
+            let init = match self.overrides.get(&name.name) {
+                Some(v) => ir::ParamInit::Values(vec![v; shape.len()]),
+                None => self.param_init(init, shape, &name.name),
+            };
+            self.model.params.push(ir::Param {
+                name: name.name.clone(),
+                shape,
+                time,
+                init,
+                span,
+            });
+        }
+    }
+
+    fn param_init(&mut self, init: &'a ast::ParamInit, shape: Shape, name: &str) -> ir::ParamInit {
+        match init {
+            ast::ParamInit::Default => ir::ParamInit::Values(vec![0.0; shape.len()]),
+            ast::ParamInit::Value(expr) => {
+                let value = self.lower_const_value(expr, "the initial value of a param");
+                match value {
+                    Some((s, values)) if s == shape => ir::ParamInit::Values(values),
+                    Some((Shape::Scalar, values)) => ir::ParamInit::Values(vec![values[0]; shape.len()]),
+                    Some((s, _)) => {
+                        self.diags.error(
+                            expr.span,
+                            format!("param `{name}` is {} but its initial value is {}", shape, s),
+                        );
+                        ir::ParamInit::Values(vec![0.0; shape.len()])
+                    }
+                    None => ir::ParamInit::Values(vec![0.0; shape.len()]),
+                }
+            }
+            ast::ParamInit::Dist(call) => config::distribution(self, call),
+        }
+    }
+
+    /// Lowers initial values and right-hand sides of all states.
+    fn lower_states(&mut self) {
+        for i in 0..self.states.len() {
+            let slot = &self.states[i];
+            let (name, init_expr, span) = (slot.name, slot.init, slot.span);
+            let shape = slot.shape;
+            let init = self.lower_top(init_expr);
+            let init = self.conform(init, shape, init_expr.span, &format!("the initial value of state `{}`", name.name));
+            if let Some(elems) = &init {
+                self.require_vars(elems, init_expr.span, "a state's initial value", |v| {
+                    matches!(v, Var::Param { .. } | Var::Input { .. })
+                });
+            }
+            let rhs = match self.equation_value(i, None) {
+                Value::Error => None,
+                v => {
+                    let eq = self.states[i].equation.map(|(_, e, _)| e.span).unwrap_or(span);
+                    self.conform(v, shape, eq, &format!("the equation of state `{}`", name.name))
+                }
+            };
+            let equation_span = self.states[i].equation.map_or(span, |(_, _, s)| s);
+            if let Some(rhs) = &rhs {
+                self.require_vars(rhs, equation_span, "an equation", |v| {
+                    !matches!(v, Var::Observed { .. } | Var::Label { .. })
+                });
+            }
+            let shape = shape.unwrap_or(Shape::Scalar);
+            let fill = |v: Option<Vec<ExprId>>, pool: &mut ir::Pool| {
+                v.unwrap_or_else(|| vec![pool.constant(0.0); shape.len()])
+            };
+            let init = fill(init, &mut self.model.pool);
+            let rhs = fill(rhs, &mut self.model.pool);
+            self.model.states.push(ir::State {
+                name: name.name.clone(),
+                shape,
+                init,
+                rhs,
+                span,
+                equation_span,
+            });
+        }
+    }
+
+    /// A value made to fit a declared shape: equal shapes pass, a scalar broadcasts.
+    fn conform(&mut self, value: Value, shape: Option<Shape>, span: Span, what: &str) -> Option<Vec<ExprId>> {
+        let shape = shape?;
+        match value {
+            Value::Error => None,
+            Value::Array { shape: s, elems } if s == shape => Some(elems),
+            Value::Array { shape: Shape::Scalar, elems } => Some(vec![elems[0]; shape.len()]),
+            Value::Array { shape: s, .. } => {
+                self.diags.error(span, format!("{what} is {s} but the state is {shape}"));
+                None
+            }
+        }
+    }
+
+    /// Costs, metrics, outputs, lets, schedule, data and training.
+    fn lower_rest(&mut self) {
+        let ast = self.ast;
+        let mut schedule_seen = false;
+        let mut train_seen = false;
+        let mut output_names: HashSet<&str> = HashSet::new();
+        let mut metric_names: HashSet<&str> = HashSet::new();
+        for decl in &ast.decls {
+            match &decl.kind {
+                DeclKind::Cost { kind, value } => self.lower_cost(kind, value, decl.span),
+                DeclKind::Metric { name, value } | DeclKind::Output { name, value } => {
+                    let is_metric = matches!(decl.kind, DeclKind::Metric { .. });
+                    let names = if is_metric { &mut metric_names } else { &mut output_names };
+                    if !names.insert(&name.name) {
+                        self.diags.error(
+                            name.span,
+                            format!("{} `{}` is declared twice", if is_metric { "metric" } else { "output" }, name.name),
+                        );
+                        continue;
+                    }
+                    let v = self.lower_top(value);
+                    let Value::Array { shape, elems } = v else { continue };
+                    if is_metric && shape != Shape::Scalar {
+                        self.diags.error(
+                            value.span,
+                            format!("a metric is averaged over samples and must be a scalar, found {shape}"),
+                        );
+                        continue;
+                    }
+                    self.require_vars(&elems, value.span, if is_metric { "a metric" } else { "an output" }, |v| {
+                        !matches!(v, Var::Observed { .. })
+                    });
+                    let out = ir::Output {
+                        name: name.name.clone(),
+                        shape,
+                        value: elems,
+                        span: decl.span,
+                    };
+                    if is_metric {
+                        self.model.metrics.push(out);
+                    } else {
+                        self.model.outputs.push(out);
+                    }
+                }
+                DeclKind::Schedule { call } => {
+                    if schedule_seen {
+                        self.diags.error(decl.span, "a model has one schedule; this is the second");
+                        continue;
+                    }
+                    schedule_seen = true;
+                    self.model.schedule = config::schedule(self, call, decl.span);
+                }
+                DeclKind::Train { optimizer } => {
+                    if train_seen {
+                        self.diags.error(decl.span, "a model has one `train` declaration; this is the second");
+                        continue;
+                    }
+                    train_seen = true;
+                    self.model.train = config::train(self, optimizer, decl.span);
+                }
+                DeclKind::Data { name, source } => {
+                    if self.model.data.iter().any(|d| d.name == name.name) {
+                        self.diags.error(name.span, format!("data block `{}` is declared twice", name.name));
+                        continue;
+                    }
+                    if let Some(source) = config::data_source(self, source) {
+                        self.model.data.push(ir::DataBlock {
+                            name: name.name.clone(),
+                            source,
+                            span: decl.span,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Lets nobody used are still checked, so their errors are not hidden.
+        for i in 0..self.lets.len() {
+            if matches!(self.lets[i].value, Lazy::NotStarted) {
+                let _ = self.let_value(i, self.lets[i].name.span);
+            }
+        }
+        if !schedule_seen && !self.states.is_empty() {
+            let span = self.states[0].span;
+            self.diags.push(
+                Diagnostic::error(span, "the model has states but no schedule")
+                    .with_help("add one, e.g. `schedule rk4(t = [0, 1], steps = 10)`"),
+            );
+        }
+        if self.states.is_empty() {
+            let span = self.ast.decls[0].span;
+            self.diags.push(
+                Diagnostic::error(span, "the model declares no state")
+                    .with_help("declare one with its equation, e.g. `state x = 1` and `dx/dt = -x`"),
+            );
+        }
+    }
+
+    fn lower_cost(&mut self, kind: &ast::Ident, value: &'a ast::Expr, span: Span) {
+        let kinds = [
+            ("terminal", CostKind::Terminal),
+            ("running", CostKind::Running),
+            ("penalty", CostKind::Penalty),
+            ("observed", CostKind::Observed),
+        ];
+        let Some(&(_, cost_kind)) = kinds.iter().find(|(n, _)| *n == kind.name) else {
+            let mut d = Diagnostic::error(
+                kind.span,
+                format!("unknown cost kind `{}`; a cost is terminal, running, penalty or observed", kind.name),
+            );
+            if let Some(s) = suggest(&kind.name, kinds.iter().map(|(n, _)| *n)) {
+                d = d.with_help(format!("did you mean `{s}`?"));
+            }
+            self.diags.push(d);
+            return;
+        };
+        let v = self.lower_top(value);
+        let Value::Array { shape, elems } = v else { return };
+        if shape != Shape::Scalar {
+            self.diags.push(
+                Diagnostic::error(value.span, format!("a cost must be a scalar, found {shape}"))
+                    .with_help("reduce it, e.g. with sum(...), sumsq(...) or mean(...)"),
+            );
+            return;
+        }
+        let allowed: fn(&Var) -> bool = match cost_kind {
+            CostKind::Penalty => |v| matches!(v, Var::Param { .. }),
+            CostKind::Observed => |_| true,
+            CostKind::Terminal | CostKind::Running => |v| !matches!(v, Var::Observed { .. }),
+        };
+        let what = match cost_kind {
+            CostKind::Penalty => "a penalty cost (params only)",
+            CostKind::Observed => "an observed cost",
+            CostKind::Terminal => "a terminal cost",
+            CostKind::Running => "a running cost",
+        };
+        self.require_vars(&elems, value.span, what, allowed);
+        if cost_kind == CostKind::Observed && self.observed.is_empty() {
+            self.diags.error(
+                span,
+                "an observed cost needs `observed NAME[DIMS]` and a `series` data block",
+            );
+        }
+        self.model.costs.push(ir::Cost {
+            kind: cost_kind,
+            value: elems[0],
+            span,
+        });
+    }
+
+    /// Reports the first variable in `elems` that `allowed` rejects.
+    pub(crate) fn require_vars(
+        &mut self,
+        elems: &[ExprId],
+        span: Span,
+        what: &str,
+        allowed: impl Fn(&Var) -> bool,
+    ) -> bool {
+        if let Some(var) = self.find_var(elems, |v| !allowed(v)) {
+            let name = self.var_name(var);
+            self.diags.error(span, format!("{what} cannot depend on {name}"));
+            return false;
+        }
+        true
+    }
+
+    /// The first variable reachable from `roots` (in node order) that `pred` accepts.
+    pub(crate) fn find_var(&self, roots: &[ExprId], pred: impl Fn(&Var) -> bool) -> Option<Var> {
+        let pool = &self.model.pool;
+        let mut seen = HashSet::new();
+        let mut stack: Vec<ExprId> = roots.to_vec();
+        let mut found: Option<Var> = None;
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            match pool.node(id) {
+                Node::Var(v) if pred(v) => {
+                    if found.is_none_or(|f| *v < f) {
+                        found = Some(*v);
+                    }
+                }
+                node => stack.extend(node.operands()),
+            }
+        }
+        found
+    }
+
+    /// How a variable reads in a message: "state `x`", "the time `t`".
+    pub(crate) fn var_name(&self, var: Var) -> String {
+        match var {
+            Var::Time => "the time `t`".to_string(),
+            Var::State { state, .. } => format!("state `{}`", self.states[state as usize].name.name),
+            Var::Param { param, .. } => format!("param `{}`", self.params[param as usize].name.name),
+            Var::Input { input, .. } => format!("input `{}`", self.inputs[input as usize].name.name),
+            Var::Label { label } => format!("label `{}`", self.labels[label as usize].name),
+            Var::Observed { observed, .. } => {
+                format!("observed value `{}`", self.observed[observed as usize].name.name)
+            }
+            Var::StateTangent { .. } | Var::ParamTangent { .. } | Var::Cotangent { .. } => {
+                "a derivative direction".to_string()
+            }
+        }
+    }
+
+    fn check_equations_present(&mut self) {
+        for i in 0..self.states.len() {
+            if self.states[i].equation.is_none() {
+                let name = &self.states[i].name.name;
+                self.diags.push(
+                    Diagnostic::error(self.states[i].name.span, format!("state `{name}` has no equation"))
+                        .with_help(format!("add one, e.g. `d{name}/dt = ...`")),
+                );
+            }
+        }
+    }
+
+    /// Inputs, labels and observed values need a data block that provides them.
+    fn check_data_binding(&mut self) {
+        let first_input = self.inputs.first().map(|s| (s.span, s.name.name.clone()));
+        if let Some((span, name)) = first_input {
+            if self.model.data.is_empty() && !self.diags.has_errors() {
+                self.diags.push(
+                    Diagnostic::error(span, format!("input `{name}` is not bound to any data"))
+                        .with_help("add a data block, e.g. `data train = moons(n = 512, noise = 0.1, seed = 1)`"),
+                );
+            }
+        }
+        config::check_data_shapes(self);
+    }
+
+    fn warn_unused(&mut self) {
+        for (i, p) in self.params.iter().enumerate() {
+            if !self.used.contains(&Symbol::Param(i)) {
+                self.diags.warning(p.name.span, format!("param `{}` is never used", p.name.name));
+            }
+        }
+        for (i, l) in self.lets.iter().enumerate() {
+            if !self.used.contains(&Symbol::Let(i)) {
+                self.diags.warning(l.name.span, format!("let `{}` is never used", l.name.name));
+            }
+        }
+    }
+
+    /// Reports (once) and returns true when the IR has outgrown what can be compiled.
+    pub(crate) fn check_size(&mut self, span: Span) -> bool {
+        if self.model.pool.len() > MAX_NODES {
+            if !self.too_large {
+                self.too_large = true;
+                self.diags.error(
+                    span,
+                    format!("the model is too large: its IR exceeds {MAX_NODES} nodes"),
+                );
+            }
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_values_parse_or_explain() {
+        assert_eq!(Overrides::parse_one("d=3"), Ok(("d".to_string(), 3.0)));
+        assert_eq!(Overrides::parse_one(" k = -0.5 "), Ok(("k".to_string(), -0.5)));
+        assert!(Overrides::parse_one("d").unwrap_err().contains("NAME=VALUE"));
+        assert!(Overrides::parse_one("d=x").unwrap_err().contains("not a number"));
+        assert!(Overrides::parse_one("=2").is_err());
+        assert!(Overrides::parse_one("d=inf").is_err());
+    }
+}

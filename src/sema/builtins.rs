@@ -1,0 +1,532 @@
+//! Built-in functions and calculus: their arity, argument names, shape rules and lowering.
+
+use super::expr::{transpose, Scope};
+use super::value::Value;
+use super::Checker;
+use crate::diag::{suggest, Diagnostic};
+use crate::ir::{diff, CmpOp, ExprId, Func, Node, Pool, Shape, Var};
+use crate::syntax::ast;
+
+/// Every built-in function with its argument names; the first `required` are mandatory.
+const SIGNATURES: &[(&str, &[&str], usize)] = &[
+    ("sin", &["x"], 1),
+    ("cos", &["x"], 1),
+    ("tan", &["x"], 1),
+    ("exp", &["x"], 1),
+    ("log", &["x"], 1),
+    ("sqrt", &["x"], 1),
+    ("abs", &["x"], 1),
+    ("tanh", &["x"], 1),
+    ("sigmoid", &["x"], 1),
+    ("relu", &["x"], 1),
+    ("softplus", &["x"], 1),
+    ("sign", &["x"], 1),
+    ("min", &["a", "b"], 2),
+    ("max", &["a", "b"], 2),
+    ("pow", &["a", "b"], 2),
+    ("sum", &["x"], 1),
+    ("mean", &["x"], 1),
+    ("sumsq", &["x"], 1),
+    ("norm", &["x"], 1),
+    ("dot", &["a", "b"], 2),
+    ("logsumexp", &["x"], 1),
+    ("transpose", &["x"], 1),
+    ("trace", &["x"], 1),
+    ("diag", &["x"], 1),
+    ("outer", &["a", "b"], 2),
+    ("eye", &["n"], 1),
+    ("zeros", &["m", "n"], 1),
+    ("ones", &["m", "n"], 1),
+    ("softmax", &["x"], 1),
+    ("log_softmax", &["x"], 1),
+    ("bce", &["p", "y"], 2),
+    ("cross_entropy", &["logits", "class"], 2),
+    ("mse", &["a", "b"], 2),
+    ("der", &["x"], 1),
+    ("grad", &["e", "v"], 2),
+    ("jacobian", &["e", "v"], 2),
+    ("div", &["e", "v"], 2),
+];
+
+/// Names of all built-in functions, for suggestions.
+pub(crate) const NAMES: [&str; 37] = {
+    let mut names = [""; 37];
+    let mut i = 0;
+    while i < SIGNATURES.len() {
+        names[i] = SIGNATURES[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// Whether `name` is a built-in function.
+pub(crate) fn is_builtin(name: &str) -> bool {
+    SIGNATURES.iter().any(|(n, _, _)| *n == name)
+}
+
+/// Matches positional and named arguments to parameter names. Positional arguments fill
+/// parameters in order; named ones go by name. Reports too many, unknown, repeated and missing
+/// arguments (the first `required` parameters are mandatory) and returns `None` after an error.
+pub(crate) fn bind_args<'c>(
+    checker: &mut Checker,
+    call: &'c ast::Call,
+    what: &str,
+    params: &[&str],
+    required: usize,
+) -> Option<Vec<Option<&'c ast::Expr>>> {
+    let mut bound: Vec<Option<&ast::Expr>> = vec![None; params.len()];
+    let mut ok = true;
+    let mut position = 0;
+    for arg in &call.args {
+        match &arg.name {
+            None => {
+                if position >= params.len() {
+                    checker.diags.error(
+                        arg.span,
+                        format!(
+                            "too many arguments: {what} takes at most {} ({})",
+                            params.len(),
+                            params.join(", ")
+                        ),
+                    );
+                    ok = false;
+                    break;
+                }
+                bound[position] = Some(&arg.value);
+                position += 1;
+            }
+            Some(name) => match params.iter().position(|p| *p == name.name) {
+                Some(i) if bound[i].is_some() => {
+                    checker.diags.error(name.span, format!("argument `{}` is given twice", name.name));
+                    ok = false;
+                }
+                Some(i) => bound[i] = Some(&arg.value),
+                None => {
+                    let mut d = Diagnostic::error(
+                        name.span,
+                        format!("{what} has no argument `{}`", name.name),
+                    );
+                    match suggest(&name.name, params.iter().copied()) {
+                        Some(s) => d = d.with_help(format!("did you mean `{s}`?")),
+                        None => d = d.with_help(format!("its arguments are: {}", params.join(", "))),
+                    }
+                    checker.diags.push(d);
+                    ok = false;
+                }
+            },
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let missing: Vec<&str> = (0..required).filter(|i| bound[*i].is_none()).map(|i| params[i]).collect();
+    if !missing.is_empty() {
+        checker.diags.error(
+            call.span,
+            format!(
+                "{what} needs argument{} {}",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(bound)
+}
+
+/// Lowers a call of a built-in function.
+pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &Scope) -> Value {
+    let name = call.name.name.as_str();
+    let &(_, params, required) = SIGNATURES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .expect("is_builtin was checked");
+    let what = format!("`{name}`");
+    let Some(bound) = bind_args(checker, call, &what, params, required) else {
+        return Value::Error;
+    };
+    let args: Vec<&'a ast::Expr> = bound.iter().flatten().copied().collect();
+    // Shape constructors take constant sizes, not values.
+    match name {
+        "eye" | "zeros" | "ones" => return constructor(checker, name, &args),
+        "der" => return der(checker, args[0], scope),
+        _ => {}
+    }
+    let mut values = Vec::with_capacity(args.len());
+    for arg in &args {
+        values.push(checker.lower(arg, scope));
+    }
+    if values.iter().any(Value::is_error) {
+        return Value::Error;
+    }
+    let span = call.span;
+    if let Some(func) = Func::ALL.iter().find(|f| f.name() == name) {
+        return checker.apply_func(*func, values.swap_remove(0));
+    }
+    let b = values.pop();
+    let a = values.pop();
+    let (a, b) = match (a, b) {
+        (Some(a), Some(b)) => (a, Some(b)),
+        (None, Some(a)) => (a, None),
+        _ => return Value::Error,
+    };
+    let sa = a.shape().expect("errors filtered");
+    let ea = a.elems().to_vec();
+    match (name, b) {
+        ("min" | "max" | "pow", Some(b)) => {
+            let sb = b.shape().expect("errors filtered");
+            let f = match name {
+                "min" => Pool::min,
+                "max" => Pool::max,
+                _ => Pool::pow,
+            };
+            checker.broadcast(sa, &ea, sb, b.elems(), f).unwrap_or_else(|| {
+                checker.diags.error(span, format!("`{name}` needs equal shapes or a scalar, found {sa} and {sb}"));
+                Value::Error
+            })
+        }
+        ("sum", None) => Value::scalar(checker.model.pool.sum(&ea)),
+        ("mean", None) => {
+            if ea.is_empty() {
+                checker.diags.error(span, "the mean of an empty array is undefined");
+                return Value::Error;
+            }
+            let pool = &mut checker.model.pool;
+            let total = pool.sum(&ea);
+            let n = pool.constant(ea.len() as f64);
+            Value::scalar(pool.div(total, n))
+        }
+        ("sumsq", None) => Value::scalar(sumsq(&mut checker.model.pool, &ea)),
+        ("norm", None) => {
+            let pool = &mut checker.model.pool;
+            let s = sumsq(pool, &ea);
+            Value::scalar(pool.func(Func::Sqrt, s))
+        }
+        ("logsumexp", None) => {
+            if ea.is_empty() {
+                checker.diags.error(span, "`logsumexp` of an empty array is undefined");
+                return Value::Error;
+            }
+            Value::scalar(logsumexp(&mut checker.model.pool, &ea))
+        }
+        ("softmax" | "log_softmax", None) => {
+            if !matches!(sa, Shape::Vector(n) if n > 0) {
+                checker.diags.error(span, format!("`{name}` needs a non-empty vector, found {sa}"));
+                return Value::Error;
+            }
+            let pool = &mut checker.model.pool;
+            let lse = logsumexp(pool, &ea);
+            let out = ea
+                .iter()
+                .map(|x| {
+                    let shifted = pool.sub(*x, lse);
+                    if name == "softmax" {
+                        pool.func(Func::Exp, shifted)
+                    } else {
+                        shifted
+                    }
+                })
+                .collect();
+            Value::array(sa, out)
+        }
+        ("transpose", None) => transpose(a),
+        ("trace", None) => match sa {
+            Shape::Matrix(m, n) if m == n => {
+                let diag: Vec<ExprId> = (0..n).map(|i| ea[i * n + i]).collect();
+                Value::scalar(checker.model.pool.sum(&diag))
+            }
+            _ => {
+                checker.diags.error(span, format!("`trace` needs a square matrix, found {sa}"));
+                Value::Error
+            }
+        },
+        ("diag", None) => match sa {
+            Shape::Vector(n) => {
+                let zero = checker.model.pool.constant(0.0);
+                let mut out = vec![zero; n * n];
+                for i in 0..n {
+                    out[i * n + i] = ea[i];
+                }
+                Value::array(Shape::Matrix(n, n), out)
+            }
+            Shape::Matrix(m, n) => {
+                let k = m.min(n);
+                Value::array(Shape::Vector(k), (0..k).map(|i| ea[i * n + i]).collect())
+            }
+            Shape::Scalar => {
+                checker.diags.error(span, "`diag` needs a vector (to build a matrix) or a matrix (to read its diagonal)");
+                Value::Error
+            }
+        },
+        ("dot", Some(b)) => {
+            let sb = b.shape().expect("errors filtered");
+            if sa != sb || matches!(sa, Shape::Matrix(..)) {
+                checker.diags.error(span, format!("`dot` needs two vectors of the same length, found {sa} and {sb}"));
+                return Value::Error;
+            }
+            let pool = &mut checker.model.pool;
+            let terms: Vec<ExprId> = ea.iter().zip(b.elems()).map(|(x, y)| pool.mul(*x, *y)).collect();
+            Value::scalar(pool.sum(&terms))
+        }
+        ("outer", Some(b)) => {
+            let sb = b.shape().expect("errors filtered");
+            match (sa, sb) {
+                (Shape::Vector(m), Shape::Vector(n)) => {
+                    let pool = &mut checker.model.pool;
+                    let mut out = Vec::with_capacity(m * n);
+                    for x in &ea {
+                        for y in b.elems() {
+                            out.push(pool.mul(*x, *y));
+                        }
+                    }
+                    Value::array(Shape::Matrix(m, n), out)
+                }
+                _ => {
+                    checker.diags.error(span, format!("`outer` needs two vectors, found {sa} and {sb}"));
+                    Value::Error
+                }
+            }
+        }
+        ("bce", Some(b)) => {
+            let sb = b.shape().expect("errors filtered");
+            let n = sa.len().max(sb.len());
+            // −(y log p + (1 − y) log(1 − p)), averaged over elements like PyTorch's BCELoss.
+            let losses = checker.broadcast(sa, &ea, sb, b.elems(), |pool, p, y| {
+                let one = pool.constant(1.0);
+                let log_p = pool.func(Func::Log, p);
+                let one_minus_p = pool.sub(one, p);
+                let log_q = pool.func(Func::Log, one_minus_p);
+                let one_minus_y = pool.sub(one, y);
+                let a = pool.mul(y, log_p);
+                let b = pool.mul(one_minus_y, log_q);
+                let s = pool.add(a, b);
+                pool.neg(s)
+            });
+            match losses {
+                Some(v) => mean_of(checker, v.elems(), n),
+                None => {
+                    checker.diags.error(span, format!("`bce` needs equal shapes or a scalar, found {sa} and {sb}"));
+                    Value::Error
+                }
+            }
+        }
+        ("mse", Some(b)) => {
+            let sb = b.shape().expect("errors filtered");
+            let n = sa.len().max(sb.len());
+            let squares = checker.broadcast(sa, &ea, sb, b.elems(), |pool, x, y| {
+                let d = pool.sub(x, y);
+                pool.mul(d, d)
+            });
+            match squares {
+                Some(v) => mean_of(checker, v.elems(), n),
+                None => {
+                    checker.diags.error(span, format!("`mse` needs equal shapes or a scalar, found {sa} and {sb}"));
+                    Value::Error
+                }
+            }
+        }
+        ("cross_entropy", Some(b)) => {
+            let sb = b.shape().expect("errors filtered");
+            if !matches!(sa, Shape::Vector(n) if n > 0) || sb != Shape::Scalar {
+                checker.diags.error(
+                    span,
+                    format!("`cross_entropy` needs a vector of logits and a scalar class index, found {sa} and {sb}"),
+                );
+                return Value::Error;
+            }
+            // logsumexp(z) − z[class], with the class read at run time through indicator terms.
+            let pool = &mut checker.model.pool;
+            let class = b.elems()[0];
+            let lse = logsumexp(pool, &ea);
+            let picked: Vec<ExprId> = ea
+                .iter()
+                .enumerate()
+                .map(|(k, z)| {
+                    let kc = pool.constant(k as f64);
+                    let is_k = pool.cmp(CmpOp::Eq, class, kc);
+                    pool.mul(is_k, *z)
+                })
+                .collect();
+            let z_class = pool.sum(&picked);
+            Value::scalar(pool.sub(lse, z_class))
+        }
+        ("grad" | "jacobian" | "div", Some(b)) => calculus(checker, name, a, b, &args),
+        _ => {
+            checker.diags.error(span, format!("`{name}` is missing an argument"));
+            Value::Error
+        }
+    }
+}
+
+fn sumsq(pool: &mut Pool, elems: &[ExprId]) -> ExprId {
+    let squares: Vec<ExprId> = elems.iter().map(|x| pool.mul(*x, *x)).collect();
+    pool.sum(&squares)
+}
+
+/// `max(x) + log Σ exp(x − max(x))`: never overflows.
+fn logsumexp(pool: &mut Pool, elems: &[ExprId]) -> ExprId {
+    if elems.len() == 1 {
+        return elems[0];
+    }
+    let mut m = elems[0];
+    for x in &elems[1..] {
+        m = pool.max(m, *x);
+    }
+    let exps: Vec<ExprId> = elems
+        .iter()
+        .map(|x| {
+            let shifted = pool.sub(*x, m);
+            pool.func(Func::Exp, shifted)
+        })
+        .collect();
+    let total = pool.sum(&exps);
+    let log = pool.func(Func::Log, total);
+    pool.add(m, log)
+}
+
+fn mean_of(checker: &mut Checker, elems: &[ExprId], n: usize) -> Value {
+    let pool = &mut checker.model.pool;
+    let total = pool.sum(elems);
+    if n == 1 {
+        return Value::scalar(total);
+    }
+    let count = pool.constant(n as f64);
+    Value::scalar(pool.div(total, count))
+}
+
+fn constructor<'a>(checker: &mut Checker<'a>, name: &str, args: &[&'a ast::Expr]) -> Value {
+    let mut sizes = Vec::new();
+    for a in args {
+        match checker.const_usize(a, &format!("the size given to `{name}`")) {
+            Some(n) => sizes.push(n),
+            None => return Value::Error,
+        }
+    }
+    let shape = match (name, sizes.as_slice()) {
+        ("eye", [n]) => Shape::Matrix(*n, *n),
+        (_, [n]) => Shape::Vector(*n),
+        (_, [m, n]) => Shape::Matrix(*m, *n),
+        _ => return Value::Error,
+    };
+    if shape.len() > super::MAX_ELEMENTS {
+        checker.diags.error(args[0].span, format!("`{name}` of {} elements is too large", shape.len()));
+        return Value::Error;
+    }
+    let pool = &mut checker.model.pool;
+    let zero = pool.constant(0.0);
+    let one = pool.constant(1.0);
+    let elems = match name {
+        "ones" => vec![one; shape.len()],
+        "zeros" => vec![zero; shape.len()],
+        _ => {
+            let n = sizes[0];
+            (0..n * n).map(|k| if k / n == k % n { one } else { zero }).collect()
+        }
+    };
+    Value::array(shape, elems)
+}
+
+/// `der(x)`: the right-hand side of state `x`'s equation.
+fn der<'a>(checker: &mut Checker<'a>, arg: &'a ast::Expr, scope: &Scope) -> Value {
+    let v = checker.lower(arg, scope);
+    let Value::Array { elems, .. } = &v else { return Value::Error };
+    let state = match checker.model.pool.node(elems[0]) {
+        Node::Var(Var::State { state, .. }) => Some(*state),
+        _ => None,
+    };
+    let whole_state = state.filter(|&s| {
+        let shape = checker.states[s as usize].shape;
+        shape.is_some_and(|sh| sh.len() == elems.len())
+            && elems.iter().enumerate().all(|(i, e)| {
+                matches!(checker.model.pool.node(*e), Node::Var(Var::State { state, elem }) if *state == s && *elem as usize == i)
+            })
+    });
+    match whole_state {
+        Some(s) => checker.equation_value(s as usize, Some(arg.span)),
+        None => {
+            checker.diags.push(
+                Diagnostic::error(arg.span, "`der` takes a whole state, such as `der(x)`")
+                    .with_help("der(x) is the right-hand side of x's equation"),
+            );
+            Value::Error
+        }
+    }
+}
+
+/// The leaves a value consists of, if every element is a distinct state, param, input or time.
+fn wrt_vars(checker: &Checker, v: &Value) -> Option<Vec<Var>> {
+    let mut vars = Vec::new();
+    for e in v.elems() {
+        match checker.model.pool.node(*e) {
+            Node::Var(var @ (Var::State { .. } | Var::Param { .. } | Var::Input { .. } | Var::Time)) => {
+                if vars.contains(var) {
+                    return None;
+                }
+                vars.push(*var);
+            }
+            _ => return None,
+        }
+    }
+    Some(vars)
+}
+
+/// `grad(e, v)`, `jacobian(e, v)` and `div(e, v)`, resolved symbolically now.
+fn calculus(checker: &mut Checker, name: &str, e: Value, v: Value, args: &[&ast::Expr]) -> Value {
+    let (se, sv) = (e.shape().expect("errors filtered"), v.shape().expect("errors filtered"));
+    let Some(vars) = wrt_vars(checker, &v) else {
+        checker.diags.push(
+            Diagnostic::error(
+                args[1].span,
+                format!("`{name}` differentiates with respect to a state, a param, an input or `t`"),
+            )
+            .with_help("name one of them directly, e.g. `grad(Phi(z, t), z)`"),
+        );
+        return Value::Error;
+    };
+    let span = args[0].span;
+    let pool = &mut checker.model.pool;
+    match name {
+        "grad" => {
+            if se != Shape::Scalar {
+                checker.diags.push(
+                    Diagnostic::error(span, format!("`grad` needs a scalar expression, found {se}"))
+                        .with_help("use jacobian(e, v) for a vector expression"),
+                );
+                return Value::Error;
+            }
+            let out = vars.iter().map(|var| diff::partial(pool, e.elems()[0], *var)).collect();
+            Value::array(sv, out)
+        }
+        "jacobian" => {
+            if matches!(se, Shape::Matrix(..)) || matches!(sv, Shape::Matrix(..)) {
+                checker.diags.error(span, format!("`jacobian` needs vectors or scalars, found {se} and {sv}"));
+                return Value::Error;
+            }
+            let (m, n) = (se.len(), sv.len());
+            let mut out = Vec::with_capacity(m * n);
+            for fe in e.elems() {
+                for var in &vars {
+                    out.push(diff::partial(pool, *fe, *var));
+                }
+            }
+            Value::array(Shape::Matrix(m, n), out)
+        }
+        _ => {
+            if se.len() != sv.len() || matches!(se, Shape::Matrix(..)) {
+                checker.diags.error(
+                    span,
+                    format!("`div` needs an expression of the same length as the variable, found {se} and {sv}"),
+                );
+                return Value::Error;
+            }
+            // Σ ∂e_i/∂v_i: the diagonal only, never the full Jacobian.
+            let terms: Vec<ExprId> = e
+                .elems()
+                .iter()
+                .zip(&vars)
+                .map(|(fe, var)| diff::partial(pool, *fe, *var))
+                .collect();
+            Value::scalar(pool.sum(&terms))
+        }
+    }
+}
