@@ -1,0 +1,39 @@
+//! `tests/bad/*.node`: malformed models, one concern per file. Each must exit 1 with at least
+//! one located error, and its full stderr is snapshotted (each snapshot read and judged right).
+//! A line `// args: ...` near the top passes extra command-line arguments (e.g. `--set`).
+
+use crate::support::{node_files, nodec};
+
+fn extra_args(path: &std::path::Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines()
+        .take(3)
+        .find_map(|l| l.strip_prefix("// args:"))
+        .map(|a| a.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_bad_model_fails_with_located_diagnostics() {
+    let files = node_files("tests/bad");
+    assert!(files.len() >= 25, "at least 25 malformed models, found {}", files.len());
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let rel = format!("tests/bad/{name}");
+        let mut args: Vec<String> = vec!["check".into()];
+        args.extend(extra_args(&path));
+        args.push(rel.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = nodec(&args);
+        let stderr = String::from_utf8(out.stderr).expect("diagnostics are UTF-8");
+        assert_eq!(out.status.code(), Some(1), "{rel} should fail check:\n{stderr}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with(&format!("{rel}:")) && first.contains(" error: "),
+            "{rel}: first line must be `FILE:LINE:COL: error: ...` (or `FILE: error:`), got {first:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{rel} panics:\n{stderr}");
+        insta::assert_snapshot!(format!("bad_{}", name.trim_end_matches(".node")), stderr);
+    }
+}

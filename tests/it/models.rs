@@ -1,0 +1,56 @@
+//! Every model in `models/` passes `nodec check` with nothing on stderr, and its `nodec ir`
+//! output is snapshotted (each snapshot read and judged right before it was accepted).
+
+use crate::support::{node_files, nodec};
+
+#[test]
+fn every_model_checks_clean() {
+    let files = node_files("models");
+    assert!(files.len() >= 10, "models/ holds the shared examples");
+    for path in files {
+        let rel = format!("models/{}", path.file_name().unwrap().to_string_lossy());
+        let out = nodec(&["check", &rel]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{rel} fails check:\n{stderr}");
+        assert!(stderr.is_empty(), "{rel} prints diagnostics:\n{stderr}");
+    }
+}
+
+#[test]
+fn ir_of_every_model() {
+    for path in node_files("models") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let rel = format!("models/{name}");
+        let out = nodec(&["ir", &rel]);
+        assert!(out.status.success(), "{rel}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).expect("utf-8 output");
+        insta::assert_snapshot!(format!("ir_{}", name.trim_end_matches(".node")), text);
+    }
+}
+
+#[test]
+fn check_accepts_several_files_and_fails_if_any_fails() {
+    let out = nodec(&["check", "models/decay.node", "models/lorenz.node"]);
+    assert!(out.status.success());
+    let out = nodec(&["check", "models/decay.node", "tests/bad/unknown_name.node"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn set_changes_shapes_before_checking() {
+    // circles_anode pads the 2 features with zeros(d - 2); d = 2 gives an empty pad.
+    let out = nodec(&["ir", "--set", "d=2", "models/circles_anode.node"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("state x[2]"), "{text}");
+    let out = nodec(&["ir", "--set", "d=4", "models/circles_anode.node"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("state x[4]"), "{text}");
+}
+
+#[test]
+fn a_malformed_set_is_a_command_line_error() {
+    let out = nodec(&["check", "--set", "d", "models/decay.node"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=VALUE"));
+}

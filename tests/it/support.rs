@@ -1,0 +1,42 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nodec::diag::SourceFile;
+use nodec::sema::Overrides;
+
+/// The repository root, so that paths in outputs are relative and stable.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the `nodec` binary from the repository root.
+pub fn nodec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodec"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the nodec binary runs")
+}
+
+/// The `.node` files of a folder, sorted by name.
+pub fn node_files(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .expect("folder exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "node"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Parses, checks and prepares a model from `models/`, failing the test on any error.
+pub fn load_model(name: &str) -> nodec::ir::Model {
+    let path = root().join("models").join(name);
+    let text = std::fs::read_to_string(&path).expect("model file readable");
+    let file = SourceFile::new(format!("models/{name}"), text);
+    let (model, diags) = nodec::check_source(&file, &Overrides::default(), "model");
+    assert!(!diags.has_errors(), "{}", diags.render(&file));
+    nodec::prepare(model)
+}
