@@ -4,6 +4,8 @@
 //! baseline for a front end; the figure is reported next to the time to merely read the files,
 //! measured in the same run.
 
+#![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use nodec::diag::SourceFile;
 use nodec::sema::Overrides;
