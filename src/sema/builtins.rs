@@ -430,8 +430,8 @@ fn constructor<'a>(checker: &mut Checker<'a>, name: &str, args: &[&'a ast::Expr]
 fn der<'a>(checker: &mut Checker<'a>, arg: &'a ast::Expr, scope: &Scope) -> Value {
     let v = checker.lower(arg, scope);
     let Value::Array { elems, .. } = &v else { return Value::Error };
-    let state = match checker.model.pool.node(elems[0]) {
-        Node::Var(Var::State { state, .. }) => Some(*state),
+    let state = match elems.first().map(|e| checker.model.pool.node(*e)) {
+        Some(Node::Var(Var::State { state, .. })) => Some(*state),
         _ => None,
     };
     let whole_state = state.filter(|&s| {

@@ -290,11 +290,22 @@ impl<'a> Checker<'a> {
         if failed {
             return Value::Error;
         }
+        // Calls with the same arguments are the same nodes: memoizing keeps nested calls such as
+        // `fn f(x) = g(x) + g(x)` linear in work instead of exponential.
+        let key: (usize, Vec<ExprId>, Vec<Option<Shape>>) = (
+            i,
+            inner.bindings.iter().flat_map(|(_, v)| v.elems().to_vec()).collect(),
+            inner.bindings.iter().map(|(_, v)| v.shape()).collect(),
+        );
+        if let Some(v) = self.fn_memo.get(&key) {
+            return v.clone();
+        }
         if !self.enter(Item::Fn(i), call.span) {
             return Value::Error;
         }
         let v = self.lower(body, &inner);
         self.in_progress.pop();
+        self.fn_memo.insert(key, v.clone());
         v
     }
 
@@ -586,7 +597,7 @@ impl<'a> Checker<'a> {
     fn const_index(&mut self, e: &'a ast::Expr) -> Option<usize> {
         let v = self.lower_top(e);
         let Value::Array { shape, elems } = v else { return None };
-        let value = match (shape, self.model.pool.const_value(elems[0])) {
+        let value = match (shape, elems.first().and_then(|e| self.model.pool.const_value(*e))) {
             (Shape::Scalar, Some(value)) => value,
             _ => {
                 self.diags.error(e.span, "an index must be a constant integer");

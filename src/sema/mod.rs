@@ -187,6 +187,8 @@ pub(crate) struct Checker<'a> {
     pub(crate) used: HashSet<Symbol>,
     /// Set once the pool outgrows [`MAX_NODES`], so the error is reported once.
     pub(crate) too_large: bool,
+    /// Results of `fn` calls by function and argument nodes.
+    pub(crate) fn_memo: HashMap<(usize, Vec<ExprId>, Vec<Option<Shape>>), Value>,
 }
 
 impl<'a> Checker<'a> {
@@ -209,6 +211,7 @@ impl<'a> Checker<'a> {
             in_progress: Vec::new(),
             used: HashSet::new(),
             too_large: false,
+            fn_memo: HashMap::new(),
         }
     }
 
