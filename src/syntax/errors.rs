@@ -250,7 +250,36 @@ pub(crate) fn describe(error: &Error<Rule>, cx: &Context<'_>) -> Diagnostic {
             after.text
         )
     };
-    Diagnostic::error(span, message)
+    let diag = Diagnostic::error(span, message);
+    match found_index {
+        Some(i) => number_dot_help(diag, cx, i),
+        None => diag,
+    }
+}
+
+/// A help for a dot that was meant as part of a number: `.5` or `2.`.
+fn number_dot_help(diag: Diagnostic, cx: &Context<'_>, i: usize) -> Diagnostic {
+    let text = cx.text;
+    let dot = cx.tokens[i];
+    if !dot.is_punct(text, ".") {
+        return diag;
+    }
+    let number = |t: Option<&Token>| t.copied().filter(|t| t.kind == TokKind::Number);
+    if let Some(after) = number(cx.tokens.get(i + 1)).filter(|t| t.start == dot.end) {
+        return diag.with_help(format!(
+            "write `0.{}`: a number needs a digit before its dot",
+            after.text(text)
+        ));
+    }
+    if let Some(before) =
+        number(i.checked_sub(1).and_then(|j| cx.tokens.get(j))).filter(|t| t.end == dot.start)
+    {
+        return diag.with_help(format!(
+            "write `{0}.0` or `{0}`: a number needs a digit after its dot",
+            before.text(text)
+        ));
+    }
+    diag
 }
 
 /// The error for a chunk whose first token starts no declaration.

@@ -90,6 +90,24 @@ impl Lowerer {
         Span::new(s.start() + self.offset, s.end() + self.offset)
     }
 
+    /// The span of a rule that may end in a repetition or option (`expr`, a declaration, an
+    /// argument): pest's span then includes the whitespace and comments skipped before the
+    /// repetition stopped, so the end is taken from the last token instead.
+    fn trimmed_span(&self, pair: &P<'_>) -> Span {
+        let mut last = pair.clone();
+        // `string` ends in a literal quote that is no pair: stop at it, it has no trailing space.
+        while last.as_rule() != Rule::string {
+            match last.clone().into_inner().next_back() {
+                Some(child) => last = child,
+                None => break,
+            }
+        }
+        Span::new(
+            pair.as_span().start() + self.offset,
+            last.as_span().end() + self.offset,
+        )
+    }
+
     fn ident(&self, pair: P<'_>) -> Ident {
         debug_assert_eq!(pair.as_rule(), Rule::ident);
         Ident {
@@ -99,7 +117,7 @@ impl Lowerer {
     }
 
     fn decl(&mut self, pair: P<'_>) -> Lowered<Decl> {
-        let span = self.span(&pair);
+        let span = self.trimmed_span(&pair);
         let rule = pair.as_rule();
         let mut it = items(pair);
         // Every declaration's first meaningful child is its name, its call or `dNAME`.
@@ -327,7 +345,7 @@ impl Lowerer {
         let mut args = Vec::new();
         let mut depth = 0;
         for arg in it {
-            let arg_span = self.span(&arg);
+            let arg_span = self.trimmed_span(&arg);
             let mut parts = items(arg);
             let first = parts.next().expect("grammar: an argument has a value");
             let (name, value) = if first.as_rule() == Rule::ident {
@@ -445,7 +463,7 @@ impl Lowerer {
         let mut depth = base.depth;
         let mut items_out = Vec::new();
         for item in items(pair) {
-            let item_span = self.span(&item);
+            let item_span = self.trimmed_span(&item);
             let mut start = None;
             let mut end = None;
             let mut slice = false;
