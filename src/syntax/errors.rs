@@ -195,8 +195,9 @@ pub(crate) fn describe(error: &Error<Rule>, cx: &Context<'_>) -> Diagnostic {
     expected.sort();
     expected.dedup();
     if expected.contains(&Expect::Operator) {
-        // `[` after an operand is the index operator.
-        expected.retain(|&e| e != Expect::Lbrack);
+        // After an operand, `[` is the index operator, and `(` (a call) and `=` (a named
+        // argument) are possible only after a bare name: "an operator" says enough.
+        expected.retain(|&e| !matches!(e, Expect::Lbrack | Expect::Lparen | Expect::Eq));
     }
     let prev_index = found_index.unwrap_or(cx.tokens.len()).saturating_sub(1);
     let after = context(cx, decl, prev_index);
@@ -352,7 +353,8 @@ fn context(cx: &Context<'_>, decl: &str, prev: usize) -> After {
         }
     } else if !noun.is_empty() && prev_text == "]" && tok(2) == Some("[") && {
         // The `]` closes the shape that opens right after the name.
-        matching_close(text, &cx.tokens[2..]) == Some(prev - 2)
+        prev.checked_sub(2).is_some()
+            && matching_close(text, &cx.tokens[2..]) == prev.checked_sub(2)
     } {
         format!(" after the {noun}'s shape")
     } else {

@@ -2,13 +2,13 @@
 //! the stack.
 //!
 //! - The file size is checked first ([`MAX_FILE_SIZE`]).
-//! - Bracket nesting is checked per declaration chunk by [`too_deep_bracket`] before pest runs, so
+//! - Bracket nesting is checked per declaration chunk by `too_deep_bracket` before pest runs, so
 //!   pest's recursion (which follows brackets only: expressions are flat in the grammar) is bounded.
 //! - Chains that nest without brackets — `----x`, `x^x^...^x`, `x'''` — are counted by the
 //!   lowering before it recurses, with the same [`MAX_NESTING`].
 //! - The depth of every expression tree is at most [`MAX_EXPR_DEPTH`], so long chains such as
 //!   `a + a + ... + a` cannot make later recursive passes (or `Drop`) overflow.
-//! - pest's own call limit ([`PEST_CALL_LIMIT`]) and stack guard are a last line of defence.
+//! - pest's own call limit (`PEST_CALL_LIMIT`) and stack guard are a last line of defence.
 
 use super::lex::{TokKind, Token};
 

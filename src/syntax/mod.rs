@@ -8,7 +8,7 @@
 //! declarations and keeps all its good ones. [`to_sexpr`] prints expressions for tests.
 //!
 //! **API boundary:** `parse(&SourceFile) -> (ast::Model, Diagnostics)`; the AST is plain data
-//! with a byte [`Span`](crate::diag::Span) on every node, and knows nothing of shapes.
+//! with a byte [`Span`] on every node, and knows nothing of shapes.
 
 pub mod ast;
 mod errors;

@@ -340,6 +340,16 @@ fn messages_name_what_was_expected_and_found() {
         ("let s = \"a\\qb\"", "1:11: unknown escape `\\q` in a string"),
         ("param k[2, 3, 4]", "1:15: a shape has one or two dimensions, found 3"),
         ("dx/dt = x\n  * (y +\n  )", "3:3: expected an expression, found `)`"),
+        ("state x[3]", "1:11: expected `=` after the state's shape, found end of file"),
+        ("state", "1:6: expected a name after `state`, found end of file"),
+        ("fn f x = 1", "1:6: expected `(` after the function's name, found `x`"),
+        ("train adam(lr = )", "1:17: expected an expression, found `)`"),
+        ("let a = x[1 2]", "1:13: expected an operator, `,`, `:` or `]`, found `2`"),
+        ("let a = f(x y)", "1:13: expected an operator, `,` or `)`, found `y`"),
+        ("let a = f(x]", "1:12: expected an operator, `,` or `)`, found `]`"),
+        ("cost = 1", "1:6: expected a name after `cost`, found `=`"),
+        ("cost terminal 1", "1:15: expected `=` after the cost's kind, found `1`"),
+        ("param k per", "1:12: expected `layer`, found end of file"),
         ("output r = f(x,,)", "1:16: expected an expression or `)`, found `,`"),
     ];
     for (src, want) in cases {
