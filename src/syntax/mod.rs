@@ -1,12 +1,129 @@
-//! Parsing: `.node` text to [`ast::Model`] plus diagnostics (placeholder; implemented in the syntax slice).
+//! Parsing: `.node` text to an [`ast::Model`] plus diagnostics.
+//!
+//! [`parse`] never fails. It checks the file size, lexes the file once (`lex`), cuts it into
+//! declaration chunks at lines that start a declaration, and for each chunk pre-scans bracket
+//! depth (`limits`), runs the pest grammar `grammar/node.pest` one declaration at a time, and
+//! lowers the pairs to AST (`lower`). A chunk that fails gives exactly one diagnostic
+//! (`errors`) and parsing resumes at the next chunk, so a file reports all its broken
+//! declarations and keeps all its good ones. [`to_sexpr`] prints expressions for tests.
+//!
+//! **API boundary:** `parse(&SourceFile) -> (ast::Model, Diagnostics)`; the AST is plain data
+//! with a byte [`Span`] on every node, and knows nothing of shapes.
 
 pub mod ast;
+mod errors;
+mod lex;
+pub mod limits;
+mod lower;
+mod print;
+#[cfg(test)]
+mod tests;
 
-use crate::diag::{Diagnostics, SourceFile};
+use std::num::NonZeroUsize;
+
+use pest::Parser as _;
+
+use crate::diag::{Diagnostic, Diagnostics, SourceFile, Span};
+pub use print::to_sexpr;
+
+/// The declaration keywords, in the spec's order.
+pub const KEYWORDS: [&str; 15] = [
+    "model", "const", "param", "state", "input", "label", "observed", "let", "fn", "schedule",
+    "cost", "data", "train", "metric", "output",
+];
+
+mod parser {
+    //! The pest parser generated from `grammar/node.pest`.
+    #[derive(pest_derive::Parser)]
+    #[grammar = "grammar/node.pest"]
+    pub(crate) struct NodeParser;
+}
+
+use lex::Token;
+use parser::{NodeParser, Rule};
 
 /// Parses a source file. Never fails: problems are diagnostics, and the model holds every
 /// declaration that parsed.
 pub fn parse(file: &SourceFile) -> (ast::Model, Diagnostics) {
-    let _ = file;
-    (ast::Model::default(), Diagnostics::new())
+    let mut model = ast::Model::default();
+    let mut diags = Diagnostics::new();
+    let text = file.text.as_str();
+    if text.len() > limits::MAX_FILE_SIZE {
+        diags.push(Diagnostic::global_error(format!(
+            "file is too large: {} bytes, the limit is 1 MiB ({} bytes)",
+            text.len(),
+            limits::MAX_FILE_SIZE
+        )));
+        return (model, diags);
+    }
+    // Set on every call because the setting is process-wide; the value never changes.
+    pest::set_call_limit(NonZeroUsize::new(limits::PEST_CALL_LIMIT));
+
+    let tokens = lex::lex(text);
+    let starts = lex::chunk_starts(text, &tokens);
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(tokens.len());
+        let end_offset = tokens.get(end).map_or(text.len(), |t| t.start);
+        parse_chunk(
+            text,
+            &tokens[start..end],
+            end_offset,
+            end == tokens.len(),
+            &mut model,
+            &mut diags,
+        );
+    }
+    (model, diags)
+}
+
+/// Parses the declarations of one chunk: normally one, or several written on one line.
+/// Reports at most one diagnostic per failed declaration and gives up on the rest of the chunk
+/// after a syntax error.
+fn parse_chunk(
+    text: &str,
+    tokens: &[Token],
+    end_offset: usize,
+    last_chunk: bool,
+    model: &mut ast::Model,
+    diags: &mut Diagnostics,
+) {
+    if let Some(bracket) = limits::too_deep_bracket(text, tokens) {
+        diags.error(
+            Span::new(bracket.start, bracket.end),
+            limits::nesting_message(),
+        );
+        return;
+    }
+    let mut i = 0;
+    while i < tokens.len() {
+        let start = tokens[i].start;
+        let input = &text[start..end_offset];
+        match NodeParser::parse(Rule::decl_item, input) {
+            Ok(mut pairs) => {
+                let decl = pairs
+                    .next()
+                    .expect("grammar: decl_item matched")
+                    .into_inner()
+                    .next()
+                    .expect("grammar: decl_item holds a declaration");
+                let end = start + decl.as_span().end();
+                match lower::decl(decl, start) {
+                    Ok(decl) => model.decls.push(decl),
+                    Err(diag) => diags.push(diag),
+                }
+                let next = i + tokens[i..].iter().take_while(|t| t.start < end).count();
+                // A declaration consumes at least its first token; guard against a loop anyway.
+                i = next.max(i + 1);
+            }
+            Err(error) => {
+                let cx = errors::Context {
+                    text,
+                    tokens: &tokens[i..],
+                    last_chunk,
+                };
+                diags.push(errors::describe(&error, &cx));
+                return;
+            }
+        }
+    }
 }
