@@ -74,6 +74,9 @@ impl LineIndex {
     }
 }
 
+/// Longest part of a source line shown under a diagnostic.
+const MAX_SHOWN_COLUMNS: usize = 100;
+
 /// One model file: its name as the user gave it, its text and its line index.
 #[derive(Clone, Debug)]
 pub struct SourceFile {
@@ -212,25 +215,37 @@ impl Diagnostic {
         }
         let source_line = file.line_text(line);
         let gutter = line.to_string().len().max(3);
-        let shown: String = source_line
+        let chars: Vec<char> = source_line
             .chars()
-            .map(|c| if c == '\t' { ' ' } else { c })
+            .map(|c| if c == '\t' || c.is_control() { ' ' } else { c })
             .collect();
-        let _ = writeln!(out, "{line:>gutter$} | {shown}");
         // The caret covers the span's part on its first line, at least one character.
-        let line_chars = source_line.chars().count();
         let (end_line, end_column) = file.line_col(span.end as usize);
         let caret_end = if end_line == line {
             end_column.max(column + 1)
         } else {
-            line_chars.max(column) + 1
+            chars.len().max(column) + 1
         };
+        // Long lines are shown as a window around the caret so the report stays readable.
+        let (first, last) = if chars.len() <= MAX_SHOWN_COLUMNS {
+            (0, chars.len())
+        } else {
+            let last = ((column - 1).saturating_sub(MAX_SHOWN_COLUMNS / 4) + MAX_SHOWN_COLUMNS)
+                .min(chars.len());
+            (last - MAX_SHOWN_COLUMNS, last)
+        };
+        let prefix = if first > 0 { "..." } else { "" };
+        let suffix = if last < chars.len() { "..." } else { "" };
+        let shown: String = chars[first..last].iter().collect();
+        let _ = writeln!(out, "{line:>gutter$} | {prefix}{shown}{suffix}");
+        let caret_start = column - 1 - first + prefix.len();
+        let caret_len = (caret_end - column).min(last.saturating_sub(column - 1)).max(1);
         let _ = writeln!(
             out,
             "{:gutter$} | {}{}",
             "",
-            " ".repeat(column - 1),
-            "^".repeat(caret_end - column)
+            " ".repeat(caret_start),
+            "^".repeat(caret_len)
         );
         for help in &self.help {
             let _ = writeln!(out, "{:gutter$} = help: {help}", "");
@@ -309,20 +324,33 @@ impl Diagnostics {
     }
 }
 
-/// Levenshtein distance between two strings, in characters.
+/// Edit distance between two strings in characters, counting an insertion, a deletion, a
+/// substitution or a swap of two adjacent characters as one edit (optimal string alignment), so
+/// that `adma` is one edit from `adam`.
 pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    let mut current = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        current[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        std::mem::swap(&mut previous, &mut current);
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        d[i * width] = i;
     }
-    previous[b.len()]
+    for (j, cell) in d.iter_mut().enumerate().take(width) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[(i - 1) * width + j] + 1)
+                .min(d[i * width + j - 1] + 1)
+                .min(d[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[(i - 2) * width + j - 2] + 1);
+            }
+            d[i * width + j] = best;
+        }
+    }
+    d[a.len() * width + b.len()]
 }
 
 /// The candidate nearest to `name` if it is close enough to be a plausible typo: at most a third
@@ -381,10 +409,24 @@ mod tests {
     }
 
     #[test]
+    fn long_lines_show_a_window_around_the_caret() {
+        let text = format!("dx/dt = {}y", "x + ".repeat(100));
+        let file = SourceFile::new("l.node", text.clone());
+        let y = text.rfind('y').unwrap();
+        let rendered = Diagnostic::error(Span::new(y, y + 1), "unknown name `y`").render(&file);
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert!(lines[1].starts_with("  1 | ...") && lines[1].len() < 130, "{rendered}");
+        let source_caret = lines[1].find('y').unwrap();
+        assert_eq!(lines[2].find('^'), Some(source_caret), "{rendered}");
+    }
+
+    #[test]
     fn suggestions_pick_the_nearest_plausible_name() {
         assert_eq!(edit_distance("sigma", "sigmoid"), 3);
         assert_eq!(suggest("sigmoi", ["sin", "sigmoid", "sign"]), Some("sigmoid"));
         assert_eq!(suggest("y", ["x", "z"]), Some("x"));
         assert_eq!(suggest("velocity", ["x", "z"]), None);
+        assert_eq!(edit_distance("adma", "adam"), 1);
+        assert_eq!(suggest("adma", ["adam", "sgd", "lbfgs", "msa"]), Some("adam"));
     }
 }

@@ -193,15 +193,12 @@ impl<'a> Checker<'a> {
             Some(v) => Value::scalar(self.model.pool.constant(v)),
             None => {
                 let expr = self.consts[i].expr;
-                let v = self.lower_top(expr);
-                if !v.is_error() && !self.all_const(v.elems()) {
-                    self.diags.error(
-                        expr.span,
-                        format!("const `{}` must be a constant expression (no params, states or inputs)", name.name),
-                    );
-                    Value::Error
-                } else {
-                    v
+                match self.lower_const_value(expr, &format!("const `{}`", name.name)) {
+                    Some((shape, values)) => {
+                        let elems = values.iter().map(|v| self.model.pool.constant(*v)).collect();
+                        Value::array(shape, elems)
+                    }
+                    None => Value::Error,
                 }
             }
         };

@@ -889,3 +889,108 @@ mod tests {
         assert!(Overrides::parse_one("d=inf").is_err());
     }
 }
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+    use crate::diag::{Severity, SourceFile};
+
+    fn check_text(text: &str, set: &[(&str, f64)]) -> (ir::Model, Diagnostics) {
+        let file = SourceFile::new("t.node", text);
+        let overrides = Overrides {
+            values: set.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        };
+        crate::check_source(&file, &overrides, "t")
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        let (_, diags) = check_text(text, &[]);
+        diags
+            .sorted()
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.message)
+            .collect()
+    }
+
+    const HEAD: &str = "schedule rk4(t = [0, 1], steps = 4)\n";
+
+    #[test]
+    fn dimensions_are_const_expressions_and_set_applies_first() {
+        let text = format!("const d = 1 + 2\nstate x[d] = zeros(d)\ndx/dt = -x\n{HEAD}");
+        let (model, diags) = check_text(&text, &[]);
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(model.states[0].shape, Shape::Vector(3));
+        let (model, diags) = check_text(&text, &[("d", 5.0)]);
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(model.states[0].shape, Shape::Vector(5));
+    }
+
+    #[test]
+    fn shapes_follow_the_spec_table() {
+        let text = format!(
+            "param A[2, 3] = 1\nparam v[3] = 1\nstate x[2] = [0, 0]\n\
+             let row = v' * v\nlet m = A * A'\nlet s = A[:, 1:3]\nlet c = A[1]\n\
+             dx/dt = m * x + s * [row, 1] + [c[0], trace(m)] + diag(m)\n{HEAD}"
+        );
+        let (_, diags) = check_text(&text, &[]);
+        assert!(!diags.has_errors(), "{:?}", diags.sorted());
+    }
+
+    #[test]
+    fn functions_are_shape_polymorphic() {
+        let text = format!("fn sq(a) = a .* a\nstate x[2] = [1, 2]\nstate y = 1\ndx/dt = -sq(x)\ndy/dt = -sq(y)\n{HEAD}");
+        assert_eq!(errors(&text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn independent_semantic_errors_are_all_reported() {
+        let text = format!("state x = 1\nstate y[2] = [1, 2]\ndx/dt = -x + nope\ndy/dt = y * y\n{HEAD}");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("unknown name `nope`"));
+        assert!(errs[1].contains("cannot multiply [2] by [2]"));
+    }
+
+    #[test]
+    fn an_error_value_silences_follow_on_errors() {
+        let text = format!("state x[2] = [1, 2]\ndx/dt = tanh(nope) * x + x\n{HEAD}");
+        assert_eq!(errors(&text).len(), 1);
+    }
+
+    #[test]
+    fn unused_params_and_lets_warn_without_failing() {
+        let text = format!("param k = 1\nlet unused = 2\nstate x = 1\ndx/dt = -x\n{HEAD}");
+        let (_, diags) = check_text(&text, &[]);
+        assert!(!diags.has_errors());
+        let warnings: Vec<String> = diags.sorted().into_iter().map(|d| d.message).collect();
+        assert_eq!(warnings, ["param `k` is never used", "let `unused` is never used"]);
+    }
+
+    #[test]
+    fn calculus_checks_what_it_differentiates_by() {
+        let base = "param w[2] = 1\nstate z[2] = [1, 2]\n";
+        let ok = format!("{base}dz/dt = -grad(sumsq(w .* z), z) + jacobian(w .* z, z) * z + div(z, z) + grad(t * sum(z), t)\n{HEAD}");
+        assert_eq!(errors(&ok), Vec::<String>::new());
+        let bad = format!("{base}dz/dt = grad(sum(z), 2 * z)\n{HEAD}");
+        assert!(errors(&bad)[0].contains("differentiates with respect to"));
+    }
+
+    #[test]
+    fn data_and_training_arguments_are_checked() {
+        let text = format!(
+            "input u[2]\nlabel y\nparam w[2] = 0\nstate x[2] = u\ndx/dt = -x\n{HEAD}\
+             cost terminal = bce(sigmoid(dot(w, x)), y)\n\
+             data train = csv(\"d.csv\", input = 0..2, label = 2, shuffle = 1, rows = 0..10)\n\
+             data test = csv(\"d.csv\", input = 0..2, label = 2, shuffle = 1, rows = 10..20)\n\
+             train sgd(lr = 0.1, momentum = 0.9, epochs = 3, batch = 4, nesterov = true, gradient = adjoint)\n"
+        );
+        let (model, diags) = check_text(&text, &[]);
+        assert!(diags.is_empty(), "{:?}", diags.sorted());
+        let train = model.train.expect("train parsed");
+        assert_eq!(train.optimizer, ir::Optimizer::Sgd);
+        assert!(train.nesterov);
+        assert_eq!(train.gradient, Some(ir::GradientMethod::Adjoint));
+        assert_eq!(model.data.len(), 2);
+    }
+}
