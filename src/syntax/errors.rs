@@ -177,10 +177,7 @@ pub(crate) fn describe(error: &Error<Rule>, cx: &Context<'_>) -> Diagnostic {
     let non_keyword_start =
         first.kind == TokKind::Ident && !KEYWORDS.contains(&first.text(cx.text));
     let second_is_over = cx.tokens.get(1).is_some_and(|t| t.is_punct(cx.text, "/"));
-    if found_index == Some(0)
-        || (found_index == Some(1) && non_keyword_start && !second_is_over)
-        || (found_index.is_none() && cx.tokens.len() == 1 && non_keyword_start)
-    {
+    if found_index == Some(0) || (found_index == Some(1) && non_keyword_start && !second_is_over) {
         return top_level(cx.text, cx.tokens);
     }
 
