@@ -177,11 +177,8 @@ pub(crate) fn describe(error: &Error<Rule>, cx: &Context<'_>) -> Diagnostic {
     let non_keyword_start =
         first.kind == TokKind::Ident && !KEYWORDS.contains(&first.text(cx.text));
     let second_is_over = cx.tokens.get(1).is_some_and(|t| t.is_punct(cx.text, "/"));
-    if found_index == Some(0)
-        || (found_index == Some(1) && non_keyword_start && !second_is_over)
-        || (found_index.is_none() && cx.tokens.len() == 1 && non_keyword_start)
-    {
-        return top_level(cx.text, &first);
+    if found_index == Some(0) || (found_index == Some(1) && non_keyword_start && !second_is_over) {
+        return top_level(cx.text, cx.tokens);
     }
 
     // `data/dt = ...` is an equation for a state `ata`, `data x = ...` a data block.
@@ -284,10 +281,11 @@ fn number_dot_help(diag: Diagnostic, cx: &Context<'_>, i: usize) -> Diagnostic {
 }
 
 /// The error for a chunk whose first token starts no declaration.
-fn top_level(text: &str, token: &Token) -> Diagnostic {
+fn top_level(text: &str, tokens: &[Token]) -> Diagnostic {
+    let token = tokens[0];
     let span = Span::new(token.start, token.end);
+    let word = token.text(text);
     if token.kind == TokKind::Ident {
-        let word = token.text(text);
         if let Some(keyword) = suggest(word, KEYWORDS) {
             return Diagnostic::error(
                 span,
@@ -295,13 +293,18 @@ fn top_level(text: &str, token: &Token) -> Diagnostic {
             );
         }
     }
-    Diagnostic::error(
+    let diag = Diagnostic::error(
         span,
         format!(
             "expected a declaration such as `state`, `param` or `dx/dt = ...`, found {}",
-            describe_token(text, token)
+            describe_token(text, &token)
         ),
-    )
+    );
+    let next_is_eq = tokens.get(1).is_some_and(|t| t.is_punct(text, "="));
+    if token.kind == TokKind::Ident && next_is_eq {
+        return diag.with_help(format!("to name a value, write `let {word} = ...`"));
+    }
+    diag
 }
 
 /// What comes before the error, said in words (`after the state's shape`).

@@ -98,32 +98,61 @@ fn parse_chunk(
     while i < tokens.len() {
         let start = tokens[i].start;
         let input = &text[start..end_offset];
-        match NodeParser::parse(Rule::decl_item, input) {
+        // decl_item = { decl ~ &(EOI | decl_head) }
+        let error = match NodeParser::parse(Rule::decl_item, input) {
             Ok(mut pairs) => {
-                let decl = pairs
-                    .next()
-                    .expect("grammar: decl_item matched")
+                let item = pairs.next().expect("grammar: decl_item matched");
+                let decl = item
                     .into_inner()
                     .next()
-                    .expect("grammar: decl_item holds a declaration");
-                let end = start + decl.as_span().end();
-                match lower::decl(decl, start) {
-                    Ok(decl) => model.decls.push(decl),
-                    Err(diag) => diags.push(diag),
-                }
-                let next = i + tokens[i..].iter().take_while(|t| t.start < end).count();
-                // A declaration consumes at least its first token; guard against a loop anyway.
-                i = next.max(i + 1);
+                    .expect("grammar: decl_item holds a decl");
+                i = lower_decl(decl, start, tokens, i, model, diags);
+                continue;
             }
-            Err(error) => {
-                let cx = errors::Context {
-                    text,
-                    tokens: &tokens[i..],
-                    last_chunk,
-                };
-                diags.push(errors::describe(&error, &cx));
-                return;
+            Err(error) => error,
+        };
+        // The declaration may be complete and followed by a line that starts with a name but no
+        // declaration (`y = 2`, `d1/dt = 0`): keep it, and report that line on its own.
+        // decl_prefix = { decl }
+        if let Ok(mut pairs) = NodeParser::parse(Rule::decl_prefix, input) {
+            let prefix = pairs.next().expect("grammar: decl_prefix matched");
+            let decl = prefix
+                .into_inner()
+                .next()
+                .expect("grammar: decl_prefix holds a decl");
+            let end = start + decl.as_span().end();
+            let next = tokens[i..].iter().find(|t| t.start >= end);
+            if next.is_some_and(|t| t.line_start && t.kind == lex::TokKind::Ident) {
+                i = lower_decl(decl, start, tokens, i, model, diags);
+                continue;
             }
         }
+        let cx = errors::Context {
+            text,
+            tokens: &tokens[i..],
+            last_chunk,
+        };
+        diags.push(errors::describe(&error, &cx));
+        return;
     }
+}
+
+/// Lowers one parsed declaration that starts at token `i` (offset `start`) into the model or a
+/// diagnostic; returns the index of the first token after it.
+fn lower_decl(
+    decl: pest::iterators::Pair<'_, Rule>,
+    start: usize,
+    tokens: &[Token],
+    i: usize,
+    model: &mut ast::Model,
+    diags: &mut Diagnostics,
+) -> usize {
+    let end = start + decl.as_span().end();
+    match lower::decl(decl, start) {
+        Ok(decl) => model.decls.push(decl),
+        Err(diag) => diags.push(diag),
+    }
+    let next = i + tokens[i..].iter().take_while(|t| t.start < end).count();
+    // A declaration consumes at least its first token; guard against a loop anyway.
+    next.max(i + 1)
 }

@@ -374,6 +374,38 @@ fn dots_that_belong_to_numbers_get_help() {
 }
 
 #[test]
+fn a_line_without_a_keyword_does_not_swallow_the_declaration_before_it() {
+    let src = "state x = 1\ny = 2\nstate z = 3\nd1/dt = 0\n";
+    let (model, diags) = run(src);
+    assert_eq!(model.decls.len(), 2);
+    let errs = errors(src);
+    assert_eq!(
+        errs,
+        [
+            (
+                2,
+                1,
+                "expected a declaration such as `state`, `param` or `dx/dt = ...`, found `y`"
+                    .to_string()
+            ),
+            (
+                4,
+                1,
+                "expected a declaration such as `state`, `param` or `dx/dt = ...`, found `d1`"
+                    .to_string()
+            ),
+        ]
+    );
+    let first = diags.iter().next().expect("an error");
+    assert_eq!(first.help, ["to name a value, write `let y = ...`"]);
+    // A continuation that breaks keeps its precise error instead.
+    assert_eq!(
+        error("dx/dt = a\n  * (b + )"),
+        "2:10: expected an expression, found `)`"
+    );
+}
+
+#[test]
 fn several_declarations_on_one_line() {
     let (model, diags) = run("state x = 1 state y = 2 dy/dt = x");
     assert!(diags.is_empty(), "{diags:?}");
@@ -527,8 +559,80 @@ mod fuzz {
     use proptest::prelude::*;
     use proptest::sample::Index;
 
-    use super::super::lex;
-    use super::{models, run};
+    use super::super::ast::{DeclKind, Expr, ExprKind, IndexItem, ParamInit, ParamTime};
+    use super::super::{lex, parse};
+    use super::models;
+    use crate::diag::{SourceFile, Span};
+
+    /// Parses `text` and checks what must hold for any input: every span lies inside the file
+    /// on character boundaries, and the diagnostics render.
+    fn run(text: &str) {
+        let file = SourceFile::new("f.node", text);
+        let (model, diags) = parse(&file);
+        let ok = |span: Span| {
+            let (s, e) = (span.start as usize, span.end as usize);
+            assert!(s <= e && e <= text.len(), "{span:?} in {text:?}");
+            assert!(
+                text.is_char_boundary(s) && text.is_char_boundary(e),
+                "{span:?}"
+            );
+        };
+        for d in diags.iter() {
+            d.span.map(ok);
+        }
+        let _ = diags.render(&file);
+        fn walk(e: &Expr, ok: &dyn Fn(Span)) {
+            ok(e.span);
+            match &e.kind {
+                ExprKind::Binary { lhs, rhs, .. }
+                | ExprKind::Range {
+                    start: lhs,
+                    end: rhs,
+                } => {
+                    walk(lhs, ok);
+                    walk(rhs, ok);
+                }
+                ExprKind::Neg(x) | ExprKind::Transpose(x) => walk(x, ok),
+                ExprKind::Call(c) => c.args.iter().for_each(|a| walk(&a.value, ok)),
+                ExprKind::List(xs) => xs.iter().for_each(|x| walk(x, ok)),
+                ExprKind::Index { base, items } => {
+                    walk(base, ok);
+                    for item in items {
+                        match item {
+                            IndexItem::Single(x) => walk(x, ok),
+                            IndexItem::Slice { start, end, span } => {
+                                ok(*span);
+                                start.iter().chain(end).for_each(|x| walk(x, ok));
+                            }
+                        }
+                    }
+                }
+                ExprKind::Number(_) | ExprKind::Str(_) | ExprKind::Name(_) => {}
+            }
+        }
+        for decl in &model.decls {
+            ok(decl.span);
+            match &decl.kind {
+                DeclKind::Const { value: e, .. }
+                | DeclKind::State { init: e, .. }
+                | DeclKind::Equation { rhs: e, .. }
+                | DeclKind::Let { value: e, .. }
+                | DeclKind::Fn { body: e, .. }
+                | DeclKind::Cost { value: e, .. }
+                | DeclKind::Metric { value: e, .. }
+                | DeclKind::Output { value: e, .. } => walk(e, &ok),
+                DeclKind::Param { time, init, .. } => {
+                    if let ParamTime::Knots { times, .. } = time {
+                        times.iter().for_each(|x| walk(x, &ok));
+                    }
+                    if let ParamInit::Value(e) = init {
+                        walk(e, &ok);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 
     /// Tokens (with the whitespace before them) that mutations insert.
     const INSERTS: [&str; 16] = [
@@ -557,12 +661,16 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        // CI-sized; `SYNTAX_FUZZ_CASES=100000` runs a longer campaign.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("SYNTAX_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300),
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let text = String::from_utf8_lossy(&bytes);
-            let _ = run(&text);
+            run(&text);
         }
 
         #[test]
@@ -570,7 +678,7 @@ mod fuzz {
             picks in proptest::collection::vec(any::<Index>(), 0..64)
         ) {
             let text: String = picks.iter().map(|i| *i.get(&INSERTS)).collect();
-            let _ = run(&text);
+            run(&text);
         }
 
         #[test]
@@ -597,7 +705,7 @@ mod fuzz {
                 }
             }
             let text: String = pieces.concat();
-            let _ = run(&text);
+            run(&text);
         }
     }
 }
