@@ -19,7 +19,12 @@ fn models() -> Vec<SourceFile> {
     paths.sort();
     paths
         .into_iter()
-        .map(|p| SourceFile::new(p.display().to_string(), std::fs::read_to_string(&p).expect("readable")))
+        .map(|p| {
+            SourceFile::new(
+                p.display().to_string(),
+                std::fs::read_to_string(&p).expect("readable"),
+            )
+        })
         .collect()
 }
 

@@ -13,15 +13,17 @@ pub mod syntax;
 
 use diag::{Diagnostics, SourceFile};
 
-/// Parses and checks a source file. Semantic analysis runs only when the file parsed cleanly,
-/// so that a broken declaration does not cascade into errors about what it would have declared.
+/// Parses and checks a source file. Semantic analysis runs even when some declarations failed
+/// to parse, so every independent error is reported; names those declarations would have
+/// declared are known to `sema` and stay quiet instead of cascading.
 pub fn check_source(
     file: &SourceFile,
     overrides: &sema::Overrides,
     default_name: &str,
 ) -> (ir::Model, Diagnostics) {
     let (ast, mut diags) = syntax::parse(file);
-    if diags.has_errors() {
+    if diags.iter().any(|d| d.span.is_none()) {
+        // The file as a whole was rejected (too large); there is nothing to check.
         return (ir::Model::default(), diags);
     }
     let (model, sema_diags) = sema::check(&ast, overrides, default_name);

@@ -19,7 +19,11 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 const STACK_BYTES: usize = 256 << 20;
 
 #[derive(Parser, Debug)]
-#[command(name = "nodec", version, about = "Compile, solve, differentiate and train continuous-time models written in .node files")]
+#[command(
+    name = "nodec",
+    version,
+    about = "Compile, solve, differentiate and train continuous-time models written in .node files"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -149,9 +153,12 @@ fn check_file(path: &str, overrides: &Overrides, out: &mut Output) -> Option<cra
 
 /// Reads a model file, rejecting files that are too large or not UTF-8 with a located error.
 fn read_source(path: &str) -> Result<SourceFile, String> {
-    let metadata = std::fs::metadata(path).map_err(|e| format!("{path}: error: cannot read the file: {e}\n"))?;
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| format!("{path}: error: cannot read the file: {e}\n"))?;
     if metadata.is_dir() {
-        return Err(format!("{path}: error: this is a directory, not a model file\n"));
+        return Err(format!(
+            "{path}: error: this is a directory, not a model file\n"
+        ));
     }
     if metadata.len() > MAX_FILE_BYTES {
         return Err(format!(
@@ -159,7 +166,8 @@ fn read_source(path: &str) -> Result<SourceFile, String> {
             metadata.len()
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("{path}: error: cannot read the file: {e}\n"))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("{path}: error: cannot read the file: {e}\n"))?;
     decode(path, bytes)
 }
 

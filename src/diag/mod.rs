@@ -239,7 +239,9 @@ impl Diagnostic {
         let shown: String = chars[first..last].iter().collect();
         let _ = writeln!(out, "{line:>gutter$} | {prefix}{shown}{suffix}");
         let caret_start = column - 1 - first + prefix.len();
-        let caret_len = (caret_end - column).min(last.saturating_sub(column - 1)).max(1);
+        let caret_len = (caret_end - column)
+            .min(last.saturating_sub(column - 1))
+            .max(1);
         let _ = writeln!(
             out,
             "{:gutter$} | {}{}",
@@ -405,7 +407,10 @@ mod tests {
         assert!(d.render(&file).starts_with("e.node:1:11: error:"));
         let empty = SourceFile::new("empty.node", "");
         let d = Diagnostic::error(Span::new(0, 0), "the file is empty");
-        assert_eq!(d.render(&empty), "empty.node:1:1: error: the file is empty\n");
+        assert_eq!(
+            d.render(&empty),
+            "empty.node:1:1: error: the file is empty\n"
+        );
     }
 
     #[test]
@@ -415,7 +420,10 @@ mod tests {
         let y = text.rfind('y').unwrap();
         let rendered = Diagnostic::error(Span::new(y, y + 1), "unknown name `y`").render(&file);
         let lines: Vec<&str> = rendered.lines().collect();
-        assert!(lines[1].starts_with("  1 | ...") && lines[1].len() < 130, "{rendered}");
+        assert!(
+            lines[1].starts_with("  1 | ...") && lines[1].len() < 130,
+            "{rendered}"
+        );
         let source_caret = lines[1].find('y').unwrap();
         assert_eq!(lines[2].find('^'), Some(source_caret), "{rendered}");
     }
@@ -423,10 +431,16 @@ mod tests {
     #[test]
     fn suggestions_pick_the_nearest_plausible_name() {
         assert_eq!(edit_distance("sigma", "sigmoid"), 3);
-        assert_eq!(suggest("sigmoi", ["sin", "sigmoid", "sign"]), Some("sigmoid"));
+        assert_eq!(
+            suggest("sigmoi", ["sin", "sigmoid", "sign"]),
+            Some("sigmoid")
+        );
         assert_eq!(suggest("y", ["x", "z"]), Some("x"));
         assert_eq!(suggest("velocity", ["x", "z"]), None);
         assert_eq!(edit_distance("adma", "adam"), 1);
-        assert_eq!(suggest("adma", ["adam", "sgd", "lbfgs", "msa"]), Some("adam"));
+        assert_eq!(
+            suggest("adma", ["adam", "sgd", "lbfgs", "msa"]),
+            Some("adam")
+        );
     }
 }

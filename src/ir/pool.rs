@@ -258,9 +258,8 @@ impl Pool {
             return self.constant(func.apply(x));
         }
         match (func, self.node(a)) {
-            (Func::Exp, Node::Func(Func::Log, inner)) | (Func::Log, Node::Func(Func::Exp, inner)) => {
-                return *inner
-            }
+            (Func::Exp, Node::Func(Func::Log, inner))
+            | (Func::Log, Node::Func(Func::Exp, inner)) => return *inner,
             _ => {}
         }
         self.intern(Node::Func(func, a))

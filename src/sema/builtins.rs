@@ -97,7 +97,10 @@ pub(crate) fn bind_args<'c>(
             }
             Some(name) => match params.iter().position(|p| *p == name.name) {
                 Some(i) if bound[i].is_some() => {
-                    checker.diags.error(name.span, format!("argument `{}` is given twice", name.name));
+                    checker.diags.error(
+                        name.span,
+                        format!("argument `{}` is given twice", name.name),
+                    );
                     ok = false;
                 }
                 Some(i) => bound[i] = Some(&arg.value),
@@ -108,7 +111,9 @@ pub(crate) fn bind_args<'c>(
                     );
                     match suggest(&name.name, params.iter().copied()) {
                         Some(s) => d = d.with_help(format!("did you mean `{s}`?")),
-                        None => d = d.with_help(format!("its arguments are: {}", params.join(", "))),
+                        None => {
+                            d = d.with_help(format!("its arguments are: {}", params.join(", ")))
+                        }
                     }
                     checker.diags.push(d);
                     ok = false;
@@ -119,14 +124,21 @@ pub(crate) fn bind_args<'c>(
     if !ok {
         return None;
     }
-    let missing: Vec<&str> = (0..required).filter(|i| bound[*i].is_none()).map(|i| params[i]).collect();
+    let missing: Vec<&str> = (0..required)
+        .filter(|i| bound[*i].is_none())
+        .map(|i| params[i])
+        .collect();
     if !missing.is_empty() {
         checker.diags.error(
             call.span,
             format!(
                 "{what} needs argument{} {}",
                 if missing.len() == 1 { "" } else { "s" },
-                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
         return None;
@@ -180,15 +192,22 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                 "max" => Pool::max,
                 _ => Pool::pow,
             };
-            checker.broadcast(sa, &ea, sb, b.elems(), f).unwrap_or_else(|| {
-                checker.diags.error(span, format!("`{name}` needs equal shapes or a scalar, found {sa} and {sb}"));
-                Value::Error
-            })
+            checker
+                .broadcast(sa, &ea, sb, b.elems(), f)
+                .unwrap_or_else(|| {
+                    checker.diags.error(
+                        span,
+                        format!("`{name}` needs equal shapes or a scalar, found {sa} and {sb}"),
+                    );
+                    Value::Error
+                })
         }
         ("sum", None) => Value::scalar(checker.model.pool.sum(&ea)),
         ("mean", None) => {
             if ea.is_empty() {
-                checker.diags.error(span, "the mean of an empty array is undefined");
+                checker
+                    .diags
+                    .error(span, "the mean of an empty array is undefined");
                 return Value::Error;
             }
             let pool = &mut checker.model.pool;
@@ -204,14 +223,19 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
         }
         ("logsumexp", None) => {
             if ea.is_empty() {
-                checker.diags.error(span, "`logsumexp` of an empty array is undefined");
+                checker
+                    .diags
+                    .error(span, "`logsumexp` of an empty array is undefined");
                 return Value::Error;
             }
             Value::scalar(logsumexp(&mut checker.model.pool, &ea))
         }
         ("softmax" | "log_softmax", None) => {
             if !matches!(sa, Shape::Vector(n) if n > 0) {
-                checker.diags.error(span, format!("`{name}` needs a non-empty vector, found {sa}"));
+                checker.diags.error(
+                    span,
+                    format!("`{name}` needs a non-empty vector, found {sa}"),
+                );
                 return Value::Error;
             }
             let pool = &mut checker.model.pool;
@@ -236,36 +260,47 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                 Value::scalar(checker.model.pool.sum(&diag))
             }
             _ => {
-                checker.diags.error(span, format!("`trace` needs a square matrix, found {sa}"));
+                checker
+                    .diags
+                    .error(span, format!("`trace` needs a square matrix, found {sa}"));
                 Value::Error
             }
         },
-        ("diag", None) => match sa {
-            Shape::Vector(n) => {
-                let zero = checker.model.pool.constant(0.0);
-                let mut out = vec![zero; n * n];
-                for i in 0..n {
-                    out[i * n + i] = ea[i];
+        ("diag", None) => {
+            match sa {
+                Shape::Vector(n) => {
+                    let zero = checker.model.pool.constant(0.0);
+                    let mut out = vec![zero; n * n];
+                    for i in 0..n {
+                        out[i * n + i] = ea[i];
+                    }
+                    Value::array(Shape::Matrix(n, n), out)
                 }
-                Value::array(Shape::Matrix(n, n), out)
+                Shape::Matrix(m, n) => {
+                    let k = m.min(n);
+                    Value::array(Shape::Vector(k), (0..k).map(|i| ea[i * n + i]).collect())
+                }
+                Shape::Scalar => {
+                    checker.diags.error(span, "`diag` needs a vector (to build a matrix) or a matrix (to read its diagonal)");
+                    Value::Error
+                }
             }
-            Shape::Matrix(m, n) => {
-                let k = m.min(n);
-                Value::array(Shape::Vector(k), (0..k).map(|i| ea[i * n + i]).collect())
-            }
-            Shape::Scalar => {
-                checker.diags.error(span, "`diag` needs a vector (to build a matrix) or a matrix (to read its diagonal)");
-                Value::Error
-            }
-        },
+        }
         ("dot", Some(b)) => {
             let sb = b.shape().expect("errors filtered");
             if sa != sb || matches!(sa, Shape::Matrix(..)) {
-                checker.diags.error(span, format!("`dot` needs two vectors of the same length, found {sa} and {sb}"));
+                checker.diags.error(
+                    span,
+                    format!("`dot` needs two vectors of the same length, found {sa} and {sb}"),
+                );
                 return Value::Error;
             }
             let pool = &mut checker.model.pool;
-            let terms: Vec<ExprId> = ea.iter().zip(b.elems()).map(|(x, y)| pool.mul(*x, *y)).collect();
+            let terms: Vec<ExprId> = ea
+                .iter()
+                .zip(b.elems())
+                .map(|(x, y)| pool.mul(*x, *y))
+                .collect();
             Value::scalar(pool.sum(&terms))
         }
         ("outer", Some(b)) => {
@@ -282,7 +317,10 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                     Value::array(Shape::Matrix(m, n), out)
                 }
                 _ => {
-                    checker.diags.error(span, format!("`outer` needs two vectors, found {sa} and {sb}"));
+                    checker.diags.error(
+                        span,
+                        format!("`outer` needs two vectors, found {sa} and {sb}"),
+                    );
                     Value::Error
                 }
             }
@@ -305,7 +343,10 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
             match losses {
                 Some(v) => mean_of(checker, v.elems(), n),
                 None => {
-                    checker.diags.error(span, format!("`bce` needs equal shapes or a scalar, found {sa} and {sb}"));
+                    checker.diags.error(
+                        span,
+                        format!("`bce` needs equal shapes or a scalar, found {sa} and {sb}"),
+                    );
                     Value::Error
                 }
             }
@@ -320,7 +361,10 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
             match squares {
                 Some(v) => mean_of(checker, v.elems(), n),
                 None => {
-                    checker.diags.error(span, format!("`mse` needs equal shapes or a scalar, found {sa} and {sb}"));
+                    checker.diags.error(
+                        span,
+                        format!("`mse` needs equal shapes or a scalar, found {sa} and {sb}"),
+                    );
                     Value::Error
                 }
             }
@@ -352,7 +396,9 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
         }
         ("grad" | "jacobian" | "div", Some(b)) => calculus(checker, name, a, b, &args),
         _ => {
-            checker.diags.error(span, format!("`{name}` is missing an argument"));
+            checker
+                .diags
+                .error(span, format!("`{name}` is missing an argument"));
             Value::Error
         }
     }
@@ -409,7 +455,10 @@ fn constructor<'a>(checker: &mut Checker<'a>, name: &str, args: &[&'a ast::Expr]
         _ => return Value::Error,
     };
     if shape.len() > super::MAX_ELEMENTS {
-        checker.diags.error(args[0].span, format!("`{name}` of {} elements is too large", shape.len()));
+        checker.diags.error(
+            args[0].span,
+            format!("`{name}` of {} elements is too large", shape.len()),
+        );
         return Value::Error;
     }
     let pool = &mut checker.model.pool;
@@ -420,7 +469,9 @@ fn constructor<'a>(checker: &mut Checker<'a>, name: &str, args: &[&'a ast::Expr]
         "zeros" => vec![zero; shape.len()],
         _ => {
             let n = sizes[0];
-            (0..n * n).map(|k| if k / n == k % n { one } else { zero }).collect()
+            (0..n * n)
+                .map(|k| if k / n == k % n { one } else { zero })
+                .collect()
         }
     };
     Value::array(shape, elems)
@@ -429,7 +480,9 @@ fn constructor<'a>(checker: &mut Checker<'a>, name: &str, args: &[&'a ast::Expr]
 /// `der(x)`: the right-hand side of state `x`'s equation.
 fn der<'a>(checker: &mut Checker<'a>, arg: &'a ast::Expr, scope: &Scope) -> Value {
     let v = checker.lower(arg, scope);
-    let Value::Array { elems, .. } = &v else { return Value::Error };
+    let Value::Array { elems, .. } = &v else {
+        return Value::Error;
+    };
     let state = match elems.first().map(|e| checker.model.pool.node(*e)) {
         Some(Node::Var(Var::State { state, .. })) => Some(*state),
         _ => None,
@@ -458,7 +511,9 @@ fn wrt_vars(checker: &Checker, v: &Value) -> Option<Vec<Var>> {
     let mut vars = Vec::new();
     for e in v.elems() {
         match checker.model.pool.node(*e) {
-            Node::Var(var @ (Var::State { .. } | Var::Param { .. } | Var::Input { .. } | Var::Time)) => {
+            Node::Var(
+                var @ (Var::State { .. } | Var::Param { .. } | Var::Input { .. } | Var::Time),
+            ) => {
                 if vars.contains(var) {
                     return None;
                 }
@@ -472,12 +527,17 @@ fn wrt_vars(checker: &Checker, v: &Value) -> Option<Vec<Var>> {
 
 /// `grad(e, v)`, `jacobian(e, v)` and `div(e, v)`, resolved symbolically now.
 fn calculus(checker: &mut Checker, name: &str, e: Value, v: Value, args: &[&ast::Expr]) -> Value {
-    let (se, sv) = (e.shape().expect("errors filtered"), v.shape().expect("errors filtered"));
+    let (se, sv) = (
+        e.shape().expect("errors filtered"),
+        v.shape().expect("errors filtered"),
+    );
     let Some(vars) = wrt_vars(checker, &v) else {
         checker.diags.push(
             Diagnostic::error(
                 args[1].span,
-                format!("`{name}` differentiates with respect to a state, a param, an input or `t`"),
+                format!(
+                    "`{name}` differentiates with respect to a state, a param, an input or `t`"
+                ),
             )
             .with_help("name one of them directly, e.g. `grad(Phi(z, t), z)`"),
         );
@@ -489,17 +549,26 @@ fn calculus(checker: &mut Checker, name: &str, e: Value, v: Value, args: &[&ast:
         "grad" => {
             if se != Shape::Scalar {
                 checker.diags.push(
-                    Diagnostic::error(span, format!("`grad` needs a scalar expression, found {se}"))
-                        .with_help("use jacobian(e, v) for a vector expression"),
+                    Diagnostic::error(
+                        span,
+                        format!("`grad` needs a scalar expression, found {se}"),
+                    )
+                    .with_help("use jacobian(e, v) for a vector expression"),
                 );
                 return Value::Error;
             }
-            let out = vars.iter().map(|var| diff::partial(pool, e.elems()[0], *var)).collect();
+            let out = vars
+                .iter()
+                .map(|var| diff::partial(pool, e.elems()[0], *var))
+                .collect();
             Value::array(sv, out)
         }
         "jacobian" => {
             if matches!(se, Shape::Matrix(..)) || matches!(sv, Shape::Matrix(..)) {
-                checker.diags.error(span, format!("`jacobian` needs vectors or scalars, found {se} and {sv}"));
+                checker.diags.error(
+                    span,
+                    format!("`jacobian` needs vectors or scalars, found {se} and {sv}"),
+                );
                 return Value::Error;
             }
             let (m, n) = (se.len(), sv.len());

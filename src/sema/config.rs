@@ -32,7 +32,9 @@ fn name_value(expr: &ast::Expr) -> Option<&str> {
 fn positive_usize<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr, what: &str) -> Option<usize> {
     let n = checker.const_usize(e, what)?;
     if n == 0 {
-        checker.diags.error(e.span, format!("{what} must be positive"));
+        checker
+            .diags
+            .error(e.span, format!("{what} must be positive"));
         return None;
     }
     Some(n)
@@ -41,14 +43,17 @@ fn positive_usize<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr, what: &str) -
 fn positive_number<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr, what: &str) -> Option<f64> {
     let v = checker.const_number(e, what)?;
     if v <= 0.0 {
-        checker.diags.error(e.span, format!("{what} must be positive, found {v}"));
+        checker
+            .diags
+            .error(e.span, format!("{what} must be positive, found {v}"));
         return None;
     }
     Some(v)
 }
 
 fn seed<'a>(checker: &mut Checker<'a>, e: Option<&'a ast::Expr>) -> u64 {
-    e.and_then(|e| checker.const_usize(e, "a seed")).unwrap_or(0) as u64
+    e.and_then(|e| checker.const_usize(e, "a seed"))
+        .unwrap_or(0) as u64
 }
 
 /// `~ normal(mean, std)` or `~ uniform(lo, hi)`.
@@ -64,7 +69,10 @@ pub(crate) fn distribution<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) -
             match (mean, std) {
                 (Some(mean), Some(std)) if std >= 0.0 => ir::ParamInit::Normal { mean, std },
                 (Some(_), Some(std)) => {
-                    checker.diags.error(call.span, format!("the standard deviation must not be negative, found {std}"));
+                    checker.diags.error(
+                        call.span,
+                        format!("the standard deviation must not be negative, found {std}"),
+                    );
                     fallback
                 }
                 _ => fallback,
@@ -79,7 +87,10 @@ pub(crate) fn distribution<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) -
             match (lo, hi) {
                 (Some(lo), Some(hi)) if lo < hi => ir::ParamInit::Uniform { lo, hi },
                 (Some(lo), Some(hi)) => {
-                    checker.diags.error(call.span, format!("`uniform` needs lo < hi, found {lo} and {hi}"));
+                    checker.diags.error(
+                        call.span,
+                        format!("`uniform` needs lo < hi, found {lo} and {hi}"),
+                    );
                     fallback
                 }
                 _ => fallback,
@@ -107,7 +118,11 @@ fn schedule_params(method: Method) -> &'static [&'static str] {
 }
 
 /// `schedule METHOD(ARGS)`
-pub(crate) fn schedule<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span: Span) -> Option<ir::Schedule> {
+pub(crate) fn schedule<'a>(
+    checker: &mut Checker<'a>,
+    call: &'a ast::Call,
+    span: Span,
+) -> Option<ir::Schedule> {
     let names: Vec<&str> = Method::ALL.iter().map(|(_, n)| *n).collect();
     let Some(&(method, _)) = Method::ALL.iter().find(|(_, n)| *n == call.name.name) else {
         unknown(checker, &call.name, "schedule method", &names);
@@ -126,26 +141,45 @@ pub(crate) fn schedule<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span:
     let (t0, t1) = {
         let e = arg("t").expect("required");
         match checker.lower_const_value(e, "the time span `t`") {
-            Some((Shape::Vector(2), v)) if v[1] > v[0] && v.iter().all(|x| x.is_finite()) => (v[0], v[1]),
+            Some((Shape::Vector(2), v)) if v[1] > v[0] && v.iter().all(|x| x.is_finite()) => {
+                (v[0], v[1])
+            }
             Some((Shape::Vector(2), v)) => {
-                checker.diags.error(e.span, format!("the time span must end after it starts, found [{}, {}]", v[0], v[1]));
+                checker.diags.error(
+                    e.span,
+                    format!(
+                        "the time span must end after it starts, found [{}, {}]",
+                        v[0], v[1]
+                    ),
+                );
                 return None;
             }
             Some((shape, _)) => {
-                checker.diags.error(e.span, format!("`t` must be [T0, T1], found {shape}"));
+                checker
+                    .diags
+                    .error(e.span, format!("`t` must be [T0, T1], found {shape}"));
                 return None;
             }
             None => return None,
         }
     };
     let steps = arg("steps").and_then(|e| positive_usize(checker, e, "`steps`"));
-    let rtol = arg("rtol").and_then(|e| positive_number(checker, e, "`rtol`")).unwrap_or(1e-6);
-    let atol = arg("atol").and_then(|e| positive_number(checker, e, "`atol`")).unwrap_or(1e-9);
-    let max_steps = arg("max_steps").and_then(|e| positive_usize(checker, e, "`max_steps`")).unwrap_or(100_000);
+    let rtol = arg("rtol")
+        .and_then(|e| positive_number(checker, e, "`rtol`"))
+        .unwrap_or(1e-6);
+    let atol = arg("atol")
+        .and_then(|e| positive_number(checker, e, "`atol`"))
+        .unwrap_or(1e-9);
+    let max_steps = arg("max_steps")
+        .and_then(|e| positive_usize(checker, e, "`max_steps`"))
+        .unwrap_or(100_000);
     let layers = arg("layers").and_then(|e| positive_usize(checker, e, "`layers`"));
     if let (Some(steps), Some(layers), Some(e)) = (steps, layers, arg("layers")) {
         if steps % layers != 0 {
-            checker.diags.error(e.span, format!("{layers} layers do not divide {steps} steps evenly"));
+            checker.diags.error(
+                e.span,
+                format!("{layers} layers do not divide {steps} steps evenly"),
+            );
         }
     }
     let save = match arg("save") {
@@ -153,19 +187,30 @@ pub(crate) fn schedule<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span:
         Some(e) => match checker.lower_const_value(e, "`save`") {
             Some((Shape::Scalar, v)) if v[0] > 0.0 => Save::Every(v[0]),
             Some((Shape::Scalar, v)) => {
-                checker.diags.error(e.span, format!("the save interval must be positive, found {}", v[0]));
+                checker.diags.error(
+                    e.span,
+                    format!("the save interval must be positive, found {}", v[0]),
+                );
                 Save::Default
             }
             Some((Shape::Vector(_), v)) => {
                 if v.iter().any(|x| *x < t0 || *x > t1) {
-                    checker.diags.error(e.span, format!("save times must lie in the time span [{t0}, {t1}]"));
+                    checker.diags.error(
+                        e.span,
+                        format!("save times must lie in the time span [{t0}, {t1}]"),
+                    );
                 } else if v.windows(2).any(|w| w[0] >= w[1]) {
-                    checker.diags.error(e.span, "save times must increase strictly");
+                    checker
+                        .diags
+                        .error(e.span, "save times must increase strictly");
                 }
                 Save::Times(v)
             }
             Some((shape, _)) => {
-                checker.diags.error(e.span, format!("`save` is an interval or a list of times, found {shape}"));
+                checker.diags.error(
+                    e.span,
+                    format!("`save` is an interval or a list of times, found {shape}"),
+                );
                 Save::Default
             }
             None => Save::Default,
@@ -173,13 +218,18 @@ pub(crate) fn schedule<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span:
     };
     let lm_k = match arg("k") {
         Some(e) => match checker.lower_top(e) {
-            Value::Array { shape: Shape::Scalar, elems } => {
-                checker
-                    .require_vars(&elems, e.span, "the LM coefficient `k`", |v| matches!(v, Var::Param { .. }))
-                    .then_some(elems[0])
-            }
+            Value::Array {
+                shape: Shape::Scalar,
+                elems,
+            } => checker
+                .require_vars(&elems, e.span, "the LM coefficient `k`", |v| {
+                    matches!(v, Var::Param { .. })
+                })
+                .then_some(elems[0]),
             Value::Array { shape, .. } => {
-                checker.diags.error(e.span, format!("`k` must be a scalar, found {shape}"));
+                checker
+                    .diags
+                    .error(e.span, format!("`k` must be a scalar, found {shape}"));
                 None
             }
             Value::Error => None,
@@ -188,7 +238,8 @@ pub(crate) fn schedule<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span:
     };
     let mut state_arg = |name: &str| -> Option<usize> {
         let e = arg(name)?;
-        let found = name_value(e).and_then(|n| checker.states.iter().position(|s| s.name.name == n));
+        let found =
+            name_value(e).and_then(|n| checker.states.iter().position(|s| s.name.name == n));
         if found.is_none() {
             let states: Vec<String> = checker.states.iter().map(|s| s.name.name.clone()).collect();
             checker.diags.error(
@@ -210,8 +261,14 @@ pub(crate) fn schedule<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span:
         for p in &checker.model.params {
             if p.time == ParamTime::PerLayer {
                 checker.diags.push(
-                    Diagnostic::error(p.span, format!("per-layer param `{}` needs a number of layers", p.name))
-                        .with_help(format!("add `layers = N` to the {} schedule", method.name())),
+                    Diagnostic::error(
+                        p.span,
+                        format!("per-layer param `{}` needs a number of layers", p.name),
+                    )
+                    .with_help(format!(
+                        "add `layers = N` to the {} schedule",
+                        method.name()
+                    )),
                 );
             }
         }
@@ -236,26 +293,37 @@ pub(crate) fn schedule<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span:
 /// Leapfrog needs `dq/dt = F(p, t)` and `dp/dt = G(q, t)` and no other state.
 fn check_leapfrog_split(checker: &mut Checker, q: usize, p: usize, span: Span) {
     if q == p {
-        checker.diags.error(span, "leapfrog needs two different states for position and momentum");
+        checker.diags.error(
+            span,
+            "leapfrog needs two different states for position and momentum",
+        );
         return;
     }
     for (i, s) in checker.states.iter().enumerate() {
         if i != q && i != p {
             checker.diags.error(
                 s.name.span,
-                format!("leapfrog integrates a position and a momentum only; state `{}` is neither", s.name.name),
+                format!(
+                    "leapfrog integrates a position and a momentum only; state `{}` is neither",
+                    s.name.name
+                ),
             );
             return;
         }
     }
     let checks = [(q, q, "position"), (p, p, "momentum")];
     for (eq, bad, role) in checks {
-        let Some(state) = checker.model.states.get(eq) else { continue };
+        let Some(state) = checker.model.states.get(eq) else {
+            continue;
+        };
         let rhs = state.rhs.clone();
         let eq_span = state.equation_span;
         let name = state.name.clone();
         if checker
-            .find_var(&rhs, |v| matches!(v, Var::State { state, .. } if *state as usize == bad))
+            .find_var(
+                &rhs,
+                |v| matches!(v, Var::State { state, .. } if *state as usize == bad),
+            )
             .is_some()
         {
             checker.diags.push(
@@ -270,15 +338,33 @@ fn check_leapfrog_split(checker: &mut Checker, q: usize, p: usize, span: Span) {
 }
 
 /// `train OPTIMIZER(ARGS)`
-pub(crate) fn train<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span: Span) -> Option<ir::Train> {
+pub(crate) fn train<'a>(
+    checker: &mut Checker<'a>,
+    call: &'a ast::Call,
+    span: Span,
+) -> Option<ir::Train> {
     const COMMON: [&str; 4] = ["gradient", "lr_decay", "decay_every", "weight_decay"];
     let (optimizer, positional): (Optimizer, &[&str]) = match call.name.name.as_str() {
         "adam" => (Optimizer::Adam, &["lr", "epochs", "batch", "seed"]),
-        "sgd" => (Optimizer::Sgd, &["lr", "momentum", "epochs", "batch", "seed", "nesterov"]),
-        "lbfgs" => (Optimizer::Lbfgs, &["iters", "history", "lr", "seed", "epochs", "batch"]),
-        "msa" => (Optimizer::Msa, &["rho", "reg", "maxiter", "epochs", "batch", "seed"]),
+        "sgd" => (
+            Optimizer::Sgd,
+            &["lr", "momentum", "epochs", "batch", "seed", "nesterov"],
+        ),
+        "lbfgs" => (
+            Optimizer::Lbfgs,
+            &["iters", "history", "lr", "seed", "epochs", "batch"],
+        ),
+        "msa" => (
+            Optimizer::Msa,
+            &["rho", "reg", "maxiter", "epochs", "batch", "seed"],
+        ),
         _ => {
-            unknown(checker, &call.name, "optimizer", &["adam", "sgd", "lbfgs", "msa"]);
+            unknown(
+                checker,
+                &call.name,
+                "optimizer",
+                &["adam", "sgd", "lbfgs", "msa"],
+            );
             return None;
         }
     };
@@ -287,17 +373,23 @@ pub(crate) fn train<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span: Sp
     let args = bind_args(checker, call, &what, &params, 0)?;
     let arg = |name: &str| params.iter().position(|p| *p == name).and_then(|i| args[i]);
     let number = |checker: &mut Checker<'a>, name: &str, default: f64| {
-        arg(name).and_then(|e| checker.const_number(e, &format!("`{name}`"))).unwrap_or(default)
+        arg(name)
+            .and_then(|e| checker.const_number(e, &format!("`{name}`")))
+            .unwrap_or(default)
     };
     let count = |checker: &mut Checker<'a>, name: &str, default: usize| {
-        arg(name).and_then(|e| positive_usize(checker, e, &format!("`{name}`"))).unwrap_or(default)
+        arg(name)
+            .and_then(|e| positive_usize(checker, e, &format!("`{name}`")))
+            .unwrap_or(default)
     };
     let default_lr = match optimizer {
         Optimizer::Adam => 1e-3,
         Optimizer::Sgd => 1e-2,
         Optimizer::Lbfgs | Optimizer::Msa => 1.0,
     };
-    let lr = arg("lr").and_then(|e| positive_number(checker, e, "`lr`")).unwrap_or(default_lr);
+    let lr = arg("lr")
+        .and_then(|e| positive_number(checker, e, "`lr`"))
+        .unwrap_or(default_lr);
     let gradient = match arg("gradient") {
         None => None,
         Some(e) => match name_value(e) {
@@ -305,8 +397,11 @@ pub(crate) fn train<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span: Sp
             Some("adjoint") => Some(GradientMethod::Adjoint),
             Some("forward") => Some(GradientMethod::Forward),
             _ => {
-                let mut d = Diagnostic::error(e.span, "`gradient` is one of backprop, adjoint, forward");
-                if let Some(s) = name_value(e).and_then(|n| suggest(n, ["backprop", "adjoint", "forward"])) {
+                let mut d =
+                    Diagnostic::error(e.span, "`gradient` is one of backprop, adjoint, forward");
+                if let Some(s) =
+                    name_value(e).and_then(|n| suggest(n, ["backprop", "adjoint", "forward"]))
+                {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
                 checker.diags.push(d);
@@ -319,7 +414,9 @@ pub(crate) fn train<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span: Sp
         Some(e) => match name_value(e) {
             Some("true") => true,
             Some("false") => false,
-            _ => checker.const_number(e, "`nesterov`").is_some_and(|v| v != 0.0),
+            _ => checker
+                .const_number(e, "`nesterov`")
+                .is_some_and(|v| v != 0.0),
         },
     };
     let train = ir::Train {
@@ -336,14 +433,21 @@ pub(crate) fn train<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, span: Sp
         rho: number(checker, "rho", 1.0),
         reg: number(checker, "reg", 0.0),
         maxiter: count(checker, "maxiter", 5),
-        lr_decay: arg("lr_decay").and_then(|e| positive_number(checker, e, "`lr_decay`")).unwrap_or(1.0),
-        decay_every: arg("decay_every").and_then(|e| checker.const_usize(e, "`decay_every`")).unwrap_or(0),
+        lr_decay: arg("lr_decay")
+            .and_then(|e| positive_number(checker, e, "`lr_decay`"))
+            .unwrap_or(1.0),
+        decay_every: arg("decay_every")
+            .and_then(|e| checker.const_usize(e, "`decay_every`"))
+            .unwrap_or(0),
         gradient,
         span,
     };
     if !(0.0..1.0).contains(&train.momentum) {
         if let Some(e) = arg("momentum") {
-            checker.diags.error(e.span, format!("`momentum` must be in [0, 1), found {}", train.momentum));
+            checker.diags.error(
+                e.span,
+                format!("`momentum` must be in [0, 1), found {}", train.momentum),
+            );
         }
     }
     Some(train)
@@ -365,14 +469,20 @@ fn column<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr, what: &str) -> Option
     }
 }
 
-fn column_range<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr, what: &str) -> Option<(Column, Column)> {
+fn column_range<'a>(
+    checker: &mut Checker<'a>,
+    e: &'a ast::Expr,
+    what: &str,
+) -> Option<(Column, Column)> {
     match &e.kind {
         ExprKind::Range { start, end } => {
             let a = column(checker, start, what)?;
             let b = column(checker, end, what)?;
             if let (Column::Index(x), Column::Index(y)) = (&a, &b) {
                 if x >= y {
-                    checker.diags.error(e.span, format!("the column range {x}..{y} is empty"));
+                    checker
+                        .diags
+                        .error(e.span, format!("the column range {x}..{y} is empty"));
                     return None;
                 }
             }
@@ -382,7 +492,10 @@ fn column_range<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr, what: &str) -> 
         _ => match column(checker, e, what)? {
             Column::Index(i) => Some((Column::Index(i), Column::Index(i + 1))),
             Column::Name(n) => {
-                checker.diags.error(e.span, format!("a single named column `{n}` needs a range: \"{n}\"..\"...\""));
+                checker.diags.error(
+                    e.span,
+                    format!("a single named column `{n}` needs a range: \"{n}\"..\"...\""),
+                );
                 None
             }
         },
@@ -393,14 +506,20 @@ fn path<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr) -> Option<String> {
     match &e.kind {
         ExprKind::Str(s) => Some(s.clone()),
         _ => {
-            checker.diags.error(e.span, "expected a file path in double quotes, such as \"data.csv\"");
+            checker.diags.error(
+                e.span,
+                "expected a file path in double quotes, such as \"data.csv\"",
+            );
             None
         }
     }
 }
 
 /// `data NAME = SOURCE(ARGS)`
-pub(crate) fn data_source<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) -> Option<DataSource> {
+pub(crate) fn data_source<'a>(
+    checker: &mut Checker<'a>,
+    call: &'a ast::Call,
+) -> Option<DataSource> {
     let name = call.name.name.as_str();
     let what = format!("`{name}`");
     if let Some(&(_, kind)) = TOYS.iter().find(|(n, _)| *n == name) {
@@ -416,18 +535,32 @@ pub(crate) fn data_source<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) ->
             None => 0.0,
         };
         if noise < 0.0 {
-            checker.diags.error(args[1]?.span, "`noise` must not be negative");
+            checker
+                .diags
+                .error(args[1]?.span, "`noise` must not be negative");
         }
         let seed = seed(checker, args[2]);
         let factor = match args.get(3).copied().flatten() {
             Some(e) => checker.const_number(e, "`factor`")?,
             None => 0.5,
         };
-        return Some(DataSource::Toy { kind, n, noise, seed, factor });
+        return Some(DataSource::Toy {
+            kind,
+            n,
+            noise,
+            seed,
+            factor,
+        });
     }
     match name {
         "normal" => {
-            let args = bind_args(checker, call, &what, &["n", "dim", "seed", "mean", "std"], 2)?;
+            let args = bind_args(
+                checker,
+                call,
+                &what,
+                &["n", "dim", "seed", "mean", "std"],
+                2,
+            )?;
             let n = positive_usize(checker, args[0]?, "`n`")?;
             let dim = positive_usize(checker, args[1]?, "`dim`")?;
             let seed = seed(checker, args[2]);
@@ -437,7 +570,10 @@ pub(crate) fn data_source<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) ->
                     (Shape::Scalar, v) => vec![v[0]; dim],
                     (Shape::Vector(k), v) if k == dim => v,
                     (shape, _) => {
-                        checker.diags.error(e.span, format!("`mean` must be a scalar or [{dim}], found {shape}"));
+                        checker.diags.error(
+                            e.span,
+                            format!("`mean` must be a scalar or [{dim}], found {shape}"),
+                        );
                         return None;
                     }
                 },
@@ -446,10 +582,22 @@ pub(crate) fn data_source<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) ->
                 None => 1.0,
                 Some(e) => positive_number(checker, e, "`std`")?,
             };
-            Some(DataSource::Normal { n, dim, seed, mean, std })
+            Some(DataSource::Normal {
+                n,
+                dim,
+                seed,
+                mean,
+                std,
+            })
         }
         "uniform" => {
-            let args = bind_args(checker, call, &what, &["n", "dim", "lo", "hi", "seed", "label"], 2)?;
+            let args = bind_args(
+                checker,
+                call,
+                &what,
+                &["n", "dim", "lo", "hi", "seed", "label"],
+                2,
+            )?;
             let n = positive_usize(checker, args[0]?, "`n`")?;
             let dim = positive_usize(checker, args[1]?, "`dim`")?;
             let lo = match args[2] {
@@ -461,27 +609,50 @@ pub(crate) fn data_source<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) ->
                 None => 1.0,
             };
             if lo >= hi {
-                checker.diags.error(call.span, format!("`uniform` needs lo < hi, found {lo} and {hi}"));
+                checker.diags.error(
+                    call.span,
+                    format!("`uniform` needs lo < hi, found {lo} and {hi}"),
+                );
                 return None;
             }
             let seed = seed(checker, args[4]);
             let label = match args[5] {
                 None => None,
                 Some(e) => match checker.lower_top(e) {
-                    Value::Array { shape: Shape::Scalar, elems } => checker
-                        .require_vars(&elems, e.span, "a generated label", |v| matches!(v, Var::Input { .. }))
+                    Value::Array {
+                        shape: Shape::Scalar,
+                        elems,
+                    } => checker
+                        .require_vars(&elems, e.span, "a generated label", |v| {
+                            matches!(v, Var::Input { .. })
+                        })
                         .then_some(elems[0]),
                     Value::Array { shape, .. } => {
-                        checker.diags.error(e.span, format!("a label must be a scalar, found {shape}"));
+                        checker
+                            .diags
+                            .error(e.span, format!("a label must be a scalar, found {shape}"));
                         None
                     }
                     Value::Error => None,
                 },
             };
-            Some(DataSource::Uniform { n, dim, lo, hi, seed, label })
+            Some(DataSource::Uniform {
+                n,
+                dim,
+                lo,
+                hi,
+                seed,
+                label,
+            })
         }
         "csv" => {
-            let args = bind_args(checker, call, &what, &["path", "input", "label", "shuffle", "rows"], 2)?;
+            let args = bind_args(
+                checker,
+                call,
+                &what,
+                &["path", "input", "label", "shuffle", "rows"],
+                2,
+            )?;
             let path = path(checker, args[0]?)?;
             let input = column_range(checker, args[1]?, "an input column")?;
             let label = match args[2] {
@@ -494,12 +665,20 @@ pub(crate) fn data_source<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) ->
                 Some(e) => match column_range(checker, e, "a row")? {
                     (Column::Index(a), Column::Index(b)) => Some((a, b)),
                     _ => {
-                        checker.diags.error(e.span, "`rows` is a range of row numbers, such as 0..1400");
+                        checker
+                            .diags
+                            .error(e.span, "`rows` is a range of row numbers, such as 0..1400");
                         return None;
                     }
                 },
             };
-            Some(DataSource::Csv { path, input, label, shuffle, rows })
+            Some(DataSource::Csv {
+                path,
+                input,
+                label,
+                shuffle,
+                rows,
+            })
         }
         "series" => {
             let args = bind_args(checker, call, &what, &["path", "t", "values"], 3)?;
@@ -519,11 +698,26 @@ pub(crate) fn data_source<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) ->
 
 /// Data blocks must provide what the model reads per sample: input width, labels, observations.
 pub(crate) fn check_data_shapes(checker: &mut Checker) {
-    let input_width: usize = checker.inputs.iter().filter_map(|i| i.shape).map(Shape::len).sum();
+    let input_width: usize = checker
+        .inputs
+        .iter()
+        .filter_map(|i| i.shape)
+        .map(Shape::len)
+        .sum();
     let input_names: Vec<String> = checker
         .inputs
         .iter()
-        .map(|i| format!("{}{}", i.name.name, i.shape.map_or(String::new(), |s| if s == Shape::Scalar { String::new() } else { s.to_string() })))
+        .map(|i| {
+            format!(
+                "{}{}",
+                i.name.name,
+                i.shape.map_or(String::new(), |s| if s == Shape::Scalar {
+                    String::new()
+                } else {
+                    s.to_string()
+                })
+            )
+        })
         .collect();
     let has_label = !checker.labels.is_empty();
     let mut problems = Vec::new();
@@ -535,7 +729,9 @@ pub(crate) fn check_data_shapes(checker: &mut Checker) {
                 "a toy data set",
             ),
             DataSource::Normal { dim, .. } => (Some(*dim), Some(false), "`normal`"),
-            DataSource::Uniform { dim, label, .. } => (Some(*dim), Some(label.is_some()), "`uniform`"),
+            DataSource::Uniform { dim, label, .. } => {
+                (Some(*dim), Some(label.is_some()), "`uniform`")
+            }
             DataSource::Csv { input, label, .. } => {
                 let width = match input {
                     (Column::Index(a), Column::Index(b)) => Some(b - a),
@@ -562,7 +758,10 @@ pub(crate) fn check_data_shapes(checker: &mut Checker) {
             problems.push(
                 Diagnostic::error(
                     block.span,
-                    format!("the model declares label `{}` but {what} gives none", checker.labels[0].name),
+                    format!(
+                        "the model declares label `{}` but {what} gives none",
+                        checker.labels[0].name
+                    ),
                 )
                 .with_help("use a labelled source or remove the label"),
             );

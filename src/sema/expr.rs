@@ -26,7 +26,10 @@ impl<'a> Checker<'a> {
         match &expr.kind {
             ExprKind::Number(v) => Value::scalar(self.model.pool.constant(*v)),
             ExprKind::Str(_) => {
-                self.diags.error(expr.span, "a string is not a number; strings are only for file paths");
+                self.diags.error(
+                    expr.span,
+                    "a string is not a number; strings are only for file paths",
+                );
                 Value::Error
             }
             ExprKind::Range { .. } => {
@@ -91,7 +94,9 @@ impl<'a> Checker<'a> {
         };
         self.used.insert(symbol);
         let leaves = |checker: &mut Checker, shape: Option<Shape>, make: &dyn Fn(u32) -> Var| {
-            let Some(shape) = shape else { return Value::Error };
+            let Some(shape) = shape else {
+                return Value::Error;
+            };
             let elems = (0..shape.len() as u32)
                 .map(|e| checker.model.pool.var(make(e)))
                 .collect();
@@ -101,26 +106,42 @@ impl<'a> Checker<'a> {
             Symbol::Const(i) => self.const_value(i, span),
             Symbol::Param(i) => {
                 let shape = self.params[i].shape;
-                leaves(self, shape, &|elem| Var::Param { param: i as u32, elem })
+                leaves(self, shape, &|elem| Var::Param {
+                    param: i as u32,
+                    elem,
+                })
             }
             Symbol::State(i) => {
                 let shape = self.states[i].shape;
-                leaves(self, shape, &|elem| Var::State { state: i as u32, elem })
+                leaves(self, shape, &|elem| Var::State {
+                    state: i as u32,
+                    elem,
+                })
             }
             Symbol::Input(i) => {
                 let shape = self.inputs[i].shape;
-                leaves(self, shape, &|elem| Var::Input { input: i as u32, elem })
+                leaves(self, shape, &|elem| Var::Input {
+                    input: i as u32,
+                    elem,
+                })
             }
             Symbol::Observed(i) => {
                 let shape = self.observed[i].shape;
-                leaves(self, shape, &|elem| Var::Observed { observed: i as u32, elem })
+                leaves(self, shape, &|elem| Var::Observed {
+                    observed: i as u32,
+                    elem,
+                })
             }
             Symbol::Label(i) => Value::scalar(self.model.pool.var(Var::Label { label: i as u32 })),
             Symbol::Let(i) => self.let_value(i, span),
+            Symbol::Broken => Value::Error,
             Symbol::Fn(_) => {
                 self.diags.push(
-                    Diagnostic::error(span, format!("`{name}` is a function; call it with its arguments"))
-                        .with_help(format!("write `{name}(...)`")),
+                    Diagnostic::error(
+                        span,
+                        format!("`{name}` is a function; call it with its arguments"),
+                    )
+                    .with_help(format!("write `{name}(...)`")),
                 );
                 Value::Error
             }
@@ -140,7 +161,9 @@ impl<'a> Checker<'a> {
         if let Some(s) = suggest(name, candidates.iter().copied()) {
             d = d.with_help(format!("did you mean `{s}`?"));
         } else if builtins::is_builtin(name) || self.symbols.contains_key(name) {
-            d = d.with_help(format!("`{name}` is a function; call it with its arguments"));
+            d = d.with_help(format!(
+                "`{name}` is a function; call it with its arguments"
+            ));
         }
         self.diags.push(d);
     }
@@ -153,10 +176,8 @@ impl<'a> Checker<'a> {
                 .map(|i| self.item_name(*i))
                 .collect();
             names.push(self.item_name(item));
-            self.diags.error(
-                span,
-                format!("definition cycle: {}", names.join(" -> ")),
-            );
+            self.diags
+                .error(span, format!("definition cycle: {}", names.join(" -> ")));
             return false;
         }
         if self.in_progress.len() >= MAX_DEPTH {
@@ -195,7 +216,10 @@ impl<'a> Checker<'a> {
                 let expr = self.consts[i].expr;
                 match self.lower_const_value(expr, &format!("const `{}`", name.name)) {
                     Some((shape, values)) => {
-                        let elems = values.iter().map(|v| self.model.pool.constant(*v)).collect();
+                        let elems = values
+                            .iter()
+                            .map(|v| self.model.pool.constant(*v))
+                            .collect();
                         Value::array(shape, elems)
                     }
                     None => Value::Error,
@@ -204,7 +228,10 @@ impl<'a> Checker<'a> {
         };
         self.in_progress.pop();
         if let Value::Array { shape, elems } = &value {
-            let values = elems.iter().map(|e| self.model.pool.const_value(*e).unwrap_or(0.0)).collect();
+            let values = elems
+                .iter()
+                .map(|e| self.model.pool.const_value(*e).unwrap_or(0.0))
+                .collect();
             self.model.consts.push(crate::ir::Const {
                 name: name.name.clone(),
                 shape: *shape,
@@ -258,7 +285,10 @@ impl<'a> Checker<'a> {
         if let Some(arg) = call.args.iter().find(|a| a.name.is_some()) {
             self.diags.error(
                 arg.span,
-                format!("`{}` is a user function; pass its arguments by position", fn_name.name),
+                format!(
+                    "`{}` is a user function; pass its arguments by position",
+                    fn_name.name
+                ),
             );
             return Value::Error;
         }
@@ -291,7 +321,11 @@ impl<'a> Checker<'a> {
         // `fn f(x) = g(x) + g(x)` linear in work instead of exponential.
         let key: (usize, Vec<ExprId>, Vec<Option<Shape>>) = (
             i,
-            inner.bindings.iter().flat_map(|(_, v)| v.elems().to_vec()).collect(),
+            inner
+                .bindings
+                .iter()
+                .flat_map(|(_, v)| v.elems().to_vec())
+                .collect(),
             inner.bindings.iter().map(|(_, v)| v.shape()).collect(),
         );
         if let Some(v) = self.fn_memo.get(&key) {
@@ -313,16 +347,28 @@ impl<'a> Checker<'a> {
     }
 
     /// Lowers an expression that must be constant; reports and returns `None` otherwise.
-    pub(crate) fn lower_const_value(&mut self, expr: &'a ast::Expr, what: &str) -> Option<(Shape, Vec<f64>)> {
+    pub(crate) fn lower_const_value(
+        &mut self,
+        expr: &'a ast::Expr,
+        what: &str,
+    ) -> Option<(Shape, Vec<f64>)> {
         let v = self.lower_top(expr);
-        let Value::Array { shape, elems } = v else { return None };
+        let Value::Array { shape, elems } = v else {
+            return None;
+        };
         if !self.all_const(&elems) {
             let var = self.find_var(&elems, |_| true);
             let culprit = var.map_or("a non-constant value".to_string(), |v| self.var_name(v));
-            self.diags.error(expr.span, format!("{what} must be a constant, but it depends on {culprit}"));
+            self.diags.error(
+                expr.span,
+                format!("{what} must be a constant, but it depends on {culprit}"),
+            );
             return None;
         }
-        let values = elems.iter().map(|e| self.model.pool.const_value(*e).unwrap_or(0.0)).collect();
+        let values = elems
+            .iter()
+            .map(|e| self.model.pool.const_value(*e).unwrap_or(0.0))
+            .collect();
         Some((shape, values))
     }
 
@@ -330,11 +376,15 @@ impl<'a> Checker<'a> {
     pub(crate) fn const_number(&mut self, expr: &'a ast::Expr, what: &str) -> Option<f64> {
         let (shape, values) = self.lower_const_value(expr, what)?;
         if shape != Shape::Scalar {
-            self.diags.error(expr.span, format!("{what} must be a number, found {shape}"));
+            self.diags
+                .error(expr.span, format!("{what} must be a number, found {shape}"));
             return None;
         }
         if !values[0].is_finite() {
-            self.diags.error(expr.span, format!("{what} must be finite, found {}", values[0]));
+            self.diags.error(
+                expr.span,
+                format!("{what} must be finite, found {}", values[0]),
+            );
             return None;
         }
         Some(values[0])
@@ -344,14 +394,35 @@ impl<'a> Checker<'a> {
     pub(crate) fn const_usize(&mut self, expr: &'a ast::Expr, what: &str) -> Option<usize> {
         let v = self.const_number(expr, what)?;
         if v < 0.0 || v.fract() != 0.0 || v > 1e15 {
-            self.diags.error(expr.span, format!("{what} must be a non-negative integer, found {v}"));
+            self.diags.error(
+                expr.span,
+                format!("{what} must be a non-negative integer, found {v}"),
+            );
             return None;
         }
         Some(v as usize)
     }
 
-    fn binary(&mut self, op: BinOp, a: Value, b: Value, span: Span, lspan: Span, rspan: Span) -> Value {
-        let (Value::Array { shape: sa, elems: ea }, Value::Array { shape: sb, elems: eb }) = (&a, &b) else {
+    fn binary(
+        &mut self,
+        op: BinOp,
+        a: Value,
+        b: Value,
+        span: Span,
+        lspan: Span,
+        rspan: Span,
+    ) -> Value {
+        let (
+            Value::Array {
+                shape: sa,
+                elems: ea,
+            },
+            Value::Array {
+                shape: sb,
+                elems: eb,
+            },
+        ) = (&a, &b)
+        else {
             return Value::Error;
         };
         let (sa, sb) = (*sa, *sb);
@@ -449,15 +520,23 @@ impl<'a> Checker<'a> {
             (Shape::Matrix(m, n), Shape::Matrix(k, p)) if n == k => (m, n, p, false),
             (Shape::Vector(_), Shape::Vector(_)) => {
                 self.diags.push(
-                    Diagnostic::error(span, format!("cannot multiply {sa} by {sb}: `*` of two vectors is not defined"))
-                        .with_help("use dot(a, b) for the inner product or a .* b for the elementwise product"),
+                    Diagnostic::error(
+                        span,
+                        format!("cannot multiply {sa} by {sb}: `*` of two vectors is not defined"),
+                    )
+                    .with_help(
+                        "use dot(a, b) for the inner product or a .* b for the elementwise product",
+                    ),
                 );
                 return Value::Error;
             }
             (Shape::Vector(_), Shape::Matrix(..)) => {
                 self.diags.push(
-                    Diagnostic::error(span, format!("cannot multiply {sa} by {sb}: a vector is a column"))
-                        .with_help("transpose it (`x'`) to multiply from the left"),
+                    Diagnostic::error(
+                        span,
+                        format!("cannot multiply {sa} by {sb}: a vector is a column"),
+                    )
+                    .with_help("transpose it (`x'`) to multiply from the left"),
                 );
                 return Value::Error;
             }
@@ -470,7 +549,10 @@ impl<'a> Checker<'a> {
             }
         };
         if m.saturating_mul(n).saturating_mul(p) > MAX_ELEMENTS * 64 {
-            self.diags.error(span, format!("the product {sa} * {sb} is too large for the IR"));
+            self.diags.error(
+                span,
+                format!("the product {sa} * {sb} is too large for the IR"),
+            );
             return Value::Error;
         }
         let pool = &mut self.model.pool;
@@ -503,7 +585,9 @@ impl<'a> Checker<'a> {
     }
 
     fn index(&mut self, v: Value, items: &'a [IndexItem], scope: &Scope, span: Span) -> Value {
-        let Value::Array { shape, elems } = v else { return Value::Error };
+        let Value::Array { shape, elems } = v else {
+            return Value::Error;
+        };
         let dims: Vec<usize> = match shape {
             Shape::Scalar => {
                 self.diags.error(span, "cannot index a scalar");
@@ -529,11 +613,16 @@ impl<'a> Checker<'a> {
             match item {
                 IndexItem::Single(e) => {
                     let _ = scope;
-                    let Some(i) = self.const_index(e) else { return Value::Error };
+                    let Some(i) = self.const_index(e) else {
+                        return Value::Error;
+                    };
                     if i >= size {
                         self.diags.error(
                             e.span,
-                            format!("index {i} is out of range for {shape} (valid: 0 to {})", size.saturating_sub(1)),
+                            format!(
+                                "index {i} is out of range for {shape} (valid: 0 to {})",
+                                size.saturating_sub(1)
+                            ),
                         );
                         return Value::Error;
                     }
@@ -565,7 +654,11 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        let kept: Vec<usize> = selections.iter().filter(|(_, k)| *k).map(|(s, _)| s.len()).collect();
+        let kept: Vec<usize> = selections
+            .iter()
+            .filter(|(_, k)| *k)
+            .map(|(s, _)| s.len())
+            .collect();
         let mut out = Vec::new();
         match dims.len() {
             1 => {
@@ -593,27 +686,39 @@ impl<'a> Checker<'a> {
 
     fn const_index(&mut self, e: &'a ast::Expr) -> Option<usize> {
         let v = self.lower_top(e);
-        let Value::Array { shape, elems } = v else { return None };
-        let value = match (shape, elems.first().and_then(|e| self.model.pool.const_value(*e))) {
+        let Value::Array { shape, elems } = v else {
+            return None;
+        };
+        let value = match (
+            shape,
+            elems.first().and_then(|e| self.model.pool.const_value(*e)),
+        ) {
             (Shape::Scalar, Some(value)) => value,
             _ => {
-                self.diags.error(e.span, "an index must be a constant integer");
+                self.diags
+                    .error(e.span, "an index must be a constant integer");
                 return None;
             }
         };
         if value < 0.0 || value.fract() != 0.0 {
-            self.diags.error(e.span, format!("an index must be a non-negative integer, found {value}"));
+            self.diags.error(
+                e.span,
+                format!("an index must be a non-negative integer, found {value}"),
+            );
             return None;
         }
         Some(value as usize)
     }
 
     fn list(&mut self, items: &'a [ast::Expr], scope: &Scope, span: Span) -> Value {
-        let is_matrix = !items.is_empty() && items.iter().all(|i| matches!(i.kind, ExprKind::List(_)));
+        let is_matrix =
+            !items.is_empty() && items.iter().all(|i| matches!(i.kind, ExprKind::List(_)));
         if is_matrix {
             let mut rows: Vec<Vec<ExprId>> = Vec::new();
             for item in items {
-                let ExprKind::List(row_items) = &item.kind else { unreachable!() };
+                let ExprKind::List(row_items) = &item.kind else {
+                    unreachable!()
+                };
                 let Some(row) = self.concat(row_items, scope) else {
                     return Value::Error;
                 };
@@ -621,7 +726,12 @@ impl<'a> Checker<'a> {
                     if first.len() != row.len() {
                         self.diags.error(
                             item.span,
-                            format!("row {} has {} elements but row 1 has {}", rows.len() + 1, row.len(), first.len()),
+                            format!(
+                                "row {} has {} elements but row 1 has {}",
+                                rows.len() + 1,
+                                row.len(),
+                                first.len()
+                            ),
                         );
                         return Value::Error;
                     }
@@ -650,7 +760,10 @@ impl<'a> Checker<'a> {
         for item in items {
             match self.lower(item, scope) {
                 Value::Error => failed = true,
-                Value::Array { shape: Shape::Matrix(m, n), .. } => {
+                Value::Array {
+                    shape: Shape::Matrix(m, n),
+                    ..
+                } => {
                     self.diags.error(
                         item.span,
                         format!("a list concatenates scalars and vectors, but this is a [{m}, {n}] matrix"),
@@ -675,6 +788,9 @@ impl<'a> Checker<'a> {
         }
         if builtins::is_builtin(name) {
             return builtins::call(self, call, scope);
+        }
+        if let Some(Symbol::Broken) = self.symbols.get(name) {
+            return Value::Error;
         }
         if let Some(symbol) = self.symbols.get(name) {
             self.diags.error(

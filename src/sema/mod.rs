@@ -30,13 +30,15 @@ impl Overrides {
     /// Parses `NAME=VALUE`, as given to `--set`.
     pub fn parse_one(text: &str) -> Result<(String, f64), String> {
         let Some((name, value)) = text.split_once('=') else {
-            return Err(format!("`--set {text}` should be NAME=VALUE, e.g. `--set d=3`"));
+            return Err(format!(
+                "`--set {text}` should be NAME=VALUE, e.g. `--set d=3`"
+            ));
         };
         let name = name.trim();
         let value_text = value.trim();
-        let value: f64 = value_text.parse().map_err(|_| {
-            format!("`--set {text}`: `{value_text}` is not a number")
-        })?;
+        let value: f64 = value_text
+            .parse()
+            .map_err(|_| format!("`--set {text}`: `{value_text}` is not a number"))?;
         if name.is_empty() {
             return Err(format!("`--set {text}` names nothing before `=`"));
         }
@@ -87,6 +89,8 @@ pub(crate) enum Symbol {
     Observed(usize),
     Let(usize),
     Fn(usize),
+    /// Declared by a declaration that failed to parse: uses are silently `Value::Error`.
+    Broken,
 }
 
 impl Symbol {
@@ -100,6 +104,7 @@ impl Symbol {
             Symbol::Observed(_) => "observed value",
             Symbol::Let(_) => "let",
             Symbol::Fn(_) => "fn",
+            Symbol::Broken => "declaration that failed to parse",
         }
     }
 }
@@ -147,6 +152,8 @@ pub(crate) struct StateSlot<'a> {
     pub(crate) span: Span,
     pub(crate) shape: Option<Shape>,
     pub(crate) equation: Option<(&'a ast::Ident, &'a ast::Expr, Span)>,
+    /// The state's equation exists but failed to parse (already reported).
+    pub(crate) broken_equation: bool,
     pub(crate) rhs: Lazy,
 }
 
@@ -216,7 +223,7 @@ impl<'a> Checker<'a> {
     }
 
     fn run(&mut self) {
-        if self.ast.decls.is_empty() {
+        if self.ast.decls.is_empty() && self.ast.broken.is_empty() {
             self.diags.push(Diagnostic::global_error(
                 "the file declares nothing: a model needs at least a `state`, its equation and a `schedule`",
             ));
@@ -278,6 +285,7 @@ impl<'a> Checker<'a> {
                             span: decl.span,
                             shape: None,
                             equation: None,
+                            broken_equation: false,
                             rhs: Lazy::NotStarted,
                         });
                     }
@@ -324,7 +332,10 @@ impl<'a> Checker<'a> {
                     if builtins::is_builtin(&name.name) {
                         self.diags.error(
                             name.span,
-                            format!("`{}` is a built-in function; choose another name", name.name),
+                            format!(
+                                "`{}` is a built-in function; choose another name",
+                                name.name
+                            ),
                         );
                         continue;
                     }
@@ -333,7 +344,10 @@ impl<'a> Checker<'a> {
                         if !seen.insert(p.name.as_str()) {
                             self.diags.error(
                                 p.span,
-                                format!("`{}` appears twice among the arguments of `{}`", p.name, name.name),
+                                format!(
+                                    "`{}` appears twice among the arguments of `{}`",
+                                    p.name, name.name
+                                ),
                             );
                         }
                     }
@@ -343,6 +357,16 @@ impl<'a> Checker<'a> {
                     }
                 }
                 _ => {}
+            }
+        }
+        for broken in &ast.broken {
+            let Some(name) = &broken.name else { continue };
+            if broken.keyword == "equation" {
+                if let Some(Symbol::State(i)) = self.symbols.get(&name.name) {
+                    self.states[*i].broken_equation = true;
+                }
+            } else if !self.symbols.contains_key(&name.name) {
+                self.symbols.insert(name.name.clone(), Symbol::Broken);
             }
         }
         // Equations are attached after all states are known, so order does not matter.
@@ -363,6 +387,7 @@ impl<'a> Checker<'a> {
                             slot.equation = Some((state, rhs, decl.span));
                         }
                     }
+                    Some(Symbol::Broken) => {}
                     Some(other) => {
                         self.diags.error(
                             state.span,
@@ -379,12 +404,18 @@ impl<'a> Checker<'a> {
                             self.states.iter().map(|s| s.name.name.as_str()).collect();
                         let mut d = Diagnostic::error(
                             state.span,
-                            format!("`d{}/dt` gives an equation for `{}`, which is not declared", state.name, state.name),
+                            format!(
+                                "`d{}/dt` gives an equation for `{}`, which is not declared",
+                                state.name, state.name
+                            ),
                         );
                         if let Some(s) = suggest(&state.name, states.iter().copied()) {
                             d = d.with_help(format!("did you mean `{s}`?"));
                         } else {
-                            d = d.with_help(format!("declare it first: `state {} = ...`", state.name));
+                            d = d.with_help(format!(
+                                "declare it first: `state {} = ...`",
+                                state.name
+                            ));
                         }
                         self.diags.push(d);
                     }
@@ -398,7 +429,15 @@ impl<'a> Checker<'a> {
         if name.name == "t" || name.name == "pi" {
             self.diags.error(
                 name.span,
-                format!("`{}` is reserved (the {}); choose another name", name.name, if name.name == "t" { "time variable" } else { "constant π" }),
+                format!(
+                    "`{}` is reserved (the {}); choose another name",
+                    name.name,
+                    if name.name == "t" {
+                        "time variable"
+                    } else {
+                        "constant π"
+                    }
+                ),
             );
             return false;
         }
@@ -515,7 +554,8 @@ impl<'a> Checker<'a> {
                         }
                     }
                     if values.len() < 2 {
-                        self.diags.error(*span, "`on knots(...)` needs at least two knot times");
+                        self.diags
+                            .error(*span, "`on knots(...)` needs at least two knot times");
                     } else if values.windows(2).any(|w| w[0] >= w[1]) {
                         self.diags.error(*span, "knot times must increase strictly");
                     }
@@ -543,7 +583,9 @@ impl<'a> Checker<'a> {
                 let value = self.lower_const_value(expr, "the initial value of a param");
                 match value {
                     Some((s, values)) if s == shape => ir::ParamInit::Values(values),
-                    Some((Shape::Scalar, values)) => ir::ParamInit::Values(vec![values[0]; shape.len()]),
+                    Some((Shape::Scalar, values)) => {
+                        ir::ParamInit::Values(vec![values[0]; shape.len()])
+                    }
                     Some((s, _)) => {
                         self.diags.error(
                             expr.span,
@@ -565,7 +607,12 @@ impl<'a> Checker<'a> {
             let (name, init_expr, span) = (slot.name, slot.init, slot.span);
             let shape = slot.shape;
             let init = self.lower_top(init_expr);
-            let init = self.conform(init, shape, init_expr.span, &format!("the initial value of state `{}`", name.name));
+            let init = self.conform(
+                init,
+                shape,
+                init_expr.span,
+                &format!("the initial value of state `{}`", name.name),
+            );
             if let Some(elems) = &init {
                 self.require_vars(elems, init_expr.span, "a state's initial value", |v| {
                     matches!(v, Var::Param { .. } | Var::Input { .. })
@@ -574,8 +621,16 @@ impl<'a> Checker<'a> {
             let rhs = match self.equation_value(i, None) {
                 Value::Error => None,
                 v => {
-                    let eq = self.states[i].equation.map(|(_, e, _)| e.span).unwrap_or(span);
-                    self.conform(v, shape, eq, &format!("the equation of state `{}`", name.name))
+                    let eq = self.states[i]
+                        .equation
+                        .map(|(_, e, _)| e.span)
+                        .unwrap_or(span);
+                    self.conform(
+                        v,
+                        shape,
+                        eq,
+                        &format!("the equation of state `{}`", name.name),
+                    )
                 }
             };
             let equation_span = self.states[i].equation.map_or(span, |(_, _, s)| s);
@@ -602,14 +657,24 @@ impl<'a> Checker<'a> {
     }
 
     /// A value made to fit a declared shape: equal shapes pass, a scalar broadcasts.
-    fn conform(&mut self, value: Value, shape: Option<Shape>, span: Span, what: &str) -> Option<Vec<ExprId>> {
+    fn conform(
+        &mut self,
+        value: Value,
+        shape: Option<Shape>,
+        span: Span,
+        what: &str,
+    ) -> Option<Vec<ExprId>> {
         let shape = shape?;
         match value {
             Value::Error => None,
             Value::Array { shape: s, elems } if s == shape => Some(elems),
-            Value::Array { shape: Shape::Scalar, elems } => Some(vec![elems[0]; shape.len()]),
+            Value::Array {
+                shape: Shape::Scalar,
+                elems,
+            } => Some(vec![elems[0]; shape.len()]),
             Value::Array { shape: s, .. } => {
-                self.diags.error(span, format!("{what} is {s} but the state is {shape}"));
+                self.diags
+                    .error(span, format!("{what} is {s} but the state is {shape}"));
                 None
             }
         }
@@ -627,16 +692,26 @@ impl<'a> Checker<'a> {
                 DeclKind::Cost { kind, value } => self.lower_cost(kind, value, decl.span),
                 DeclKind::Metric { name, value } | DeclKind::Output { name, value } => {
                     let is_metric = matches!(decl.kind, DeclKind::Metric { .. });
-                    let names = if is_metric { &mut metric_names } else { &mut output_names };
+                    let names = if is_metric {
+                        &mut metric_names
+                    } else {
+                        &mut output_names
+                    };
                     if !names.insert(&name.name) {
                         self.diags.error(
                             name.span,
-                            format!("{} `{}` is declared twice", if is_metric { "metric" } else { "output" }, name.name),
+                            format!(
+                                "{} `{}` is declared twice",
+                                if is_metric { "metric" } else { "output" },
+                                name.name
+                            ),
                         );
                         continue;
                     }
                     let v = self.lower_top(value);
-                    let Value::Array { shape, elems } = v else { continue };
+                    let Value::Array { shape, elems } = v else {
+                        continue;
+                    };
                     if is_metric && shape != Shape::Scalar {
                         self.diags.error(
                             value.span,
@@ -644,9 +719,12 @@ impl<'a> Checker<'a> {
                         );
                         continue;
                     }
-                    self.require_vars(&elems, value.span, if is_metric { "a metric" } else { "an output" }, |v| {
-                        !matches!(v, Var::Observed { .. })
-                    });
+                    self.require_vars(
+                        &elems,
+                        value.span,
+                        if is_metric { "a metric" } else { "an output" },
+                        |v| !matches!(v, Var::Observed { .. }),
+                    );
                     let out = ir::Output {
                         name: name.name.clone(),
                         shape,
@@ -661,7 +739,8 @@ impl<'a> Checker<'a> {
                 }
                 DeclKind::Schedule { call } => {
                     if schedule_seen {
-                        self.diags.error(decl.span, "a model has one schedule; this is the second");
+                        self.diags
+                            .error(decl.span, "a model has one schedule; this is the second");
                         continue;
                     }
                     schedule_seen = true;
@@ -669,7 +748,10 @@ impl<'a> Checker<'a> {
                 }
                 DeclKind::Train { optimizer } => {
                     if train_seen {
-                        self.diags.error(decl.span, "a model has one `train` declaration; this is the second");
+                        self.diags.error(
+                            decl.span,
+                            "a model has one `train` declaration; this is the second",
+                        );
                         continue;
                     }
                     train_seen = true;
@@ -677,7 +759,10 @@ impl<'a> Checker<'a> {
                 }
                 DeclKind::Data { name, source } => {
                     if self.model.data.iter().any(|d| d.name == name.name) {
-                        self.diags.error(name.span, format!("data block `{}` is declared twice", name.name));
+                        self.diags.error(
+                            name.span,
+                            format!("data block `{}` is declared twice", name.name),
+                        );
                         continue;
                     }
                     if let Some(source) = config::data_source(self, source) {
@@ -697,18 +782,23 @@ impl<'a> Checker<'a> {
                 let _ = self.let_value(i, self.lets[i].name.span);
             }
         }
-        if !schedule_seen && !self.states.is_empty() {
+        if !schedule_seen && !self.states.is_empty() && !self.broken("schedule") {
             let span = self.states[0].span;
             self.diags.push(
                 Diagnostic::error(span, "the model has states but no schedule")
                     .with_help("add one, e.g. `schedule rk4(t = [0, 1], steps = 10)`"),
             );
         }
-        if self.states.is_empty() {
-            let span = self.ast.decls[0].span;
+        if let (true, false, Some(first)) = (
+            self.states.is_empty(),
+            self.broken("state"),
+            self.ast.decls.first(),
+        ) {
+            let span = first.span;
             self.diags.push(
-                Diagnostic::error(span, "the model declares no state")
-                    .with_help("declare one with its equation, e.g. `state x = 1` and `dx/dt = -x`"),
+                Diagnostic::error(span, "the model declares no state").with_help(
+                    "declare one with its equation, e.g. `state x = 1` and `dx/dt = -x`",
+                ),
             );
         }
     }
@@ -723,7 +813,10 @@ impl<'a> Checker<'a> {
         let Some(&(_, cost_kind)) = kinds.iter().find(|(n, _)| *n == kind.name) else {
             let mut d = Diagnostic::error(
                 kind.span,
-                format!("unknown cost kind `{}`; a cost is terminal, running, penalty or observed", kind.name),
+                format!(
+                    "unknown cost kind `{}`; a cost is terminal, running, penalty or observed",
+                    kind.name
+                ),
             );
             if let Some(s) = suggest(&kind.name, kinds.iter().map(|(n, _)| *n)) {
                 d = d.with_help(format!("did you mean `{s}`?"));
@@ -732,11 +825,16 @@ impl<'a> Checker<'a> {
             return;
         };
         let v = self.lower_top(value);
-        let Value::Array { shape, elems } = v else { return };
+        let Value::Array { shape, elems } = v else {
+            return;
+        };
         if shape != Shape::Scalar {
             self.diags.push(
-                Diagnostic::error(value.span, format!("a cost must be a scalar, found {shape}"))
-                    .with_help("reduce it, e.g. with sum(...), sumsq(...) or mean(...)"),
+                Diagnostic::error(
+                    value.span,
+                    format!("a cost must be a scalar, found {shape}"),
+                )
+                .with_help("reduce it, e.g. with sum(...), sumsq(...) or mean(...)"),
             );
             return;
         }
@@ -775,7 +873,8 @@ impl<'a> Checker<'a> {
     ) -> bool {
         if let Some(var) = self.find_var(elems, |v| !allowed(v)) {
             let name = self.var_name(var);
-            self.diags.error(span, format!("{what} cannot depend on {name}"));
+            self.diags
+                .error(span, format!("{what} cannot depend on {name}"));
             return false;
         }
         true
@@ -807,12 +906,21 @@ impl<'a> Checker<'a> {
     pub(crate) fn var_name(&self, var: Var) -> String {
         match var {
             Var::Time => "the time `t`".to_string(),
-            Var::State { state, .. } => format!("state `{}`", self.states[state as usize].name.name),
-            Var::Param { param, .. } => format!("param `{}`", self.params[param as usize].name.name),
-            Var::Input { input, .. } => format!("input `{}`", self.inputs[input as usize].name.name),
+            Var::State { state, .. } => {
+                format!("state `{}`", self.states[state as usize].name.name)
+            }
+            Var::Param { param, .. } => {
+                format!("param `{}`", self.params[param as usize].name.name)
+            }
+            Var::Input { input, .. } => {
+                format!("input `{}`", self.inputs[input as usize].name.name)
+            }
             Var::Label { label } => format!("label `{}`", self.labels[label as usize].name),
             Var::Observed { observed, .. } => {
-                format!("observed value `{}`", self.observed[observed as usize].name.name)
+                format!(
+                    "observed value `{}`",
+                    self.observed[observed as usize].name.name
+                )
             }
             Var::StateTangent { .. } | Var::ParamTangent { .. } | Var::Cotangent { .. } => {
                 "a derivative direction".to_string()
@@ -822,11 +930,14 @@ impl<'a> Checker<'a> {
 
     fn check_equations_present(&mut self) {
         for i in 0..self.states.len() {
-            if self.states[i].equation.is_none() {
+            if self.states[i].equation.is_none() && !self.states[i].broken_equation {
                 let name = &self.states[i].name.name;
                 self.diags.push(
-                    Diagnostic::error(self.states[i].name.span, format!("state `{name}` has no equation"))
-                        .with_help(format!("add one, e.g. `d{name}/dt = ...`")),
+                    Diagnostic::error(
+                        self.states[i].name.span,
+                        format!("state `{name}` has no equation"),
+                    )
+                    .with_help(format!("add one, e.g. `d{name}/dt = ...`")),
                 );
             }
         }
@@ -836,7 +947,7 @@ impl<'a> Checker<'a> {
     fn check_data_binding(&mut self) {
         let first_input = self.inputs.first().map(|s| (s.span, s.name.name.clone()));
         if let Some((span, name)) = first_input {
-            if self.model.data.is_empty() && !self.diags.has_errors() {
+            if self.model.data.is_empty() && !self.diags.has_errors() && !self.broken("data") {
                 self.diags.push(
                     Diagnostic::error(span, format!("input `{name}` is not bound to any data"))
                         .with_help("add a data block, e.g. `data train = moons(n = 512, noise = 0.1, seed = 1)`"),
@@ -849,14 +960,23 @@ impl<'a> Checker<'a> {
     fn warn_unused(&mut self) {
         for (i, p) in self.params.iter().enumerate() {
             if !self.used.contains(&Symbol::Param(i)) {
-                self.diags.warning(p.name.span, format!("param `{}` is never used", p.name.name));
+                self.diags.warning(
+                    p.name.span,
+                    format!("param `{}` is never used", p.name.name),
+                );
             }
         }
         for (i, l) in self.lets.iter().enumerate() {
             if !self.used.contains(&Symbol::Let(i)) {
-                self.diags.warning(l.name.span, format!("let `{}` is never used", l.name.name));
+                self.diags
+                    .warning(l.name.span, format!("let `{}` is never used", l.name.name));
             }
         }
+    }
+
+    /// Whether a declaration with this keyword failed to parse.
+    fn broken(&self, keyword: &str) -> bool {
+        self.ast.broken.iter().any(|b| b.keyword == keyword)
     }
 
     /// Reports (once) and returns true when the IR has outgrown what can be compiled.
@@ -882,9 +1002,16 @@ mod tests {
     #[test]
     fn set_values_parse_or_explain() {
         assert_eq!(Overrides::parse_one("d=3"), Ok(("d".to_string(), 3.0)));
-        assert_eq!(Overrides::parse_one(" k = -0.5 "), Ok(("k".to_string(), -0.5)));
-        assert!(Overrides::parse_one("d").unwrap_err().contains("NAME=VALUE"));
-        assert!(Overrides::parse_one("d=x").unwrap_err().contains("not a number"));
+        assert_eq!(
+            Overrides::parse_one(" k = -0.5 "),
+            Ok(("k".to_string(), -0.5))
+        );
+        assert!(Overrides::parse_one("d")
+            .unwrap_err()
+            .contains("NAME=VALUE"));
+        assert!(Overrides::parse_one("d=x")
+            .unwrap_err()
+            .contains("not a number"));
         assert!(Overrides::parse_one("=2").is_err());
         assert!(Overrides::parse_one("d=inf").is_err());
     }
@@ -945,7 +1072,8 @@ mod check_tests {
 
     #[test]
     fn independent_semantic_errors_are_all_reported() {
-        let text = format!("state x = 1\nstate y[2] = [1, 2]\ndx/dt = -x + nope\ndy/dt = y * y\n{HEAD}");
+        let text =
+            format!("state x = 1\nstate y[2] = [1, 2]\ndx/dt = -x + nope\ndy/dt = y * y\n{HEAD}");
         let errs = errors(&text);
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].contains("unknown name `nope`"));
@@ -964,7 +1092,10 @@ mod check_tests {
         let (_, diags) = check_text(&text, &[]);
         assert!(!diags.has_errors());
         let warnings: Vec<String> = diags.sorted().into_iter().map(|d| d.message).collect();
-        assert_eq!(warnings, ["param `k` is never used", "let `unused` is never used"]);
+        assert_eq!(
+            warnings,
+            ["param `k` is never used", "let `unused` is never used"]
+        );
     }
 
     #[test]

@@ -10,6 +10,20 @@ use crate::diag::Span;
 pub struct Model {
     /// Declarations in source order.
     pub decls: Vec<Decl>,
+    /// Declarations that failed to parse (already reported), with the name they would have
+    /// declared, so that `sema` can stay quiet about that name instead of cascading errors.
+    pub broken: Vec<BrokenDecl>,
+}
+
+/// What is known of a declaration that failed to parse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BrokenDecl {
+    /// The declaration keyword (`state`, `param`, ...), or `equation` for `dNAME/dt`.
+    pub keyword: String,
+    /// The name it declares (for `equation`: the state's name), if one could be read.
+    pub name: Option<Ident>,
+    /// Where the broken declaration starts.
+    pub span: Span,
 }
 
 /// A name as written, with its span.

@@ -106,7 +106,7 @@ fn parse_chunk(
                     .into_inner()
                     .next()
                     .expect("grammar: decl_item holds a decl");
-                i = lower_decl(decl, start, tokens, i, model, diags);
+                i = lower_decl(text, decl, start, tokens, i, model, diags);
                 continue;
             }
             Err(error) => error,
@@ -123,7 +123,7 @@ fn parse_chunk(
             let end = start + decl.as_span().end();
             let next = tokens[i..].iter().find(|t| t.start >= end);
             if next.is_some_and(|t| t.line_start && t.kind == lex::TokKind::Ident) {
-                i = lower_decl(decl, start, tokens, i, model, diags);
+                i = lower_decl(text, decl, start, tokens, i, model, diags);
                 continue;
             }
         }
@@ -133,13 +133,50 @@ fn parse_chunk(
             last_chunk,
         };
         diags.push(errors::describe(&error, &cx));
+        model.broken.push(broken_decl(text, &tokens[i..]));
         return;
+    }
+}
+
+/// The keyword and name of a declaration that failed, read off its first tokens.
+fn broken_decl(text: &str, tokens: &[Token]) -> ast::BrokenDecl {
+    let word = |k: usize| {
+        tokens
+            .get(k)
+            .filter(|t| t.kind == lex::TokKind::Ident)
+            .map(|t| (t.text(text), Span::new(t.start, t.end)))
+    };
+    let span = tokens
+        .first()
+        .map_or(Span::default(), |t| Span::new(t.start, t.end));
+    let (keyword, name) = match word(0) {
+        Some((w, _)) if KEYWORDS.contains(&w) => (w.to_string(), word(1)),
+        // `dNAME/dt = ...`: the state's name without the leading `d`.
+        Some((w, s))
+            if lex::is_deriv_word(w) && tokens.get(1).is_some_and(|t| t.text(text) == "/") =>
+        {
+            let name = &w[1..];
+            (
+                "equation".to_string(),
+                Some((name, Span::new(s.start as usize + 1, s.end as usize))),
+            )
+        }
+        _ => (String::new(), None),
+    };
+    ast::BrokenDecl {
+        keyword,
+        name: name.map(|(n, span)| ast::Ident {
+            name: n.to_string(),
+            span,
+        }),
+        span,
     }
 }
 
 /// Lowers one parsed declaration that starts at token `i` (offset `start`) into the model or a
 /// diagnostic; returns the index of the first token after it.
 fn lower_decl(
+    text: &str,
     decl: pest::iterators::Pair<'_, Rule>,
     start: usize,
     tokens: &[Token],
@@ -150,7 +187,10 @@ fn lower_decl(
     let end = start + decl.as_span().end();
     match lower::decl(decl, start) {
         Ok(decl) => model.decls.push(decl),
-        Err(diag) => diags.push(diag),
+        Err(diag) => {
+            diags.push(diag);
+            model.broken.push(broken_decl(text, &tokens[i..]));
+        }
     }
     let next = i + tokens[i..].iter().take_while(|t| t.start < end).count();
     // A declaration consumes at least its first token; guard against a loop anyway.

@@ -17,7 +17,11 @@ fn extra_args(path: &std::path::Path) -> Vec<String> {
 #[test]
 fn every_bad_model_fails_with_located_diagnostics() {
     let files = node_files("tests/bad");
-    assert!(files.len() >= 25, "at least 25 malformed models, found {}", files.len());
+    assert!(
+        files.len() >= 25,
+        "at least 25 malformed models, found {}",
+        files.len()
+    );
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let rel = format!("tests/bad/{name}");
@@ -27,11 +31,22 @@ fn every_bad_model_fails_with_located_diagnostics() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = nodec(&args);
         let stderr = String::from_utf8(out.stderr).expect("diagnostics are UTF-8");
-        assert_eq!(out.status.code(), Some(1), "{rel} should fail check:\n{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{rel} should fail check:\n{stderr}"
+        );
         let first = stderr.lines().next().unwrap_or("");
         assert!(
-            first.starts_with(&format!("{rel}:")) && first.contains(" error: "),
+            first.starts_with(&format!("{rel}:"))
+                && (first.contains(" error: ") || first.contains(" warning: ")),
             "{rel}: first line must be `FILE:LINE:COL: error: ...` (or `FILE: error:`), got {first:?}"
+        );
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{rel}:")) && l.contains(" error: ")),
+            "{rel}: no error line:\n{stderr}"
         );
         assert!(!stderr.contains("panicked"), "{rel} panics:\n{stderr}");
         insta::assert_snapshot!(format!("bad_{}", name.trim_end_matches(".node")), stderr);

@@ -22,8 +22,13 @@ fn check_text(text: &str) {
 
 /// Token-level edits: delete, duplicate or swap a token, or insert a stray one.
 fn mutate(text: &str, edits: &[(u8, usize, usize)]) -> String {
-    let mut tokens: Vec<String> = text.split_inclusive(|c: char| !c.is_alphanumeric() && c != '_' && c != '.').map(str::to_string).collect();
-    const STRAY: [&str; 12] = ["(", ")", "[", "]", ",", "=", "-", "^", "'", "..", "der(", "grad("];
+    let mut tokens: Vec<String> = text
+        .split_inclusive(|c: char| !c.is_alphanumeric() && c != '_' && c != '.')
+        .map(str::to_string)
+        .collect();
+    const STRAY: [&str; 12] = [
+        "(", ")", "[", "]", ",", "=", "-", "^", "'", "..", "der(", "grad(",
+    ];
     for &(kind, a, b) in edits {
         if tokens.is_empty() {
             break;
@@ -79,5 +84,8 @@ fn the_binary_rejects_invalid_utf8_with_a_location() {
     let out = crate::support::nodec(&["check", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(":2:10: error: the file is not valid UTF-8"), "{stderr}");
+    assert!(
+        stderr.contains(":2:10: error: the file is not valid UTF-8"),
+        "{stderr}"
+    );
 }

@@ -1,13 +1,13 @@
 //! The integration-test binary: one module per area, driving the library façade or the real
 //! `nodec` binary.
 
-/// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
-mod models;
 /// `tests/bad/*.node`: each malformed model fails with diagnostics, snapshotted byte for byte.
 mod bad;
 /// Symbolic derivatives of every model against finite differences and each other.
 mod derivatives;
 /// Property tests: no input makes `check` panic.
 mod fuzz;
+/// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
+mod models;
 /// Shared helpers: paths, running the binary, loading models.
 mod support;

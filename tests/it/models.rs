@@ -22,7 +22,11 @@ fn ir_of_every_model() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let rel = format!("models/{name}");
         let out = nodec(&["ir", &rel]);
-        assert!(out.status.success(), "{rel}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{rel}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).expect("utf-8 output");
         insta::assert_snapshot!(format!("ir_{}", name.trim_end_matches(".node")), text);
     }
@@ -40,7 +44,11 @@ fn check_accepts_several_files_and_fails_if_any_fails() {
 fn set_changes_shapes_before_checking() {
     // circles_anode pads the 2 features with zeros(d - 2); d = 2 gives an empty pad.
     let out = nodec(&["ir", "--set", "d=2", "models/circles_anode.node"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("state x[2]"), "{text}");
     let out = nodec(&["ir", "--set", "d=4", "models/circles_anode.node"]);
