@@ -6,10 +6,19 @@
 //! the Jacobian-vector and vector-Jacobian products that later stages compile.
 
 pub mod diff;
+pub mod eval;
 mod model;
 mod node;
 mod pool;
+mod prepare;
+pub mod print;
+pub mod simplify;
+pub mod verify;
 
+pub use eval::{eval, Point};
 pub use model::*;
-pub use node::{CmpOp, ExprId, Func, Node, Var};
+pub use node::{apply_pow, CmpOp, ExprId, Func, Node, Var};
 pub use pool::Pool;
+pub use prepare::{derivatives, prepare};
+pub use print::{print, stats};
+pub use verify::verify;
