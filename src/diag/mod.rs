@@ -377,13 +377,19 @@ mod tests {
         assert!(d.render(&file).starts_with("e.node:1:11: error:"));
         let empty = SourceFile::new("empty.node", "");
         let d = Diagnostic::error(Span::new(0, 0), "the file is empty");
-        assert_eq!(d.render(&empty), "empty.node:1:1: error: the file is empty\n");
+        assert_eq!(
+            d.render(&empty),
+            "empty.node:1:1: error: the file is empty\n"
+        );
     }
 
     #[test]
     fn suggestions_pick_the_nearest_plausible_name() {
         assert_eq!(edit_distance("sigma", "sigmoid"), 3);
-        assert_eq!(suggest("sigmoi", ["sin", "sigmoid", "sign"]), Some("sigmoid"));
+        assert_eq!(
+            suggest("sigmoi", ["sin", "sigmoid", "sign"]),
+            Some("sigmoid")
+        );
         assert_eq!(suggest("y", ["x", "z"]), Some("x"));
         assert_eq!(suggest("velocity", ["x", "z"]), None);
     }

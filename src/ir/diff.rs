@@ -111,7 +111,11 @@ pub fn jvp(
 /// # Panics
 /// If `outputs` and `cotangents` differ in length.
 pub fn vjp(pool: &mut Pool, outputs: &[ExprId], cotangents: &[ExprId], wrt: &[Var]) -> Vec<ExprId> {
-    assert_eq!(outputs.len(), cotangents.len(), "vjp: one cotangent per output");
+    assert_eq!(
+        outputs.len(),
+        cotangents.len(),
+        "vjp: one cotangent per output"
+    );
     let order = reachable(pool, outputs);
     let size = order.last().map_or(0, |id| id.index() + 1);
     // Which nodes depend on a variable of `wrt`: only their adjoints are worth building.
@@ -459,7 +463,10 @@ mod tests {
         for h in 0..width {
             let mut pre = vec![p.var(Var::Param { param: 1, elem: h })];
             for (j, &zj) in z.iter().enumerate() {
-                let w = p.var(Var::Param { param: 0, elem: h * 2 + j as u32 });
+                let w = p.var(Var::Param {
+                    param: 0,
+                    elem: h * 2 + j as u32,
+                });
                 let zj = p.var(zj);
                 pre.push(p.mul(w, zj));
             }
@@ -505,7 +512,10 @@ mod tests {
             };
             approx += (at(h) - 2.0 * at(0.0) + at(-h)) / (h * h);
         }
-        assert!((exact - approx).abs() < 1e-6 * exact.abs().max(1.0), "{exact} vs {approx}");
+        assert!(
+            (exact - approx).abs() < 1e-6 * exact.abs().max(1.0),
+            "{exact} vs {approx}"
+        );
         // Every softplus has one sigmoid (its derivative) shared by both second derivatives.
         let count = |f: Func| {
             p.nodes()
@@ -535,7 +545,10 @@ mod tests {
             .map(|h| {
                 let mut pre = vec![p.var(Var::Param { param: 1, elem: h })];
                 for j in 0..d {
-                    let k = p.var(Var::Param { param: 0, elem: h * d + j });
+                    let k = p.var(Var::Param {
+                        param: 0,
+                        elem: h * d + j,
+                    });
                     let x = p.var(Var::State { state: 0, elem: j });
                     pre.push(p.mul(k, x));
                 }
@@ -547,7 +560,10 @@ mod tests {
             .map(|k| {
                 let terms: Vec<ExprId> = (0..w)
                     .map(|h| {
-                        let k2 = p.var(Var::Param { param: 2, elem: k * w + h });
+                        let k2 = p.var(Var::Param {
+                            param: 2,
+                            elem: k * w + h,
+                        });
                         p.mul(k2, hidden[h as usize])
                     })
                     .collect();
@@ -610,7 +626,11 @@ mod tests {
         assert_eq!(tanh, 5);
         // Per hidden unit one tanh² and one 1 − tanh², then per (k, j) a short sum: the full
         // 3×3 Jacobian stays well under a naive re-expansion of the field for each entry.
-        assert!(p.len() - before < 9 * 5 * 4, "{} new nodes", p.len() - before);
+        assert!(
+            p.len() - before < 9 * 5 * 4,
+            "{} new nodes",
+            p.len() - before
+        );
     }
 
     fn dot_product_test(state_direction: bool) {
@@ -639,13 +659,20 @@ mod tests {
         let jtw = vjp(&mut p, &f, &w, &wrt);
         let wv = eval(&p, &w, &scrambled);
         let jv_values = eval(&p, &jv, &scrambled);
-        let v_values = eval(&p, &leaves.iter().map(|l| l.1).collect::<Vec<_>>(), &scrambled);
+        let v_values = eval(
+            &p,
+            &leaves.iter().map(|l| l.1).collect::<Vec<_>>(),
+            &scrambled,
+        );
         let jtw_values = eval(&p, &jtw, &scrambled);
         let lhs: f64 = wv.iter().zip(&jv_values).map(|(a, b)| a * b).sum();
         let rhs: f64 = jtw_values.iter().zip(&v_values).map(|(a, b)| a * b).sum();
         // Both sides are the same bilinear form summed in different orders: only rounding
         // differs, so 1e-12 relative is generous for a few dozen terms of size O(1).
-        assert!((lhs - rhs).abs() <= 1e-12 * lhs.abs().max(rhs.abs()), "{lhs} vs {rhs}");
+        assert!(
+            (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(rhs.abs()),
+            "{lhs} vs {rhs}"
+        );
         assert!(lhs.abs() > 1e-3, "a degenerate test point");
     }
 

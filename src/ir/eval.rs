@@ -34,18 +34,18 @@ pub fn eval(pool: &Pool, roots: &[ExprId], value_of: &dyn Fn(Var) -> f64) -> Vec
 }
 
 /// One node's value from its children's `values`.
-fn eval_node(node: &Node, values: &[f64], value_of: &dyn Fn(Var) -> f64) -> f64 {
+pub(crate) fn eval_node(node: &Node, values: &[f64], value_of: &dyn Fn(Var) -> f64) -> f64 {
     let v = |id: &ExprId| values[id.index()];
     match node {
         Node::Const(bits) => f64::from_bits(*bits),
         Node::Var(var) => value_of(*var),
         // Left to right in child order: the order compiled kernels must follow to match bits.
-        Node::Add(c) => c
-            .split_first()
-            .map_or(0.0, |(first, rest)| rest.iter().fold(v(first), |acc, x| acc + v(x))),
-        Node::Mul(c) => c
-            .split_first()
-            .map_or(1.0, |(first, rest)| rest.iter().fold(v(first), |acc, x| acc * v(x))),
+        Node::Add(c) => c.split_first().map_or(0.0, |(first, rest)| {
+            rest.iter().fold(v(first), |acc, x| acc + v(x))
+        }),
+        Node::Mul(c) => c.split_first().map_or(1.0, |(first, rest)| {
+            rest.iter().fold(v(first), |acc, x| acc * v(x))
+        }),
         Node::Div(a, b) => v(a) / v(b),
         Node::Pow(a, b) => apply_pow(v(a), v(b)),
         Node::Func(f, a) => Func::apply(*f, v(a)),

@@ -93,17 +93,24 @@ impl Model {
 
     /// Every state element as a variable, states in declaration order, elements row-major.
     pub fn state_vars(&self) -> Vec<Var> {
-        flat_vars(self.states.iter().map(|s| s.shape), |state, elem| Var::State { state, elem })
+        flat_vars(self.states.iter().map(|s| s.shape), |state, elem| {
+            Var::State { state, elem }
+        })
     }
 
     /// Every parameter element as a variable, in declaration order, elements row-major.
     pub fn param_vars(&self) -> Vec<Var> {
-        flat_vars(self.params.iter().map(|p| p.shape), |param, elem| Var::Param { param, elem })
+        flat_vars(self.params.iter().map(|p| p.shape), |param, elem| {
+            Var::Param { param, elem }
+        })
     }
 
     /// The state equations' right-hand sides concatenated: `f` in [`Derivatives`].
     pub fn rhs(&self) -> Vec<ExprId> {
-        self.states.iter().flat_map(|s| s.rhs.iter().copied()).collect()
+        self.states
+            .iter()
+            .flat_map(|s| s.rhs.iter().copied())
+            .collect()
     }
 
     /// Every root expression of the model in a fixed order: each state's `init` then `rhs`,
@@ -138,7 +145,10 @@ impl Model {
     /// Replaces every root `r` (in the order of [`Model::roots`]) by `f(r)`.
     pub fn map_roots(&mut self, mut f: impl FnMut(ExprId) -> ExprId) {
         for s in &mut self.states {
-            s.init.iter_mut().chain(s.rhs.iter_mut()).for_each(|r| *r = f(*r));
+            s.init
+                .iter_mut()
+                .chain(s.rhs.iter_mut())
+                .for_each(|r| *r = f(*r));
         }
         self.costs.iter_mut().for_each(|c| c.value = f(c.value));
         for o in self.metrics.iter_mut().chain(self.outputs.iter_mut()) {

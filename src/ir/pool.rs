@@ -319,12 +319,12 @@ impl Pool {
         self.requested += 1;
         match (self.const_value(a), self.const_value(b)) {
             (Some(x), Some(y)) => return self.constant(x / y),
-            (_, Some(y)) if y == 1.0 => return a,
+            (_, Some(1.0)) => return a,
             (_, Some(y)) if y != 0.0 && is_power_of_two(y) => {
                 let c = self.constant(1.0 / y);
                 return self.product(&[c, a]);
             }
-            (Some(x), _) if x == 0.0 => return self.constant(0.0),
+            (Some(0.0), _) => return self.constant(0.0),
             _ => {}
         }
         if a == b {
@@ -338,8 +338,8 @@ impl Pool {
         self.requested += 1;
         match (self.const_value(base), self.const_value(exponent)) {
             (Some(x), Some(y)) => return self.constant(apply_pow(x, y)),
-            (_, Some(y)) if y == 1.0 => return base,
-            (_, Some(y)) if y == 0.0 => return self.constant(1.0),
+            (_, Some(1.0)) => return base,
+            (_, Some(0.0)) => return self.constant(1.0),
             _ => {}
         }
         self.intern(Node::Pow(base, exponent))
@@ -353,9 +353,8 @@ impl Pool {
             return self.constant(func.apply(x));
         }
         match (func, self.node(a)) {
-            (Func::Exp, Node::Func(Func::Log, inner)) | (Func::Log, Node::Func(Func::Exp, inner)) => {
-                return *inner
-            }
+            (Func::Exp, Node::Func(Func::Log, inner))
+            | (Func::Log, Node::Func(Func::Exp, inner)) => return *inner,
             _ => {}
         }
         self.intern(Node::Func(func, a))

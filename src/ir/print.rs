@@ -9,9 +9,7 @@
 use std::fmt::Write as _;
 
 use super::diff::reachable;
-use super::{
-    CostKind, ExprId, Model, Node, ParamInit, ParamTime, Pool, Shape, Var,
-};
+use super::{CostKind, ExprId, Model, Node, ParamInit, ParamTime, Pool, Shape, Var};
 
 /// The model as text; with `with_derivatives`, the derivative IR and its roots too.
 pub fn print(model: &Model, with_derivatives: bool) -> String {
@@ -34,9 +32,10 @@ pub fn print(model: &Model, with_derivatives: bool) -> String {
     out
 }
 
-/// Node counts: how many nodes lowering asked for (before simplification and sharing), how
-/// many distinct nodes the roots reach now, then a count per kind in a fixed order (kinds that
-/// do not occur are left out).
+/// Node counts: how many nodes lowering asked for (`requested`: before simplification and
+/// sharing), how many distinct nodes all roots reach now (`distinct`, derivatives included) and
+/// how many the model's own roots reach (`primal`), then a count per kind over all reachable
+/// nodes in a fixed order (kinds that do not occur are left out).
 pub fn stats(model: &Model) -> String {
     let requested = model
         .prepared
@@ -45,6 +44,8 @@ pub fn stats(model: &Model) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "requested {requested}");
     let _ = writeln!(out, "distinct {}", nodes.len());
+    let primal = reachable(&model.pool, &model.primal_roots()).len();
+    let _ = writeln!(out, "primal {primal}");
     let mut counts: Vec<(&'static str, usize)> = KIND_ORDER.iter().map(|k| (*k, 0)).collect();
     for id in nodes {
         let kind = model.pool.node(id).kind();
@@ -81,7 +82,12 @@ pub fn number(x: f64) -> String {
 fn header(model: &Model, out: &mut String) {
     let _ = writeln!(out, "model {}", model.name);
     for c in &model.consts {
-        let _ = writeln!(out, "const {} = {}", named(&c.name, c.shape), values(&c.values));
+        let _ = writeln!(
+            out,
+            "const {} = {}",
+            named(&c.name, c.shape),
+            values(&c.values)
+        );
     }
     for p in &model.params {
         let _ = write!(out, "param {}", named(&p.name, p.shape));
@@ -159,14 +165,27 @@ fn decl_element(decl: Option<(&str, Shape)>, index: u32, elem: u32) -> String {
 }
 
 fn var_text(model: &Model, var: Var) -> String {
-    let state = |s: u32| model.states.get(s as usize).map(|d| (d.name.as_str(), d.shape));
-    let param = |p: u32| model.params.get(p as usize).map(|d| (d.name.as_str(), d.shape));
+    let state = |s: u32| {
+        model
+            .states
+            .get(s as usize)
+            .map(|d| (d.name.as_str(), d.shape))
+    };
+    let param = |p: u32| {
+        model
+            .params
+            .get(p as usize)
+            .map(|d| (d.name.as_str(), d.shape))
+    };
     match var {
         Var::Time => "time".to_string(),
         Var::State { state: s, elem } => format!("state {}", decl_element(state(s), s, elem)),
         Var::Param { param: p, elem } => format!("param {}", decl_element(param(p), p, elem)),
         Var::Input { input, elem } => {
-            let decl = model.inputs.get(input as usize).map(|d| (d.name.as_str(), d.shape));
+            let decl = model
+                .inputs
+                .get(input as usize)
+                .map(|d| (d.name.as_str(), d.shape));
             format!("input {}", decl_element(decl, input, elem))
         }
         Var::Label { label } => match model.labels.get(label as usize) {
@@ -174,7 +193,10 @@ fn var_text(model: &Model, var: Var) -> String {
             None => format!("label #{label}"),
         },
         Var::Observed { observed, elem } => {
-            let decl = model.observed.get(observed as usize).map(|d| (d.name.as_str(), d.shape));
+            let decl = model
+                .observed
+                .get(observed as usize)
+                .map(|d| (d.name.as_str(), d.shape));
             format!("observed {}", decl_element(decl, observed, elem))
         }
         Var::StateTangent { state: s, elem } => {
@@ -259,8 +281,18 @@ fn derivative_roots(model: &Model, out: &mut String) {
     for c in &d.costs {
         let kind: CostKind = c.kind;
         let _ = writeln!(out, "cost_sum {} = {}", kind.name(), c.value);
-        list(out, &format!("cost_grad {}", kind.name()), &states, &c.state);
-        list(out, &format!("cost_grad {}", kind.name()), &params, &c.param);
+        list(
+            out,
+            &format!("cost_grad {}", kind.name()),
+            &states,
+            &c.state,
+        );
+        list(
+            out,
+            &format!("cost_grad {}", kind.name()),
+            &params,
+            &c.param,
+        );
     }
 }
 
@@ -315,12 +347,17 @@ mod tests {
             name: "W".to_string(),
             shape: Shape::Matrix(2, 2),
             time: ParamTime::PerLayer,
-            init: ParamInit::Normal { mean: 0.0, std: 0.5 },
+            init: ParamInit::Normal {
+                mean: 0.0,
+                std: 0.5,
+            },
             span: Span::default(),
         });
         let p = &mut model.pool;
         let k = p.var(Var::Param { param: 0, elem: 0 });
-        let x: Vec<ExprId> = (0..2).map(|elem| p.var(Var::State { state: 0, elem })).collect();
+        let x: Vec<ExprId> = (0..2)
+            .map(|elem| p.var(Var::State { state: 0, elem }))
+            .collect();
         let rhs: Vec<ExprId> = x
             .iter()
             .map(|&xi| {
@@ -394,7 +431,7 @@ output r = %12
         let text = stats(&model);
         assert_eq!(
             text,
-            "requested 18\ndistinct 12\nconst 3\nvar 4\nmul 4\ntanh 1\n"
+            "requested 18\ndistinct 12\nprimal 12\nconst 3\nvar 4\nmul 4\ntanh 1\n"
         );
     }
 

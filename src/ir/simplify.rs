@@ -35,21 +35,66 @@ impl std::fmt::Debug for Rule {
 /// `exp(a)·exp(b) → exp(a + b)` is deliberately absent: derivatives multiply `exp` nodes by
 /// their own inner derivatives, and merging them would break that sharing and add nodes.
 pub const RULES: &[Rule] = &[
-    Rule { name: "log-sigmoid", apply: log_sigmoid },
-    Rule { name: "log-one-minus-sigmoid", apply: log_one_minus_sigmoid },
-    Rule { name: "sqrt-of-square", apply: sqrt_of_square },
-    Rule { name: "even-power-of-sqrt", apply: even_power_of_sqrt },
-    Rule { name: "power-of-power", apply: power_of_power },
-    Rule { name: "half-power-is-sqrt", apply: half_power_is_sqrt },
-    Rule { name: "minus-one-power-is-reciprocal", apply: minus_one_power_is_reciprocal },
-    Rule { name: "times-reciprocal-is-division", apply: times_reciprocal_is_division },
-    Rule { name: "divide-by-reciprocal", apply: divide_by_reciprocal },
-    Rule { name: "quotient-of-powers", apply: quotient_of_powers },
-    Rule { name: "constant-out-of-numerator", apply: constant_out_of_numerator },
-    Rule { name: "odd-function-of-negation", apply: odd_function_of_negation },
-    Rule { name: "even-function-of-negation", apply: even_function_of_negation },
-    Rule { name: "abs-of-non-negative", apply: abs_of_non_negative },
-    Rule { name: "relu-of-non-negative", apply: relu_of_non_negative },
+    Rule {
+        name: "log-sigmoid",
+        apply: log_sigmoid,
+    },
+    Rule {
+        name: "log-one-minus-sigmoid",
+        apply: log_one_minus_sigmoid,
+    },
+    Rule {
+        name: "sqrt-of-square",
+        apply: sqrt_of_square,
+    },
+    Rule {
+        name: "even-power-of-sqrt",
+        apply: even_power_of_sqrt,
+    },
+    Rule {
+        name: "power-of-power",
+        apply: power_of_power,
+    },
+    Rule {
+        name: "half-power-is-sqrt",
+        apply: half_power_is_sqrt,
+    },
+    Rule {
+        name: "minus-one-power-is-reciprocal",
+        apply: minus_one_power_is_reciprocal,
+    },
+    Rule {
+        name: "times-reciprocal-is-division",
+        apply: times_reciprocal_is_division,
+    },
+    Rule {
+        name: "divide-by-reciprocal",
+        apply: divide_by_reciprocal,
+    },
+    Rule {
+        name: "quotient-of-powers",
+        apply: quotient_of_powers,
+    },
+    Rule {
+        name: "constant-out-of-numerator",
+        apply: constant_out_of_numerator,
+    },
+    Rule {
+        name: "odd-function-of-negation",
+        apply: odd_function_of_negation,
+    },
+    Rule {
+        name: "even-function-of-negation",
+        apply: even_function_of_negation,
+    },
+    Rule {
+        name: "abs-of-non-negative",
+        apply: abs_of_non_negative,
+    },
+    Rule {
+        name: "relu-of-non-negative",
+        apply: relu_of_non_negative,
+    },
 ];
 
 /// Bounds on the work of [`simplify_with`].
@@ -174,8 +219,12 @@ fn non_negative(pool: &Pool, id: ExprId) -> bool {
 // log(σ(x)) → −softplus(−x): log σ(x) = −log(1 + e^−x), exact and finite for very negative x
 // where σ(x) underflows to 0 (binary cross-entropy's stability).
 fn log_sigmoid(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Func(Func::Log, arg) = *pool.node(id) else { return None };
-    let Node::Func(Func::Sigmoid, x) = *pool.node(arg) else { return None };
+    let Node::Func(Func::Log, arg) = *pool.node(id) else {
+        return None;
+    };
+    let Node::Func(Func::Sigmoid, x) = *pool.node(arg) else {
+        return None;
+    };
     let minus_x = pool.neg(x);
     let sp = pool.func(Func::Softplus, minus_x);
     Some(pool.neg(sp))
@@ -183,21 +232,31 @@ fn log_sigmoid(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
 
 // log(1 − σ(x)) → −softplus(x): 1 − σ(x) = σ(−x), so log(1 − σ(x)) = −log(1 + e^x).
 fn log_one_minus_sigmoid(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Func(Func::Log, arg) = *pool.node(id) else { return None };
-    let Node::Add(terms) = pool.node(arg) else { return None };
-    let [one, minus_s] = terms[..] else { return None };
+    let Node::Func(Func::Log, arg) = *pool.node(id) else {
+        return None;
+    };
+    let Node::Add(terms) = pool.node(arg) else {
+        return None;
+    };
+    let [one, minus_s] = terms[..] else {
+        return None;
+    };
     if !pool.is_const(one, 1.0) {
         return None;
     }
     let s = negated(pool, minus_s)?;
-    let Node::Func(Func::Sigmoid, x) = *pool.node(s) else { return None };
+    let Node::Func(Func::Sigmoid, x) = *pool.node(s) else {
+        return None;
+    };
     let sp = pool.func(Func::Softplus, x);
     Some(pool.neg(sp))
 }
 
 // √(x²) → |x|  (holds for all finite x; where x² overflows the left side is +∞)
 fn sqrt_of_square(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Func(Func::Sqrt, arg) = *pool.node(id) else { return None };
+    let Node::Func(Func::Sqrt, arg) = *pool.node(id) else {
+        return None;
+    };
     let (x, n) = const_power(pool, arg)?;
     (n == 2.0).then(|| pool.func(Func::Abs, x))
 }
@@ -205,7 +264,9 @@ fn sqrt_of_square(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
 // (√x)^(2k) → x^k for integer k: holds for x ≥ 0; for x < 0 the left side is NaN (undefined).
 fn even_power_of_sqrt(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
     let (s, n) = const_power(pool, id)?;
-    let Node::Func(Func::Sqrt, x) = *pool.node(s) else { return None };
+    let Node::Func(Func::Sqrt, x) = *pool.node(s) else {
+        return None;
+    };
     let k = n / 2.0;
     if k.fract() != 0.0 {
         return None;
@@ -221,7 +282,9 @@ fn power_of_power(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
     if b.fract() != 0.0 {
         return None;
     }
-    let Node::Pow(x, a) = *pool.node(inner) else { return None };
+    let Node::Pow(x, a) = *pool.node(inner) else {
+        return None;
+    };
     let ab = match pool.const_value(a) {
         Some(a) => pool.constant(a * b),
         None => {
@@ -250,11 +313,16 @@ fn minus_one_power_is_reciprocal(pool: &mut Pool, id: ExprId) -> Option<ExprId> 
 
 // a·(1/b) → a/b, the rest of the product kept: (c·a·(1/b)) → c·(a/b) for a product of more.
 fn times_reciprocal_is_division(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Mul(factors) = pool.node(id) else { return None };
-    let (i, b) = factors.iter().enumerate().find_map(|(i, &f)| match *pool.node(f) {
-        Node::Div(one, b) if pool.is_const(one, 1.0) => Some((i, b)),
-        _ => None,
-    })?;
+    let Node::Mul(factors) = pool.node(id) else {
+        return None;
+    };
+    let (i, b) = factors
+        .iter()
+        .enumerate()
+        .find_map(|(i, &f)| match *pool.node(f) {
+            Node::Div(one, b) if pool.is_const(one, 1.0) => Some((i, b)),
+            _ => None,
+        })?;
     let mut rest: Vec<ExprId> = factors.to_vec();
     rest.remove(i);
     // Keep a constant factor outside the quotient so that like terms still collect.
@@ -269,8 +337,12 @@ fn times_reciprocal_is_division(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
 
 // a/(1/b) → a·b  (where b ≠ 0: at b = 0 the left side is a/∞ = 0 but a·0 = 0 too)
 fn divide_by_reciprocal(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Div(a, r) = *pool.node(id) else { return None };
-    let Node::Div(one, b) = *pool.node(r) else { return None };
+    let Node::Div(a, r) = *pool.node(id) else {
+        return None;
+    };
+    let Node::Div(one, b) = *pool.node(r) else {
+        return None;
+    };
     if !pool.is_const(one, 1.0) {
         return None;
     }
@@ -280,7 +352,9 @@ fn divide_by_reciprocal(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
 // x^a / x^b → x^(a−b) for integer a and b (a plain x is x^1): at x = 0 the left side is
 // either NaN (0/0, ∞/∞) or agrees with the right.
 fn quotient_of_powers(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Div(num, den) = *pool.node(id) else { return None };
+    let Node::Div(num, den) = *pool.node(id) else {
+        return None;
+    };
     let as_power = |pool: &Pool, e: ExprId| match const_power(pool, e) {
         Some((base, n)) if n.fract() == 0.0 => (base, n),
         _ => (e, 1.0),
@@ -297,8 +371,12 @@ fn quotient_of_powers(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
 // (c·a)/b → c·(a/b) for a constant c, so that −a/b and a/b share the quotient and like terms
 // collect in sums.
 fn constant_out_of_numerator(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Div(num, b) = *pool.node(id) else { return None };
-    let Node::Mul(factors) = pool.node(num) else { return None };
+    let Node::Div(num, b) = *pool.node(id) else {
+        return None;
+    };
+    let Node::Mul(factors) = pool.node(num) else {
+        return None;
+    };
     let c = pool.const_value(factors[0])?;
     let rest: Vec<ExprId> = factors[1..].to_vec();
     let a = pool.product(&rest);
@@ -310,7 +388,9 @@ fn constant_out_of_numerator(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
 // f(−x) → −f(x) for the odd functions sin, tan, tanh, so f(x) and f(−x) share one node
 // (the libm functions are symmetric, so this is exact).
 fn odd_function_of_negation(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Func(f, arg) = *pool.node(id) else { return None };
+    let Node::Func(f, arg) = *pool.node(id) else {
+        return None;
+    };
     if !matches!(f, Func::Sin | Func::Tan | Func::Tanh | Func::Sign) {
         return None;
     }
@@ -321,7 +401,9 @@ fn odd_function_of_negation(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
 
 // f(−x) → f(x) for the even functions cos and abs.
 fn even_function_of_negation(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Func(f, arg) = *pool.node(id) else { return None };
+    let Node::Func(f, arg) = *pool.node(id) else {
+        return None;
+    };
     if !matches!(f, Func::Cos | Func::Abs) {
         return None;
     }
@@ -332,13 +414,17 @@ fn even_function_of_negation(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
 // |x| → x when x is syntactically non-negative (exp, √, |·|, σ, relu, softplus, even powers,
 // comparisons).
 fn abs_of_non_negative(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Func(Func::Abs, x) = *pool.node(id) else { return None };
+    let Node::Func(Func::Abs, x) = *pool.node(id) else {
+        return None;
+    };
     non_negative(pool, x).then_some(x)
 }
 
 // relu(x) → x when x is syntactically non-negative.
 fn relu_of_non_negative(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
-    let Node::Func(Func::Relu, x) = *pool.node(id) else { return None };
+    let Node::Func(Func::Relu, x) = *pool.node(id) else {
+        return None;
+    };
     non_negative(pool, x).then_some(x)
 }
 
@@ -389,7 +475,10 @@ pub(crate) mod tests {
             ("max", [a, b]) => pool.max(*a, *b),
             ("lt", [a, b]) => pool.cmp(CmpOp::Lt, *a, *b),
             (name, [a]) => {
-                let f = Func::ALL.into_iter().find(|f| f.name() == name).expect("a function");
+                let f = Func::ALL
+                    .into_iter()
+                    .find(|f| f.name() == name)
+                    .expect("a function");
                 pool.func(f, *a)
             }
             _ => panic!("bad s-expression operator {op}"),
@@ -398,20 +487,44 @@ pub(crate) mod tests {
 
     /// `(rule, before, after)`: one line per rule; `after` is built by the constructors alone.
     const CASES: &[(&str, &str, &str)] = &[
-        ("log-sigmoid", "(log (sigmoid x))", "(neg (softplus (neg x)))"),
-        ("log-one-minus-sigmoid", "(log (- 1 (sigmoid x)))", "(neg (softplus x))"),
+        (
+            "log-sigmoid",
+            "(log (sigmoid x))",
+            "(neg (softplus (neg x)))",
+        ),
+        (
+            "log-one-minus-sigmoid",
+            "(log (- 1 (sigmoid x)))",
+            "(neg (softplus x))",
+        ),
         ("sqrt-of-square", "(sqrt (* x x))", "(abs x)"),
         ("even-power-of-sqrt", "(^ (sqrt y) 2)", "y"),
         ("power-of-power", "(^ (^ x 3) 2)", "(^ x 6)"),
         ("half-power-is-sqrt", "(^ (+ x y) 0.5)", "(sqrt (+ x y))"),
         ("minus-one-power-is-reciprocal", "(^ x -1)", "(/ 1 x)"),
-        ("times-reciprocal-is-division", "(* 3 y (/ 1 x))", "(* 3 (/ y x))"),
+        (
+            "times-reciprocal-is-division",
+            "(* 3 y (/ 1 x))",
+            "(* 3 (/ y x))",
+        ),
         ("divide-by-reciprocal", "(/ y (/ 1 x))", "(* x y)"),
-        ("constant-out-of-numerator", "(/ (neg y) x)", "(neg (/ y x))"),
-        ("odd-function-of-negation", "(tanh (neg x))", "(neg (tanh x))"),
+        (
+            "constant-out-of-numerator",
+            "(/ (neg y) x)",
+            "(neg (/ y x))",
+        ),
+        (
+            "odd-function-of-negation",
+            "(tanh (neg x))",
+            "(neg (tanh x))",
+        ),
         ("even-function-of-negation", "(cos (neg x))", "(cos x)"),
         ("abs-of-non-negative", "(abs (exp x))", "(exp x)"),
-        ("relu-of-non-negative", "(relu (softplus x))", "(softplus x)"),
+        (
+            "relu-of-non-negative",
+            "(relu (softplus x))",
+            "(softplus x)",
+        ),
         // Constructor identities, kept here so that the table documents them too.
         ("constructor", "(neg (neg x))", "x"),
         ("constructor", "(/ x x)", "1"),

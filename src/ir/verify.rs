@@ -36,7 +36,12 @@ pub fn verify(model: &Model) -> Result<(), String> {
     }
     for o in model.metrics.iter().chain(&model.outputs) {
         if o.value.len() != o.shape.len() {
-            return Err(format!("{} has shape {} but {} values", o.name, o.shape, o.value.len()));
+            return Err(format!(
+                "{} has shape {} but {} values",
+                o.name,
+                o.shape,
+                o.value.len()
+            ));
         }
     }
     check_derivative_lengths(model)
@@ -50,7 +55,10 @@ pub fn verify_pool(pool: &Pool) -> Result<(), String> {
         let mut early = Ok(());
         node.for_each_operand(|c| {
             if c >= id && early.is_ok() {
-                early = Err(format!("{id} = {} uses {c}, which does not precede it", node.kind()));
+                early = Err(format!(
+                    "{id} = {} uses {c}, which does not precede it",
+                    node.kind()
+                ));
             }
         });
         early?;
@@ -84,7 +92,9 @@ fn canonical(pool: &Pool, id: ExprId, kind: &str, c: &[ExprId], unit: f64) -> Re
     };
     for (j, &x) in rest.iter().enumerate() {
         if pool.const_value(x).is_some() {
-            return Err(format!("{id} = {kind} has a constant {x} that is not first"));
+            return Err(format!(
+                "{id} = {kind} has a constant {x} that is not first"
+            ));
         }
         let nested = matches!(
             (kind, pool.node(x)),
@@ -94,7 +104,9 @@ fn canonical(pool: &Pool, id: ExprId, kind: &str, c: &[ExprId], unit: f64) -> Re
             return Err(format!("{id} = {kind} has a nested {kind} {x}"));
         }
         if j > 0 && rest[j - 1] >= x {
-            return Err(format!("{id} = {kind} operands are not strictly increasing"));
+            return Err(format!(
+                "{id} = {kind} operands are not strictly increasing"
+            ));
         }
     }
     Ok(())
@@ -103,7 +115,9 @@ fn canonical(pool: &Pool, id: ExprId, kind: &str, c: &[ExprId], unit: f64) -> Re
 fn check_var(model: &Model, var: Var) -> Result<(), String> {
     let in_range = |len: Option<usize>, elem: u32, what: &str, index: u32| match len {
         Some(n) if (elem as usize) < n => Ok(()),
-        Some(n) => Err(format!("{what} {index} has {n} elements, not element {elem}")),
+        Some(n) => Err(format!(
+            "{what} {index} has {n} elements, not element {elem}"
+        )),
         None => Err(format!("there is no {what} {index}")),
     };
     let state = |s: u32| model.states.get(s as usize).map(|d| d.shape.len());
@@ -120,7 +134,12 @@ fn check_var(model: &Model, var: Var) -> Result<(), String> {
             let len = model.inputs.get(input as usize).map(|d| d.shape.len());
             in_range(len, elem, "input", input)
         }
-        Var::Label { label } => in_range(model.labels.get(label as usize).map(|_| 1), 0, "label", label),
+        Var::Label { label } => in_range(
+            model.labels.get(label as usize).map(|_| 1),
+            0,
+            "label",
+            label,
+        ),
         Var::Observed { observed, elem } => {
             let len = model.observed.get(observed as usize).map(|d| d.shape.len());
             in_range(len, elem, "observed", observed)
@@ -148,7 +167,10 @@ fn check_derivative_lengths(model: &Model) -> Result<(), String> {
     }
     for c in &d.costs {
         if c.state.len() != nx || c.param.len() != np {
-            return Err(format!("the {} cost gradient has the wrong length", c.kind.name()));
+            return Err(format!(
+                "the {} cost gradient has the wrong length",
+                c.kind.name()
+            ));
         }
     }
     Ok(())
@@ -170,7 +192,9 @@ mod tests {
 
         let mut raw = pool.clone();
         raw.intern(Node::Add(vec![y, x].into_boxed_slice()));
-        assert!(verify_pool(&raw).unwrap_err().contains("not strictly increasing"));
+        assert!(verify_pool(&raw)
+            .unwrap_err()
+            .contains("not strictly increasing"));
 
         let mut raw = pool.clone();
         raw.intern(Node::Mul(vec![x, two].into_boxed_slice()));
