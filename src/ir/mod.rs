@@ -6,26 +6,19 @@
 //! the Jacobian-vector and vector-Jacobian products that later stages compile.
 
 pub mod diff;
+pub mod eval;
 mod model;
 mod node;
 mod pool;
+mod prepare;
+pub mod print;
+pub mod simplify;
+pub mod verify;
 
+pub use eval::{eval, Point};
 pub use model::*;
-pub use node::{CmpOp, ExprId, Func, Node, Var};
+pub use node::{apply_pow, CmpOp, ExprId, Func, Node, Var};
 pub use pool::Pool;
-
-/// Placeholder until the IR slice lands.
-pub fn prepare(model: &mut Model) {
-    let _ = model;
-}
-
-/// Placeholder until the IR slice lands.
-pub fn print(model: &Model, derivatives: bool) -> String {
-    let _ = derivatives;
-    format!("model {}\n", model.name)
-}
-
-/// Placeholder until the IR slice lands.
-pub fn stats(model: &Model) -> String {
-    format!("nodes {}\n", model.pool.len())
-}
+pub use prepare::{derivatives, prepare};
+pub use print::{print, stats};
+pub use verify::verify;

@@ -1,6 +1,6 @@
 //! The checked model as IR: every declaration resolved, every expression a scalar node per element.
 
-use super::node::ExprId;
+use super::node::{ExprId, Var};
 use super::pool::Pool;
 use crate::diag::Span;
 
@@ -74,6 +74,211 @@ pub struct Model {
     pub data: Vec<DataBlock>,
     /// The training set-up, if any.
     pub train: Option<Train>,
+    /// Derivative IR of the state equations and costs; filled by [`super::prepare`].
+    pub derivatives: Derivatives,
+    /// Node counts recorded by [`super::prepare`]; `None` before it runs.
+    pub prepared: Option<PrepareStats>,
+}
+
+impl Model {
+    /// Total number of state elements: the length of `x` and `f` in [`Derivatives`].
+    pub fn state_len(&self) -> usize {
+        self.states.iter().map(|s| s.shape.len()).sum()
+    }
+
+    /// Total number of elements of one copy of every parameter: the length of `θ`.
+    pub fn param_len(&self) -> usize {
+        self.params.iter().map(|p| p.shape.len()).sum()
+    }
+
+    /// Every state element as a variable, states in declaration order, elements row-major.
+    pub fn state_vars(&self) -> Vec<Var> {
+        flat_vars(self.states.iter().map(|s| s.shape), |state, elem| {
+            Var::State { state, elem }
+        })
+    }
+
+    /// Every parameter element as a variable, in declaration order, elements row-major.
+    pub fn param_vars(&self) -> Vec<Var> {
+        flat_vars(self.params.iter().map(|p| p.shape), |param, elem| {
+            Var::Param { param, elem }
+        })
+    }
+
+    /// The state equations' right-hand sides concatenated: `f` in [`Derivatives`].
+    pub fn rhs(&self) -> Vec<ExprId> {
+        self.states
+            .iter()
+            .flat_map(|s| s.rhs.iter().copied())
+            .collect()
+    }
+
+    /// Every root expression of the model in a fixed order: each state's `init` then `rhs`,
+    /// costs, metrics, outputs, the schedule's `lm_k`, `uniform` data labels, then the
+    /// derivative roots ([`Derivatives::roots`]). [`Model::map_roots`] visits the same order.
+    pub fn roots(&self) -> Vec<ExprId> {
+        let mut roots = self.primal_roots();
+        roots.extend(self.derivatives.roots());
+        roots
+    }
+
+    /// The roots without the derivative IR.
+    pub fn primal_roots(&self) -> Vec<ExprId> {
+        let mut roots = Vec::new();
+        for s in &self.states {
+            roots.extend_from_slice(&s.init);
+            roots.extend_from_slice(&s.rhs);
+        }
+        roots.extend(self.costs.iter().map(|c| c.value));
+        for o in self.metrics.iter().chain(&self.outputs) {
+            roots.extend_from_slice(&o.value);
+        }
+        roots.extend(self.schedule.as_ref().and_then(|s| s.lm_k));
+        for d in &self.data {
+            if let DataSource::Uniform { label: Some(l), .. } = &d.source {
+                roots.push(*l);
+            }
+        }
+        roots
+    }
+
+    /// Replaces every root `r` (in the order of [`Model::roots`]) by `f(r)`.
+    pub fn map_roots(&mut self, mut f: impl FnMut(ExprId) -> ExprId) {
+        for s in &mut self.states {
+            s.init
+                .iter_mut()
+                .chain(s.rhs.iter_mut())
+                .for_each(|r| *r = f(*r));
+        }
+        self.costs.iter_mut().for_each(|c| c.value = f(c.value));
+        for o in self.metrics.iter_mut().chain(self.outputs.iter_mut()) {
+            o.value.iter_mut().for_each(|r| *r = f(*r));
+        }
+        if let Some(k) = self.schedule.as_mut().and_then(|s| s.lm_k.as_mut()) {
+            *k = f(*k);
+        }
+        for d in &mut self.data {
+            if let DataSource::Uniform { label: Some(l), .. } = &mut d.source {
+                *l = f(*l);
+            }
+        }
+        self.derivatives.map_roots(&mut f);
+    }
+}
+
+fn flat_vars(shapes: impl Iterator<Item = Shape>, var: impl Fn(u32, u32) -> Var) -> Vec<Var> {
+    let mut vars = Vec::new();
+    for (i, shape) in shapes.enumerate() {
+        vars.extend((0..shape.len()).map(|e| var(i as u32, e as u32)));
+    }
+    vars
+}
+
+/// Node counts around [`super::prepare`], for `nodec ir --stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrepareStats {
+    /// Nodes the constructors were asked for while lowering, counting repeats: the size of the
+    /// IR before simplification and common-subexpression elimination.
+    pub requested: usize,
+    /// Distinct nodes in the pool when `prepare` started (after CSE, before simplification).
+    pub distinct_before: usize,
+    /// Distinct nodes after simplification, differentiation and compaction.
+    pub distinct_after: usize,
+}
+
+/// The derivative IR that `compile` turns into Jacobian-vector and vector-Jacobian kernels.
+///
+/// `f` is the concatenation of every state's `rhs` in declaration order, `x` the matching
+/// concatenation of state elements ([`Model::state_vars`]) and `θ` of one copy of every
+/// parameter's elements ([`Model::param_vars`]). Directions are leaves: `v` is
+/// [`Var::StateTangent`], `u` is [`Var::ParamTangent`] and `w` is [`Var::Cotangent`]
+/// (indexed like `f`). Every list is empty until [`super::prepare`] fills it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Derivatives {
+    /// `jvp_state[k] = Σ_j ∂f_k/∂x_j · v_j`, one per element of `f`.
+    pub jvp_state: Vec<ExprId>,
+    /// `jvp_param[k] = Σ_j ∂f_k/∂θ_j · u_j`, one per element of `f`.
+    pub jvp_param: Vec<ExprId>,
+    /// `vjp_state[j] = Σ_k w_k · ∂f_k/∂x_j`, one per element of `x`.
+    pub vjp_state: Vec<ExprId>,
+    /// `vjp_param[j] = Σ_k w_k · ∂f_k/∂θ_j`, one per element of `θ`.
+    pub vjp_param: Vec<ExprId>,
+    /// `rhs_time[k] = ∂f_k/∂t`, the explicit time dependence (Rosenbrock methods need it).
+    pub rhs_time: Vec<ExprId>,
+    /// `init_jvp_param[k] = Σ_j ∂x0_k/∂θ_j · u_j`: forward sensitivity of the initial state.
+    pub init_jvp_param: Vec<ExprId>,
+    /// `init_vjp_param[j] = Σ_k w_k · ∂x0_k/∂θ_j`: the initial state's pull-back to `θ`.
+    pub init_vjp_param: Vec<ExprId>,
+    /// `∂k/∂θ_j` for LM-ResNet's coefficient `k`; empty without one.
+    pub lm_k_param: Vec<ExprId>,
+    /// One entry per cost kind the model declares, in the order terminal, running, penalty,
+    /// observed: the sum of that kind's costs and its gradients.
+    pub costs: Vec<CostGradient>,
+}
+
+/// The sum of one kind of cost and its gradient with respect to the states and parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CostGradient {
+    /// Which costs were summed.
+    pub kind: CostKind,
+    /// The sum of every cost of this kind.
+    pub value: ExprId,
+    /// `∂value/∂x_j`, one per element of `x`.
+    pub state: Vec<ExprId>,
+    /// `∂value/∂θ_j`, one per element of `θ`.
+    pub param: Vec<ExprId>,
+}
+
+impl Derivatives {
+    /// The gradient of the costs of `kind`, if the model declares any.
+    pub fn cost(&self, kind: CostKind) -> Option<&CostGradient> {
+        self.costs.iter().find(|c| c.kind == kind)
+    }
+
+    /// Every derivative root in a fixed order (fields in declaration order; per cost, its value,
+    /// then state then param gradients).
+    pub fn roots(&self) -> Vec<ExprId> {
+        let mut roots = Vec::new();
+        for list in [
+            &self.jvp_state,
+            &self.jvp_param,
+            &self.vjp_state,
+            &self.vjp_param,
+            &self.rhs_time,
+            &self.init_jvp_param,
+            &self.init_vjp_param,
+            &self.lm_k_param,
+        ] {
+            roots.extend_from_slice(list);
+        }
+        for c in &self.costs {
+            roots.push(c.value);
+            roots.extend_from_slice(&c.state);
+            roots.extend_from_slice(&c.param);
+        }
+        roots
+    }
+
+    /// Replaces every root `r` (in the order of [`Derivatives::roots`]) by `f(r)`.
+    pub fn map_roots(&mut self, mut f: impl FnMut(ExprId) -> ExprId) {
+        for list in [
+            &mut self.jvp_state,
+            &mut self.jvp_param,
+            &mut self.vjp_state,
+            &mut self.vjp_param,
+            &mut self.rhs_time,
+            &mut self.init_jvp_param,
+            &mut self.init_vjp_param,
+            &mut self.lm_k_param,
+        ] {
+            list.iter_mut().for_each(|r| *r = f(*r));
+        }
+        for c in &mut self.costs {
+            c.value = f(c.value);
+            c.state.iter_mut().for_each(|r| *r = f(*r));
+            c.param.iter_mut().for_each(|r| *r = f(*r));
+        }
+    }
 }
 
 /// A `const` with its value.

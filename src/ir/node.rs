@@ -269,7 +269,97 @@ pub enum Node {
     Cmp(CmpOp, ExprId, ExprId),
 }
 
+/// `base ^ exponent`: the one definition of power shared by constant folding, the interpreter
+/// and compiled kernels. A square is `x·x` (exact to rounding, and what `x*x` in a model means);
+/// everything else is `powf`, so a negative base with a non-integer exponent gives NaN.
+pub fn apply_pow(base: f64, exponent: f64) -> f64 {
+    if exponent == 2.0 {
+        base * base
+    } else {
+        base.powf(exponent)
+    }
+}
+
 impl Node {
+    /// The node kind as printed in the IR: `const`, `var`, `add`, `mul`, `div`, `pow`, `min`,
+    /// `max`, a function's name (`tanh`) or a comparison's name (`lt`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Node::Const(_) => "const",
+            Node::Var(_) => "var",
+            Node::Add(_) => "add",
+            Node::Mul(_) => "mul",
+            Node::Div(..) => "div",
+            Node::Pow(..) => "pow",
+            Node::Func(f, _) => f.name(),
+            Node::Min(..) => "min",
+            Node::Max(..) => "max",
+            Node::Cmp(op, ..) => op.name(),
+        }
+    }
+
+    /// Number of children.
+    pub fn operand_count(&self) -> usize {
+        match self {
+            Node::Const(_) | Node::Var(_) => 0,
+            Node::Add(c) | Node::Mul(c) => c.len(),
+            Node::Func(..) => 1,
+            Node::Div(..) | Node::Pow(..) | Node::Min(..) | Node::Max(..) | Node::Cmp(..) => 2,
+        }
+    }
+
+    /// Child number `i` (`i < operand_count()`).
+    pub fn operand(&self, i: usize) -> ExprId {
+        match self {
+            Node::Const(_) | Node::Var(_) => panic!("leaf node has no operand {i}"),
+            Node::Add(c) | Node::Mul(c) => c[i],
+            Node::Func(_, a) => *a,
+            Node::Div(a, b)
+            | Node::Pow(a, b)
+            | Node::Min(a, b)
+            | Node::Max(a, b)
+            | Node::Cmp(_, a, b) => {
+                if i == 0 {
+                    *a
+                } else {
+                    *b
+                }
+            }
+        }
+    }
+
+    /// Calls `f` on each child in order, without allocating.
+    pub fn for_each_operand(&self, mut f: impl FnMut(ExprId)) {
+        match self {
+            Node::Const(_) | Node::Var(_) => {}
+            Node::Add(c) | Node::Mul(c) => c.iter().for_each(|&x| f(x)),
+            Node::Func(_, a) => f(*a),
+            Node::Div(a, b)
+            | Node::Pow(a, b)
+            | Node::Min(a, b)
+            | Node::Max(a, b)
+            | Node::Cmp(_, a, b) => {
+                f(*a);
+                f(*b);
+            }
+        }
+    }
+
+    /// The same node with every child replaced by `f(child)`.
+    pub fn map_operands(&self, mut f: impl FnMut(ExprId) -> ExprId) -> Node {
+        match self {
+            Node::Const(_) | Node::Var(_) => self.clone(),
+            Node::Add(c) => Node::Add(c.iter().map(|&x| f(x)).collect()),
+            Node::Mul(c) => Node::Mul(c.iter().map(|&x| f(x)).collect()),
+            Node::Func(func, a) => Node::Func(*func, f(*a)),
+            Node::Div(a, b) => Node::Div(f(*a), f(*b)),
+            Node::Pow(a, b) => Node::Pow(f(*a), f(*b)),
+            Node::Min(a, b) => Node::Min(f(*a), f(*b)),
+            Node::Max(a, b) => Node::Max(f(*a), f(*b)),
+            Node::Cmp(op, a, b) => Node::Cmp(*op, f(*a), f(*b)),
+        }
+    }
+
     /// The node's children in order, as an owned small vector (works for every variant).
     pub fn operands(&self) -> Vec<ExprId> {
         match self {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::node::{CmpOp, ExprId, Func, Node, Var};
+use super::node::{apply_pow, CmpOp, ExprId, Func, Node, Var};
 
 /// An append-only arena of IR nodes with a hash-consing memo table.
 #[derive(Clone, Debug, Default)]
@@ -74,6 +74,57 @@ impl Pool {
         self.nodes.push(node.clone());
         self.memo.insert(node, id);
         id
+    }
+
+    /// The id of `node` if the pool already holds it; never creates a node.
+    pub fn lookup(&self, node: &Node) -> Option<ExprId> {
+        self.memo.get(node).copied()
+    }
+
+    /// Builds `node` (whose children are ids of this pool) through the smart constructors, so
+    /// that it is folded and put in canonical form; `simplify` rebuilds nodes this way.
+    pub fn build(&mut self, node: &Node) -> ExprId {
+        match node {
+            Node::Const(bits) => self.constant(f64::from_bits(*bits)),
+            Node::Var(v) => self.var(*v),
+            Node::Add(c) => self.sum(c),
+            Node::Mul(c) => self.product(c),
+            Node::Div(a, b) => self.div(*a, *b),
+            Node::Pow(a, b) => self.pow(*a, *b),
+            Node::Func(f, a) => self.func(*f, *a),
+            Node::Min(a, b) => self.min(*a, *b),
+            Node::Max(a, b) => self.max(*a, *b),
+            Node::Cmp(op, a, b) => self.cmp(*op, *a, *b),
+        }
+    }
+
+    /// Keeps only the nodes with `keep[id]` (which must be closed under children: a kept node's
+    /// children are kept), renumbering them in the same order so that children still precede
+    /// parents and sorted children stay sorted. Returns the map from old ids to new ones. The
+    /// `requested` count is kept; memoized derivatives survive when both ends are kept.
+    pub fn compact(&mut self, keep: &[bool]) -> Vec<Option<ExprId>> {
+        let mut map: Vec<Option<ExprId>> = vec![None; self.nodes.len()];
+        let old = std::mem::take(&mut self.nodes);
+        self.memo.clear();
+        for (i, node) in old.into_iter().enumerate() {
+            if !keep.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let renumbered = node.map_operands(|c| {
+                map[c.index()].expect("compact: a kept node's children must be kept")
+            });
+            let id = ExprId(self.nodes.len() as u32);
+            self.nodes.push(renumbered.clone());
+            self.memo.insert(renumbered, id);
+            map[i] = Some(id);
+        }
+        let memo = std::mem::take(&mut self.diff_memo);
+        for ((e, v), d) in memo {
+            if let (Some(e), Some(d)) = (map[e.index()], map[d.index()]) {
+                self.diff_memo.insert((e, v), d);
+            }
+        }
+        map
     }
 
     /// A constant. `-0.0` is stored as `0.0` so that the two share a node.
@@ -183,7 +234,8 @@ impl Pool {
     }
 
     /// The product of `factors`: nested products flattened, constants folded, `x·0 → 0`
-    /// (assuming finite `x`, as algebra does), `x·1 → x`, the rest sorted.
+    /// (assuming finite `x`, as algebra does), `x·1 → x`, equal bases collected into integer
+    /// powers (`x·x → x²`, `x³·x⁻¹ → x²`), the rest sorted.
     pub fn product(&mut self, factors: &[ExprId]) -> ExprId {
         self.requested += 1;
         let mut constant = 1.0;
@@ -205,6 +257,9 @@ impl Pool {
         if constant == 0.0 {
             return self.constant(0.0);
         }
+        if children.len() > 1 {
+            children = self.collect_powers(children);
+        }
         children.sort_unstable();
         // A constant times a sum stays a product: distributing would duplicate the sum's terms.
         if constant != 1.0 {
@@ -218,18 +273,58 @@ impl Pool {
         }
     }
 
+    /// Merges factors with a common base into one power: `x^a · x^b = x^(a+b)` for integer `a`
+    /// and `b` (a plain `x` counts as `x^1`). With integer exponents the identity holds for every
+    /// `x` where both sides are defined; `x^a · x^(−a) → 1` is undefined only at `x = 0`.
+    fn collect_powers(&mut self, factors: Vec<ExprId>) -> Vec<ExprId> {
+        // (base, integer exponent, the factor itself)
+        let mut split: Vec<(ExprId, f64, ExprId)> = factors
+            .iter()
+            .map(|&f| match self.node(f) {
+                Node::Pow(base, e) => match self.const_value(*e) {
+                    Some(n) if n.fract() == 0.0 => (*base, n, f),
+                    _ => (f, 1.0, f),
+                },
+                _ => (f, 1.0, f),
+            })
+            .collect();
+        split.sort_by_key(|&(base, _, f)| (base, f));
+        if split.windows(2).all(|w| w[0].0 != w[1].0) {
+            return factors;
+        }
+        let mut out = Vec::with_capacity(split.len());
+        let mut i = 0;
+        while i < split.len() {
+            let base = split[i].0;
+            let mut j = i + 1;
+            let mut exponent = split[i].1;
+            while j < split.len() && split[j].0 == base {
+                exponent += split[j].1;
+                j += 1;
+            }
+            if j == i + 1 {
+                out.push(split[i].2);
+            } else if exponent != 0.0 {
+                let e = self.constant(exponent);
+                out.push(self.pow(base, e));
+            }
+            i = j;
+        }
+        out
+    }
+
     /// `a / b`: constants folded, `a/1 → a`, `0/b → 0`, `a/a → 1`, `a/c → (1/c)·a` only when
     /// `1/c` is exact (c a power of two) so that folding never changes the rounding.
     pub fn div(&mut self, a: ExprId, b: ExprId) -> ExprId {
         self.requested += 1;
         match (self.const_value(a), self.const_value(b)) {
             (Some(x), Some(y)) => return self.constant(x / y),
-            (_, Some(y)) if y == 1.0 => return a,
+            (_, Some(1.0)) => return a,
             (_, Some(y)) if y != 0.0 && is_power_of_two(y) => {
                 let c = self.constant(1.0 / y);
                 return self.product(&[c, a]);
             }
-            (Some(x), _) if x == 0.0 => return self.constant(0.0),
+            (Some(0.0), _) => return self.constant(0.0),
             _ => {}
         }
         if a == b {
@@ -242,9 +337,9 @@ impl Pool {
     pub fn pow(&mut self, base: ExprId, exponent: ExprId) -> ExprId {
         self.requested += 1;
         match (self.const_value(base), self.const_value(exponent)) {
-            (Some(x), Some(y)) => return self.constant(x.powf(y)),
-            (_, Some(y)) if y == 1.0 => return base,
-            (_, Some(y)) if y == 0.0 => return self.constant(1.0),
+            (Some(x), Some(y)) => return self.constant(apply_pow(x, y)),
+            (_, Some(1.0)) => return base,
+            (_, Some(0.0)) => return self.constant(1.0),
             _ => {}
         }
         self.intern(Node::Pow(base, exponent))

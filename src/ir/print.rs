@@ -1,0 +1,447 @@
+//! The text form of the IR: the output of `nodec ir` and the IR snapshot format.
+//!
+//! [`print`] writes a header (model name, consts, params, inputs, labels, observed values,
+//! states), then every node reachable from the model's roots, one per line in id order
+//! (`%7 = mul %3, %5`), then the roots by name (`dx/dt[0] = %12`). Elements are row-major and
+//! shown as `[i]` for vectors and `[i, j]` for matrices. [`stats`] counts nodes by kind. The
+//! text is stable: it depends only on the model, in declaration order.
+
+use std::fmt::Write as _;
+
+use super::diff::reachable;
+use super::{CostKind, ExprId, Model, Node, ParamInit, ParamTime, Pool, Shape, Var};
+
+/// The model as text; with `with_derivatives`, the derivative IR and its roots too.
+pub fn print(model: &Model, with_derivatives: bool) -> String {
+    let mut out = String::new();
+    header(model, &mut out);
+    let roots = if with_derivatives {
+        model.roots()
+    } else {
+        model.primal_roots()
+    };
+    out.push('\n');
+    for id in reachable(&model.pool, &roots) {
+        let _ = writeln!(out, "{id} = {}", node_text(model, model.pool.node(id)));
+    }
+    out.push('\n');
+    primal_roots(model, &mut out);
+    if with_derivatives {
+        derivative_roots(model, &mut out);
+    }
+    out
+}
+
+/// Node counts: how many nodes lowering asked for (`requested`: before simplification and
+/// sharing), how many distinct nodes all roots reach now (`distinct`, derivatives included) and
+/// how many the model's own roots reach (`primal`), then a count per kind over all reachable
+/// nodes in a fixed order (kinds that do not occur are left out).
+pub fn stats(model: &Model) -> String {
+    let requested = model
+        .prepared
+        .map_or(model.pool.requested(), |s| s.requested);
+    let nodes = reachable(&model.pool, &model.roots());
+    let mut out = String::new();
+    let _ = writeln!(out, "requested {requested}");
+    let _ = writeln!(out, "distinct {}", nodes.len());
+    let primal = reachable(&model.pool, &model.primal_roots()).len();
+    let _ = writeln!(out, "primal {primal}");
+    let mut counts: Vec<(&'static str, usize)> = KIND_ORDER.iter().map(|k| (*k, 0)).collect();
+    for id in nodes {
+        let kind = model.pool.node(id).kind();
+        if let Some(entry) = counts.iter_mut().find(|(k, _)| *k == kind) {
+            entry.1 += 1;
+        }
+    }
+    for (kind, count) in counts {
+        if count > 0 {
+            let _ = writeln!(out, "{kind} {count}");
+        }
+    }
+    out
+}
+
+/// Node kinds in the order [`stats`] lists them.
+const KIND_ORDER: [&str; 26] = [
+    "const", "var", "add", "mul", "div", "pow", "min", "max", "sin", "cos", "tan", "exp", "log",
+    "sqrt", "abs", "tanh", "sigmoid", "relu", "softplus", "sign", "lt", "le", "gt", "ge", "eq",
+    "ne",
+];
+
+/// A number in shortest round-trip form: plain decimals for ordinary magnitudes, exponent
+/// notation (`1e-10`, `3e30`) for very small or large ones.
+pub fn number(x: f64) -> String {
+    let m = x.abs();
+    if m == 0.0 || !m.is_finite() || (1e-5..1e16).contains(&m) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
+fn header(model: &Model, out: &mut String) {
+    let _ = writeln!(out, "model {}", model.name);
+    for c in &model.consts {
+        let _ = writeln!(
+            out,
+            "const {} = {}",
+            named(&c.name, c.shape),
+            values(&c.values)
+        );
+    }
+    for p in &model.params {
+        let _ = write!(out, "param {}", named(&p.name, p.shape));
+        match &p.time {
+            ParamTime::Constant => {}
+            ParamTime::PerLayer => out.push_str(" per layer"),
+            ParamTime::Knots(knots) => {
+                let list: Vec<String> = knots.iter().map(|k| number(*k)).collect();
+                let _ = write!(out, " on knots({})", list.join(", "));
+            }
+        }
+        match &p.init {
+            ParamInit::Values(v) if v.is_empty() => {}
+            ParamInit::Values(v) => {
+                let _ = write!(out, " = {}", values(v));
+            }
+            ParamInit::Normal { mean, std } => {
+                let _ = write!(out, " ~ normal({}, {})", number(*mean), number(*std));
+            }
+            ParamInit::Uniform { lo, hi } => {
+                let _ = write!(out, " ~ uniform({}, {})", number(*lo), number(*hi));
+            }
+        }
+        out.push('\n');
+    }
+    for i in &model.inputs {
+        let _ = writeln!(out, "input {}", named(&i.name, i.shape));
+    }
+    for l in &model.labels {
+        let _ = writeln!(out, "label {}", l.name);
+    }
+    for o in &model.observed {
+        let _ = writeln!(out, "observed {}", named(&o.name, o.shape));
+    }
+    for s in &model.states {
+        let _ = writeln!(out, "state {}", named(&s.name, s.shape));
+    }
+}
+
+/// `name` with its dimensions: `K1[8, 2]`, or just `k` for a scalar.
+fn named(name: &str, shape: Shape) -> String {
+    match shape {
+        Shape::Scalar => name.to_string(),
+        _ => format!("{name}{shape}"),
+    }
+}
+
+/// One value when all are equal (`0`), else the row-major list (`[1, 2, 3]`).
+fn values(v: &[f64]) -> String {
+    match v {
+        [] => "[]".to_string(),
+        [first, rest @ ..] if rest.iter().all(|x| x.to_bits() == first.to_bits()) => number(*first),
+        _ => {
+            let list: Vec<String> = v.iter().map(|x| number(*x)).collect();
+            format!("[{}]", list.join(", "))
+        }
+    }
+}
+
+/// Element `elem` of `name`: `x` for a scalar, `x[3]` for a vector, `K[1, 0]` for a matrix.
+fn element(name: &str, shape: Shape, elem: usize) -> String {
+    match shape {
+        Shape::Scalar => name.to_string(),
+        Shape::Vector(_) => format!("{name}[{elem}]"),
+        Shape::Matrix(_, n) => format!("{name}[{}, {}]", elem / n.max(1), elem % n.max(1)),
+    }
+}
+
+/// Element `elem` of the `index`-th declaration of a list, or `#index[elem]` when out of range.
+fn decl_element(decl: Option<(&str, Shape)>, index: u32, elem: u32) -> String {
+    match decl {
+        Some((name, shape)) => element(name, shape, elem as usize),
+        None => format!("#{index}[{elem}]"),
+    }
+}
+
+fn var_text(model: &Model, var: Var) -> String {
+    let state = |s: u32| {
+        model
+            .states
+            .get(s as usize)
+            .map(|d| (d.name.as_str(), d.shape))
+    };
+    let param = |p: u32| {
+        model
+            .params
+            .get(p as usize)
+            .map(|d| (d.name.as_str(), d.shape))
+    };
+    match var {
+        Var::Time => "time".to_string(),
+        Var::State { state: s, elem } => format!("state {}", decl_element(state(s), s, elem)),
+        Var::Param { param: p, elem } => format!("param {}", decl_element(param(p), p, elem)),
+        Var::Input { input, elem } => {
+            let decl = model
+                .inputs
+                .get(input as usize)
+                .map(|d| (d.name.as_str(), d.shape));
+            format!("input {}", decl_element(decl, input, elem))
+        }
+        Var::Label { label } => match model.labels.get(label as usize) {
+            Some(l) => format!("label {}", l.name),
+            None => format!("label #{label}"),
+        },
+        Var::Observed { observed, elem } => {
+            let decl = model
+                .observed
+                .get(observed as usize)
+                .map(|d| (d.name.as_str(), d.shape));
+            format!("observed {}", decl_element(decl, observed, elem))
+        }
+        Var::StateTangent { state: s, elem } => {
+            format!("state_tangent {}", decl_element(state(s), s, elem))
+        }
+        Var::ParamTangent { param: p, elem } => {
+            format!("param_tangent {}", decl_element(param(p), p, elem))
+        }
+        Var::Cotangent { state: s, elem } => {
+            format!("cotangent {}", decl_element(state(s), s, elem))
+        }
+    }
+}
+
+fn node_text(model: &Model, node: &Node) -> String {
+    match node {
+        Node::Const(bits) => format!("const {}", number(f64::from_bits(*bits))),
+        Node::Var(v) => var_text(model, *v),
+        _ => {
+            let operands: Vec<String> = node.operands().iter().map(|c| c.to_string()).collect();
+            format!("{} {}", node.kind(), operands.join(", "))
+        }
+    }
+}
+
+fn primal_roots(model: &Model, out: &mut String) {
+    for s in &model.states {
+        for (e, id) in s.init.iter().enumerate() {
+            let _ = writeln!(out, "state {} init = {id}", element(&s.name, s.shape, e));
+        }
+        for (e, id) in s.rhs.iter().enumerate() {
+            let index = element("", s.shape, e);
+            let _ = writeln!(out, "d{}/dt{index} = {id}", s.name);
+        }
+    }
+    for c in &model.costs {
+        let _ = writeln!(out, "cost {} = {}", c.kind.name(), c.value);
+    }
+    for (word, list) in [("metric", &model.metrics), ("output", &model.outputs)] {
+        for o in list {
+            for (e, id) in o.value.iter().enumerate() {
+                let _ = writeln!(out, "{word} {} = {id}", element(&o.name, o.shape, e));
+            }
+        }
+    }
+    if let Some(k) = model.schedule.as_ref().and_then(|s| s.lm_k) {
+        let _ = writeln!(out, "schedule k = {k}");
+    }
+    for d in &model.data {
+        if let super::DataSource::Uniform { label: Some(l), .. } = &d.source {
+            let _ = writeln!(out, "data {} label = {l}", d.name);
+        }
+    }
+}
+
+fn derivative_roots(model: &Model, out: &mut String) {
+    let d = &model.derivatives;
+    let states: Vec<String> = model
+        .states
+        .iter()
+        .flat_map(|s| (0..s.shape.len()).map(|e| element(&s.name, s.shape, e)))
+        .collect();
+    let params: Vec<String> = model
+        .params
+        .iter()
+        .flat_map(|p| (0..p.shape.len()).map(|e| element(&p.name, p.shape, e)))
+        .collect();
+    let list = |out: &mut String, label: &str, names: &[String], ids: &[ExprId]| {
+        for (i, id) in ids.iter().enumerate() {
+            let name = names.get(i).map_or("?", String::as_str);
+            let _ = writeln!(out, "{label} {name} = {id}");
+        }
+    };
+    list(out, "jvp_state", &states, &d.jvp_state);
+    list(out, "jvp_param", &states, &d.jvp_param);
+    list(out, "vjp_state", &states, &d.vjp_state);
+    list(out, "vjp_param", &params, &d.vjp_param);
+    list(out, "rhs_time", &states, &d.rhs_time);
+    list(out, "init_jvp_param", &states, &d.init_jvp_param);
+    list(out, "init_vjp_param", &params, &d.init_vjp_param);
+    list(out, "schedule_k_grad", &params, &d.lm_k_param);
+    for c in &d.costs {
+        let kind: CostKind = c.kind;
+        let _ = writeln!(out, "cost_sum {} = {}", kind.name(), c.value);
+        list(
+            out,
+            &format!("cost_grad {}", kind.name()),
+            &states,
+            &c.state,
+        );
+        list(
+            out,
+            &format!("cost_grad {}", kind.name()),
+            &params,
+            &c.param,
+        );
+    }
+}
+
+/// An expression as a nested s-expression, for test and debug messages: `(tanh (add x0 2))`.
+pub fn expr_to_string(pool: &Pool, id: ExprId) -> String {
+    let mut out = String::new();
+    write_expr(pool, id, &mut out, 0);
+    out
+}
+
+fn write_expr(pool: &Pool, id: ExprId, out: &mut String, depth: usize) {
+    if depth > 32 {
+        out.push_str("...");
+        return;
+    }
+    match pool.node(id) {
+        Node::Const(bits) => out.push_str(&number(f64::from_bits(*bits))),
+        Node::Var(v) => {
+            let _ = write!(out, "{v:?}");
+        }
+        node => {
+            let _ = write!(out, "({}", node.kind());
+            node.for_each_operand(|c| {
+                out.push(' ');
+                write_expr(pool, c, out, depth + 1);
+            });
+            out.push(')');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Span;
+    use crate::ir::{Cost, Func, Output, Param, State};
+
+    /// `dx/dt = −k·x` for a `[2]` state, `output r = tanh(x[0]·W[0, 1])`, a terminal cost.
+    fn small_model() -> Model {
+        let mut model = Model {
+            name: "tiny".to_string(),
+            ..Model::default()
+        };
+        model.params.push(Param {
+            name: "k".to_string(),
+            shape: Shape::Scalar,
+            time: ParamTime::Constant,
+            init: ParamInit::Values(vec![0.5]),
+            span: Span::default(),
+        });
+        model.params.push(Param {
+            name: "W".to_string(),
+            shape: Shape::Matrix(2, 2),
+            time: ParamTime::PerLayer,
+            init: ParamInit::Normal {
+                mean: 0.0,
+                std: 0.5,
+            },
+            span: Span::default(),
+        });
+        let p = &mut model.pool;
+        let k = p.var(Var::Param { param: 0, elem: 0 });
+        let x: Vec<ExprId> = (0..2)
+            .map(|elem| p.var(Var::State { state: 0, elem }))
+            .collect();
+        let rhs: Vec<ExprId> = x
+            .iter()
+            .map(|&xi| {
+                let kx = p.mul(k, xi);
+                p.neg(kx)
+            })
+            .collect();
+        let one = p.constant(1.0);
+        let two = p.constant(2.5e-7);
+        let w01 = p.var(Var::Param { param: 1, elem: 1 });
+        let prod = p.mul(x[0], w01);
+        let r = p.func(Func::Tanh, prod);
+        let cost = p.mul(two, x[1]);
+        model.states.push(State {
+            name: "x".to_string(),
+            shape: Shape::Vector(2),
+            init: vec![one, one],
+            rhs,
+            span: Span::default(),
+            equation_span: Span::default(),
+        });
+        model.outputs.push(Output {
+            name: "r".to_string(),
+            shape: Shape::Scalar,
+            value: vec![r],
+            span: Span::default(),
+        });
+        model.costs.push(Cost {
+            kind: CostKind::Terminal,
+            value: cost,
+            span: Span::default(),
+        });
+        model
+    }
+
+    #[test]
+    fn prints_a_small_model() {
+        let model = small_model();
+        let expected = "\
+model tiny
+param k = 0.5
+param W[2, 2] per layer ~ normal(0, 0.5)
+state x[2]
+
+%0 = param k
+%1 = state x[0]
+%2 = state x[1]
+%4 = const -1
+%5 = mul %4, %0, %1
+%7 = mul %4, %0, %2
+%8 = const 1
+%9 = const 2.5e-7
+%10 = param W[0, 1]
+%11 = mul %1, %10
+%12 = tanh %11
+%13 = mul %9, %2
+
+state x[0] init = %8
+state x[1] init = %8
+dx/dt[0] = %5
+dx/dt[1] = %7
+cost terminal = %13
+output r = %12
+";
+        assert_eq!(print(&model, false), expected);
+    }
+
+    #[test]
+    fn stats_count_reachable_nodes_by_kind() {
+        let model = small_model();
+        let text = stats(&model);
+        assert_eq!(
+            text,
+            "requested 18\ndistinct 12\nprimal 12\nconst 3\nvar 4\nmul 4\ntanh 1\n"
+        );
+    }
+
+    #[test]
+    fn numbers_print_in_shortest_round_trip_form() {
+        assert_eq!(number(0.5), "0.5");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(-1e-10), "-1e-10");
+        assert_eq!(number(3e7), "30000000");
+        assert_eq!(number(1.0 / 3.0), "0.3333333333333333");
+        assert_eq!(number(f64::INFINITY), "inf");
+    }
+}
