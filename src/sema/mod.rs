@@ -503,6 +503,21 @@ impl<'a> Checker<'a> {
             let shape = self.dims_shape(self.observed[i].dims);
             self.observed[i].shape = shape;
         }
+        let entry = |slot: &ShapedSlot| ir::Input {
+            name: slot.name.name.clone(),
+            shape: slot.shape.unwrap_or(Shape::Scalar),
+            span: slot.span,
+        };
+        self.model.inputs = self.inputs.iter().map(entry).collect();
+        self.model.observed = self.observed.iter().map(entry).collect();
+        self.model.labels = self
+            .labels
+            .iter()
+            .map(|name| ir::Label {
+                name: name.name.clone(),
+                span: name.span,
+            })
+            .collect();
     }
 
     fn dims_shape(&mut self, dims: Option<&'a ast::Dims>) -> Option<Shape> {
