@@ -312,7 +312,11 @@ pub(crate) fn solve<S: System>(
             }
             for (s, lane) in lanes.iter().enumerate() {
                 tstage[s] = if lane.hs != 0.0 {
-                    tl.stage_time(lane.t + tab.c[i] * lane.hs, lane.t + 0.5 * lane.hs, lane.hs)
+                    let tau = match (tab.c[i] == 1.0, lane.clipped) {
+                        (true, true) => tl.landings[lane.landing].t,
+                        _ => lane.t + tab.c[i] * lane.hs,
+                    };
+                    tl.stage_time(tau, lane.t + 0.5 * lane.hs, lane.hs)
                 } else {
                     lane.t
                 };

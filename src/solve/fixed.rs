@@ -142,7 +142,12 @@ pub(crate) fn solve<S: System>(
         let t = tl.grid(n);
         let t_next = tl.grid(n + 1);
         let mid = t + 0.5 * h;
-        let at = |c: f64| tl.stage_time(t + c * h, mid, h);
+        // Stage times; the end stage uses the grid point itself, so that it is bitwise the
+        // next step's start (t + h may differ from it in the last bit).
+        let at = |c: f64| {
+            let tau = if c == 1.0 { t_next } else { t + c * h };
+            tl.stage_time(tau, mid, h)
+        };
         b.y_old.copy_from_slice(&b.y);
 
         match &options.method {

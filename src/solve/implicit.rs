@@ -39,7 +39,7 @@ pub(crate) fn solve<S: System>(
     for n in 0..tl.steps {
         let t = tl.grid(n);
         let t_next = tl.grid(n + 1);
-        let tau = tl.stage_time(t + h, t + 0.5 * h, h);
+        let tau = tl.stage_time(t_next, t + 0.5 * h, h);
         let tau_s = [tau];
         y_old.copy_from_slice(&y);
         z.copy_from_slice(&y);

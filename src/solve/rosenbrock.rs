@@ -93,7 +93,8 @@ pub(crate) fn solve<S: System>(
         let clipped = (t + 1.0001 * h - target.t) * dir >= 0.0;
         let hs = if clipped { target.t - t } else { h };
         let mid = t + 0.5 * hs;
-        let at = |c: f64| tl.stage_time(t + c * hs, mid, hs);
+        let t_end = if clipped { target.t } else { t + hs };
+        let at = |c: f64| tl.stage_time(if c == 1.0 { t_end } else { t + c * hs }, mid, hs);
         attempts += 1;
 
         if !fresh {
@@ -219,7 +220,7 @@ pub(crate) fn solve<S: System>(
         memory = Some((hs, err.max(1e-2)));
         let mut hnew = hs / fac;
 
-        let t_new = if clipped { target.t } else { t + hs };
+        let t_new = t_end;
         while let Some(&ts) = tl.save.get(next_save) {
             if (ts - t_new) * dir > 0.0 {
                 break;

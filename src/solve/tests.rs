@@ -798,3 +798,122 @@ fn implicit_euler_is_stable_on_a_stiff_problem() {
     .unwrap();
     assert!((sol.final_state(0)[0] - 1f64.cos()).abs() < 1e-3);
 }
+
+#[test]
+fn implicit_euler_reports_newton_failure() {
+    // z = 1 + 2 z² has no real root: the implicit step from y = 1 with h = 2 cannot exist.
+    match solve_batch(
+        &blowup(),
+        &fixed(Method::ImplicitEuler, 0.0, 2.0, 1),
+        &[-1.0, 1.0],
+        2,
+    ) {
+        Err(SolveError::NewtonFailed { t, sample: 1 }) => assert_eq!(t, 2.0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stiff_methods_report_max_steps() {
+    for method in [Method::Rodas4, Method::Bdf] {
+        let mut o = opts(method.clone(), 0.0, 1e5, 1e-6, 1e-10);
+        o.max_steps = 20;
+        match solve_batch(&robertson(), &o, &[1.0, 0.0, 0.0], 1) {
+            Err(SolveError::MaxStepsExceeded {
+                sample: 0,
+                max_steps: 20,
+                ..
+            }) => {}
+            other => panic!("{}: {other:?}", method.name()),
+        }
+    }
+}
+
+#[test]
+fn quartic_interpolants_reproduce_a_quartic() {
+    // y' = 4t³, y = t⁴: the 4th-order dense outputs of dopri5 and tsit5 are exact on it.
+    let sys = system(
+        1,
+        false,
+        |t, _y, dy| (0..t.len()).for_each(|s| dy[s] = 4.0 * t[s].powi(3)),
+        |_t, _y, j| j[0] = 0.0,
+    );
+    for method in [Method::Dopri5, Method::Tsit5] {
+        let mut o = opts(method.clone(), 0.0, 2.0, 1e-3, 1e-3);
+        o.save = (0..=20).map(|k| 0.1 * k as f64).collect();
+        let sol = solve_batch(&sys, &o, &[0.0], 1).unwrap();
+        assert!(
+            sol.stats.steps < 20,
+            "{}: few steps, so most saves are interpolated",
+            method.name()
+        );
+        for (k, &t) in sol.t.iter().enumerate() {
+            // Exact up to rounding of coefficients stored to 16 digits.
+            assert!(
+                (sol.state(k, 0)[0] - t.powi(4)).abs() < 1e-12,
+                "{} at {t}",
+                method.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn leapfrog_integrates_quadrature_components_to_second_order() {
+    // q' = p, p' = −q and a running cost r' = q², r(T) = T/2 + sin(2T)/4 from (1, 0, 0).
+    let sys = system(
+        3,
+        true,
+        |t, y, dy| {
+            let w = t.len();
+            for s in 0..w {
+                dy[s] = y[w + s];
+                dy[w + s] = -y[s];
+                dy[2 * w + s] = y[s] * y[s];
+            }
+        },
+        |_t, y, j| j.copy_from_slice(&[0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 2.0 * y[0], 0.0, 0.0]),
+    );
+    let err = |n: usize| {
+        let sol = solve_batch(&sys, &fixed(leapfrog(), 0.0, 3.0, n), &[1.0, 0.0, 0.0], 1).unwrap();
+        (sol.final_state(0)[2] - (1.5 + 6f64.sin() / 4.0)).abs()
+    };
+    let p = (err(100) / err(200)).log2();
+    assert!((p - 2.0).abs() < 0.05, "observed order {p}");
+}
+
+#[test]
+fn lm_uses_each_layers_coefficient() {
+    // x' = −x with k = 0.1, 0.2, 0.3, 0.4 on the four layers of [0, 1], 4 steps of h = 0.25.
+    struct Lm;
+    impl System for Lm {
+        type Workspace = ();
+        fn workspace(&self, _: usize) {}
+        fn dim(&self) -> usize {
+            1
+        }
+        fn rhs(&self, _t: &[f64], y: &[f64], dy: &mut [f64], _: &mut ()) {
+            dy.iter_mut().zip(y).for_each(|(d, &x)| *d = -x);
+        }
+        fn jacobian(&self, _t: f64, _y: &[f64], j: &mut [f64], _: &mut ()) {
+            j[0] = -1.0;
+        }
+        fn breakpoints(&self) -> Vec<f64> {
+            vec![0.25, 0.5, 0.75]
+        }
+        fn lm_coefficient(&self, t: f64) -> f64 {
+            [0.1, 0.2, 0.3, 0.4][self.breakpoints().partition_point(|&b| b <= t)]
+        }
+    }
+    let sol = solve_batch(&Lm, &fixed(Method::Lm, 0.0, 1.0, 4), &[1.0], 1).unwrap();
+    let h = 0.25;
+    let (mut prev, mut x) = (1.0, 1.0 - h);
+    for k in [0.2, 0.3, 0.4] {
+        (prev, x) = (x, (1.0 - k) * x + k * prev - h * x);
+    }
+    assert!(
+        (sol.final_state(0)[0] - x).abs() < 1e-15,
+        "{} vs {x}",
+        sol.final_state(0)[0]
+    );
+}
