@@ -1,7 +1,8 @@
 //! Fixed-step implicit Euler, one sample at a time: `y_{n+1} = y_n + h f(t_{n+1}, y_{n+1})`
 //! solved by simplified Newton iterations with the Jacobian and LU of `I/h − J` formed once
-//! per step at the predictor `y_n`, refreshed once at the current iterate if the iteration
-//! diverges or stalls. Save times between steps are interpolated linearly, as for the other
+//! per step at the predictor `y_n`; if they diverge or stall (large `h` on a nonlinear field),
+//! full Newton from `y_n` with a fresh Jacobian every iteration, and `NewtonFailed` if that
+//! fails too. Save times between steps are interpolated linearly, as for the other
 //! fixed-step schedules. Called by [`super::solve_block`] with a width-1 workspace.
 
 use super::fixed::LinearSaver;
@@ -12,8 +13,10 @@ use super::{first_non_finite, SolveError, SolverOptions, Stats, System};
 /// Newton stops when its estimated remaining error is this fraction of the tolerances, so the
 /// implicit equation's error stays well below the method's own (SciPy's BDF uses 0.03).
 const NEWTON_TOL: f64 = 1e-3;
-/// Iterations before the Jacobian is refreshed or the step is declared failed.
+/// Simplified-Newton iterations (one Jacobian and LU per step) before falling back.
 const NEWTON_MAX_ITER: usize = 10;
+/// Full-Newton iterations (Jacobian and LU every iteration) before the step fails.
+const NEWTON_MAX_ITER_FULL: usize = 30;
 
 /// Integrates one sample (`y0` of length `dim`); `out` is `[save][dim]`. Errors name sample 0.
 pub(crate) fn solve<S: System>(
@@ -42,18 +45,25 @@ pub(crate) fn solve<S: System>(
         let tau = tl.stage_time(t_next, t + 0.5 * h, h);
         let tau_s = [tau];
         y_old.copy_from_slice(&y);
-        z.copy_from_slice(&y);
 
-        let mut converged = false;
-        for attempt in 0..2 {
-            sys.jacobian(tau, &z, &mut jac, ws);
-            stats.jac_evals += 1;
-            stats.lu_decompositions += 1;
-            if !lu.factor_shifted(1.0 / h, &jac) {
-                break;
-            }
+        // Simplified Newton first; if it diverges or stalls, full Newton from the predictor.
+        let converged = [false, true].into_iter().any(|full| {
+            z.copy_from_slice(&y);
+            let max_iter = if full {
+                NEWTON_MAX_ITER_FULL
+            } else {
+                NEWTON_MAX_ITER
+            };
             let mut norm_old = f64::NAN;
-            for it in 0..NEWTON_MAX_ITER {
+            for it in 0..max_iter {
+                if it == 0 || full {
+                    sys.jacobian(tau, &z, &mut jac, ws);
+                    stats.jac_evals += 1;
+                    stats.lu_decompositions += 1;
+                    if !lu.factor_shifted(1.0 / h, &jac) {
+                        return false;
+                    }
+                }
                 // (I/h − J) δ = (y_n − z)/h + f(t_{n+1}, z)
                 sys.rhs(&tau_s, &z, &mut r, ws);
                 stats.rhs_evals += 1;
@@ -61,7 +71,7 @@ pub(crate) fn solve<S: System>(
                     r[i] += (y[i] - z[i]) / h;
                 }
                 if first_non_finite(&r).is_some() {
-                    break;
+                    return false;
                 }
                 lu.solve(&mut r);
                 let mut sum = 0.0;
@@ -79,18 +89,17 @@ pub(crate) fn solve<S: System>(
                     rate < 1.0 && norm * rate / (1.0 - rate) <= NEWTON_TOL
                 };
                 if norm == 0.0 || done {
-                    converged = true;
-                    break;
+                    return true;
                 }
-                if !norm.is_finite() || (it > 0 && rate >= 1.0) {
-                    break;
+                // Simplified Newton converges linearly or not at all; full Newton may wander
+                // before it converges quadratically, so only non-finite values stop it early.
+                if !norm.is_finite() || (!full && it > 0 && rate >= 1.0) {
+                    return false;
                 }
                 norm_old = norm;
             }
-            if converged || attempt == 1 || first_non_finite(&z).is_some() {
-                break;
-            }
-        }
+            false
+        });
         if !converged {
             return Err(SolveError::NewtonFailed {
                 t: t_next,

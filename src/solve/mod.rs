@@ -24,6 +24,24 @@
 //!
 //! Coefficients are data in [`tableau`], each with its source. Failures are values
 //! ([`SolveError`]); no input makes a solver panic or return NaN as a result.
+//!
+//! Decisions and their reasons:
+//! - **Determinism.** Each sample's arithmetic depends only on that sample (lockstep lanes never
+//!   mix), blocks are a fixed partition of the batch, and blocks are combined sequentially in
+//!   order; so results are bit-identical for any thread count and even for any block
+//!   composition. Errors report the lowest failing sample, also independent of scheduling.
+//! - **Adaptive steps per sample.** Forcing a block onto one step size would make a sample's
+//!   result depend on its neighbours and waste work on easy samples; lockstep lanes keep the
+//!   vectorized block evaluation and give each sample Hairer's controller unchanged (Lorenz at
+//!   `1e-8` takes DOPRI5's 834 steps / 5006 evaluations).
+//! - **Jumps.** Breakpoints are landings: steps end exactly on them, end stages are evaluated
+//!   on the step's own side ([`System::breakpoints`]), and methods restart (no FSAL, BDF back
+//!   to order 1). Fixed-step grids are not moved; a stage within rounding of a breakpoint is
+//!   assigned to its step's side, so an aligned grid sees one layer per step.
+//! - **Output.** Save times are interpolated, never forced steps, so saving densely does not
+//!   change the steps; only `t1` and `stops` are stepped onto.
+//! - **Stiff methods run one sample at a time** (width 1): Newton and LU are per sample anyway,
+//!   and per-sample step sizes matter most for stiff problems.
 
 mod adaptive;
 mod bdf;
@@ -198,7 +216,8 @@ pub struct SolverOptions {
     /// within `[t0, t1]`. Empty means the spec's default: every step for fixed-step methods,
     /// `[t0, t1]` otherwise. `t1` is appended when the list does not end there, so the last
     /// saved state is always the final one. Save times between steps are interpolated: linearly
-    /// for fixed-step methods, by each method's dense output otherwise.
+    /// for fixed-step methods, by each method's dense output otherwise. Pass `vec![t1]` when
+    /// only the final state is needed: the default stores `steps + 1` states per sample.
     pub save: Vec<f64>,
     /// Times that adaptive and stiff methods must step onto exactly (observation times).
     /// Times outside `(t0, t1)` are ignored. Fixed-step methods keep their equal steps.

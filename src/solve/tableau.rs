@@ -53,7 +53,7 @@ pub const HEUN: ExplicitRk = ExplicitRk {
     b: &[0.5, 0.5],
 };
 
-/// The classic fourth-order method (Kutta 1901; Hairer–Nørsett–Wanner I, Table II.1.2).
+/// The classic fourth-order method (Kutta 1901; Hairer–Nørsett–Wanner I, §II.1).
 /// ```text
 ///   0 |
 /// 1/2 | 1/2
@@ -277,7 +277,7 @@ pub const TSIT5_INTERP: [[f64; 4]; 7] = [
 ];
 
 /// RODAS4 (E. Hairer, G. Wanner, *Solving Ordinary Differential Equations II*, 2nd ed.,
-/// Springer 1996, §VI.4, Table 4.3), coefficients of Hairer's `rodas.f` (`ROCOE`, METH = 1),
+/// Springer 1996, §IV.7 and §VI.3), coefficients of Hairer's `rodas.f` (`ROCOE`, METH = 1),
 /// in the form that avoids matrix-vector products: with `W = I/(hγ) − J`, stage `i` solves
 ///
 /// ```text
