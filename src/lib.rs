@@ -9,6 +9,7 @@ pub mod cli;
 pub mod diag;
 pub mod ir;
 pub mod sema;
+pub mod solve;
 pub mod syntax;
 
 use diag::{Diagnostics, SourceFile};

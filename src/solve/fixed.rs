@@ -1,0 +1,298 @@
+//! Fixed-step explicit schedules on one block: `euler`, `midpoint`, `heun`, `rk4` (one-step
+//! Runge–Kutta from [`tableau`]), `ab2`, `lm` (two-step) and `leapfrog` (partitioned).
+//!
+//! All samples of the block share the grid `t_n = t0 + n h`, `h = (t1 − t0) / steps`, so every
+//! update is a flat loop over the `dim × width` block. Save times that fall between grid
+//! points are interpolated linearly (the states of a layered network are defined at layers;
+//! a straight line between them is the honest reading); save times within `1e-9 h` of a grid
+//! point get that point's state exactly. Called by [`super::solve_block`].
+
+use super::tableau::{self, ExplicitRk};
+use super::timeline::Timeline;
+use super::{Method, SolveError, SolverOptions, Stats, System};
+
+/// Writes save times that fall in a step `[t_a, t_b]`, interpolating linearly. Shared with the
+/// per-sample implicit Euler (`width = 1`).
+pub(crate) struct LinearSaver {
+    next: usize,
+}
+
+impl LinearSaver {
+    pub fn new() -> Self {
+        LinearSaver { next: 0 }
+    }
+
+    /// Emits every save time up to `t_b` (snapped to `t_a` or `t_b` within `1e-9 h`).
+    /// `ya`, `yb` are blocks of `width` samples; `out` is `[save][sample][component]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn emit(
+        &mut self,
+        tl: &Timeline,
+        t_a: f64,
+        ya: &[f64],
+        t_b: f64,
+        yb: &[f64],
+        width: usize,
+        out: &mut [f64],
+    ) {
+        let dim = ya.len() / width.max(1);
+        let tol = 1e-9 * tl.fixed_h().abs();
+        while let Some(&ts) = tl.save.get(self.next) {
+            if (ts - t_b) * tl.dir > tol {
+                break;
+            }
+            let base = self.next * width * dim;
+            let theta = if (ts - t_b).abs() <= tol {
+                1.0
+            } else if (ts - t_a).abs() <= tol {
+                0.0
+            } else {
+                (ts - t_a) / (t_b - t_a)
+            };
+            for i in 0..dim {
+                for s in 0..width {
+                    let (a, b) = (ya[i * width + s], yb[i * width + s]);
+                    out[base + s * dim + i] = if theta == 1.0 {
+                        b
+                    } else if theta == 0.0 {
+                        a
+                    } else {
+                        a + theta * (b - a)
+                    };
+                }
+            }
+            self.next += 1;
+        }
+    }
+}
+
+/// Block buffers, allocated once per block.
+struct Block<W> {
+    width: usize,
+    ws: W,
+    t: Vec<f64>,
+    y: Vec<f64>,
+    y_old: Vec<f64>,
+    /// `y_{n−1}` (lm) or `f_{n−1}` (ab2).
+    prev: Vec<f64>,
+    stage: Vec<f64>,
+    k: Vec<Vec<f64>>,
+    acc: Vec<f64>,
+}
+
+impl<W> Block<W> {
+    /// Evaluates `f` at the shared time `t` into `k[slot]` (`y` given by `src`).
+    fn eval<S: System<Workspace = W>>(
+        &mut self,
+        sys: &S,
+        t: f64,
+        src: Src,
+        slot: usize,
+        stats: &mut Stats,
+    ) {
+        self.t.fill(t);
+        let y = match src {
+            Src::Y => &self.y,
+            Src::Stage => &self.stage,
+        };
+        sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
+        stats.rhs_evals += self.width as u64;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Src {
+    Y,
+    Stage,
+}
+
+/// Integrates one block (`y0` component-major) over the fixed grid, writing the save times to
+/// `out` and per-sample failures (block-local sample numbers) to `failures`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn solve<S: System>(
+    sys: &S,
+    options: &SolverOptions,
+    tl: &Timeline,
+    y0: &[f64],
+    width: usize,
+    out: &mut [f64],
+    stats: &mut Stats,
+    failures: &mut [Option<SolveError>],
+) {
+    let dim = sys.dim();
+    let len = dim * width;
+    let mut b = Block {
+        width,
+        ws: sys.workspace(width),
+        t: vec![tl.t0; width],
+        y: y0.to_vec(),
+        y_old: y0.to_vec(),
+        prev: vec![0.0; len],
+        stage: vec![0.0; len],
+        k: vec![vec![0.0; len]; 4],
+        acc: vec![0.0; len],
+    };
+    let h = tl.fixed_h();
+    let mut saver = LinearSaver::new();
+    saver.emit(tl, tl.t0, y0, tl.t0, y0, width, out);
+    // Leapfrog: whether k[0] already holds f at the current point (first same as last).
+    let mut fsal_time: Option<f64> = None;
+
+    for n in 0..tl.steps {
+        let t = tl.grid(n);
+        let t_next = tl.grid(n + 1);
+        let mid = t + 0.5 * h;
+        // Stage times; the end stage uses the grid point itself, so that it is bitwise the
+        // next step's start (t + h may differ from it in the last bit).
+        let at = |c: f64| {
+            let tau = if c == 1.0 { t_next } else { t + c * h };
+            tl.stage_time(tau, mid, h)
+        };
+        b.y_old.copy_from_slice(&b.y);
+
+        match &options.method {
+            Method::Euler => rk_step(sys, &mut b, &tableau::EULER, h, &at, stats),
+            Method::Midpoint => rk_step(sys, &mut b, &tableau::MIDPOINT, h, &at, stats),
+            Method::Heun => rk_step(sys, &mut b, &tableau::HEUN, h, &at, stats),
+            Method::Rk4 => rk_step(sys, &mut b, &tableau::RK4, h, &at, stats),
+            Method::Ab2 if n == 0 => {
+                // Adams–Bashforth 2 needs f_{n−1}: start with one Heun step, keep f_0.
+                rk_step(sys, &mut b, &tableau::HEUN, h, &at, stats);
+                b.prev.copy_from_slice(&b.k[0]);
+            }
+            Method::Ab2 => {
+                // y_{n+1} = y_n + h (3/2 f_n − 1/2 f_{n−1})  (Hairer–Nørsett–Wanner I, §III.1)
+                b.eval(sys, at(0.0), Src::Y, 0, stats);
+                for j in 0..len {
+                    b.y[j] += h * (1.5 * b.k[0][j] - 0.5 * b.prev[j]);
+                }
+                b.prev.copy_from_slice(&b.k[0]);
+            }
+            Method::Lm => {
+                // x_{n+1} = (1 − k_n) x_n + k_n x_{n−1} + h f(t_n, x_n), the first step Euler
+                // (Lu, Zhong, Li, Dong, "Beyond finite layer neural networks", ICML 2018).
+                b.eval(sys, at(0.0), Src::Y, 0, stats);
+                if n == 0 {
+                    b.prev.copy_from_slice(&b.y);
+                    for j in 0..len {
+                        b.y[j] += h * b.k[0][j];
+                    }
+                } else {
+                    let kn = sys.lm_coefficient(at(0.0));
+                    for j in 0..len {
+                        let x = b.y[j];
+                        b.y[j] = (1.0 - kn) * x + kn * b.prev[j] + h * b.k[0][j];
+                        b.prev[j] = x;
+                    }
+                }
+            }
+            Method::Leapfrog { position, momentum } => {
+                let (q, p) = (
+                    position.start * width..position.end * width,
+                    momentum.start * width..momentum.end * width,
+                );
+                let t_start = at(0.0);
+                let t_end = at(1.0);
+                // Kick: p_{n+1/2} = p_n + h/2 G(q_n). G does not depend on p, so the last
+                // kick's evaluation serves unless a breakpoint put it on another piece.
+                if fsal_time != Some(t_start) {
+                    b.eval(sys, t_start, Src::Y, 0, stats);
+                }
+                for j in p.clone() {
+                    b.y[j] += 0.5 * h * b.k[0][j];
+                }
+                // Drift: q_{n+1} = q_n + h F(p_{n+1/2}).
+                b.eval(sys, at(0.5), Src::Y, 1, stats);
+                for j in q.clone() {
+                    b.y[j] += h * b.k[1][j];
+                }
+                // Kick: p_{n+1} = p_{n+1/2} + h/2 G(q_{n+1}).
+                b.eval(sys, t_end, Src::Y, 2, stats);
+                for j in p.clone() {
+                    b.y[j] += 0.5 * h * b.k[2][j];
+                }
+                let others = (0..dim).any(|i| !position.contains(&i) && !momentum.contains(&i));
+                if others {
+                    // Components outside q and p (quadratures) need f at (q_{n+1}, p_{n+1}):
+                    // trapezoidal rule, symmetric like the rest of the step.
+                    b.eval(sys, t_end, Src::Y, 3, stats);
+                    for i in (0..dim).filter(|i| !position.contains(i) && !momentum.contains(i)) {
+                        for j in i * width..(i + 1) * width {
+                            b.y[j] += 0.5 * h * (b.k[0][j] + b.k[3][j]);
+                        }
+                    }
+                    b.k.swap(0, 3);
+                } else {
+                    b.k.swap(0, 2);
+                }
+                fsal_time = Some(t_end);
+            }
+            // Implicit and adaptive methods are dispatched elsewhere.
+            _ => {}
+        }
+        stats.steps += width as u64;
+
+        // Non-finite values: record the first one per sample; the lanes are independent.
+        let mut all_failed = true;
+        for (s, failure) in failures.iter_mut().enumerate() {
+            if failure.is_none() {
+                if let Some(i) = (0..dim).find(|&i| !b.y[i * width + s].is_finite()) {
+                    *failure = Some(SolveError::NonFinite {
+                        t: t_next,
+                        sample: s,
+                        component: i,
+                    });
+                } else {
+                    all_failed = false;
+                }
+            }
+        }
+        if all_failed {
+            return;
+        }
+        saver.emit(tl, t, &b.y_old, t_next, &b.y, width, out);
+    }
+}
+
+/// One step of an explicit Runge–Kutta method on the block.
+fn rk_step<S: System>(
+    sys: &S,
+    b: &mut Block<S::Workspace>,
+    rk: &ExplicitRk,
+    h: f64,
+    at: &dyn Fn(f64) -> f64,
+    stats: &mut Stats,
+) {
+    let len = b.y.len();
+    for (i, row) in rk.a.iter().enumerate() {
+        if i == 0 {
+            b.eval(sys, at(rk.c[0]), Src::Y, 0, stats);
+            continue;
+        }
+        b.stage.copy_from_slice(&b.y);
+        for (j, &aij) in row.iter().enumerate() {
+            if aij != 0.0 {
+                let ha = h * aij;
+                for m in 0..len {
+                    b.stage[m] += ha * b.k[j][m];
+                }
+            }
+        }
+        b.eval(sys, at(rk.c[i]), Src::Stage, i, stats);
+    }
+    // y += h Σ b_j k_j, the sum started from its first term so that Euler is y + h k exactly.
+    let mut first = true;
+    for (j, &bj) in rk.b.iter().enumerate() {
+        if bj == 0.0 {
+            continue;
+        }
+        for m in 0..len {
+            let term = bj * b.k[j][m];
+            b.acc[m] = if first { term } else { b.acc[m] + term };
+        }
+        first = false;
+    }
+    for m in 0..len {
+        b.y[m] += h * b.acc[m];
+    }
+}
