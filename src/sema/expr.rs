@@ -319,7 +319,7 @@ impl<'a> Checker<'a> {
         }
         // Calls with the same arguments are the same nodes: memoizing keeps nested calls such as
         // `fn f(x) = g(x) + g(x)` linear in work instead of exponential.
-        let key: (usize, Vec<ExprId>, Vec<Option<Shape>>) = (
+        let key: super::FnCallKey = (
             i,
             inner
                 .bindings

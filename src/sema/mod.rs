@@ -173,6 +173,9 @@ pub(crate) struct ShapedSlot<'a> {
     pub(crate) shape: Option<Shape>,
 }
 
+/// A `fn` call by function index, argument nodes and argument shapes.
+pub(crate) type FnCallKey = (usize, Vec<ExprId>, Vec<Option<Shape>>);
+
 /// The state of one analysis.
 pub(crate) struct Checker<'a> {
     pub(crate) ast: &'a ast::Model,
@@ -195,7 +198,7 @@ pub(crate) struct Checker<'a> {
     /// Set once the pool outgrows [`MAX_NODES`], so the error is reported once.
     pub(crate) too_large: bool,
     /// Results of `fn` calls by function and argument nodes.
-    pub(crate) fn_memo: HashMap<(usize, Vec<ExprId>, Vec<Option<Shape>>), Value>,
+    pub(crate) fn_memo: HashMap<FnCallKey, Value>,
 }
 
 impl<'a> Checker<'a> {
@@ -238,6 +241,8 @@ impl<'a> Checker<'a> {
         self.check_equations_present();
         self.check_data_binding();
         self.warn_unused();
+        // Consts are recorded as they are first evaluated; reports list them as declared.
+        self.model.consts.sort_by_key(|c| c.span);
     }
 
     /// Registers every declared name, reporting duplicates, and files declarations by kind.

@@ -15,7 +15,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let unit = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
         lo + (hi - lo) * unit
     }
@@ -30,7 +33,11 @@ impl Lcg {
 fn random_point(model: &Model, rng: &mut Lcg) -> Point {
     Point {
         t: 0.3,
-        states: model.states.iter().map(|s| rng.fill(s.shape.len(), 0.2, 1.2)).collect(),
+        states: model
+            .states
+            .iter()
+            .map(|s| rng.fill(s.shape.len(), 0.2, 1.2))
+            .collect(),
         params: model
             .params
             .iter()
@@ -39,15 +46,27 @@ fn random_point(model: &Model, rng: &mut Lcg) -> Point {
                 _ => rng.fill(p.shape.len(), -0.5, 0.5),
             })
             .collect(),
-        inputs: model.inputs.iter().map(|i| rng.fill(i.shape.len(), -1.0, 1.0)).collect(),
+        inputs: model
+            .inputs
+            .iter()
+            .map(|i| rng.fill(i.shape.len(), -1.0, 1.0))
+            .collect(),
         labels: model.labels.iter().map(|_| 1.0).collect(),
-        observed: model.observed.iter().map(|o| rng.fill(o.shape.len(), -1.0, 1.0)).collect(),
+        observed: model
+            .observed
+            .iter()
+            .map(|o| rng.fill(o.shape.len(), -1.0, 1.0))
+            .collect(),
         ..Point::default()
     }
 }
 
 fn rhs_roots(model: &Model) -> Vec<ExprId> {
-    model.states.iter().flat_map(|s| s.rhs.iter().copied()).collect()
+    model
+        .states
+        .iter()
+        .flat_map(|s| s.rhs.iter().copied())
+        .collect()
 }
 
 /// (state, element) of every flat state index.
@@ -102,7 +121,10 @@ fn central(
     bump(&mut minus, -h);
     let fp = plus.eval(&model.pool, roots);
     let fm = minus.eval(&model.pool, roots);
-    fp.iter().zip(&fm).map(|(a, b)| (a - b) / (2.0 * h)).collect()
+    fp.iter()
+        .zip(&fm)
+        .map(|(a, b)| (a - b) / (2.0 * h))
+        .collect()
 }
 
 fn check_model(name: &str) {
@@ -146,13 +168,35 @@ fn check_model(name: &str) {
         let roots = [cost.value];
         for (j, &(s, e)) in states.iter().enumerate() {
             let exact = point.eval(&model.pool, &cost.state[j..=j])[0];
-            let fd = central(&model, &point, &roots, &|p, h| p.states[s][e] += h, point.states[s][e]);
-            close(fd[0], exact, 0.0, &format!("{name}: ∂{}/∂x[{j}]", cost.kind.name()));
+            let fd = central(
+                &model,
+                &point,
+                &roots,
+                &|p, h| p.states[s][e] += h,
+                point.states[s][e],
+            );
+            close(
+                fd[0],
+                exact,
+                0.0,
+                &format!("{name}: ∂{}/∂x[{j}]", cost.kind.name()),
+            );
         }
         for (j, &(p, e)) in params.iter().enumerate() {
             let exact = point.eval(&model.pool, &cost.param[j..=j])[0];
-            let fd = central(&model, &point, &roots, &|pt, h| pt.params[p][e] += h, point.params[p][e]);
-            close(fd[0], exact, 0.0, &format!("{name}: ∂{}/∂θ[{j}]", cost.kind.name()));
+            let fd = central(
+                &model,
+                &point,
+                &roots,
+                &|pt, h| pt.params[p][e] += h,
+                point.params[p][e],
+            );
+            close(
+                fd[0],
+                exact,
+                0.0,
+                &format!("{name}: ∂{}/∂θ[{j}]", cost.kind.name()),
+            );
         }
     }
     // Dot-product test: ⟨w, J v⟩ = ⟨Jᵀ w, v⟩ for states and params.
