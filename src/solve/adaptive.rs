@@ -121,11 +121,12 @@ pub(crate) fn solve<S: System>(
     options: &SolverOptions,
     tl: &Timeline,
     y0: &[f64],
-    width: usize,
+    samples: std::ops::Range<usize>,
     out: &mut [f64],
     stats: &mut Stats,
     failures: &mut [Option<SolveError>],
 ) {
+    let width = samples.len();
     let tab: &EmbeddedRk = match options.method {
         Method::Bosh3 => &tableau::BOSH3,
         Method::Tsit5 => &tableau::TSIT5,
@@ -138,7 +139,7 @@ pub(crate) fn solve<S: System>(
     let hmax = (tl.t1 - tl.t0).abs();
     let expo1 = 1.0 / (tab.q as f64 + 1.0) - BETA * 0.75;
 
-    let mut ws = sys.workspace(width);
+    let mut ws = sys.workspace(samples);
     let mut y = y0.to_vec();
     let mut ynew = vec![0.0; len];
     let mut stage = vec![0.0; len];

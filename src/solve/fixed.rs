@@ -114,16 +114,17 @@ pub(crate) fn solve<S: System>(
     options: &SolverOptions,
     tl: &Timeline,
     y0: &[f64],
-    width: usize,
+    samples: std::ops::Range<usize>,
     out: &mut [f64],
     stats: &mut Stats,
     failures: &mut [Option<SolveError>],
 ) {
+    let width = samples.len();
     let dim = sys.dim();
     let len = dim * width;
     let mut b = Block {
         width,
-        ws: sys.workspace(width),
+        ws: sys.workspace(samples),
         t: vec![tl.t0; width],
         y: y0.to_vec(),
         y_old: y0.to_vec(),

@@ -75,8 +75,9 @@ pub trait System: Sync {
     /// Scratch space for one block; created once per block (and thread), never inside a step.
     type Workspace: Send;
 
-    /// Creates the workspace for blocks of `width` samples.
-    fn workspace(&self, width: usize) -> Self::Workspace;
+    /// Creates the workspace for the block of samples `samples` (its width is `samples.len()`),
+    /// so that a system can bind per-sample data such as inputs and labels to the block.
+    fn workspace(&self, samples: std::ops::Range<usize>) -> Self::Workspace;
 
     /// Number of state components of one sample.
     fn dim(&self) -> usize;
@@ -552,16 +553,16 @@ fn solve_block<S: System>(
                     options,
                     timeline,
                     &soa,
-                    width,
+                    first..first + width,
                     &mut out,
                     &mut stats,
                     &mut failures,
                 );
             }
             Method::ImplicitEuler | Method::Rodas4 | Method::Bdf => {
-                let mut ws = system.workspace(1);
                 let mut one = vec![0.0; timeline.save.len() * dim];
                 for s in 0..width {
+                    let mut ws = system.workspace(first + s..first + s + 1);
                     let y0s = &y0[s * dim..(s + 1) * dim];
                     let result = match options.method {
                         Method::ImplicitEuler => implicit::solve(
@@ -588,7 +589,7 @@ fn solve_block<S: System>(
                     options,
                     timeline,
                     &soa,
-                    width,
+                    first..first + width,
                     &mut out,
                     &mut stats,
                     &mut failures,

@@ -22,7 +22,7 @@ where
     J: Fn(f64, &[f64], &mut [f64]) + Sync,
 {
     type Workspace = ();
-    fn workspace(&self, _width: usize) {}
+    fn workspace(&self, _samples: std::ops::Range<usize>) {}
     fn dim(&self) -> usize {
         self.dim
     }
@@ -888,7 +888,7 @@ fn lm_uses_each_layers_coefficient() {
     struct Lm;
     impl System for Lm {
         type Workspace = ();
-        fn workspace(&self, _: usize) {}
+        fn workspace(&self, _: std::ops::Range<usize>) {}
         fn dim(&self) -> usize {
             1
         }
