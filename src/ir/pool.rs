@@ -172,19 +172,32 @@ impl Pool {
         // Like terms keyed by their non-constant part, in first-seen order for determinism.
         let mut bases: Vec<ExprId> = Vec::new();
         let mut coefficients: Vec<f64> = Vec::new();
-        let mut position: HashMap<ExprId, usize> = HashMap::new();
+        // Short sums (most of them) find like terms by a linear scan; long ones build an index.
+        let mut index: Option<HashMap<ExprId, usize>> = None;
         for term in flat {
             if let Some(value) = self.const_value(term) {
                 constant += value;
                 continue;
             }
             let (coefficient, base) = self.split_coefficient(term);
-            match position.get(&base) {
-                Some(&i) => coefficients[i] += coefficient,
+            let found = match &index {
+                Some(map) => map.get(&base).copied(),
+                None => bases.iter().position(|&b| b == base),
+            };
+            match found {
+                Some(i) => coefficients[i] += coefficient,
                 None => {
-                    position.insert(base, bases.len());
                     bases.push(base);
                     coefficients.push(coefficient);
+                    match &mut index {
+                        Some(map) => {
+                            map.insert(base, bases.len() - 1);
+                        }
+                        None if bases.len() >= 16 => {
+                            index = Some(bases.iter().enumerate().map(|(i, &b)| (b, i)).collect());
+                        }
+                        None => {}
+                    }
                 }
             }
         }

@@ -786,3 +786,85 @@ mod properties {
         }
     }
 }
+#[cfg(test)]
+mod scratch {
+    use crate::ir::*;
+    #[test]
+    fn timing() {
+        let (d, h) = (32u32, 64u32);
+        let mut m = Model::default();
+        let sh = |r: u32, c: u32| {
+            if c == 0 {
+                Shape::Vector(r as usize)
+            } else {
+                Shape::Matrix(r as usize, c as usize)
+            }
+        };
+        for (n, s) in [
+            ("W1", sh(h, d)),
+            ("b1", sh(h, 0)),
+            ("W2", sh(d, h)),
+            ("b2", sh(d, 0)),
+        ] {
+            m.params.push(Param {
+                name: n.into(),
+                shape: s,
+                time: ParamTime::Constant,
+                init: ParamInit::Values(vec![]),
+                span: Default::default(),
+            });
+        }
+        let p = &mut m.pool;
+        let x: Vec<ExprId> = (0..d)
+            .map(|e| p.var(Var::State { state: 0, elem: e }))
+            .collect();
+        let hid: Vec<ExprId> = (0..h)
+            .map(|i| {
+                let mut t = vec![p.var(Var::Param { param: 1, elem: i })];
+                for j in 0..d {
+                    let w = p.var(Var::Param {
+                        param: 0,
+                        elem: i * d + j,
+                    });
+                    t.push(p.mul(w, x[j as usize]));
+                }
+                let u = p.sum(&t);
+                p.func(Func::Tanh, u)
+            })
+            .collect();
+        let f: Vec<ExprId> = (0..d)
+            .map(|k| {
+                let mut t = vec![p.var(Var::Param { param: 3, elem: k })];
+                for i in 0..h {
+                    let w = p.var(Var::Param {
+                        param: 2,
+                        elem: k * h + i,
+                    });
+                    t.push(p.mul(w, hid[i as usize]));
+                }
+                p.sum(&t)
+            })
+            .collect();
+        let sq: Vec<ExprId> = x.iter().map(|&a| p.mul(a, a)).collect();
+        let cost = p.sum(&sq);
+        let init = x.clone();
+        m.states.push(State {
+            name: "x".into(),
+            shape: sh(d, 0),
+            init,
+            rhs: f,
+            span: Default::default(),
+            equation_span: Default::default(),
+        });
+        m.costs.push(Cost {
+            kind: CostKind::Terminal,
+            value: cost,
+            span: Default::default(),
+        });
+        let t0 = std::time::Instant::now();
+        prepare(&mut m);
+        let dt = t0.elapsed();
+        verify(&m).unwrap();
+        std::fs::write("/tmp/timing.txt", format!("{dt:?}\n{}", stats(&m))).unwrap();
+    }
+}
