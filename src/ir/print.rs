@@ -405,9 +405,11 @@ state x[2]
 %0 = param k
 %1 = state x[0]
 %2 = state x[1]
+%3 = mul %0, %1
 %4 = const -1
-%5 = mul %4, %0, %1
-%7 = mul %4, %0, %2
+%5 = mul %4, %3
+%6 = mul %0, %2
+%7 = mul %4, %6
 %8 = const 1
 %9 = const 2.5e-7
 %10 = param W[0, 1]
@@ -431,7 +433,7 @@ output r = %12
         let text = stats(&model);
         assert_eq!(
             text,
-            "requested 18\ndistinct 12\nprimal 12\nconst 3\nvar 4\nmul 4\ntanh 1\n"
+            "requested 18\ndistinct 14\nprimal 14\nconst 3\nvar 4\nmul 6\ntanh 1\n"
         );
     }
 
