@@ -60,6 +60,11 @@ impl Pool {
         }
     }
 
+    /// Whether the node is a constant.
+    pub fn is_const_node(&self, id: ExprId) -> bool {
+        matches!(self.node(id), Node::Const(_))
+    }
+
     /// Whether the node is the constant `value` (compared by value, so `-0.0` is zero).
     pub fn is_const(&self, id: ExprId, value: f64) -> bool {
         self.const_value(id) == Some(value)

@@ -33,9 +33,10 @@ pub fn print(model: &Model, with_derivatives: bool) -> String {
 }
 
 /// Node counts: how many nodes lowering asked for (`requested`: before simplification and
-/// sharing), how many distinct nodes all roots reach now (`distinct`, derivatives included) and
-/// how many the model's own roots reach (`primal`), then a count per kind over all reachable
-/// nodes in a fixed order (kinds that do not occur are left out).
+/// sharing), how many distinct nodes all roots reach now (`distinct`, derivatives included),
+/// how many the model's own roots reach (`primal`), the arithmetic operations that evaluating
+/// every reachable node once takes (`ops`: an n-ary sum or product counts n − 1), then a count
+/// per kind over all reachable nodes in a fixed order (kinds that do not occur are left out).
 pub fn stats(model: &Model) -> String {
     let requested = model
         .prepared
@@ -46,6 +47,15 @@ pub fn stats(model: &Model) -> String {
     let _ = writeln!(out, "distinct {}", nodes.len());
     let primal = reachable(&model.pool, &model.primal_roots()).len();
     let _ = writeln!(out, "primal {primal}");
+    let ops: usize = nodes
+        .iter()
+        .map(|&id| match model.pool.node(id) {
+            Node::Const(_) | Node::Var(_) => 0,
+            Node::Add(c) | Node::Mul(c) => c.len() - 1,
+            _ => 1,
+        })
+        .sum();
+    let _ = writeln!(out, "ops {ops}");
     let mut counts: Vec<(&'static str, usize)> = KIND_ORDER.iter().map(|k| (*k, 0)).collect();
     for id in nodes {
         let kind = model.pool.node(id).kind();
@@ -433,7 +443,7 @@ output r = %12
         let text = stats(&model);
         assert_eq!(
             text,
-            "requested 18\ndistinct 14\nprimal 14\nconst 3\nvar 4\nmul 6\ntanh 1\n"
+            "requested 18\ndistinct 14\nprimal 14\nops 7\nconst 3\nvar 4\nmul 6\ntanh 1\n"
         );
     }
 

@@ -371,7 +371,7 @@ fn constant_out_of_numerator(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
     let Node::Mul(factors) = pool.node(num) else {
         return None;
     };
-    let c = pool.const_value(factors[0])?;
+    let c = pool.const_value(*factors.first()?)?;
     let rest: Vec<ExprId> = factors[1..].to_vec();
     let a = pool.product(&rest);
     let quotient = pool.div(a, b);

@@ -106,7 +106,7 @@ fn canonical(pool: &Pool, id: ExprId, kind: &str, c: &[ExprId], unit: f64) -> Re
         }
         let nested = match (kind, pool.node(x)) {
             ("add", Node::Add(_)) => true,
-            ("mul", Node::Mul(inner)) => pool.const_value(inner[0]).is_some(),
+            ("mul", Node::Mul(inner)) => inner.first().is_some_and(|&f| pool.is_const_node(f)),
             _ => false,
         };
         if nested {
