@@ -1,6 +1,6 @@
 //! The text form of the IR: the output of `nodec ir` and the IR snapshot format.
 //!
-//! [`print`] writes a header (model name, consts, params, inputs, labels, observed values,
+//! [`print()`] writes a header (model name, consts, params, inputs, labels, observed values,
 //! states), then every node reachable from the model's roots, one per line in id order
 //! (`%7 = mul %3, %5`), then the roots by name (`dx/dt[0] = %12`). Elements are row-major and
 //! shown as `[i]` for vectors and `[i, j]` for matrices. [`stats`] counts nodes by kind. The
