@@ -189,29 +189,29 @@ pub(crate) fn reachable(pool: &Pool, roots: &[ExprId]) -> Vec<ExprId> {
 /// `∂node/∂child_i`: the derivative of node `id` with respect to its `i`-th operand, built from
 /// existing nodes where possible. The one table of derivative rules.
 pub fn local_partial(pool: &mut Pool, id: ExprId, i: usize) -> ExprId {
-    match pool.node(id).clone() {
+    // ∂(Π_j c_j)/∂c_i = Π_{j≠i} c_j  (product rule, one factor at a time)
+    if let Node::Mul(c) = pool.node(id) {
+        let others: Vec<ExprId> = c
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, &x)| x)
+            .collect();
+        return pool.product(&others);
+    }
+    match *pool.node(id) {
         // Leaves have no operands; constants and variables are handled by the callers.
         Node::Const(_) | Node::Var(_) => pool.constant(0.0),
         // ∂(Σ_j c_j)/∂c_i = 1
         Node::Add(_) => pool.constant(1.0),
-        // ∂(Π_j c_j)/∂c_i = Π_{j≠i} c_j  (product rule, one factor at a time)
-        Node::Mul(c) => {
-            let others: Vec<ExprId> = c
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, &x)| x)
-                .collect();
-            pool.product(&others)
-        }
-        Node::Div(a, b) => {
+        Node::Mul(_) => unreachable!("handled above"),
+        Node::Div(_, b) => {
             if i == 0 {
                 // ∂(a/b)/∂a = 1/b
                 let one = pool.constant(1.0);
                 pool.div(one, b)
             } else {
                 // ∂(a/b)/∂b = −a/b² = −(a/b)/b, reusing the quotient node
-                let _ = a;
                 let q_over_b = pool.div(id, b);
                 pool.neg(q_over_b)
             }

@@ -1,9 +1,19 @@
 //! The symbolic IR: a hash-consed DAG of scalar nodes, its simplifier, symbolic differentiation,
 //! printer, verifier and reference interpreter.
 //!
-//! `sema::check` builds an [`Model`] whose expressions are nodes of one [`Pool`]; arrays are
-//! lowered to one node per element. [`prepare`] simplifies it; `diff` resolves calculus and builds
-//! the Jacobian-vector and vector-Jacobian products that later stages compile.
+//! `sema::check` builds a [`Model`] whose expressions are nodes of one [`Pool`], through the
+//! pool's smart constructors; arrays are lowered to one node per element, and `grad`,
+//! `jacobian` and `div` to [`diff::partial`]. [`prepare`] then simplifies the DAG
+//! ([`simplify`]), adds the Jacobian-vector and vector-Jacobian products of the state equations
+//! and the cost gradients ([`Derivatives`], built by [`diff::jvp`] and [`diff::vjp`]) and
+//! compacts the pool to what the model's roots reach. [`print()`] gives the text of `nodec ir`,
+//! [`verify()`] checks the invariants, and [`eval()`] is the interpreter that compiled kernels are
+//! tested against.
+//!
+//! **Architecture invariant:** children precede parents (`ExprId`s grow), so evaluation is one
+//! forward loop and reverse mode one backward loop; equal nodes are one id.
+//! **API boundary:** `sema` builds nodes only through the constructors and [`diff::partial`];
+//! later stages read a prepared [`Model`].
 
 pub mod diff;
 pub mod eval;

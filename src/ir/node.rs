@@ -243,8 +243,10 @@ impl CmpOp {
 /// One scalar IR node. Children are earlier nodes of the same pool.
 ///
 /// Canonical forms kept by the pool's constructors: `Add` and `Mul` have at least two children,
-/// at most one constant which comes first, and the other children sorted by id; subtraction is
-/// `a + (-1)·b` and negation `(-1)·a`.
+/// at most one constant which comes first, and the other children strictly increasing by id;
+/// no `Add` has an `Add` child, and a `Mul` child of a `Mul` has no constant factor (products
+/// are not flattened, so that shared sub-products stay shared); subtraction is `a + (-1)·b`
+/// and negation `(-1)·a`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Node {
     /// A constant, stored by its bits so that hashing and equality are total.

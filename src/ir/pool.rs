@@ -60,6 +60,11 @@ impl Pool {
         }
     }
 
+    /// Whether the node is a constant.
+    pub fn is_const_node(&self, id: ExprId) -> bool {
+        matches!(self.node(id), Node::Const(_))
+    }
+
     /// Whether the node is the constant `value` (compared by value, so `-0.0` is zero).
     pub fn is_const(&self, id: ExprId, value: f64) -> bool {
         self.const_value(id) == Some(value)
@@ -172,19 +177,32 @@ impl Pool {
         // Like terms keyed by their non-constant part, in first-seen order for determinism.
         let mut bases: Vec<ExprId> = Vec::new();
         let mut coefficients: Vec<f64> = Vec::new();
-        let mut position: HashMap<ExprId, usize> = HashMap::new();
+        // Short sums (most of them) find like terms by a linear scan; long ones build an index.
+        let mut index: Option<HashMap<ExprId, usize>> = None;
         for term in flat {
             if let Some(value) = self.const_value(term) {
                 constant += value;
                 continue;
             }
             let (coefficient, base) = self.split_coefficient(term);
-            match position.get(&base) {
-                Some(&i) => coefficients[i] += coefficient,
+            let found = match &index {
+                Some(map) => map.get(&base).copied(),
+                None => bases.iter().position(|&b| b == base),
+            };
+            match found {
+                Some(i) => coefficients[i] += coefficient,
                 None => {
-                    position.insert(base, bases.len());
                     bases.push(base);
                     coefficients.push(coefficient);
+                    match &mut index {
+                        Some(map) => {
+                            map.insert(base, bases.len() - 1);
+                        }
+                        None if bases.len() >= 16 => {
+                            index = Some(bases.iter().enumerate().map(|(i, &b)| (b, i)).collect());
+                        }
+                        None => {}
+                    }
                 }
             }
         }
@@ -213,19 +231,14 @@ impl Pool {
     }
 
     /// Splits `c·x` into `(c, x)`; any other term is `(1, term)`.
-    fn split_coefficient(&mut self, term: ExprId) -> (f64, ExprId) {
-        if let Node::Mul(children) = self.node(term) {
-            if let Some(c) = self.const_value(children[0]) {
-                let rest = children[1..].to_vec();
-                let base = if rest.len() == 1 {
-                    rest[0]
-                } else {
-                    self.intern(Node::Mul(rest.into_boxed_slice()))
-                };
-                return (c, base);
-            }
+    fn split_coefficient(&self, term: ExprId) -> (f64, ExprId) {
+        match self.node(term) {
+            Node::Mul(children) if children.len() == 2 => match self.const_value(children[0]) {
+                Some(c) => (c, children[1]),
+                None => (1.0, term),
+            },
+            _ => (1.0, term),
         }
-        (1.0, term)
     }
 
     /// `a · b`
@@ -233,26 +246,27 @@ impl Pool {
         self.product(&[a, b])
     }
 
-    /// The product of `factors`: nested products flattened, constants folded, `x·0 → 0`
-    /// (assuming finite `x`, as algebra does), `x·1 → x`, equal bases collected into integer
-    /// powers (`x·x → x²`, `x³·x⁻¹ → x²`), the rest sorted.
+    /// The product of `factors`: constants folded, `x·0 → 0` (assuming finite `x`, as algebra
+    /// does), `x·1 → x`, equal bases collected into integer powers (`x·x → x²`,
+    /// `x³·x⁻¹ → x²`), the rest sorted.
+    ///
+    /// Products are not flattened: a nested product stays one factor, so that a product built
+    /// once (a derivative's `(1 − tanh² u)·du`) is shared by all its users instead of being
+    /// re-multiplied inside each. A constant always stands alone beside one other factor,
+    /// `c·(x·y)`, so the constant of a nested product moves out and `c·x·y`, `(c·x)·y` and
+    /// `c·(x·y)` are one node.
     pub fn product(&mut self, factors: &[ExprId]) -> ExprId {
         self.requested += 1;
         let mut constant = 1.0;
         let mut children: Vec<ExprId> = Vec::with_capacity(factors.len());
         for &factor in factors {
-            match self.node(factor) {
-                Node::Mul(inner) => {
-                    for &f in inner.iter() {
-                        match self.const_value(f) {
-                            Some(v) => constant *= v,
-                            None => children.push(f),
-                        }
-                    }
-                }
-                Node::Const(bits) => constant *= f64::from_bits(*bits),
-                _ => children.push(factor),
+            if let Some(v) = self.const_value(factor) {
+                constant *= v;
+                continue;
             }
+            let (c, base) = self.split_coefficient(factor);
+            constant *= c;
+            children.push(base);
         }
         if constant == 0.0 {
             return self.constant(0.0);
@@ -261,16 +275,17 @@ impl Pool {
             children = self.collect_powers(children);
         }
         children.sort_unstable();
-        // A constant times a sum stays a product: distributing would duplicate the sum's terms.
-        if constant != 1.0 {
-            let c = self.constant(constant);
-            children.insert(0, c);
-        }
-        match children.len() {
-            0 => self.constant(1.0),
+        let base = match children.len() {
+            0 => return self.constant(constant),
             1 => children[0],
             _ => self.intern(Node::Mul(children.into_boxed_slice())),
+        };
+        // A constant times a sum stays a product: distributing would duplicate the sum's terms.
+        if constant == 1.0 {
+            return base;
         }
+        let c = self.constant(constant);
+        self.intern(Node::Mul(Box::new([c, base])))
     }
 
     /// Merges factors with a common base into one power: `x^a · x^b = x^(a+b)` for integer `a`
@@ -439,6 +454,51 @@ mod tests {
         let twice = p.add(t1, t2);
         let two = p.constant(2.0);
         assert_eq!(twice, p.mul(two, t1));
+    }
+
+    #[test]
+    fn products_keep_nested_products_but_move_constants_out() {
+        let mut p = Pool::new();
+        let x = x(&mut p);
+        let y = p.var(Var::Time);
+        let a = p.var(Var::Param { param: 0, elem: 0 });
+        let two = p.constant(2.0);
+        let three = p.constant(3.0);
+        let six = p.constant(6.0);
+        let xy = p.mul(x, y);
+        // One node for c·x·y, (c·x)·y and c·(x·y): the constant beside one factor.
+        let flat = p.product(&[six, x, y]);
+        let two_x = p.mul(two, x);
+        let left = p.product(&[three, two_x, y]);
+        let right = p.mul(six, xy);
+        assert_eq!(flat, left);
+        assert_eq!(flat, right);
+        assert_eq!(p.node(flat), &Node::Mul(Box::new([six, xy])));
+        // A nested product stays one factor, so `x·y` is computed once for all its users.
+        let axy = p.mul(a, xy);
+        assert!(matches!(p.node(axy), Node::Mul(c) if c.len() == 2 && c.contains(&xy)));
+        // −(−x·y) = x·y
+        let minus = p.neg(xy);
+        assert_eq!(p.neg(minus), xy);
+    }
+
+    #[test]
+    fn equal_factors_become_powers() {
+        let mut p = Pool::new();
+        let x = x(&mut p);
+        let y = p.var(Var::Time);
+        let two = p.constant(2.0);
+        let three = p.constant(3.0);
+        let square = p.pow(x, two);
+        assert_eq!(p.mul(x, x), square);
+        let cube = p.pow(x, three);
+        assert_eq!(p.mul(square, x), cube);
+        let one = p.constant(1.0);
+        let minus_three = p.constant(-3.0);
+        let inverse_cube = p.pow(x, minus_three);
+        assert_eq!(p.mul(cube, inverse_cube), one);
+        let yx2 = p.product(&[x, y, x]);
+        assert_eq!(p.node(yx2), &Node::Mul(Box::new([y, square])));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The text form of the IR: the output of `nodec ir` and the IR snapshot format.
 //!
-//! [`print`] writes a header (model name, consts, params, inputs, labels, observed values,
+//! [`print()`] writes a header (model name, consts, params, inputs, labels, observed values,
 //! states), then every node reachable from the model's roots, one per line in id order
 //! (`%7 = mul %3, %5`), then the roots by name (`dx/dt[0] = %12`). Elements are row-major and
 //! shown as `[i]` for vectors and `[i, j]` for matrices. [`stats`] counts nodes by kind. The
@@ -33,9 +33,10 @@ pub fn print(model: &Model, with_derivatives: bool) -> String {
 }
 
 /// Node counts: how many nodes lowering asked for (`requested`: before simplification and
-/// sharing), how many distinct nodes all roots reach now (`distinct`, derivatives included) and
-/// how many the model's own roots reach (`primal`), then a count per kind over all reachable
-/// nodes in a fixed order (kinds that do not occur are left out).
+/// sharing), how many distinct nodes all roots reach now (`distinct`, derivatives included),
+/// how many the model's own roots reach (`primal`), the arithmetic operations that evaluating
+/// every reachable node once takes (`ops`: an n-ary sum or product counts n − 1), then a count
+/// per kind over all reachable nodes in a fixed order (kinds that do not occur are left out).
 pub fn stats(model: &Model) -> String {
     let requested = model
         .prepared
@@ -46,6 +47,15 @@ pub fn stats(model: &Model) -> String {
     let _ = writeln!(out, "distinct {}", nodes.len());
     let primal = reachable(&model.pool, &model.primal_roots()).len();
     let _ = writeln!(out, "primal {primal}");
+    let ops: usize = nodes
+        .iter()
+        .map(|&id| match model.pool.node(id) {
+            Node::Const(_) | Node::Var(_) => 0,
+            Node::Add(c) | Node::Mul(c) => c.len() - 1,
+            _ => 1,
+        })
+        .sum();
+    let _ = writeln!(out, "ops {ops}");
     let mut counts: Vec<(&'static str, usize)> = KIND_ORDER.iter().map(|k| (*k, 0)).collect();
     for id in nodes {
         let kind = model.pool.node(id).kind();
@@ -405,9 +415,11 @@ state x[2]
 %0 = param k
 %1 = state x[0]
 %2 = state x[1]
+%3 = mul %0, %1
 %4 = const -1
-%5 = mul %4, %0, %1
-%7 = mul %4, %0, %2
+%5 = mul %4, %3
+%6 = mul %0, %2
+%7 = mul %4, %6
 %8 = const 1
 %9 = const 2.5e-7
 %10 = param W[0, 1]
@@ -431,7 +443,7 @@ output r = %12
         let text = stats(&model);
         assert_eq!(
             text,
-            "requested 18\ndistinct 12\nprimal 12\nconst 3\nvar 4\nmul 4\ntanh 1\n"
+            "requested 18\ndistinct 14\nprimal 14\nops 7\nconst 3\nvar 4\nmul 6\ntanh 1\n"
         );
     }
 

@@ -311,7 +311,7 @@ fn minus_one_power_is_reciprocal(pool: &mut Pool, id: ExprId) -> Option<ExprId> 
     Some(pool.div(one, x))
 }
 
-// a·(1/b) → a/b, the rest of the product kept: (c·a·(1/b)) → c·(a/b) for a product of more.
+// a·(1/b) → a/b, the other factors kept together: x·y·(1/b) → (x·y)/b, and c·(1/b) → c/b.
 fn times_reciprocal_is_division(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
     let Node::Mul(factors) = pool.node(id) else {
         return None;
@@ -325,14 +325,8 @@ fn times_reciprocal_is_division(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
         })?;
     let mut rest: Vec<ExprId> = factors.to_vec();
     rest.remove(i);
-    // Keep a constant factor outside the quotient so that like terms still collect.
-    let constant = pool.const_value(rest[0]).map(|_| rest.remove(0));
     let numerator = pool.product(&rest);
-    let quotient = pool.div(numerator, b);
-    Some(match constant {
-        Some(c) => pool.mul(c, quotient),
-        None => quotient,
-    })
+    Some(pool.div(numerator, b))
 }
 
 // a/(1/b) → a·b  (where b ≠ 0: at b = 0 the left side is a/∞ = 0 but a·0 = 0 too)
@@ -377,7 +371,7 @@ fn constant_out_of_numerator(pool: &mut Pool, id: ExprId) -> Option<ExprId> {
     let Node::Mul(factors) = pool.node(num) else {
         return None;
     };
-    let c = pool.const_value(factors[0])?;
+    let c = pool.const_value(*factors.first()?)?;
     let rest: Vec<ExprId> = factors[1..].to_vec();
     let a = pool.product(&rest);
     let quotient = pool.div(a, b);

@@ -77,8 +77,10 @@ pub fn verify_pool(pool: &Pool) -> Result<(), String> {
     Ok(())
 }
 
-/// An n-ary node: at least two children, at most one constant which comes first and is not the
-/// identity `unit`, no nested node of the same kind, the rest strictly increasing.
+/// An n-ary node: at least two children, at most one constant which comes first and is not
+/// the identity `unit`, the rest strictly increasing. Sums are flat. A product with a constant
+/// has exactly one other factor; a product may hold another product, but not one with a constant
+/// (that constant belongs outside).
 fn canonical(pool: &Pool, id: ExprId, kind: &str, c: &[ExprId], unit: f64) -> Result<(), String> {
     if c.len() < 2 {
         return Err(format!("{id} = {kind} has {} operand(s)", c.len()));
@@ -86,6 +88,12 @@ fn canonical(pool: &Pool, id: ExprId, kind: &str, c: &[ExprId], unit: f64) -> Re
     let rest = match pool.const_value(c[0]) {
         Some(v) if v == unit || (kind == "mul" && v == 0.0) => {
             return Err(format!("{id} = {kind} has the trivial constant {v}"));
+        }
+        Some(_) if kind == "mul" && c.len() != 2 => {
+            return Err(format!(
+                "{id} = mul has a constant and {} other factors",
+                c.len() - 1
+            ));
         }
         Some(_) => &c[1..],
         None => c,
@@ -96,10 +104,11 @@ fn canonical(pool: &Pool, id: ExprId, kind: &str, c: &[ExprId], unit: f64) -> Re
                 "{id} = {kind} has a constant {x} that is not first"
             ));
         }
-        let nested = matches!(
-            (kind, pool.node(x)),
-            ("add", Node::Add(_)) | ("mul", Node::Mul(_))
-        );
+        let nested = match (kind, pool.node(x)) {
+            ("add", Node::Add(_)) => true,
+            ("mul", Node::Mul(inner)) => inner.first().is_some_and(|&f| pool.is_const_node(f)),
+            _ => false,
+        };
         if nested {
             return Err(format!("{id} = {kind} has a nested {kind} {x}"));
         }
