@@ -32,22 +32,35 @@ pub fn print(model: &Model, with_derivatives: bool) -> String {
     out
 }
 
-/// Node counts: how many nodes lowering asked for (`requested`: before simplification and
-/// sharing), how many distinct nodes all roots reach now (`distinct`, derivatives included),
-/// how many the model's own roots reach (`primal`), the arithmetic operations that evaluating
-/// every reachable node once takes (`ops`: an n-ary sum or product counts n − 1), then a count
-/// per kind over all reachable nodes in a fixed order (kinds that do not occur are left out).
+/// Node counts, the text of `nodec ir --stats`. "Before" is the size of the roots' expressions
+/// written out as trees, i.e. what a lowering without sharing (CSE) or folding would build;
+/// "after" is the number of distinct nodes of the simplified, hash-consed DAG. Each is given for
+/// the model's own roots (equations, initial values, costs, metrics, outputs: `primal`) and
+/// with the derivative IR that later stages compile (`all`). Then one line per node kind with
+/// its count in the primal DAG and in the whole DAG, in a fixed order (kinds that do not occur
+/// are left out), and the arithmetic operations one evaluation of the whole DAG takes.
 pub fn stats(model: &Model) -> String {
-    let requested = model
-        .prepared
-        .map_or(model.pool.requested(), |s| s.requested);
-    let nodes = reachable(&model.pool, &model.roots());
+    let primal_roots = model.primal_roots();
+    let all_roots = model.roots();
+    let primal = reachable(&model.pool, &primal_roots);
+    let all = reachable(&model.pool, &all_roots);
     let mut out = String::new();
-    let _ = writeln!(out, "requested {requested}");
-    let _ = writeln!(out, "distinct {}", nodes.len());
-    let primal = reachable(&model.pool, &model.primal_roots()).len();
-    let _ = writeln!(out, "primal {primal}");
-    let ops: usize = nodes
+    let _ = writeln!(out, "{:<26}{:>14}{:>14}", "nodes", "primal", "all");
+    let _ = writeln!(
+        out,
+        "{:<26}{:>14}{:>14}",
+        "before (as trees)",
+        tree_size(model, &primal_roots),
+        tree_size(model, &all_roots)
+    );
+    let _ = writeln!(
+        out,
+        "{:<26}{:>14}{:>14}",
+        "after (distinct DAG)",
+        primal.len(),
+        all.len()
+    );
+    let ops: usize = all
         .iter()
         .map(|&id| match model.pool.node(id) {
             Node::Const(_) | Node::Var(_) => 0,
@@ -55,20 +68,41 @@ pub fn stats(model: &Model) -> String {
             _ => 1,
         })
         .sum();
-    let _ = writeln!(out, "ops {ops}");
-    let mut counts: Vec<(&'static str, usize)> = KIND_ORDER.iter().map(|k| (*k, 0)).collect();
-    for id in nodes {
-        let kind = model.pool.node(id).kind();
-        if let Some(entry) = counts.iter_mut().find(|(k, _)| *k == kind) {
-            entry.1 += 1;
+    let _ = writeln!(out, "{:<26}{:>14}{:>14}", "operations", "", ops);
+    let count = |nodes: &[ExprId]| {
+        let mut counts: Vec<(&'static str, usize)> = KIND_ORDER.iter().map(|k| (*k, 0)).collect();
+        for id in nodes {
+            let kind = model.pool.node(*id).kind();
+            if let Some(entry) = counts.iter_mut().find(|(k, _)| *k == kind) {
+                entry.1 += 1;
+            }
         }
-    }
-    for (kind, count) in counts {
-        if count > 0 {
-            let _ = writeln!(out, "{kind} {count}");
+        counts
+    };
+    for ((kind, p), (_, a)) in count(&primal).into_iter().zip(count(&all)) {
+        if a > 0 {
+            let _ = writeln!(out, "{kind:<26}{p:>14}{a:>14}");
         }
     }
     out
+}
+
+/// The number of nodes the roots' expressions have when written out as trees (no sharing),
+/// summed over the roots; saturates rather than overflows.
+fn tree_size(model: &Model, roots: &[ExprId]) -> u64 {
+    let nodes = reachable(&model.pool, roots);
+    let mut size = vec![0u64; model.pool.len()];
+    // `reachable` lists ids in increasing order, so children come first.
+    for id in nodes {
+        let node = model.pool.node(id);
+        size[id.index()] = node
+            .operands()
+            .iter()
+            .fold(1u64, |acc, c| acc.saturating_add(size[c.index()]));
+    }
+    roots
+        .iter()
+        .fold(0u64, |acc, r| acc.saturating_add(size[r.index()]))
 }
 
 /// Node kinds in the order [`stats`] lists them.
@@ -443,7 +477,16 @@ output r = %12
         let text = stats(&model);
         assert_eq!(
             text,
-            "requested 18\ndistinct 14\nprimal 14\nops 7\nconst 3\nvar 4\nmul 6\ntanh 1\n"
+            // Trees: init 1 + 1; rhs (−1)·(k·x_i) is 5 nodes, twice; tanh(x0·W01) 4;
+            // 2.5e-7·x1 3: 19. Distinct: 3 consts, 4 vars, 6 products, 1 tanh.
+            "nodes                             primal           all\n\
+             before (as trees)                     19            19\n\
+             after (distinct DAG)                  14            14\n\
+             operations                                           7\n\
+             const                                  3             3\n\
+             var                                    4             4\n\
+             mul                                    6             6\n\
+             tanh                                   1             1\n"
         );
     }
 

@@ -62,3 +62,34 @@ fn a_malformed_set_is_a_command_line_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=VALUE"));
 }
+
+/// CSE: the CNF's divergence differentiates the field, and d/dz tanh(u) = 1 − tanh²(u) reuses
+/// the field's own activation nodes, so the whole primal DAG holds exactly one tanh per hidden
+/// unit (w = 32), where a tree would repeat them in every derivative term.
+#[test]
+fn cnf_divergence_shares_the_hidden_activations_with_the_field() {
+    let out = nodec(&["ir", "--stats", "models/cnf_moons.node"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = |name: &str| -> Vec<u64> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no `{name}` row in:\n{text}"));
+        line[name.len()..]
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(row("tanh"), [32, 32], "{text}");
+    let before = row("before (as trees)");
+    let after = row("after (distinct DAG)");
+    assert!(
+        before[0] > 4 * after[0],
+        "sharing should shrink the primal DAG:\n{text}"
+    );
+    assert!(
+        before[1] > 50 * after[1],
+        "sharing should shrink the derivative DAG:\n{text}"
+    );
+}
