@@ -3,6 +3,8 @@
 //! Only this module touches files, the terminal and the process environment. Exit codes:
 //! 0 success, 1 a model or run error, 2 a bad command line.
 
+pub mod report;
+
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -186,5 +188,56 @@ fn decode(path: &str, bytes: Vec<u8>) -> Result<SourceFile, String> {
                 bytes[valid]
             ))
         }
+    }
+}
+
+/// Writes a file atomically: a temporary file beside it, flushed to disk, then renamed over the
+/// target, so a reader (or a crash) never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or("out".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_replace_whole_files() {
+        let dir = std::env::temp_dir().join(format!("nodec-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+        assert!(write_atomic(&dir.join("missing/x.json"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let err = decode("m.node", b"state x = 1\nparam caf\xe9 = 2\n".to_vec()).unwrap_err();
+        assert!(
+            err.starts_with("m.node:2:10: error: the file is not valid UTF-8"),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,368 @@
+//! Reports of `nodec run`: one value, three renderings (JSON as in the spec's contract, a table
+//! a person can read, CSV for tools). Everything is in declaration order.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+/// A named quantity saved over time: one row-major value per saved time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// Its name.
+    pub name: String,
+    /// Elements per value (1 for a scalar); with `scalar` it decides the JSON form.
+    pub len: usize,
+    /// Whether it is declared as a scalar (printed as a number, not a list).
+    pub scalar: bool,
+    /// Element labels for tables: `x` or `x[0]`, `W[1, 0]`.
+    pub labels: Vec<String>,
+    /// `values[k]` is the value at the k-th saved time, row-major.
+    pub values: Vec<Vec<f64>>,
+}
+
+/// Solver work and wall time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunStats {
+    /// Accepted steps, summed over samples.
+    pub steps: u64,
+    /// Rejected steps.
+    pub rejected: u64,
+    /// Right-hand-side evaluations (per sample).
+    pub rhs_evals: u64,
+    /// Jacobian evaluations.
+    pub jac_evals: u64,
+    /// LU factorizations.
+    pub lu_decompositions: u64,
+    /// Seconds spent parsing, checking and compiling.
+    pub compile_seconds: f64,
+    /// Seconds spent solving.
+    pub solve_seconds: f64,
+}
+
+/// Loss, costs and metrics over one data block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSummary {
+    /// The block's name (`train`, `test`).
+    pub name: String,
+    /// Number of samples.
+    pub samples: usize,
+    /// Mean loss.
+    pub loss: f64,
+    /// Each cost kind's mean contribution, in declaration order.
+    pub costs: Vec<(String, f64)>,
+    /// Each metric's mean, in declaration order.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// Everything `nodec run` reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunReport {
+    /// The model's name.
+    pub model: String,
+    /// Which sample `states`, `final` and `outputs` describe, for a model with data.
+    pub sample: Option<usize>,
+    /// Saved times.
+    pub t: Vec<f64>,
+    /// States over the saved times.
+    pub states: Vec<Series>,
+    /// Outputs over the saved times.
+    pub outputs: Vec<Series>,
+    /// One summary per data block (training block first), empty for a model without data.
+    pub data: Vec<DataSummary>,
+    /// Solver statistics.
+    pub stats: RunStats,
+}
+
+fn value_json(series: &Series, values: &[f64]) -> Value {
+    if series.scalar {
+        json!(values[0])
+    } else {
+        json!(values)
+    }
+}
+
+fn named(pairs: &[(String, f64)]) -> Value {
+    Value::Object(pairs.iter().map(|(n, v)| (n.clone(), json!(v))).collect())
+}
+
+/// The spec's JSON object: `model`, `t`, `states`, `final`, `outputs`, `stats`, and for a model
+/// with data `loss`, `costs`, `metrics` (of the first block) plus `data` with every block.
+pub fn to_json(report: &RunReport) -> String {
+    let mut root = Map::new();
+    root.insert("model".into(), json!(report.model));
+    if let Some(sample) = report.sample {
+        root.insert("sample".into(), json!(sample));
+    }
+    root.insert("t".into(), json!(report.t));
+    let over_time = |list: &[Series]| -> Value {
+        Value::Object(
+            list.iter()
+                .map(|s| {
+                    let values: Vec<Value> = s.values.iter().map(|v| value_json(s, v)).collect();
+                    (s.name.clone(), Value::Array(values))
+                })
+                .collect(),
+        )
+    };
+    root.insert("states".into(), over_time(&report.states));
+    let finals: Map<String, Value> = report
+        .states
+        .iter()
+        .filter_map(|s| s.values.last().map(|v| (s.name.clone(), value_json(s, v))))
+        .collect();
+    root.insert("final".into(), Value::Object(finals));
+    root.insert("outputs".into(), over_time(&report.outputs));
+    if let Some(first) = report.data.first() {
+        root.insert("loss".into(), json!(first.loss));
+        root.insert("costs".into(), named(&first.costs));
+        root.insert("metrics".into(), named(&first.metrics));
+        let blocks: Map<String, Value> = report
+            .data
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    json!({
+                        "samples": d.samples,
+                        "loss": d.loss,
+                        "costs": named(&d.costs),
+                        "metrics": named(&d.metrics),
+                    }),
+                )
+            })
+            .collect();
+        root.insert("data".into(), Value::Object(blocks));
+    }
+    let s = &report.stats;
+    root.insert(
+        "stats".into(),
+        json!({
+            "steps": s.steps,
+            "rejected": s.rejected,
+            "rhs_evals": s.rhs_evals,
+            "jac_evals": s.jac_evals,
+            "lu_decompositions": s.lu_decompositions,
+            "compile_seconds": s.compile_seconds,
+            "solve_seconds": s.solve_seconds,
+        }),
+    );
+    let mut text = serde_json::to_string_pretty(&Value::Object(root)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Column labels and the rows of values, one row per saved time.
+fn columns(report: &RunReport) -> (Vec<String>, Vec<Vec<f64>>) {
+    let mut header = vec!["t".to_string()];
+    for s in report.states.iter().chain(&report.outputs) {
+        header.extend(s.labels.iter().cloned());
+    }
+    let rows = report
+        .t
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let mut row = vec![*t];
+            for s in report.states.iter().chain(&report.outputs) {
+                row.extend_from_slice(&s.values[k]);
+            }
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
+/// CSV: a header `t,x[0],...` then every saved time, numbers in shortest round-trip form.
+pub fn to_csv(report: &RunReport) -> String {
+    let (header, rows) = columns(report);
+    let mut out = header
+        .iter()
+        .map(|h| csv_field(h))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push('\n');
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains(',') || text.contains('"') {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// Rows shown at each end of a long table.
+const TABLE_EDGE_ROWS: usize = 5;
+
+/// A table for people: aligned columns, 6 significant digits, the first and last few rows of a
+/// long run with a line saying how many were omitted, then data summaries and statistics.
+pub fn to_table(report: &RunReport) -> String {
+    let (header, rows) = columns(report);
+    let mut out = String::new();
+    let _ = writeln!(out, "model {}", report.model);
+    if let Some(sample) = report.sample {
+        let _ = writeln!(out, "sample {sample}");
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|v| format_sig(*v)).collect())
+        .collect();
+    let widths: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .map(|(j, h)| {
+            cells
+                .iter()
+                .map(|r| r[j].chars().count())
+                .chain([h.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: &[String]| -> String {
+        values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:>w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let _ = writeln!(out, "{}", line(&header));
+    let omitted = cells.len().saturating_sub(2 * TABLE_EDGE_ROWS);
+    for (k, row) in cells.iter().enumerate() {
+        if omitted > 0 && k == TABLE_EDGE_ROWS {
+            let _ = writeln!(out, "... {omitted} rows omitted (use --format csv for all)");
+        }
+        if omitted == 0 || k < TABLE_EDGE_ROWS || k >= cells.len() - TABLE_EDGE_ROWS {
+            let _ = writeln!(out, "{}", line(row));
+        }
+    }
+    for d in &report.data {
+        let _ = write!(
+            out,
+            "\n{} ({} samples): loss {}",
+            d.name,
+            d.samples,
+            format_sig(d.loss)
+        );
+        for (name, v) in d.costs.iter().chain(&d.metrics) {
+            let _ = write!(out, ", {name} {}", format_sig(*v));
+        }
+        out.push('\n');
+    }
+    let s = &report.stats;
+    let _ = writeln!(
+        out,
+        "\nsteps {}, rejected {}, rhs evaluations {}, jacobians {}, LU factorizations {}",
+        s.steps, s.rejected, s.rhs_evals, s.jac_evals, s.lu_decompositions
+    );
+    let _ = writeln!(
+        out,
+        "time: parse+compile {:.3} s, solve {:.3} s",
+        s.compile_seconds, s.solve_seconds
+    );
+    out
+}
+
+/// Six significant digits, without trailing noise: `0.270671`, `-4.90269`, `3e7`.
+pub fn format_sig(v: f64) -> String {
+    if v == 0.0 {
+        return "0".to_string();
+    }
+    let magnitude = v.abs().log10().floor();
+    if !(-4.0..6.0).contains(&magnitude) {
+        let text = format!("{v:.5e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        return format!("{mantissa}e{exponent}");
+    }
+    let decimals = (5.0 - magnitude).max(0.0) as usize;
+    let text = format!("{v:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(n: usize) -> RunReport {
+        RunReport {
+            model: "m".into(),
+            sample: None,
+            t: (0..n).map(|k| k as f64 * 0.5).collect(),
+            states: vec![
+                Series {
+                    name: "x".into(),
+                    len: 1,
+                    scalar: true,
+                    labels: vec!["x".into()],
+                    values: (0..n)
+                        .map(|k| vec![2.0 * (-0.25 * k as f64).exp()])
+                        .collect(),
+                },
+                Series {
+                    name: "v".into(),
+                    len: 2,
+                    scalar: false,
+                    labels: vec!["v[0]".into(), "v[1]".into()],
+                    values: (0..n).map(|k| vec![k as f64, -1.0]).collect(),
+                },
+            ],
+            outputs: vec![],
+            data: vec![],
+            stats: RunStats::default(),
+        }
+    }
+
+    #[test]
+    fn json_follows_the_contract() {
+        let v: Value = serde_json::from_str(&to_json(&report(3))).unwrap();
+        assert_eq!(v["model"], "m");
+        assert_eq!(v["t"], json!([0.0, 0.5, 1.0]));
+        assert_eq!(v["states"]["x"][0], json!(2.0));
+        assert_eq!(v["states"]["v"][2], json!([2.0, -1.0]));
+        assert_eq!(v["final"]["v"], json!([2.0, -1.0]));
+        assert!(v["stats"]["steps"].is_u64());
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["model", "t", "states", "final", "outputs", "stats"]);
+    }
+
+    #[test]
+    fn long_tables_show_both_ends() {
+        let text = to_table(&report(1000));
+        assert!(text.contains("... 990 rows omitted"), "{text}");
+        assert!(text.contains("499.5"), "{text}");
+        let short = to_table(&report(3));
+        assert!(!short.contains("omitted"));
+        assert!(short.lines().nth(1).unwrap().trim_start().starts_with("t"));
+    }
+
+    #[test]
+    fn csv_has_every_row() {
+        let text = to_csv(&report(4));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "t,x,v[0],v[1]");
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[1], "0,2,0,-1");
+    }
+
+    #[test]
+    fn significant_digits() {
+        assert_eq!(format_sig(0.2706705664732254), "0.270671");
+        assert_eq!(format_sig(-4.902687541134646), "-4.90269");
+        assert_eq!(format_sig(24.690858102790557), "24.6909");
+        assert_eq!(format_sig(3e7), "3e7");
+        assert_eq!(format_sig(1.0), "1");
+        assert_eq!(format_sig(1.5e-6), "1.5e-6");
+    }
+}
