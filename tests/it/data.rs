@@ -96,7 +96,9 @@ fn rng_matches_the_reference_chacha8() {
 
 #[test]
 fn generators_match_the_reference_implementation() {
-    let cases: [(Dataset, &[f64], Option<&[f64]>); 6] = [
+    // (generated set, expected inputs, expected labels)
+    type Case<'a> = (Dataset, &'a [f64], Option<&'a [f64]>);
+    let cases: [Case; 6] = [
         (
             data::circles(5, 0.1, 3, 0.5),
             &[
@@ -201,8 +203,8 @@ fn circles_lie_on_two_circles() {
     // sklearn: n // 2 outer (label 0), the rest inner.
     assert_eq!(l.iter().filter(|&&y| y == 0.0).count(), 100);
     assert_eq!(l.iter().filter(|&&y| y == 1.0).count(), 101);
-    for i in 0..d.n {
-        let want = if l[i] == 0.0 { 1.0 } else { 0.5 };
+    for (i, &y) in l.iter().enumerate() {
+        let want = if y == 0.0 { 1.0 } else { 0.5 };
         // cos² + sin² = 1 to a few ulps.
         assert!((radius(&d, i) - want).abs() < 1e-12);
     }
@@ -245,9 +247,9 @@ fn moons_lie_on_two_half_circles() {
     let d = data::moons(300, 0.0, 2);
     let l = labels(&d);
     assert_eq!(l.iter().filter(|&&y| y == 0.0).count(), 150);
-    for i in 0..d.n {
+    for (i, &class) in l.iter().enumerate() {
         let (x, y) = point(&d, i);
-        if l[i] == 0.0 {
+        if class == 0.0 {
             // Upper half of the unit circle.
             assert!((x.hypot(y) - 1.0).abs() < 1e-12 && y >= -1e-12);
         } else {
@@ -347,9 +349,9 @@ fn annulus_is_a_disc_inside_a_ring_uniform_in_area() {
     let l = labels(&d);
     assert_eq!(l.iter().filter(|&&y| y == 1.0).count(), 2001);
     let (mut disc_inner, mut ring_inner) = (0, 0);
-    for i in 0..d.n {
+    for (i, &class) in l.iter().enumerate() {
         let r = radius(&d, i);
-        if l[i] == 1.0 {
+        if class == 1.0 {
             assert!(r <= 0.5 + 1e-12);
             disc_inner += usize::from(r * r < 0.125);
         } else {
@@ -542,9 +544,9 @@ fn digits_shuffle_then_rows_splits_train_and_test() {
     .unwrap();
     assert_ne!(rows_of(&train), rows_of(&unshuffled));
     // Every digit appears in the test set.
-    let digits: std::collections::BTreeSet<i64> =
+    let classes: std::collections::BTreeSet<i64> =
         (0..test.n).map(|i| test.label(i).unwrap() as i64).collect();
-    assert_eq!(digits.len(), 10);
+    assert_eq!(classes.len(), 10);
     // Rows past the end are an error, not a short set.
     let err = data::parse_csv(
         digits(),
