@@ -166,8 +166,8 @@ pub enum DataError {
         /// Data rows in the file.
         rows: usize,
     },
-    /// A generated set asked for the wrong kind of source: a file source passed to
-    /// `generate`, or a generator passed to `parse_csv`.
+    /// The wrong kind of source for the function: a file source passed to `generate`, or a
+    /// generator passed to `parse_csv`.
     WrongSource {
         /// What the function handles.
         expected: &'static str,
