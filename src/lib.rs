@@ -6,8 +6,10 @@
 //! [`diag`] (spans and diagnostics) sits below everything; [`cli`] owns all IO.
 
 pub mod cli;
+pub mod data;
 pub mod diag;
 pub mod ir;
+pub mod rng;
 pub mod sema;
 pub mod solve;
 pub mod syntax;

@@ -3,6 +3,8 @@
 
 /// `tests/bad/*.node`: each malformed model fails with diagnostics, snapshotted byte for byte.
 mod bad;
+/// Data sets: the portable generator, toy sets, CSV and series parsing.
+mod data;
 /// Symbolic derivatives of every model against finite differences and each other.
 mod derivatives;
 /// Property tests: no input makes `check` panic.

@@ -1,0 +1,454 @@
+//! CSV text to a [`Dataset`]: `csv(...)` and `series(...)` data blocks.
+//!
+//! The format is plain comma-separated values: one row per line (`\n` or `\r\n`), cells
+//! separated by `,`, a cell optionally in double quotes (`""` inside quotes is one quote; a
+//! quoted cell may not span lines). Spaces around a cell are ignored. Blank lines are skipped;
+//! every other line is a row, and every row must have as many cells as the first. A leading
+//! byte-order mark is ignored.
+//!
+//! Only the cells a block uses (its input or value columns, label, time) must be numbers, so a
+//! file may carry text columns it does not use; a used cell that is empty, text, `inf` or `NaN`
+//! is an error at its line and column. Nothing is skipped silently.
+//!
+//! **Header detection.** The first row is a header when none of its cells is a number. When
+//! every cell is a number it is data. When it mixes text and numbers it is data, unless one of
+//! its text cells sits above a number on the second row: then it could be either a header with
+//! a numeric name or a data row with a typo, and that is an error rather than a guess.
+//!
+//! This module is written by hand rather than with the `csv` crate so that every error can name
+//! its column in characters, which is what the diagnostics renderer expects.
+
+use std::borrow::Cow;
+
+use super::{DataError, Dataset};
+use crate::diag::suggest;
+use crate::ir::{Column, DataSource};
+use crate::rng::Rng;
+
+/// One cell of a line: its text (unquoted, not trimmed of inner spaces) and where it starts.
+struct Cell<'a> {
+    text: Cow<'a, str>,
+    /// 1-based character column of the cell's first non-space character (or of where the cell
+    /// begins, for an empty cell).
+    column: usize,
+}
+
+/// A non-blank line split into cells.
+struct Row<'a> {
+    line: usize,
+    cells: Vec<Cell<'a>>,
+    /// Characters on the line, for pointing past its end.
+    chars: usize,
+}
+
+/// Splits `line` (no line terminator) into cells.
+fn split_line<'a>(text: &'a str, line: usize, file: &str) -> Result<Row<'a>, DataError> {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut cells = Vec::new();
+    let mut i = 0; // index into `chars`, which is the 0-based character column
+    loop {
+        while i < chars.len() && matches!(chars[i].1, ' ' | '\t') {
+            i += 1;
+        }
+        if i < chars.len() && chars[i].1 == '"' {
+            let open = i;
+            let mut value = String::new();
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => {
+                        return Err(DataError::UnclosedQuote {
+                            file: file.to_string(),
+                            line,
+                            column: open + 1,
+                        })
+                    }
+                    Some((_, '"')) if chars.get(i + 1).is_some_and(|c| c.1 == '"') => {
+                        value.push('"');
+                        i += 2;
+                    }
+                    Some((_, '"')) => {
+                        i += 1;
+                        break;
+                    }
+                    Some((_, c)) => {
+                        value.push(*c);
+                        i += 1;
+                    }
+                }
+            }
+            while i < chars.len() && matches!(chars[i].1, ' ' | '\t') {
+                i += 1;
+            }
+            if i < chars.len() && chars[i].1 != ',' {
+                return Err(DataError::TextAfterQuote {
+                    file: file.to_string(),
+                    line,
+                    column: i + 1,
+                });
+            }
+            cells.push(Cell {
+                text: Cow::Owned(value),
+                column: open + 1,
+            });
+        } else {
+            let start = i;
+            while i < chars.len() && chars[i].1 != ',' {
+                i += 1;
+            }
+            let byte = |k: usize| chars.get(k).map_or(text.len(), |c| c.0);
+            cells.push(Cell {
+                text: Cow::Borrowed(text[byte(start)..byte(i)].trim_end()),
+                column: start + 1,
+            });
+        }
+        // Here `i` is at a comma or the end of the line.
+        if i < chars.len() {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    Ok(Row {
+        line,
+        cells,
+        chars: chars.len(),
+    })
+}
+
+/// The non-blank lines of `text` with their 1-based line numbers, `\r` and a leading BOM removed.
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    text.split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
+        .filter(|(_, l)| !l.trim().is_empty())
+}
+
+/// A cell's number, with an error naming its place if it is not a finite number.
+fn number(
+    cell: &Cell,
+    row: &Row,
+    field: usize,
+    header: Option<&[String]>,
+    file: &str,
+) -> Result<f64, DataError> {
+    let text = cell.text.trim();
+    let name = || header.and_then(|h| h.get(field)).cloned();
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(DataError::NonFinite {
+            file: file.to_string(),
+            line: row.line,
+            column: cell.column,
+            text: text.to_string(),
+            field,
+            name: name(),
+        }),
+        Err(_) => Err(DataError::NotANumber {
+            file: file.to_string(),
+            line: row.line,
+            column: cell.column,
+            text: text.to_string(),
+            field,
+            name: name(),
+        }),
+    }
+}
+
+fn is_number(cell: &Cell) -> bool {
+    cell.text.trim().parse::<f64>().is_ok()
+}
+
+/// Whether the first row is a header (see the module docs), or an error if it cannot tell.
+fn first_row_is_header(first: &Row, second: Option<&Row>, file: &str) -> Result<bool, DataError> {
+    let numbers = first.cells.iter().filter(|c| is_number(c)).count();
+    if numbers == 0 {
+        return Ok(true);
+    }
+    if numbers == first.cells.len() {
+        return Ok(false);
+    }
+    if let Some(second) = second {
+        for (field, cell) in first.cells.iter().enumerate() {
+            if !is_number(cell) && second.cells.get(field).is_some_and(is_number) {
+                return Err(DataError::AmbiguousHeader {
+                    file: file.to_string(),
+                    line: first.line,
+                    column: cell.column,
+                    text: cell.text.trim().to_string(),
+                    field,
+                });
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Resolves a column to its 0-based index, against the header for a name.
+fn resolve(column: &Column, header: Option<&[String]>, file: &str) -> Result<usize, DataError> {
+    let name = match column {
+        Column::Index(i) => return Ok(*i),
+        Column::Name(name) => name,
+    };
+    let Some(header) = header else {
+        return Err(DataError::NoHeader {
+            file: file.to_string(),
+            name: name.clone(),
+        });
+    };
+    let mut found = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| *h == name)
+        .map(|(i, _)| i);
+    match (found.next(), found.next()) {
+        (Some(i), None) => Ok(i),
+        (Some(first), Some(second)) => Err(DataError::DuplicateColumn {
+            file: file.to_string(),
+            name: name.clone(),
+            first,
+            second,
+        }),
+        (None, _) => Err(DataError::UnknownColumn {
+            file: file.to_string(),
+            name: name.clone(),
+            suggestion: suggest(name, header.iter().map(String::as_str)).map(str::to_string),
+        }),
+    }
+}
+
+/// Resolves `start..end` (end exclusive, names too) and checks it against the file's width.
+fn resolve_range(
+    range: &(Column, Column),
+    role: &'static str,
+    header: Option<&[String]>,
+    width: usize,
+    file: &str,
+) -> Result<(usize, usize), DataError> {
+    let start = resolve(&range.0, header, file)?;
+    let end = resolve(&range.1, header, file)?;
+    if start >= end {
+        return Err(DataError::EmptyColumnRange {
+            file: file.to_string(),
+            role,
+            start,
+            end,
+        });
+    }
+    if end > width {
+        return Err(DataError::ColumnOutOfRange {
+            file: file.to_string(),
+            role,
+            column: end,
+            width,
+        });
+    }
+    Ok((start, end))
+}
+
+/// Resolves a single column and checks it against the file's width.
+fn resolve_one(
+    column: &Column,
+    role: &'static str,
+    header: Option<&[String]>,
+    width: usize,
+    file: &str,
+) -> Result<usize, DataError> {
+    let c = resolve(column, header, file)?;
+    if c >= width {
+        return Err(DataError::ColumnOutOfRange {
+            file: file.to_string(),
+            role,
+            column: c,
+            width,
+        });
+    }
+    Ok(c)
+}
+
+/// See [`super::parse_csv`].
+pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Dataset, DataError> {
+    let mut all = lines(text);
+    let Some((line, first)) = all.next() else {
+        return Err(DataError::NoRows {
+            file: file.to_string(),
+        });
+    };
+    let first = split_line(first, line, file)?;
+    let second = match all.next() {
+        Some((line, l)) => Some(split_line(l, line, file)?),
+        None => None,
+    };
+    let width = first.cells.len();
+    let header: Option<Vec<String>> =
+        first_row_is_header(&first, second.as_ref(), file)?.then(|| {
+            first
+                .cells
+                .iter()
+                .map(|c| c.text.trim().to_string())
+                .collect()
+        });
+    let header = header.as_deref();
+
+    // The data rows, split lazily after the two already split.
+    let first_data = if header.is_some() {
+        None
+    } else {
+        Some(Ok(first))
+    };
+    let rest = all.map(|(line, l)| split_line(l, line, file));
+    let rows = first_data.into_iter().chain(second.map(Ok)).chain(rest);
+    let check_width = |row: &Row| -> Result<(), DataError> {
+        if row.cells.len() == width {
+            return Ok(());
+        }
+        let column = row.cells.get(width).map_or(row.chars + 1, |c| c.column);
+        Err(DataError::RowWidth {
+            file: file.to_string(),
+            line: row.line,
+            column,
+            found: row.cells.len(),
+            expected: width,
+        })
+    };
+
+    match source {
+        DataSource::Csv {
+            input,
+            label,
+            shuffle,
+            rows: keep,
+            ..
+        } => {
+            let (start, end) = resolve_range(input, "input", header, width, file)?;
+            let label = match label {
+                Some(c) => Some(resolve_one(c, "label", header, width, file)?),
+                None => None,
+            };
+            let dim = end - start;
+            let mut inputs = Vec::new();
+            let mut labels = Vec::new();
+            let mut n = 0;
+            for row in rows {
+                let row = row?;
+                check_width(&row)?;
+                for field in start..end {
+                    inputs.push(number(&row.cells[field], &row, field, header, file)?);
+                }
+                if let Some(field) = label {
+                    labels.push(number(&row.cells[field], &row, field, header, file)?);
+                }
+                n += 1;
+            }
+            if n == 0 {
+                return Err(DataError::NoRows {
+                    file: file.to_string(),
+                });
+            }
+            let data = Dataset::samples(n, dim, inputs, label.map(|_| labels));
+            let mut order: Vec<usize> = match shuffle {
+                Some(seed) => Rng::new(*seed).permutation(n),
+                None => (0..n).collect(),
+            };
+            if let Some((a, b)) = *keep {
+                if a >= b || b > n {
+                    return Err(DataError::RowsOutOfRange {
+                        file: file.to_string(),
+                        start: a,
+                        end: b,
+                        rows: n,
+                    });
+                }
+                order = order[a..b].to_vec();
+            }
+            Ok(data.select(&order))
+        }
+        DataSource::Series { t, values, .. } => {
+            let t = resolve_one(t, "time", header, width, file)?;
+            let (start, end) = resolve_range(values, "value", header, width, file)?;
+            let mut times: Vec<f64> = Vec::new();
+            let mut observed = Vec::new();
+            for row in rows {
+                let row = row?;
+                check_width(&row)?;
+                let cell = &row.cells[t];
+                let time = number(cell, &row, t, header, file)?;
+                if let Some(&previous) = times.last() {
+                    if time <= previous {
+                        return Err(DataError::TimesNotIncreasing {
+                            file: file.to_string(),
+                            line: row.line,
+                            column: cell.column,
+                            previous,
+                            time,
+                        });
+                    }
+                }
+                times.push(time);
+                for field in start..end {
+                    observed.push(number(&row.cells[field], &row, field, header, file)?);
+                }
+            }
+            if times.is_empty() {
+                return Err(DataError::NoRows {
+                    file: file.to_string(),
+                });
+            }
+            Ok(Dataset::series(times, end - start, observed))
+        }
+        _ => Err(DataError::WrongSource {
+            expected: "a `csv` or `series` data source",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells(line: &str) -> Vec<(String, usize)> {
+        split_line(line, 1, "f.csv")
+            .map(|r| {
+                r.cells
+                    .iter()
+                    .map(|c| (c.text.to_string(), c.column))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn splits_cells_with_character_columns() {
+        assert_eq!(
+            cells("1, 2 ,3"),
+            [("1".into(), 1), ("2".into(), 4), ("3".into(), 7)]
+        );
+        assert_eq!(cells("θ,x"), [("θ".into(), 1), ("x".into(), 3)]);
+        assert_eq!(
+            cells("a,,"),
+            [("a".into(), 1), ("".into(), 3), ("".into(), 4)]
+        );
+        assert_eq!(
+            cells(r#""a,b", "say ""hi""""#),
+            [("a,b".into(), 1), (r#"say "hi""#.into(), 8)]
+        );
+    }
+
+    #[test]
+    fn quoting_errors_have_positions() {
+        let err = split_line(r#"1,"abc"#, 4, "f.csv").err().unwrap();
+        assert_eq!(err.position(), Some((4, 3)));
+        let err = split_line(r#""a"b,1"#, 2, "f.csv").err().unwrap();
+        assert!(
+            matches!(err, DataError::TextAfterQuote { column: 4, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn blank_lines_bom_and_crlf() {
+        let got: Vec<(usize, &str)> = lines("\u{feff}a\r\n\r\n  \nb\n").collect();
+        assert_eq!(got, [(1, "a"), (4, "b")]);
+    }
+}
