@@ -11,6 +11,7 @@ pub mod diag;
 pub mod ir;
 pub mod rng;
 pub mod sema;
+pub mod simulate;
 pub mod solve;
 pub mod syntax;
 

@@ -4,6 +4,7 @@
 //! 0 success, 1 a model or run error, 2 a bad command line.
 
 pub mod report;
+pub mod run;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -56,6 +57,29 @@ enum Command {
         #[arg(long)]
         derivatives: bool,
     },
+    /// Solve a model and report trajectories, outputs, costs and metrics.
+    Run {
+        /// Model file.
+        file: String,
+        /// Override a const or param: NAME=VALUE (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+        set: Vec<(String, f64)>,
+        /// Seed of random parameter initialisations.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Load parameter values from a JSON file {PARAM: value} (as `train` writes).
+        #[arg(long, value_name = "PARAMS.json")]
+        params: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = run::Format::Table)]
+        format: run::Format,
+        /// Write the report to this file (atomically) instead of stdout.
+        #[arg(long, value_name = "PATH")]
+        out: Option<String>,
+        /// For a model with data: the sample whose trajectory is reported.
+        #[arg(long, default_value_t = 0)]
+        sample: usize,
+    },
 }
 
 fn parse_set(text: &str) -> Result<(String, f64), String> {
@@ -101,7 +125,7 @@ fn run(cli: Cli) -> u8 {
         } => {
             let overrides = Overrides { values: set };
             match check_file(&file, &overrides, &mut out) {
-                Some(model) => {
+                Some((_, model)) => {
                     let model = crate::prepare(model);
                     if stats {
                         out.stdout.push_str(&crate::ir::stats(&model));
@@ -113,6 +137,26 @@ fn run(cli: Cli) -> u8 {
                 None => 1,
             }
         }
+        Command::Run {
+            file,
+            set,
+            seed,
+            params,
+            format,
+            out: out_path,
+            sample,
+        } => run::run(
+            &run::RunArgs {
+                file,
+                overrides: Overrides { values: set },
+                seed,
+                params,
+                format,
+                out: out_path,
+                sample,
+            },
+            &mut out,
+        ),
     };
     out.flush();
     code
@@ -120,9 +164,11 @@ fn run(cli: Cli) -> u8 {
 
 /// What a command prints, written once at the end so a broken pipe cannot interleave.
 #[derive(Default)]
-struct Output {
-    stdout: String,
-    stderr: String,
+pub struct Output {
+    /// The report.
+    pub stdout: String,
+    /// Diagnostics.
+    pub stderr: String,
 }
 
 impl Output {
@@ -134,7 +180,11 @@ impl Output {
 }
 
 /// Reads, parses and checks one file, rendering diagnostics to stderr. `None` on any error.
-fn check_file(path: &str, overrides: &Overrides, out: &mut Output) -> Option<crate::ir::Model> {
+fn check_file(
+    path: &str,
+    overrides: &Overrides,
+    out: &mut Output,
+) -> Option<(SourceFile, crate::ir::Model)> {
     let file = match read_source(path) {
         Ok(file) => file,
         Err(message) => {
@@ -150,7 +200,7 @@ fn check_file(path: &str, overrides: &Overrides, out: &mut Output) -> Option<cra
     if diags.has_errors() {
         return None;
     }
-    Some(model)
+    Some((file, model))
 }
 
 /// Reads a model file, rejecting files that are too large or not UTF-8 with a located error.

@@ -11,5 +11,7 @@ mod derivatives;
 mod fuzz;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
+/// `nodec run` end to end.
+mod run;
 /// Shared helpers: paths, running the binary, loading models.
 mod support;

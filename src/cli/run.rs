@@ -1,0 +1,395 @@
+//! `nodec run`: compile a model, solve it on its data, and report trajectories, costs, metrics
+//! and solver statistics.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::report::{DataSummary, RunReport, RunStats, Series};
+use super::{check_file, write_atomic, Output};
+use crate::compile::{Params, Program};
+use crate::data::{self, Dataset};
+use crate::diag::{Diagnostic, SourceFile};
+use crate::ir::{self, Shape};
+use crate::sema::Overrides;
+use crate::simulate::{self, Simulation};
+use crate::solve::{SolveError, System};
+
+/// How `run` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// Comma-separated values, every saved time.
+    Csv,
+    /// The JSON object of the spec.
+    Json,
+}
+
+/// Arguments of `nodec run`.
+#[derive(Clone, Debug)]
+pub struct RunArgs {
+    /// The model file.
+    pub file: String,
+    /// `--set` overrides.
+    pub overrides: Overrides,
+    /// Seed of random parameter initialisations.
+    pub seed: u64,
+    /// A parameter file to load.
+    pub params: Option<String>,
+    /// Output format.
+    pub format: Format,
+    /// Write here (atomically) instead of stdout.
+    pub out: Option<String>,
+    /// Which sample's trajectory to report.
+    pub sample: usize,
+}
+
+/// A model compiled with its parameters and data, ready to evaluate.
+pub struct Loaded {
+    /// The source, for diagnostics.
+    pub file: SourceFile,
+    /// The prepared IR.
+    pub model: ir::Model,
+    /// The compiled program.
+    pub program: Program,
+    /// Parameter values.
+    pub params: Params,
+    /// Data blocks in declaration order (a model without data gets one empty-input block).
+    pub data: Vec<(String, Dataset)>,
+    /// Seconds to parse, check, prepare and compile.
+    pub compile_seconds: f64,
+}
+
+/// Reads, checks, compiles a model and loads its parameters and data; errors are rendered.
+pub fn load(
+    path: &str,
+    overrides: &Overrides,
+    seed: u64,
+    params_file: Option<&str>,
+    out: &mut Output,
+) -> Option<Loaded> {
+    let started = Instant::now();
+    let (file, model) = check_file(path, overrides, out)?;
+    let model = crate::prepare(model);
+    let program = Program::compile(&model);
+    let compile_seconds = started.elapsed().as_secs_f64();
+    let mut params = simulate::initial_params(&model, program.layout(), seed);
+    if let Some(params_path) = params_file {
+        let text = match std::fs::read_to_string(params_path) {
+            Ok(text) => text,
+            Err(e) => {
+                out.stderr.push_str(&format!("{params_path}: error: cannot read the parameter file: {e}\n"));
+                return None;
+            }
+        };
+        if let Err(message) = load_params(&text, &model, &program, &mut params) {
+            out.stderr.push_str(&format!("{params_path}: error: {message}\n"));
+            return None;
+        }
+    }
+    let data = load_data(&file, &model, out)?;
+    Some(Loaded {
+        file,
+        model,
+        program,
+        params,
+        data,
+        compile_seconds,
+    })
+}
+
+/// Loads `{PARAM: value}` (number or row-major list, per-layer copies outermost), checking
+/// names and sizes. Parameters not named keep their values.
+pub fn load_params(text: &str, model: &ir::Model, program: &Program, params: &mut Params) -> Result<(), String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or("expected one JSON object {\"PARAM\": value, ...}")?;
+    let layout = program.layout();
+    for (name, v) in object {
+        let Some(entry) = layout.entries.iter().find(|e| &e.name == name) else {
+            let names: Vec<&str> = layout.entries.iter().map(|e| e.name.as_str()).collect();
+            let hint = crate::diag::suggest(name, names.iter().copied())
+                .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+            return Err(format!("the model `{}` has no param `{name}`{hint}", model.name));
+        };
+        let numbers: Vec<f64> = match v {
+            serde_json::Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN)],
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|x| x.as_f64().ok_or(format!("param `{name}` holds a value that is not a number")))
+                .collect::<Result<_, _>>()?,
+            _ => return Err(format!("param `{name}` must be a number or a list of numbers")),
+        };
+        let want = entry.len() * entry.copies;
+        if numbers.len() != want {
+            return Err(format!(
+                "param `{name}` has {} value{} but the model's `{name}` takes {want} ({}{})",
+                numbers.len(),
+                if numbers.len() == 1 { "" } else { "s" },
+                entry.shape,
+                if entry.copies > 1 { format!(" × {} copies", entry.copies) } else { String::new() }
+            ));
+        }
+        if numbers.iter().any(|x| !x.is_finite()) {
+            return Err(format!("param `{name}` holds a non-finite value"));
+        }
+        params.values_mut()[entry.offset..entry.offset + want].copy_from_slice(&numbers);
+    }
+    Ok(())
+}
+
+/// Generates or reads every data block; CSV paths are relative to the model file.
+fn load_data(file: &SourceFile, model: &ir::Model, out: &mut Output) -> Option<Vec<(String, Dataset)>> {
+    let input_shapes: Vec<Shape> = model.inputs.iter().map(|i| i.shape).collect();
+    let mut blocks = Vec::new();
+    for block in &model.data {
+        let result = match data::file_path(&block.source) {
+            None => data::generate(&block.source, &model.pool, &input_shapes),
+            Some(rel) => {
+                let base = Path::new(&file.name).parent().unwrap_or(Path::new("."));
+                let path = base.join(rel);
+                let shown = path.display().to_string();
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => data::parse_csv(&text, &block.source, &shown),
+                    Err(e) => {
+                        let d = Diagnostic::error(block.span, format!("cannot read data file `{shown}`: {e}"));
+                        out.stderr.push_str(&d.render(file));
+                        return None;
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(dataset) => blocks.push((block.name.clone(), dataset)),
+            Err(e) => {
+                out.stderr.push_str(&format!("{e}\n"));
+                return None;
+            }
+        }
+    }
+    if blocks.is_empty() {
+        blocks.push(("none".to_string(), Dataset::samples(1, 0, Vec::new(), None)));
+    }
+    Some(blocks)
+}
+
+/// Renders a solver failure at the line that caused it.
+pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
+    let model = &loaded.model;
+    let offsets = simulate::state_offsets(model);
+    let schedule_span = model.schedule.as_ref().map(|s| s.span).unwrap_or_default();
+    let sample_text = |sample: usize| {
+        if model.inputs.is_empty() {
+            String::new()
+        } else {
+            format!(" for sample {sample} of `{block}`")
+        }
+    };
+    let (span, message, help) = match error {
+        SolveError::NonFinite { t, sample, component } => {
+            let state = offsets.windows(2).position(|w| (w[0]..w[1]).contains(component));
+            match state {
+                Some(i) => {
+                    let s = &model.states[i];
+                    let elem = component - offsets[i];
+                    let name = if s.shape == Shape::Scalar { s.name.clone() } else { format!("{}[{elem}]", s.name) };
+                    (
+                        s.equation_span,
+                        format!("state {name} became infinite or NaN at t = {t}{}", sample_text(*sample)),
+                        "the solution blows up here; check the equation, the parameters or use a smaller time span",
+                    )
+                }
+                None => (
+                    model.costs.iter().find(|c| c.kind == ir::CostKind::Running).map_or(schedule_span, |c| c.span),
+                    format!("the running cost became infinite or NaN at t = {t}{}", sample_text(*sample)),
+                    "check the running cost's expression",
+                ),
+            }
+        }
+        SolveError::StepSizeTooSmall { t, sample } => (
+            schedule_span,
+            format!("the step size became too small at t = {t}{}", sample_text(*sample)),
+            "the solution may blow up, or the problem is stiff: try `rodas4` or `bdf`",
+        ),
+        SolveError::MaxStepsExceeded { t, sample, max_steps } => (
+            schedule_span,
+            format!("more than {max_steps} steps were needed, stopped at t = {t}{}", sample_text(*sample)),
+            "raise `max_steps`, loosen `rtol`/`atol`, or use a stiff method if the problem is stiff",
+        ),
+        SolveError::NewtonFailed { t, sample } => (
+            schedule_span,
+            format!("Newton's method did not converge at t = {t}{}", sample_text(*sample)),
+            "use more steps or an adaptive stiff method (`rodas4`, `bdf`)",
+        ),
+        other => (schedule_span, format!("the solver rejected its options: {other:?}"), "check the schedule's arguments"),
+    };
+    Diagnostic::error(span, message).with_help(help).render(&loaded.file)
+}
+
+/// `nodec run`.
+pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
+    let Some(loaded) = load(&args.file, &args.overrides, args.seed, args.params.as_deref(), out) else {
+        return 1;
+    };
+    let model = &loaded.model;
+    let has_data = !model.data.is_empty();
+    let started = Instant::now();
+    let mut summaries = Vec::new();
+    let mut first: Option<Simulation> = None;
+    for (name, dataset) in &loaded.data {
+        if has_data && args.sample >= dataset.n && first.is_none() {
+            out.stderr.push_str(&format!(
+                "{}: error: --sample {} is out of range: data `{name}` has {} samples\n",
+                args.file, args.sample, dataset.n
+            ));
+            return 1;
+        }
+        // Only the first block's trajectories are reported; the others need just the final time.
+        let save = if first.is_none() { None } else { model.schedule.as_ref().map(|s| vec![s.t1]) };
+        let sim = match simulate::simulate(model, &loaded.program, &loaded.params, dataset, save) {
+            Ok(sim) => sim,
+            Err(e) => {
+                out.stderr.push_str(&solve_error(&loaded, &e, name));
+                return 1;
+            }
+        };
+        if has_data {
+            summaries.push(DataSummary {
+                name: name.clone(),
+                samples: dataset.n,
+                loss: sim.loss,
+                costs: sim.costs.iter().map(|(k, v)| (k.name().to_string(), *v)).collect(),
+                metrics: model.metrics.iter().map(|m| m.name.clone()).zip(sim.metrics.iter().copied()).collect(),
+            });
+        }
+        if first.is_none() {
+            first = Some(sim);
+        }
+    }
+    let solve_seconds = started.elapsed().as_secs_f64();
+    let Some(sim) = first else { return 1 };
+    let sample = if has_data { args.sample } else { 0 };
+    let report = build_report(&loaded, &sim, sample, has_data, summaries, solve_seconds);
+    if let Some(bad) = non_finite(&report) {
+        out.stderr.push_str(&format!("{}: error: {bad} is not finite; refusing to print it as a result\n", args.file));
+        return 1;
+    }
+    let text = match args.format {
+        Format::Json => super::report::to_json(&report),
+        Format::Csv => super::report::to_csv(&report),
+        Format::Table => super::report::to_table(&report),
+    };
+    match &args.out {
+        Some(path) => {
+            if let Err(e) = write_atomic(Path::new(path), text.as_bytes()) {
+                out.stderr.push_str(&format!("{path}: error: cannot write the report: {e}\n"));
+                return 1;
+            }
+        }
+        None => out.stdout.push_str(&text),
+    }
+    0
+}
+
+fn build_report(
+    loaded: &Loaded,
+    sim: &Simulation,
+    sample: usize,
+    has_data: bool,
+    data: Vec<DataSummary>,
+    solve_seconds: f64,
+) -> RunReport {
+    let model = &loaded.model;
+    let solution = &sim.solution;
+    let offsets = simulate::state_offsets(model);
+    let element_labels = |name: &str, shape: Shape| -> Vec<String> {
+        match shape {
+            Shape::Scalar => vec![name.to_string()],
+            Shape::Vector(n) => (0..n).map(|i| format!("{name}[{i}]")).collect(),
+            Shape::Matrix(m, n) => (0..m * n).map(|k| format!("{name}[{}, {}]", k / n, k % n)).collect(),
+        }
+    };
+    let states = model
+        .states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Series {
+            name: s.name.clone(),
+            len: s.shape.len(),
+            scalar: s.shape == Shape::Scalar,
+            labels: element_labels(&s.name, s.shape),
+            values: (0..solution.t.len())
+                .map(|k| solution.state(k, sample)[offsets[i]..offsets[i + 1]].to_vec())
+                .collect(),
+        })
+        .collect();
+    // Outputs at every saved time for the reported sample, with its inputs bound.
+    let program = &loaded.program;
+    let mut outputs: Vec<Series> = model
+        .outputs
+        .iter()
+        .map(|o| Series {
+            name: o.name.clone(),
+            len: o.shape.len(),
+            scalar: o.shape == Shape::Scalar,
+            labels: element_labels(&o.name, o.shape),
+            values: Vec::new(),
+        })
+        .collect();
+    if !outputs.is_empty() {
+        let dataset = &loaded.data[0].1;
+        let system = simulate::WithQuadrature::new(program, &loaded.params, dataset);
+        let mut ws = system.workspace(sample..sample + 1);
+        let dim = program.dim();
+        let mut values = vec![0.0; program.outputs_len()];
+        for (k, t) in solution.t.iter().enumerate() {
+            let y = &solution.state(k, sample)[..dim];
+            simulate::outputs(program, &loaded.params, *t, y, &mut values, &mut ws);
+            let mut at = 0;
+            for o in outputs.iter_mut() {
+                o.values.push(values[at..at + o.len].to_vec());
+                at += o.len;
+            }
+        }
+    }
+    let s = &sim.stats;
+    RunReport {
+        model: model.name.clone(),
+        sample: has_data.then_some(sample),
+        t: solution.t.clone(),
+        states,
+        outputs,
+        data,
+        stats: RunStats {
+            steps: s.steps,
+            rejected: s.rejected,
+            rhs_evals: s.rhs_evals,
+            jac_evals: s.jac_evals,
+            lu_decompositions: s.lu_decompositions,
+            compile_seconds: loaded.compile_seconds,
+            solve_seconds,
+        },
+    }
+}
+
+/// The first non-finite reported number, named.
+fn non_finite(report: &RunReport) -> Option<String> {
+    for s in report.states.iter().chain(&report.outputs) {
+        if s.values.iter().flatten().any(|v| !v.is_finite()) {
+            return Some(format!("`{}`", s.name));
+        }
+    }
+    for d in &report.data {
+        if !d.loss.is_finite() {
+            return Some(format!("the loss on `{}`", d.name));
+        }
+        for (name, v) in d.costs.iter().chain(&d.metrics) {
+            if !v.is_finite() {
+                return Some(format!("`{name}` on `{}`", d.name));
+            }
+        }
+    }
+    None
+}

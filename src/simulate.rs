@@ -1,0 +1,319 @@
+//! Simulation of a compiled model over its samples: initial states, one batched solve with the
+//! running costs integrated alongside as quadrature components, then costs, metrics and outputs.
+//!
+//! This is what `nodec run` reports and what the gradient and training stages build on. It does
+//! no IO: data sets arrive already generated or parsed, and errors are values.
+
+use std::ops::Range;
+
+use crate::compile::{ModelSystem, ParamLayout, Params, Program, Workspace};
+use crate::data::Dataset;
+use crate::ir::{self, CostKind, Method as IrMethod, Save};
+use crate::rng::{self, Rng};
+use crate::solve::{self, Method, SolveError, SolverOptions, Stats, System};
+
+/// Initial parameter values: declared values as given, random initialisations drawn from the
+/// seed. Each parameter draws from its own stream (`fork(index)`), so changing one parameter's
+/// shape does not change another's values; copies (layers, knots) are drawn one after another.
+pub fn initial_params(model: &ir::Model, layout: &ParamLayout, seed: u64) -> Params {
+    let mut params = Params::initial(model, layout);
+    let root = Rng::new(seed);
+    for (index, (p, entry)) in model.params.iter().zip(&layout.entries).enumerate() {
+        if matches!(p.init, ir::ParamInit::Values(_)) {
+            continue;
+        }
+        let mut stream = root.fork(index as u64);
+        let n = entry.len() * entry.copies;
+        let values = rng::init_param(&p.init, n, &mut stream);
+        params.values_mut()[entry.offset..entry.offset + n].copy_from_slice(&values);
+    }
+    params
+}
+
+/// The solver options a model's schedule asks for, saving at `save` (empty: the schedule's own).
+pub fn solver_options(model: &ir::Model, schedule: &ir::Schedule) -> SolverOptions {
+    let offsets = state_offsets(model);
+    let range = |i: Option<usize>| i.map_or(0..0, |i| offsets[i]..offsets[i + 1]);
+    let method = match schedule.method {
+        IrMethod::Euler => Method::Euler,
+        IrMethod::Midpoint => Method::Midpoint,
+        IrMethod::Heun => Method::Heun,
+        IrMethod::Rk4 => Method::Rk4,
+        IrMethod::Ab2 => Method::Ab2,
+        IrMethod::Lm => Method::Lm,
+        IrMethod::Leapfrog => Method::Leapfrog {
+            position: range(schedule.position),
+            momentum: range(schedule.momentum),
+        },
+        IrMethod::ImplicitEuler => Method::ImplicitEuler,
+        IrMethod::Bosh3 => Method::Bosh3,
+        IrMethod::Dopri5 => Method::Dopri5,
+        IrMethod::Tsit5 => Method::Tsit5,
+        IrMethod::Rodas4 => Method::Rodas4,
+        IrMethod::Bdf => Method::Bdf,
+    };
+    let mut options = SolverOptions::new(method, schedule.t0, schedule.t1);
+    options.steps = schedule.steps;
+    options.rtol = schedule.rtol;
+    options.atol = schedule.atol;
+    options.max_steps = schedule.max_steps;
+    options.save = match &schedule.save {
+        Save::Default => Vec::new(),
+        Save::Times(times) => times.clone(),
+        Save::Every(dt) => {
+            let n = ((schedule.t1 - schedule.t0) / dt + 1e-9).floor() as usize;
+            (0..=n).map(|k| schedule.t0 + k as f64 * dt).collect()
+        }
+    };
+    options
+}
+
+/// Offsets of each state's first component in the flat state vector, plus the total.
+pub fn state_offsets(model: &ir::Model) -> Vec<usize> {
+    let mut offsets = vec![0];
+    for s in &model.states {
+        offsets.push(offsets.last().copied().unwrap_or(0) + s.shape.len());
+    }
+    offsets
+}
+
+/// The model's system with one extra component per sample that integrates the running costs,
+/// `dq/dt = L(x, t)`, so that `∫ L dt` comes out of the same solve at the solver's accuracy.
+pub struct WithQuadrature<'a> {
+    inner: ModelSystem<'a>,
+    program: &'a Program,
+    params: &'a Params,
+    running: bool,
+}
+
+/// A block workspace of [`WithQuadrature`]: the program's workspace and a buffer for `L`.
+pub struct QuadratureWorkspace {
+    inner: Workspace,
+    cost: Vec<f64>,
+    cost_grad: Vec<f64>,
+    no_grad: Vec<f64>,
+}
+
+impl<'a> WithQuadrature<'a> {
+    /// Wraps a model system; without running costs it adds no component.
+    pub fn new(program: &'a Program, params: &'a Params, data: &'a Dataset) -> Self {
+        let labels: &[f64] = data.labels.as_deref().unwrap_or(&[]);
+        WithQuadrature {
+            inner: ModelSystem::new(program, params, &data.inputs, labels),
+            program,
+            params,
+            running: program.cost_kinds().contains(&CostKind::Running),
+        }
+    }
+
+    fn state_dim(&self) -> usize {
+        self.program.dim()
+    }
+}
+
+impl System for WithQuadrature<'_> {
+    type Workspace = QuadratureWorkspace;
+
+    fn workspace(&self, samples: Range<usize>) -> QuadratureWorkspace {
+        let width = samples.len();
+        let dim = self.state_dim();
+        QuadratureWorkspace {
+            inner: self.inner.workspace(samples),
+            cost: vec![0.0; width],
+            cost_grad: vec![0.0; (1 + dim) * width],
+            no_grad: vec![0.0; self.program.layout().total],
+        }
+    }
+
+    fn dim(&self) -> usize {
+        self.state_dim() + usize::from(self.running)
+    }
+
+    fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
+        let n = self.state_dim() * t.len();
+        self.inner.rhs(t, &y[..n], &mut dy[..n], &mut ws.inner);
+        if self.running {
+            self.program.cost(
+                CostKind::Running,
+                self.params,
+                t,
+                &y[..n],
+                &mut ws.cost,
+                &mut ws.inner,
+            );
+            dy[n..].copy_from_slice(&ws.cost[..t.len()]);
+        }
+    }
+
+    fn jacobian(&self, t: f64, y: &[f64], jac: &mut [f64], ws: &mut QuadratureWorkspace) {
+        let dim = self.state_dim();
+        if !self.running {
+            self.inner.jacobian(t, y, jac, &mut ws.inner);
+            return;
+        }
+        // The quadrature component depends on nothing's value but feeds nothing back: its row
+        // is ∂L/∂x and its column is zero.
+        let full = dim + 1;
+        let mut inner = vec![0.0; dim * dim];
+        self.inner.jacobian(t, &y[..dim], &mut inner, &mut ws.inner);
+        for i in 0..dim {
+            jac[i * full..i * full + dim].copy_from_slice(&inner[i * dim..(i + 1) * dim]);
+            jac[i * full + dim] = 0.0;
+        }
+        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
+        self.program.cost_grad(
+            CostKind::Running,
+            self.params,
+            &[t],
+            &y[..dim],
+            &mut ws.cost_grad[..1 + dim],
+            &mut ws.no_grad,
+            &mut ws.inner,
+        );
+        jac[dim * full..dim * full + dim].copy_from_slice(&ws.cost_grad[1..1 + dim]);
+        jac[dim * full + dim] = 0.0;
+    }
+
+    fn breakpoints(&self) -> Vec<f64> {
+        self.inner.breakpoints()
+    }
+
+    fn lm_coefficient(&self, t: f64) -> f64 {
+        self.inner.lm_coefficient(t)
+    }
+
+    fn is_autonomous(&self) -> bool {
+        self.inner.is_autonomous()
+    }
+}
+
+/// What a simulation of one data set gives.
+#[derive(Clone, Debug)]
+pub struct Simulation {
+    /// The solution of the states (quadrature components removed), `[save][sample][component]`.
+    pub solution: solve::Solution,
+    /// Mean of each declared cost kind over the samples (penalty added once), in the order the
+    /// program lists them.
+    pub costs: Vec<(CostKind, f64)>,
+    /// `mean(terminal + running) + penalty`.
+    pub loss: f64,
+    /// Mean of each metric over the samples, in declaration order.
+    pub metrics: Vec<f64>,
+    /// Solver work.
+    pub stats: Stats,
+}
+
+/// Solves every sample of `data` (or the model's single trajectory when it has no inputs) and
+/// evaluates costs and metrics at the final time.
+pub fn simulate(
+    model: &ir::Model,
+    program: &Program,
+    params: &Params,
+    data: &Dataset,
+    save: Option<Vec<f64>>,
+) -> Result<Simulation, SolveError> {
+    let schedule = model
+        .schedule
+        .as_ref()
+        .expect("sema guarantees a schedule for a model with states");
+    let mut options = solver_options(model, schedule);
+    if let Some(save) = save {
+        options.save = save;
+    }
+    let n = data.n.max(1);
+    let dim = program.dim();
+    let system = WithQuadrature::new(program, params, data);
+    let full = system.dim();
+    // Initial states block by block, so per-sample inputs are bound as the solver binds them.
+    let mut y0 = vec![0.0; n * full];
+    let width = solve::BLOCK_WIDTH;
+    let mut start = 0;
+    while start < n {
+        let end = (start + width).min(n);
+        let mut ws = system.workspace(start..end);
+        let w = end - start;
+        let mut block = vec![0.0; dim * w];
+        program.init(params, &mut block, &mut ws.inner);
+        for s in 0..w {
+            for i in 0..dim {
+                y0[(start + s) * full + i] = block[i * w + s];
+            }
+        }
+        start = end;
+    }
+    let solution = solve::solve_batch(&system, &options, &y0, n)?;
+    let stats = solution.stats;
+    // Costs and metrics at the final time, block-wise over the samples.
+    let kinds = program.cost_kinds();
+    let mut sums: Vec<f64> = vec![0.0; kinds.len()];
+    let mut metric_sums = vec![0.0; program.metrics_len()];
+    let t1 = schedule.t1;
+    let mut start = 0;
+    while start < n {
+        let end = (start + width).min(n);
+        let w = end - start;
+        let mut ws = system.workspace(start..end);
+        let mut block = vec![0.0; dim * w];
+        for s in 0..w {
+            let y = solution.final_state(start + s);
+            for i in 0..dim {
+                block[i * w + s] = y[i];
+            }
+        }
+        let times = vec![t1; w];
+        let mut out = vec![0.0; w];
+        for (k, kind) in kinds.iter().enumerate() {
+            match kind {
+                CostKind::Running => {
+                    for s in 0..w {
+                        sums[k] += solution.final_state(start + s)[dim];
+                    }
+                }
+                CostKind::Terminal => {
+                    program.cost(*kind, params, &times, &block, &mut out, &mut ws.inner);
+                    sums[k] += out.iter().sum::<f64>();
+                }
+                CostKind::Penalty | CostKind::Observed => {}
+            }
+        }
+        let mut metrics = vec![0.0; program.metrics_len() * w];
+        program.metrics(params, &times, &block, &mut metrics, &mut ws.inner);
+        for (m, sum) in metric_sums.iter_mut().enumerate() {
+            *sum += metrics[m * w..(m + 1) * w].iter().sum::<f64>();
+        }
+        start = end;
+    }
+    let mut costs = Vec::new();
+    let mut loss = 0.0;
+    for (k, kind) in kinds.iter().enumerate() {
+        let value = match kind {
+            CostKind::Penalty => {
+                let mut ws = program.workspace(1);
+                program.penalty(params, None, &mut ws)
+            }
+            _ => sums[k] / n as f64,
+        };
+        loss += value;
+        costs.push((*kind, value));
+    }
+    let metrics = metric_sums.iter().map(|s| s / n as f64).collect();
+    Ok(Simulation {
+        solution,
+        costs,
+        loss,
+        metrics,
+        stats,
+    })
+}
+
+/// Evaluates every output at one time for one sample (`y` its state, the workspace bound to it).
+pub fn outputs(
+    program: &Program,
+    params: &Params,
+    t: f64,
+    y: &[f64],
+    out: &mut [f64],
+    ws: &mut QuadratureWorkspace,
+) {
+    program.outputs(params, &[t], y, out, &mut ws.inner);
+}

@@ -1,0 +1,137 @@
+//! `nodec run` end to end: accuracy against closed forms and `../shared/reference/`, the JSON
+//! contract, located run-time errors, atomic `--out`, and thread-count independence.
+
+use serde_json::Value;
+
+use crate::support::{nodec, root};
+
+fn run_json(args: &[&str]) -> Value {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    let out = nodec(&all);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("run prints JSON")
+}
+
+fn reference(name: &str) -> Value {
+    let path = root().join("../shared/reference").join(format!("{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("reference present")).unwrap()
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// x(t) = 2·exp(−t/2) at every save time, to 1e-9 relative (the model asks for rtol 1e-10).
+#[test]
+fn decay_matches_its_closed_form_at_every_save_time() {
+    let v = run_json(&["models/decay.node"]);
+    let t = numbers(&v["t"]);
+    let x = numbers(&v["states"]["x"]);
+    assert_eq!(t, (0..=8).map(|k| k as f64 * 0.5).collect::<Vec<_>>());
+    for (t, x) in t.iter().zip(&x) {
+        let exact = 2.0 * (-0.5 * t).exp();
+        assert!(((x - exact) / exact).abs() < 1e-9, "x({t}) = {x}, exact {exact}");
+    }
+    assert_eq!(v["final"]["x"].as_f64().unwrap(), *x.last().unwrap());
+}
+
+/// Final values within 1e-5 relative of the high-precision references, at each model's own
+/// tolerance (Lorenz is chaotic: 5th-order solvers at 1e-8 end 7e-7 to 5e-6 away).
+#[test]
+fn final_values_match_the_references() {
+    for (name, states) in [
+        ("lorenz", vec!["x", "y", "z"]),
+        ("vdp", vec!["x", "y"]),
+    ] {
+        let v = run_json(&[&format!("models/{name}.node")]);
+        let expected = numbers(&reference(name)["y_end"]);
+        for (state, want) in states.iter().zip(&expected) {
+            let got = v["final"][state].as_f64().unwrap();
+            assert!(((got - want) / want).abs() < 1e-5, "{name}.{state}: {got} vs {want}");
+        }
+    }
+    let expected = numbers(&reference("robertson")["y_end"]);
+    for method in ["rodas4", "bdf"] {
+        let text = std::fs::read_to_string(root().join("models/robertson.node")).unwrap();
+        let text = text.replace("rodas4(", &format!("{method}("));
+        let dir = root().join("target/run-tmp");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("robertson_{method}.node"));
+        std::fs::write(&path, text).unwrap();
+        let v = run_json(&[path.to_str().unwrap()]);
+        let got = numbers(&v["final"]["y"]);
+        for (g, w) in got.iter().zip(&expected) {
+            assert!(((g - w) / w).abs() < 1e-5, "robertson {method}: {got:?} vs {expected:?}");
+        }
+        for mass in numbers(&v["outputs"]["mass"]) {
+            assert!((mass - 1.0).abs() < 1e-9, "{method}: mass {mass}");
+        }
+    }
+}
+
+/// The same bits with one thread and with two, for a model with data and one without.
+#[test]
+fn output_is_bit_identical_for_any_thread_count() {
+    for model in ["models/circles_anode.node", "models/lorenz.node", "models/cnf_moons.node"] {
+        let run = |threads: &str| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
+                .args(["run", model, "--format", "json"])
+                .env("RAYON_NUM_THREADS", threads)
+                .current_dir(root())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let mut v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            // Wall times differ from run to run; everything else must not.
+            v["stats"]["compile_seconds"] = Value::Null;
+            v["stats"]["solve_seconds"] = Value::Null;
+            v
+        };
+        assert_eq!(run("1"), run("2"), "{model}");
+    }
+}
+
+/// A model with data reports loss, each cost and each metric.
+#[test]
+fn a_model_with_data_reports_loss_costs_and_metrics() {
+    let v = run_json(&["models/circles_anode.node", "--sample", "3"]);
+    assert_eq!(v["sample"], 3);
+    let costs = v["costs"].as_object().unwrap();
+    let keys: Vec<&String> = costs.keys().collect();
+    assert_eq!(keys, ["terminal", "running", "penalty"]);
+    let sum: f64 = costs.values().map(|c| c.as_f64().unwrap()).sum();
+    let loss = v["loss"].as_f64().unwrap();
+    assert!((sum - loss).abs() <= 1e-12 * loss.abs(), "loss {loss} is the sum of the costs {sum}");
+    let accuracy = v["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert_eq!(numbers(&v["states"]["x"][0]).len(), 3);
+}
+
+/// A blow-up is an error at the equation's line, never NaN printed as a result.
+#[test]
+fn a_blow_up_points_at_the_equation() {
+    let dir = root().join("target/run-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("blowup.node");
+    std::fs::write(&path, "state x = 1\ndx/dt = x^2\nschedule rk4(t = [0, 2], steps = 50)\n").unwrap();
+    let out = nodec(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("blowup.node:2:1: error: state x became infinite or NaN at t = "), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn out_writes_the_report_to_a_file() {
+    let dir = root().join("target/run-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("decay.csv");
+    let _ = std::fs::remove_file(&path);
+    let out = nodec(&["run", "models/decay.node", "--format", "csv", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("t,x\n0,2\n0.5,1.55760"), "{text}");
+}
