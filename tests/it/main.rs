@@ -1,6 +1,8 @@
 //! The integration-test binary: one module per area, driving the library façade or the real
 //! `nodec` binary.
 
+/// Compiled kernels against the interpreter, finite differences and each other.
+mod compile;
 /// `tests/bad/*.node`: each malformed model fails with diagnostics, snapshotted byte for byte.
 mod bad;
 /// Symbolic derivatives of every model against finite differences and each other.
