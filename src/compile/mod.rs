@@ -148,7 +148,15 @@ struct Blocks<'a> {
 impl Program {
     /// Compiles a prepared model (after [`ir::prepare`]). Never fails: `sema` checked limits.
     pub fn compile(model: &ir::Model) -> Program {
+        Program::compile_with(model, true)
+    }
+
+    /// [`Program::compile`] with fusion switched on or off. Without fusion every product is
+    /// its own instruction and sums are computed one row at a time: the plain tape, kept to
+    /// measure what fusion gains (`benches/kernels.rs`).
+    pub fn compile_with(model: &ir::Model, fuse: bool) -> Program {
         let mut b = Builder::new(model);
+        b.fuse = fuse;
         let d = &model.derivatives;
         let init: Vec<ir::ExprId> = model
             .states

@@ -206,6 +206,8 @@ pub(crate) struct Builder {
     /// Whether each node (original or new) is uniform.
     uniform: Vec<bool>,
     rows: Rows,
+    /// Inline products into sums and group rows (the default); off only to measure the gain.
+    pub(crate) fuse: bool,
 }
 
 fn var_is_uniform(v: Var) -> bool {
@@ -227,6 +229,7 @@ impl Builder {
             canon: Vec::with_capacity(n),
             uniform: Vec::with_capacity(n),
             rows: Rows::new(model),
+            fuse: true,
         };
         for i in 0..n {
             let is_uniform = match pool.node(ExprId(i as u32)) {
@@ -367,7 +370,12 @@ impl Builder {
         // A varying product can be inlined into its consumers when each of them is a varying
         // sum (it becomes a term) or a reduction root, and it is no lane root.
         let mut inline_ok: Vec<bool> = (0..n)
-            .map(|i| needed[i] && !self.uniform[i] && self.pattern(ExprId(i as u32)).is_some())
+            .map(|i| {
+                self.fuse
+                    && needed[i]
+                    && !self.uniform[i]
+                    && self.pattern(ExprId(i as u32)).is_some()
+            })
             .collect();
         for r in &lane_roots {
             inline_ok[r.index()] = false;
@@ -495,7 +503,11 @@ impl Builder {
                 Node::Add(ref terms) => {
                     // Every sum with this key reads the same lanes as this one, the first in id
                     // order, so all are ready now.
-                    let members = groups[&key_of(terms)].clone();
+                    let members = if self.fuse {
+                        groups[&key_of(terms)].clone()
+                    } else {
+                        vec![id]
+                    };
                     let dst = k.n_regs as u32;
                     let mut shape: Vec<Shape> = Vec::with_capacity(terms.len());
                     let mut slots = 0u32;
@@ -623,12 +635,6 @@ impl Builder {
 
 // ------------------------------------------------------------------------------------ running
 
-/// Samples per chunk of a linear combination: 4 rows × 4 samples of accumulators fit the 16
-/// SSE registers; with AVX the compiler uses half as many.
-const CHUNK: usize = 4;
-/// Rows of a linear combination computed together, reusing each loaded source chunk.
-const ROWS: usize = 4;
-
 /// The lane sources of one call: banks other than the registers, the block width and the lane
 /// range being computed.
 #[derive(Clone, Copy)]
@@ -641,16 +647,6 @@ pub(crate) struct Lanes<'a> {
 
 impl<'a> Lanes<'a> {
     #[inline(always)]
-    fn at(&self, s: Src, pos: usize) -> &'a [f64] {
-        let start = s.row as usize * self.width + pos;
-        &self.banks[s.bank as usize][start..]
-    }
-
-    #[inline(always)]
-    fn chunk<const C: usize>(&self, s: Src, pos: usize) -> &'a [f64; C] {
-        self.at(s, pos)[..C].try_into().expect("chunk in range")
-    }
-
     fn lane(&self, s: Src) -> &'a [f64] {
         let start = s.row as usize * self.width;
         &self.banks[s.bank as usize][start + self.lo..start + self.hi]
@@ -813,77 +809,28 @@ fn binary(
     }
 }
 
-/// Rows of a linear combination, in blocks of up to [`ROWS`] rows.
+/// Rows of a linear combination. Each row accumulates its terms in its destination lane, which
+/// stays in L1: the loop over samples is innermost and vectorizes, and a source lane is
+/// resolved (and bounds-checked) once per term rather than once per chunk of samples. This is
+/// the loop nest a hand-written blocked kernel uses, and it measured faster than keeping 4×4
+/// accumulators in registers, whose per-chunk source look-ups cost more than they save.
 fn lin(l: &Lanes<'_>, shape: &[Shape], table: &[f64], coefs: usize, dst: &mut [f64]) {
     let w = l.width;
-    let rows = dst.len() / w;
-    let mut r0 = 0;
-    while r0 < rows {
-        let r = ROWS.min(rows - r0);
-        let t = &table[r0 * coefs..(r0 + r) * coefs];
-        let d = &mut dst[r0 * w..(r0 + r) * w];
-        match r {
-            4 => lin_rows::<4>(l, shape, t, coefs, d),
-            3 => lin_rows::<3>(l, shape, t, coefs, d),
-            2 => lin_rows::<2>(l, shape, t, coefs, d),
-            _ => lin_rows::<1>(l, shape, t, coefs, d),
+    for (r, row) in dst.chunks_exact_mut(w).enumerate() {
+        let d = &mut row[l.lo..l.hi];
+        let c = &table[r * coefs..(r + 1) * coefs];
+        let Some((first, rest)) = shape.split_first() else {
+            continue;
+        };
+        lin_term::<true>(l, first, c, d);
+        for t in rest {
+            lin_term::<false>(l, t, c, d);
         }
-        r0 += r;
     }
 }
 
 #[inline(always)]
-fn lin_rows<const R: usize>(
-    l: &Lanes<'_>,
-    shape: &[Shape],
-    table: &[f64],
-    coefs: usize,
-    dst: &mut [f64],
-) {
-    let mut s = l.lo;
-    while s + CHUNK <= l.hi {
-        lin_chunk::<R, CHUNK>(l, shape, table, coefs, dst, s);
-        s += CHUNK;
-    }
-    while s < l.hi {
-        lin_chunk::<R, 1>(l, shape, table, coefs, dst, s);
-        s += 1;
-    }
-}
-
-/// `C` samples from `s` of `R` rows: accumulators stay in registers over all terms.
-#[inline(always)]
-fn lin_chunk<const R: usize, const C: usize>(
-    l: &Lanes<'_>,
-    shape: &[Shape],
-    table: &[f64],
-    coefs: usize,
-    dst: &mut [f64],
-    s: usize,
-) {
-    let mut acc = [[0.0f64; C]; R];
-    let Some((first, rest)) = shape.split_first() else {
-        return;
-    };
-    term::<R, C, true>(l, first, table, coefs, s, &mut acc);
-    for t in rest {
-        term::<R, C, false>(l, t, table, coefs, s, &mut acc);
-    }
-    let w = l.width;
-    for (r, a) in acc.iter().enumerate() {
-        dst[r * w + s..r * w + s + C].copy_from_slice(a);
-    }
-}
-
-#[inline(always)]
-fn term<const R: usize, const C: usize, const FIRST: bool>(
-    l: &Lanes<'_>,
-    t: &Shape,
-    table: &[f64],
-    coefs: usize,
-    s: usize,
-    acc: &mut [[f64; C]; R],
-) {
+fn lin_term<const FIRST: bool>(l: &Lanes<'_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
     #[inline(always)]
     fn put<const FIRST: bool>(acc: &mut f64, v: f64) {
         if FIRST {
@@ -892,51 +839,32 @@ fn term<const R: usize, const C: usize, const FIRST: bool>(
             *acc += v;
         }
     }
-    let coef = |r: usize| table[r * coefs + t.slot as usize];
     match t.kind {
         Kind::L => {
-            let a = l.chunk::<C>(t.a, s);
-            for row in acc.iter_mut() {
-                for k in 0..C {
-                    put::<FIRST>(&mut row[k], a[k]);
-                }
-            }
+            let a = l.lane(t.a);
+            d.iter_mut().zip(a).for_each(|(d, &a)| put::<FIRST>(d, a));
         }
         Kind::U => {
-            for (r, row) in acc.iter_mut().enumerate() {
-                let c = coef(r);
-                for v in row.iter_mut() {
-                    put::<FIRST>(v, c);
-                }
-            }
+            let c = coefs[t.slot as usize];
+            d.iter_mut().for_each(|d| put::<FIRST>(d, c));
         }
         Kind::CL => {
-            let a = l.chunk::<C>(t.a, s);
-            for (r, row) in acc.iter_mut().enumerate() {
-                let c = coef(r);
-                for k in 0..C {
-                    put::<FIRST>(&mut row[k], c * a[k]);
-                }
-            }
+            let c = coefs[t.slot as usize];
+            let a = l.lane(t.a);
+            d.iter_mut().zip(a).for_each(|(d, &a)| put::<FIRST>(d, c * a));
         }
         Kind::LL => {
-            let a = l.chunk::<C>(t.a, s);
-            let b = l.chunk::<C>(t.b, s);
-            for row in acc.iter_mut() {
-                for k in 0..C {
-                    put::<FIRST>(&mut row[k], a[k] * b[k]);
-                }
-            }
+            let (a, b) = (l.lane(t.a), l.lane(t.b));
+            d.iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(d, (&a, &b))| put::<FIRST>(d, a * b));
         }
         Kind::CLL => {
-            let a = l.chunk::<C>(t.a, s);
-            let b = l.chunk::<C>(t.b, s);
-            for (r, row) in acc.iter_mut().enumerate() {
-                let c = coef(r);
-                for k in 0..C {
-                    put::<FIRST>(&mut row[k], (c * a[k]) * b[k]);
-                }
-            }
+            let c = coefs[t.slot as usize];
+            let (a, b) = (l.lane(t.a), l.lane(t.b));
+            d.iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(d, (&a, &b))| put::<FIRST>(d, (c * a) * b));
         }
     }
 }
@@ -947,55 +875,48 @@ fn term<const R: usize, const C: usize, const FIRST: bool>(
 fn reduce(l: &Lanes<'_>, u: &[f64], r: &Reduce) -> f64 {
     let c = u.get(r.coef as usize).copied().unwrap_or(0.0);
     let t = r.shape;
-    let value = |s: usize| -> f64 {
-        match t.kind {
-            Kind::L => l.at(t.a, s)[0],
-            Kind::U => c,
-            Kind::CL => c * l.at(t.a, s)[0],
-            Kind::LL => l.at(t.a, s)[0] * l.at(t.b, s)[0],
-            Kind::CLL => (c * l.at(t.a, s)[0]) * l.at(t.b, s)[0],
-        }
-    };
-    let mut acc = [0.0f64; 4];
-    let mut s = l.lo;
-    macro_rules! chunks {
-        ($f:expr) => {
-            while s + 4 <= l.hi {
-                let v: [f64; 4] = $f(s);
-                for k in 0..4 {
-                    acc[k] += v[k];
-                }
-                s += 4;
-            }
-        };
-    }
+    let n = l.hi - l.lo;
     match t.kind {
-        Kind::L => chunks!(|s| *l.chunk::<4>(t.a, s)),
-        Kind::U => chunks!(|_| [c; 4]),
-        Kind::CL => chunks!(|s| {
-            let a = l.chunk::<4>(t.a, s);
-            [c * a[0], c * a[1], c * a[2], c * a[3]]
-        }),
-        Kind::LL => chunks!(|s| {
-            let a = l.chunk::<4>(t.a, s);
-            let b = l.chunk::<4>(t.b, s);
-            [a[0] * b[0], a[1] * b[1], a[2] * b[2], a[3] * b[3]]
-        }),
-        Kind::CLL => chunks!(|s| {
-            let a = l.chunk::<4>(t.a, s);
-            let b = l.chunk::<4>(t.b, s);
-            [
-                (c * a[0]) * b[0],
-                (c * a[1]) * b[1],
-                (c * a[2]) * b[2],
-                (c * a[3]) * b[3],
-            ]
-        }),
+        Kind::L => sum4(l.lane(t.a), |a| a),
+        // A uniform term (rare: a gradient that reads no lane) is added once per sample.
+        Kind::U => (0..n).fold(0.0, |acc, _| acc + c),
+        Kind::CL => sum4(l.lane(t.a), |a| c * a),
+        Kind::LL => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| a * b),
+        Kind::CLL => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| (c * a) * b),
+    }
+}
+
+#[inline(always)]
+fn sum4(a: &[f64], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let chunks = a.chunks_exact(4);
+    let tail = chunks.remainder();
+    for ch in chunks {
+        for k in 0..4 {
+            acc[k] += f(ch[k]);
+        }
     }
     let mut total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    while s < l.hi {
-        total += value(s);
-        s += 1;
+    for &x in tail {
+        total += f(x);
+    }
+    total
+}
+
+#[inline(always)]
+fn sum4_2(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let full = n / 4 * 4;
+    for (x, y) in a[..full].chunks_exact(4).zip(b[..full].chunks_exact(4)) {
+        for k in 0..4 {
+            acc[k] += f(x[k], y[k]);
+        }
+    }
+    let mut total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (&x, &y) in a[full..].iter().zip(&b[full..]) {
+        total += f(x, y);
     }
     total
 }
