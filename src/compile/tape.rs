@@ -822,23 +822,78 @@ fn lin(l: &Lanes<'_>, shape: &[Shape], table: &[f64], coefs: usize, dst: &mut [f
         let Some((first, rest)) = shape.split_first() else {
             continue;
         };
-        lin_term::<true>(l, first, c, d);
-        for t in rest {
-            lin_term::<false>(l, t, c, d);
+        // The solvers' block width gets loops of known length: fully unrolled, no remainder.
+        if let Ok(d) = <&mut [f64; 32]>::try_from(&mut *d) {
+            lin_term::<true, 32>(l, first, c, d);
+            for t in rest {
+                lin_term::<false, 32>(l, t, c, d);
+            }
+        } else {
+            lin_term_any::<true>(l, first, c, d);
+            for t in rest {
+                lin_term_any::<false>(l, t, c, d);
+            }
         }
     }
 }
 
 #[inline(always)]
-fn lin_term<const FIRST: bool>(l: &Lanes<'_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
-    #[inline(always)]
-    fn put<const FIRST: bool>(acc: &mut f64, v: f64) {
-        if FIRST {
-            *acc = v;
-        } else {
-            *acc += v;
+fn put<const FIRST: bool>(acc: &mut f64, v: f64) {
+    if FIRST {
+        *acc = v;
+    } else {
+        *acc += v;
+    }
+}
+
+/// One term of a linear combination on exactly `N` lanes.
+#[inline(always)]
+fn lin_term<const FIRST: bool, const N: usize>(
+    l: &Lanes<'_>,
+    t: &Shape,
+    coefs: &[f64],
+    d: &mut [f64; N],
+) {
+    let lane = |s: Src| -> &[f64; N] { l.lane(s).try_into().expect("lane of the block width") };
+    match t.kind {
+        Kind::L => {
+            let a = lane(t.a);
+            for k in 0..N {
+                put::<FIRST>(&mut d[k], a[k]);
+            }
+        }
+        Kind::U => {
+            let c = coefs[t.slot as usize];
+            for v in d.iter_mut() {
+                put::<FIRST>(v, c);
+            }
+        }
+        Kind::CL => {
+            let c = coefs[t.slot as usize];
+            let a = lane(t.a);
+            for k in 0..N {
+                put::<FIRST>(&mut d[k], c * a[k]);
+            }
+        }
+        Kind::LL => {
+            let (a, b) = (lane(t.a), lane(t.b));
+            for k in 0..N {
+                put::<FIRST>(&mut d[k], a[k] * b[k]);
+            }
+        }
+        Kind::CLL => {
+            let c = coefs[t.slot as usize];
+            let (a, b) = (lane(t.a), lane(t.b));
+            for k in 0..N {
+                put::<FIRST>(&mut d[k], (c * a[k]) * b[k]);
+            }
         }
     }
+}
+
+/// One term of a linear combination on any number of lanes.
+#[inline(always)]
+fn lin_term_any<const FIRST: bool>(l: &Lanes<'_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
     match t.kind {
         Kind::L => {
             let a = l.lane(t.a);
