@@ -49,7 +49,8 @@ fn blocks(dim: usize, seed: u64) -> Vec<Vec<f64>> {
             for s in 0..BLOCK {
                 for j in 0..dim {
                     let n = ((b * BLOCK + s) * dim + j) as f64;
-                    y[j * BLOCK + s] = 2.0 * (0.618_033_988_749_894_9 * n + 0.5 + seed as f64).sin();
+                    y[j * BLOCK + s] =
+                        2.0 * (0.618_033_988_749_894_9 * n + 0.5 + seed as f64).sin();
                 }
             }
             y
@@ -210,7 +211,10 @@ impl Field {
 
 fn bench_field(c: &mut Criterion, d: usize) {
     let m = model(&field_text(d));
-    let w1 = weights(H * d, 1).iter().map(|w| w * 1.5 / (d as f64).sqrt()).collect();
+    let w1 = weights(H * d, 1)
+        .iter()
+        .map(|w| w * 1.5 / (d as f64).sqrt())
+        .collect();
     let b1 = weights(H, 2);
     let w2 = weights(d * H, 3).iter().map(|w| w * 0.25).collect();
     let b2 = weights(d, 4);
@@ -238,13 +242,22 @@ fn bench_field(c: &mut Criterion, d: usize) {
         let mut hand = vec![0.0; d * BLOCK];
         field.eval(&ys[0], &mut hand, &mut sc);
         program.rhs(&params, &t, &ys[0], &mut out, &mut ws);
-        let err = hand.iter().zip(&out).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        let err = hand
+            .iter()
+            .zip(&out)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
         assert!(err < 1e-12, "evaluation differs by {err}");
         let mut hand_g = vec![0.0; grad.len()];
         field.vjp(&ys[0], &ws_[0], &mut hand, &mut hand_g, &mut sc);
         program.vjp(&params, &t, &ys[0], &ws_[0], &mut out, &mut grad, &mut ws);
-        let err = hand.iter().zip(&out).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-        let gerr = hand_g.iter().zip(&grad).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        let err = hand
+            .iter()
+            .zip(&out)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        let gerr = hand_g
+            .iter()
+            .zip(&grad)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
         assert!(err < 1e-11 && gerr < 1e-11, "vjp differs by {err}, {gerr}");
     }
 

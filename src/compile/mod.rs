@@ -41,8 +41,8 @@ enum K {
     InitVjpParam,
     Metrics,
     Outputs,
-    LmK,
-    LmKParam,
+    LmCoef,
+    LmCoefParam,
 }
 
 const FIXED_KERNELS: usize = 14;
@@ -188,8 +188,8 @@ impl Program {
         kernels[K::InitVjpParam as usize] = b.kernel(&[], &d.init_vjp_param);
         kernels[K::Metrics as usize] = b.kernel(&metrics, &[]);
         kernels[K::Outputs as usize] = b.kernel(&outputs, &[]);
-        kernels[K::LmK as usize] = b.kernel(&lm_k, &[]);
-        kernels[K::LmKParam as usize] = b.kernel(&[], &d.lm_k_param);
+        kernels[K::LmCoef as usize] = b.kernel(&lm_k, &[]);
+        kernels[K::LmCoefParam as usize] = b.kernel(&[], &d.lm_k_param);
         let mut costs = Vec::new();
         for c in &d.costs {
             let mut lanes = vec![c.value];
@@ -669,10 +669,7 @@ impl Program {
     }
 
     fn cost_kernels(&self, kind: CostKind) -> Option<(usize, usize)> {
-        self.costs
-            .iter()
-            .find(|c| c.0 == kind)
-            .map(|c| (c.1, c.2))
+        self.costs.iter().find(|c| c.0 == kind).map(|c| (c.1, c.2))
     }
 
     /// Per-sample values of the costs of `kind` summed (`out` of length `width`); `false` if
@@ -771,7 +768,7 @@ impl Program {
             return 0.0;
         }
         let mut value = [0.0; 1];
-        self.scalar(K::LmK as usize, params, t, &mut value, None, ws);
+        self.scalar(K::LmCoef as usize, params, t, &mut value, None, ws);
         value[0]
     }
 
@@ -784,7 +781,7 @@ impl Program {
         ws: &mut Workspace,
     ) {
         if self.has_lm_k {
-            self.scalar(K::LmKParam as usize, params, t, &mut [], Some(grad), ws);
+            self.scalar(K::LmCoefParam as usize, params, t, &mut [], Some(grad), ws);
         }
     }
 

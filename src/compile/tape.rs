@@ -56,15 +56,15 @@ enum Opd {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kind {
     /// `a`
-    L,
+    Lane,
     /// `c`
-    U,
+    Uni,
     /// `c·a`
-    CL,
+    Scaled,
     /// `a·b`
-    LL,
+    Prod,
     /// `(c·a)·b`
-    CLL,
+    ScaledProd,
 }
 
 /// A term without its coefficient: the part shared by the rows of a group.
@@ -217,6 +217,10 @@ fn var_is_uniform(v: Var) -> bool {
 impl Builder {
     /// Canonicalizes `model`'s pool: exact rewrites for primal nodes, reassociation of
     /// derivative-only products (module docs).
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "ids index several tables that grow as nodes are interned"
+    )]
     pub(crate) fn new(model: &ir::Model) -> Builder {
         let mut pool = model.pool.clone();
         let n = pool.len();
@@ -279,7 +283,10 @@ impl Builder {
     /// products become `c · fold(varying factors by descending id)`.
     fn product(&mut self, factors: &[ExprId], exact: bool) -> ExprId {
         if exact {
-            let lead = factors.iter().take_while(|f| self.uniform[f.index()]).count();
+            let lead = factors
+                .iter()
+                .take_while(|f| self.uniform[f.index()])
+                .count();
             if lead >= 2 {
                 let c = self.intern(Node::Mul(factors[..lead].into()));
                 let mut rest = vec![c];
@@ -337,12 +344,12 @@ impl Builder {
         };
         let u = |x: &ExprId| self.uniform[x.index()];
         match f.as_ref() {
-            [c, a] if u(c) && !u(a) => Some((Kind::CL, Some(*c), *a, None)),
-            [a, c] if u(c) && !u(a) => Some((Kind::CL, Some(*c), *a, None)),
-            [a, b] if !u(a) && !u(b) => Some((Kind::LL, None, *a, Some(*b))),
+            [c, a] if u(c) && !u(a) => Some((Kind::Scaled, Some(*c), *a, None)),
+            [a, c] if u(c) && !u(a) => Some((Kind::Scaled, Some(*c), *a, None)),
+            [a, b] if !u(a) && !u(b) => Some((Kind::Prod, None, *a, Some(*b))),
             // (a·c)·b = (c·a)·b exactly: multiplication commutes.
             [c, a, b] | [a, c, b] if u(c) && !u(a) && !u(b) => {
-                Some((Kind::CLL, Some(*c), *a, Some(*b)))
+                Some((Kind::ScaledProd, Some(*c), *a, Some(*b)))
             }
             _ => None,
         }
@@ -350,6 +357,10 @@ impl Builder {
 
     /// Compiles a kernel for `lane_roots` (written as rows of an output block) and
     /// `reduce_roots` (summed over the lanes into a gradient vector).
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "node ids index several per-node tables at once"
+    )]
     pub(crate) fn kernel(&mut self, lane_roots: &[ExprId], reduce_roots: &[ExprId]) -> Kernel {
         let lane_roots: Vec<ExprId> = lane_roots.iter().map(|r| self.canon[r.index()]).collect();
         let reduce_roots: Vec<ExprId> =
@@ -390,9 +401,8 @@ impl Builder {
                 node.for_each_operand(|c| inline_ok[c.index()] = false);
             }
         }
-        let materialize = |i: usize| {
-            needed[i] && !self.uniform[i] && !is_leaf(&self.pool, i) && !inline_ok[i]
-        };
+        let materialize =
+            |i: usize| needed[i] && !self.uniform[i] && !is_leaf(&self.pool, i) && !inline_ok[i];
 
         let mut k = Kernel::default();
         // Uniform file: every needed uniform node, in id order.
@@ -407,16 +417,13 @@ impl Builder {
             uidx.insert(id, dst);
             match self.pool.node(id) {
                 Node::Const(bits) => k.leaves.push((dst, ULeaf::Const(f64::from_bits(*bits)))),
-                Node::Var(Var::Param { param, elem }) => k.leaves.push((
-                    dst,
-                    ULeaf::Param(self.rows.param[*param as usize] + elem),
-                )),
+                Node::Var(Var::Param { param, elem }) => k
+                    .leaves
+                    .push((dst, ULeaf::Param(self.rows.param[*param as usize] + elem))),
                 Node::Var(Var::ParamTangent { param, elem }) => {
                     k.reads_tangent = true;
-                    k.leaves.push((
-                        dst,
-                        ULeaf::Tangent(self.rows.param[*param as usize] + elem),
-                    ))
+                    k.leaves
+                        .push((dst, ULeaf::Tangent(self.rows.param[*param as usize] + elem)))
                 }
                 Node::Var(_) => unreachable!("varying leaf classified uniform"),
                 node => {
@@ -454,14 +461,14 @@ impl Builder {
                 slot: 0,
             };
             if self.uniform[c.index()] {
-                return (shape(Kind::U, none, none), Some(uidx[&c]));
+                return (shape(Kind::Uni, none, none), Some(uidx[&c]));
             }
             if inline_ok[c.index()] {
                 let (kind, coef, a, b) = self.pattern(c).expect("inlined products have a pattern");
                 let b = b.map_or(none, |b| lane(b, reg));
                 return (shape(kind, lane(a, reg), b), coef.map(|c| uidx[&c]));
             }
-            (shape(Kind::L, lane(c, reg), none), None)
+            (shape(Kind::Lane, lane(c, reg), none), None)
         };
 
         // Group sums by term structure: the kind of each term and the nodes it reads.
@@ -471,12 +478,12 @@ impl Builder {
                 .iter()
                 .map(|&c| {
                     if self.uniform[c.index()] {
-                        (Kind::U, None, None)
+                        (Kind::Uni, None, None)
                     } else if inline_ok[c.index()] {
                         let (kind, _, a, b) = self.pattern(c).expect("inlined products");
                         (kind, Some(a), b)
                     } else {
-                        (Kind::L, Some(c), None)
+                        (Kind::Lane, Some(c), None)
                     }
                 })
                 .collect()
@@ -626,9 +633,8 @@ impl Builder {
             });
         }
         k.n_reduce = reduce_roots.len();
-        k.reads_time = (0..n).any(|i| {
-            needed[i] && matches!(self.pool.node(ExprId(i as u32)), Node::Var(Var::Time))
-        });
+        k.reads_time = (0..n)
+            .any(|i| needed[i] && matches!(self.pool.node(ExprId(i as u32)), Node::Var(Var::Time)));
         k
     }
 }
@@ -727,10 +733,7 @@ impl Kernel {
                     binary(&l, u, ops[0], ops[1], dst, |x, y| x * y);
                     for op in &ops[2..] {
                         match *op {
-                            Opd::L(s) => dst
-                                .iter_mut()
-                                .zip(l.lane(s))
-                                .for_each(|(d, x)| *d *= x),
+                            Opd::L(s) => dst.iter_mut().zip(l.lane(s)).for_each(|(d, x)| *d *= x),
                             Opd::U(c) => {
                                 let c = u[c as usize];
                                 dst.iter_mut().for_each(|d| *d *= c)
@@ -740,9 +743,7 @@ impl Kernel {
                 }
                 Instr::Square { a, .. } => {
                     let dst = &mut above[l.lo..l.hi];
-                    dst.iter_mut()
-                        .zip(l.lane(*a))
-                        .for_each(|(d, x)| *d = x * x);
+                    dst.iter_mut().zip(l.lane(*a)).for_each(|(d, x)| *d = x * x);
                 }
                 Instr::Func { f, a, .. } => {
                     let dst = &mut above[l.lo..l.hi];
@@ -780,14 +781,7 @@ fn map(dst: &mut [f64], x: &[f64], f: impl Fn(f64) -> f64) {
 }
 
 #[inline(always)]
-fn binary(
-    l: &Lanes<'_>,
-    u: &[f64],
-    a: Opd,
-    b: Opd,
-    dst: &mut [f64],
-    f: impl Fn(f64, f64) -> f64,
-) {
+fn binary(l: &Lanes<'_>, u: &[f64], a: Opd, b: Opd, dst: &mut [f64], f: impl Fn(f64, f64) -> f64) {
     match (a, b) {
         (Opd::L(a), Opd::L(b)) => dst
             .iter_mut()
@@ -856,32 +850,32 @@ fn lin_term<const FIRST: bool, const N: usize>(
 ) {
     let lane = |s: Src| -> &[f64; N] { l.lane(s).try_into().expect("lane of the block width") };
     match t.kind {
-        Kind::L => {
+        Kind::Lane => {
             let a = lane(t.a);
             for k in 0..N {
                 put::<FIRST>(&mut d[k], a[k]);
             }
         }
-        Kind::U => {
+        Kind::Uni => {
             let c = coefs[t.slot as usize];
             for v in d.iter_mut() {
                 put::<FIRST>(v, c);
             }
         }
-        Kind::CL => {
+        Kind::Scaled => {
             let c = coefs[t.slot as usize];
             let a = lane(t.a);
             for k in 0..N {
                 put::<FIRST>(&mut d[k], c * a[k]);
             }
         }
-        Kind::LL => {
+        Kind::Prod => {
             let (a, b) = (lane(t.a), lane(t.b));
             for k in 0..N {
                 put::<FIRST>(&mut d[k], a[k] * b[k]);
             }
         }
-        Kind::CLL => {
+        Kind::ScaledProd => {
             let c = coefs[t.slot as usize];
             let (a, b) = (lane(t.a), lane(t.b));
             for k in 0..N {
@@ -895,26 +889,28 @@ fn lin_term<const FIRST: bool, const N: usize>(
 #[inline(always)]
 fn lin_term_any<const FIRST: bool>(l: &Lanes<'_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
     match t.kind {
-        Kind::L => {
+        Kind::Lane => {
             let a = l.lane(t.a);
             d.iter_mut().zip(a).for_each(|(d, &a)| put::<FIRST>(d, a));
         }
-        Kind::U => {
+        Kind::Uni => {
             let c = coefs[t.slot as usize];
             d.iter_mut().for_each(|d| put::<FIRST>(d, c));
         }
-        Kind::CL => {
+        Kind::Scaled => {
             let c = coefs[t.slot as usize];
             let a = l.lane(t.a);
-            d.iter_mut().zip(a).for_each(|(d, &a)| put::<FIRST>(d, c * a));
+            d.iter_mut()
+                .zip(a)
+                .for_each(|(d, &a)| put::<FIRST>(d, c * a));
         }
-        Kind::LL => {
+        Kind::Prod => {
             let (a, b) = (l.lane(t.a), l.lane(t.b));
             d.iter_mut()
                 .zip(a.iter().zip(b))
                 .for_each(|(d, (&a, &b))| put::<FIRST>(d, a * b));
         }
-        Kind::CLL => {
+        Kind::ScaledProd => {
             let c = coefs[t.slot as usize];
             let (a, b) = (l.lane(t.a), l.lane(t.b));
             d.iter_mut()
@@ -932,12 +928,12 @@ fn reduce(l: &Lanes<'_>, u: &[f64], r: &Reduce) -> f64 {
     let t = r.shape;
     let n = l.hi - l.lo;
     match t.kind {
-        Kind::L => sum4(l.lane(t.a), |a| a),
+        Kind::Lane => sum4(l.lane(t.a), |a| a),
         // A uniform term (rare: a gradient that reads no lane) is added once per sample.
-        Kind::U => (0..n).fold(0.0, |acc, _| acc + c),
-        Kind::CL => sum4(l.lane(t.a), |a| c * a),
-        Kind::LL => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| a * b),
-        Kind::CLL => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| (c * a) * b),
+        Kind::Uni => (0..n).fold(0.0, |acc, _| acc + c),
+        Kind::Scaled => sum4(l.lane(t.a), |a| c * a),
+        Kind::Prod => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| a * b),
+        Kind::ScaledProd => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| (c * a) * b),
     }
 }
 

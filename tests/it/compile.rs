@@ -80,7 +80,13 @@ fn block(model: &Model, program: &Program, width: usize, rng: &mut Lcg) -> Block
         w: rng.fill(dim * width, -1.0, 1.0),
         inputs: rng.fill(program.input_len() * width, -1.0, 1.0),
         labels: (0..program.label_len() * width)
-            .map(|_| if rng.uniform(0.0, 1.0) < 0.5 { 0.0 } else { 1.0 })
+            .map(|_| {
+                if rng.uniform(0.0, 1.0) < 0.5 {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
             .collect(),
         observed: rng.fill(program.observed_len() * width, -1.0, 1.0),
         params: Params::from_values(values),
@@ -463,8 +469,7 @@ fn derivatives_agree_with_finite_differences_and_each_other() {
                 w: column(&b.w, width, s),
                 inputs: b.inputs[s * program.input_len()..(s + 1) * program.input_len()].to_vec(),
                 labels: b.labels[s * program.label_len()..(s + 1) * program.label_len()].to_vec(),
-                observed: b.observed
-                    [s * program.observed_len()..(s + 1) * program.observed_len()]
+                observed: b.observed[s * program.observed_len()..(s + 1) * program.observed_len()]
                     .to_vec(),
                 ..clone_block(&b)
             };
@@ -578,7 +583,12 @@ fn knot_params_interpolate_and_their_vjp_scatters_to_the_neighbours() {
     };
     for s in 0..width {
         let want = (a_at(t[s]) * y[s]).tanh() + 0.5 * y[s];
-        assert!((dy[s] - want).abs() <= 1e-14, "t = {}: {} vs {want}", t[s], dy[s]);
+        assert!(
+            (dy[s] - want).abs() <= 1e-14,
+            "t = {}: {} vs {want}",
+            t[s],
+            dy[s]
+        );
     }
     // VJP against central differences in each stored value (knots and the constant).
     let w = vec![1.0; width];
@@ -594,7 +604,11 @@ fn knot_params_interpolate_and_their_vjp_scatters_to_the_neighbours() {
             out.iter().sum::<f64>()
         };
         let fd = (f(1.0) - f(-1.0)) / (2.0 * h);
-        assert!((fd - grad[j]).abs() <= 1e-7 * (1.0 + fd.abs()), "θ[{j}]: {} vs {fd}", grad[j]);
+        assert!(
+            (fd - grad[j]).abs() <= 1e-7 * (1.0 + fd.abs()),
+            "θ[{j}]: {} vs {fd}",
+            grad[j]
+        );
     }
 }
 
@@ -649,4 +663,145 @@ fn programs_and_workspaces_cross_threads() {
     send_sync::<Params>();
     send_sync::<ModelSystem<'static>>();
     send::<Workspace>();
+}
+
+mod properties {
+    //! Random expression DAGs: compiled values equal interpreted ones bit for bit when no
+    //! vectorized function (`tanh`, `exp`, `sigmoid`) is involved, since primal nodes are
+    //! computed in the interpreter's order.
+
+    use nodec::compile::{Params, Program};
+    use nodec::diag::Span;
+    use nodec::ir::{
+        CmpOp, ExprId, Func, Model, Output, Param, ParamInit, ParamTime, Point, Pool, Shape, State,
+        Var,
+    };
+    use proptest::prelude::*;
+
+    type Step = (u8, u16, u16, u16);
+
+    /// Functions computed exactly like the interpreter (the vectorized three are excluded).
+    const FUNCS: [Func; 9] = [
+        Func::Sin,
+        Func::Cos,
+        Func::Tan,
+        Func::Log,
+        Func::Sqrt,
+        Func::Abs,
+        Func::Relu,
+        Func::Softplus,
+        Func::Sign,
+    ];
+
+    fn build(p: &mut Pool, steps: &[Step]) -> Vec<ExprId> {
+        let mut nodes: Vec<ExprId> = (0..3)
+            .map(|elem| p.var(Var::State { state: 0, elem }))
+            .collect();
+        nodes.push(p.var(Var::Time));
+        nodes.push(p.var(Var::Param { param: 0, elem: 0 }));
+        nodes.push(p.var(Var::Param { param: 0, elem: 1 }));
+        nodes.push(p.constant(0.5));
+        for &(op, a, b, c) in steps {
+            let pick = |i: u16| nodes[i as usize % nodes.len()];
+            let (a, b, c) = (pick(a), pick(b), pick(c));
+            let e = match op % 14 {
+                0 => p.add(a, b),
+                1 => p.sub(a, b),
+                2 => p.mul(a, b),
+                3 => p.div(a, b),
+                4 => p.neg(a),
+                5 => {
+                    let two = p.constant(2.0);
+                    p.pow(a, two)
+                }
+                6 => p.pow(a, b),
+                7 => p.min(a, b),
+                8 => p.max(a, b),
+                9 => p.cmp(CmpOp::Lt, a, b),
+                10 => p.sum(&[a, b, c]),
+                11 => p.product(&[a, b, c]),
+                12 => {
+                    let k = p.constant(-1.5);
+                    p.product(&[k, a, b])
+                }
+                _ => p.func(FUNCS[b.index() % FUNCS.len()], a),
+            };
+            nodes.push(e);
+        }
+        nodes
+    }
+
+    fn model(steps: &[Step]) -> Model {
+        let mut m = Model::default();
+        m.params.push(Param {
+            name: "k".to_string(),
+            shape: Shape::Vector(2),
+            time: ParamTime::Constant,
+            init: ParamInit::Values(vec![0.0, 0.0]),
+            span: Span::default(),
+        });
+        let nodes = build(&mut m.pool, steps);
+        let n = nodes.len();
+        let one = m.pool.constant(1.0);
+        m.states.push(State {
+            name: "s".to_string(),
+            shape: Shape::Vector(3),
+            init: vec![one; 3],
+            rhs: nodes[n - 3..].to_vec(),
+            span: Span::default(),
+            equation_span: Span::default(),
+        });
+        m.outputs.push(Output {
+            name: "o".to_string(),
+            shape: Shape::Vector(n),
+            value: nodes,
+            span: Span::default(),
+        });
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn compiled_equals_interpreted(
+            steps in prop::collection::vec((any::<u8>(), any::<u16>(), any::<u16>(), any::<u16>()), 1..14),
+            samples in prop::collection::vec(prop::array::uniform4(-2.0..2.0f64), 5),
+            k in prop::array::uniform2(-1.0..1.0f64),
+            fuse in any::<bool>(),
+        ) {
+            let m = nodec::prepare(model(&steps));
+            let program = Program::compile_with(&m, fuse);
+            let params = Params::from_values(k.to_vec());
+            let width = samples.len();
+            let mut ws = program.workspace(width);
+            let mut y = vec![0.0; 3 * width];
+            let mut t = vec![0.0; width];
+            for (s, v) in samples.iter().enumerate() {
+                for i in 0..3 {
+                    y[i * width + s] = v[i];
+                }
+                t[s] = v[3];
+            }
+            let roots = &m.outputs[0].value;
+            let mut out = vec![0.0; roots.len() * width];
+            program.outputs(&params, &t, &y, &mut out, &mut ws);
+            for (s, v) in samples.iter().enumerate() {
+                let at = Point {
+                    t: v[3],
+                    states: vec![v[..3].to_vec()],
+                    params: vec![k.to_vec()],
+                    ..Point::default()
+                };
+                let want = at.eval(&m.pool, roots);
+                for (i, w) in want.iter().enumerate() {
+                    let got = out[i * width + s];
+                    prop_assert!(
+                        got.to_bits() == w.to_bits() || (got.is_nan() && w.is_nan()),
+                        "node {}: compiled {} vs interpreted {}", i, got, w
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,10 +1,10 @@
 //! The integration-test binary: one module per area, driving the library façade or the real
 //! `nodec` binary.
 
-/// Compiled kernels against the interpreter, finite differences and each other.
-mod compile;
 /// `tests/bad/*.node`: each malformed model fails with diagnostics, snapshotted byte for byte.
 mod bad;
+/// Compiled kernels against the interpreter, finite differences and each other.
+mod compile;
 /// Symbolic derivatives of every model against finite differences and each other.
 mod derivatives;
 /// Property tests: no input makes `check` panic.
