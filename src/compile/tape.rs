@@ -765,7 +765,12 @@ impl Kernel {
         for &(row, o) in &self.outputs {
             let dst = &mut out[row as usize * w + l.lo..row as usize * w + l.hi];
             match o {
-                Opd::L(s) => dst.copy_from_slice(l.lane(s)),
+                // A fixed-size copy is inlined; a slice copy calls `memmove`, which costs as
+                // much as a small instruction.
+                Opd::L(s) => match <&mut [f64; 32]>::try_from(&mut *dst) {
+                    Ok(d) => *d = l.lane(s).try_into().expect("lane of the block width"),
+                    Err(_) => dst.copy_from_slice(l.lane(s)),
+                },
                 Opd::U(c) => dst.fill(u[c as usize]),
             }
         }
