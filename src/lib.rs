@@ -6,6 +6,7 @@
 //! [`diag`] (spans and diagnostics) sits below everything; [`cli`] owns all IO.
 
 pub mod cli;
+pub mod compile;
 pub mod data;
 pub mod diag;
 pub mod ir;

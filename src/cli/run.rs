@@ -78,12 +78,15 @@ pub fn load(
         let text = match std::fs::read_to_string(params_path) {
             Ok(text) => text,
             Err(e) => {
-                out.stderr.push_str(&format!("{params_path}: error: cannot read the parameter file: {e}\n"));
+                out.stderr.push_str(&format!(
+                    "{params_path}: error: cannot read the parameter file: {e}\n"
+                ));
                 return None;
             }
         };
         if let Err(message) = load_params(&text, &model, &program, &mut params) {
-            out.stderr.push_str(&format!("{params_path}: error: {message}\n"));
+            out.stderr
+                .push_str(&format!("{params_path}: error: {message}\n"));
             return None;
         }
     }
@@ -100,7 +103,12 @@ pub fn load(
 
 /// Loads `{PARAM: value}` (number or row-major list, per-layer copies outermost), checking
 /// names and sizes. Parameters not named keep their values.
-pub fn load_params(text: &str, model: &ir::Model, program: &Program, params: &mut Params) -> Result<(), String> {
+pub fn load_params(
+    text: &str,
+    model: &ir::Model,
+    program: &Program,
+    params: &mut Params,
+) -> Result<(), String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let object = value
@@ -112,15 +120,25 @@ pub fn load_params(text: &str, model: &ir::Model, program: &Program, params: &mu
             let names: Vec<&str> = layout.entries.iter().map(|e| e.name.as_str()).collect();
             let hint = crate::diag::suggest(name, names.iter().copied())
                 .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
-            return Err(format!("the model `{}` has no param `{name}`{hint}", model.name));
+            return Err(format!(
+                "the model `{}` has no param `{name}`{hint}",
+                model.name
+            ));
         };
         let numbers: Vec<f64> = match v {
             serde_json::Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN)],
             serde_json::Value::Array(items) => items
                 .iter()
-                .map(|x| x.as_f64().ok_or(format!("param `{name}` holds a value that is not a number")))
+                .map(|x| {
+                    x.as_f64()
+                        .ok_or(format!("param `{name}` holds a value that is not a number"))
+                })
                 .collect::<Result<_, _>>()?,
-            _ => return Err(format!("param `{name}` must be a number or a list of numbers")),
+            _ => {
+                return Err(format!(
+                    "param `{name}` must be a number or a list of numbers"
+                ))
+            }
         };
         let want = entry.len() * entry.copies;
         if numbers.len() != want {
@@ -129,7 +147,11 @@ pub fn load_params(text: &str, model: &ir::Model, program: &Program, params: &mu
                 numbers.len(),
                 if numbers.len() == 1 { "" } else { "s" },
                 entry.shape,
-                if entry.copies > 1 { format!(" × {} copies", entry.copies) } else { String::new() }
+                if entry.copies > 1 {
+                    format!(" × {} copies", entry.copies)
+                } else {
+                    String::new()
+                }
             ));
         }
         if numbers.iter().any(|x| !x.is_finite()) {
@@ -141,7 +163,11 @@ pub fn load_params(text: &str, model: &ir::Model, program: &Program, params: &mu
 }
 
 /// Generates or reads every data block; CSV paths are relative to the model file.
-fn load_data(file: &SourceFile, model: &ir::Model, out: &mut Output) -> Option<Vec<(String, Dataset)>> {
+fn load_data(
+    file: &SourceFile,
+    model: &ir::Model,
+    out: &mut Output,
+) -> Option<Vec<(String, Dataset)>> {
     let input_shapes: Vec<Shape> = model.inputs.iter().map(|i| i.shape).collect();
     let mut blocks = Vec::new();
     for block in &model.data {
@@ -154,7 +180,10 @@ fn load_data(file: &SourceFile, model: &ir::Model, out: &mut Output) -> Option<V
                 match std::fs::read_to_string(&path) {
                     Ok(text) => data::parse_csv(&text, &block.source, &shown),
                     Err(e) => {
-                        let d = Diagnostic::error(block.span, format!("cannot read data file `{shown}`: {e}"));
+                        let d = Diagnostic::error(
+                            block.span,
+                            format!("cannot read data file `{shown}`: {e}"),
+                        );
                         out.stderr.push_str(&d.render(file));
                         return None;
                     }
@@ -225,12 +254,20 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
         ),
         other => (schedule_span, format!("the solver rejected its options: {other:?}"), "check the schedule's arguments"),
     };
-    Diagnostic::error(span, message).with_help(help).render(&loaded.file)
+    Diagnostic::error(span, message)
+        .with_help(help)
+        .render(&loaded.file)
 }
 
 /// `nodec run`.
 pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
-    let Some(loaded) = load(&args.file, &args.overrides, args.seed, args.params.as_deref(), out) else {
+    let Some(loaded) = load(
+        &args.file,
+        &args.overrides,
+        args.seed,
+        args.params.as_deref(),
+        out,
+    ) else {
         return 1;
     };
     let model = &loaded.model;
@@ -247,7 +284,11 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
             return 1;
         }
         // Only the first block's trajectories are reported; the others need just the final time.
-        let save = if first.is_none() { None } else { model.schedule.as_ref().map(|s| vec![s.t1]) };
+        let save = if first.is_none() {
+            None
+        } else {
+            model.schedule.as_ref().map(|s| vec![s.t1])
+        };
         let sim = match simulate::simulate(model, &loaded.program, &loaded.params, dataset, save) {
             Ok(sim) => sim,
             Err(e) => {
@@ -260,8 +301,17 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
                 name: name.clone(),
                 samples: dataset.n,
                 loss: sim.loss,
-                costs: sim.costs.iter().map(|(k, v)| (k.name().to_string(), *v)).collect(),
-                metrics: model.metrics.iter().map(|m| m.name.clone()).zip(sim.metrics.iter().copied()).collect(),
+                costs: sim
+                    .costs
+                    .iter()
+                    .map(|(k, v)| (k.name().to_string(), *v))
+                    .collect(),
+                metrics: model
+                    .metrics
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .zip(sim.metrics.iter().copied())
+                    .collect(),
             });
         }
         if first.is_none() {
@@ -273,7 +323,10 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
     let sample = if has_data { args.sample } else { 0 };
     let report = build_report(&loaded, &sim, sample, has_data, summaries, solve_seconds);
     if let Some(bad) = non_finite(&report) {
-        out.stderr.push_str(&format!("{}: error: {bad} is not finite; refusing to print it as a result\n", args.file));
+        out.stderr.push_str(&format!(
+            "{}: error: {bad} is not finite; refusing to print it as a result\n",
+            args.file
+        ));
         return 1;
     }
     let text = match args.format {
@@ -284,7 +337,8 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
     match &args.out {
         Some(path) => {
             if let Err(e) = write_atomic(Path::new(path), text.as_bytes()) {
-                out.stderr.push_str(&format!("{path}: error: cannot write the report: {e}\n"));
+                out.stderr
+                    .push_str(&format!("{path}: error: cannot write the report: {e}\n"));
                 return 1;
             }
         }
@@ -308,7 +362,9 @@ fn build_report(
         match shape {
             Shape::Scalar => vec![name.to_string()],
             Shape::Vector(n) => (0..n).map(|i| format!("{name}[{i}]")).collect(),
-            Shape::Matrix(m, n) => (0..m * n).map(|k| format!("{name}[{}, {}]", k / n, k % n)).collect(),
+            Shape::Matrix(m, n) => (0..m * n)
+                .map(|k| format!("{name}[{}, {}]", k / n, k % n))
+                .collect(),
         }
     };
     let states = model

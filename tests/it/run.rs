@@ -10,17 +10,27 @@ fn run_json(args: &[&str]) -> Value {
     all.extend_from_slice(args);
     all.extend_from_slice(&["--format", "json"]);
     let out = nodec(&all);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("run prints JSON")
 }
 
 fn reference(name: &str) -> Value {
-    let path = root().join("../shared/reference").join(format!("{name}.json"));
+    let path = root()
+        .join("../shared/reference")
+        .join(format!("{name}.json"));
     serde_json::from_str(&std::fs::read_to_string(path).expect("reference present")).unwrap()
 }
 
 fn numbers(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 /// x(t) = 2·exp(−t/2) at every save time, to 1e-9 relative (the model asks for rtol 1e-10).
@@ -32,7 +42,10 @@ fn decay_matches_its_closed_form_at_every_save_time() {
     assert_eq!(t, (0..=8).map(|k| k as f64 * 0.5).collect::<Vec<_>>());
     for (t, x) in t.iter().zip(&x) {
         let exact = 2.0 * (-0.5 * t).exp();
-        assert!(((x - exact) / exact).abs() < 1e-9, "x({t}) = {x}, exact {exact}");
+        assert!(
+            ((x - exact) / exact).abs() < 1e-9,
+            "x({t}) = {x}, exact {exact}"
+        );
     }
     assert_eq!(v["final"]["x"].as_f64().unwrap(), *x.last().unwrap());
 }
@@ -41,15 +54,15 @@ fn decay_matches_its_closed_form_at_every_save_time() {
 /// tolerance (Lorenz is chaotic: 5th-order solvers at 1e-8 end 7e-7 to 5e-6 away).
 #[test]
 fn final_values_match_the_references() {
-    for (name, states) in [
-        ("lorenz", vec!["x", "y", "z"]),
-        ("vdp", vec!["x", "y"]),
-    ] {
+    for (name, states) in [("lorenz", vec!["x", "y", "z"]), ("vdp", vec!["x", "y"])] {
         let v = run_json(&[&format!("models/{name}.node")]);
         let expected = numbers(&reference(name)["y_end"]);
         for (state, want) in states.iter().zip(&expected) {
             let got = v["final"][state].as_f64().unwrap();
-            assert!(((got - want) / want).abs() < 1e-5, "{name}.{state}: {got} vs {want}");
+            assert!(
+                ((got - want) / want).abs() < 1e-5,
+                "{name}.{state}: {got} vs {want}"
+            );
         }
     }
     let expected = numbers(&reference("robertson")["y_end"]);
@@ -63,7 +76,10 @@ fn final_values_match_the_references() {
         let v = run_json(&[path.to_str().unwrap()]);
         let got = numbers(&v["final"]["y"]);
         for (g, w) in got.iter().zip(&expected) {
-            assert!(((g - w) / w).abs() < 1e-5, "robertson {method}: {got:?} vs {expected:?}");
+            assert!(
+                ((g - w) / w).abs() < 1e-5,
+                "robertson {method}: {got:?} vs {expected:?}"
+            );
         }
         for mass in numbers(&v["outputs"]["mass"]) {
             assert!((mass - 1.0).abs() < 1e-9, "{method}: mass {mass}");
@@ -74,7 +90,11 @@ fn final_values_match_the_references() {
 /// The same bits with one thread and with two, for a model with data and one without.
 #[test]
 fn output_is_bit_identical_for_any_thread_count() {
-    for model in ["models/circles_anode.node", "models/lorenz.node", "models/cnf_moons.node"] {
+    for model in [
+        "models/circles_anode.node",
+        "models/lorenz.node",
+        "models/cnf_moons.node",
+    ] {
         let run = |threads: &str| {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
                 .args(["run", model, "--format", "json"])
@@ -103,7 +123,10 @@ fn a_model_with_data_reports_loss_costs_and_metrics() {
     assert_eq!(keys, ["terminal", "running", "penalty"]);
     let sum: f64 = costs.values().map(|c| c.as_f64().unwrap()).sum();
     let loss = v["loss"].as_f64().unwrap();
-    assert!((sum - loss).abs() <= 1e-12 * loss.abs(), "loss {loss} is the sum of the costs {sum}");
+    assert!(
+        (sum - loss).abs() <= 1e-12 * loss.abs(),
+        "loss {loss} is the sum of the costs {sum}"
+    );
     let accuracy = v["metrics"]["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy));
     assert_eq!(numbers(&v["states"]["x"][0]).len(), 3);
@@ -115,11 +138,18 @@ fn a_blow_up_points_at_the_equation() {
     let dir = root().join("target/run-tmp");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("blowup.node");
-    std::fs::write(&path, "state x = 1\ndx/dt = x^2\nschedule rk4(t = [0, 2], steps = 50)\n").unwrap();
+    std::fs::write(
+        &path,
+        "state x = 1\ndx/dt = x^2\nschedule rk4(t = [0, 2], steps = 50)\n",
+    )
+    .unwrap();
     let out = nodec(&["run", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("blowup.node:2:1: error: state x became infinite or NaN at t = "), "{stderr}");
+    assert!(
+        stderr.contains("blowup.node:2:1: error: state x became infinite or NaN at t = "),
+        "{stderr}"
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -129,7 +159,14 @@ fn out_writes_the_report_to_a_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("decay.csv");
     let _ = std::fs::remove_file(&path);
-    let out = nodec(&["run", "models/decay.node", "--format", "csv", "--out", path.to_str().unwrap()]);
+    let out = nodec(&[
+        "run",
+        "models/decay.node",
+        "--format",
+        "csv",
+        "--out",
+        path.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     assert!(out.stdout.is_empty());
     let text = std::fs::read_to_string(&path).unwrap();

@@ -1,0 +1,830 @@
+//! `compile`: the prepared IR as fast batched kernels.
+//!
+//! [`Program::compile`] turns a prepared [`ir::Model`] into kernels that evaluate, for a block of
+//! samples at once (component-major, `y[i * width + s]`), the state equations, their Jacobian
+//! products, the initial state, costs, metrics and outputs. Parameters are shared by a block
+//! ([`Params`], layout in [`ParamLayout`]); states, directions, inputs and labels are per sample.
+//! Scratch space lives in a [`Workspace`] created once per block and thread; the hot path never
+//! allocates, walks the IR or hashes. [`ModelSystem`] presents a program to the solvers.
+//!
+//! Derivatives come from the symbolic JVP/VJP IR of `ir::prepare`, compiled like any other
+//! expression (see `tape` for how products are reassociated so that the VJP shares work the way
+//! a reverse sweep would). The dense Jacobian is one JVP call on a block of `dim` lanes whose
+//! tangents are the unit vectors, so it equals the stacked JVPs exactly.
+
+mod math;
+mod params;
+mod system;
+mod tape;
+#[cfg(test)]
+mod tests;
+
+pub use math::{exp, sigmoid, tanh};
+pub use params::{ParamEntry, ParamLayout, Params, Piece};
+pub use system::ModelSystem;
+
+use crate::ir::{self, CostKind};
+use tape::{Builder, Kernel, Lanes, BANKS};
+
+/// Which kernel; index into [`Program::kernels`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum K {
+    Rhs,
+    Init,
+    JvpState,
+    JvpParam,
+    VjpState,
+    Vjp,
+    VjpParam,
+    RhsTime,
+    InitJvpParam,
+    InitVjpParam,
+    Metrics,
+    Outputs,
+    LmCoef,
+    LmCoefParam,
+}
+
+const FIXED_KERNELS: usize = 14;
+
+/// The compiled model: kernels for every entry point, the parameter layout and the shapes of
+/// the blocks they read and write. `Send + Sync`; all mutable state is in a [`Workspace`].
+#[derive(Clone, Debug)]
+pub struct Program {
+    kernels: Vec<Kernel>,
+    /// One kernel per declared cost kind: values then state gradients as lanes, parameter
+    /// gradients reduced; and one with the value alone.
+    costs: Vec<(CostKind, usize, usize)>,
+    layout: ParamLayout,
+    dim: usize,
+    input_len: usize,
+    labels: usize,
+    observed_len: usize,
+    metrics_len: usize,
+    outputs_len: usize,
+    t0: f64,
+    t1: f64,
+    has_lm_k: bool,
+}
+
+/// Per-kernel cache of the uniform file: valid while the parameters' generation and the piece
+/// of time are the ones it was filled for.
+#[derive(Clone, Debug, Default)]
+struct UniformCache {
+    key: Option<(u64, u64)>,
+    u: Vec<f64>,
+}
+
+/// Scratch space for one block of `width` samples: lane registers, the block's bound inputs,
+/// labels and observations (component-major), resolved parameters and per-kernel uniforms.
+/// Create it once per block and thread with [`Program::workspace`].
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    width: usize,
+    regs: Vec<f64>,
+    inputs: Vec<f64>,
+    labels: Vec<f64>,
+    observed: Vec<f64>,
+    times: Vec<f64>,
+    theta: Vec<f64>,
+    tangent: Vec<f64>,
+    reduced: Vec<f64>,
+    caches: Vec<UniformCache>,
+    jacobian: Option<Box<JacobianScratch>>,
+}
+
+#[derive(Clone, Debug)]
+struct JacobianScratch {
+    ws: Workspace,
+    y: Vec<f64>,
+    v: Vec<f64>,
+    out: Vec<f64>,
+}
+
+impl Workspace {
+    /// The block width.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Binds the block's inputs from sample-major rows (`rows[s * input_len + i]`).
+    pub fn bind_inputs(&mut self, rows: &[f64]) {
+        to_soa(rows, &mut self.inputs, self.width);
+    }
+
+    /// Binds the block's labels from sample-major rows (`rows[s * labels + l]`).
+    pub fn bind_labels(&mut self, rows: &[f64]) {
+        to_soa(rows, &mut self.labels, self.width);
+    }
+
+    /// Binds the block's observed values from sample-major rows.
+    pub fn bind_observed(&mut self, rows: &[f64]) {
+        to_soa(rows, &mut self.observed, self.width);
+    }
+}
+
+/// Sample-major rows into a component-major block of `width` samples (`dst.len() / width`
+/// components); missing samples are left as they were.
+fn to_soa(rows: &[f64], dst: &mut [f64], width: usize) {
+    let dim = dst.len() / width.max(1);
+    if dim == 0 {
+        return;
+    }
+    for (s, row) in rows.chunks_exact(dim).take(width).enumerate() {
+        for (i, &x) in row.iter().enumerate() {
+            dst[i * width + s] = x;
+        }
+    }
+}
+
+/// The state-like blocks a kernel reads besides the bound data.
+#[derive(Clone, Copy, Default)]
+struct Blocks<'a> {
+    y: &'a [f64],
+    v: &'a [f64],
+    w: &'a [f64],
+}
+
+impl Program {
+    /// Compiles a prepared model (after [`ir::prepare`]). Never fails: `sema` checked limits.
+    pub fn compile(model: &ir::Model) -> Program {
+        Program::compile_with(model, true)
+    }
+
+    /// [`Program::compile`] with fusion switched on or off. Without fusion every product is
+    /// its own instruction and sums are computed one row at a time: the plain tape, kept to
+    /// measure what fusion gains (`benches/kernels.rs`).
+    pub fn compile_with(model: &ir::Model, fuse: bool) -> Program {
+        let mut b = Builder::new(model);
+        b.fuse = fuse;
+        let d = &model.derivatives;
+        let init: Vec<ir::ExprId> = model
+            .states
+            .iter()
+            .flat_map(|s| s.init.iter().copied())
+            .collect();
+        let metrics: Vec<ir::ExprId> = model
+            .metrics
+            .iter()
+            .flat_map(|o| o.value.iter().copied())
+            .collect();
+        let outputs: Vec<ir::ExprId> = model
+            .outputs
+            .iter()
+            .flat_map(|o| o.value.iter().copied())
+            .collect();
+        let lm_k: Vec<ir::ExprId> = model.schedule.iter().filter_map(|s| s.lm_k).collect();
+        let mut kernels = vec![Kernel::default(); FIXED_KERNELS];
+        let rhs = model.rhs();
+        kernels[K::Rhs as usize] = b.kernel(&rhs, &[]);
+        kernels[K::Init as usize] = b.kernel(&init, &[]);
+        kernels[K::JvpState as usize] = b.kernel(&d.jvp_state, &[]);
+        kernels[K::JvpParam as usize] = b.kernel(&d.jvp_param, &[]);
+        kernels[K::VjpState as usize] = b.kernel(&d.vjp_state, &[]);
+        kernels[K::Vjp as usize] = b.kernel(&d.vjp_state, &d.vjp_param);
+        kernels[K::VjpParam as usize] = b.kernel(&[], &d.vjp_param);
+        kernels[K::RhsTime as usize] = b.kernel(&d.rhs_time, &[]);
+        kernels[K::InitJvpParam as usize] = b.kernel(&d.init_jvp_param, &[]);
+        kernels[K::InitVjpParam as usize] = b.kernel(&[], &d.init_vjp_param);
+        kernels[K::Metrics as usize] = b.kernel(&metrics, &[]);
+        kernels[K::Outputs as usize] = b.kernel(&outputs, &[]);
+        kernels[K::LmCoef as usize] = b.kernel(&lm_k, &[]);
+        kernels[K::LmCoefParam as usize] = b.kernel(&[], &d.lm_k_param);
+        let mut costs = Vec::new();
+        for c in &d.costs {
+            let mut lanes = vec![c.value];
+            lanes.extend_from_slice(&c.state);
+            let with_grad = kernels.len();
+            kernels.push(b.kernel(&lanes, &c.param));
+            kernels.push(b.kernel(&[c.value], &[]));
+            costs.push((c.kind, with_grad, with_grad + 1));
+        }
+        let (t0, t1) = model.schedule.as_ref().map_or((0.0, 1.0), |s| (s.t0, s.t1));
+        Program {
+            kernels,
+            costs,
+            layout: ParamLayout::new(model),
+            dim: model.state_len(),
+            input_len: model.inputs.iter().map(|i| i.shape.len()).sum(),
+            labels: model.labels.len(),
+            observed_len: model.observed.iter().map(|o| o.shape.len()).sum(),
+            metrics_len: metrics.len(),
+            outputs_len: outputs.len(),
+            t0,
+            t1,
+            has_lm_k: !lm_k.is_empty(),
+        }
+    }
+
+    /// Number of state components of one sample.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The parameter layout.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    /// Elements of one sample's inputs (all inputs concatenated).
+    pub fn input_len(&self) -> usize {
+        self.input_len
+    }
+
+    /// Number of labels per sample.
+    pub fn label_len(&self) -> usize {
+        self.labels
+    }
+
+    /// Elements of one sample's observed values.
+    pub fn observed_len(&self) -> usize {
+        self.observed_len
+    }
+
+    /// Elements of all metrics concatenated.
+    pub fn metrics_len(&self) -> usize {
+        self.metrics_len
+    }
+
+    /// Elements of all outputs concatenated.
+    pub fn outputs_len(&self) -> usize {
+        self.outputs_len
+    }
+
+    /// Start and end time of the schedule (`[0, 1]` without one).
+    pub fn span(&self) -> (f64, f64) {
+        (self.t0, self.t1)
+    }
+
+    /// Whether the model declares LM-ResNet's coefficient `k`.
+    pub fn has_lm_k(&self) -> bool {
+        self.has_lm_k
+    }
+
+    /// The cost kinds the model declares (terminal, running, penalty, observed order).
+    pub fn cost_kinds(&self) -> Vec<CostKind> {
+        self.costs.iter().map(|c| c.0).collect()
+    }
+
+    /// Times inside the span where `per layer` parameters switch layers (see
+    /// [`crate::solve::System::breakpoints`]).
+    pub fn breakpoints(&self) -> &[f64] {
+        &self.layout.layer_breaks
+    }
+
+    /// Whether the right-hand side reads `t` only through piecewise-constant parameters:
+    /// no explicit time and no knot interpolation.
+    pub fn is_autonomous(&self) -> bool {
+        !self.kernels[K::Rhs as usize].reads_time && !self.layout.has_knots()
+    }
+
+    /// A workspace for blocks of `width` samples (at least 1).
+    pub fn workspace(&self, width: usize) -> Workspace {
+        let width = width.max(1);
+        let regs = self.kernels.iter().map(|k| k.n_regs).max().unwrap_or(0);
+        let reduced = self.layout.view_len;
+        Workspace {
+            width,
+            regs: vec![0.0; regs * width],
+            inputs: vec![f64::NAN; self.input_len * width],
+            labels: vec![f64::NAN; self.labels * width],
+            observed: vec![f64::NAN; self.observed_len * width],
+            times: vec![0.0; width],
+            theta: vec![0.0; self.layout.view_len],
+            tangent: vec![0.0; self.layout.view_len],
+            reduced: vec![0.0; reduced],
+            caches: self
+                .kernels
+                .iter()
+                .map(|k| UniformCache {
+                    key: None,
+                    u: vec![0.0; k.n_uniform],
+                })
+                .collect(),
+            jacobian: None,
+        }
+    }
+
+    /// Runs kernel `k` over the whole block; samples whose times select different parameter
+    /// copies are run separately, each with its own copy.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        k: usize,
+        params: &Params,
+        t: &[f64],
+        blocks: Blocks<'_>,
+        tangent: Option<&[f64]>,
+        out: &mut [f64],
+        mut grad: Option<&mut [f64]>,
+        ws: &mut Workspace,
+    ) {
+        let kernel = &self.kernels[k];
+        let width = ws.width;
+        assert_eq!(t.len(), width, "one time per sample of the block");
+        let varying = self.layout.is_time_varying();
+        let mut lo = 0;
+        while lo < width {
+            let key = if varying {
+                self.layout.piece_key(t[lo])
+            } else {
+                0
+            };
+            let mut hi = lo + 1;
+            if varying {
+                while hi < width && self.layout.piece_key(t[hi]) == key {
+                    hi += 1;
+                }
+            } else {
+                hi = width;
+            }
+            let piece = self.layout.piece(t[lo]);
+            let Workspace {
+                regs,
+                inputs,
+                labels,
+                observed,
+                theta,
+                tangent: tangent_view,
+                reduced,
+                caches,
+                ..
+            } = ws;
+            let cache = &mut caches[k];
+            let want = (params.generation(), key);
+            if cache.key != Some(want) || kernel.reads_tangent {
+                self.layout.resolve(params.values(), piece, theta);
+                if let Some(u) = tangent {
+                    self.layout.resolve(u, piece, tangent_view);
+                }
+                kernel.prepare(theta, tangent_view, &mut cache.u);
+                cache.key = Some(want);
+            }
+            let mut banks: [&[f64]; BANKS] = [&[]; BANKS];
+            banks[tape::STATE as usize] = blocks.y;
+            banks[tape::STATE_TANGENT as usize] = blocks.v;
+            banks[tape::COTANGENT as usize] = blocks.w;
+            banks[tape::INPUT as usize] = inputs;
+            banks[tape::LABEL as usize] = labels;
+            banks[tape::OBSERVED as usize] = observed;
+            banks[tape::TIME as usize] = t;
+            let lanes = Lanes {
+                banks,
+                width,
+                lo,
+                hi,
+            };
+            let reduced = &mut reduced[..kernel.n_reduce];
+            reduced.fill(0.0);
+            kernel.run(&cache.u, regs, lanes, out, reduced);
+            if let Some(g) = grad.as_deref_mut() {
+                self.layout.scatter(reduced, piece, g);
+            }
+            lo = hi;
+        }
+    }
+
+    /// `dy = f(t, y)` for a block: `t[s]` per sample, `y` and `dy` of length `dim * width`.
+    pub fn rhs(&self, params: &Params, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut Workspace) {
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(K::Rhs as usize, params, t, blocks, None, dy, None, ws);
+    }
+
+    /// The initial states of the block from the parameters (in force at `t0`) and the bound
+    /// inputs.
+    pub fn init(&self, params: &Params, y0: &mut [f64], ws: &mut Workspace) {
+        self.with_time(self.t0, ws, |p, t, ws| {
+            p.run(
+                K::Init as usize,
+                params,
+                t,
+                Blocks::default(),
+                None,
+                y0,
+                None,
+                ws,
+            )
+        });
+    }
+
+    /// `out = ∂f/∂y · v` for a block (`v` like `y`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn jvp_state(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        v: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            v,
+            ..Blocks::default()
+        };
+        self.run(K::JvpState as usize, params, t, blocks, None, out, None, ws);
+    }
+
+    /// `out = ∂f/∂θ · u` for a block, `u` a direction in the full parameter layout (resolved at
+    /// each sample's time like the parameters).
+    #[allow(clippy::too_many_arguments)]
+    pub fn jvp_param(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        u: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(
+            K::JvpParam as usize,
+            params,
+            t,
+            blocks,
+            Some(u),
+            out,
+            None,
+            ws,
+        );
+    }
+
+    /// `out = wᵀ ∂f/∂y` for a block (`w` like `y`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn vjp_state(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            w,
+            ..Blocks::default()
+        };
+        self.run(K::VjpState as usize, params, t, blocks, None, out, None, ws);
+    }
+
+    /// `out = wᵀ ∂f/∂y` and `grad += Σ_s wᵀ ∂f/∂θ` (full parameter layout: into the layer in
+    /// force, or the two neighbouring knots), sharing the work of both.
+    #[allow(clippy::too_many_arguments)]
+    pub fn vjp(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            w,
+            ..Blocks::default()
+        };
+        self.run(
+            K::Vjp as usize,
+            params,
+            t,
+            blocks,
+            None,
+            out,
+            Some(grad),
+            ws,
+        );
+    }
+
+    /// `grad += Σ_s wᵀ ∂f/∂θ` over the block (full parameter layout).
+    pub fn vjp_param_accumulate(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        w: &[f64],
+        grad: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            w,
+            ..Blocks::default()
+        };
+        self.run(
+            K::VjpParam as usize,
+            params,
+            t,
+            blocks,
+            None,
+            &mut [],
+            Some(grad),
+            ws,
+        );
+    }
+
+    /// `out = ∂f/∂t` (explicit time dependence) for a block.
+    pub fn rhs_time(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(K::RhsTime as usize, params, t, blocks, None, out, None, ws);
+    }
+
+    /// `out = ∂y0/∂θ · u` for the block (inputs bound, parameters at `t0`).
+    pub fn init_jvp_param(&self, params: &Params, u: &[f64], out: &mut [f64], ws: &mut Workspace) {
+        self.with_time(self.t0, ws, |p, t, ws| {
+            p.run(
+                K::InitJvpParam as usize,
+                params,
+                t,
+                Blocks::default(),
+                Some(u),
+                out,
+                None,
+                ws,
+            )
+        });
+    }
+
+    /// `grad += Σ_s wᵀ ∂y0/∂θ` over the block (parameters at `t0`).
+    pub fn init_vjp_param_accumulate(
+        &self,
+        params: &Params,
+        w: &[f64],
+        grad: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            w,
+            ..Blocks::default()
+        };
+        self.with_time(self.t0, ws, |p, t, ws| {
+            p.run(
+                K::InitVjpParam as usize,
+                params,
+                t,
+                blocks,
+                None,
+                &mut [],
+                Some(grad),
+                ws,
+            )
+        });
+    }
+
+    /// The dense Jacobian `jac[i * dim + j] = ∂f_i/∂y_j` of sample `sample` of the block
+    /// (its inputs and labels are the bound ones), at state `y` (length `dim`). Computed as one
+    /// JVP over `dim` lanes whose tangents are the unit vectors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn jacobian(
+        &self,
+        params: &Params,
+        t: f64,
+        y: &[f64],
+        sample: usize,
+        jac: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let n = self.dim;
+        if n == 0 {
+            return;
+        }
+        let width = ws.width;
+        let scratch = ws.jacobian.get_or_insert_with(|| {
+            let mut v = vec![0.0; n * n];
+            for j in 0..n {
+                v[j * n + j] = 1.0;
+            }
+            Box::new(JacobianScratch {
+                ws: self.workspace(n),
+                y: vec![0.0; n * n],
+                v,
+                out: vec![0.0; n * n],
+            })
+        });
+        for (i, &yi) in y.iter().enumerate() {
+            scratch.y[i * n..(i + 1) * n].fill(yi);
+        }
+        let sub = &mut scratch.ws;
+        for (src, dst) in [
+            (&ws.inputs, &mut sub.inputs),
+            (&ws.labels, &mut sub.labels),
+            (&ws.observed, &mut sub.observed),
+        ] {
+            for (row, d) in src.chunks_exact(width).zip(dst.chunks_exact_mut(n)) {
+                d.fill(row[sample]);
+            }
+        }
+        sub.times.fill(t);
+        let times = std::mem::take(&mut sub.times);
+        let blocks = Blocks {
+            y: &scratch.y,
+            v: &scratch.v,
+            ..Blocks::default()
+        };
+        self.run(
+            K::JvpState as usize,
+            params,
+            &times,
+            blocks,
+            None,
+            &mut scratch.out,
+            None,
+            sub,
+        );
+        sub.times = times;
+        jac[..n * n].copy_from_slice(&scratch.out);
+    }
+
+    /// Runs `f` with a block of times all equal to `t` (the workspace's own buffer).
+    fn with_time(
+        &self,
+        t: f64,
+        ws: &mut Workspace,
+        f: impl FnOnce(&Program, &[f64], &mut Workspace),
+    ) {
+        let mut times = std::mem::take(&mut ws.times);
+        times.fill(t);
+        f(self, &times, ws);
+        ws.times = times;
+    }
+
+    fn cost_kernels(&self, kind: CostKind) -> Option<(usize, usize)> {
+        self.costs.iter().find(|c| c.0 == kind).map(|c| (c.1, c.2))
+    }
+
+    /// Per-sample values of the costs of `kind` summed (`out` of length `width`); `false` if
+    /// the model declares no such cost.
+    pub fn cost(
+        &self,
+        kind: CostKind,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) -> bool {
+        let Some((_, k)) = self.cost_kernels(kind) else {
+            return false;
+        };
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(k, params, t, blocks, None, out, None, ws);
+        true
+    }
+
+    /// The costs of `kind` and their gradients: `out` holds `1 + dim` rows of `width` (the
+    /// value, then `∂/∂y_j`), and `grad += Σ_s ∂/∂θ` (full layout). `false` without such costs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cost_grad(
+        &self,
+        kind: CostKind,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        out: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut Workspace,
+    ) -> bool {
+        let Some((k, _)) = self.cost_kernels(kind) else {
+            return false;
+        };
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(k, params, t, blocks, None, out, Some(grad), ws);
+        true
+    }
+
+    /// The penalty costs (parameters only, added once rather than per sample) with the
+    /// parameters in force at `t0`, adding their gradient into `grad` (full layout) if given.
+    /// 0 without penalty costs.
+    pub fn penalty(&self, params: &Params, grad: Option<&mut [f64]>, ws: &mut Workspace) -> f64 {
+        let Some((k, _)) = self.cost_kernels(CostKind::Penalty) else {
+            return 0.0;
+        };
+        let mut out = vec![0.0; 1 + self.dim];
+        self.scalar(k, params, self.t0, &mut out, grad, ws);
+        out[0]
+    }
+
+    /// All metrics concatenated, `metrics_len` rows of `width`.
+    pub fn metrics(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(K::Metrics as usize, params, t, blocks, None, out, None, ws);
+    }
+
+    /// All outputs concatenated, `outputs_len` rows of `width`.
+    pub fn outputs(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(K::Outputs as usize, params, t, blocks, None, out, None, ws);
+    }
+
+    /// LM-ResNet's coefficient `k` at `t` (0 without one).
+    pub fn lm_k(&self, params: &Params, t: f64, ws: &mut Workspace) -> f64 {
+        if !self.has_lm_k {
+            return 0.0;
+        }
+        let mut value = [0.0; 1];
+        self.scalar(K::LmCoef as usize, params, t, &mut value, None, ws);
+        value[0]
+    }
+
+    /// `grad += ∂k/∂θ` at `t` (full layout).
+    pub fn lm_k_grad_accumulate(
+        &self,
+        params: &Params,
+        t: f64,
+        grad: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        if self.has_lm_k {
+            self.scalar(K::LmCoefParam as usize, params, t, &mut [], Some(grad), ws);
+        }
+    }
+
+    /// Runs a kernel whose roots are uniform (they depend on parameters only) on one lane.
+    fn scalar(
+        &self,
+        k: usize,
+        params: &Params,
+        t: f64,
+        out: &mut [f64],
+        grad: Option<&mut [f64]>,
+        ws: &mut Workspace,
+    ) {
+        let kernel = &self.kernels[k];
+        let piece = self.layout.piece(t);
+        let Workspace {
+            regs,
+            theta,
+            reduced,
+            caches,
+            ..
+        } = ws;
+        let cache = &mut caches[k];
+        let want = (params.generation(), self.layout.piece_key(t));
+        if cache.key != Some(want) {
+            self.layout.resolve(params.values(), piece, theta);
+            kernel.prepare(theta, &[], &mut cache.u);
+            cache.key = Some(want);
+        }
+        let times = [t];
+        let mut banks: [&[f64]; BANKS] = [&[]; BANKS];
+        banks[tape::TIME as usize] = &times;
+        let lanes = Lanes {
+            banks,
+            width: 1,
+            lo: 0,
+            hi: 1,
+        };
+        let reduced = &mut reduced[..kernel.n_reduce];
+        reduced.fill(0.0);
+        kernel.run(&cache.u, regs, lanes, out, reduced);
+        if let Some(g) = grad {
+            self.layout.scatter(reduced, piece, g);
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Parameter storage, its flat layout, and the resolution of time-varying parameters.
+//!
+//! Layout of [`Params::values`] (and of every parameter gradient): parameters in declaration
+//! order; each parameter is a block of `copies × len` values, copies outermost, each copy
+//! row-major. A constant parameter has one copy, a `per layer` one has `layers` copies (layer 0
+//! first), an `on knots` one a copy per knot. This is the value convention of `--params` files
+//! and of `nodec grad` ("layers outermost").
+//!
+//! A kernel sees *one copy* of every parameter (`θ` of [`crate::ir::Derivatives`], indexed like
+//! [`crate::ir::Model::param_vars`]): the copies in force at a time `t`. [`ParamLayout::piece`]
+//! finds it: per-layer params take the layer whose piece `[b_k, b_{k+1})` holds `t`, knot
+//! params interpolate linearly between the two neighbouring knots (constant outside the knots).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ir::{self, ParamInit, ParamTime, Shape};
+
+/// Where one parameter lives in the flat storage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamEntry {
+    /// The declared name.
+    pub name: String,
+    /// The shape of one copy.
+    pub shape: Shape,
+    /// How the parameter varies in time.
+    pub time: ParamTime,
+    /// Number of copies (1, `layers`, or the number of knots).
+    pub copies: usize,
+    /// Offset of copy 0 in [`Params::values`].
+    pub offset: usize,
+    /// Offset of element 0 within one copy of all parameters (`θ`).
+    pub view_offset: usize,
+}
+
+impl ParamEntry {
+    /// Elements of one copy.
+    pub fn len(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Whether one copy has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The layout of all parameters, and the pieces of time that select their copies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamLayout {
+    /// One entry per parameter, in declaration order.
+    pub entries: Vec<ParamEntry>,
+    /// Length of [`Params::values`].
+    pub total: usize,
+    /// Length of one copy of every parameter (`θ`).
+    pub view_len: usize,
+    /// Boundaries between layers of `per layer` params, strictly increasing; empty without such
+    /// params. Layer `k` is in force on `[b_{k-1}, b_k)`.
+    pub layer_breaks: Vec<f64>,
+    /// Number of layers of `per layer` params (1 without them).
+    pub layers: usize,
+}
+
+/// How the copies in force at one time are combined: the layer, and for knot params the
+/// interval and weight.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Piece {
+    /// Layer index of `per layer` params.
+    pub layer: usize,
+    /// The time, for knot interpolation.
+    pub t: f64,
+}
+
+impl ParamLayout {
+    /// The layout of `model`'s parameters; `per layer` params get `schedule.layers` copies,
+    /// else `schedule.steps`, else 1.
+    pub fn new(model: &ir::Model) -> ParamLayout {
+        let layers = model
+            .schedule
+            .as_ref()
+            .and_then(|s| s.layers.or(s.steps))
+            .unwrap_or(1)
+            .max(1);
+        let mut entries = Vec::new();
+        let (mut offset, mut view_offset) = (0, 0);
+        let mut has_layers = false;
+        for p in &model.params {
+            let copies = match &p.time {
+                ParamTime::Constant => 1,
+                ParamTime::PerLayer => {
+                    has_layers = true;
+                    layers
+                }
+                ParamTime::Knots(k) => k.len().max(1),
+            };
+            entries.push(ParamEntry {
+                name: p.name.clone(),
+                shape: p.shape,
+                time: p.time.clone(),
+                copies,
+                offset,
+                view_offset,
+            });
+            offset += copies * p.shape.len();
+            view_offset += p.shape.len();
+        }
+        let mut layer_breaks = Vec::new();
+        if has_layers {
+            if let Some(s) = &model.schedule {
+                // The same arithmetic as the fixed-step grid `t0 + n h`, so that with
+                // `layers == steps` every breakpoint is exactly a grid point.
+                let h = (s.t1 - s.t0) / layers as f64;
+                layer_breaks = (1..layers).map(|k| s.t0 + k as f64 * h).collect();
+                layer_breaks.sort_by(f64::total_cmp);
+            }
+        }
+        ParamLayout {
+            entries,
+            total: offset,
+            view_len: view_offset,
+            layer_breaks,
+            layers: if has_layers { layers } else { 1 },
+        }
+    }
+
+    /// Whether any parameter varies in time.
+    pub fn is_time_varying(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| !matches!(e.time, ParamTime::Constant))
+    }
+
+    /// Whether any parameter is interpolated on knots.
+    pub fn has_knots(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.time, ParamTime::Knots(_)))
+    }
+
+    /// The layer of `per layer` params in force at `t`: the piece `[b_k, b_{k+1})` holding it.
+    pub fn layer_at(&self, t: f64) -> usize {
+        self.layer_breaks.partition_point(|&b| b <= t)
+    }
+
+    /// The piece in force at `t`.
+    pub fn piece(&self, t: f64) -> Piece {
+        Piece {
+            layer: self.layer_at(t),
+            t,
+        }
+    }
+
+    /// A key that is equal for two times exactly when they resolve to the same values.
+    pub(crate) fn piece_key(&self, t: f64) -> u64 {
+        if self.has_knots() {
+            t.to_bits()
+        } else if self.layer_breaks.is_empty() {
+            0
+        } else {
+            self.layer_at(t) as u64
+        }
+    }
+
+    /// For each copy that contributes at `piece`, its index and weight: one copy with weight 1,
+    /// or two neighbouring knots with weights `1 − λ` and `λ`.
+    pub fn weights(&self, entry: &ParamEntry, piece: Piece) -> [(usize, f64); 2] {
+        match &entry.time {
+            ParamTime::Constant => [(0, 1.0), (0, 0.0)],
+            ParamTime::PerLayer => [(piece.layer.min(entry.copies - 1), 1.0), (0, 0.0)],
+            ParamTime::Knots(knots) => knot_weights(knots, piece.t),
+        }
+    }
+
+    /// Writes one copy of every parameter (`θ`, length [`ParamLayout::view_len`]) in force at
+    /// `piece`, reading the full storage `values` (length [`ParamLayout::total`]).
+    pub fn resolve(&self, values: &[f64], piece: Piece, view: &mut [f64]) {
+        for e in &self.entries {
+            let n = e.len();
+            let dst = &mut view[e.view_offset..e.view_offset + n];
+            let [(i, wi), (j, wj)] = self.weights(e, piece);
+            let a = &values[e.offset + i * n..e.offset + (i + 1) * n];
+            if wj == 0.0 {
+                dst.copy_from_slice(a);
+            } else {
+                let b = &values[e.offset + j * n..e.offset + (j + 1) * n];
+                for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                    *d = wi * x + wj * y;
+                }
+            }
+        }
+    }
+
+    /// Adds a gradient with respect to one copy (`g`, length `view_len`) at `piece` into the
+    /// full gradient `grad` (length `total`): into the layer in force, or scattered to the two
+    /// neighbouring knots with the interpolation weights.
+    pub fn scatter(&self, g: &[f64], piece: Piece, grad: &mut [f64]) {
+        for e in &self.entries {
+            let n = e.len();
+            let src = &g[e.view_offset..e.view_offset + n];
+            for (c, w) in self.weights(e, piece) {
+                if w == 0.0 {
+                    continue;
+                }
+                let dst = &mut grad[e.offset + c * n..e.offset + (c + 1) * n];
+                if w == 1.0 {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += w * s);
+                }
+            }
+        }
+    }
+}
+
+/// Interpolation weights on sorted knots: constant outside, linear inside; a time exactly on
+/// a knot takes that knot with weight 1.
+fn knot_weights(knots: &[f64], t: f64) -> [(usize, f64); 2] {
+    let n = knots.len();
+    if n <= 1 || t <= knots[0] || t.is_nan() {
+        return [(0, 1.0), (0, 0.0)];
+    }
+    if t >= knots[n - 1] {
+        return [(n - 1, 1.0), (0, 0.0)];
+    }
+    let k = knots.partition_point(|&x| x <= t) - 1;
+    let lambda = (t - knots[k]) / (knots[k + 1] - knots[k]);
+    if lambda == 0.0 {
+        [(k, 1.0), (0, 0.0)]
+    } else {
+        [(k, 1.0 - lambda), (k + 1, lambda)]
+    }
+}
+
+/// Every parameter's values in the layout of [`ParamLayout`].
+///
+/// Each value carries a generation number, fresh on creation and on every mutable access, so
+/// that a workspace can keep the parameters it resolved until they change.
+#[derive(Debug)]
+pub struct Params {
+    values: Vec<f64>,
+    generation: u64,
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Clone for Params {
+    fn clone(&self) -> Self {
+        Params {
+            values: self.values.clone(),
+            generation: self.generation,
+        }
+    }
+}
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
+}
+
+impl Params {
+    /// Parameters with the given flat values (layout of [`ParamLayout`]).
+    pub fn from_values(values: Vec<f64>) -> Params {
+        Params {
+            values,
+            generation: next_generation(),
+        }
+    }
+
+    /// The initial values that the model states: `= EXPR` values repeated for every copy, and
+    /// zero for random initialisations (`~ normal`, `~ uniform`), which the seeded generator of a
+    /// later stage fills in.
+    pub fn initial(model: &ir::Model, layout: &ParamLayout) -> Params {
+        let mut values = vec![0.0; layout.total];
+        for (p, e) in model.params.iter().zip(&layout.entries) {
+            if let ParamInit::Values(v) = &p.init {
+                for c in 0..e.copies {
+                    let dst = &mut values[e.offset + c * e.len()..e.offset + (c + 1) * e.len()];
+                    if v.len() == dst.len() {
+                        dst.copy_from_slice(v);
+                    }
+                }
+            }
+        }
+        Params::from_values(values)
+    }
+
+    /// All values, flat.
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// All values, flat, for writing (gives the parameters a new generation).
+    pub fn values_mut(&mut self) -> &mut [f64] {
+        self.generation = next_generation();
+        &mut self.values
+    }
+
+    /// The values of the parameter `name` (all copies), if it exists.
+    pub fn get<'a>(&'a self, layout: &ParamLayout, name: &str) -> Option<&'a [f64]> {
+        let e = layout.entries.iter().find(|e| e.name == name)?;
+        Some(&self.values[e.offset..e.offset + e.copies * e.len()])
+    }
+
+    /// The values of the parameter `name` (all copies), for writing.
+    pub fn get_mut<'a>(&'a mut self, layout: &ParamLayout, name: &str) -> Option<&'a mut [f64]> {
+        let e = layout.entries.iter().find(|e| e.name == name)?;
+        self.generation = next_generation();
+        Some(&mut self.values[e.offset..e.offset + e.copies * e.len()])
+    }
+
+    /// Identifies these values: equal generations mean equal values.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knot_weights_interpolate_and_clamp() {
+        let k = [0.0, 0.5, 1.0];
+        assert_eq!(knot_weights(&k, -1.0), [(0, 1.0), (0, 0.0)]);
+        assert_eq!(knot_weights(&k, 0.5), [(1, 1.0), (0, 0.0)]);
+        assert_eq!(knot_weights(&k, 0.75), [(1, 0.5), (2, 0.5)]);
+        assert_eq!(knot_weights(&k, 2.0), [(2, 1.0), (0, 0.0)]);
+    }
+}

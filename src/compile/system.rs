@@ -1,0 +1,94 @@
+//! [`ModelSystem`]: a compiled program with its parameters and data, as the solvers see it.
+
+use std::ops::Range;
+
+use super::{Params, Program, Workspace};
+use crate::solve::System;
+
+/// A [`Program`] with parameters and a data set's per-sample inputs and labels, implementing
+/// [`System`]. Inputs and labels are sample-major (`inputs[s * input_len + i]`); the workspace
+/// of a block binds its samples' rows.
+#[derive(Clone, Debug)]
+pub struct ModelSystem<'a> {
+    /// The compiled model.
+    pub program: &'a Program,
+    /// Its parameters.
+    pub params: &'a Params,
+    /// Inputs of every sample, sample-major.
+    pub inputs: &'a [f64],
+    /// Labels of every sample, sample-major.
+    pub labels: &'a [f64],
+    /// LM-ResNet's `k` at the start of each layer (empty without `k`).
+    lm_k: Vec<f64>,
+}
+
+impl<'a> ModelSystem<'a> {
+    /// A system over `inputs` and `labels` (either may be empty when the model has none).
+    pub fn new(
+        program: &'a Program,
+        params: &'a Params,
+        inputs: &'a [f64],
+        labels: &'a [f64],
+    ) -> Self {
+        let mut lm_k = Vec::new();
+        if program.has_lm_k() {
+            let mut ws = program.workspace(1);
+            let (t0, _) = program.span();
+            let starts = std::iter::once(t0).chain(program.breakpoints().iter().copied());
+            lm_k = starts.map(|t| program.lm_k(params, t, &mut ws)).collect();
+        }
+        ModelSystem {
+            program,
+            params,
+            inputs,
+            labels,
+            lm_k,
+        }
+    }
+
+    fn rows<'b>(data: &'b [f64], len: usize, samples: &Range<usize>) -> &'b [f64] {
+        let start = (samples.start * len).min(data.len());
+        let end = (samples.end * len).min(data.len());
+        &data[start..end]
+    }
+}
+
+impl System for ModelSystem<'_> {
+    type Workspace = Workspace;
+
+    fn workspace(&self, samples: Range<usize>) -> Workspace {
+        let p = self.program;
+        let mut ws = p.workspace(samples.len());
+        ws.bind_inputs(Self::rows(self.inputs, p.input_len(), &samples));
+        ws.bind_labels(Self::rows(self.labels, p.label_len(), &samples));
+        ws
+    }
+
+    fn dim(&self) -> usize {
+        self.program.dim()
+    }
+
+    fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut Workspace) {
+        self.program.rhs(self.params, t, y, dy, ws);
+    }
+
+    fn jacobian(&self, t: f64, y: &[f64], jac: &mut [f64], ws: &mut Workspace) {
+        self.program.jacobian(self.params, t, y, 0, jac, ws);
+    }
+
+    fn breakpoints(&self) -> Vec<f64> {
+        self.program.breakpoints().to_vec()
+    }
+
+    fn lm_coefficient(&self, t: f64) -> f64 {
+        if self.lm_k.is_empty() {
+            return 0.0;
+        }
+        let layer = self.program.layout().layer_at(t);
+        self.lm_k[layer.min(self.lm_k.len() - 1)]
+    }
+
+    fn is_autonomous(&self) -> bool {
+        self.program.is_autonomous()
+    }
+}
