@@ -220,6 +220,26 @@ pub fn simulate(
     if let Some(save) = save {
         options.save = save;
     }
+    // A series is observed at its times: the solver steps onto them exactly and saves there.
+    let observation_times: Vec<f64> = data
+        .times
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|t| *t >= schedule.t0 && *t <= schedule.t1)
+        .collect();
+    if !observation_times.is_empty() {
+        options.stops = observation_times.clone();
+        let mut save = if options.save.is_empty() {
+            vec![schedule.t0, schedule.t1]
+        } else {
+            options.save.clone()
+        };
+        save.extend_from_slice(&observation_times);
+        save.sort_by(f64::total_cmp);
+        save.dedup();
+        options.save = save;
+    }
     let n = data.n.max(1);
     let dim = program.dim();
     let system = WithQuadrature::new(program, params, data);
@@ -273,7 +293,11 @@ pub fn simulate(
                     program.cost(*kind, params, &times, &block, &mut out, &mut ws.inner);
                     sums[k] += out.iter().sum::<f64>();
                 }
-                CostKind::Penalty | CostKind::Observed => {}
+                CostKind::Observed => {
+                    sums[k] +=
+                        observed_cost(program, params, data, &solution, &mut ws.inner, start..end);
+                }
+                CostKind::Penalty => {}
             }
         }
         let mut metrics = vec![0.0; program.metrics_len() * w];
@@ -304,6 +328,36 @@ pub fn simulate(
         metrics,
         stats,
     })
+}
+
+/// The observed cost summed over a series' observation times (for the samples `samples`, which
+/// for a series is the one trajectory).
+fn observed_cost(
+    program: &Program,
+    params: &Params,
+    data: &Dataset,
+    solution: &solve::Solution,
+    ws: &mut Workspace,
+    samples: Range<usize>,
+) -> f64 {
+    let (Some(times), Some(observed)) = (&data.times, &data.observed) else {
+        return 0.0;
+    };
+    let dim = program.dim();
+    let mut total = 0.0;
+    let mut out = [0.0];
+    for sample in samples {
+        for (k, t) in times.iter().enumerate() {
+            let Some(index) = solution.t.iter().position(|s| s == t) else {
+                continue;
+            };
+            let y = &solution.state(index, sample)[..dim];
+            ws.bind_observed(&observed[k * data.obs_dim..(k + 1) * data.obs_dim]);
+            program.cost(CostKind::Observed, params, &[*t], y, &mut out, ws);
+            total += out[0];
+        }
+    }
+    total
 }
 
 /// Evaluates every output at one time for one sample (`y` its state, the workspace bound to it).

@@ -87,7 +87,7 @@ fn final_values_match_the_references() {
     }
 }
 
-/// The same bits with one thread and with two, for a model with data and one without.
+/// The same bits with one thread and with two, for every model in `models/`.
 #[test]
 fn output_is_bit_identical_for_any_thread_count() {
     for model in [
@@ -171,4 +171,98 @@ fn out_writes_the_report_to_a_file() {
     assert!(out.stdout.is_empty());
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.starts_with("t,x\n0,2\n0.5,1.55760"), "{text}");
+}
+
+/// Robertson to t = 1e11 with both stiff methods (the IVP Test Set's published value), where
+/// explicit methods cannot go; atol is lowered so that y2 ≈ 8e-14 is resolved at all.
+#[test]
+fn stiff_methods_reach_robertson_at_1e11() {
+    let published = numbers(&reference("robertson")["t_1e11_published"]["y"]);
+    let text = std::fs::read_to_string(root().join("models/robertson.node")).unwrap();
+    let dir = root().join("target/run-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    for method in ["rodas4", "bdf"] {
+        let long = text.replace(
+            "rodas4(t = [0, 1e5], rtol = 1e-6, atol = 1e-10)",
+            &format!("{method}(t = [0, 1e11], rtol = 1e-6, atol = 1e-14)"),
+        );
+        assert!(long.contains("1e11"));
+        let path = dir.join(format!("robertson_1e11_{method}.node"));
+        std::fs::write(&path, long).unwrap();
+        let v = run_json(&[path.to_str().unwrap()]);
+        let got = numbers(&v["final"]["y"]);
+        for (g, w) in got.iter().zip(&published) {
+            assert!(
+                ((g - w) / w).abs() < 1e-5,
+                "{method}: {got:?} vs {published:?}"
+            );
+        }
+    }
+}
+
+/// Fitting to a series: the solver stops at every observation time and the observed cost is
+/// summed there. With k = 0.3 the cost is Σ (2e^(−0.3t) − 2e^(−0.5t))² in closed form; at the
+/// true rate k = 0.5 it vanishes to the solver's tolerance.
+#[test]
+fn observed_costs_are_summed_over_the_observation_times() {
+    let times = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0];
+    let v = run_json(&["models/decay_fit.node"]);
+    let t = numbers(&v["t"]);
+    for obs in times {
+        assert!(
+            t.contains(&obs),
+            "observation time {obs} is hit exactly: {t:?}"
+        );
+    }
+    let exact: f64 = times
+        .iter()
+        .map(|t: &f64| (2.0 * (-0.3 * t).exp() - 2.0 * (-0.5 * t).exp()).powi(2))
+        .sum();
+    let loss = v["loss"].as_f64().unwrap();
+    assert!(
+        ((loss - exact) / exact).abs() < 1e-8,
+        "loss {loss}, closed form {exact}"
+    );
+    let v = run_json(&["models/decay_fit.node", "--set", "k=0.5"]);
+    assert!(v["costs"]["observed"].as_f64().unwrap() < 1e-15);
+}
+
+/// `--params` loads values by name and checks their sizes.
+#[test]
+fn params_files_are_loaded_by_name_and_checked() {
+    let dir = root().join("target/run-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("k.json");
+    std::fs::write(&good, r#"{"k": 0.25}"#).unwrap();
+    let v = run_json(&["models/decay.node", "--params", good.to_str().unwrap()]);
+    let x4 = v["final"]["x"].as_f64().unwrap();
+    assert!(
+        (x4 - 2.0 * (-1.0f64).exp()).abs() < 1e-9,
+        "x(4) with k = 0.25: {x4}"
+    );
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"kk": 0.25}"#).unwrap();
+    let out = nodec(&[
+        "run",
+        "models/decay.node",
+        "--params",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no param `kk`; did you mean `k`?"));
+    let wrong = dir.join("wrong.json");
+    std::fs::write(&wrong, r#"{"K1": [1, 2, 3]}"#).unwrap();
+    let out = nodec(&[
+        "run",
+        "models/resnet_euler.node",
+        "--params",
+        wrong.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "param `K1` has 3 values but the model's `K1` takes 160 ([8, 2] × 10 copies)"
+        ),
+        "{stderr}"
+    );
 }
