@@ -234,7 +234,11 @@ pub fn to_table(report: &RunReport) -> String {
             .join("  ")
     };
     let _ = writeln!(out, "{}", line(&header));
-    let omitted = cells.len().saturating_sub(2 * TABLE_EDGE_ROWS);
+    // Omitting fewer than a few rows saves nothing; show them all then.
+    let omitted = match cells.len().saturating_sub(2 * TABLE_EDGE_ROWS) {
+        n if n <= 3 => 0,
+        n => n,
+    };
     for (k, row) in cells.iter().enumerate() {
         if omitted > 0 && k == TABLE_EDGE_ROWS {
             let _ = writeln!(out, "... {omitted} rows omitted (use --format csv for all)");

@@ -266,3 +266,50 @@ fn params_files_are_loaded_by_name_and_checked() {
         "{stderr}"
     );
 }
+
+/// Step limits and Newton failures are errors at the schedule's line, with what to do.
+#[test]
+fn solver_failures_are_located_errors() {
+    let dir = root().join("target/run-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "max_steps.node",
+            "state x = 1\nstate y = 0\ndx/dt = y\ndy/dt = -x\nschedule dopri5(t = [0, 100], rtol = 1e-10, atol = 1e-10, max_steps = 20)\n",
+            "max_steps.node:5:1: error: more than 20 steps were needed, stopped at t = ",
+        ),
+        (
+            "newton.node",
+            "state x = 1\ndx/dt = x^2 + 1\nschedule implicit_euler(t = [0, 10], steps = 2)\n",
+            "newton.node:3:1: error: Newton's method did not converge at t = ",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = nodec(&["run", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+/// The table report of every model, snapshotted (6 significant digits, exact step counts; the
+/// wall-time line is dropped). Each snapshot was read: Lorenz, Van der Pol and Robertson end at
+/// their references, decay at 2e^(−t/2).
+#[test]
+fn run_table_of_every_model() {
+    for path in crate::support::node_files("models") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let out = nodec(&["run", &format!("models/{name}")]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let text: String = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("time: "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        insta::assert_snapshot!(format!("run_{}", name.trim_end_matches(".node")), text);
+    }
+}
