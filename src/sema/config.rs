@@ -739,7 +739,29 @@ pub(crate) fn check_data_shapes(checker: &mut Checker) {
                 };
                 (width, Some(label.is_some()), "this csv")
             }
-            DataSource::Series { .. } => (None, None, "a series"),
+            DataSource::Series { values, .. } => {
+                // A series gives the observed values, not inputs: check their width here.
+                let observed: usize = checker
+                    .observed
+                    .iter()
+                    .filter_map(|o| o.shape)
+                    .map(Shape::len)
+                    .sum();
+                if let (Column::Index(a), Column::Index(b)) = values {
+                    if b - a != observed {
+                        problems.push(Diagnostic::error(
+                            block.span,
+                            format!(
+                                "series `{}` gives {} value{} per time but the model's observed values take {observed}",
+                                block.name,
+                                b - a,
+                                if b - a == 1 { "" } else { "s" }
+                            ),
+                        ));
+                    }
+                }
+                (None, None, "a series")
+            }
         };
         if let Some(width) = width {
             if width != input_width && !checker.inputs.is_empty() {

@@ -303,7 +303,11 @@ fn run_table_of_every_model() {
     for path in crate::support::node_files("models") {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let out = nodec(&["run", &format!("models/{name}")]);
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text: String = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
