@@ -317,3 +317,18 @@ fn run_table_of_every_model() {
         insta::assert_snapshot!(format!("run_{}", name.trim_end_matches(".node")), text);
     }
 }
+
+/// The neural-ODE benchmark P4 (`../shared/bench`): with its fixed weights, nodec's loss equals
+/// the value every f64 implementation (PyTorch, JAX, hand-written Rust) agrees on to 1e-15.
+#[test]
+fn neural_ode_benchmark_loss_matches_the_peers() {
+    for (d, expected) in [(2, 3.93834273556), (32, 68.5813899156)] {
+        let bench = root().join("../shared/bench");
+        let model = bench.join(format!("node_d{d}.node"));
+        let params = bench.join(format!("params_d{d}.json"));
+        let v = run_json(&[model.to_str().unwrap(), "--params", params.to_str().unwrap()]);
+        let loss = v["loss"].as_f64().unwrap();
+        // The README gives 12 significant digits.
+        assert!(((loss - expected) / expected).abs() < 1e-11, "D = {d}: loss {loss}, expected {expected}");
+    }
+}
