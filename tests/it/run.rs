@@ -326,9 +326,16 @@ fn neural_ode_benchmark_loss_matches_the_peers() {
         let bench = root().join("../shared/bench");
         let model = bench.join(format!("node_d{d}.node"));
         let params = bench.join(format!("params_d{d}.json"));
-        let v = run_json(&[model.to_str().unwrap(), "--params", params.to_str().unwrap()]);
+        let v = run_json(&[
+            model.to_str().unwrap(),
+            "--params",
+            params.to_str().unwrap(),
+        ]);
         let loss = v["loss"].as_f64().unwrap();
         // The README gives 12 significant digits.
-        assert!(((loss - expected) / expected).abs() < 1e-11, "D = {d}: loss {loss}, expected {expected}");
+        assert!(
+            ((loss - expected) / expected).abs() < 1e-11,
+            "D = {d}: loss {loss}, expected {expected}"
+        );
     }
 }
