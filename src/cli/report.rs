@@ -119,6 +119,7 @@ pub fn to_json(report: &RunReport) -> String {
         let blocks: Map<String, Value> = report
             .data
             .iter()
+            .filter(|d| !d.name.is_empty())
             .map(|d| {
                 (
                     d.name.clone(),
@@ -131,7 +132,9 @@ pub fn to_json(report: &RunReport) -> String {
                 )
             })
             .collect();
-        root.insert("data".into(), Value::Object(blocks));
+        if !blocks.is_empty() {
+            root.insert("data".into(), Value::Object(blocks));
+        }
     }
     let s = &report.stats;
     root.insert(
@@ -248,13 +251,17 @@ pub fn to_table(report: &RunReport) -> String {
         }
     }
     for d in &report.data {
-        let _ = write!(
-            out,
-            "\n{} ({} samples): loss {}",
-            d.name,
-            d.samples,
-            format_sig(d.loss)
-        );
+        if d.name.is_empty() {
+            let _ = write!(out, "\nloss {}", format_sig(d.loss));
+        } else {
+            let _ = write!(
+                out,
+                "\n{} ({} samples): loss {}",
+                d.name,
+                d.samples,
+                format_sig(d.loss)
+            );
+        }
         for (name, v) in d.costs.iter().chain(&d.metrics) {
             let _ = write!(out, ", {name} {}", format_sig(*v));
         }

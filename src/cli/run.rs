@@ -296,9 +296,14 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
                 return 1;
             }
         };
-        if has_data {
+        if has_data || !model.costs.is_empty() || !model.metrics.is_empty() {
             summaries.push(DataSummary {
-                name: name.clone(),
+                // A model without data reports its costs under no block name.
+                name: if has_data {
+                    name.clone()
+                } else {
+                    String::new()
+                },
                 samples: dataset.n,
                 loss: sim.loss,
                 costs: sim

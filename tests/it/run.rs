@@ -339,3 +339,54 @@ fn neural_ode_benchmark_loss_matches_the_peers() {
         );
     }
 }
+
+fn write_model(name: &str, text: &str) -> String {
+    let dir = root().join("target/run-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// A running cost is integrated with the states: ∫₀⁴ (2e^(−t/2))² dt = 4(1 − e^(−4)), here to
+/// the solver's tolerance (rtol 1e-10).
+#[test]
+fn running_costs_are_integrated_with_the_states() {
+    let path = write_model(
+        "quadrature.node",
+        "state x = 2\ndx/dt = -0.5 * x\nschedule dopri5(t = [0, 4], rtol = 1e-10, atol = 1e-12)\ncost running = x^2\n",
+    );
+    let v = run_json(&[&path]);
+    let exact = 4.0 * (1.0 - (-4.0f64).exp());
+    let running = v["costs"]["running"].as_f64().unwrap();
+    assert!(
+        ((running - exact) / exact).abs() < 1e-9,
+        "{running} vs {exact}"
+    );
+    assert_eq!(v["loss"].as_f64().unwrap(), running);
+}
+
+/// LM-ResNet with a per-layer coefficient: x₁ = x₀ + h f(x₀) (the first step is Euler), then
+/// x₂ = (1 − k₁) x₁ + k₁ x₀ + h f(x₁) with the second layer's k₁. For dx/dt = −x, h = 1/2,
+/// x₀ = 1: x₁ = 1/2 and x₂ = (1 − k₁)/2 + k₁ − 1/4.
+#[test]
+fn lm_uses_each_layers_coefficient() {
+    let path = write_model(
+        "lm_layers.node",
+        "param kappa per layer = 0\nstate x = 1\ndx/dt = -x\nschedule lm(t = [0, 1], steps = 2, k = kappa)\n",
+    );
+    for k1 in [0.0, 0.5, -0.75] {
+        let params = write_model(
+            &format!("lm_{k1}.json"),
+            &format!("{{\"kappa\": [0.3, {k1}]}}"),
+        );
+        let v = run_json(&[&path, "--params", &params]);
+        let x = numbers(&v["states"]["x"]);
+        let expected = (1.0 - k1) * 0.5 + k1 - 0.25;
+        assert_eq!(x[1], 0.5);
+        assert!(
+            (x[2] - expected).abs() < 1e-15,
+            "k1 = {k1}: {x:?}, expected x2 = {expected}"
+        );
+    }
+}
