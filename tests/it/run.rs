@@ -390,3 +390,21 @@ fn lm_uses_each_layers_coefficient() {
         );
     }
 }
+
+/// A held-out `test` block is reported separately from `train`.
+#[test]
+fn train_and_test_blocks_are_reported_separately() {
+    let path = write_model(
+        "two_blocks.node",
+        "input u[2]\nlabel y\nparam w[2] = [1, -1]\nstate x[2] = u\ndx/dt = -x\n\
+         schedule rk4(t = [0, 1], steps = 4)\nlet p = sigmoid(dot(w, x))\ncost terminal = bce(p, y)\n\
+         metric accuracy = (p > 0.5) == y\n\
+         data train = moons(n = 64, noise = 0.1, seed = 1)\ndata test = moons(n = 32, noise = 0.1, seed = 2)\n",
+    );
+    let v = run_json(&[&path]);
+    assert_eq!(v["data"]["train"]["samples"], 64);
+    assert_eq!(v["data"]["test"]["samples"], 32);
+    assert_eq!(v["loss"], v["data"]["train"]["loss"]);
+    assert_ne!(v["data"]["train"]["loss"], v["data"]["test"]["loss"]);
+    assert!(v["data"]["test"]["metrics"]["accuracy"].is_f64());
+}
