@@ -56,6 +56,9 @@ enum Command {
         /// Also print the Jacobian-vector and vector-Jacobian products of the equations.
         #[arg(long)]
         derivatives: bool,
+        /// Print the adjoint (costate) equations and the parameter-gradient integrand instead.
+        #[arg(long, conflicts_with_all = ["stats", "derivatives"])]
+        adjoint: bool,
     },
     /// Solve a model and report trajectories, outputs, costs and metrics.
     Run {
@@ -122,12 +125,17 @@ fn run(cli: Cli) -> u8 {
             set,
             stats,
             derivatives,
+            adjoint,
         } => {
             let overrides = Overrides { values: set };
             match check_file(&file, &overrides, &mut out) {
                 Some((_, model)) => {
-                    let model = crate::prepare(model);
-                    if stats {
+                    let mut model = crate::prepare(model);
+                    if adjoint {
+                        let system = crate::ir::adjoint(&mut model);
+                        out.stdout
+                            .push_str(&crate::ir::print_adjoint(&model, &system));
+                    } else if stats {
                         out.stdout.push_str(&crate::ir::stats(&model));
                     } else {
                         out.stdout.push_str(&crate::ir::print(&model, derivatives));

@@ -15,6 +15,7 @@
 //! **API boundary:** `sema` builds nodes only through the constructors and [`diff::partial`];
 //! later stages read a prepared [`Model`].
 
+mod adjoint;
 pub mod diff;
 pub mod eval;
 mod model;
@@ -25,6 +26,7 @@ pub mod print;
 pub mod simplify;
 pub mod verify;
 
+pub use adjoint::{adjoint, print_adjoint, Adjoint};
 pub use eval::{eval, Point};
 pub use model::*;
 pub use node::{apply_pow, CmpOp, ExprId, Func, Node, Var};

@@ -21,15 +21,20 @@ pub fn print(model: &Model, with_derivatives: bool) -> String {
         model.primal_roots()
     };
     out.push('\n');
-    for id in reachable(&model.pool, &roots) {
-        let _ = writeln!(out, "{id} = {}", node_text(model, model.pool.node(id)));
-    }
+    print_nodes(model, &roots, &mut out);
     out.push('\n');
     primal_roots(model, &mut out);
     if with_derivatives {
         derivative_roots(model, &mut out);
     }
     out
+}
+
+/// Every node reachable from `roots`, one per line in id order.
+pub(crate) fn print_nodes(model: &Model, roots: &[ExprId], out: &mut String) {
+    for id in reachable(&model.pool, roots) {
+        let _ = writeln!(out, "{id} = {}", node_text(model, model.pool.node(id)));
+    }
 }
 
 /// Node counts, the text of `nodec ir --stats`. "Before" is the size of the roots' expressions
@@ -192,7 +197,7 @@ fn values(v: &[f64]) -> String {
 }
 
 /// Element `elem` of `name`: `x` for a scalar, `x[3]` for a vector, `K[1, 0]` for a matrix.
-fn element(name: &str, shape: Shape, elem: usize) -> String {
+pub(crate) fn element(name: &str, shape: Shape, elem: usize) -> String {
     match shape {
         Shape::Scalar => name.to_string(),
         Shape::Vector(_) => format!("{name}[{elem}]"),

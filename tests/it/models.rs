@@ -93,3 +93,16 @@ fn cnf_divergence_shares_the_hidden_activations_with_the_field() {
         "sharing should shrink the derivative DAG:\n{text}"
     );
 }
+
+/// `nodec ir --adjoint`: decay's costate equation dp/dt = k·p, p(T) = −∂x/∂x = −1 and the
+/// gradient integrand −p·∂f/∂k = p·x, checked by hand in the snapshot.
+#[test]
+fn adjoint_equations_of_decay() {
+    let out = nodec(&["ir", "--adjoint", "models/decay.node"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!("adjoint_decay", String::from_utf8(out.stdout).unwrap());
+}
