@@ -86,12 +86,14 @@ pub struct WithQuadrature<'a> {
     running: bool,
 }
 
-/// A block workspace of [`WithQuadrature`]: the program's workspace and a buffer for `L`.
+/// A block workspace of [`WithQuadrature`]: the program's workspace and buffers for `L`, its
+/// gradient and the states' Jacobian, sized once so that no step allocates.
 pub struct QuadratureWorkspace {
     inner: Workspace,
     cost: Vec<f64>,
     cost_grad: Vec<f64>,
     no_grad: Vec<f64>,
+    state_jacobian: Vec<f64>,
 }
 
 impl<'a> WithQuadrature<'a> {
@@ -122,6 +124,11 @@ impl System for WithQuadrature<'_> {
             cost: vec![0.0; width],
             cost_grad: vec![0.0; (1 + dim) * width],
             no_grad: vec![0.0; self.program.layout().total],
+            state_jacobian: if self.running {
+                vec![0.0; dim * dim]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -154,8 +161,8 @@ impl System for WithQuadrature<'_> {
         // The quadrature component depends on nothing's value but feeds nothing back: its row
         // is ∂L/∂x and its column is zero.
         let full = dim + 1;
-        let mut inner = vec![0.0; dim * dim];
-        self.inner.jacobian(t, &y[..dim], &mut inner, &mut ws.inner);
+        let inner = &mut ws.state_jacobian;
+        self.inner.jacobian(t, &y[..dim], inner, &mut ws.inner);
         for i in 0..dim {
             jac[i * full..i * full + dim].copy_from_slice(&inner[i * dim..(i + 1) * dim]);
             jac[i * full + dim] = 0.0;
