@@ -254,8 +254,7 @@ pub fn simulate(
     // Initial states block by block, so per-sample inputs are bound as the solver binds them.
     let mut y0 = vec![0.0; n * full];
     let width = solve::BLOCK_WIDTH;
-    let mut start = 0;
-    while start < n {
+    for start in (0..n).step_by(width) {
         let end = (start + width).min(n);
         let mut ws = system.workspace(start..end);
         let w = end - start;
@@ -266,7 +265,6 @@ pub fn simulate(
                 y0[(start + s) * full + i] = block[i * w + s];
             }
         }
-        start = end;
     }
     let solution = solve::solve_batch(&system, &options, &y0, n)?;
     let stats = solution.stats;
@@ -275,8 +273,7 @@ pub fn simulate(
     let mut sums: Vec<f64> = vec![0.0; kinds.len()];
     let mut metric_sums = vec![0.0; program.metrics_len()];
     let t1 = schedule.t1;
-    let mut start = 0;
-    while start < n {
+    for start in (0..n).step_by(width) {
         let end = (start + width).min(n);
         let w = end - start;
         let mut ws = system.workspace(start..end);
@@ -312,7 +309,6 @@ pub fn simulate(
         for (m, sum) in metric_sums.iter_mut().enumerate() {
             *sum += metrics[m * w..(m + 1) * w].iter().sum::<f64>();
         }
-        start = end;
     }
     let mut costs = Vec::new();
     let mut loss = 0.0;

@@ -16,23 +16,7 @@ use nodec::ir::{self, CostKind, Model, ParamInit, ParamTime, Point, Var};
 use nodec::sema::Overrides;
 use nodec::solve::System;
 
-use crate::support::{load_model, node_files};
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        lo + (hi - lo) * ((self.0 >> 11) as f64 / (1u64 << 53) as f64)
-    }
-
-    fn fill(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
+use crate::support::{load_model, node_files, Lcg};
 
 /// A block of samples and the parameters, with every value the interpreter needs.
 struct Block {

@@ -8,25 +8,7 @@
 
 use nodec::ir::{self, ExprId, Model, ParamInit, Point, Shape, Var};
 
-use crate::support::{load_model, node_files};
-
-/// A small deterministic generator, so failures reproduce.
-struct Lcg(u64);
-
-impl Lcg {
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let unit = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
-        lo + (hi - lo) * unit
-    }
-
-    fn fill(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
+use crate::support::{load_model, node_files, Lcg};
 
 /// A point where every model is smooth: states positive and moderate, params at their declared
 /// values or small random ones, labels in {0, 1}.

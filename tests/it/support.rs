@@ -40,3 +40,22 @@ pub fn load_model(name: &str) -> nodec::ir::Model {
     assert!(!diags.has_errors(), "{}", diags.render(&file));
     nodec::prepare(model)
 }
+
+/// A small deterministic generator for test points, so failures reproduce.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A uniform draw in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + (hi - lo) * ((self.0 >> 11) as f64 / (1u64 << 53) as f64)
+    }
+
+    /// `n` uniform draws in `[lo, hi)`.
+    pub fn fill(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
