@@ -76,8 +76,6 @@ pub struct Model {
     pub train: Option<Train>,
     /// Derivative IR of the state equations and costs; filled by [`super::prepare`].
     pub derivatives: Derivatives,
-    /// Node counts recorded by [`super::prepare`]; `None` before it runs.
-    pub prepared: Option<PrepareStats>,
 }
 
 impl Model {
@@ -172,18 +170,6 @@ fn flat_vars(shapes: impl Iterator<Item = Shape>, var: impl Fn(u32, u32) -> Var)
         vars.extend((0..shape.len()).map(|e| var(i as u32, e as u32)));
     }
     vars
-}
-
-/// Node counts around [`super::prepare`], for `nodec ir --stats`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PrepareStats {
-    /// Nodes the constructors were asked for while lowering, counting repeats: the size of the
-    /// IR before simplification and common-subexpression elimination.
-    pub requested: usize,
-    /// Distinct nodes in the pool when `prepare` started (after CSE, before simplification).
-    pub distinct_before: usize,
-    /// Distinct nodes after simplification, differentiation and compaction.
-    pub distinct_after: usize,
 }
 
 /// The derivative IR that `compile` turns into Jacobian-vector and vector-Jacobian kernels.

@@ -14,9 +14,6 @@ use super::node::{apply_pow, CmpOp, ExprId, Func, Node, Var};
 pub struct Pool {
     nodes: Vec<Node>,
     memo: HashMap<Node, ExprId>,
-    /// How many nodes the constructors were asked for, counting repeats; what a lowering without
-    /// sharing or folding would have built. Reported by `nodec ir --stats` as the "before" count.
-    requested: usize,
     /// Memo of symbolic partial derivatives, keyed by expression and variable (used by `diff`).
     pub(crate) diff_memo: HashMap<(ExprId, Var), ExprId>,
 }
@@ -35,11 +32,6 @@ impl Pool {
     /// Whether the pool has no nodes.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
-    }
-
-    /// How many nodes the constructors were asked for, counting repeats.
-    pub fn requested(&self) -> usize {
-        self.requested
     }
 
     /// The node with this id.
@@ -105,8 +97,8 @@ impl Pool {
 
     /// Keeps only the nodes with `keep[id]` (which must be closed under children: a kept node's
     /// children are kept), renumbering them in the same order so that children still precede
-    /// parents and sorted children stay sorted. Returns the map from old ids to new ones. The
-    /// `requested` count is kept; memoized derivatives survive when both ends are kept.
+    /// parents and sorted children stay sorted. Returns the map from old ids to new ones.
+    /// Memoized derivatives survive when both ends are kept.
     pub fn compact(&mut self, keep: &[bool]) -> Vec<Option<ExprId>> {
         let mut map: Vec<Option<ExprId>> = vec![None; self.nodes.len()];
         let old = std::mem::take(&mut self.nodes);
@@ -134,14 +126,12 @@ impl Pool {
 
     /// A constant. `-0.0` is stored as `0.0` so that the two share a node.
     pub fn constant(&mut self, value: f64) -> ExprId {
-        self.requested += 1;
         let value = if value == 0.0 { 0.0 } else { value };
         self.intern(Node::Const(value.to_bits()))
     }
 
     /// A variable leaf.
     pub fn var(&mut self, var: Var) -> ExprId {
-        self.requested += 1;
         self.intern(Node::Var(var))
     }
 
@@ -165,7 +155,6 @@ impl Pool {
     /// The sum of `terms`: nested sums are flattened, constants folded, like terms collected
     /// (`2x + 3x → 5x`, `x − x → 0`) and the rest sorted for a canonical form.
     pub fn sum(&mut self, terms: &[ExprId]) -> ExprId {
-        self.requested += 1;
         let mut flat = Vec::with_capacity(terms.len());
         for &term in terms {
             match self.node(term) {
@@ -256,7 +245,6 @@ impl Pool {
     /// `c·(x·y)`, so the constant of a nested product moves out and `c·x·y`, `(c·x)·y` and
     /// `c·(x·y)` are one node.
     pub fn product(&mut self, factors: &[ExprId]) -> ExprId {
-        self.requested += 1;
         let mut constant = 1.0;
         let mut children: Vec<ExprId> = Vec::with_capacity(factors.len());
         for &factor in factors {
@@ -331,7 +319,6 @@ impl Pool {
     /// `a / b`: constants folded, `a/1 → a`, `0/b → 0`, `a/a → 1`, `a/c → (1/c)·a` only when
     /// `1/c` is exact (c a power of two) so that folding never changes the rounding.
     pub fn div(&mut self, a: ExprId, b: ExprId) -> ExprId {
-        self.requested += 1;
         match (self.const_value(a), self.const_value(b)) {
             (Some(x), Some(y)) => return self.constant(x / y),
             (_, Some(1.0)) => return a,
@@ -350,7 +337,6 @@ impl Pool {
 
     /// `base ^ exponent`: constants folded, `x^1 → x`, `x^0 → 1`.
     pub fn pow(&mut self, base: ExprId, exponent: ExprId) -> ExprId {
-        self.requested += 1;
         match (self.const_value(base), self.const_value(exponent)) {
             (Some(x), Some(y)) => return self.constant(apply_pow(x, y)),
             (_, Some(1.0)) => return base,
@@ -363,7 +349,6 @@ impl Pool {
     /// An elementwise function: constants folded, `exp(log x) → x` (valid where `log x` is,
     /// i.e. `x > 0`; elsewhere the original is NaN anyway), `log(exp x) → x`.
     pub fn func(&mut self, func: Func, a: ExprId) -> ExprId {
-        self.requested += 1;
         if let Some(x) = self.const_value(a) {
             return self.constant(func.apply(x));
         }
@@ -377,7 +362,6 @@ impl Pool {
 
     /// `min(a, b)`
     pub fn min(&mut self, a: ExprId, b: ExprId) -> ExprId {
-        self.requested += 1;
         if let (Some(x), Some(y)) = (self.const_value(a), self.const_value(b)) {
             return self.constant(x.min(y));
         }
@@ -389,7 +373,6 @@ impl Pool {
 
     /// `max(a, b)`
     pub fn max(&mut self, a: ExprId, b: ExprId) -> ExprId {
-        self.requested += 1;
         if let (Some(x), Some(y)) = (self.const_value(a), self.const_value(b)) {
             return self.constant(x.max(y));
         }
@@ -401,7 +384,6 @@ impl Pool {
 
     /// A comparison giving 1.0 or 0.0.
     pub fn cmp(&mut self, op: CmpOp, a: ExprId, b: ExprId) -> ExprId {
-        self.requested += 1;
         if let (Some(x), Some(y)) = (self.const_value(a), self.const_value(b)) {
             return self.constant(op.apply(x, y));
         }

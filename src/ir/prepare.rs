@@ -11,26 +11,17 @@ use std::collections::HashMap;
 
 use super::diff::{jvp, partial, reachable, vjp};
 use super::simplify::simplify_model;
-use super::{CostGradient, CostKind, Derivatives, ExprId, Model, PrepareStats, Var};
+use super::{CostGradient, CostKind, Derivatives, ExprId, Model, Var};
 
 /// Simplifies the model, adds its derivative IR and compacts its pool. Never fails.
 ///
-/// Afterwards every node is reachable from a root of [`Model::roots`], children precede
-/// parents, and `model.prepared` records the node counts (`nodec ir --stats`).
+/// Afterwards every node is reachable from a root of [`Model::roots`] and children precede
+/// parents. `nodec ir --stats` derives its before/after counts from the DAG itself.
 pub fn prepare(model: &mut Model) {
-    let requested = model
-        .prepared
-        .map_or(model.pool.requested(), |s| s.requested);
-    let distinct_before = model.pool.len();
     simplify_model(model);
     model.derivatives = derivatives(model);
     simplify_model(model);
     compact(model);
-    model.prepared = Some(PrepareStats {
-        requested,
-        distinct_before,
-        distinct_after: model.pool.len(),
-    });
 }
 
 /// Builds the derivative IR of `model` in its pool (see [`Derivatives`] for the definitions).
@@ -368,9 +359,6 @@ mod tests {
         }
         // Compaction: every node is reachable from a root.
         assert_eq!(reachable(&m.pool, &m.roots()).len(), m.pool.len());
-        let stats = m.prepared.expect("prepared");
-        assert_eq!(stats.requested, raw.pool.requested());
-        assert_eq!(stats.distinct_after, m.pool.len());
         // The binary cross-entropy of a sigmoid lost its logarithms to softplus.
         assert!(!m
             .pool
