@@ -12,6 +12,7 @@ pub mod diag;
 pub mod ir;
 pub mod rng;
 pub mod sema;
+pub mod sens;
 pub mod simulate;
 pub mod solve;
 pub mod syntax;

@@ -10,7 +10,7 @@ use crate::compile::{ModelSystem, ParamLayout, Params, Program, Workspace};
 use crate::data::Dataset;
 use crate::ir::{self, CostKind, Method as IrMethod, Save};
 use crate::rng::{self, Rng};
-use crate::solve::{self, Method, SolveError, SolverOptions, Stats, System};
+use crate::solve::{self, Method, Sensitivity, SolveError, SolverOptions, Stats, System};
 
 /// Initial parameter values: declared values as given, random initialisations drawn from the
 /// seed. Each parameter draws from its own stream (`fork(index)`), so changing one parameter's
@@ -94,6 +94,14 @@ pub struct QuadratureWorkspace {
     cost_grad: Vec<f64>,
     no_grad: Vec<f64>,
     state_jacobian: Vec<f64>,
+    tangent: Vec<f64>,
+}
+
+impl QuadratureWorkspace {
+    /// The compiled program's workspace inside, bound to the same samples.
+    pub fn program_workspace(&mut self) -> &mut Workspace {
+        &mut self.inner
+    }
 }
 
 impl<'a> WithQuadrature<'a> {
@@ -124,6 +132,7 @@ impl System for WithQuadrature<'_> {
             cost: vec![0.0; width],
             cost_grad: vec![0.0; (1 + dim) * width],
             no_grad: vec![0.0; self.program.layout().total],
+            tangent: vec![0.0; dim * width],
             state_jacobian: if self.running {
                 vec![0.0; dim * dim]
             } else {
@@ -194,6 +203,122 @@ impl System for WithQuadrature<'_> {
     }
 }
 
+impl Sensitivity for WithQuadrature<'_> {
+    fn n_params(&self) -> usize {
+        self.program.layout().total
+    }
+
+    fn vjp(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) {
+        let width = t.len();
+        let n = self.state_dim() * width;
+        self.program.vjp(
+            self.params,
+            t,
+            &y[..n],
+            &w[..n],
+            &mut out[..n],
+            grad,
+            &mut ws.inner,
+        );
+        if !self.running {
+            return;
+        }
+        // q' = L(x, t): its cotangent pulls back through ∂L/∂x and ∂L/∂θ. The kernel reduces
+        // ∂L/∂θ over the lanes unweighted, which is right because the quadrature's cotangent
+        // is the same for every sample of a block (see the trait's contract).
+        let w_q = &w[n..n + width];
+        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
+        self.program.cost_grad(
+            CostKind::Running,
+            self.params,
+            t,
+            &y[..n],
+            &mut ws.cost_grad,
+            &mut ws.no_grad,
+            &mut ws.inner,
+        );
+        for (j, o) in out[..n].iter_mut().enumerate() {
+            let s = j % width;
+            *o += w_q[s] * ws.cost_grad[width + j];
+        }
+        for (g, d) in grad.iter_mut().zip(&ws.no_grad) {
+            *g += w_q[0] * d;
+        }
+        out[n..n + width].fill(0.0);
+    }
+
+    fn jvp(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        v: &[f64],
+        u: &[f64],
+        out: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) {
+        let width = t.len();
+        let n = self.state_dim() * width;
+        self.program.jvp_state(
+            self.params,
+            t,
+            &y[..n],
+            &v[..n],
+            &mut out[..n],
+            &mut ws.inner,
+        );
+        let scratch = &mut ws.tangent[..n];
+        self.program
+            .jvp_param(self.params, t, &y[..n], u, scratch, &mut ws.inner);
+        for (o, d) in out[..n].iter_mut().zip(scratch.iter()) {
+            *o += d;
+        }
+        if self.running {
+            // Only ∂L/∂x · v per lane; the parameter direction of L is not available per lane
+            // from the compiled kernels.
+            self.program.cost_grad(
+                CostKind::Running,
+                self.params,
+                t,
+                &y[..n],
+                &mut ws.cost_grad,
+                &mut ws.no_grad,
+                &mut ws.inner,
+            );
+            for s in 0..width {
+                let mut acc = 0.0;
+                for i in 0..self.state_dim() {
+                    acc += ws.cost_grad[(1 + i) * width + s] * v[i * width + s];
+                }
+                out[n + s] = acc;
+            }
+        }
+    }
+
+    fn lm_coefficient_vjp(&self, t: f64, w: f64, grad: &mut [f64], ws: &mut QuadratureWorkspace) {
+        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
+        self.program
+            .lm_k_grad_accumulate(self.params, t, &mut ws.no_grad, &mut ws.inner);
+        for (g, d) in grad.iter_mut().zip(&ws.no_grad) {
+            *g += w * d;
+        }
+    }
+
+    fn lm_coefficient_jvp(&self, t: f64, u: &[f64], ws: &mut QuadratureWorkspace) -> f64 {
+        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
+        self.program
+            .lm_k_grad_accumulate(self.params, t, &mut ws.no_grad, &mut ws.inner);
+        ws.no_grad.iter().zip(u).map(|(d, x)| d * x).sum()
+    }
+}
+
 /// What a simulation of one data set gives.
 #[derive(Clone, Debug)]
 pub struct Simulation {
@@ -210,15 +335,26 @@ pub struct Simulation {
     pub stats: Stats,
 }
 
-/// Solves every sample of `data` (or the model's single trajectory when it has no inputs) and
-/// evaluates costs and metrics at the final time.
-pub fn simulate(
+/// What a solve of a data set needs besides the system: the options (observation times
+/// added as stops and save times) and the initial states, sample-major with the quadrature
+/// component.
+pub struct Setup {
+    /// Solver options.
+    pub options: SolverOptions,
+    /// Initial states, `y0[s * full_dim + i]`.
+    pub y0: Vec<f64>,
+    /// Samples.
+    pub n: usize,
+}
+
+/// The solver options and initial states for `data`, saving at `save` (`None`: the schedule's).
+pub fn setup(
     model: &ir::Model,
     program: &Program,
     params: &Params,
     data: &Dataset,
     save: Option<Vec<f64>>,
-) -> Result<Simulation, SolveError> {
+) -> Setup {
     let schedule = model
         .schedule
         .as_ref()
@@ -266,7 +402,41 @@ pub fn simulate(
             }
         }
     }
-    let solution = solve::solve_batch(&system, &options, &y0, n)?;
+    Setup { options, y0, n }
+}
+
+/// Solves every sample of `data` (or the model's single trajectory when it has no inputs) and
+/// evaluates costs and metrics at the final time.
+pub fn simulate(
+    model: &ir::Model,
+    program: &Program,
+    params: &Params,
+    data: &Dataset,
+    save: Option<Vec<f64>>,
+) -> Result<Simulation, SolveError> {
+    let setup = setup(model, program, params, data, save);
+    let system = WithQuadrature::new(program, params, data);
+    let solution = solve::solve_batch(&system, &setup.options, &setup.y0, setup.n)?;
+    Ok(summarize(model, program, params, data, solution))
+}
+
+/// Costs, loss and metrics of a solution (states with the quadrature component), averaged over
+/// the samples in a fixed order.
+pub fn summarize(
+    model: &ir::Model,
+    program: &Program,
+    params: &Params,
+    data: &Dataset,
+    solution: solve::Solution,
+) -> Simulation {
+    let schedule = model
+        .schedule
+        .as_ref()
+        .expect("sema guarantees a schedule for a model with states");
+    let system = WithQuadrature::new(program, params, data);
+    let n = solution.n_samples;
+    let dim = program.dim();
+    let width = solve::BLOCK_WIDTH;
     let stats = solution.stats;
     // Costs and metrics at the final time, block-wise over the samples.
     let kinds = program.cost_kinds();
@@ -324,13 +494,13 @@ pub fn simulate(
         costs.push((*kind, value));
     }
     let metrics = metric_sums.iter().map(|s| s / n as f64).collect();
-    Ok(Simulation {
+    Simulation {
         solution,
         costs,
         loss,
         metrics,
         stats,
-    })
+    }
 }
 
 /// The observed cost summed over a series' observation times (for the samples `samples`, which

@@ -11,23 +11,39 @@ use super::tableau::{self, ExplicitRk};
 use super::timeline::Timeline;
 use super::{Method, SolveError, SolverOptions, Stats, System};
 
+/// Where a save time sits on the grid: its state is `y[upper]` when `theta == 1`,
+/// `y[upper − 1]` when `theta == 0`, and `y[upper−1] + theta (y[upper] − y[upper−1])` otherwise.
+/// Backprop uses it to send a save time's cotangent to the two grid states it was made of.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct SavePoint {
+    pub upper: usize,
+    pub theta: f64,
+}
+
 /// Writes save times that fall in a step `[t_a, t_b]`, interpolating linearly. Shared with the
 /// per-sample implicit Euler (`width = 1`).
 pub(crate) struct LinearSaver {
     next: usize,
+    /// The grid position of every save time emitted so far.
+    pub points: Vec<SavePoint>,
 }
 
 impl LinearSaver {
     pub fn new() -> Self {
-        LinearSaver { next: 0 }
+        LinearSaver {
+            next: 0,
+            points: Vec::new(),
+        }
     }
 
     /// Emits every save time up to `t_b` (snapped to `t_a` or `t_b` within `1e-9 h`).
-    /// `ya`, `yb` are blocks of `width` samples; `out` is `[save][sample][component]`.
+    /// `ya`, `yb` are blocks of `width` samples at grid points `upper − 1` and `upper`;
+    /// `out` is `[save][sample][component]`.
     #[allow(clippy::too_many_arguments)]
     pub fn emit(
         &mut self,
         tl: &Timeline,
+        upper: usize,
         t_a: f64,
         ya: &[f64],
         t_b: f64,
@@ -61,26 +77,69 @@ impl LinearSaver {
                     };
                 }
             }
+            self.points.push(SavePoint { upper, theta });
             self.next += 1;
         }
     }
 }
 
-/// Block buffers, allocated once per block.
-struct Block<W> {
-    width: usize,
-    ws: W,
+/// Right-hand-side slots of one step (RK4 has four stages; leapfrog's fourth is the
+/// quadrature's end point).
+pub(crate) const SLOTS: usize = 4;
+
+/// The state of a fixed-step integration of one block: the current `y`, the history a
+/// two-step method carries (`prev`), and buffers allocated once. When `recording`, every
+/// right-hand-side evaluation also keeps its time and input state, which is what the reverse
+/// sweep of backprop needs.
+pub(crate) struct Stepper<W> {
+    pub width: usize,
+    pub ws: W,
     t: Vec<f64>,
-    y: Vec<f64>,
-    y_old: Vec<f64>,
+    pub y: Vec<f64>,
     /// `y_{n−1}` (lm) or `f_{n−1}` (ab2).
-    prev: Vec<f64>,
+    pub prev: Vec<f64>,
     stage: Vec<f64>,
     k: Vec<Vec<f64>>,
     acc: Vec<f64>,
+    /// Leapfrog: the time at which `k[0]` already holds `f` of the current point.
+    fsal_time: Option<f64>,
+    pub recording: bool,
+    /// Times and input states of the evaluations of the last step, per slot.
+    pub rec_t: [f64; SLOTS],
+    pub rec_y: Vec<Vec<f64>>,
 }
 
-impl<W> Block<W> {
+impl<W> Stepper<W> {
+    pub fn new<S: System<Workspace = W>>(
+        sys: &S,
+        samples: std::ops::Range<usize>,
+        y0: &[f64],
+    ) -> Self {
+        let width = samples.len();
+        let len = sys.dim() * width;
+        Stepper {
+            width,
+            ws: sys.workspace(samples),
+            t: vec![0.0; width],
+            y: y0.to_vec(),
+            prev: vec![0.0; len],
+            stage: vec![0.0; len],
+            k: vec![vec![0.0; len]; SLOTS],
+            acc: vec![0.0; len],
+            fsal_time: None,
+            recording: false,
+            rec_t: [0.0; SLOTS],
+            rec_y: vec![vec![0.0; len]; SLOTS],
+        }
+    }
+
+    /// Restarts from a stored point (a checkpoint): `y` and the carried history `prev`.
+    pub fn restore(&mut self, y: &[f64], prev: &[f64]) {
+        self.y.copy_from_slice(y);
+        self.prev.copy_from_slice(prev);
+        self.fsal_time = None;
+    }
+
     /// Evaluates `f` at the shared time `t` into `k[slot]` (`y` given by `src`).
     fn eval<S: System<Workspace = W>>(
         &mut self,
@@ -95,70 +154,37 @@ impl<W> Block<W> {
             Src::Y => &self.y,
             Src::Stage => &self.stage,
         };
+        if self.recording {
+            self.rec_t[slot] = t;
+            self.rec_y[slot].copy_from_slice(y);
+        }
         sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
         stats.rhs_evals += self.width as u64;
     }
-}
 
-#[derive(Clone, Copy)]
-enum Src {
-    Y,
-    Stage,
-}
-
-/// Integrates one block (`y0` component-major) over the fixed grid, writing the save times to
-/// `out` and per-sample failures (block-local sample numbers) to `failures`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn solve<S: System>(
-    sys: &S,
-    options: &SolverOptions,
-    tl: &Timeline,
-    y0: &[f64],
-    samples: std::ops::Range<usize>,
-    out: &mut [f64],
-    stats: &mut Stats,
-    failures: &mut [Option<SolveError>],
-) {
-    let width = samples.len();
-    let dim = sys.dim();
-    let len = dim * width;
-    let mut b = Block {
-        width,
-        ws: sys.workspace(samples),
-        t: vec![tl.t0; width],
-        y: y0.to_vec(),
-        y_old: y0.to_vec(),
-        prev: vec![0.0; len],
-        stage: vec![0.0; len],
-        k: vec![vec![0.0; len]; 4],
-        acc: vec![0.0; len],
-    };
-    let h = tl.fixed_h();
-    let mut saver = LinearSaver::new();
-    saver.emit(tl, tl.t0, y0, tl.t0, y0, width, out);
-    // Leapfrog: whether k[0] already holds f at the current point (first same as last).
-    let mut fsal_time: Option<f64> = None;
-
-    for n in 0..tl.steps {
-        let t = tl.grid(n);
-        let t_next = tl.grid(n + 1);
-        let mid = t + 0.5 * h;
-        // Stage times; the end stage uses the grid point itself, so that it is bitwise the
-        // next step's start (t + h may differ from it in the last bit).
-        let at = |c: f64| {
-            let tau = if c == 1.0 { t_next } else { t + c * h };
-            tl.stage_time(tau, mid, h)
-        };
-        b.y_old.copy_from_slice(&b.y);
-
-        match &options.method {
-            Method::Euler => rk_step(sys, &mut b, &tableau::EULER, h, &at, stats),
-            Method::Midpoint => rk_step(sys, &mut b, &tableau::MIDPOINT, h, &at, stats),
-            Method::Heun => rk_step(sys, &mut b, &tableau::HEUN, h, &at, stats),
-            Method::Rk4 => rk_step(sys, &mut b, &tableau::RK4, h, &at, stats),
+    /// Advances `y` (and `prev`) by step `n` of the grid.
+    pub fn step<S: System<Workspace = W>>(
+        &mut self,
+        sys: &S,
+        method: &Method,
+        tl: &Timeline,
+        n: usize,
+        stats: &mut Stats,
+    ) {
+        let width = self.width;
+        let len = self.y.len();
+        let dim = len / width.max(1);
+        let h = tl.fixed_h();
+        let at = step_times(tl, n);
+        let b = self;
+        match method {
+            Method::Euler => rk_step(sys, b, &tableau::EULER, h, &at, stats),
+            Method::Midpoint => rk_step(sys, b, &tableau::MIDPOINT, h, &at, stats),
+            Method::Heun => rk_step(sys, b, &tableau::HEUN, h, &at, stats),
+            Method::Rk4 => rk_step(sys, b, &tableau::RK4, h, &at, stats),
             Method::Ab2 if n == 0 => {
                 // Adams–Bashforth 2 needs f_{n−1}: start with one Heun step, keep f_0.
-                rk_step(sys, &mut b, &tableau::HEUN, h, &at, stats);
+                rk_step(sys, b, &tableau::HEUN, h, &at, stats);
                 b.prev.copy_from_slice(&b.k[0]);
             }
             Method::Ab2 => {
@@ -195,8 +221,9 @@ pub(crate) fn solve<S: System>(
                 let t_start = at(0.0);
                 let t_end = at(1.0);
                 // Kick: p_{n+1/2} = p_n + h/2 G(q_n). G does not depend on p, so the last
-                // kick's evaluation serves unless a breakpoint put it on another piece.
-                if fsal_time != Some(t_start) {
+                // kick's evaluation serves unless a breakpoint put it on another piece (or a
+                // recording needs this step's own evaluation).
+                if b.recording || b.fsal_time != Some(t_start) {
                     b.eval(sys, t_start, Src::Y, 0, stats);
                 }
                 for j in p.clone() {
@@ -212,8 +239,7 @@ pub(crate) fn solve<S: System>(
                 for j in p.clone() {
                     b.y[j] += 0.5 * h * b.k[2][j];
                 }
-                let others = (0..dim).any(|i| !position.contains(&i) && !momentum.contains(&i));
-                if others {
+                if leapfrog_has_others(position, momentum, dim) {
                     // Components outside q and p (quadratures) need f at (q_{n+1}, p_{n+1}):
                     // trapezoidal rule, symmetric like the rest of the step.
                     b.eval(sys, t_end, Src::Y, 3, stats);
@@ -226,39 +252,104 @@ pub(crate) fn solve<S: System>(
                 } else {
                     b.k.swap(0, 2);
                 }
-                fsal_time = Some(t_end);
+                b.fsal_time = Some(t_end);
             }
             // Implicit and adaptive methods are dispatched elsewhere.
             _ => {}
         }
         stats.steps += width as u64;
+    }
+}
 
-        // Non-finite values: record the first one per sample; the lanes are independent.
-        let mut all_failed = true;
-        for (s, failure) in failures.iter_mut().enumerate() {
-            if failure.is_none() {
-                if let Some(i) = (0..dim).find(|&i| !b.y[i * width + s].is_finite()) {
-                    *failure = Some(SolveError::NonFinite {
-                        t: t_next,
-                        sample: s,
-                        component: i,
-                    });
-                } else {
-                    all_failed = false;
-                }
-            }
-        }
-        if all_failed {
+/// Whether a leapfrog state has components outside `q` and `p` (quadratures).
+pub(crate) fn leapfrog_has_others(
+    position: &std::ops::Range<usize>,
+    momentum: &std::ops::Range<usize>,
+    dim: usize,
+) -> bool {
+    (0..dim).any(|i| !position.contains(&i) && !momentum.contains(&i))
+}
+
+/// The stage times of step `n` as a function of the stage's `c`: the end stage uses the grid
+/// point itself, so that it is bitwise the next step's start (`t + h` may differ from it in the
+/// last bit), and stages next to a breakpoint stay on the step's side of it.
+pub(crate) fn step_times(tl: &Timeline, n: usize) -> impl Fn(f64) -> f64 + '_ {
+    let h = tl.fixed_h();
+    let t = tl.grid(n);
+    let t_next = tl.grid(n + 1);
+    let mid = t + 0.5 * h;
+    move |c: f64| {
+        let tau = if c == 1.0 { t_next } else { t + c * h };
+        tl.stage_time(tau, mid, h)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Src {
+    Y,
+    Stage,
+}
+
+/// Integrates one block (`y0` component-major) over the fixed grid, writing the save times to
+/// `out` and per-sample failures (block-local sample numbers) to `failures`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn solve<S: System>(
+    sys: &S,
+    options: &SolverOptions,
+    tl: &Timeline,
+    y0: &[f64],
+    samples: std::ops::Range<usize>,
+    out: &mut [f64],
+    stats: &mut Stats,
+    failures: &mut [Option<SolveError>],
+) {
+    let width = samples.len();
+    let mut b = Stepper::new(sys, samples, y0);
+    let mut y_old = y0.to_vec();
+    let mut saver = LinearSaver::new();
+    saver.emit(tl, 0, tl.t0, y0, tl.t0, y0, width, out);
+
+    for n in 0..tl.steps {
+        y_old.copy_from_slice(&b.y);
+        b.step(sys, &options.method, tl, n, stats);
+        let t_next = tl.grid(n + 1);
+        if record_non_finite(&b.y, width, t_next, failures) {
             return;
         }
-        saver.emit(tl, t, &b.y_old, t_next, &b.y, width, out);
+        saver.emit(tl, n + 1, tl.grid(n), &y_old, t_next, &b.y, width, out);
     }
+}
+
+/// Records the first non-finite value of every sample not failed yet (lanes are independent);
+/// true when every sample of the block has failed.
+pub(crate) fn record_non_finite(
+    y: &[f64],
+    width: usize,
+    t: f64,
+    failures: &mut [Option<SolveError>],
+) -> bool {
+    let dim = y.len() / width.max(1);
+    let mut all_failed = true;
+    for (s, failure) in failures.iter_mut().enumerate() {
+        if failure.is_none() {
+            if let Some(i) = (0..dim).find(|&i| !y[i * width + s].is_finite()) {
+                *failure = Some(SolveError::NonFinite {
+                    t,
+                    sample: s,
+                    component: i,
+                });
+            } else {
+                all_failed = false;
+            }
+        }
+    }
+    all_failed
 }
 
 /// One step of an explicit Runge–Kutta method on the block.
 fn rk_step<S: System>(
     sys: &S,
-    b: &mut Block<S::Workspace>,
+    b: &mut Stepper<S::Workspace>,
     rk: &ExplicitRk,
     h: f64,
     at: &dyn Fn(f64) -> f64,

@@ -37,7 +37,7 @@ pub(crate) fn solve<S: System>(
     let mut jac = vec![0.0; dim * dim];
     let mut lu = DenseLu::new(dim);
     let mut saver = LinearSaver::new();
-    saver.emit(tl, tl.t0, y0, tl.t0, y0, 1, out);
+    saver.emit(tl, 0, tl.t0, y0, tl.t0, y0, 1, out);
 
     for n in 0..tl.steps {
         let t = tl.grid(n);
@@ -115,7 +115,7 @@ pub(crate) fn solve<S: System>(
                 component: i,
             });
         }
-        saver.emit(tl, t, &y_old, t_next, &y, 1, out);
+        saver.emit(tl, n + 1, t, &y_old, t_next, &y, 1, out);
     }
     Ok(())
 }

@@ -44,6 +44,7 @@
 //!   and per-sample step sizes matter most for stiff problems.
 
 mod adaptive;
+mod backprop;
 mod bdf;
 mod fixed;
 mod implicit;
@@ -118,6 +119,76 @@ pub trait System: Sync {
     fn is_autonomous(&self) -> bool {
         false
     }
+}
+
+/// A [`System`] whose right-hand side can also be differentiated with respect to the state and
+/// the parameters it closes over: what the gradient methods need on top of solving.
+///
+/// Parameter gradients are flat vectors of [`Sensitivity::n_params`] entries (for a compiled
+/// model, the full parameter layout with every layer and knot copy) and are *summed* over the
+/// samples of a block in lane order, so a block's contribution does not depend on threads.
+pub trait Sensitivity: System {
+    /// Length of the parameter gradient.
+    fn n_params(&self) -> usize;
+
+    /// `out = wᵀ ∂f/∂y` for a block (`w`, `out` like `y`) and `grad += Σ_s w_sᵀ ∂f/∂θ`.
+    ///
+    /// Contract for implementations with quadrature components: the cotangent rows of those
+    /// components may be assumed equal across the block (they are whenever the loss weighs the
+    /// samples equally, which every caller in this crate does).
+    #[allow(clippy::too_many_arguments)]
+    fn vjp(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut Self::Workspace,
+    );
+
+    /// `out = ∂f/∂y · v + ∂f/∂θ · u` for a block (`u` a parameter direction, shared by the block).
+    #[allow(clippy::too_many_arguments)]
+    fn jvp(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        v: &[f64],
+        u: &[f64],
+        out: &mut [f64],
+        ws: &mut Self::Workspace,
+    );
+
+    /// `grad += w · ∂k/∂θ` for the LM-ResNet coefficient `k` in force at `t`.
+    fn lm_coefficient_vjp(&self, t: f64, w: f64, grad: &mut [f64], ws: &mut Self::Workspace) {
+        let _ = (t, w, grad, ws);
+    }
+
+    /// `∂k/∂θ · u` for the LM-ResNet coefficient `k` in force at `t`.
+    fn lm_coefficient_jvp(&self, t: f64, u: &[f64], ws: &mut Self::Workspace) -> f64 {
+        let _ = (t, u, ws);
+        0.0
+    }
+}
+
+/// The loss as a function of the states at the save times, as backprop sees it: each save time
+/// may carry a cost (a terminal cost at `t1`, observed costs at observation times).
+pub trait Objective<S: System>: Sync {
+    /// For save time number `k` at `t`, with the block's states `y` there (component-major,
+    /// `dim × width`, samples `samples` of the batch): returns the block's summed loss terms,
+    /// writes their gradient with respect to `y` into `cot` (same layout; zero where the loss
+    /// does not depend on a component) and adds their direct parameter gradient into `grad`.
+    #[allow(clippy::too_many_arguments)]
+    fn at_save(
+        &self,
+        k: usize,
+        t: f64,
+        y: &[f64],
+        samples: Range<usize>,
+        cot: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut S::Workspace,
+    ) -> f64;
 }
 
 /// An integration method, as named by a schedule.
@@ -260,6 +331,10 @@ pub struct Stats {
     pub jac_evals: u64,
     /// LU decompositions.
     pub lu_decompositions: u64,
+    /// Vector–Jacobian products (one sample each), by the gradient methods.
+    pub vjp_evals: u64,
+    /// Jacobian–vector products (one sample and one direction each), by the gradient methods.
+    pub jvp_evals: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -269,6 +344,8 @@ impl std::ops::AddAssign for Stats {
         self.rhs_evals += o.rhs_evals;
         self.jac_evals += o.jac_evals;
         self.lu_decompositions += o.lu_decompositions;
+        self.vjp_evals += o.vjp_evals;
+        self.jvp_evals += o.jvp_evals;
     }
 }
 
@@ -368,6 +445,11 @@ pub enum OptionsError {
     },
     /// Leapfrog position and momentum ranges are empty, overlap or exceed the state.
     LeapfrogRanges,
+    /// Backprop (the discrete adjoint) is not available for this method.
+    NoBackprop {
+        /// The method's name.
+        method: &'static str,
+    },
 }
 
 impl fmt::Display for SolveError {
@@ -431,6 +513,10 @@ impl fmt::Display for OptionsError {
                     "leapfrog position and momentum ranges must be disjoint and in range"
                 )
             }
+            OptionsError::NoBackprop { method } => write!(
+                f,
+                "backprop through `{method}` is not supported; use `--method adjoint` or `--method forward`"
+            ),
         }
     }
 }
@@ -523,6 +609,106 @@ pub fn solve_batch<S: System>(
             stats,
         }),
     }
+}
+
+pub use backprop::BackpropOptions;
+
+/// The gradient of a loss through a solve, as [`backprop_batch`] returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backprop {
+    /// The objective's terms summed over all samples (blocks added in order).
+    pub loss: f64,
+    /// `∂loss/∂θ` through the solve and the objective (not through `y0`), blocks added in order.
+    pub grad: Vec<f64>,
+    /// `∂loss/∂y0`, sample-major (`lambda0[s * dim + i]`).
+    pub lambda0: Vec<f64>,
+    /// The states at the save times, as [`solve_batch`] would return them.
+    pub solution: Solution,
+    /// `∂loss/∂y` at the save times, `[save][sample][component]`, when asked for.
+    pub costates: Option<Vec<f64>>,
+}
+
+/// The exact gradient of `objective` through a fixed-step solve of `system` (the discrete
+/// adjoint, with checkpointing; see `backprop.rs`). The forward states are the bits of
+/// [`solve_batch`]; blocks run in parallel and their gradients are added in block order, so
+/// the result is bit-identical for any number of threads and any checkpoint segment.
+pub fn backprop_batch<S: Sensitivity, O: Objective<S>>(
+    system: &S,
+    objective: &O,
+    options: &SolverOptions,
+    y0: &[f64],
+    n_samples: usize,
+    bp: &BackpropOptions,
+) -> Result<Backprop, SolveError> {
+    backprop::check_method(&options.method).map_err(SolveError::InvalidOptions)?;
+    let dim = system.dim();
+    let timeline = Timeline::new(system, options).map_err(SolveError::InvalidOptions)?;
+    if y0.len() != dim * n_samples {
+        return Err(SolveError::InvalidOptions(OptionsError::InitialLength {
+            expected: dim * n_samples,
+            found: y0.len(),
+        }));
+    }
+    let n_blocks = n_samples.div_ceil(BLOCK_WIDTH);
+    let results: Vec<Result<backprop::BlockGradient, SolveError>> = (0..n_blocks)
+        .into_par_iter()
+        .map(|b| {
+            let first = b * BLOCK_WIDTH;
+            let width = BLOCK_WIDTH.min(n_samples - first);
+            backprop::block(
+                system,
+                objective,
+                options,
+                &timeline,
+                &y0[first * dim..(first + width) * dim],
+                first..first + width,
+                bp,
+            )
+        })
+        .collect();
+    let n_save = timeline.save.len();
+    let mut y = vec![0.0; n_save * n_samples * dim];
+    let mut costates = bp.costates.then(|| vec![0.0; n_save * n_samples * dim]);
+    let mut lambda0 = vec![0.0; n_samples * dim];
+    let mut grad = vec![0.0; system.n_params()];
+    let mut loss = 0.0;
+    let mut stats = Stats::default();
+    for (b, r) in results.into_iter().enumerate() {
+        let r = r?;
+        let first = b * BLOCK_WIDTH;
+        let width = BLOCK_WIDTH.min(n_samples - first);
+        loss += r.loss;
+        for (g, x) in grad.iter_mut().zip(&r.grad) {
+            *g += x;
+        }
+        stats += r.stats;
+        for s in 0..width {
+            for i in 0..dim {
+                lambda0[(first + s) * dim + i] = r.lambda0[i * width + s];
+            }
+        }
+        for k in 0..n_save {
+            let dst = (k * n_samples + first) * dim;
+            let src = k * width * dim;
+            y[dst..dst + width * dim].copy_from_slice(&r.out[src..src + width * dim]);
+            if let Some(c) = costates.as_mut() {
+                c[dst..dst + width * dim].copy_from_slice(&r.costates[src..src + width * dim]);
+            }
+        }
+    }
+    Ok(Backprop {
+        loss,
+        grad,
+        lambda0,
+        solution: Solution {
+            t: timeline.save.clone(),
+            y,
+            dim,
+            n_samples,
+            stats,
+        },
+        costates,
+    })
 }
 
 /// Integrates one block: `y0` is sample-major for the `width` samples starting at `first`.

@@ -11,6 +11,8 @@ mod data;
 mod derivatives;
 /// Property tests: no input makes `check` panic.
 mod fuzz;
+/// Gradients through the solve against finite differences and theory.
+mod grad;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
 /// `nodec run` end to end.

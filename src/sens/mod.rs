@@ -1,0 +1,307 @@
+//! `sens`: the gradient of a model's loss with respect to its parameters, through the solve.
+//!
+//! The loss is `mean over samples (terminal + ∫ running dt + Σ observed) + penalty`. Every
+//! method computes the *sum* over samples first (so per-sample cotangents are the costates of
+//! each sample's own loss), then divides by the number of samples and adds the penalty's
+//! gradient. Blocks of samples are reduced in block order, so gradients are bit-identical for
+//! any number of threads.
+//!
+//! Methods ([`GradientMethod`]):
+//! - `backprop`: the exact gradient of the discrete schedule as computed
+//!   ([`crate::solve::backprop_batch`], checkpointed);
+//! - `adjoint` and `forward`: see their modules (not yet available: an error says so).
+//!
+//! Conventions: `λ = ∂loss/∂y` is what backprop propagates; the costate of Pontryagin's
+//! principle in nodec's sign convention (`H = p·f − L`, `p(T) = −∂Φ/∂x`) is `p = −λ`.
+
+use std::ops::Range;
+
+use crate::compile::{Params, Program};
+use crate::data::Dataset;
+use crate::ir::{self, CostKind, GradientMethod};
+use crate::simulate::{self, QuadratureWorkspace, Simulation, WithQuadrature};
+use crate::solve::{self, BackpropOptions, Objective, SolveError, Stats, System};
+
+/// How to compute a gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradientOptions {
+    /// The method.
+    pub method: GradientMethod,
+    /// Backprop: steps per checkpoint segment (`None`: `⌈√steps⌉`).
+    pub segment: Option<usize>,
+    /// Also compute the costates at the schedule's save times.
+    pub costates: bool,
+}
+
+impl GradientOptions {
+    /// Options for `method` with default checkpointing and no costates.
+    pub fn new(method: GradientMethod) -> Self {
+        GradientOptions {
+            method,
+            segment: None,
+            costates: false,
+        }
+    }
+}
+
+/// Costates at the save times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Costates {
+    /// Save times.
+    pub t: Vec<f64>,
+    /// `p = −∂(sample's loss)/∂x`, `[save][sample][state component]` (quadrature removed).
+    pub p: Vec<f64>,
+    /// The Hamiltonian `H = p·f − L` at the save times, `[save][sample]`.
+    pub hamiltonian: Vec<f64>,
+}
+
+/// A loss and its gradient.
+#[derive(Clone, Debug)]
+pub struct Gradient {
+    /// The simulation the gradient was taken of (loss, costs, metrics as `nodec run` reports).
+    pub simulation: Simulation,
+    /// `∂loss/∂θ`, in the program's full parameter layout (every layer and knot copy).
+    pub grad: Vec<f64>,
+    /// `∂loss/∂x(t0)` of each sample's own loss term (not divided by the number of samples),
+    /// sample-major over the state components.
+    pub initial_cotangent: Vec<f64>,
+    /// Costates, when asked for.
+    pub costates: Option<Costates>,
+    /// The work of the gradient computation (forward and reverse).
+    pub stats: Stats,
+}
+
+/// Why a gradient could not be computed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GradientError {
+    /// The solve failed (or the method does not apply to the schedule).
+    Solve(SolveError),
+    /// The method is not implemented yet.
+    Unavailable(&'static str),
+}
+
+impl std::fmt::Display for GradientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GradientError::Solve(e) => write!(f, "{e}"),
+            GradientError::Unavailable(what) => write!(f, "{what}"),
+        }
+    }
+}
+
+impl From<SolveError> for GradientError {
+    fn from(e: SolveError) -> Self {
+        GradientError::Solve(e)
+    }
+}
+
+/// The model's loss terms at the save times.
+pub struct ModelObjective<'a> {
+    program: &'a Program,
+    params: &'a Params,
+    data: &'a Dataset,
+    t1: f64,
+    running: bool,
+    terminal: bool,
+    observed: bool,
+}
+
+impl<'a> ModelObjective<'a> {
+    /// The objective of `program` on `data`, with the final time `t1`.
+    pub fn new(program: &'a Program, params: &'a Params, data: &'a Dataset, t1: f64) -> Self {
+        let kinds = program.cost_kinds();
+        ModelObjective {
+            program,
+            params,
+            data,
+            t1,
+            running: kinds.contains(&CostKind::Running),
+            terminal: kinds.contains(&CostKind::Terminal),
+            observed: kinds.contains(&CostKind::Observed),
+        }
+    }
+}
+
+impl Objective<WithQuadrature<'_>> for ModelObjective<'_> {
+    fn at_save(
+        &self,
+        _k: usize,
+        t: f64,
+        y: &[f64],
+        samples: Range<usize>,
+        cot: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) -> f64 {
+        let width = samples.len();
+        let dim = self.program.dim();
+        let n = dim * width;
+        cot.fill(0.0);
+        let mut total = 0.0;
+        let times = vec![t; width];
+        let mut values = vec![0.0; (1 + dim) * width];
+        if t == self.t1 {
+            if self.terminal {
+                self.program.cost_grad(
+                    CostKind::Terminal,
+                    self.params,
+                    &times,
+                    &y[..n],
+                    &mut values,
+                    grad,
+                    ws.program_workspace(),
+                );
+                total += values[..width].iter().sum::<f64>();
+                cot[..n].copy_from_slice(&values[width..]);
+            }
+            if self.running {
+                total += y[n..n + width].iter().sum::<f64>();
+                cot[n..n + width].fill(1.0);
+            }
+        }
+        if self.observed {
+            if let (Some(obs_times), Some(observed)) = (&self.data.times, &self.data.observed) {
+                for (k, _) in obs_times.iter().enumerate().filter(|(_, &s)| s == t) {
+                    let row = &observed[k * self.data.obs_dim..(k + 1) * self.data.obs_dim];
+                    let rows: Vec<f64> = (0..width).flat_map(|_| row.iter().copied()).collect();
+                    ws.program_workspace().bind_observed(&rows);
+                    self.program.cost_grad(
+                        CostKind::Observed,
+                        self.params,
+                        &times,
+                        &y[..n],
+                        &mut values,
+                        grad,
+                        ws.program_workspace(),
+                    );
+                    total += values[..width].iter().sum::<f64>();
+                    for (c, v) in cot[..n].iter_mut().zip(&values[width..]) {
+                        *c += v;
+                    }
+                }
+            }
+        }
+        total
+    }
+}
+
+/// The gradient of the model's loss on `data` with respect to every parameter copy.
+pub fn gradient(
+    model: &ir::Model,
+    program: &Program,
+    params: &Params,
+    data: &Dataset,
+    options: &GradientOptions,
+) -> Result<Gradient, GradientError> {
+    let schedule = model
+        .schedule
+        .as_ref()
+        .expect("sema guarantees a schedule for a model with states");
+    // Only the times that carry costs are needed, unless costates are reported.
+    let save = if options.costates {
+        None
+    } else {
+        Some(vec![schedule.t1])
+    };
+    let setup = simulate::setup(model, program, params, data, save);
+    let system = WithQuadrature::new(program, params, data);
+    let objective = ModelObjective::new(program, params, data, schedule.t1);
+    let full = system.dim();
+    let dim = program.dim();
+    let n = setup.n;
+
+    let (mut grad, lambda0, solution, costates) = match options.method {
+        GradientMethod::Backprop => {
+            let bp = BackpropOptions {
+                segment: options.segment,
+                costates: options.costates,
+            };
+            let r = solve::backprop_batch(&system, &objective, &setup.options, &setup.y0, n, &bp)?;
+            (r.grad, r.lambda0, r.solution, r.costates)
+        }
+        GradientMethod::Adjoint => {
+            return Err(GradientError::Unavailable(
+                "the continuous adjoint is not implemented yet; use `--method backprop`",
+            ))
+        }
+        GradientMethod::Forward => {
+            return Err(GradientError::Unavailable(
+                "forward sensitivities are not implemented yet; use `--method backprop`",
+            ))
+        }
+    };
+    let mut stats = solution.stats;
+
+    // Through the initial states, block by block in order.
+    let width = solve::BLOCK_WIDTH;
+    for start in (0..n).step_by(width) {
+        let end = (start + width).min(n);
+        let w = end - start;
+        let mut ws = system.workspace(start..end);
+        let mut block = vec![0.0; dim * w];
+        for s in 0..w {
+            for i in 0..dim {
+                block[i * w + s] = lambda0[(start + s) * full + i];
+            }
+        }
+        program.init_vjp_param_accumulate(params, &block, &mut grad, ws.program_workspace());
+        stats.vjp_evals += w as u64;
+    }
+    let scale = 1.0 / n as f64;
+    for g in grad.iter_mut() {
+        *g *= scale;
+    }
+    let mut ws = program.workspace(1);
+    program.penalty(params, Some(&mut grad), &mut ws);
+
+    let initial_cotangent = (0..n)
+        .flat_map(|s| lambda0[s * full..s * full + dim].iter().copied())
+        .collect();
+    let costates = costates.map(|lambda| costates_of(program, params, data, &solution, &lambda));
+    let simulation = simulate::summarize(model, program, params, data, solution);
+    Ok(Gradient {
+        simulation,
+        grad,
+        initial_cotangent,
+        costates,
+        stats,
+    })
+}
+
+/// `p = −λ` without the quadrature component, and `H = p·f − L` at each save time.
+fn costates_of(
+    program: &Program,
+    params: &Params,
+    data: &Dataset,
+    solution: &solve::Solution,
+    lambda: &[f64],
+) -> Costates {
+    let full = solution.dim;
+    let dim = program.dim();
+    let n = solution.n_samples;
+    let n_save = solution.t.len();
+    let system = WithQuadrature::new(program, params, data);
+    let mut p = vec![0.0; n_save * n * dim];
+    let mut hamiltonian = vec![0.0; n_save * n];
+    let mut f = vec![0.0; full];
+    for s in 0..n {
+        let mut ws = system.workspace(s..s + 1);
+        for k in 0..n_save {
+            let y = solution.state(k, s);
+            let l = &lambda[(k * n + s) * full..(k * n + s + 1) * full];
+            system.rhs(&[solution.t[k]], y, &mut f, &mut ws);
+            // With λ over the state and the quadrature (λ_q = 1 for the running cost),
+            // λ·(f, L) = −H, so H = −λ·F over all components.
+            let h: f64 = -l.iter().zip(&f).map(|(a, b)| a * b).sum::<f64>();
+            hamiltonian[k * n + s] = h;
+            for i in 0..dim {
+                p[(k * n + s) * dim + i] = -l[i];
+            }
+        }
+    }
+    Costates {
+        t: solution.t.clone(),
+        p,
+        hamiltonian,
+    }
+}

@@ -1,0 +1,489 @@
+//! Backprop: the exact gradient of a fixed-step schedule as computed, by a reverse sweep over
+//! its steps (the discrete adjoint), with memory bounded by checkpointing.
+//!
+//! The forward pass is the same [`Stepper`] that [`super::solve_batch`] runs, so the states
+//! (and the loss) are the bits `nodec run` reports. It keeps the state and the carried history
+//! of a two-step method at the start of every segment of `segment` steps. The reverse pass
+//! walks the segments from the last: it re-runs one segment from its checkpoint recording
+//! every right-hand-side evaluation (time and input state), then reverses the segment's steps
+//! one by one. Peak storage per block is `⌈N / segment⌉` checkpoints plus `segment` recorded
+//! steps, which is `O(√N)` states with the default `segment = ⌈√N⌉`, at the price of one extra
+//! forward pass. Recomputation is deterministic, so the gradient has the same bits for every
+//! segment length (`segment = N` stores everything).
+//!
+//! The reverse of each step is written by hand from its forward formula (the cotangent of each
+//! stage is pulled back through `f` by one VJP): Runge–Kutta tableaus, Adams–Bashforth 2 (whose
+//! carried `f_{n−1}` gets a cotangent of its own), LM-ResNet (carried `x_{n−1}`, and the
+//! coefficient `k_n`, whose gradient goes to the parameters it reads) and leapfrog (kick, drift,
+//! kick undone in reverse order).
+//!
+//! Save times between grid points are linear interpolations of two grid states, so their
+//! cotangents are split between those two states with the same weights.
+
+use super::fixed::{leapfrog_has_others, record_non_finite, SavePoint, Stepper, SLOTS};
+use super::tableau::{self, ExplicitRk};
+use super::timeline::Timeline;
+use super::{
+    renumber, to_soa, Method, Objective, OptionsError, Sensitivity, SolveError, SolverOptions,
+    Stats,
+};
+use std::ops::Range;
+
+/// How backprop stores the forward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackpropOptions {
+    /// Steps per checkpoint segment; `None` is `⌈√steps⌉`, `Some(steps)` keeps every step.
+    pub segment: Option<usize>,
+    /// Also return the cotangent `∂loss/∂y` at every save time.
+    pub costates: bool,
+}
+
+/// What one block contributes.
+pub(crate) struct BlockGradient {
+    pub loss: f64,
+    pub grad: Vec<f64>,
+    /// `∂loss/∂y(t0)`, component-major.
+    pub lambda0: Vec<f64>,
+    /// States at the save times, `[save][sample in block][component]`.
+    pub out: Vec<f64>,
+    /// Cotangents at the save times, same layout (empty unless asked for).
+    pub costates: Vec<f64>,
+    pub stats: Stats,
+}
+
+/// Whether backprop supports `method`; `Err` says why not.
+pub(crate) fn check_method(method: &Method) -> Result<(), OptionsError> {
+    if method.is_fixed_step() && *method != Method::ImplicitEuler {
+        Ok(())
+    } else {
+        Err(OptionsError::NoBackprop {
+            method: method.name(),
+        })
+    }
+}
+
+/// The recorded evaluations of one step and the point it started from.
+struct StepRecord {
+    t: [f64; SLOTS],
+    y: Vec<Vec<f64>>,
+    start: Vec<f64>,
+    prev: Vec<f64>,
+}
+
+/// Backprop over one block of `samples` starting from `y0` (sample-major rows).
+pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
+    sys: &S,
+    objective: &O,
+    options: &SolverOptions,
+    tl: &Timeline,
+    y0_rows: &[f64],
+    samples: Range<usize>,
+    bp: &BackpropOptions,
+) -> Result<BlockGradient, SolveError> {
+    let width = samples.len();
+    let first = samples.start;
+    let dim = sys.dim();
+    let len = dim * width;
+    let n_steps = tl.steps;
+    let n_save = tl.save.len();
+    let method = &options.method;
+    let segment = bp
+        .segment
+        .unwrap_or_else(|| (n_steps as f64).sqrt().ceil() as usize)
+        .clamp(1, n_steps.max(1));
+    let mut stats = Stats::default();
+    let y0 = to_soa(y0_rows, dim, width);
+
+    // Forward: checkpoints at segment starts, save times as the plain solve writes them.
+    let mut stepper = Stepper::new(sys, samples.clone(), &y0);
+    let mut out = vec![0.0; n_save * len];
+    let mut saver = super::fixed::LinearSaver::new();
+    saver.emit(tl, 0, tl.t0, &y0, tl.t0, &y0, width, &mut out);
+    let mut checkpoints: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut failures: Vec<Option<SolveError>> = vec![None; width];
+    let mut y_old = y0.clone();
+    for n in 0..n_steps {
+        if n % segment == 0 {
+            checkpoints.push((stepper.y.clone(), stepper.prev.clone()));
+        }
+        y_old.copy_from_slice(&stepper.y);
+        stepper.step(sys, method, tl, n, &mut stats);
+        let t_next = tl.grid(n + 1);
+        record_non_finite(&stepper.y, width, t_next, &mut failures);
+        if let Some(e) = failures.iter().flatten().next() {
+            return Err(renumber(e.clone(), first));
+        }
+        saver.emit(
+            tl,
+            n + 1,
+            tl.grid(n),
+            &y_old,
+            t_next,
+            &stepper.y,
+            width,
+            &mut out,
+        );
+    }
+    let points = saver.points;
+
+    // The loss at the save times and its cotangents, sent to the grid states they came from.
+    let mut grad = vec![0.0; sys.n_params()];
+    let mut loss = 0.0;
+    let mut save_block = vec![0.0; len];
+    let mut seeds: Vec<(usize, f64, Vec<f64>)> = Vec::new();
+    for (k, point) in points.iter().enumerate() {
+        for s in 0..width {
+            for i in 0..dim {
+                save_block[i * width + s] = out[(k * width + s) * dim + i];
+            }
+        }
+        let mut cot = vec![0.0; len];
+        loss += objective.at_save(
+            k,
+            tl.save[k],
+            &save_block,
+            samples.clone(),
+            &mut cot,
+            &mut grad,
+            &mut stepper.ws,
+        );
+        if cot.iter().all(|&c| c == 0.0) {
+            continue;
+        }
+        for (node, weight) in split(point) {
+            seeds.push((node, weight, cot.clone()));
+        }
+    }
+
+    // Reverse, segment by segment.
+    let mut rev = Reverse::new(len, width, SLOTS);
+    let mut lambda = vec![0.0; len];
+    let mut prev_bar = vec![0.0; len];
+    let mut grid_costate: Vec<Option<Vec<f64>>> = vec![None; n_steps + 1];
+    let wanted: Vec<usize> = if bp.costates {
+        points
+            .iter()
+            .flat_map(|p| split(p).into_iter().map(|(node, _)| node))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let inject = |node: usize, lambda: &mut [f64], store: &mut Vec<Option<Vec<f64>>>| {
+        for (_, weight, cot) in seeds.iter().filter(|s| s.0 == node) {
+            for (l, c) in lambda.iter_mut().zip(cot) {
+                *l += weight * c;
+            }
+        }
+        if wanted.contains(&node) {
+            store[node] = Some(lambda.to_vec());
+        }
+    };
+    inject(n_steps, &mut lambda, &mut grid_costate);
+    let mut records: Vec<StepRecord> = Vec::new();
+    let n_segments = checkpoints.len();
+    for seg in (0..n_segments).rev() {
+        let lo = seg * segment;
+        let hi = ((seg + 1) * segment).min(n_steps);
+        let (y, prev) = &checkpoints[seg];
+        stepper.restore(y, prev);
+        stepper.recording = true;
+        for (r, n) in (lo..hi).enumerate() {
+            if records.len() <= r {
+                records.push(StepRecord {
+                    t: [0.0; SLOTS],
+                    y: vec![vec![0.0; len]; SLOTS],
+                    start: vec![0.0; len],
+                    prev: vec![0.0; len],
+                });
+            }
+            let rec = &mut records[r];
+            rec.start.copy_from_slice(&stepper.y);
+            rec.prev.copy_from_slice(&stepper.prev);
+            stepper.step(sys, method, tl, n, &mut stats);
+            rec.t = stepper.rec_t;
+            for (dst, src) in rec.y.iter_mut().zip(&stepper.rec_y) {
+                dst.copy_from_slice(src);
+            }
+        }
+        stepper.recording = false;
+        for n in (lo..hi).rev() {
+            let rec = &records[n - lo];
+            rev.step(
+                sys,
+                method,
+                tl,
+                n,
+                rec,
+                &mut lambda,
+                &mut prev_bar,
+                &mut grad,
+                &mut stepper.ws,
+                &mut stats,
+            );
+            inject(n, &mut lambda, &mut grid_costate);
+        }
+    }
+
+    let mut costates = Vec::new();
+    if bp.costates {
+        costates = vec![0.0; n_save * len];
+        for (k, point) in points.iter().enumerate() {
+            let mut value = vec![0.0; len];
+            for (node, weight) in split(point) {
+                if let Some(l) = &grid_costate[node] {
+                    for (v, x) in value.iter_mut().zip(l) {
+                        *v += weight * x;
+                    }
+                }
+            }
+            for s in 0..width {
+                for i in 0..dim {
+                    costates[(k * width + s) * dim + i] = value[i * width + s];
+                }
+            }
+        }
+    }
+    Ok(BlockGradient {
+        loss,
+        grad,
+        lambda0: lambda,
+        out,
+        costates,
+        stats,
+    })
+}
+
+/// The grid states a save time is made of, with their weights.
+fn split(p: &SavePoint) -> Vec<(usize, f64)> {
+    if p.theta == 1.0 {
+        vec![(p.upper, 1.0)]
+    } else if p.theta == 0.0 || p.upper == 0 {
+        vec![(p.upper.saturating_sub(1), 1.0)]
+    } else {
+        vec![(p.upper - 1, 1.0 - p.theta), (p.upper, p.theta)]
+    }
+}
+
+/// Buffers of the reverse sweep.
+struct Reverse {
+    width: usize,
+    times: Vec<f64>,
+    k_bar: Vec<Vec<f64>>,
+    pulled: Vec<f64>,
+}
+
+impl Reverse {
+    fn new(len: usize, width: usize, slots: usize) -> Self {
+        Reverse {
+            width,
+            times: vec![0.0; width],
+            k_bar: vec![vec![0.0; len]; slots],
+            pulled: vec![0.0; len],
+        }
+    }
+
+    /// `pulled = k_bar[slot]ᵀ ∂f/∂y` at the recorded evaluation `slot`, parameters into `grad`.
+    #[allow(clippy::too_many_arguments)]
+    fn pull<S: Sensitivity>(
+        &mut self,
+        sys: &S,
+        rec: &StepRecord,
+        slot: usize,
+        grad: &mut [f64],
+        ws: &mut S::Workspace,
+        stats: &mut Stats,
+    ) {
+        self.times.fill(rec.t[slot]);
+        sys.vjp(
+            &self.times,
+            &rec.y[slot],
+            &self.k_bar[slot],
+            &mut self.pulled,
+            grad,
+            ws,
+        );
+        stats.vjp_evals += self.width as u64;
+    }
+
+    /// Reverses step `n`: on entry `lambda` is `∂loss/∂y_{n+1}` and `prev_bar` the cotangent
+    /// of the history carried out of the step; on exit both refer to the step's start.
+    #[allow(clippy::too_many_arguments)]
+    fn step<S: Sensitivity>(
+        &mut self,
+        sys: &S,
+        method: &Method,
+        tl: &Timeline,
+        n: usize,
+        rec: &StepRecord,
+        lambda: &mut [f64],
+        prev_bar: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut S::Workspace,
+        stats: &mut Stats,
+    ) {
+        let h = tl.fixed_h();
+        let width = self.width;
+        let len = lambda.len();
+        let dim = len / width.max(1);
+        match method {
+            Method::Euler => self.rk(sys, &tableau::EULER, h, rec, lambda, None, grad, ws, stats),
+            Method::Midpoint => self.rk(
+                sys,
+                &tableau::MIDPOINT,
+                h,
+                rec,
+                lambda,
+                None,
+                grad,
+                ws,
+                stats,
+            ),
+            Method::Heun => self.rk(sys, &tableau::HEUN, h, rec, lambda, None, grad, ws, stats),
+            Method::Rk4 => self.rk(sys, &tableau::RK4, h, rec, lambda, None, grad, ws, stats),
+            Method::Ab2 if n == 0 => {
+                // The Heun start step also hands f_0 on as the carried history.
+                self.rk(
+                    sys,
+                    &tableau::HEUN,
+                    h,
+                    rec,
+                    lambda,
+                    Some(prev_bar),
+                    grad,
+                    ws,
+                    stats,
+                );
+                prev_bar.fill(0.0);
+            }
+            Method::Ab2 => {
+                // y' = y + h (3/2 f(y) − 1/2 P), P' = f(y).
+                for j in 0..len {
+                    self.k_bar[0][j] = 1.5 * h * lambda[j] + prev_bar[j];
+                    prev_bar[j] = -0.5 * h * lambda[j];
+                }
+                self.pull(sys, rec, 0, grad, ws, stats);
+                for j in 0..len {
+                    lambda[j] += self.pulled[j];
+                }
+            }
+            Method::Lm => {
+                for j in 0..len {
+                    self.k_bar[0][j] = h * lambda[j];
+                }
+                self.pull(sys, rec, 0, grad, ws, stats);
+                if n == 0 {
+                    // y' = x + h f(x), P' = x.
+                    for j in 0..len {
+                        lambda[j] += self.pulled[j] + prev_bar[j];
+                        prev_bar[j] = 0.0;
+                    }
+                } else {
+                    // y' = (1 − k) x + k P + h f(x), P' = x.
+                    let t = rec.t[0];
+                    let k = sys.lm_coefficient(t);
+                    let mut k_bar = 0.0;
+                    for j in 0..len {
+                        k_bar += (rec.prev[j] - rec.start[j]) * lambda[j];
+                    }
+                    sys.lm_coefficient_vjp(t, k_bar, grad, ws);
+                    for j in 0..len {
+                        let l = lambda[j];
+                        lambda[j] = (1.0 - k) * l + prev_bar[j] + self.pulled[j];
+                        prev_bar[j] = k * l;
+                    }
+                }
+            }
+            Method::Leapfrog { position, momentum } => {
+                let q = position.start * width..position.end * width;
+                let p = momentum.start * width..momentum.end * width;
+                let others: Vec<Range<usize>> = if leapfrog_has_others(position, momentum, dim) {
+                    (0..dim)
+                        .filter(|i| !position.contains(i) && !momentum.contains(i))
+                        .map(|i| i * width..(i + 1) * width)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                // The quadrature update o += h/2 (f_0 + f_3) at the end of the step.
+                self.k_bar[0].fill(0.0);
+                if !others.is_empty() {
+                    self.k_bar[3].fill(0.0);
+                    for r in &others {
+                        for j in r.clone() {
+                            self.k_bar[3][j] = 0.5 * h * lambda[j];
+                            self.k_bar[0][j] = 0.5 * h * lambda[j];
+                        }
+                    }
+                    self.pull(sys, rec, 3, grad, ws, stats);
+                    add(lambda, &self.pulled);
+                }
+                // Second kick: p += h/2 f_2[p].
+                self.k_bar[2].fill(0.0);
+                for j in p.clone() {
+                    self.k_bar[2][j] = 0.5 * h * lambda[j];
+                }
+                self.pull(sys, rec, 2, grad, ws, stats);
+                add(lambda, &self.pulled);
+                // Drift: q += h f_1[q].
+                self.k_bar[1].fill(0.0);
+                for j in q {
+                    self.k_bar[1][j] = h * lambda[j];
+                }
+                self.pull(sys, rec, 1, grad, ws, stats);
+                add(lambda, &self.pulled);
+                // First kick: p += h/2 f_0[p].
+                for j in p {
+                    self.k_bar[0][j] = 0.5 * h * lambda[j];
+                }
+                self.pull(sys, rec, 0, grad, ws, stats);
+                add(lambda, &self.pulled);
+            }
+            _ => unreachable!("backprop::check_method admits fixed-step explicit methods only"),
+        }
+    }
+
+    /// Reverse of `y' = y + h Σ b_j k_j`, `k_i = f(Y_i)`, `Y_i = y + h Σ_{j<i} a_ij k_j`, with an
+    /// extra cotangent on `k_0` when the step also hands `k_0` on (ab2's start).
+    #[allow(clippy::too_many_arguments)]
+    fn rk<S: Sensitivity>(
+        &mut self,
+        sys: &S,
+        rk: &ExplicitRk,
+        h: f64,
+        rec: &StepRecord,
+        lambda: &mut [f64],
+        extra_k0: Option<&[f64]>,
+        grad: &mut [f64],
+        ws: &mut S::Workspace,
+        stats: &mut Stats,
+    ) {
+        let stages = rk.b.len();
+        for (j, &bj) in rk.b.iter().enumerate() {
+            let hb = h * bj;
+            for (kb, l) in self.k_bar[j].iter_mut().zip(lambda.iter()) {
+                *kb = hb * l;
+            }
+        }
+        if let Some(extra) = extra_k0 {
+            add(&mut self.k_bar[0], extra);
+        }
+        for i in (0..stages).rev() {
+            self.pull(sys, rec, i, grad, ws, stats);
+            add(lambda, &self.pulled);
+            for (j, &aij) in rk.a[i].iter().enumerate() {
+                if aij != 0.0 {
+                    let ha = h * aij;
+                    for (kb, p) in self.k_bar[j].iter_mut().zip(&self.pulled) {
+                        *kb += ha * p;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn add(dst: &mut [f64], src: &[f64]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
