@@ -307,7 +307,7 @@ impl Reverse {
 
     /// Reverses step `n`: on entry `lambda` is `∂loss/∂y_{n+1}` and `prev_bar` the cotangent
     /// of the history carried out of the step; on exit both refer to the step's start.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     fn step<S: Sensitivity>(
         &mut self,
         sys: &S,
