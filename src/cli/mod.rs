@@ -3,6 +3,7 @@
 //! Only this module touches files, the terminal and the process environment. Exit codes:
 //! 0 success, 1 a model or run error, 2 a bad command line.
 
+pub mod grad;
 pub mod report;
 pub mod run;
 
@@ -82,6 +83,36 @@ enum Command {
         /// For a model with data: the sample whose trajectory is reported.
         #[arg(long, default_value_t = 0)]
         sample: usize,
+        /// Also report the costate p(t) of every state and the Hamiltonian H = p·f − L.
+        #[arg(long)]
+        costate: bool,
+    },
+    /// Print the loss and its gradient with respect to every parameter.
+    Grad {
+        /// Model file.
+        file: String,
+        /// Override a const or param: NAME=VALUE (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+        set: Vec<(String, f64)>,
+        /// Seed of random parameter initialisations.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Load parameter values from a JSON file {PARAM: value} (as `train` writes).
+        #[arg(long, value_name = "PARAMS.json")]
+        params: Option<String>,
+        /// Gradient method (default: the model's `gradient =`, else backprop; adjoint for
+        /// rodas4 and bdf).
+        #[arg(long, value_enum)]
+        method: Option<grad::MethodArg>,
+        /// Backprop: steps per checkpoint segment (default: the square root of the steps).
+        #[arg(long, value_name = "STEPS")]
+        segment: Option<usize>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = grad::Format::Json)]
+        format: grad::Format,
+        /// Write the report to this file (atomically) instead of stdout.
+        #[arg(long, value_name = "PATH")]
+        out: Option<String>,
     },
 }
 
@@ -153,6 +184,7 @@ fn run(cli: Cli) -> u8 {
             format,
             out: out_path,
             sample,
+            costate,
         } => run::run(
             &run::RunArgs {
                 file,
@@ -162,6 +194,29 @@ fn run(cli: Cli) -> u8 {
                 format,
                 out: out_path,
                 sample,
+                costate,
+            },
+            &mut out,
+        ),
+        Command::Grad {
+            file,
+            set,
+            seed,
+            params,
+            method,
+            segment,
+            format,
+            out: out_path,
+        } => grad::grad(
+            &grad::GradArgs {
+                file,
+                overrides: Overrides { values: set },
+                seed,
+                params,
+                method,
+                segment,
+                format,
+                out: out_path,
             },
             &mut out,
         ),

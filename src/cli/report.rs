@@ -67,6 +67,8 @@ pub struct RunReport {
     pub states: Vec<Series>,
     /// Outputs over the saved times.
     pub outputs: Vec<Series>,
+    /// With `--costate`: the costate of each state, then the Hamiltonian `H`.
+    pub costates: Vec<Series>,
     /// One summary per data block (training block first), empty for a model without data.
     pub data: Vec<DataSummary>,
     /// Solver statistics.
@@ -112,6 +114,11 @@ pub fn to_json(report: &RunReport) -> String {
         .collect();
     root.insert("final".into(), Value::Object(finals));
     root.insert("outputs".into(), over_time(&report.outputs));
+    if let Some((h, p)) = report.costates.split_last() {
+        root.insert("costates".into(), over_time(p));
+        let values: Vec<Value> = h.values.iter().map(|v| json!(v[0])).collect();
+        root.insert("hamiltonian".into(), Value::Array(values));
+    }
     if let Some(first) = report.data.first() {
         root.insert("loss".into(), json!(first.loss));
         root.insert("costs".into(), named(&first.costs));
@@ -157,7 +164,12 @@ pub fn to_json(report: &RunReport) -> String {
 /// Column labels and the rows of values, one row per saved time.
 fn columns(report: &RunReport) -> (Vec<String>, Vec<Vec<f64>>) {
     let mut header = vec!["t".to_string()];
-    for s in report.states.iter().chain(&report.outputs) {
+    for s in report
+        .states
+        .iter()
+        .chain(&report.outputs)
+        .chain(&report.costates)
+    {
         header.extend(s.labels.iter().cloned());
     }
     let rows = report
@@ -166,7 +178,12 @@ fn columns(report: &RunReport) -> (Vec<String>, Vec<Vec<f64>>) {
         .enumerate()
         .map(|(k, t)| {
             let mut row = vec![*t];
-            for s in report.states.iter().chain(&report.outputs) {
+            for s in report
+                .states
+                .iter()
+                .chain(&report.outputs)
+                .chain(&report.costates)
+            {
                 row.extend_from_slice(&s.values[k]);
             }
             row
@@ -330,6 +347,7 @@ mod tests {
                 },
             ],
             outputs: vec![],
+            costates: vec![],
             data: vec![],
             stats: RunStats::default(),
         }

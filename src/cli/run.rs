@@ -11,8 +11,9 @@ use crate::data::{self, Dataset};
 use crate::diag::{Diagnostic, SourceFile};
 use crate::ir::{self, Shape};
 use crate::sema::Overrides;
+use crate::sens::{self, GradientOptions};
 use crate::simulate::{self, Simulation};
-use crate::solve::{SolveError, System};
+use crate::solve::{OptionsError, SolveError, System};
 
 /// How `run` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +43,8 @@ pub struct RunArgs {
     pub out: Option<String>,
     /// Which sample's trajectory to report.
     pub sample: usize,
+    /// Also report costates and the Hamiltonian.
+    pub costate: bool,
 }
 
 /// A model compiled with its parameters and data, ready to evaluate.
@@ -252,7 +255,12 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
             format!("Newton's method did not converge at t = {t}{}", sample_text(*sample)),
             "use more steps or an adaptive stiff method (`rodas4`, `bdf`)",
         ),
-        other => (schedule_span, format!("the solver rejected its options: {other:?}"), "check the schedule's arguments"),
+        SolveError::InvalidOptions(OptionsError::NoBackprop { method }) => (
+            schedule_span,
+            format!("backprop through `{method}` is not supported"),
+            "use `--method adjoint` (or `--method forward` for a few parameters)",
+        ),
+        other => (schedule_span, format!("the solver rejected its options: {other}"), "check the schedule's arguments"),
     };
     Diagnostic::error(span, message)
         .with_help(help)
@@ -326,7 +334,16 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
     let solve_seconds = started.elapsed().as_secs_f64();
     let Some(sim) = first else { return 1 };
     let sample = if has_data { args.sample } else { 0 };
-    let report = build_report(&loaded, &sim, sample, has_data, summaries, solve_seconds);
+    let mut report = build_report(&loaded, &sim, sample, has_data, summaries, solve_seconds);
+    if args.costate {
+        match costate_series(&loaded, sample) {
+            Ok(series) => report.costates = series,
+            Err(message) => {
+                out.stderr.push_str(&message);
+                return 1;
+            }
+        }
+    }
     if let Some(bad) = non_finite(&report) {
         out.stderr.push_str(&format!(
             "{}: error: {bad} is not finite; refusing to print it as a result\n",
@@ -422,6 +439,7 @@ fn build_report(
         t: solution.t.clone(),
         states,
         outputs,
+        costates: Vec::new(),
         data,
         stats: RunStats {
             steps: s.steps,
@@ -435,9 +453,73 @@ fn build_report(
     }
 }
 
+/// The costate of every state of `sample` at the saved times, then the Hamiltonian, computed
+/// on that sample alone (its costate depends on its own loss term only).
+fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String> {
+    let model = &loaded.model;
+    if model.costs.is_empty() {
+        return Err(format!(
+            "{}: error: --costate needs a cost: the costate is the loss's sensitivity to the state\n",
+            loaded.file.name
+        ));
+    }
+    let (name, dataset) = &loaded.data[0];
+    let one = if dataset.times.is_some() || dataset.n == 0 {
+        dataset.clone()
+    } else {
+        dataset.select(&[sample])
+    };
+    let mut options = GradientOptions::new(super::grad::default_method(model));
+    options.costates = true;
+    let g = sens::gradient(model, &loaded.program, &loaded.params, &one, &options)
+        .map_err(|e| super::grad::gradient_error(loaded, &e, name))?;
+    let Some(c) = g.costates else {
+        return Err(format!(
+            "{}: error: the gradient method gave no costates\n",
+            loaded.file.name
+        ));
+    };
+    let offsets = simulate::state_offsets(model);
+    let dim = loaded.program.dim();
+    let mut series: Vec<Series> = model
+        .states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let len = s.shape.len();
+            Series {
+                name: s.name.clone(),
+                len,
+                scalar: s.shape == Shape::Scalar,
+                labels: if s.shape == Shape::Scalar {
+                    vec![format!("p({})", s.name)]
+                } else {
+                    (0..len).map(|j| format!("p({}[{j}])", s.name)).collect()
+                },
+                values: (0..c.t.len())
+                    .map(|k| c.p[k * dim + offsets[i]..k * dim + offsets[i + 1]].to_vec())
+                    .collect(),
+            }
+        })
+        .collect();
+    series.push(Series {
+        name: "H".into(),
+        len: 1,
+        scalar: true,
+        labels: vec!["H".into()],
+        values: c.hamiltonian.iter().map(|h| vec![*h]).collect(),
+    });
+    Ok(series)
+}
+
 /// The first non-finite reported number, named.
 fn non_finite(report: &RunReport) -> Option<String> {
-    for s in report.states.iter().chain(&report.outputs) {
+    for s in report
+        .states
+        .iter()
+        .chain(&report.outputs)
+        .chain(&report.costates)
+    {
         if s.values.iter().flatten().any(|v| !v.is_finite()) {
             return Some(format!("`{}`", s.name));
         }

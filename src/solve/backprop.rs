@@ -125,6 +125,8 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
         );
     }
     let points = saver.points;
+    // Recomputation below is work, but not more steps of the schedule.
+    let forward_steps = stats.steps;
 
     // The loss at the save times and its cotangents, sent to the grid states they came from.
     let mut grad = vec![0.0; sys.n_params()];
@@ -224,6 +226,7 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
         }
     }
 
+    stats.steps = forward_steps;
     let mut costates = Vec::new();
     if bp.costates {
         costates = vec![0.0; n_save * len];

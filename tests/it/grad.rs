@@ -14,14 +14,57 @@ use crate::support::{root, Lcg};
 
 /// Loads `models/NAME` with overrides and keeps the first `n` samples of its first data block.
 pub fn load_small(name: &str, sets: &[(&str, f64)], n: usize) -> (Loaded, Dataset) {
+    let path = root().join("models").join(name);
+    load_path(path.to_str().unwrap(), sets, n)
+}
+
+/// Writes a test model (and `models/data/`, so relative data paths resolve) under `target/`.
+pub fn write_model(name: &str, text: &str) -> String {
+    let dir = root().join("target/grad-tmp");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    for file in ["decay_obs.csv"] {
+        std::fs::copy(
+            root().join("models/data").join(file),
+            dir.join("data").join(file),
+        )
+        .unwrap();
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// A model from `models/` with its schedule line replaced, written under `target/`.
+pub fn with_schedule(name: &str, schedule: &str) -> String {
+    let text = std::fs::read_to_string(root().join("models").join(name)).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("schedule ") {
+                schedule
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let method = schedule
+        .split('(')
+        .next()
+        .unwrap()
+        .trim_start_matches("schedule ");
+    write_model(&format!("{method}_{name}"), &text)
+}
+
+/// Loads a model file with overrides and keeps the first `n` samples of its first data block.
+pub fn load_path(path: &str, sets: &[(&str, f64)], n: usize) -> (Loaded, Dataset) {
     let mut overrides = Overrides::default();
     for (k, v) in sets {
         overrides.values.push((k.to_string(), *v));
     }
-    let path = root().join("models").join(name);
     let mut out = Output::default();
-    let loaded = load(path.to_str().unwrap(), &overrides, 0, None, &mut out)
-        .unwrap_or_else(|| panic!("{name} loads: {}", out.stderr));
+    let loaded = load(path, &overrides, 0, None, &mut out)
+        .unwrap_or_else(|| panic!("{path} loads: {}", out.stderr));
     let full = loaded.data[0].1.clone();
     let keep: Vec<usize> = (0..full.n.min(n)).collect();
     let data = if full.times.is_some() {
@@ -49,7 +92,7 @@ fn finite_difference(l: &Loaded, data: &Dataset, i: usize, step: f64) -> f64 {
     (at(-2.0 * step) - 8.0 * at(-step) + 8.0 * at(step) - at(2.0 * step)) / (12.0 * step)
 }
 
-fn gradient(l: &Loaded, data: &Dataset, method: GradientMethod) -> sens::Gradient {
+pub fn gradient(l: &Loaded, data: &Dataset, method: GradientMethod) -> sens::Gradient {
     sens::gradient(
         &l.model,
         &l.program,
@@ -63,7 +106,7 @@ fn gradient(l: &Loaded, data: &Dataset, method: GradientMethod) -> sens::Gradien
 /// Random coordinates (and always the first and last) of a gradient compared with finite
 /// differences: `|g − fd| ≤ tol · max(|fd|, scale)` where `scale` is the gradient's largest
 /// entry, so that tiny entries are judged against the gradient's size.
-fn check_against_fd(name: &str, l: &Loaded, data: &Dataset, g: &[f64], tol: f64, picks: usize) {
+pub fn check_against_fd(name: &str, l: &Loaded, data: &Dataset, g: &[f64], tol: f64, picks: usize) {
     let total = g.len();
     let scale = g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let mut rng = Lcg(total as u64 + 17);
@@ -93,6 +136,196 @@ fn backprop_matches_finite_differences_of_the_discrete_map() {
     ] {
         let (l, data) = load_small(name, &[], n);
         let g = gradient(&l, &data, GradientMethod::Backprop);
-        check_against_fd(name, &l, &data, &g.grad, 1e-8, 12);
+        check_against_fd(name, &l, &data, &g.grad, 1e-9, 12);
+    }
+}
+
+/// Small models that exercise every fixed-step method's reverse, knots, observed costs between
+/// grid points, and leapfrog with a running cost (a component outside q and p).
+const LEAPFROG: &str = "model leapfrog_fit
+param w[2] ~ normal(0, 1)
+param k = 1.3
+state q[2] = [1, 0.5]
+state v[2] = [0, 0.2]
+dq/dt = v
+dv/dt = -k * q + tanh(w .* q)
+schedule leapfrog(t = [0, 2], steps = 20, position = q, momentum = v)
+cost terminal = sumsq(q) + 0.3 * sum(v)
+cost running = 0.1 * sumsq(v)
+";
+
+const KNOTS: &str = "model knots_fit
+param a[2] on knots(0, 0.3, 1) ~ normal(0, 1)
+param c = 0.2
+state x[2] = [1, -1]
+dx/dt = a .* tanh(x) + c * t
+schedule rk4(t = [0, 1], steps = 8)
+cost terminal = sumsq(x)
+cost running = 0.5 * sumsq(der(x))
+";
+
+#[test]
+fn backprop_of_every_fixed_step_method_matches_finite_differences() {
+    let mut paths = vec![
+        write_model("leapfrog_fit.node", LEAPFROG),
+        write_model("knots_fit.node", KNOTS),
+        // Observation times fall between the grid points of 7 steps over [0, 4].
+        with_schedule("decay_fit.node", "schedule euler(t = [0, 4], steps = 7)"),
+        with_schedule("decay_fit.node", "schedule rk4(t = [0, 4], steps = 16)"),
+    ];
+    for method in ["midpoint", "heun", "rk4", "ab2", "lm"] {
+        let k = if method == "lm" { ", k = -0.3" } else { "" };
+        paths.push(with_schedule(
+            "resnet_euler.node",
+            &format!("schedule {method}(t = [0, 1], steps = 10{k})"),
+        ));
+    }
+    for path in paths {
+        let (l, data) = load_path(&path, &[], 19);
+        let g = gradient(&l, &data, GradientMethod::Backprop);
+        check_against_fd(&path, &l, &data, &g.grad, 1e-9, 10);
+    }
+}
+
+#[test]
+fn checkpointing_and_threads_do_not_change_a_bit() {
+    let (l, data) = load_small("cnf_moons.node", &[], 70);
+    let reference = gradient(&l, &data, GradientMethod::Backprop);
+    for segment in [1, 3, 8] {
+        let mut options = GradientOptions::new(GradientMethod::Backprop);
+        options.segment = Some(segment);
+        let g = sens::gradient(&l.model, &l.program, &l.params, &data, &options).unwrap();
+        assert_eq!(g.grad, reference.grad, "segment {segment}");
+        assert_eq!(
+            g.simulation.loss.to_bits(),
+            reference.simulation.loss.to_bits()
+        );
+    }
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let g = pool.install(|| gradient(&l, &data, GradientMethod::Backprop));
+        assert_eq!(g.grad, reference.grad, "{threads} threads");
+    }
+    // The loss is the one `nodec run` computes, bit for bit.
+    let plain = loss(&l, &l.params, &data);
+    assert_eq!(plain.to_bits(), reference.simulation.loss.to_bits());
+}
+
+#[test]
+fn lm_with_zero_coefficients_is_the_euler_resnet() {
+    let euler = with_schedule("lm_resnet.node", "schedule euler(t = [0, 1], steps = 10)");
+    let (lm, data) = load_path(
+        root().join("models/lm_resnet.node").to_str().unwrap(),
+        &[("kappa", 0.0)],
+        40,
+    );
+    let (eu, data_eu) = load_path(&euler, &[("kappa", 0.0)], 40);
+    assert_eq!(data.inputs, data_eu.inputs);
+    assert_eq!(
+        lm.params.values(),
+        eu.params.values(),
+        "same seed, same weights"
+    );
+    let g_lm = gradient(&lm, &data, GradientMethod::Backprop);
+    let g_eu = gradient(&eu, &data, GradientMethod::Backprop);
+    assert_eq!(g_lm.simulation.loss, g_eu.simulation.loss);
+    let layout = lm.program.layout();
+    for entry in &layout.entries {
+        let range = entry.offset..entry.offset + entry.len() * entry.copies;
+        if entry.name == "kappa" {
+            // Euler ignores kappa; LM's loss does depend on it.
+            assert!(g_eu.grad[range.clone()].iter().all(|&g| g == 0.0));
+            assert!(g_lm.grad[range].iter().any(|&g| g != 0.0));
+        } else {
+            assert_eq!(g_lm.grad[range.clone()], g_eu.grad[range], "{}", entry.name);
+        }
+    }
+}
+
+#[test]
+fn a_layer_the_loss_does_not_see_gets_zero_gradient() {
+    // The field is switched off for t >= 0.5: layers 5..9 cannot matter.
+    let text = std::fs::read_to_string(root().join("models/resnet_euler.node"))
+        .unwrap()
+        .replace(
+            "dx/dt = K2 * tanh(K1 * x + b)",
+            "dx/dt = (t < 0.5) * (K2 * tanh(K1 * x + b))",
+        )
+        .replace("cost penalty = 1e-4 * (sumsq(K1) + sumsq(K2))", "");
+    let path = write_model("half_resnet.node", &text);
+    let (l, data) = load_path(&path, &[], 40);
+    let g = gradient(&l, &data, GradientMethod::Backprop);
+    for entry in &l.program.layout().entries {
+        if entry.copies != 10 {
+            continue;
+        }
+        for layer in 0..10 {
+            let start = entry.offset + layer * entry.len();
+            let values = &g.grad[start..start + entry.len()];
+            let zero = values.iter().all(|&v| v == 0.0);
+            assert_eq!(zero, layer >= 5, "{} layer {layer}: {values:?}", entry.name);
+        }
+    }
+}
+
+#[test]
+fn costates_follow_pontryagins_conventions() {
+    // Autonomous, constant weights, terminal cost only: H = p·f is constant along the exact
+    // flow; RK4 with 200 steps keeps it to ~h⁴.
+    let text = "model costate_check
+param A[2, 2] = [[-0.3, 1.2], [-1.1, 0.1]]
+param b[2] = [0.2, -0.4]
+state x[2] = [1, 0.5]
+dx/dt = A * tanh(x) + b
+schedule rk4(t = [0, 2], steps = 200)
+cost terminal = sumsq(x - [0.5, 0.2]) + x[0]^3
+";
+    let path = write_model("costate_check.node", text);
+    let (l, data) = load_path(&path, &[], 1);
+    let mut options = GradientOptions::new(GradientMethod::Backprop);
+    options.costates = true;
+    let g = sens::gradient(&l.model, &l.program, &l.params, &data, &options).unwrap();
+    let c = g.costates.unwrap();
+    let h0 = c.hamiltonian[0];
+    for h in &c.hamiltonian {
+        assert!((h - h0).abs() < 1e-9 * h0.abs().max(1.0), "H {h} vs {h0}");
+    }
+    // p(T) = −∂Φ/∂x(T), from the final state by hand.
+    let last = c.t.len() - 1;
+    let x = g.simulation.solution.state(last, 0);
+    let p_t = &c.p[last * 2..last * 2 + 2];
+    let dphi = [2.0 * (x[0] - 0.5) + 3.0 * x[0] * x[0], 2.0 * (x[1] - 0.2)];
+    for i in 0..2 {
+        assert!(
+            (p_t[i] + dphi[i]).abs() < 1e-13,
+            "p(T) {p_t:?} vs −∂Φ/∂x {dphi:?}"
+        );
+    }
+    // p(0) = −∂loss/∂x(0), which finite differences of the initial state confirm.
+    let p0 = &c.p[0..2];
+    assert_eq!(p0, &[-g.initial_cotangent[0], -g.initial_cotangent[1]]);
+    for i in 0..2 {
+        let step = 1e-5;
+        let at = |d: f64| {
+            let shifted = text.replace(
+                "state x[2] = [1, 0.5]",
+                &format!(
+                    "state x[2] = [{}, {}]",
+                    1.0 + if i == 0 { d } else { 0.0 },
+                    0.5 + if i == 1 { d } else { 0.0 }
+                ),
+            );
+            let path = write_model(&format!("costate_shift_{i}.node"), &shifted);
+            let (l, data) = load_path(&path, &[], 1);
+            loss(&l, &l.params, &data)
+        };
+        let fd = (at(step) - at(-step)) / (2.0 * step);
+        assert!(
+            (-p0[i] - fd).abs() < 1e-7 * fd.abs().max(1.0),
+            "p(0) {p0:?} vs fd {fd}"
+        );
     }
 }

@@ -1,0 +1,260 @@
+//! `nodec grad`: the loss of a model on its training data and the gradient with respect to
+//! every parameter, by the method asked for.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::report::format_sig;
+use super::run::{load, solve_error, Loaded};
+use super::{write_atomic, Output};
+use crate::data::Dataset;
+use crate::ir::{self, GradientMethod};
+use crate::sema::Overrides;
+use crate::sens::{self, GradientError, GradientOptions};
+
+/// How `grad` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One line per parameter for people.
+    Table,
+    /// `{"loss", "grad": {PARAM: value}, "method", "stats"}`.
+    Json,
+}
+
+/// The gradient methods as the command line names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Exact gradient of the discrete schedule (reverse sweep with checkpoints).
+    Backprop,
+    /// Continuous adjoint solved backward in time.
+    Adjoint,
+    /// Forward sensitivities, one direction per parameter coordinate.
+    Forward,
+}
+
+impl From<MethodArg> for GradientMethod {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Backprop => GradientMethod::Backprop,
+            MethodArg::Adjoint => GradientMethod::Adjoint,
+            MethodArg::Forward => GradientMethod::Forward,
+        }
+    }
+}
+
+/// Arguments of `nodec grad`.
+#[derive(Clone, Debug)]
+pub struct GradArgs {
+    /// The model file.
+    pub file: String,
+    /// `--set` overrides.
+    pub overrides: Overrides,
+    /// Seed of random parameter initialisations.
+    pub seed: u64,
+    /// A parameter file to load.
+    pub params: Option<String>,
+    /// The method; `None`: the model's `gradient =`, else the default for its schedule.
+    pub method: Option<MethodArg>,
+    /// Backprop: steps per checkpoint segment.
+    pub segment: Option<usize>,
+    /// Output format.
+    pub format: Format,
+    /// Write here (atomically) instead of stdout.
+    pub out: Option<String>,
+}
+
+/// The method used when neither the command line nor the model names one: backprop, except
+/// for the stiff methods, whose exact discrete gradient would need second derivatives.
+pub fn default_method(model: &ir::Model) -> GradientMethod {
+    if let Some(m) = model.train.as_ref().and_then(|t| t.gradient) {
+        return m;
+    }
+    match model.schedule.as_ref().map(|s| s.method) {
+        Some(ir::Method::Rodas4 | ir::Method::Bdf) => GradientMethod::Adjoint,
+        _ => GradientMethod::Backprop,
+    }
+}
+
+/// The name of a gradient method as the spec spells it.
+pub fn method_name(m: GradientMethod) -> &'static str {
+    match m {
+        GradientMethod::Backprop => "backprop",
+        GradientMethod::Adjoint => "adjoint",
+        GradientMethod::Forward => "forward",
+    }
+}
+
+/// The data block a model trains on: the first one not named `test`.
+pub fn training_block(loaded: &Loaded) -> (&str, &Dataset) {
+    loaded
+        .data
+        .iter()
+        .find(|(name, _)| name != "test")
+        .or(loaded.data.first())
+        .map(|(n, d)| (n.as_str(), d))
+        .expect("load gives every model at least one data block")
+}
+
+/// Renders a gradient failure located like a solver error.
+pub fn gradient_error(loaded: &Loaded, e: &GradientError, block: &str) -> String {
+    match e {
+        GradientError::Solve(e) => solve_error(loaded, e, block),
+        other => format!("{}: error: {other}\n", loaded.file.name),
+    }
+}
+
+/// `nodec grad`.
+pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
+    let Some(loaded) = load(
+        &args.file,
+        &args.overrides,
+        args.seed,
+        args.params.as_deref(),
+        out,
+    ) else {
+        return 1;
+    };
+    let model = &loaded.model;
+    if model.costs.is_empty() {
+        out.stderr.push_str(&format!(
+            "{}: error: the model has no cost to differentiate; declare one, e.g. `cost terminal = sumsq(x)`\n",
+            args.file
+        ));
+        return 1;
+    }
+    let method = args
+        .method
+        .map_or_else(|| default_method(model), Into::into);
+    let mut options = GradientOptions::new(method);
+    options.segment = args.segment;
+    let (block, data) = training_block(&loaded);
+    let started = Instant::now();
+    let g = match sens::gradient(model, &loaded.program, &loaded.params, data, &options) {
+        Ok(g) => g,
+        Err(e) => {
+            out.stderr.push_str(&gradient_error(&loaded, &e, block));
+            return 1;
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let layout = loaded.program.layout();
+    if !g.simulation.loss.is_finite() {
+        out.stderr.push_str(&format!(
+            "{}: error: the loss is not finite; refusing to print it as a result\n",
+            args.file
+        ));
+        return 1;
+    }
+    for entry in &layout.entries {
+        let values = &g.grad[entry.offset..entry.offset + entry.len() * entry.copies];
+        if values.iter().any(|v| !v.is_finite()) {
+            out.stderr.push_str(&format!(
+                "{}: error: the gradient of `{}` is not finite; refusing to print it as a result\n",
+                args.file, entry.name
+            ));
+            return 1;
+        }
+    }
+    let text = match args.format {
+        Format::Json => {
+            let mut grads = Map::new();
+            for (entry, param) in layout.entries.iter().zip(&model.params) {
+                let values = &g.grad[entry.offset..entry.offset + entry.len() * entry.copies];
+                let scalar = param.shape == ir::Shape::Scalar && entry.copies == 1;
+                grads.insert(
+                    entry.name.clone(),
+                    if scalar {
+                        json!(values[0])
+                    } else {
+                        json!(values)
+                    },
+                );
+            }
+            let s = &g.stats;
+            let root = json!({
+                "model": model.name,
+                "method": method_name(method),
+                "loss": g.simulation.loss,
+                "grad": Value::Object(grads),
+                "stats": {
+                    "samples": data.n.max(1),
+                    "steps": s.steps,
+                    "rejected": s.rejected,
+                    "rhs_evals": s.rhs_evals,
+                    "jac_evals": s.jac_evals,
+                    "vjp_evals": s.vjp_evals,
+                    "jvp_evals": s.jvp_evals,
+                    "compile_seconds": loaded.compile_seconds,
+                    "gradient_seconds": seconds,
+                },
+            });
+            let mut text = serde_json::to_string_pretty(&root).unwrap_or_default();
+            text.push('\n');
+            text
+        }
+        Format::Table => {
+            let mut text = format!(
+                "model {} ({} samples of `{block}`), method {}\nloss {}\n\n",
+                model.name,
+                data.n.max(1),
+                method_name(method),
+                format_sig(g.simulation.loss)
+            );
+            let rows: Vec<[String; 4]> = layout
+                .entries
+                .iter()
+                .zip(&model.params)
+                .map(|(entry, param)| {
+                    let values = &g.grad[entry.offset..entry.offset + entry.len() * entry.copies];
+                    let norm = values.iter().map(|v| v * v).sum::<f64>().sqrt();
+                    let max = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                    let shape = match (param.shape, entry.copies) {
+                        (s, 1) => s.to_string(),
+                        (s, c) => format!("{c} × {s}"),
+                    };
+                    let shown = if values.len() == 1 {
+                        format_sig(values[0])
+                    } else {
+                        format!("|g| {}, max {}", format_sig(norm), format_sig(max))
+                    };
+                    [entry.name.clone(), shape, shown, String::new()]
+                })
+                .collect();
+            let w0 = rows
+                .iter()
+                .map(|r| r[0].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(5);
+            let w1 = rows
+                .iter()
+                .map(|r| r[1].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(5);
+            text.push_str(&format!("{:<w0$}  {:<w1$}  gradient\n", "param", "shape"));
+            for r in rows {
+                text.push_str(&format!("{:<w0$}  {:<w1$}  {}\n", r[0], r[1], r[2]));
+            }
+            let s = &g.stats;
+            text.push_str(&format!(
+                "\nsteps {}, rhs evaluations {}, vjps {}, jvps {}\ntime: parse+compile {:.3} s, gradient {:.3} s\n",
+                s.steps, s.rhs_evals, s.vjp_evals, s.jvp_evals, loaded.compile_seconds, seconds
+            ));
+            text
+        }
+    };
+    match &args.out {
+        Some(path) => {
+            if let Err(e) = write_atomic(Path::new(path), text.as_bytes()) {
+                out.stderr
+                    .push_str(&format!("{path}: error: cannot write the report: {e}\n"));
+                return 1;
+            }
+        }
+        None => out.stdout.push_str(&text),
+    }
+    0
+}
