@@ -22,13 +22,12 @@ pub fn load_small(name: &str, sets: &[(&str, f64)], n: usize) -> (Loaded, Datase
 pub fn write_model(name: &str, text: &str) -> String {
     let dir = root().join("target/grad-tmp");
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    for file in ["decay_obs.csv"] {
-        std::fs::copy(
-            root().join("models/data").join(file),
-            dir.join("data").join(file),
-        )
-        .unwrap();
-    }
+    let file = "decay_obs.csv";
+    std::fs::copy(
+        root().join("models/data").join(file),
+        dir.join("data").join(file),
+    )
+    .unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
