@@ -105,6 +105,15 @@ pub fn gradient_error(loaded: &Loaded, e: &GradientError, block: &str) -> String
     }
 }
 
+/// The process's peak resident memory in MiB (Linux; `None` elsewhere), for judging
+/// checkpointing from the outside.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 /// `nodec grad`.
 pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
     let Some(loaded) = load(
@@ -188,6 +197,7 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
                     "jvp_evals": s.jvp_evals,
                     "compile_seconds": loaded.compile_seconds,
                     "gradient_seconds": seconds,
+                    "peak_rss_mib": peak_rss_mib(),
                 },
             });
             let mut text = serde_json::to_string_pretty(&root).unwrap_or_default();
