@@ -328,3 +328,99 @@ cost terminal = sumsq(x - [0.5, 0.2]) + x[0]^3
         );
     }
 }
+
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = crate::support::nodec(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn nodec_grad_prints_loss_and_every_parameter_by_name() {
+    let v = json_of(&["grad", "models/resnet_euler.node", "--format", "json"]);
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["model", "method", "loss", "grad", "stats"]);
+    assert_eq!(v["method"], "backprop");
+    let run = json_of(&["run", "models/resnet_euler.node", "--format", "json"]);
+    assert_eq!(v["loss"], run["loss"], "the loss is the one `run` reports");
+    let grad = v["grad"].as_object().unwrap();
+    let names: Vec<&String> = grad.keys().collect();
+    assert_eq!(names, ["K1", "b", "K2", "head", "bias"]);
+    // Per-layer: layers outermost, 10 layers of [8, 2].
+    assert_eq!(grad["K1"].as_array().unwrap().len(), 160);
+    assert!(grad["bias"].is_number());
+    // The same numbers as the library, element for element.
+    let (l, data) = load_small("resnet_euler.node", &[], 512);
+    let g = gradient(&l, &data, GradientMethod::Backprop);
+    let k1 = l
+        .program
+        .layout()
+        .entries
+        .iter()
+        .find(|e| e.name == "K1")
+        .unwrap();
+    let first: f64 = grad["K1"][0].as_f64().unwrap();
+    assert_eq!(first, g.grad[k1.offset]);
+}
+
+#[test]
+fn nodec_grad_refuses_what_it_cannot_differentiate() {
+    let out = crate::support::nodec(&["grad", "models/lorenz.node"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no cost to differentiate"), "{err}");
+    let out = crate::support::nodec(&["grad", "models/robertson.node", "--method", "backprop"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn run_with_costate_reports_p_and_the_hamiltonian() {
+    let v = json_of(&[
+        "run",
+        "models/resnet_euler.node",
+        "--format",
+        "json",
+        "--costate",
+        "--sample",
+        "3",
+    ]);
+    let p = v["costates"]["x"].as_array().unwrap();
+    let t = v["t"].as_array().unwrap();
+    assert_eq!(p.len(), t.len());
+    assert_eq!(v["hamiltonian"].as_array().unwrap().len(), t.len());
+    // p(T) = −∂Φ/∂x for Φ = bce(sigmoid(head·x + bias), y): −(σ − y) head.
+    let (l, data) = load_small("resnet_euler.node", &[], 512);
+    let layout = l.program.layout();
+    let get = |name: &str| {
+        let e = layout.entries.iter().find(|e| e.name == name).unwrap();
+        l.params.values()[e.offset..e.offset + e.len()].to_vec()
+    };
+    let (head, bias) = (get("head"), get("bias")[0]);
+    let x_t: Vec<f64> = v["final"]["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let y = data.label(3).unwrap();
+    let sigma = 1.0 / (1.0 + (-(head[0] * x_t[0] + head[1] * x_t[1] + bias)).exp());
+    let p_t: Vec<f64> = p
+        .last()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    for i in 0..2 {
+        let expected = -(sigma - y) * head[i];
+        assert!(
+            (p_t[i] - expected).abs() < 1e-12,
+            "p(T) {p_t:?}, expected {expected}"
+        );
+    }
+}
