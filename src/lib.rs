@@ -10,6 +10,7 @@ pub mod compile;
 pub mod data;
 pub mod diag;
 pub mod ir;
+pub mod optim;
 pub mod rng;
 pub mod sema;
 pub mod sens;
