@@ -17,6 +17,7 @@ pub mod sens;
 pub mod simulate;
 pub mod solve;
 pub mod syntax;
+pub mod train;
 
 use diag::{Diagnostics, SourceFile};
 

@@ -6,6 +6,7 @@
 pub mod grad;
 pub mod report;
 pub mod run;
+pub mod train;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -86,6 +87,38 @@ enum Command {
         /// Also report the costate p(t) of every state and the Hamiltonian H = p·f − L.
         #[arg(long)]
         costate: bool,
+    },
+    /// Train the parameters with the model's optimizer; writes PARAMS.json.
+    Train {
+        /// Model file.
+        file: String,
+        /// Override a const or param: NAME=VALUE (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+        set: Vec<(String, f64)>,
+        /// Seed of random parameter initialisations.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Start from these parameter values (by name, shapes checked).
+        #[arg(long, visible_alias = "params", value_name = "PARAMS.json")]
+        init: Option<String>,
+        /// Write the trained parameters here (atomically); stdout if absent.
+        #[arg(long, value_name = "PARAMS.json")]
+        out: Option<String>,
+        /// Continue from a checkpoint.
+        #[arg(long, value_name = "CKPT")]
+        resume: Option<String>,
+        /// Write one CSV row per epoch here.
+        #[arg(long, value_name = "LOG.csv")]
+        log: Option<String>,
+        /// Write a checkpoint every N epochs (and always on Ctrl-C).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        checkpoint_every: usize,
+        /// Checkpoint file (default: OUT.ckpt.json, or MODEL.ckpt.json).
+        #[arg(long, value_name = "PATH")]
+        checkpoint: Option<String>,
+        /// No progress and no summary.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Print the loss and its gradient with respect to every parameter.
     Grad {
@@ -195,6 +228,32 @@ fn run(cli: Cli) -> u8 {
                 out: out_path,
                 sample,
                 costate,
+            },
+            &mut out,
+        ),
+        Command::Train {
+            file,
+            set,
+            seed,
+            init,
+            out: out_path,
+            resume,
+            log,
+            checkpoint_every,
+            checkpoint,
+            quiet,
+        } => train::train(
+            &train::TrainArgs {
+                file,
+                overrides: Overrides { values: set },
+                seed,
+                init,
+                out: out_path,
+                resume,
+                log,
+                checkpoint_every,
+                checkpoint,
+                quiet,
             },
             &mut out,
         ),

@@ -19,3 +19,5 @@ mod models;
 mod run;
 /// Shared helpers: paths, running the binary, loading models.
 mod support;
+/// `nodec train` end to end.
+mod train;

@@ -1,0 +1,333 @@
+//! `nodec train`: the training loop with progress, a per-epoch log, atomic parameter files and
+//! checkpoints that resume bit for bit, and Ctrl-C that checkpoints before exiting.
+
+use std::io::IsTerminal as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::grad::{default_method, gradient_error, training_block};
+use super::report::format_sig;
+use super::run::{load, Loaded};
+use super::{write_atomic, Output};
+use crate::ir;
+use crate::sema::Overrides;
+use crate::sens::GradientOptions;
+use crate::simulate;
+use crate::train::{EpochSummary, TrainError, TrainState, Trainer};
+
+/// Arguments of `nodec train`.
+#[derive(Clone, Debug)]
+pub struct TrainArgs {
+    /// The model file.
+    pub file: String,
+    /// `--set` overrides.
+    pub overrides: Overrides,
+    /// Seed of random parameter initialisations.
+    pub seed: u64,
+    /// Initial parameter values by name.
+    pub init: Option<String>,
+    /// Where the trained parameters go.
+    pub out: Option<String>,
+    /// A checkpoint to continue from.
+    pub resume: Option<String>,
+    /// Per-epoch CSV log.
+    pub log: Option<String>,
+    /// Epochs between checkpoints (0: only on interruption and at the end).
+    pub checkpoint_every: usize,
+    /// Where checkpoints go.
+    pub checkpoint: Option<String>,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// Set by SIGINT; the loop checks it after every mini-batch.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let handler_flag = flag.clone();
+        // If a handler cannot be installed, Ctrl-C simply kills the process as usual.
+        let _ = ctrlc::set_handler(move || handler_flag.store(true, Ordering::SeqCst));
+        flag
+    })
+    .clone()
+}
+
+/// `{PARAM: value}` as `--params` reads it.
+fn params_json(loaded: &Loaded, values: &[f64]) -> String {
+    let mut map = Map::new();
+    for (entry, param) in loaded
+        .program
+        .layout()
+        .entries
+        .iter()
+        .zip(&loaded.model.params)
+    {
+        let v = &values[entry.offset..entry.offset + entry.len() * entry.copies];
+        let scalar = param.shape == ir::Shape::Scalar && entry.copies == 1;
+        map.insert(
+            entry.name.clone(),
+            if scalar { json!(v[0]) } else { json!(v) },
+        );
+    }
+    let mut text = serde_json::to_string_pretty(&Value::Object(map)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize) -> String {
+    let mut line = format!("epoch {}/{epochs}: loss {}", s.epoch, format_sig(s.loss));
+    for (m, v) in loaded.model.metrics.iter().zip(&s.metrics) {
+        line.push_str(&format!(", {} {}", m.name, format_sig(*v)));
+    }
+    line
+}
+
+/// `nodec train`.
+pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
+    let Some(loaded) = load(
+        &args.file,
+        &args.overrides,
+        args.seed,
+        args.init.as_deref(),
+        out,
+    ) else {
+        return 1;
+    };
+    let model = &loaded.model;
+    let Some(train) = &model.train else {
+        out.stderr.push_str(&format!(
+            "{}: error: the model has no `train` declaration; add one, e.g. `train adam(lr = 0.01, epochs = 100, batch = 64)`\n",
+            args.file
+        ));
+        return 1;
+    };
+    let (block, data) = training_block(&loaded);
+    let options = GradientOptions::new(train.gradient.unwrap_or_else(|| default_method(model)));
+    let mut trainer =
+        match Trainer::new(model, &loaded.program, data, loaded.params.clone(), options) {
+            Ok(t) => t,
+            Err(e) => {
+                out.stderr.push_str(&format!("{}: error: {e}\n", args.file));
+                return 1;
+            }
+        };
+    if let Some(path) = &args.resume {
+        let state: Result<TrainState, String> = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()));
+        match state
+            .map_err(|e| e.to_string())
+            .and_then(|s| trainer.resume(s).map_err(|e| e.to_string()))
+        {
+            Ok(()) => {}
+            Err(e) => {
+                out.stderr.push_str(&format!(
+                    "{path}: error: cannot resume from this checkpoint: {e}\n"
+                ));
+                return 1;
+            }
+        }
+    }
+    let checkpoint_path = args.checkpoint.clone().unwrap_or_else(|| {
+        format!(
+            "{}.ckpt.json",
+            args.out.as_deref().unwrap_or(model.name.as_str())
+        )
+    });
+    let write_checkpoint = |state: &TrainState| -> Result<(), String> {
+        let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
+        write_atomic(Path::new(&checkpoint_path), text.as_bytes()).map_err(|e| e.to_string())
+    };
+    let epochs = trainer.epochs();
+    let started = Instant::now();
+    let interrupted = interrupt_flag();
+    let stop = || interrupted.load(Ordering::SeqCst);
+    let terminal = std::io::stderr().is_terminal();
+    let bar = (!args.quiet && terminal).then(|| {
+        let bar = indicatif::ProgressBar::new(epochs as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} epochs  {msg}  {per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_position(trainer.state.epoch as u64);
+        bar
+    });
+    let every = (epochs / 10).max(1);
+    let mut log = String::new();
+    if args.log.is_some() {
+        log.push_str("epoch,loss");
+        for (kind, _) in simulate_costs(&loaded) {
+            log.push_str(&format!(",{}", kind.name()));
+        }
+        for m in &model.metrics {
+            log.push_str(&format!(",{}", m.name));
+        }
+        log.push_str(",grad_norm,seconds,rhs_evals\n");
+    }
+    while trainer.state.epoch < epochs {
+        let summary = match trainer.run_epoch(&stop) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                if let Some(bar) = &bar {
+                    bar.abandon();
+                }
+                return match write_checkpoint(&trainer.state) {
+                    Ok(()) => {
+                        out.stderr.push_str(&format!(
+                            "interrupted in epoch {}: checkpoint written to {checkpoint_path}; continue with --resume {checkpoint_path}\n",
+                            trainer.state.epoch + 1
+                        ));
+                        130
+                    }
+                    Err(e) => {
+                        out.stderr.push_str(&format!(
+                            "{checkpoint_path}: error: cannot write the checkpoint: {e}\n"
+                        ));
+                        130
+                    }
+                };
+            }
+            Err(e) => {
+                if let Some(bar) = &bar {
+                    bar.abandon();
+                }
+                let mut text = match &e {
+                    TrainError::Gradient(g) => gradient_error(&loaded, g, block),
+                    other => format!("{}: error: {other}\n", args.file),
+                };
+                if let TrainError::Gradient(crate::sens::GradientError::Solve(
+                    crate::solve::SolveError::NonFinite { .. },
+                )) = &e
+                {
+                    text.push_str(&format!(
+                        "training diverged in epoch {}; try a smaller learning rate\n",
+                        trainer.state.epoch + 1
+                    ));
+                }
+                out.stderr.push_str(&text);
+                if Path::new(&checkpoint_path).exists() {
+                    out.stderr
+                        .push_str(&format!("the last good checkpoint is {checkpoint_path}\n"));
+                }
+                return 1;
+            }
+        };
+        if args.log.is_some() {
+            log.push_str(&format!("{},{}", summary.epoch, summary.loss));
+            for (_, v) in &summary.costs {
+                log.push_str(&format!(",{v}"));
+            }
+            for v in &summary.metrics {
+                log.push_str(&format!(",{v}"));
+            }
+            log.push_str(&format!(
+                ",{},{},{}\n",
+                summary.grad_norm,
+                started.elapsed().as_secs_f64(),
+                summary.rhs_evals
+            ));
+        }
+        let line = summary_line(&loaded, &summary, epochs);
+        match &bar {
+            Some(bar) => {
+                bar.set_position(summary.epoch as u64);
+                bar.set_message(line.clone());
+            }
+            None if !args.quiet && (summary.epoch % every == 0 || summary.epoch == epochs) => {
+                // Not a terminal: plain periodic lines, written as they happen.
+                eprintln_now(&line);
+            }
+            None => {}
+        }
+        if args.checkpoint_every > 0 && summary.epoch % args.checkpoint_every == 0 {
+            if let Err(e) = write_checkpoint(&trainer.state) {
+                out.stderr.push_str(&format!(
+                    "{checkpoint_path}: error: cannot write the checkpoint: {e}\n"
+                ));
+                return 1;
+            }
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if let Some(path) = &args.log {
+        if let Err(e) = write_atomic(Path::new(path), log.as_bytes()) {
+            out.stderr
+                .push_str(&format!("{path}: error: cannot write the log: {e}\n"));
+            return 1;
+        }
+    }
+    let values = trainer.params().values().to_vec();
+    if let Some(path) = &args.out {
+        if let Err(e) = write_atomic(Path::new(path), params_json(&loaded, &values).as_bytes()) {
+            out.stderr.push_str(&format!(
+                "{path}: error: cannot write the parameters: {e}\n"
+            ));
+            return 1;
+        }
+    }
+    // The summary on every data block at the trained parameters.
+    let mut text = String::new();
+    for (name, dataset) in &loaded.data {
+        let t1 = model.schedule.as_ref().map(|s| vec![s.t1]);
+        match simulate::simulate(model, &loaded.program, trainer.params(), dataset, t1) {
+            Ok(sim) => {
+                text.push_str(&format!(
+                    "{name} ({} samples): loss {}",
+                    dataset.n.max(1),
+                    format_sig(sim.loss)
+                ));
+                for (k, v) in &sim.costs {
+                    text.push_str(&format!(", {} {}", k.name(), format_sig(*v)));
+                }
+                for (m, v) in model.metrics.iter().zip(&sim.metrics) {
+                    text.push_str(&format!(", {} {}", m.name, format_sig(*v)));
+                }
+                text.push('\n');
+            }
+            Err(e) => {
+                out.stderr
+                    .push_str(&super::run::solve_error(&loaded, &e, name));
+                return 1;
+            }
+        }
+    }
+    text.push_str(&format!(
+        "trained {epochs} epochs in {:.2} s{}\n",
+        started.elapsed().as_secs_f64(),
+        args.out
+            .as_ref()
+            .map_or(String::new(), |p| format!("; parameters written to {p}"))
+    ));
+    if !args.quiet {
+        out.stderr.push_str(&text);
+    }
+    if args.out.is_none() {
+        out.stdout.push_str(&params_json(&loaded, &values));
+    }
+    0
+}
+
+/// The cost kinds in the order summaries list them.
+fn simulate_costs(loaded: &Loaded) -> Vec<(ir::CostKind, ())> {
+    loaded
+        .program
+        .cost_kinds()
+        .into_iter()
+        .map(|k| (k, ()))
+        .collect()
+}
+
+/// Progress lines must appear while training runs, not when the command ends.
+#[allow(clippy::print_stderr)]
+fn eprintln_now(line: &str) {
+    eprintln!("{line}");
+}

@@ -1,0 +1,332 @@
+//! `train`: the training loop. Mini-batches from a seeded shuffle, one gradient per mini-batch
+//! from `sens`, one optimizer update (`optim`); L-BFGS takes full-batch iterations with its own
+//! line search. No IO: the CLI owns progress, logs and files.
+//!
+//! The whole loop state is a [`TrainState`] (epoch, position inside the epoch, parameters,
+//! optimizer, the shuffler's state at the start of the epoch and the epoch's running sums), so a
+//! checkpoint written after any mini-batch resumes to the same bits as an uninterrupted run:
+//! the epoch's batches are re-drawn from the saved shuffler state and the finished ones skipped.
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::{Params, Program};
+use crate::data::{self, Dataset};
+use crate::ir::{self, CostKind};
+use crate::optim::{Hyper, LineSearchError, OptimizerState};
+use crate::rng::{Rng, RngState};
+use crate::sens::{self, GradientError, GradientOptions};
+
+/// Everything a checkpoint holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The model the state belongs to (checked on resume).
+    pub model: String,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Mini-batches of the current epoch already applied.
+    pub batch: usize,
+    /// Parameter values (full layout).
+    pub params: Vec<f64>,
+    /// The optimizer.
+    pub optimizer: OptimizerState,
+    /// The shuffler at the start of the current epoch.
+    pub shuffler: RngState,
+    /// Running sums of the current epoch.
+    pub sums: EpochSums,
+}
+
+/// Sums over the mini-batches of an epoch so far, weighted by their sizes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSums {
+    /// Samples seen.
+    pub samples: usize,
+    /// Σ batch size × batch loss.
+    pub loss: f64,
+    /// Σ batch size × cost value, per cost kind in the program's order.
+    pub costs: Vec<f64>,
+    /// Σ batch size × metric.
+    pub metrics: Vec<f64>,
+    /// Σ ‖gradient‖ over mini-batches.
+    pub grad_norm: f64,
+    /// Mini-batches.
+    pub batches: usize,
+    /// Right-hand-side evaluations.
+    pub rhs_evals: u64,
+}
+
+/// One finished epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochSummary {
+    /// Its number, from 1.
+    pub epoch: usize,
+    /// Mean loss over the epoch's mini-batches (at the parameters each batch was taken at).
+    pub loss: f64,
+    /// Mean of each cost kind.
+    pub costs: Vec<(CostKind, f64)>,
+    /// Mean of each metric.
+    pub metrics: Vec<f64>,
+    /// Mean gradient norm over the mini-batches.
+    pub grad_norm: f64,
+    /// Right-hand-side evaluations of the epoch.
+    pub rhs_evals: u64,
+}
+
+/// Why training stopped early.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainError {
+    /// A gradient could not be computed.
+    Gradient(GradientError),
+    /// The loss or the gradient became non-finite.
+    Diverged {
+        /// Epoch (from 1).
+        epoch: usize,
+        /// What went non-finite: a cost kind, or the gradient.
+        term: String,
+    },
+    /// The optimizer cannot be used here.
+    Unsupported(String),
+    /// L-BFGS found no acceptable step.
+    LineSearch(String),
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrainError::Gradient(e) => write!(f, "{e}"),
+            TrainError::Diverged { epoch, term } => write!(
+                f,
+                "training diverged in epoch {epoch}: {term} became infinite or NaN; try a smaller learning rate"
+            ),
+            TrainError::Unsupported(why) => write!(f, "{why}"),
+            TrainError::LineSearch(why) => write!(f, "L-BFGS stopped: {why}"),
+        }
+    }
+}
+
+/// A model, its data and its training state.
+pub struct Trainer<'a> {
+    model: &'a ir::Model,
+    program: &'a Program,
+    data: &'a Dataset,
+    train: ir::Train,
+    hyper: Hyper,
+    gradient: GradientOptions,
+    params: Params,
+    /// The loop state (what a checkpoint stores).
+    pub state: TrainState,
+}
+
+impl<'a> Trainer<'a> {
+    /// A fresh run from `params` (the model must declare `train`).
+    pub fn new(
+        model: &'a ir::Model,
+        program: &'a Program,
+        data: &'a Dataset,
+        params: Params,
+        gradient: GradientOptions,
+    ) -> Result<Trainer<'a>, TrainError> {
+        let train = model.train.clone().ok_or_else(|| {
+            TrainError::Unsupported("the model has no `train` declaration".into())
+        })?;
+        let hyper = Hyper::from(&train);
+        let optimizer = OptimizerState::new(train.optimizer, params.values().len(), &hyper)
+            .ok_or_else(|| {
+                TrainError::Unsupported(
+                    "`msa` (the method of successive approximations) is not available yet; use `adam`, `sgd` or `lbfgs`".into(),
+                )
+            })?;
+        // The shuffler has its own stream, apart from parameter initialisation.
+        let shuffler = Rng::new(train.seed).fork(1).state();
+        let state = TrainState {
+            model: model.name.clone(),
+            epoch: 0,
+            batch: 0,
+            params: params.values().to_vec(),
+            optimizer,
+            shuffler,
+            sums: EpochSums::default(),
+        };
+        Ok(Trainer {
+            model,
+            program,
+            data,
+            train,
+            hyper,
+            gradient,
+            params,
+            state,
+        })
+    }
+
+    /// Continues from a checkpoint.
+    pub fn resume(&mut self, state: TrainState) -> Result<(), TrainError> {
+        if state.model != self.model.name || state.params.len() != self.state.params.len() {
+            return Err(TrainError::Unsupported(format!(
+                "the checkpoint belongs to model `{}` with {} parameter values, not to `{}` with {}",
+                state.model,
+                state.params.len(),
+                self.model.name,
+                self.state.params.len()
+            )));
+        }
+        self.params.values_mut().copy_from_slice(&state.params);
+        self.state = state;
+        Ok(())
+    }
+
+    /// Epochs the run has in total (L-BFGS: iterations).
+    pub fn epochs(&self) -> usize {
+        match self.train.optimizer {
+            ir::Optimizer::Lbfgs => self.train.iters.max(1),
+            _ => self.train.epochs,
+        }
+    }
+
+    /// The current parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Runs the rest of the current epoch; `stop()` is asked after every mini-batch, and a
+    /// `true` returns `Ok(None)` with the state pointing at the next mini-batch.
+    pub fn run_epoch(
+        &mut self,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<EpochSummary>, TrainError> {
+        if self.train.optimizer == ir::Optimizer::Lbfgs {
+            return self.lbfgs_iteration().map(Some);
+        }
+        let epoch = self.state.epoch + 1;
+        let mut shuffler = Rng::from_state(&self.state.shuffler);
+        let batches = data::batches(self.data.n.max(1), self.train.batch, &mut shuffler);
+        let lr = self.hyper.lr_at(self.state.epoch);
+        while self.state.batch < batches.len() {
+            let indices = &batches[self.state.batch];
+            let subset = if self.data.times.is_some() || self.data.n == 0 {
+                self.data.clone()
+            } else {
+                self.data.select(indices)
+            };
+            let g = sens::gradient(
+                self.model,
+                self.program,
+                &self.params,
+                &subset,
+                &self.gradient,
+            )
+            .map_err(TrainError::Gradient)?;
+            check_finite(epoch, &g)?;
+            let weight = indices.len() as f64;
+            let sums = &mut self.state.sums;
+            if sums.costs.is_empty() {
+                sums.costs = vec![0.0; g.simulation.costs.len()];
+                sums.metrics = vec![0.0; g.simulation.metrics.len()];
+            }
+            sums.samples += indices.len();
+            sums.loss += weight * g.simulation.loss;
+            for (s, (_, v)) in sums.costs.iter_mut().zip(&g.simulation.costs) {
+                *s += weight * v;
+            }
+            for (s, v) in sums.metrics.iter_mut().zip(&g.simulation.metrics) {
+                *s += weight * v;
+            }
+            sums.grad_norm += g.grad.iter().map(|x| x * x).sum::<f64>().sqrt();
+            sums.batches += 1;
+            sums.rhs_evals += g.stats.rhs_evals;
+            self.state
+                .optimizer
+                .step(self.params.values_mut(), &g.grad, lr)
+                .map_err(|e| TrainError::Unsupported(e.to_string()))?;
+            self.state.params.copy_from_slice(self.params.values());
+            self.state.batch += 1;
+            if self.state.batch < batches.len() && stop() {
+                return Ok(None);
+            }
+        }
+        let summary = self.finish_epoch(epoch);
+        self.state.shuffler = shuffler.state();
+        Ok(Some(summary))
+    }
+
+    fn finish_epoch(&mut self, epoch: usize) -> EpochSummary {
+        let sums = std::mem::take(&mut self.state.sums);
+        let n = sums.samples.max(1) as f64;
+        let kinds = self.program.cost_kinds();
+        let summary = EpochSummary {
+            epoch,
+            loss: sums.loss / n,
+            costs: kinds
+                .iter()
+                .zip(&sums.costs)
+                .map(|(k, v)| (*k, v / n))
+                .collect(),
+            metrics: sums.metrics.iter().map(|v| v / n).collect(),
+            grad_norm: sums.grad_norm / sums.batches.max(1) as f64,
+            rhs_evals: sums.rhs_evals,
+        };
+        self.state.epoch = epoch;
+        self.state.batch = 0;
+        summary
+    }
+
+    /// One full-batch L-BFGS iteration with its Wolfe line search.
+    fn lbfgs_iteration(&mut self) -> Result<EpochSummary, TrainError> {
+        let epoch = self.state.epoch + 1;
+        let OptimizerState::Lbfgs(lbfgs) = &mut self.state.optimizer else {
+            unreachable!("run_epoch dispatches L-BFGS only")
+        };
+        let (model, program, data, gradient) =
+            (self.model, self.program, self.data, &self.gradient);
+        let mut params = self.params.clone();
+        let mut evals = 0u64;
+        let mut objective = |x: &[f64]| -> Result<(f64, Vec<f64>), GradientError> {
+            params.values_mut().copy_from_slice(x);
+            let g = sens::gradient(model, program, &params, data, gradient)?;
+            evals += g.stats.rhs_evals;
+            Ok((g.simulation.loss, g.grad))
+        };
+        let mut x = self.state.params.clone();
+        match lbfgs.step(&mut x, &mut objective) {
+            Ok(_) => {}
+            Err(LineSearchError::Objective(e)) => return Err(TrainError::Gradient(e)),
+            Err(e) => return Err(TrainError::LineSearch(format!("{e}"))),
+        }
+        self.params.values_mut().copy_from_slice(&x);
+        self.state.params = x;
+        // Report the loss at the new point (it is the line search's last accepted value).
+        let g = sens::gradient(model, program, &self.params, data, gradient)
+            .map_err(TrainError::Gradient)?;
+        check_finite(epoch, &g)?;
+        self.state.epoch = epoch;
+        Ok(EpochSummary {
+            epoch,
+            loss: g.simulation.loss,
+            costs: g.simulation.costs.clone(),
+            metrics: g.simulation.metrics.clone(),
+            grad_norm: g.grad.iter().map(|x| x * x).sum::<f64>().sqrt(),
+            rhs_evals: evals + g.stats.rhs_evals,
+        })
+    }
+}
+
+/// A non-finite loss names the cost term that went first; a non-finite gradient says so.
+fn check_finite(epoch: usize, g: &sens::Gradient) -> Result<(), TrainError> {
+    if !g.simulation.loss.is_finite() {
+        let term = g
+            .simulation
+            .costs
+            .iter()
+            .find(|(_, v)| !v.is_finite())
+            .map_or("the loss".to_string(), |(k, _)| {
+                format!("the {} cost", k.name())
+            });
+        return Err(TrainError::Diverged { epoch, term });
+    }
+    if g.grad.iter().any(|v| !v.is_finite()) {
+        return Err(TrainError::Diverged {
+            epoch,
+            term: "the gradient".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `nodec train` end to end: accuracy targets on CI-sized models, determinism across thread
+//! counts, bit-identical resume, and a located error when training diverges.
+
+use crate::support::{nodec, root};
+
+fn tmp(name: &str) -> String {
+    let dir = root().join("target/train-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_str().unwrap().to_string()
+}
+
+fn train(args: &[&str], threads: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
+        .arg("train")
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads)
+        .current_dir(root())
+        .output()
+        .expect("nodec runs")
+}
+
+fn metric(params: &str, model: &str, name: &str) -> f64 {
+    let out = nodec(&["run", model, "--params", params, "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["metrics"][name].as_f64().unwrap()
+}
+
+#[test]
+fn resnets_reach_full_training_accuracy() {
+    for model in ["models/resnet_euler.node", "models/lm_resnet.node"] {
+        for seed in ["0", "1"] {
+            let out_path = tmp(&format!("acc_{seed}_{}.json", model.len()));
+            let out = train(&[model, "--quiet", "--seed", seed, "--out", &out_path], "2");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let acc = metric(&out_path, model, "accuracy");
+            assert!(acc >= 0.99, "{model} seed {seed}: accuracy {acc}");
+        }
+    }
+}
+
+#[test]
+fn training_is_bit_identical_for_any_thread_count_and_across_a_resume() {
+    let model = "models/resnet_euler.node";
+    let one = tmp("threads1.json");
+    let two = tmp("threads2.json");
+    for (path, threads) in [(&one, "1"), (&two, "2")] {
+        let out = train(&[model, "--quiet", "--out", path], threads);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let a = std::fs::read_to_string(&one).unwrap();
+    assert_eq!(a, std::fs::read_to_string(&two).unwrap());
+
+    // Stop after 70 epochs (a checkpoint every 70), resume, and compare with the full run.
+    let ckpt = tmp("resume.ckpt.json");
+    let text = std::fs::read_to_string(root().join(model))
+        .unwrap()
+        .replace("epochs = 200", "epochs = 70");
+    let short = tmp("resnet_short.node");
+    std::fs::write(&short, text).unwrap();
+    // A model file elsewhere has a different name only if its `model` line differs: it does not.
+    let out = train(
+        &[
+            &short,
+            "--quiet",
+            "--checkpoint-every",
+            "70",
+            "--checkpoint",
+            &ckpt,
+            "--out",
+            &tmp("short.json"),
+        ],
+        "2",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed = tmp("resumed.json");
+    let out = train(
+        &[model, "--quiet", "--resume", &ckpt, "--out", &resumed],
+        "1",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a, std::fs::read_to_string(&resumed).unwrap());
+}
+
+#[test]
+fn a_diverging_run_names_the_epoch_and_suggests_a_smaller_rate() {
+    // Gradient ascent in disguise: x(1) = exp(a) grows until the solve overflows.
+    let text = "model diverge
+param a = 1
+state x = 1
+dx/dt = a * x
+schedule rk4(t = [0, 1], steps = 10)
+cost terminal = -x
+train sgd(lr = 1000, epochs = 50)
+";
+    let path = tmp("diverge.node");
+    std::fs::write(&path, text).unwrap();
+    let out = train(&[&path, "--quiet"], "2");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("diverged in epoch"), "{err}");
+    assert!(err.contains("smaller learning rate"), "{err}");
+}
