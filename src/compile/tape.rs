@@ -5,14 +5,14 @@
 //! uniform prologue when the parameters in force change) or *varying* (one lane of `width`
 //! values). Varying leaves (states, directions, inputs, labels, observations, time) are read in
 //! place from their banks; other varying nodes get a register (a lane of the register file) in
-//! SSA order, so an instruction's sources always lie below its destination.
+//! SSA order, so an instruction's sources always lie below its destination. A lane root that no
+//! other node reads is written straight into its output row, without a register and a copy.
 //!
 //! Fusion: a varying `Add` becomes one linear-combination instruction whose terms are lanes,
 //! uniforms, `c·a`, `a·b` or `(c·a)·b` (a product feeding only sums is never materialized).
 //! Sums with the same term structure over the same lanes (the rows of `K x`) form one
-//! instruction that runs up to four rows at once over chunks of samples held in registers, like
-//! a gemm micro-kernel. Parameter-gradient roots are reduced over the lanes by fused
-//! `Σ_s a_s b_s` instructions.
+//! instruction, run row by row (see `lin`). Parameter-gradient roots are reduced over the lanes
+//! by fused `Σ_s a_s b_s` instructions.
 //!
 //! Exactness: nodes reachable from primal roots (equations, costs, outputs, ...) are computed in
 //! the interpreter's order (sums and products left to right), so they agree with `ir::eval` to
