@@ -65,6 +65,8 @@ pub struct Program {
     t0: f64,
     t1: f64,
     has_lm_k: bool,
+    /// Whether some parameter changes with time (cached [`ParamLayout::is_time_varying`]).
+    time_varying: bool,
 }
 
 /// Per-kernel cache of the uniform file: valid while the parameters' generation and the piece
@@ -200,10 +202,12 @@ impl Program {
             costs.push((c.kind, with_grad, with_grad + 1));
         }
         let (t0, t1) = model.schedule.as_ref().map_or((0.0, 1.0), |s| (s.t0, s.t1));
+        let layout = ParamLayout::new(model);
         Program {
+            time_varying: layout.is_time_varying(),
             kernels,
             costs,
-            layout: ParamLayout::new(model),
+            layout,
             dim: model.state_len(),
             input_len: model.inputs.iter().map(|i| i.shape.len()).sum(),
             labels: model.labels.len(),
@@ -322,7 +326,7 @@ impl Program {
         let kernel = &self.kernels[k];
         let width = ws.width;
         assert_eq!(t.len(), width, "one time per sample of the block");
-        let varying = self.layout.is_time_varying();
+        let varying = self.time_varying;
         let mut lo = 0;
         while lo < width {
             let key = if varying {

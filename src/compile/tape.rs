@@ -5,14 +5,14 @@
 //! uniform prologue when the parameters in force change) or *varying* (one lane of `width`
 //! values). Varying leaves (states, directions, inputs, labels, observations, time) are read in
 //! place from their banks; other varying nodes get a register (a lane of the register file) in
-//! SSA order, so an instruction's sources always lie below its destination.
+//! SSA order, so an instruction's sources always lie below its destination. A lane root that no
+//! other node reads is written straight into its output row, without a register and a copy.
 //!
 //! Fusion: a varying `Add` becomes one linear-combination instruction whose terms are lanes,
 //! uniforms, `c·a`, `a·b` or `(c·a)·b` (a product feeding only sums is never materialized).
 //! Sums with the same term structure over the same lanes (the rows of `K x`) form one
-//! instruction that runs up to four rows at once over chunks of samples held in registers, like
-//! a gemm micro-kernel. Parameter-gradient roots are reduced over the lanes by fused
-//! `Σ_s a_s b_s` instructions.
+//! instruction, run row by row (see `lin`). Parameter-gradient roots are reduced over the lanes
+//! by fused `Σ_s a_s b_s` instructions.
 //!
 //! Exactness: nodes reachable from primal roots (equations, costs, outputs, ...) are computed in
 //! the interpreter's order (sums and products left to right), so they agree with `ir::eval` to
@@ -88,38 +88,41 @@ enum Bin {
     Cmp(CmpOp),
 }
 
-/// One lane instruction.
+/// Where an instruction writes: registers, or rows of the output block (a lane root that no
+/// other node reads is computed in place, without a register and a copy).
+#[derive(Clone, Copy, Debug)]
+enum Dst {
+    Reg(u32),
+    Out(u32),
+}
+
+/// One lane instruction with its destination; its sources lie in registers below `below`.
+#[derive(Clone, Debug)]
+struct Step {
+    dst: Dst,
+    below: u32,
+    instr: Instr,
+}
+
+/// One lane operation.
 #[derive(Clone, Debug)]
 enum Instr {
     /// Rows `dst .. dst + rows` are linear combinations with the same term shapes; row `r`'s
     /// coefficients are `u[table + r * coefs ..][..coefs]`.
     Lin {
-        dst: u32,
         rows: u32,
         shape: Box<[Shape]>,
         coefs: u32,
         table: u32,
     },
     /// `dst = a ∘ b`.
-    Bin { dst: u32, op: Bin, a: Opd, b: Opd },
+    Bin { op: Bin, a: Opd, b: Opd },
     /// `dst = ((a · b) · c) ...`, left to right.
-    Fold { dst: u32, ops: Box<[Opd]> },
+    Fold { ops: Box<[Opd]> },
     /// `dst = a · a`.
-    Square { dst: u32, a: Src },
+    Square { a: Src },
     /// `dst = f(a)`.
-    Func { dst: u32, f: Func, a: Src },
-}
-
-impl Instr {
-    fn dst(&self) -> u32 {
-        match self {
-            Instr::Lin { dst, .. }
-            | Instr::Bin { dst, .. }
-            | Instr::Fold { dst, .. }
-            | Instr::Square { dst, .. }
-            | Instr::Func { dst, .. } => *dst,
-        }
-    }
+    Func { f: Func, a: Src },
 }
 
 /// Scalar operations of the uniform prologue.
@@ -158,7 +161,7 @@ pub(crate) struct Kernel {
     pub(crate) n_uniform: usize,
     /// Number of lane registers.
     pub(crate) n_regs: usize,
-    instrs: Vec<Instr>,
+    steps: Vec<Step>,
     /// Lane outputs: row of the output block and its operand.
     outputs: Vec<(u32, Opd)>,
     reduces: Vec<Reduce>,
@@ -499,14 +502,61 @@ impl Builder {
                 }
             }
         }
+        // Lane roots that no other node (or reduction) reads are written straight into their
+        // output row.
+        let mut read = vec![false; n];
+        for i in 0..n {
+            if needed[i] {
+                self.pool
+                    .node(ExprId(i as u32))
+                    .for_each_operand(|c| read[c.index()] = true);
+            }
+        }
+        for r in &reduce_roots {
+            read[r.index()] = true;
+        }
+        let mut out_row: Vec<Option<u32>> = vec![None; n];
+        for (row, r) in lane_roots.iter().enumerate() {
+            let i = r.index();
+            if read[i] {
+                // A node that is several roots is written once and copied.
+                out_row[i] = None;
+            } else if materialize(i) {
+                out_row[i] = Some(row as u32);
+                read[i] = true;
+            }
+        }
+        let mut direct = vec![false; n];
         let mut emitted = vec![false; n];
+        // The destination of `rows` consecutive results: output rows if every one is a direct
+        // root in order, else fresh registers.
+        let place = |k: &mut Kernel, members: &[ExprId], direct: &mut [bool]| -> Dst {
+            let first = out_row[members[0].index()];
+            let in_order = members.iter().enumerate().all(|(r, m)| {
+                matches!((first, out_row[m.index()]), (Some(f), Some(o)) if o == f + r as u32)
+            });
+            match first {
+                Some(row) if in_order => {
+                    for m in members {
+                        direct[m.index()] = true;
+                    }
+                    Dst::Out(row)
+                }
+                _ => {
+                    let dst = k.n_regs as u32;
+                    k.n_regs += members.len();
+                    Dst::Reg(dst)
+                }
+            }
+        };
         for i in 0..n {
             if !materialize(i) || emitted[i] {
                 continue;
             }
             let id = ExprId(i as u32);
             let node = self.pool.node(id).clone();
-            match node {
+            let below = k.n_regs as u32;
+            let (members, instr) = match node {
                 Node::Add(ref terms) => {
                     // Every sum with this key reads the same lanes as this one, the first in id
                     // order, so all are ready now.
@@ -515,7 +565,6 @@ impl Builder {
                     } else {
                         vec![id]
                     };
-                    let dst = k.n_regs as u32;
                     let mut shape: Vec<Shape> = Vec::with_capacity(terms.len());
                     let mut slots = 0u32;
                     for &c in terms.iter() {
@@ -538,59 +587,38 @@ impl Builder {
                                 slot += 1;
                             }
                         }
-                        reg.insert(m, dst + r as u32);
-                        emitted[m.index()] = true;
                     }
                     k.n_uniform += members.len() * slots as usize;
-                    k.n_regs += members.len();
-                    k.instrs.push(Instr::Lin {
-                        dst,
+                    let instr = Instr::Lin {
                         rows: members.len() as u32,
                         shape: shape.into(),
                         coefs: slots,
                         table,
-                    });
+                    };
+                    (members, instr)
                 }
                 Node::Mul(ref f) => {
                     let ops: Vec<Opd> = f.iter().map(|&c| opd(c, &reg)).collect();
-                    let dst = k.n_regs as u32;
-                    k.n_regs += 1;
-                    reg.insert(id, dst);
-                    emitted[i] = true;
-                    k.instrs.push(if ops.len() == 2 {
+                    let instr = if ops.len() == 2 {
                         Instr::Bin {
-                            dst,
                             op: Bin::Mul,
                             a: ops[0],
                             b: ops[1],
                         }
                     } else {
-                        Instr::Fold {
-                            dst,
-                            ops: ops.into(),
-                        }
-                    });
+                        Instr::Fold { ops: ops.into() }
+                    };
+                    (vec![id], instr)
                 }
-                Node::Func(f, a) => {
-                    let dst = k.n_regs as u32;
-                    k.n_regs += 1;
-                    reg.insert(id, dst);
-                    emitted[i] = true;
-                    k.instrs.push(Instr::Func {
-                        dst,
+                Node::Func(f, a) => (
+                    vec![id],
+                    Instr::Func {
                         f,
                         a: lane(a, &reg),
-                    });
-                }
+                    },
+                ),
                 Node::Pow(a, e) if self.pool.const_value(e) == Some(2.0) => {
-                    let dst = k.n_regs as u32;
-                    k.n_regs += 1;
-                    reg.insert(id, dst);
-                    emitted[i] = true;
-                    k.instrs.push(Instr::Square {
-                        dst,
-                        a: lane(a, &reg),
-                    });
+                    (vec![id], Instr::Square { a: lane(a, &reg) })
                 }
                 Node::Div(a, b)
                 | Node::Pow(a, b)
@@ -605,23 +633,29 @@ impl Builder {
                         Node::Cmp(op, ..) => Bin::Cmp(op),
                         _ => unreachable!(),
                     };
-                    let dst = k.n_regs as u32;
-                    k.n_regs += 1;
-                    reg.insert(id, dst);
-                    emitted[i] = true;
-                    k.instrs.push(Instr::Bin {
-                        dst,
+                    let instr = Instr::Bin {
                         op,
                         a: opd(a, &reg),
                         b: opd(b, &reg),
-                    });
+                    };
+                    (vec![id], instr)
                 }
                 Node::Const(_) | Node::Var(_) => unreachable!("leaves are not materialized"),
+            };
+            let dst = place(&mut k, &members, &mut direct);
+            for (r, m) in members.iter().enumerate() {
+                emitted[m.index()] = true;
+                if let Dst::Reg(d) = dst {
+                    reg.insert(*m, d + r as u32);
+                }
             }
+            k.steps.push(Step { dst, below, instr });
         }
 
         for (row, r) in lane_roots.iter().enumerate() {
-            k.outputs.push((row as u32, opd(*r, &reg)));
+            if !direct[r.index()] {
+                k.outputs.push((row as u32, opd(*r, &reg)));
+            }
         }
         for (index, &r) in reduce_roots.iter().enumerate() {
             let (mut shape, coef) = term(r, &reg);
@@ -651,11 +685,23 @@ pub(crate) struct Lanes<'a> {
     pub(crate) hi: usize,
 }
 
-impl<'a> Lanes<'a> {
+/// The sources of one instruction: the banks, and the registers written before it.
+#[derive(Clone, Copy)]
+struct Ctx<'r, 'a> {
+    l: &'r Lanes<'a>,
+    regs: &'r [f64],
+}
+
+impl<'r> Ctx<'r, '_> {
     #[inline(always)]
-    fn lane(&self, s: Src) -> &'a [f64] {
-        let start = s.row as usize * self.width;
-        &self.banks[s.bank as usize][start + self.lo..start + self.hi]
+    fn lane(&self, s: Src) -> &'r [f64] {
+        let bank = if s.bank == REG {
+            self.regs
+        } else {
+            self.l.banks[s.bank as usize]
+        };
+        let start = s.row as usize * self.l.width;
+        &bank[start + self.l.lo..start + self.l.hi]
     }
 }
 
@@ -700,111 +746,181 @@ impl Kernel {
         reduced: &mut [f64],
     ) {
         let w = lanes.width;
-        for ins in &self.instrs {
-            let (below, above) = regs.split_at_mut(ins.dst() as usize * w);
-            let mut l = lanes;
-            l.banks[REG as usize] = below;
-            match ins {
+        let (lo, hi) = (lanes.lo, lanes.hi);
+        for step in &self.steps {
+            let (below, above) = regs.split_at_mut(step.below as usize * w);
+            let c = Ctx {
+                l: &lanes,
+                regs: below,
+            };
+            let rows = match step.instr {
+                Instr::Lin { rows, .. } => rows as usize,
+                _ => 1,
+            };
+            let dst = match step.dst {
+                Dst::Reg(_) => &mut above[..rows * w],
+                Dst::Out(row) => &mut out[row as usize * w..(row as usize + rows) * w],
+            };
+            match &step.instr {
                 Instr::Lin {
-                    rows,
                     shape,
                     coefs,
                     table,
                     ..
                 } => {
-                    let rows = *rows as usize;
                     let coefs = *coefs as usize;
                     let table = &u[*table as usize..*table as usize + rows * coefs];
-                    lin(&l, shape, table, coefs, &mut above[..rows * w]);
+                    lin(&c, shape, table, coefs, rows, dst);
                 }
-                Instr::Bin { op, a, b, .. } => {
-                    let dst = &mut above[l.lo..l.hi];
+                Instr::Bin { op, a, b } => {
+                    let d = &mut dst[lo..hi];
                     match op {
-                        Bin::Mul => binary(&l, u, *a, *b, dst, |x, y| x * y),
-                        Bin::Div => binary(&l, u, *a, *b, dst, |x, y| x / y),
-                        Bin::Pow => binary(&l, u, *a, *b, dst, apply_pow),
-                        Bin::Min => binary(&l, u, *a, *b, dst, f64::min),
-                        Bin::Max => binary(&l, u, *a, *b, dst, f64::max),
-                        Bin::Cmp(c) => binary(&l, u, *a, *b, dst, |x, y| c.apply(x, y)),
+                        Bin::Mul => binary(&c, u, *a, *b, d, |x, y| x * y),
+                        Bin::Div => binary(&c, u, *a, *b, d, |x, y| x / y),
+                        Bin::Pow => binary(&c, u, *a, *b, d, apply_pow),
+                        Bin::Min => binary(&c, u, *a, *b, d, f64::min),
+                        Bin::Max => binary(&c, u, *a, *b, d, f64::max),
+                        Bin::Cmp(op) => binary(&c, u, *a, *b, d, |x, y| op.apply(x, y)),
                     }
                 }
-                Instr::Fold { ops, .. } => {
-                    let dst = &mut above[l.lo..l.hi];
-                    binary(&l, u, ops[0], ops[1], dst, |x, y| x * y);
+                Instr::Fold { ops } => {
+                    let d = &mut dst[lo..hi];
+                    binary(&c, u, ops[0], ops[1], d, |x, y| x * y);
                     for op in &ops[2..] {
                         match *op {
-                            Opd::L(s) => dst.iter_mut().zip(l.lane(s)).for_each(|(d, x)| *d *= x),
-                            Opd::U(c) => {
-                                let c = u[c as usize];
-                                dst.iter_mut().for_each(|d| *d *= c)
+                            Opd::L(s) => update(d, c.lane(s), |x, y| x * y),
+                            Opd::U(k) => {
+                                let y = u[k as usize];
+                                update_uniform(d, |x| x * y)
                             }
                         }
                     }
                 }
-                Instr::Square { a, .. } => {
-                    let dst = &mut above[l.lo..l.hi];
-                    dst.iter_mut().zip(l.lane(*a)).for_each(|(d, x)| *d = x * x);
-                }
-                Instr::Func { f, a, .. } => {
-                    let dst = &mut above[l.lo..l.hi];
-                    let x = l.lane(*a);
+                Instr::Square { a } => map(&mut dst[lo..hi], c.lane(*a), |x| x * x),
+                Instr::Func { f, a } => {
+                    let d = &mut dst[lo..hi];
+                    let x = c.lane(*a);
                     match f {
-                        Func::Tanh => map(dst, x, math::tanh),
-                        Func::Exp => map(dst, x, math::exp),
-                        Func::Sigmoid => map(dst, x, math::sigmoid),
-                        Func::Abs => map(dst, x, f64::abs),
-                        Func::Sqrt => map(dst, x, f64::sqrt),
-                        Func::Relu => map(dst, x, |x| Func::Relu.apply(x)),
-                        f => map(dst, x, |x| f.apply(x)),
+                        Func::Tanh => map(d, x, math::tanh),
+                        Func::Exp => map(d, x, math::exp),
+                        Func::Sigmoid => map(d, x, math::sigmoid),
+                        Func::Abs => map(d, x, f64::abs),
+                        Func::Sqrt => map(d, x, f64::sqrt),
+                        Func::Relu => map(d, x, |x| Func::Relu.apply(x)),
+                        f => map(d, x, |x| f.apply(x)),
                     }
                 }
             }
         }
-        let mut l = lanes;
-        l.banks[REG as usize] = regs;
+        let c = Ctx {
+            l: &lanes,
+            regs: &*regs,
+        };
         for &(row, o) in &self.outputs {
-            let dst = &mut out[row as usize * w + l.lo..row as usize * w + l.hi];
+            let d = &mut out[row as usize * w + lo..row as usize * w + hi];
             match o {
-                // A fixed-size copy is inlined; a slice copy calls `memmove`, which costs as
-                // much as a small instruction.
-                Opd::L(s) => match <&mut [f64; 32]>::try_from(&mut *dst) {
-                    Ok(d) => *d = l.lane(s).try_into().expect("lane of the block width"),
-                    Err(_) => dst.copy_from_slice(l.lane(s)),
-                },
-                Opd::U(c) => dst.fill(u[c as usize]),
+                Opd::L(s) => map(d, c.lane(s), |x| x),
+                Opd::U(k) => d.fill(u[k as usize]),
             }
         }
         for r in &self.reduces {
-            reduced[r.index as usize] += reduce(&l, u, r);
+            reduced[r.index as usize] += reduce(&c, u, r);
         }
     }
 }
 
+// Elementwise loops (indexed: at a fixed length these unrolled and vectorized better than `zip`
+// in measurements). At the solvers' block width (32) each is one fixed-length loop whose
+// result is formed before it is stored: it is fully unrolled and vectorized without alias
+// checks, and a call costs a few nanoseconds rather than a loop with a remainder.
+
+/// The block width the elementwise loops are specialized for.
+const W: usize = 32;
+
 #[inline(always)]
-fn map(dst: &mut [f64], x: &[f64], f: impl Fn(f64) -> f64) {
-    dst.iter_mut().zip(x).for_each(|(d, &x)| *d = f(x));
+fn map(d: &mut [f64], a: &[f64], f: impl Fn(f64) -> f64) {
+    if let (Ok(d), Ok(a)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(a)) {
+        for k in 0..W {
+            d[k] = f(a[k]);
+        }
+    } else {
+        d.iter_mut().zip(a).for_each(|(d, &a)| *d = f(a));
+    }
 }
 
 #[inline(always)]
-fn binary(l: &Lanes<'_>, u: &[f64], a: Opd, b: Opd, dst: &mut [f64], f: impl Fn(f64, f64) -> f64) {
+fn zip(d: &mut [f64], a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) {
+    if let (Ok(d), Ok(a), Ok(b)) = (
+        <&mut [f64; W]>::try_from(&mut *d),
+        <&[f64; W]>::try_from(a),
+        <&[f64; W]>::try_from(b),
+    ) {
+        for k in 0..W {
+            d[k] = f(a[k], b[k]);
+        }
+    } else {
+        d.iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(d, (&a, &b))| *d = f(a, b));
+    }
+}
+
+/// `d = f(d, a)`.
+#[inline(always)]
+fn update(d: &mut [f64], a: &[f64], f: impl Fn(f64, f64) -> f64) {
+    if let (Ok(d), Ok(a)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(a)) {
+        for k in 0..W {
+            d[k] = f(d[k], a[k]);
+        }
+    } else {
+        d.iter_mut().zip(a).for_each(|(d, &a)| *d = f(*d, a));
+    }
+}
+
+/// `d = f(d, a, b)`.
+#[inline(always)]
+fn update2(d: &mut [f64], a: &[f64], b: &[f64], f: impl Fn(f64, f64, f64) -> f64) {
+    if let (Ok(d), Ok(a), Ok(b)) = (
+        <&mut [f64; W]>::try_from(&mut *d),
+        <&[f64; W]>::try_from(a),
+        <&[f64; W]>::try_from(b),
+    ) {
+        for k in 0..W {
+            d[k] = f(d[k], a[k], b[k]);
+        }
+    } else {
+        d.iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(d, (&a, &b))| *d = f(*d, a, b));
+    }
+}
+
+/// `d = f(d)`.
+#[inline(always)]
+#[expect(clippy::needless_range_loop, reason = "an indexed loop, as above")]
+fn update_uniform(d: &mut [f64], f: impl Fn(f64) -> f64) {
+    if let Ok(d) = <&mut [f64; W]>::try_from(&mut *d) {
+        for k in 0..W {
+            d[k] = f(d[k]);
+        }
+    } else {
+        d.iter_mut().for_each(|d| *d = f(*d));
+    }
+}
+
+#[inline(always)]
+fn binary(c: &Ctx<'_, '_>, u: &[f64], a: Opd, b: Opd, d: &mut [f64], f: impl Fn(f64, f64) -> f64) {
     match (a, b) {
-        (Opd::L(a), Opd::L(b)) => dst
-            .iter_mut()
-            .zip(l.lane(a).iter().zip(l.lane(b)))
-            .for_each(|(d, (&x, &y))| *d = f(x, y)),
+        (Opd::L(a), Opd::L(b)) => zip(d, c.lane(a), c.lane(b), f),
         (Opd::U(a), Opd::L(b)) => {
             let x = u[a as usize];
-            dst.iter_mut()
-                .zip(l.lane(b))
-                .for_each(|(d, &y)| *d = f(x, y))
+            map(d, c.lane(b), |y| f(x, y))
         }
         (Opd::L(a), Opd::U(b)) => {
             let y = u[b as usize];
-            dst.iter_mut()
-                .zip(l.lane(a))
-                .for_each(|(d, &x)| *d = f(x, y))
+            map(d, c.lane(a), |x| f(x, y))
         }
-        (Opd::U(a), Opd::U(b)) => dst.fill(f(u[a as usize], u[b as usize])),
+        (Opd::U(a), Opd::U(b)) => d.fill(f(u[a as usize], u[b as usize])),
     }
 }
 
@@ -813,114 +929,63 @@ fn binary(l: &Lanes<'_>, u: &[f64], a: Opd, b: Opd, dst: &mut [f64], f: impl Fn(
 /// resolved (and bounds-checked) once per term rather than once per chunk of samples. This is
 /// the loop nest a hand-written blocked kernel uses, and it measured faster than keeping 4×4
 /// accumulators in registers, whose per-chunk source look-ups cost more than they save.
-fn lin(l: &Lanes<'_>, shape: &[Shape], table: &[f64], coefs: usize, dst: &mut [f64]) {
-    let w = l.width;
-    for (r, row) in dst.chunks_exact_mut(w).enumerate() {
-        let d = &mut row[l.lo..l.hi];
-        let c = &table[r * coefs..(r + 1) * coefs];
-        let Some((first, rest)) = shape.split_first() else {
-            continue;
-        };
-        // The solvers' block width gets loops of known length: fully unrolled, no remainder.
-        if let Ok(d) = <&mut [f64; 32]>::try_from(&mut *d) {
-            lin_term::<true, 32>(l, first, c, d);
-            for t in rest {
-                lin_term::<false, 32>(l, t, c, d);
-            }
-        } else {
-            lin_term_any::<true>(l, first, c, d);
-            for t in rest {
-                lin_term_any::<false>(l, t, c, d);
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn put<const FIRST: bool>(acc: &mut f64, v: f64) {
-    if FIRST {
-        *acc = v;
-    } else {
-        *acc += v;
-    }
-}
-
-/// One term of a linear combination on exactly `N` lanes.
-#[inline(always)]
-fn lin_term<const FIRST: bool, const N: usize>(
-    l: &Lanes<'_>,
-    t: &Shape,
-    coefs: &[f64],
-    d: &mut [f64; N],
+fn lin(
+    c: &Ctx<'_, '_>,
+    shape: &[Shape],
+    table: &[f64],
+    coefs: usize,
+    rows: usize,
+    dst: &mut [f64],
 ) {
-    let lane = |s: Src| -> &[f64; N] { l.lane(s).try_into().expect("lane of the block width") };
-    match t.kind {
-        Kind::Lane => {
-            let a = lane(t.a);
-            for k in 0..N {
-                put::<FIRST>(&mut d[k], a[k]);
-            }
-        }
-        Kind::Uni => {
-            let c = coefs[t.slot as usize];
-            for v in d.iter_mut() {
-                put::<FIRST>(v, c);
-            }
-        }
-        Kind::Scaled => {
-            let c = coefs[t.slot as usize];
-            let a = lane(t.a);
-            for k in 0..N {
-                put::<FIRST>(&mut d[k], c * a[k]);
-            }
-        }
-        Kind::Prod => {
-            let (a, b) = (lane(t.a), lane(t.b));
-            for k in 0..N {
-                put::<FIRST>(&mut d[k], a[k] * b[k]);
-            }
-        }
-        Kind::ScaledProd => {
-            let c = coefs[t.slot as usize];
-            let (a, b) = (lane(t.a), lane(t.b));
-            for k in 0..N {
-                put::<FIRST>(&mut d[k], (c * a[k]) * b[k]);
-            }
+    let l = c.l;
+    let Some((first, rest)) = shape.split_first() else {
+        return;
+    };
+    for r in 0..rows {
+        let d = &mut dst[r * l.width + l.lo..r * l.width + l.hi];
+        let k = &table[r * coefs..(r + 1) * coefs];
+        lin_first(c, first, k, d);
+        for t in rest {
+            lin_term(c, t, k, d);
         }
     }
 }
 
-/// One term of a linear combination on any number of lanes.
+/// `d = term`.
 #[inline(always)]
-fn lin_term_any<const FIRST: bool>(l: &Lanes<'_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
+fn lin_first(c: &Ctx<'_, '_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
     match t.kind {
-        Kind::Lane => {
-            let a = l.lane(t.a);
-            d.iter_mut().zip(a).for_each(|(d, &a)| put::<FIRST>(d, a));
+        Kind::Lane => map(d, c.lane(t.a), |a| a),
+        Kind::Uni => d.fill(coefs[t.slot as usize]),
+        Kind::Scaled => {
+            let k = coefs[t.slot as usize];
+            map(d, c.lane(t.a), |a| k * a)
         }
+        Kind::Prod => zip(d, c.lane(t.a), c.lane(t.b), |a, b| a * b),
+        Kind::ScaledProd => {
+            let k = coefs[t.slot as usize];
+            zip(d, c.lane(t.a), c.lane(t.b), |a, b| (k * a) * b)
+        }
+    }
+}
+
+/// `d += term`.
+#[inline(always)]
+fn lin_term(c: &Ctx<'_, '_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
+    match t.kind {
+        Kind::Lane => update(d, c.lane(t.a), |d, a| d + a),
         Kind::Uni => {
-            let c = coefs[t.slot as usize];
-            d.iter_mut().for_each(|d| put::<FIRST>(d, c));
+            let k = coefs[t.slot as usize];
+            update_uniform(d, |d| d + k)
         }
         Kind::Scaled => {
-            let c = coefs[t.slot as usize];
-            let a = l.lane(t.a);
-            d.iter_mut()
-                .zip(a)
-                .for_each(|(d, &a)| put::<FIRST>(d, c * a));
+            let k = coefs[t.slot as usize];
+            update(d, c.lane(t.a), |d, a| d + k * a)
         }
-        Kind::Prod => {
-            let (a, b) = (l.lane(t.a), l.lane(t.b));
-            d.iter_mut()
-                .zip(a.iter().zip(b))
-                .for_each(|(d, (&a, &b))| put::<FIRST>(d, a * b));
-        }
+        Kind::Prod => update2(d, c.lane(t.a), c.lane(t.b), |d, a, b| d + a * b),
         Kind::ScaledProd => {
-            let c = coefs[t.slot as usize];
-            let (a, b) = (l.lane(t.a), l.lane(t.b));
-            d.iter_mut()
-                .zip(a.iter().zip(b))
-                .for_each(|(d, (&a, &b))| put::<FIRST>(d, (c * a) * b));
+            let k = coefs[t.slot as usize];
+            update2(d, c.lane(t.a), c.lane(t.b), |d, a, b| d + (k * a) * b)
         }
     }
 }
@@ -928,10 +993,10 @@ fn lin_term_any<const FIRST: bool>(l: &Lanes<'_>, t: &Shape, coefs: &[f64], d: &
 /// `Σ_s term(s)` over the lane range, in a fixed order: four interleaved partial sums over
 /// chunks of four samples, then the remainder, so the loop vectorizes and the result depends
 /// only on the lane range.
-fn reduce(l: &Lanes<'_>, u: &[f64], r: &Reduce) -> f64 {
+fn reduce(l: &Ctx<'_, '_>, u: &[f64], r: &Reduce) -> f64 {
     let c = u.get(r.coef as usize).copied().unwrap_or(0.0);
     let t = r.shape;
-    let n = l.hi - l.lo;
+    let n = l.l.hi - l.l.lo;
     match t.kind {
         Kind::Lane => sum4(l.lane(t.a), |a| a),
         // A uniform term (rare: a gradient that reads no lane) is added once per sample.
