@@ -167,6 +167,7 @@ pub(crate) fn solve<S: System>(
     out: &mut [f64],
     stats: &mut Stats,
     ws: &mut S::Workspace,
+    mut on_accept: Option<&mut dyn FnMut(f64, &[f64])>,
 ) -> Result<(), SolveError> {
     let dim = y0.len();
     let (rtol, atol, dir) = (options.rtol, options.atol, tl.dir);
@@ -360,6 +361,9 @@ pub(crate) fn solve<S: System>(
             }
             t = t_new;
             y.copy_from_slice(&y_new);
+            if let Some(record) = on_accept.as_deref_mut() {
+                record(t, &y);
+            }
             break;
         }
 

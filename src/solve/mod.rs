@@ -743,6 +743,7 @@ fn solve_block<S: System>(
                     &mut out,
                     &mut stats,
                     &mut failures,
+                    None,
                 );
             }
             Method::ImplicitEuler | Method::Rodas4 | Method::Bdf => {
@@ -755,10 +756,10 @@ fn solve_block<S: System>(
                             system, options, timeline, y0s, &mut one, &mut stats, &mut ws,
                         ),
                         Method::Rodas4 => rosenbrock::solve(
-                            system, options, timeline, y0s, &mut one, &mut stats, &mut ws,
+                            system, options, timeline, y0s, &mut one, &mut stats, &mut ws, None,
                         ),
                         _ => bdf::solve(
-                            system, options, timeline, y0s, &mut one, &mut stats, &mut ws,
+                            system, options, timeline, y0s, &mut one, &mut stats, &mut ws, None,
                         ),
                     };
                     failures[s] = result.err().map(|e| renumber(e, s));

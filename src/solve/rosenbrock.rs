@@ -33,6 +33,7 @@ pub(crate) fn solve<S: System>(
     out: &mut [f64],
     stats: &mut Stats,
     ws: &mut S::Workspace,
+    mut on_accept: Option<&mut dyn FnMut(f64, &[f64])>,
 ) -> Result<(), SolveError> {
     let tab: &Rosenbrock = &tableau::RODAS4;
     let dim = y0.len();
@@ -245,6 +246,9 @@ pub(crate) fn solve<S: System>(
         y.copy_from_slice(&ynew);
         t = t_new;
         fresh = false;
+        if let Some(record) = on_accept.as_deref_mut() {
+            record(t, &y);
+        }
 
         if hnew.abs() > hmax {
             hnew = dir * hmax;
