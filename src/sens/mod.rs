@@ -220,9 +220,12 @@ pub fn gradient(
             (r.grad, r.lambda0, r.solution, r.costates)
         }
         GradientMethod::Adjoint => {
-            return Err(GradientError::Unavailable(
-                "the continuous adjoint is not implemented yet; use `--method backprop`",
-            ))
+            let bp = BackpropOptions {
+                segment: options.segment,
+                costates: options.costates,
+            };
+            let r = solve::adjoint_batch(&system, &objective, &setup.options, &setup.y0, n, &bp)?;
+            (r.grad, r.lambda0, r.solution, r.costates)
         }
         GradientMethod::Forward => {
             return Err(GradientError::Unavailable(

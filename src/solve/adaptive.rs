@@ -106,11 +106,8 @@ pub(crate) struct Accepted<'a> {
     /// The time at which each stage's `f` was evaluated: `times[0]` for `k_0` (which may be a
     /// reuse, FSAL), then stages `1..s`, as `Timeline::stage_time` placed them.
     pub times: &'a [f64],
-    /// The block's states at the step's start and end (component-major).
+    /// The block's states at the step's start (component-major).
     pub y: &'a [f64],
-    pub y_new: &'a [f64],
-    /// The block's stage derivatives `k_j` of this step.
-    pub k: &'a [Vec<f64>],
     pub width: usize,
 }
 
@@ -429,8 +426,6 @@ pub(crate) fn solve<S: System>(
                     t_new,
                     times: &lane_times,
                     y: &y,
-                    y_new: &ynew,
-                    k: &k,
                     width,
                 });
             }

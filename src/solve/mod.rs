@@ -44,12 +44,15 @@
 //!   and per-sample step sizes matter most for stiff problems.
 
 mod adaptive;
+mod adjoint;
 mod backprop;
 mod bdf;
 mod fixed;
 mod implicit;
 mod linalg;
+mod replay;
 mod rosenbrock;
+mod sample;
 pub mod tableau;
 mod timeline;
 
@@ -515,7 +518,7 @@ impl fmt::Display for OptionsError {
             }
             OptionsError::NoBackprop { method } => write!(
                 f,
-                "backprop through `{method}` is not supported; use `--method adjoint` or `--method forward`"
+                "backprop through `{method}` is not supported (its exact discrete gradient needs second derivatives of the field); use `--method adjoint`"
             ),
         }
     }
@@ -628,10 +631,12 @@ pub struct Backprop {
     pub costates: Option<Vec<f64>>,
 }
 
-/// The exact gradient of `objective` through a fixed-step solve of `system` (the discrete
-/// adjoint, with checkpointing; see `backprop.rs`). The forward states are the bits of
-/// [`solve_batch`]; blocks run in parallel and their gradients are added in block order, so
-/// the result is bit-identical for any number of threads and any checkpoint segment.
+/// The exact gradient of `objective` through a solve of `system` (the discrete adjoint, with
+/// checkpointing): fixed-step explicit schedules (`backprop.rs`), implicit Euler and the
+/// adaptive explicit pairs, whose accepted step sizes are held constant (`sample.rs`).
+/// RODAS4 and BDF are refused with [`OptionsError::NoBackprop`]. The forward states are the
+/// bits of [`solve_batch`]; blocks run in parallel and their gradients are added in block
+/// order, so the result is bit-identical for any number of threads and any checkpoint segment.
 pub fn backprop_batch<S: Sensitivity, O: Objective<S>>(
     system: &S,
     objective: &O,
@@ -641,6 +646,35 @@ pub fn backprop_batch<S: Sensitivity, O: Objective<S>>(
     bp: &BackpropOptions,
 ) -> Result<Backprop, SolveError> {
     backprop::check_method(&options.method).map_err(SolveError::InvalidOptions)?;
+    gradient_batch(system, objective, options, y0, n_samples, bp, false)
+}
+
+/// The continuous adjoint of `objective` through a solve of `system`, for every method: the
+/// costate and the parameter quadrature solved backward with the same method (fixed-step
+/// schedules on the same grid; adaptive and stiff methods with the same tolerances), the
+/// forward trajectory recomputed from checkpoints (see `adjoint.rs`). The result has the same
+/// form as [`backprop_batch`]'s and is also bit-identical for any number of threads; it
+/// approximates the gradient of the computed loss to the accuracy of the two solves.
+pub fn adjoint_batch<S: Sensitivity, O: Objective<S>>(
+    system: &S,
+    objective: &O,
+    options: &SolverOptions,
+    y0: &[f64],
+    n_samples: usize,
+    bp: &BackpropOptions,
+) -> Result<Backprop, SolveError> {
+    gradient_batch(system, objective, options, y0, n_samples, bp, true)
+}
+
+fn gradient_batch<S: Sensitivity, O: Objective<S>>(
+    system: &S,
+    objective: &O,
+    options: &SolverOptions,
+    y0: &[f64],
+    n_samples: usize,
+    bp: &BackpropOptions,
+    continuous: bool,
+) -> Result<Backprop, SolveError> {
     let dim = system.dim();
     let timeline = Timeline::new(system, options).map_err(SolveError::InvalidOptions)?;
     if y0.len() != dim * n_samples {
@@ -655,15 +689,23 @@ pub fn backprop_batch<S: Sensitivity, O: Objective<S>>(
         .map(|b| {
             let first = b * BLOCK_WIDTH;
             let width = BLOCK_WIDTH.min(n_samples - first);
-            backprop::block(
-                system,
-                objective,
-                options,
-                &timeline,
-                &y0[first * dim..(first + width) * dim],
-                first..first + width,
-                bp,
-            )
+            let rows = &y0[first * dim..(first + width) * dim];
+            let samples = first..first + width;
+            let tl = &timeline;
+            match options.method {
+                Method::Bosh3 | Method::Dopri5 | Method::Tsit5 => sample::adaptive_block(
+                    system, objective, options, tl, rows, samples, bp, continuous,
+                ),
+                Method::ImplicitEuler => sample::implicit_block(
+                    system, objective, options, tl, rows, samples, bp, continuous,
+                ),
+                Method::Rodas4 | Method::Bdf => {
+                    sample::stiff_block(system, objective, options, tl, rows, samples, bp)
+                }
+                _ => backprop::block(
+                    system, objective, options, tl, rows, samples, bp, continuous,
+                ),
+            }
         })
         .collect();
     let n_save = timeline.save.len();
