@@ -169,7 +169,16 @@ impl FixedBackward {
             Method::Ab2 => {
                 // λ_n = λ_{n+1} + h (3/2 G_{n+1} − 1/2 G_{n+2}), G = (∂f/∂x)ᵀλ.
                 let out = &mut self.outs[0];
-                pull(sys, &mut self.times, st(1.0), &rec.end, lambda, out, &mut self.tmp, ws);
+                pull(
+                    sys,
+                    &mut self.times,
+                    st(1.0),
+                    &rec.end,
+                    lambda,
+                    out,
+                    &mut self.tmp,
+                    ws,
+                );
                 stats.vjp_evals += self.width as u64;
                 for (j, l) in lambda.iter_mut().enumerate() {
                     *l += h * (1.5 * out[j] - 0.5 * self.prev[j]);
@@ -184,7 +193,16 @@ impl FixedBackward {
                 let t = st(1.0);
                 let k = sys.lm_coefficient(t);
                 let out = &mut self.outs[0];
-                pull(sys, &mut self.times, t, &rec.end, lambda, out, &mut self.tmp, ws);
+                pull(
+                    sys,
+                    &mut self.times,
+                    t,
+                    &rec.end,
+                    lambda,
+                    out,
+                    &mut self.tmp,
+                    ws,
+                );
                 stats.vjp_evals += self.width as u64;
                 // ∂loss/∂k of the limit dx/dt = f/(1 + k): −∫ λᵀ f / (1 + k)² dt.
                 self.times.fill(t);
@@ -223,24 +241,60 @@ impl FixedBackward {
                 // midpoint; kick λ_q at t_n. The vjp of the whole field gives both pull-backs
                 // (F does not depend on q, G not on p), plus the running cost's through λ_o.
                 let out = &mut self.outs[0];
-                pull(sys, &mut self.times, st(1.0), &rec.end, lambda, out, &mut self.tmp2, ws);
+                pull(
+                    sys,
+                    &mut self.times,
+                    st(1.0),
+                    &rec.end,
+                    lambda,
+                    out,
+                    &mut self.tmp2,
+                    ws,
+                );
                 for j in q.clone() {
                     lambda[j] += 0.5 * h * out[j];
                 }
                 self.dense(rec, 0.5, h);
                 let out = &mut self.outs[1];
-                pull(sys, &mut self.times, st(0.5), &self.y, lambda, out, &mut self.tmp, ws);
+                pull(
+                    sys,
+                    &mut self.times,
+                    st(0.5),
+                    &self.y,
+                    lambda,
+                    out,
+                    &mut self.tmp,
+                    ws,
+                );
                 for j in p {
                     lambda[j] += h * out[j];
                 }
                 let out = &mut self.outs[2];
-                pull(sys, &mut self.times, st(0.0), &rec.start, lambda, out, &mut self.tmp, ws);
+                pull(
+                    sys,
+                    &mut self.times,
+                    st(0.0),
+                    &rec.start,
+                    lambda,
+                    out,
+                    &mut self.tmp,
+                    ws,
+                );
                 for j in q {
                     lambda[j] += 0.5 * h * out[j];
                 }
                 // The parameter quadrature by the trapezoidal rule with the full λ at the ends.
                 let out = &mut self.outs[3];
-                pull(sys, &mut self.times, st(0.0), &rec.start, lambda, out, &mut self.tmp, ws);
+                pull(
+                    sys,
+                    &mut self.times,
+                    st(0.0),
+                    &rec.start,
+                    lambda,
+                    out,
+                    &mut self.tmp,
+                    ws,
+                );
                 for (p, g) in grad.iter_mut().enumerate() {
                     *g += 0.5 * h * (self.tmp2[p] + self.tmp[p]);
                 }
@@ -384,10 +438,20 @@ impl Trajectory for PairDense {
     }
 }
 
+/// One interval of a [`HermiteTrack`]: its ends, the states there and `f` at both ends.
+pub(super) struct HermitePiece {
+    pub ta: f64,
+    pub tb: f64,
+    pub ya: Vec<f64>,
+    pub fa: Vec<f64>,
+    pub yb: Vec<f64>,
+    pub fb: Vec<f64>,
+}
+
 /// Points `(t, y)` with `f` at both ends of each interval, read by cubic Hermite interpolation.
 pub(super) struct HermiteTrack {
-    /// `(t_a, t_b, y_a, f_a, y_b, f_b)` per interval, in the direction of integration.
-    pub pieces: Vec<(f64, f64, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>,
+    /// The intervals, in the direction of integration.
+    pub pieces: Vec<HermitePiece>,
     pub dir: f64,
 }
 
@@ -395,10 +459,17 @@ impl Trajectory for HermiteTrack {
     fn at(&self, t: f64, y: &mut [f64]) {
         let i = self
             .pieces
-            .partition_point(|p| (p.0 - t) * self.dir <= 0.0)
+            .partition_point(|p| (p.ta - t) * self.dir <= 0.0)
             .clamp(1, self.pieces.len())
             - 1;
-        let (ta, tb, ya, fa, yb, fb) = &self.pieces[i];
+        let HermitePiece {
+            ta,
+            tb,
+            ya,
+            fa,
+            yb,
+            fb,
+        } = &self.pieces[i];
         if t == *ta {
             y.copy_from_slice(ya);
         } else if t == *tb {
@@ -472,8 +543,14 @@ impl<S: Sensitivity> System for AdjointField<'_, S> {
         let full = self.sys.dim();
         self.traj.at(t[0], &mut ws.y);
         ws.g.fill(0.0);
-        self.sys
-            .vjp(&t[..1], &ws.y, &z[..full], &mut ws.out, &mut ws.g, &mut ws.inner);
+        self.sys.vjp(
+            &t[..1],
+            &ws.y,
+            &z[..full],
+            &mut ws.out,
+            &mut ws.g,
+            &mut ws.inner,
+        );
         self.vjps.fetch_add(1, Ordering::Relaxed);
         for (d, o) in dz[..full].iter_mut().zip(&ws.out) {
             *d = -o;

@@ -200,9 +200,8 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     let mut records: Vec<StepRecord> = Vec::new();
     // The continuous adjoint needs the grid states only, not the stage inputs.
     let slots = if continuous { 0 } else { SLOTS };
-    let mut backward = continuous.then(|| {
-        super::adjoint::FixedBackward::new(len, width, sys.n_params())
-    });
+    let mut backward =
+        continuous.then(|| super::adjoint::FixedBackward::new(len, width, sys.n_params()));
     let n_segments = checkpoints.len();
     for seg in (0..n_segments).rev() {
         let lo = seg * segment;

@@ -65,6 +65,9 @@ use std::ops::Range;
 
 use timeline::Timeline;
 
+/// A callback that sees every accepted step's end `(t, y)` of a one-sample stiff solve.
+pub(crate) type OnAccept<'a> = Option<&'a mut dyn FnMut(f64, &[f64])>;
+
 /// Samples per block. The partition of a batch into blocks depends on the batch size only,
 /// which is what makes results independent of the number of threads.
 pub const BLOCK_WIDTH: usize = 32;

@@ -49,7 +49,7 @@ impl Checkpoints {
 
     /// Offers the state at the start of step `n` (steps are offered in order).
     pub fn offer(&mut self, n: usize, y: impl FnOnce() -> Vec<f64>) {
-        if n % self.seg != 0 {
+        if !n.is_multiple_of(self.seg) {
             return;
         }
         self.points.push((n, y()));
@@ -125,9 +125,8 @@ impl Recorder for BlockLog {
         let dim = self.dim;
         let log = &mut self.lanes[a.lane];
         let n = log.steps.len();
-        log.checkpoints.offer(n, || {
-            (0..dim).map(|i| a.y[i * a.width + a.lane]).collect()
-        });
+        log.checkpoints
+            .offer(n, || (0..dim).map(|i| a.y[i * a.width + a.lane]).collect());
         let mut times = [0.0; MAX_STAGES];
         times[..a.times.len()].copy_from_slice(a.times);
         log.steps.push(StepTimes {

@@ -19,7 +19,7 @@
 //! continuous adjoint serves them.
 
 use super::adaptive::{self, embedded};
-use super::adjoint::{AdjointField, DenseStep, HermiteTrack, PairDense, Trajectory};
+use super::adjoint::{AdjointField, DenseStep, HermitePiece, HermiteTrack, PairDense, Trajectory};
 use super::backprop::{split, BackpropOptions, BlockGradient, Reverse, StepRecord};
 use super::fixed::{step_times, LinearSaver};
 use super::implicit::ImplicitEuler;
@@ -48,7 +48,14 @@ struct BlockAcc {
 }
 
 impl BlockAcc {
-    fn new(width: usize, dim: usize, n_save: usize, np: usize, out: Vec<f64>, bp: &BackpropOptions) -> Self {
+    fn new(
+        width: usize,
+        dim: usize,
+        n_save: usize,
+        np: usize,
+        out: Vec<f64>,
+        bp: &BackpropOptions,
+    ) -> Self {
         BlockAcc {
             width,
             dim,
@@ -222,15 +229,23 @@ impl<S: Sensitivity> Lane<'_, S> {
         let tab = embedded(&self.options.method);
         let mut rep = Replay::new(sys, tab, self.sample);
         let (loss, costs) = lane_costs(
-            objective, tl, self.out, self.s, self.width, dim, self.sample, grad, &mut rep.ws,
+            objective,
+            tl,
+            self.out,
+            self.s,
+            self.width,
+            dim,
+            self.sample,
+            grad,
+            &mut rep.ws,
         );
         let n_steps = log.steps.len();
         let seeds: Vec<(usize, Vec<f64>)> = costs
             .into_iter()
             .map(|(k, cot)| {
-                let node = log.node_at(tl.t0, tl.save[k], tl.dir).expect(
-                    "adaptive backprop: costs lie at t0, t1 or stops, which steps land on",
-                );
+                let node = log
+                    .node_at(tl.t0, tl.save[k], tl.dir)
+                    .expect("adaptive backprop: costs lie at t0, t1 or stops, which steps land on");
                 (node, cot)
             })
             .collect();
@@ -239,7 +254,8 @@ impl<S: Sensitivity> Lane<'_, S> {
         } else {
             Vec::new()
         };
-        let mut store: Vec<Option<Vec<f64>>> = vec![None; if self.bp.costates { n_steps + 1 } else { 0 }];
+        let mut store: Vec<Option<Vec<f64>>> =
+            vec![None; if self.bp.costates { n_steps + 1 } else { 0 }];
         let inject = |n: usize, lambda: &mut [f64], store: &mut Vec<Option<Vec<f64>>>| {
             for (_, cot) in seeds.iter().filter(|s| s.0 == n) {
                 for (l, c) in lambda.iter_mut().zip(cot) {
@@ -277,7 +293,17 @@ impl<S: Sensitivity> Lane<'_, S> {
             for n in (lo..hi).rev() {
                 let rec = &records[n - lo];
                 let h = log.steps[n].h;
-                rev.rk(sys, &prop, h, rec, &mut lambda, None, grad, &mut rep.ws, stats);
+                rev.rk(
+                    sys,
+                    &prop,
+                    h,
+                    rec,
+                    &mut lambda,
+                    None,
+                    grad,
+                    &mut rep.ws,
+                    stats,
+                );
                 inject(n, &mut lambda, &mut store);
             }
         }
@@ -289,7 +315,13 @@ impl<S: Sensitivity> Lane<'_, S> {
                 // Between two steps' ends the costate is interpolated linearly: the saved
                 // state there is an output of the dense formula, not a node of the schedule.
                 (0..dim)
-                    .map(|i| if a == b { la[i] } else { (1.0 - theta) * la[i] + theta * lb[i] })
+                    .map(|i| {
+                        if a == b {
+                            la[i]
+                        } else {
+                            (1.0 - theta) * la[i] + theta * lb[i]
+                        }
+                    })
                     .collect()
             })
             .collect();
@@ -312,7 +344,15 @@ impl<S: Sensitivity> Lane<'_, S> {
         let tab = embedded(&self.options.method);
         let mut rep = Replay::new(sys, tab, self.sample);
         let (loss, costs) = lane_costs(
-            objective, tl, self.out, self.s, self.width, dim, self.sample, grad, &mut rep.ws,
+            objective,
+            tl,
+            self.out,
+            self.s,
+            self.width,
+            dim,
+            self.sample,
+            grad,
+            &mut rep.ws,
         );
         let n_steps = log.steps.len();
         let segments = log.checkpoints.segments(n_steps);
@@ -439,15 +479,41 @@ fn continuous_lane<S: Sensitivity>(
             Method::Rodas4 | Method::Bdf => {
                 let mut fws = field.workspace(0..1);
                 if options.method == Method::Rodas4 {
-                    rosenbrock::solve(&field, &opts, &btl, &z, &mut zout, &mut bstats, &mut fws, None)
+                    rosenbrock::solve(
+                        &field,
+                        &opts,
+                        &btl,
+                        &z,
+                        &mut zout,
+                        &mut bstats,
+                        &mut fws,
+                        None,
+                    )
                 } else {
-                    bdf::solve(&field, &opts, &btl, &z, &mut zout, &mut bstats, &mut fws, None)
+                    bdf::solve(
+                        &field,
+                        &opts,
+                        &btl,
+                        &z,
+                        &mut zout,
+                        &mut bstats,
+                        &mut fws,
+                        None,
+                    )
                 }
             }
             _ => {
                 let mut failures = vec![None];
                 adaptive::solve(
-                    &field, &opts, &btl, &z, 0..1, &mut zout, &mut bstats, &mut failures, None,
+                    &field,
+                    &opts,
+                    &btl,
+                    &z,
+                    0..1,
+                    &mut zout,
+                    &mut bstats,
+                    &mut failures,
+                    None,
                 );
                 failures[0].take().map_or(Ok(()), Err)
             }
@@ -504,9 +570,27 @@ pub(crate) fn stiff_block<S: Sensitivity, O: Objective<S>>(
                 cps.offer(count, || y.iter().copied().chain([t]).collect());
             };
             let r = if options.method == Method::Rodas4 {
-                rosenbrock::solve(sys, options, tl, y0, &mut one, &mut stats, &mut ws, Some(&mut record))
+                rosenbrock::solve(
+                    sys,
+                    options,
+                    tl,
+                    y0,
+                    &mut one,
+                    &mut stats,
+                    &mut ws,
+                    Some(&mut record),
+                )
             } else {
-                bdf::solve(sys, options, tl, y0, &mut one, &mut stats, &mut ws, Some(&mut record))
+                bdf::solve(
+                    sys,
+                    options,
+                    tl,
+                    y0,
+                    &mut one,
+                    &mut stats,
+                    &mut ws,
+                    Some(&mut record),
+                )
             };
             r.map_err(|e| renumber(e, sample))?;
         }
@@ -521,7 +605,15 @@ pub(crate) fn stiff_block<S: Sensitivity, O: Objective<S>>(
         let sample = first + s;
         let mut ws = sys.workspace(sample..sample + 1);
         let (loss, costs) = lane_costs(
-            objective, tl, &acc.g.out, s, width, dim, sample, &mut acc.g.grad, &mut ws,
+            objective,
+            tl,
+            &acc.g.out,
+            s,
+            width,
+            dim,
+            sample,
+            &mut acc.g.grad,
+            &mut ws,
         );
         let mut bounds: Vec<f64> = cps.points.iter().map(|p| p.1[dim]).collect();
         if bounds.last() != Some(&tl.t1) {
@@ -541,9 +633,27 @@ pub(crate) fn stiff_block<S: Sensitivity, O: Objective<S>>(
             let mut record = |t: f64, y: &[f64]| points.push((t, y.to_vec()));
             // The first solve succeeded from here; a failure now would only lose accuracy.
             let _ = if options.method == Method::Rodas4 {
-                rosenbrock::solve(sys, &opts, &stl, start, &mut end, stats, &mut ws, Some(&mut record))
+                rosenbrock::solve(
+                    sys,
+                    &opts,
+                    &stl,
+                    start,
+                    &mut end,
+                    stats,
+                    &mut ws,
+                    Some(&mut record),
+                )
             } else {
-                bdf::solve(sys, &opts, &stl, start, &mut end, stats, &mut ws, Some(&mut record))
+                bdf::solve(
+                    sys,
+                    &opts,
+                    &stl,
+                    start,
+                    &mut end,
+                    stats,
+                    &mut ws,
+                    Some(&mut record),
+                )
             };
             let mut pieces = Vec::with_capacity(points.len());
             let mut f_a = vec![0.0; dim];
@@ -555,7 +665,14 @@ pub(crate) fn stiff_block<S: Sensitivity, O: Objective<S>>(
                 sys.rhs(&[stl.stage_time(*t_a, mid, h)], y_a, &mut f_a, &mut ws);
                 sys.rhs(&[stl.stage_time(*t_b, mid, h)], y_b, &mut f_b, &mut ws);
                 stats.rhs_evals += 2;
-                pieces.push((*t_a, *t_b, y_a.clone(), f_a.clone(), y_b.clone(), f_b.clone()));
+                pieces.push(HermitePiece {
+                    ta: *t_a,
+                    tb: *t_b,
+                    ya: y_a.clone(),
+                    fa: f_a.clone(),
+                    yb: y_b.clone(),
+                    fb: f_b.clone(),
+                });
             }
             Box::new(HermiteTrack {
                 pieces,
@@ -611,7 +728,14 @@ pub(crate) fn implicit_block<S: Sensitivity, O: Objective<S>>(
         .unwrap_or_else(|| (n_steps as f64).sqrt().ceil() as usize)
         .clamp(1, n_steps.max(1));
     let mut stats = Stats::default();
-    let mut acc = BlockAcc::new(width, dim, n_save, sys.n_params(), vec![0.0; n_save * dim * width], bp);
+    let mut acc = BlockAcc::new(
+        width,
+        dim,
+        n_save,
+        sys.n_params(),
+        vec![0.0; n_save * dim * width],
+        bp,
+    );
     let mut one = vec![0.0; n_save * dim];
     let mut ie = ImplicitEuler::new(dim);
     let mut lu = DenseLu::new(dim);
@@ -635,14 +759,31 @@ pub(crate) fn implicit_block<S: Sensitivity, O: Objective<S>>(
             y_old.copy_from_slice(&y);
             ie.step(sys, options, tl, n, &mut y, &mut stats, &mut ws)
                 .map_err(|e| renumber(e, sample))?;
-            saver.emit(tl, n + 1, tl.grid(n), &y_old, tl.grid(n + 1), &y, 1, &mut one);
+            saver.emit(
+                tl,
+                n + 1,
+                tl.grid(n),
+                &y_old,
+                tl.grid(n + 1),
+                &y,
+                1,
+                &mut one,
+            );
         }
         for k in 0..n_save {
             let dst = (k * width + s) * dim;
             acc.g.out[dst..dst + dim].copy_from_slice(&one[k * dim..(k + 1) * dim]);
         }
         let (loss, costs) = lane_costs(
-            objective, tl, &acc.g.out, s, width, dim, sample, &mut acc.g.grad, &mut ws,
+            objective,
+            tl,
+            &acc.g.out,
+            s,
+            width,
+            dim,
+            sample,
+            &mut acc.g.grad,
+            &mut ws,
         );
         let mut seeds: Vec<(usize, f64, &[f64])> = Vec::new();
         for (k, cot) in &costs {

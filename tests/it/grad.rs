@@ -63,7 +63,14 @@ pub(crate) fn gradient(l: &Loaded, data: &Dataset, method: GradientMethod) -> se
 /// Random coordinates (and always the first and last) of a gradient compared with finite
 /// differences: `|g − fd| ≤ tol · max(|fd|, scale)` where `scale` is the gradient's largest
 /// entry, so that tiny entries are judged against the gradient's size.
-pub(crate) fn check_against_fd(name: &str, l: &Loaded, data: &Dataset, g: &[f64], tol: f64, picks: usize) {
+pub(crate) fn check_against_fd(
+    name: &str,
+    l: &Loaded,
+    data: &Dataset,
+    g: &[f64],
+    tol: f64,
+    picks: usize,
+) {
     let total = g.len();
     let scale = g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let mut rng = Lcg(total as u64 + 17);

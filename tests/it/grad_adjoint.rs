@@ -101,7 +101,7 @@ fn decay_sensitivity_matches_the_closed_form() {
     let exact = -4.0 * 2.0 * (-2.0f64).exp();
     assert_eq!(exact, -1.0826822658929016);
     for method in [GradientMethod::Backprop, GradientMethod::Adjoint] {
-        let g = gradient(&l, &data, method.clone());
+        let g = gradient(&l, &data, method);
         assert!(
             (g.grad[0] - exact).abs() < 1e-8,
             "{method:?}: {} vs {exact}",
@@ -115,7 +115,7 @@ fn decay_sensitivity_matches_the_closed_form() {
 fn decay_fit_gradients_match_finite_differences() {
     let (l, data) = load_small("decay_fit.node", &[], 1);
     for method in [GradientMethod::Backprop, GradientMethod::Adjoint] {
-        let g = grad_of(&l, &data, method.clone());
+        let g = grad_of(&l, &data, method);
         let fd = finite_difference(&l, &data, 0, 1e-4);
         assert!(
             (g[0] - fd).abs() <= 1e-6 * fd.abs(),
@@ -143,7 +143,6 @@ fn fixed_step_models_adjoint_is_near_the_discrete_gradient() {
         let adj = grad_of(&l, &data, GradientMethod::Adjoint);
         let bp = grad_of(&l, &data, GradientMethod::Backprop);
         let gap = rel_gap(&adj, &bp);
-        eprintln!("{name}: adjoint vs backprop {gap:e}");
         assert!(gap < tol, "{name}: relative gap {gap:e} ≥ {tol}");
         check_against_fd(name, &l, &data, &adj, 2.0 * tol, 4);
     }
@@ -181,7 +180,6 @@ fn fixed_step_adjoint_converges_at_each_methods_order() {
         let (coarse, fine) = (gap(8), gap(32));
         let ratio = fine / coarse;
         let expected = 0.25f64.powi(order);
-        eprintln!("{method}: gap {coarse:e} -> {fine:e}, ratio {ratio:.4} (h^{order}: {expected})");
         assert!(
             ratio < 2.0 * expected && fine < 0.05,
             "{method}: gap {coarse:e} -> {fine:e} is not order {order}"
@@ -195,8 +193,10 @@ fn fixed_step_adjoint_converges_at_each_methods_order() {
         rel_gap(&adj, &bp)
     };
     let (coarse, fine) = (gap(8), gap(32));
-    eprintln!("leapfrog: gap {coarse:e} -> {fine:e}");
-    assert!(fine / coarse < 2.0 / 16.0 && fine < 0.01, "leapfrog: {coarse:e} -> {fine:e}");
+    assert!(
+        fine / coarse < 2.0 / 16.0 && fine < 0.01,
+        "leapfrog: {coarse:e} -> {fine:e}"
+    );
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn adaptive_and_stiff_gradients_match_finite_differences() {
         let name = schedule.split('(').next().unwrap();
         let (l, data) = load_text(&format!("neural_{name}"), &neural(schedule));
         for method in methods {
-            let g = grad_of(&l, &data, method.clone());
+            let g = grad_of(&l, &data, *method);
             check_against_fd(&format!("{name} {method:?}"), &l, &data, &g, tol, 6);
         }
     }
@@ -310,15 +310,16 @@ fn gradients_are_bit_identical_for_one_and_two_threads() {
                 .num_threads(threads)
                 .build()
                 .expect("pool");
-            pool.install(|| gradient(&l, &data, method.clone()))
+            pool.install(|| gradient(&l, &data, method))
         };
         let (one, two) = (run(1), run(2));
         assert_eq!(one.grad, two.grad, "{method:?}");
         assert_eq!(one.initial_cotangent, two.initial_cotangent, "{method:?}");
         // The forward states are the plain solve's.
         let t1 = l.model.schedule.as_ref().unwrap().t1;
-        let plain = nodec::simulate::simulate(&l.model, &l.program, &l.params, &data, Some(vec![t1]))
-            .expect("solves");
+        let plain =
+            nodec::simulate::simulate(&l.model, &l.program, &l.params, &data, Some(vec![t1]))
+                .expect("solves");
         assert_eq!(one.simulation.solution.y, plain.solution.y, "{method:?}");
         assert_eq!(one.simulation.loss, plain.loss, "{method:?}");
     }
