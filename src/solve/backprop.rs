@@ -19,6 +19,10 @@
 //!
 //! Save times between grid points are linear interpolations of two grid states, so their
 //! cotangents are split between those two states with the same weights.
+//!
+//! The continuous adjoint on a fixed grid (`adjoint.rs`) shares this file's forward pass,
+//! checkpoints, cost seeds and segment replay; only the backward step differs. Implicit Euler
+//! and the adaptive pairs, which step every sample on its own, are in `sample.rs`.
 
 use super::fixed::{leapfrog_has_others, record_non_finite, SavePoint, Stepper, SLOTS};
 use super::tableau::{self, ExplicitRk};

@@ -22,6 +22,11 @@
 //! - stiff: Rosenbrock RODAS4 (`rosenbrock.rs`) and variable-order BDF (`bdf.rs`), and the
 //!   fixed-step implicit Euler (`implicit.rs`), one sample at a time with dense LU (`linalg.rs`).
 //!
+//! Gradients through a solve ([`Sensitivity`], [`Objective`]): [`backprop_batch`] (the discrete
+//! adjoint: `backprop.rs` for fixed-step explicit schedules, `sample.rs` for implicit Euler and
+//! the adaptive pairs, which `replay.rs` records and replays exactly) and [`adjoint_batch`]
+//! (the continuous adjoint, `adjoint.rs`, for every method).
+//!
 //! Coefficients are data in [`tableau`], each with its source. Failures are values
 //! ([`SolveError`]); no input makes a solver panic or return NaN as a result.
 //!
@@ -451,7 +456,8 @@ pub enum OptionsError {
     },
     /// Leapfrog position and momentum ranges are empty, overlap or exceed the state.
     LeapfrogRanges,
-    /// Backprop (the discrete adjoint) is not available for this method.
+    /// Backprop (the discrete adjoint) is not available for this method (RODAS4 and BDF, whose
+    /// exact discrete gradient needs second derivatives of the field).
     NoBackprop {
         /// The method's name.
         method: &'static str,
