@@ -8,8 +8,20 @@
 //!
 //! Methods ([`GradientMethod`]):
 //! - `backprop`: the exact gradient of the discrete schedule as computed
-//!   ([`crate::solve::backprop_batch`], checkpointed);
-//! - `adjoint` and `forward`: see their modules (not yet available: an error says so).
+//!   ([`crate::solve::backprop_batch`], checkpointed). For the adaptive pairs (bosh3, dopri5,
+//!   tsit5) the accepted step sizes are treated as constants: it is the derivative of the
+//!   recorded sequence of Runge–Kutta steps, which is what finite differences see as long as a
+//!   perturbation does not change the steps. Implicit Euler is differentiated through its step
+//!   equation (implicit function theorem). RODAS4 and BDF are refused: an exact discrete
+//!   gradient of a Rosenbrock step needs second derivatives of the field (its stages contain
+//!   the Jacobian), so the error suggests `--method adjoint`.
+//! - `adjoint`: the continuous adjoint ([`crate::solve::adjoint_batch`]) for every method: the
+//!   costate and the parameter quadrature solved backward with the schedule's own method (the
+//!   same grid, or the same tolerances), the forward trajectory recomputed from checkpoints.
+//!   It is the gradient of the exact flow, within the solves' accuracy of the computed loss's
+//!   gradient: use it where backprop is unavailable or its per-step storage too large, and
+//!   backprop where the exact gradient of what was computed matters (training with few steps).
+//! - `forward`: not yet available (an error says so).
 //!
 //! Conventions: `λ = ∂loss/∂y` is what backprop propagates; the costate of Pontryagin's
 //! principle in nodec's sign convention (`H = p·f − L`, `p(T) = −∂Φ/∂x`) is `p = −λ`.
@@ -220,9 +232,12 @@ pub fn gradient(
             (r.grad, r.lambda0, r.solution, r.costates)
         }
         GradientMethod::Adjoint => {
-            return Err(GradientError::Unavailable(
-                "the continuous adjoint is not implemented yet; use `--method backprop`",
-            ))
+            let bp = BackpropOptions {
+                segment: options.segment,
+                costates: options.costates,
+            };
+            let r = solve::adjoint_batch(&system, &objective, &setup.options, &setup.y0, n, &bp)?;
+            (r.grad, r.lambda0, r.solution, r.costates)
         }
         GradientMethod::Forward => {
             return Err(GradientError::Unavailable(

@@ -94,6 +94,29 @@ pub(crate) fn hinit_finish(
     (100.0 * h0).min(h1).min(hmax)
 }
 
+/// One accepted step of one sample, as [`Recorder`]s see it.
+pub(crate) struct Accepted<'a> {
+    /// The sample's lane in the block.
+    pub lane: usize,
+    /// Start time and the signed step taken.
+    pub t: f64,
+    pub h: f64,
+    /// End time (the landing itself when the step was shortened to land).
+    pub t_new: f64,
+    /// The time at which each stage's `f` was evaluated: `times[0]` for `k_0` (which may be a
+    /// reuse, FSAL), then stages `1..s`, as `Timeline::stage_time` placed them.
+    pub times: &'a [f64],
+    /// The block's states at the step's start (component-major).
+    pub y: &'a [f64],
+    pub width: usize,
+}
+
+/// Observes the accepted steps of [`solve`] (the gradient methods record the schedule to
+/// replay it). Recording reads the solver's values and never changes them.
+pub(crate) trait Recorder {
+    fn accepted(&mut self, step: &Accepted);
+}
+
 /// Per-sample integration state.
 #[derive(Clone, Copy)]
 struct Lane {
@@ -125,13 +148,10 @@ pub(crate) fn solve<S: System>(
     out: &mut [f64],
     stats: &mut Stats,
     failures: &mut [Option<SolveError>],
+    mut recorder: Option<&mut dyn Recorder>,
 ) {
     let width = samples.len();
-    let tab: &EmbeddedRk = match options.method {
-        Method::Bosh3 => &tableau::BOSH3,
-        Method::Tsit5 => &tableau::TSIT5,
-        _ => &tableau::DOPRI5,
-    };
+    let tab = embedded(&options.method);
     let ns = tab.c.len();
     let dim = sys.dim();
     let len = dim * width;
@@ -145,6 +165,9 @@ pub(crate) fn solve<S: System>(
     let mut stage = vec![0.0; len];
     let mut k = vec![vec![0.0; len]; ns];
     let mut tstage = vec![tl.t0; width];
+    // The evaluation time of every stage of the current step, `[stage][lane]` (for recorders).
+    let mut times = vec![tl.t0; ns * width];
+    let mut lane_times = vec![0.0; ns];
 
     let mut lanes = vec![
         Lane {
@@ -238,6 +261,7 @@ pub(crate) fn solve<S: System>(
                 }
                 stats.rhs_evals += 1;
                 lane.needs_k1 = false;
+                times[s] = tstage[s];
                 for i in 0..dim {
                     k[0][i * width + s] = stage[i * width + s];
                 }
@@ -325,6 +349,7 @@ pub(crate) fn solve<S: System>(
             if i == ns - 1 {
                 ynew.copy_from_slice(&stage);
             }
+            times[i * width..(i + 1) * width].copy_from_slice(&tstage);
             sys.rhs(&tstage, &stage, &mut k[i], &mut ws);
         }
         stats.rhs_evals += (ns as u64 - 1) * n_active;
@@ -390,11 +415,26 @@ pub(crate) fn solve<S: System>(
                 }
                 lane.next_save += 1;
             }
+            if let Some(r) = recorder.as_deref_mut() {
+                for (j, lt) in lane_times.iter_mut().enumerate() {
+                    *lt = times[j * width + s];
+                }
+                r.accepted(&Accepted {
+                    lane: s,
+                    t: lane.t,
+                    h: hs,
+                    t_new,
+                    times: &lane_times,
+                    y: &y,
+                    width,
+                });
+            }
             for i in 0..dim {
                 let m = i * width + s;
                 y[m] = ynew[m];
                 k[0][m] = k[ns - 1][m];
             }
+            times[s] = times[(ns - 1) * width + s];
             lane.t = t_new;
             if let Some(i) = (0..dim).find(|&i| !k[0][i * width + s].is_finite()) {
                 fail(
@@ -432,6 +472,15 @@ pub(crate) fn solve<S: System>(
     }
 }
 
+/// The embedded pair of an adaptive method.
+pub(crate) fn embedded(method: &Method) -> &'static EmbeddedRk {
+    match method {
+        Method::Bosh3 => &tableau::BOSH3,
+        Method::Tsit5 => &tableau::TSIT5,
+        _ => &tableau::DOPRI5,
+    }
+}
+
 /// Writes one sample's state at save index `k` into the block output `[save][sample][dim]`.
 fn write_lane(
     out: &mut [f64],
@@ -448,7 +497,7 @@ fn write_lane(
 }
 
 /// The pair's dense output at `t + θ h` for block element `m`.
-fn dense(
+pub(crate) fn dense(
     tab: &EmbeddedRk,
     theta: f64,
     h: f64,

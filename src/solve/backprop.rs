@@ -21,6 +21,10 @@
 //!
 //! Save times between grid points are linear interpolations of two grid states, so their
 //! cotangents are split between those two states with the same weights.
+//!
+//! The continuous adjoint on a fixed grid (`adjoint.rs`) shares this file's forward pass,
+//! checkpoints, cost seeds and segment replay; only the backward step differs. Implicit Euler
+//! and the adaptive pairs, which step every sample on its own, are in `sample.rs`.
 
 use super::fixed::{leapfrog_has_others, record_non_finite, SavePoint, Stepper, SLOTS};
 use super::tableau::{self, ExplicitRk};
@@ -56,7 +60,7 @@ pub(crate) struct BlockGradient {
 
 /// Whether backprop supports `method`; `Err` says why not.
 pub(crate) fn check_method(method: &Method) -> Result<(), OptionsError> {
-    if method.is_fixed_step() && *method != Method::ImplicitEuler {
+    if !matches!(method, Method::Rodas4 | Method::Bdf) {
         Ok(())
     } else {
         Err(OptionsError::NoBackprop {
@@ -81,15 +85,32 @@ fn default_segment(n_steps: usize, len: usize) -> usize {
     }
 }
 
-/// The recorded evaluations of one step and the point it started from.
-struct StepRecord {
-    t: [f64; SLOTS],
-    y: Vec<Vec<f64>>,
-    start: Vec<f64>,
-    prev: Vec<f64>,
+/// The recorded evaluations of one step and the point it started from (and, for the
+/// continuous adjoint, the point it ended at).
+pub(super) struct StepRecord {
+    pub t: Vec<f64>,
+    pub y: Vec<Vec<f64>>,
+    pub start: Vec<f64>,
+    pub prev: Vec<f64>,
+    pub end: Vec<f64>,
 }
 
-/// Backprop over one block of `samples` starting from `y0` (sample-major rows).
+impl StepRecord {
+    pub fn new(len: usize, slots: usize) -> Self {
+        StepRecord {
+            t: vec![0.0; slots],
+            y: vec![vec![0.0; len]; slots],
+            start: vec![0.0; len],
+            prev: vec![0.0; len],
+            end: vec![0.0; len],
+        }
+    }
+}
+
+/// Backprop over one block of `samples` starting from `y0` (sample-major rows); with
+/// `continuous`, the continuous adjoint on the same grid instead (`super::adjoint`), which
+/// shares the forward pass, the checkpoints and the cost seeds.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     sys: &S,
     objective: &O,
@@ -98,6 +119,7 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     y0_rows: &[f64],
     samples: Range<usize>,
     bp: &BackpropOptions,
+    continuous: bool,
 ) -> Result<BlockGradient, SolveError> {
     let width = samples.len();
     let first = samples.start;
@@ -201,33 +223,51 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     };
     inject(n_steps, &mut lambda, &mut grid_costate);
     let mut records: Vec<StepRecord> = Vec::new();
+    // The continuous adjoint needs the grid states only, not the stage inputs.
+    let slots = if continuous { 0 } else { SLOTS };
+    let mut backward =
+        continuous.then(|| super::adjoint::FixedBackward::new(len, width, sys.n_params()));
     let n_segments = checkpoints.len();
     for seg in (0..n_segments).rev() {
         let lo = seg * segment;
         let hi = ((seg + 1) * segment).min(n_steps);
         let (y, prev) = &checkpoints[seg];
         stepper.restore(y, prev);
-        stepper.recording = true;
+        stepper.recording = !continuous;
         for (r, n) in (lo..hi).enumerate() {
             if records.len() <= r {
-                records.push(StepRecord {
-                    t: [0.0; SLOTS],
-                    y: vec![vec![0.0; len]; SLOTS],
-                    start: vec![0.0; len],
-                    prev: vec![0.0; len],
-                });
+                records.push(StepRecord::new(len, slots));
             }
             let rec = &mut records[r];
             rec.start.copy_from_slice(&stepper.y);
             rec.prev.copy_from_slice(&stepper.prev);
             stepper.step(sys, method, tl, n, &mut stats);
-            rec.t = stepper.rec_t;
-            // Swapping buffers keeps the recording without copying it.
-            std::mem::swap(&mut rec.y, &mut stepper.rec_y);
+            rec.end.copy_from_slice(&stepper.y);
+            if !continuous {
+                rec.t.copy_from_slice(&stepper.rec_t);
+                for (dst, src) in rec.y.iter_mut().zip(&stepper.rec_y) {
+                    dst.copy_from_slice(src);
+                }
+            }
         }
         stepper.recording = false;
         for n in (lo..hi).rev() {
             let rec = &records[n - lo];
+            if let Some(b) = backward.as_mut() {
+                b.step(
+                    sys,
+                    method,
+                    tl,
+                    n,
+                    rec,
+                    &mut lambda,
+                    &mut grad,
+                    &mut stepper.ws,
+                    &mut stats,
+                );
+                inject(n, &mut lambda, &mut grid_costate);
+                continue;
+            }
             rev.step(
                 sys,
                 method,
@@ -275,7 +315,7 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
 }
 
 /// The grid states a save time is made of, with their weights.
-fn split(p: &SavePoint) -> Vec<(usize, f64)> {
+pub(super) fn split(p: &SavePoint) -> Vec<(usize, f64)> {
     if p.theta == 1.0 {
         vec![(p.upper, 1.0)]
     } else if p.theta == 0.0 || p.upper == 0 {
@@ -286,7 +326,7 @@ fn split(p: &SavePoint) -> Vec<(usize, f64)> {
 }
 
 /// Buffers of the reverse sweep.
-struct Reverse {
+pub(super) struct Reverse {
     width: usize,
     times: Vec<f64>,
     k_bar: Vec<Vec<f64>>,
@@ -294,7 +334,7 @@ struct Reverse {
 }
 
 impl Reverse {
-    fn new(len: usize, width: usize, slots: usize) -> Self {
+    pub fn new(len: usize, width: usize, slots: usize) -> Self {
         Reverse {
             width,
             times: vec![0.0; width],
@@ -466,7 +506,7 @@ impl Reverse {
     /// Reverse of `y' = y + h Σ b_j k_j`, `k_i = f(Y_i)`, `Y_i = y + h Σ_{j<i} a_ij k_j`, with an
     /// extra cotangent on `k_0` when the step also hands `k_0` on (ab2's start).
     #[allow(clippy::too_many_arguments)]
-    fn rk<S: Sensitivity>(
+    pub fn rk<S: Sensitivity>(
         &mut self,
         sys: &S,
         rk: &ExplicitRk,

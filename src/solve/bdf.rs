@@ -25,7 +25,7 @@ use super::linalg::DenseLu;
 use super::rosenbrock::initial_step_at;
 use super::tableau::BDF_MAX_ORDER;
 use super::timeline::Timeline;
-use super::{first_non_finite, SolveError, SolverOptions, Stats, System};
+use super::{first_non_finite, OnAccept, SolveError, SolverOptions, Stats, System};
 
 const MAX_ORDER: usize = BDF_MAX_ORDER;
 const ROWS: usize = MAX_ORDER + 3;
@@ -159,6 +159,8 @@ fn norm(c: f64, v: &[f64], scale: &[f64]) -> f64 {
 }
 
 /// Integrates one sample (`y0` of length `dim`); `out` is `[save][dim]`. Errors name sample 0.
+/// `on_accept` sees every accepted step's end `(t, y)` (the continuous adjoint's checkpoints).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn solve<S: System>(
     sys: &S,
     options: &SolverOptions,
@@ -167,6 +169,7 @@ pub(crate) fn solve<S: System>(
     out: &mut [f64],
     stats: &mut Stats,
     ws: &mut S::Workspace,
+    mut on_accept: OnAccept,
 ) -> Result<(), SolveError> {
     let dim = y0.len();
     let (rtol, atol, dir) = (options.rtol, options.atol, tl.dir);
@@ -360,6 +363,9 @@ pub(crate) fn solve<S: System>(
             }
             t = t_new;
             y.copy_from_slice(&y_new);
+            if let Some(record) = on_accept.as_deref_mut() {
+                record(t, &y);
+            }
             break;
         }
 

@@ -18,37 +18,53 @@ const NEWTON_MAX_ITER: usize = 10;
 /// Full-Newton iterations (Jacobian and LU every iteration) before the step fails.
 const NEWTON_MAX_ITER_FULL: usize = 30;
 
-/// Integrates one sample (`y0` of length `dim`); `out` is `[save][dim]`. Errors name sample 0.
-pub(crate) fn solve<S: System>(
-    sys: &S,
-    options: &SolverOptions,
-    tl: &Timeline,
-    y0: &[f64],
-    out: &mut [f64],
-    stats: &mut Stats,
-    ws: &mut S::Workspace,
-) -> Result<(), SolveError> {
-    let dim = y0.len();
-    let h = tl.fixed_h();
-    let mut y = y0.to_vec();
-    let mut y_old = y0.to_vec();
-    let mut z = vec![0.0; dim];
-    let mut r = vec![0.0; dim];
-    let mut jac = vec![0.0; dim * dim];
-    let mut lu = DenseLu::new(dim);
-    let mut saver = LinearSaver::new();
-    saver.emit(tl, 0, tl.t0, y0, tl.t0, y0, 1, out);
+/// The buffers of implicit Euler steps on one sample, allocated once.
+pub(crate) struct ImplicitEuler {
+    z: Vec<f64>,
+    r: Vec<f64>,
+    jac: Vec<f64>,
+    lu: DenseLu,
+}
 
-    for n in 0..tl.steps {
-        let t = tl.grid(n);
+impl ImplicitEuler {
+    pub fn new(dim: usize) -> Self {
+        ImplicitEuler {
+            z: vec![0.0; dim],
+            r: vec![0.0; dim],
+            jac: vec![0.0; dim * dim],
+            lu: DenseLu::new(dim),
+        }
+    }
+
+    /// The time at which step `n` evaluates `f`: its end, on its own side of a breakpoint.
+    pub fn eval_time(tl: &Timeline, n: usize) -> f64 {
+        let h = tl.fixed_h();
+        tl.stage_time(tl.grid(n + 1), tl.grid(n) + 0.5 * h, h)
+    }
+
+    /// Advances `y` by step `n` of the grid (the same bits whether called by the solve or by
+    /// a gradient method replaying a segment from a checkpoint).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step<S: System>(
+        &mut self,
+        sys: &S,
+        options: &SolverOptions,
+        tl: &Timeline,
+        n: usize,
+        y: &mut [f64],
+        stats: &mut Stats,
+        ws: &mut S::Workspace,
+    ) -> Result<(), SolveError> {
+        let dim = y.len();
+        let h = tl.fixed_h();
         let t_next = tl.grid(n + 1);
-        let tau = tl.stage_time(t_next, t + 0.5 * h, h);
+        let tau = Self::eval_time(tl, n);
         let tau_s = [tau];
-        y_old.copy_from_slice(&y);
+        let ImplicitEuler { z, r, jac, lu } = self;
 
         // Simplified Newton first; if it diverges or stalls, full Newton from the predictor.
         let converged = [false, true].into_iter().any(|full| {
-            z.copy_from_slice(&y);
+            z.copy_from_slice(y);
             let max_iter = if full {
                 NEWTON_MAX_ITER_FULL
             } else {
@@ -57,23 +73,23 @@ pub(crate) fn solve<S: System>(
             let mut norm_old = f64::NAN;
             for it in 0..max_iter {
                 if it == 0 || full {
-                    sys.jacobian(tau, &z, &mut jac, ws);
+                    sys.jacobian(tau, z, jac, ws);
                     stats.jac_evals += 1;
                     stats.lu_decompositions += 1;
-                    if !lu.factor_shifted(1.0 / h, &jac) {
+                    if !lu.factor_shifted(1.0 / h, jac) {
                         return false;
                     }
                 }
                 // (I/h − J) δ = (y_n − z)/h + f(t_{n+1}, z)
-                sys.rhs(&tau_s, &z, &mut r, ws);
+                sys.rhs(&tau_s, z, r, ws);
                 stats.rhs_evals += 1;
                 for i in 0..dim {
                     r[i] += (y[i] - z[i]) / h;
                 }
-                if first_non_finite(&r).is_some() {
+                if first_non_finite(r).is_some() {
                     return false;
                 }
-                lu.solve(&mut r);
+                lu.solve(r);
                 let mut sum = 0.0;
                 for i in 0..dim {
                     z[i] += r[i];
@@ -106,16 +122,38 @@ pub(crate) fn solve<S: System>(
                 sample: 0,
             });
         }
-        y.copy_from_slice(&z);
+        y.copy_from_slice(z);
         stats.steps += 1;
-        if let Some(i) = first_non_finite(&y) {
+        if let Some(i) = first_non_finite(y) {
             return Err(SolveError::NonFinite {
                 t: t_next,
                 sample: 0,
                 component: i,
             });
         }
-        saver.emit(tl, n + 1, t, &y_old, t_next, &y, 1, out);
+        Ok(())
+    }
+}
+
+/// Integrates one sample (`y0` of length `dim`); `out` is `[save][dim]`. Errors name sample 0.
+pub(crate) fn solve<S: System>(
+    sys: &S,
+    options: &SolverOptions,
+    tl: &Timeline,
+    y0: &[f64],
+    out: &mut [f64],
+    stats: &mut Stats,
+    ws: &mut S::Workspace,
+) -> Result<(), SolveError> {
+    let mut y = y0.to_vec();
+    let mut y_old = y0.to_vec();
+    let mut stepper = ImplicitEuler::new(y0.len());
+    let mut saver = LinearSaver::new();
+    saver.emit(tl, 0, tl.t0, y0, tl.t0, y0, 1, out);
+    for n in 0..tl.steps {
+        y_old.copy_from_slice(&y);
+        stepper.step(sys, options, tl, n, &mut y, stats, ws)?;
+        saver.emit(tl, n + 1, tl.grid(n), &y_old, tl.grid(n + 1), &y, 1, out);
     }
     Ok(())
 }

@@ -22,6 +22,11 @@
 //! - stiff: Rosenbrock RODAS4 (`rosenbrock.rs`) and variable-order BDF (`bdf.rs`), and the
 //!   fixed-step implicit Euler (`implicit.rs`), one sample at a time with dense LU (`linalg.rs`).
 //!
+//! Gradients through a solve ([`Sensitivity`], [`Objective`]): [`backprop_batch`] (the discrete
+//! adjoint: `backprop.rs` for fixed-step explicit schedules, `sample.rs` for implicit Euler and
+//! the adaptive pairs, which `replay.rs` records and replays exactly) and [`adjoint_batch`]
+//! (the continuous adjoint, `adjoint.rs`, for every method).
+//!
 //! Coefficients are data in [`tableau`], each with its source. Failures are values
 //! ([`SolveError`]); no input makes a solver panic or return NaN as a result.
 //!
@@ -44,12 +49,15 @@
 //!   and per-sample step sizes matter most for stiff problems.
 
 mod adaptive;
+mod adjoint;
 mod backprop;
 mod bdf;
 mod fixed;
 mod implicit;
 mod linalg;
+mod replay;
 mod rosenbrock;
+mod sample;
 pub mod tableau;
 mod timeline;
 
@@ -61,6 +69,9 @@ use std::fmt;
 use std::ops::Range;
 
 use timeline::Timeline;
+
+/// A callback that sees every accepted step's end `(t, y)` of a one-sample stiff solve.
+pub(crate) type OnAccept<'a> = Option<&'a mut dyn FnMut(f64, &[f64])>;
 
 /// Samples per block. The partition of a batch into blocks depends on the batch size only,
 /// which is what makes results independent of the number of threads.
@@ -445,7 +456,8 @@ pub enum OptionsError {
     },
     /// Leapfrog position and momentum ranges are empty, overlap or exceed the state.
     LeapfrogRanges,
-    /// Backprop (the discrete adjoint) is not available for this method.
+    /// Backprop (the discrete adjoint) is not available for this method (RODAS4 and BDF, whose
+    /// exact discrete gradient needs second derivatives of the field).
     NoBackprop {
         /// The method's name.
         method: &'static str,
@@ -515,7 +527,7 @@ impl fmt::Display for OptionsError {
             }
             OptionsError::NoBackprop { method } => write!(
                 f,
-                "backprop through `{method}` is not supported; use `--method adjoint` or `--method forward`"
+                "backprop through `{method}` is not supported (its exact discrete gradient needs second derivatives of the field); use `--method adjoint`"
             ),
         }
     }
@@ -628,10 +640,12 @@ pub struct Backprop {
     pub costates: Option<Vec<f64>>,
 }
 
-/// The exact gradient of `objective` through a fixed-step solve of `system` (the discrete
-/// adjoint, with checkpointing; see `backprop.rs`). The forward states are the bits of
-/// [`solve_batch`]; blocks run in parallel and their gradients are added in block order, so
-/// the result is bit-identical for any number of threads and any checkpoint segment.
+/// The exact gradient of `objective` through a solve of `system` (the discrete adjoint, with
+/// checkpointing): fixed-step explicit schedules (`backprop.rs`), implicit Euler and the
+/// adaptive explicit pairs, whose accepted step sizes are held constant (`sample.rs`).
+/// RODAS4 and BDF are refused with [`OptionsError::NoBackprop`]. The forward states are the
+/// bits of [`solve_batch`]; blocks run in parallel and their gradients are added in block
+/// order, so the result is bit-identical for any number of threads and any checkpoint segment.
 pub fn backprop_batch<S: Sensitivity, O: Objective<S>>(
     system: &S,
     objective: &O,
@@ -641,6 +655,35 @@ pub fn backprop_batch<S: Sensitivity, O: Objective<S>>(
     bp: &BackpropOptions,
 ) -> Result<Backprop, SolveError> {
     backprop::check_method(&options.method).map_err(SolveError::InvalidOptions)?;
+    gradient_batch(system, objective, options, y0, n_samples, bp, false)
+}
+
+/// The continuous adjoint of `objective` through a solve of `system`, for every method: the
+/// costate and the parameter quadrature solved backward with the same method (fixed-step
+/// schedules on the same grid; adaptive and stiff methods with the same tolerances), the
+/// forward trajectory recomputed from checkpoints (see `adjoint.rs`). The result has the same
+/// form as [`backprop_batch`]'s and is also bit-identical for any number of threads; it
+/// approximates the gradient of the computed loss to the accuracy of the two solves.
+pub fn adjoint_batch<S: Sensitivity, O: Objective<S>>(
+    system: &S,
+    objective: &O,
+    options: &SolverOptions,
+    y0: &[f64],
+    n_samples: usize,
+    bp: &BackpropOptions,
+) -> Result<Backprop, SolveError> {
+    gradient_batch(system, objective, options, y0, n_samples, bp, true)
+}
+
+fn gradient_batch<S: Sensitivity, O: Objective<S>>(
+    system: &S,
+    objective: &O,
+    options: &SolverOptions,
+    y0: &[f64],
+    n_samples: usize,
+    bp: &BackpropOptions,
+    continuous: bool,
+) -> Result<Backprop, SolveError> {
     let dim = system.dim();
     let timeline = Timeline::new(system, options).map_err(SolveError::InvalidOptions)?;
     if y0.len() != dim * n_samples {
@@ -655,15 +698,23 @@ pub fn backprop_batch<S: Sensitivity, O: Objective<S>>(
         .map(|b| {
             let first = b * BLOCK_WIDTH;
             let width = BLOCK_WIDTH.min(n_samples - first);
-            backprop::block(
-                system,
-                objective,
-                options,
-                &timeline,
-                &y0[first * dim..(first + width) * dim],
-                first..first + width,
-                bp,
-            )
+            let rows = &y0[first * dim..(first + width) * dim];
+            let samples = first..first + width;
+            let tl = &timeline;
+            match options.method {
+                Method::Bosh3 | Method::Dopri5 | Method::Tsit5 => sample::adaptive_block(
+                    system, objective, options, tl, rows, samples, bp, continuous,
+                ),
+                Method::ImplicitEuler => sample::implicit_block(
+                    system, objective, options, tl, rows, samples, bp, continuous,
+                ),
+                Method::Rodas4 | Method::Bdf => {
+                    sample::stiff_block(system, objective, options, tl, rows, samples, bp)
+                }
+                _ => backprop::block(
+                    system, objective, options, tl, rows, samples, bp, continuous,
+                ),
+            }
         })
         .collect();
     let n_save = timeline.save.len();
@@ -743,6 +794,7 @@ fn solve_block<S: System>(
                     &mut out,
                     &mut stats,
                     &mut failures,
+                    None,
                 );
             }
             Method::ImplicitEuler | Method::Rodas4 | Method::Bdf => {
@@ -755,10 +807,10 @@ fn solve_block<S: System>(
                             system, options, timeline, y0s, &mut one, &mut stats, &mut ws,
                         ),
                         Method::Rodas4 => rosenbrock::solve(
-                            system, options, timeline, y0s, &mut one, &mut stats, &mut ws,
+                            system, options, timeline, y0s, &mut one, &mut stats, &mut ws, None,
                         ),
                         _ => bdf::solve(
-                            system, options, timeline, y0s, &mut one, &mut stats, &mut ws,
+                            system, options, timeline, y0s, &mut one, &mut stats, &mut ws, None,
                         ),
                     };
                     failures[s] = result.err().map(|e| renumber(e, s));

@@ -17,7 +17,7 @@ use super::adaptive::{hinit_finish, hinit_guess};
 use super::linalg::DenseLu;
 use super::tableau::{self, Rosenbrock};
 use super::timeline::Timeline;
-use super::{first_non_finite, SolveError, SolverOptions, Stats, System};
+use super::{first_non_finite, OnAccept, SolveError, SolverOptions, Stats, System};
 
 const SAFE: f64 = 0.9;
 /// Bounds of `h / hnew` (Hairer's `FAC1 = 5`, `FAC2 = 1/6`).
@@ -25,6 +25,8 @@ const FAC_LO: f64 = 1.0 / 6.0;
 const FAC_HI: f64 = 5.0;
 
 /// Integrates one sample (`y0` of length `dim`); `out` is `[save][dim]`. Errors name sample 0.
+/// `on_accept` sees every accepted step's end `(t, y)` (the continuous adjoint's checkpoints).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn solve<S: System>(
     sys: &S,
     options: &SolverOptions,
@@ -33,6 +35,7 @@ pub(crate) fn solve<S: System>(
     out: &mut [f64],
     stats: &mut Stats,
     ws: &mut S::Workspace,
+    mut on_accept: OnAccept,
 ) -> Result<(), SolveError> {
     let tab: &Rosenbrock = &tableau::RODAS4;
     let dim = y0.len();
@@ -245,6 +248,9 @@ pub(crate) fn solve<S: System>(
         y.copy_from_slice(&ynew);
         t = t_new;
         fresh = false;
+        if let Some(record) = on_accept.as_deref_mut() {
+            record(t, &y);
+        }
 
         if hnew.abs() > hmax {
             hnew = dir * hmax;

@@ -74,7 +74,7 @@ pub fn load_path(path: &str, sets: &[(&str, f64)], n: usize) -> (Loaded, Dataset
     (loaded, data)
 }
 
-fn loss(l: &Loaded, params: &Params, data: &Dataset) -> f64 {
+pub(crate) fn loss(l: &Loaded, params: &Params, data: &Dataset) -> f64 {
     simulate::simulate(&l.model, &l.program, params, data, None)
         .expect("solves")
         .loss
@@ -82,7 +82,7 @@ fn loss(l: &Loaded, params: &Params, data: &Dataset) -> f64 {
 
 /// Central difference of the loss along coordinate `i`, fourth order (five points), so that
 /// truncation error sits far below the tolerances checked.
-fn finite_difference(l: &Loaded, data: &Dataset, i: usize, step: f64) -> f64 {
+pub(crate) fn finite_difference(l: &Loaded, data: &Dataset, i: usize, step: f64) -> f64 {
     let at = |d: f64| {
         let mut p = l.params.clone();
         p.values_mut()[i] += d;
@@ -91,7 +91,7 @@ fn finite_difference(l: &Loaded, data: &Dataset, i: usize, step: f64) -> f64 {
     (at(-2.0 * step) - 8.0 * at(-step) + 8.0 * at(step) - at(2.0 * step)) / (12.0 * step)
 }
 
-pub fn gradient(l: &Loaded, data: &Dataset, method: GradientMethod) -> sens::Gradient {
+pub(crate) fn gradient(l: &Loaded, data: &Dataset, method: GradientMethod) -> sens::Gradient {
     sens::gradient(
         &l.model,
         &l.program,
@@ -105,7 +105,14 @@ pub fn gradient(l: &Loaded, data: &Dataset, method: GradientMethod) -> sens::Gra
 /// Random coordinates (and always the first and last) of a gradient compared with finite
 /// differences: `|g − fd| ≤ tol · max(|fd|, scale)` where `scale` is the gradient's largest
 /// entry, so that tiny entries are judged against the gradient's size.
-pub fn check_against_fd(name: &str, l: &Loaded, data: &Dataset, g: &[f64], tol: f64, picks: usize) {
+pub(crate) fn check_against_fd(
+    name: &str,
+    l: &Loaded,
+    data: &Dataset,
+    g: &[f64],
+    tol: f64,
+    picks: usize,
+) {
     let total = g.len();
     let scale = g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let mut rng = Lcg(total as u64 + 17);

@@ -13,6 +13,8 @@ mod derivatives;
 mod fuzz;
 /// Gradients through the solve against finite differences and theory.
 mod grad;
+/// Backprop through adaptive and implicit schedules, and the continuous adjoint.
+mod grad_adjoint;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
 /// `nodec run` end to end.

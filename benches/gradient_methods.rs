@@ -1,0 +1,149 @@
+//! The gradient of the neural-ODE benchmark P4 (`../shared/bench`, D = 2, width 64, batch
+//! 1024, RK4 × 20 on [0, 1], loss = mean |x(1)|²): backprop (the discrete adjoint) against the
+//! continuous adjoint, in time (criterion) and in peak memory.
+//!
+//! Memory: the crate forbids `unsafe`, so a counting global allocator is not possible here.
+//! Instead the bench runs itself once per method in a child process and reads the child's peak
+//! resident set (`VmHWM` in `/proc/self/status`, Linux only), next to a child that only solves
+//! forward; the difference is what each gradient method adds. It also prints the size of the
+//! buffers each method keeps per block, computed from the storage layout.
+
+#![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
+
+use std::io::Write;
+
+use criterion::{criterion_group, Criterion};
+use nodec::compile::{Params, Program};
+use nodec::data::Dataset;
+use nodec::diag::SourceFile;
+use nodec::ir::GradientMethod;
+use nodec::sema::Overrides;
+use nodec::sens::{self, GradientOptions};
+
+const CHILD: &str = "NODEC_BENCH_GRADIENT_CHILD";
+
+struct Problem {
+    model: nodec::ir::Model,
+    program: Program,
+    params: Params,
+    data: Dataset,
+}
+
+fn load() -> Problem {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench");
+    let path = format!("{dir}/node_d2.node");
+    let text = std::fs::read_to_string(&path).expect("bench model");
+    let file = SourceFile::new(path.clone(), text);
+    let (model, diags) = nodec::check_source(&file, &Overrides::default(), "bench");
+    assert!(!diags.has_errors(), "{}", diags.render(&file));
+    let model = nodec::prepare(model);
+    let program = Program::compile(&model);
+    let mut params = nodec::simulate::initial_params(&model, program.layout(), 0);
+    let json = std::fs::read_to_string(format!("{dir}/params_d2.json")).expect("params");
+    nodec::cli::run::load_params(&json, &model, &program, &mut params).expect("params load");
+    let csv = std::fs::read_to_string(format!("{dir}/x0_d2.csv")).expect("x0");
+    let data = nodec::data::parse_csv(&csv, &model.data[0].source, "x0.csv").expect("x0 parses");
+    Problem {
+        model,
+        program,
+        params,
+        data,
+    }
+}
+
+fn gradient(p: &Problem, method: GradientMethod) -> sens::Gradient {
+    sens::gradient(
+        &p.model,
+        &p.program,
+        &p.params,
+        &p.data,
+        &GradientOptions::new(method),
+    )
+    .expect("gradient")
+}
+
+fn bench(c: &mut Criterion) {
+    let p = load();
+    let mut group = c.benchmark_group("p4_d2_gradient");
+    group.sample_size(20);
+    group.bench_function("forward", |b| {
+        b.iter(|| {
+            nodec::simulate::simulate(&p.model, &p.program, &p.params, &p.data, None)
+                .expect("solves")
+                .loss
+        })
+    });
+    group.bench_function("backprop", |b| {
+        b.iter(|| gradient(&p, GradientMethod::Backprop).grad[0])
+    });
+    group.bench_function("adjoint", |b| {
+        b.iter(|| gradient(&p, GradientMethod::Adjoint).grad[0])
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+
+/// The peak resident set of this process in KiB (Linux), if it can be read.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs one method (in a child process) and reports its peak resident set.
+fn child(which: &str) {
+    let p = load();
+    match which {
+        "forward" => {
+            nodec::simulate::simulate(&p.model, &p.program, &p.params, &p.data, None)
+                .expect("solves");
+        }
+        "backprop" => {
+            gradient(&p, GradientMethod::Backprop);
+        }
+        _ => {
+            gradient(&p, GradientMethod::Adjoint);
+        }
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{}", peak_rss_kib().unwrap_or(0));
+}
+
+fn memory_report() {
+    let exe = std::env::current_exe().expect("own path");
+    let peak = |which: &str| -> Option<u64> {
+        let out = std::process::Command::new(&exe)
+            .env(CHILD, which)
+            .output()
+            .ok()?;
+        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    };
+    let mut err = std::io::stderr();
+    let (forward, backprop, adjoint) = (peak("forward"), peak("backprop"), peak("adjoint"));
+    let _ = writeln!(
+        err,
+        "peak RSS (KiB): forward {forward:?}, backprop {backprop:?}, adjoint {adjoint:?}"
+    );
+    // Buffers per block of 32 samples, D = 2, 20 steps, segment ⌈√20⌉ = 5 (f64 = 8 bytes):
+    // both keep 4 checkpoints of (y, history); backprop records 5 steps of 4 stage inputs plus
+    // start, history and end; the adjoint 5 steps of start, history and end (its stages come
+    // from the grid states), plus 4 pull-backs and Hermite slopes.
+    let state = 2 * 32 * 8;
+    let backprop_bytes = 4 * 2 * state + 5 * (4 + 3) * state;
+    let adjoint_bytes = 4 * 2 * state + 5 * 3 * state + (4 + 6) * state;
+    let _ = writeln!(
+        err,
+        "stored per block (bytes): backprop {backprop_bytes}, adjoint {adjoint_bytes}"
+    );
+}
+
+fn main() {
+    if let Ok(which) = std::env::var(CHILD) {
+        child(&which);
+        return;
+    }
+    memory_report();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
