@@ -246,6 +246,15 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             }
             None => {}
         }
+        if summary.converged {
+            if !args.quiet {
+                eprintln_now(&format!(
+                    "converged after {} iterations: no step decreases the loss further",
+                    summary.epoch
+                ));
+            }
+            break;
+        }
         if args.checkpoint_every > 0 && summary.epoch % args.checkpoint_every == 0 {
             if let Err(e) = write_checkpoint(&trainer.state) {
                 out.stderr.push_str(&format!(
@@ -301,7 +310,8 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
         }
     }
     text.push_str(&format!(
-        "trained {epochs} epochs in {:.2} s{}\n",
+        "trained {} epochs in {:.2} s{}\n",
+        trainer.state.epoch,
         started.elapsed().as_secs_f64(),
         args.out
             .as_ref()

@@ -69,6 +69,9 @@ pub struct EpochSummary {
     pub grad_norm: f64,
     /// Right-hand-side evaluations of the epoch.
     pub rhs_evals: u64,
+    /// L-BFGS found no further decrease (a zero gradient, or no Wolfe step at the precision of
+    /// the loss): the run is finished.
+    pub converged: bool,
 }
 
 /// Why training stopped early.
@@ -263,6 +266,7 @@ impl<'a> Trainer<'a> {
             metrics: sums.metrics.iter().map(|v| v / n).collect(),
             grad_norm: sums.grad_norm / sums.batches.max(1) as f64,
             rhs_evals: sums.rhs_evals,
+            converged: false,
         };
         self.state.epoch = epoch;
         self.state.batch = 0;
@@ -286,11 +290,14 @@ impl<'a> Trainer<'a> {
             Ok((g.simulation.loss, g.grad))
         };
         let mut x = self.state.params.clone();
-        match lbfgs.step(&mut x, &mut objective) {
-            Ok(_) => {}
+        // Near the minimum, rounding leaves no step that decreases the loss enough: that is
+        // convergence at the loss's precision, not a failure.
+        let converged = match lbfgs.step(&mut x, &mut objective) {
+            Ok(step) => step.converged,
             Err(LineSearchError::Objective(e)) => return Err(TrainError::Gradient(e)),
+            Err(LineSearchError::NoWolfePoint { .. }) => true,
             Err(e) => return Err(TrainError::LineSearch(format!("{e}"))),
-        }
+        };
         self.params.values_mut().copy_from_slice(&x);
         self.state.params = x;
         // Report the loss at the new point (it is the line search's last accepted value).
@@ -305,6 +312,7 @@ impl<'a> Trainer<'a> {
             metrics: g.simulation.metrics.clone(),
             grad_norm: g.grad.iter().map(|x| x * x).sum::<f64>().sqrt(),
             rhs_evals: evals + g.stats.rhs_evals,
+            converged,
         })
     }
 }

@@ -121,3 +121,22 @@ train sgd(lr = 1000, epochs = 50)
     assert!(err.contains("diverged in epoch"), "{err}");
     assert!(err.contains("smaller learning rate"), "{err}");
 }
+
+#[test]
+fn lbfgs_fits_the_decay_rate_the_data_were_made_with() {
+    // models/data/decay_obs.csv samples x(t) = 2 exp(−t/2): the rate is 0.5.
+    let out_path = tmp("decay_fit.json");
+    let out = train(
+        &["models/decay_fit.node", "--quiet", "--out", &out_path],
+        "2",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    let k = v["k"].as_f64().unwrap();
+    assert!((k - 0.5).abs() < 1e-6, "k = {k}");
+}
