@@ -178,7 +178,11 @@ pub trait Sensitivity: System {
         if len == 0 {
             return;
         }
-        for (d, (vd, od)) in v.chunks_exact(len).zip(out.chunks_exact_mut(len)).enumerate() {
+        for (d, (vd, od)) in v
+            .chunks_exact(len)
+            .zip(out.chunks_exact_mut(len))
+            .enumerate()
+        {
             self.jvp(t, y, vd, &u[d * np..(d + 1) * np], od, ws);
         }
     }

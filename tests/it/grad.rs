@@ -82,7 +82,7 @@ fn loss(l: &Loaded, params: &Params, data: &Dataset) -> f64 {
 
 /// Central difference of the loss along coordinate `i`, fourth order (five points), so that
 /// truncation error sits far below the tolerances checked.
-fn finite_difference(l: &Loaded, data: &Dataset, i: usize, step: f64) -> f64 {
+pub(crate) fn finite_difference(l: &Loaded, data: &Dataset, i: usize, step: f64) -> f64 {
     let at = |d: f64| {
         let mut p = l.params.clone();
         p.values_mut()[i] += d;

@@ -13,6 +13,8 @@ mod derivatives;
 mod fuzz;
 /// Gradients through the solve against finite differences and theory.
 mod grad;
+/// Forward sensitivities against closed forms, finite differences and backprop.
+mod grad_forward;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
 /// `nodec run` end to end.
