@@ -74,7 +74,7 @@ pub fn forward_batch<S: Sensitivity, O: Objective<S>>(
 ) -> Result<Forward, SolveError> {
     let dim = system.dim();
     let np = system.n_params();
-    let m = if np == 0 { 0 } else { directions.len() / np };
+    let m = directions.len().checked_div(np).unwrap_or(0);
     for (expected, found) in [(dim * n_samples, y0.len()), (m * dim * n_samples, s0.len())] {
         if expected != found {
             return Err(SolveError::InvalidOptions(OptionsError::InitialLength {
@@ -89,7 +89,7 @@ pub fn forward_batch<S: Sensitivity, O: Objective<S>>(
         m.max(1)
     };
     let groups: Vec<Range<usize>> = if m == 0 {
-        vec![0..0]
+        std::iter::once(0..0).collect()
     } else {
         (0..m).step_by(size).map(|a| a..(a + size).min(m)).collect()
     };
