@@ -154,7 +154,8 @@ fn other_fixed_step_methods_equal_backprop() {
         let b = backprop(&l, &data);
         assert_close(method, &f.grad, &b.grad, 1e-10);
     }
-    // Leapfrog with a quadrature (the running cost) outside q and p.
+    // Leapfrog with a quadrature (the running cost, which reads the label: lanes bind their
+    // own sample) outside q and p.
     let text = "model hamiltonian\n\
         input u[2]\n\
         label y\n\
@@ -167,7 +168,7 @@ fn other_fixed_step_methods_equal_backprop() {
         dp/dt = -tanh(W * q + b)\n\
         schedule leapfrog(t = [0, 1], steps = 6, position = q, momentum = p)\n\
         cost terminal = sumsq(q) * (1 + y)\n\
-        cost running = 0.1 * c * sumsq(p) + 0.01 * sumsq(W * q)\n\
+        cost running = 0.1 * c * sumsq(p) + 0.01 * (1 + y) * sumsq(W * q + b)\n\
         data train = moons(n = 40, noise = 0.1, seed = 2)\n";
     let (l, data) = load_text("hamiltonian.node", text, 35);
     let f = forward(&l, &data);
@@ -203,6 +204,26 @@ fn adaptive_and_stiff_methods_match_finite_differences() {
                 "{schedule}: coordinate {i}: forward {gi} vs finite difference {fd}"
             );
         }
+    }
+}
+
+#[test]
+fn running_costs_in_adaptive_blocks_match_finite_differences() {
+    // Several samples in one lockstep block: the running cost's parameter tangent is per lane.
+    let text = with_schedule(
+        "crowd_motion.node",
+        "schedule dopri5(t = [0, 1], rtol = 1e-11, atol = 1e-13)",
+    );
+    let (l, data) = load_text("crowd_dopri5.node", &text, 5);
+    let g = forward(&l, &data);
+    let scale = g.grad.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    for i in (0..g.grad.len()).step_by(7) {
+        let fd = finite_difference(&l, &data, i, 1e-4);
+        assert!(
+            (g.grad[i] - fd).abs() <= 1e-6 * fd.abs().max(1e-2 * scale),
+            "coordinate {i}: forward {} vs finite difference {fd}",
+            g.grad[i]
+        );
     }
 }
 
