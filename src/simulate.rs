@@ -95,6 +95,14 @@ pub struct QuadratureWorkspace {
     no_grad: Vec<f64>,
     state_jacobian: Vec<f64>,
     tangent: Vec<f64>,
+    /// The block's first sample, to bind one lane's data to `lane`.
+    first: usize,
+    /// Width-1 workspace for per-lane parameter gradients of the running cost (on first use).
+    lane: Option<Box<Workspace>>,
+    lane_y: Vec<f64>,
+    lane_out: Vec<f64>,
+    /// `∂L/∂θ` of each lane, `[lane][parameter]` (full layout).
+    lane_grads: Vec<f64>,
 }
 
 impl QuadratureWorkspace {
@@ -119,6 +127,63 @@ impl<'a> WithQuadrature<'a> {
     fn state_dim(&self) -> usize {
         self.program.dim()
     }
+
+    /// `ws.lane_grads[s * n_params..]` = `∂L/∂θ` of the running cost at lane `s`. The kernels
+    /// reduce parameter gradients over the lanes, so a lane's own comes from a width-1 run
+    /// (with that sample's inputs and labels bound), except when the block is one lane.
+    fn running_param_grads(&self, t: &[f64], y: &[f64], ws: &mut QuadratureWorkspace) {
+        let width = t.len();
+        let dim = self.state_dim();
+        let np = self.program.layout().total;
+        ws.lane_grads.resize(width * np, 0.0);
+        ws.lane_grads.fill(0.0);
+        ws.lane_out.resize(1 + dim, 0.0);
+        ws.lane_y.resize(dim, 0.0);
+        if width == 1 {
+            self.program.cost_grad(
+                CostKind::Running,
+                self.params,
+                t,
+                &y[..dim],
+                &mut ws.lane_out,
+                &mut ws.lane_grads,
+                &mut ws.inner,
+            );
+            return;
+        }
+        let QuadratureWorkspace {
+            lane,
+            lane_y,
+            lane_out,
+            lane_grads,
+            first,
+            ..
+        } = ws;
+        let lane = lane.get_or_insert_with(|| Box::new(self.program.workspace(1)));
+        let rows = |data: &[f64], len: usize, sample: usize| -> (usize, usize) {
+            let start = (sample * len).min(data.len());
+            (start, (start + len).min(data.len()))
+        };
+        for s in 0..width {
+            let sample = *first + s;
+            let (a, b) = rows(self.inner.inputs, self.program.input_len(), sample);
+            lane.bind_inputs(&self.inner.inputs[a..b]);
+            let (a, b) = rows(self.inner.labels, self.program.label_len(), sample);
+            lane.bind_labels(&self.inner.labels[a..b]);
+            for i in 0..dim {
+                lane_y[i] = y[i * width + s];
+            }
+            self.program.cost_grad(
+                CostKind::Running,
+                self.params,
+                &t[s..s + 1],
+                lane_y,
+                lane_out,
+                &mut lane_grads[s * np..(s + 1) * np],
+                lane,
+            );
+        }
+    }
 }
 
 impl System for WithQuadrature<'_> {
@@ -128,6 +193,11 @@ impl System for WithQuadrature<'_> {
         let width = samples.len();
         let dim = self.state_dim();
         QuadratureWorkspace {
+            first: samples.start,
+            lane: None,
+            lane_y: Vec::new(),
+            lane_out: Vec::new(),
+            lane_grads: Vec::new(),
             inner: self.inner.workspace(samples),
             cost: vec![0.0; width],
             cost_grad: vec![0.0; (1 + dim) * width],
@@ -264,40 +334,70 @@ impl Sensitivity for WithQuadrature<'_> {
         out: &mut [f64],
         ws: &mut QuadratureWorkspace,
     ) {
+        self.jvp_many(t, y, v, u, out, ws);
+    }
+
+    /// Shares `∂L/∂y` and the per-lane `∂L/∂θ` of the running cost between the directions.
+    fn jvp_many(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        v: &[f64],
+        u: &[f64],
+        out: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) {
         let width = t.len();
-        let n = self.state_dim() * width;
-        self.program.jvp_state(
+        let dim = self.state_dim();
+        let n = dim * width;
+        let full = self.dim() * width;
+        let np = self.program.layout().total;
+        if full == 0 {
+            return;
+        }
+        let m = v.len() / full;
+        for d in 0..m {
+            let vd = &v[d * full..d * full + n];
+            let od = &mut out[d * full..d * full + n];
+            self.program
+                .jvp_state(self.params, t, &y[..n], vd, od, &mut ws.inner);
+            let scratch = &mut ws.tangent[..n];
+            let ud = &u[d * np..(d + 1) * np];
+            self.program
+                .jvp_param(self.params, t, &y[..n], ud, scratch, &mut ws.inner);
+            for (o, x) in od.iter_mut().zip(scratch.iter()) {
+                *o += x;
+            }
+        }
+        if !self.running {
+            return;
+        }
+        // q' = L(x, t): ∂L/∂x · v per lane from the block, ∂L/∂θ · u per lane from each lane's
+        // own parameter gradient.
+        ws.no_grad.fill(0.0);
+        self.program.cost_grad(
+            CostKind::Running,
             self.params,
             t,
             &y[..n],
-            &v[..n],
-            &mut out[..n],
+            &mut ws.cost_grad,
+            &mut ws.no_grad,
             &mut ws.inner,
         );
-        let scratch = &mut ws.tangent[..n];
-        self.program
-            .jvp_param(self.params, t, &y[..n], u, scratch, &mut ws.inner);
-        for (o, d) in out[..n].iter_mut().zip(scratch.iter()) {
-            *o += d;
-        }
-        if self.running {
-            // Only ∂L/∂x · v per lane; the parameter direction of L is not available per lane
-            // from the compiled kernels.
-            self.program.cost_grad(
-                CostKind::Running,
-                self.params,
-                t,
-                &y[..n],
-                &mut ws.cost_grad,
-                &mut ws.no_grad,
-                &mut ws.inner,
-            );
+        self.running_param_grads(t, y, ws);
+        for d in 0..m {
+            let vd = &v[d * full..(d + 1) * full];
+            let ud = &u[d * np..(d + 1) * np];
             for s in 0..width {
                 let mut acc = 0.0;
-                for i in 0..self.state_dim() {
-                    acc += ws.cost_grad[(1 + i) * width + s] * v[i * width + s];
+                for i in 0..dim {
+                    acc += ws.cost_grad[(1 + i) * width + s] * vd[i * width + s];
                 }
-                out[n + s] = acc;
+                let g = &ws.lane_grads[s * np..(s + 1) * np];
+                for (gj, uj) in g.iter().zip(ud).filter(|(_, uj)| **uj != 0.0) {
+                    acc += gj * uj;
+                }
+                out[d * full + n + s] = acc;
             }
         }
     }

@@ -59,6 +59,8 @@ pub struct GradArgs {
     pub method: Option<MethodArg>,
     /// Backprop: steps per checkpoint segment.
     pub segment: Option<usize>,
+    /// Forward: the most parameter coordinates to accept (`None`: the default).
+    pub forward_limit: Option<usize>,
     /// Output format.
     pub format: Format,
     /// Write here (atomically) instead of stdout.
@@ -138,6 +140,7 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
         .map_or_else(|| default_method(model), Into::into);
     let mut options = GradientOptions::new(method);
     options.segment = args.segment;
+    options.forward_limit = args.forward_limit;
     let (block, data) = training_block(&loaded);
     let started = Instant::now();
     let g = match sens::gradient(model, &loaded.program, &loaded.params, data, &options) {

@@ -140,6 +140,9 @@ enum Command {
         /// Backprop: steps per checkpoint segment (default: the square root of the steps).
         #[arg(long, value_name = "STEPS")]
         segment: Option<usize>,
+        /// Forward: the most parameter coordinates to accept (default 64).
+        #[arg(long, value_name = "N")]
+        forward_limit: Option<usize>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = grad::Format::Json)]
         format: grad::Format,
@@ -264,6 +267,7 @@ fn run(cli: Cli) -> u8 {
             params,
             method,
             segment,
+            forward_limit,
             format,
             out: out_path,
         } => grad::grad(
@@ -274,6 +278,7 @@ fn run(cli: Cli) -> u8 {
                 params,
                 method,
                 segment,
+                forward_limit,
                 format,
                 out: out_path,
             },

@@ -469,7 +469,12 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
     } else {
         dataset.select(&[sample])
     };
-    let mut options = GradientOptions::new(super::grad::default_method(model));
+    // Forward sensitivities carry no costate; the adjoint gives it for every schedule.
+    let method = match super::grad::default_method(model) {
+        crate::ir::GradientMethod::Forward => crate::ir::GradientMethod::Adjoint,
+        m => m,
+    };
+    let mut options = GradientOptions::new(method);
     options.costates = true;
     let g = sens::gradient(model, &loaded.program, &loaded.params, &one, &options)
         .map_err(|e| super::grad::gradient_error(loaded, &e, name))?;

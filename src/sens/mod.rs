@@ -21,12 +21,16 @@
 //!   It is the gradient of the exact flow, within the solves' accuracy of the computed loss's
 //!   gradient: use it where backprop is unavailable or its per-step storage too large, and
 //!   backprop where the exact gradient of what was computed matters (training with few steps).
-//! - `forward`: not yet available (an error says so).
+//! - `forward`: forward sensitivities, one tangent per parameter coordinate ([`forward`]).
 //!
 //! Conventions: `λ = ∂loss/∂y` is what backprop propagates; the costate of Pontryagin's
 //! principle in nodec's sign convention (`H = p·f − L`, `p(T) = −∂Φ/∂x`) is `p = −λ`.
 
 use std::ops::Range;
+
+mod forward;
+
+pub use forward::DEFAULT_FORWARD_LIMIT;
 
 use crate::compile::{Params, Program};
 use crate::data::Dataset;
@@ -43,6 +47,8 @@ pub struct GradientOptions {
     pub segment: Option<usize>,
     /// Also compute the costates at the schedule's save times.
     pub costates: bool,
+    /// Forward: the most parameter coordinates it accepts (`None`: [`DEFAULT_FORWARD_LIMIT`]).
+    pub forward_limit: Option<usize>,
 }
 
 impl GradientOptions {
@@ -52,6 +58,7 @@ impl GradientOptions {
             method,
             segment: None,
             costates: false,
+            forward_limit: None,
         }
     }
 }
@@ -75,7 +82,8 @@ pub struct Gradient {
     /// `∂loss/∂θ`, in the program's full parameter layout (every layer and knot copy).
     pub grad: Vec<f64>,
     /// `∂loss/∂x(t0)` of each sample's own loss term (not divided by the number of samples),
-    /// sample-major over the state components.
+    /// sample-major over the state components. Empty for `forward`, whose tangents start from
+    /// the parameters, not from the initial states.
     pub initial_cotangent: Vec<f64>,
     /// Costates, when asked for.
     pub costates: Option<Costates>,
@@ -90,6 +98,13 @@ pub enum GradientError {
     Solve(SolveError),
     /// The method is not implemented yet.
     Unavailable(&'static str),
+    /// Forward sensitivities were asked for more parameter coordinates than the limit.
+    ForwardLimit {
+        /// Parameter coordinates of the model (every layer and knot copy).
+        params: usize,
+        /// The limit in force.
+        limit: usize,
+    },
 }
 
 impl std::fmt::Display for GradientError {
@@ -97,6 +112,12 @@ impl std::fmt::Display for GradientError {
         match self {
             GradientError::Solve(e) => write!(f, "{e}"),
             GradientError::Unavailable(what) => write!(f, "{what}"),
+            GradientError::ForwardLimit { params, limit } => write!(
+                f,
+                "forward sensitivities need one solve per parameter coordinate; this model has \
+                 {params} (the limit is {limit}); use `--method backprop` or `--method adjoint`, \
+                 or raise the limit with `--forward-limit {params}`"
+            ),
         }
     }
 }
@@ -240,9 +261,7 @@ pub fn gradient(
             (r.grad, r.lambda0, r.solution, r.costates)
         }
         GradientMethod::Forward => {
-            return Err(GradientError::Unavailable(
-                "forward sensitivities are not implemented yet; use `--method backprop`",
-            ))
+            return forward::gradient(model, program, params, data, options);
         }
     };
     let mut stats = solution.stats;

@@ -59,6 +59,7 @@ mod replay;
 mod rosenbrock;
 mod sample;
 pub mod tableau;
+mod tangent;
 mod timeline;
 
 #[cfg(test)]
@@ -169,6 +170,33 @@ pub trait Sensitivity: System {
         out: &mut [f64],
         ws: &mut Self::Workspace,
     );
+
+    /// [`Sensitivity::jvp`] for `m` directions at one point: `v` and `out` hold one block per
+    /// direction (`m` blocks like `y`, one after another) and `u` one parameter direction per
+    /// block (`m` rows of [`Sensitivity::n_params`] entries). Implementations may share the
+    /// work that does not depend on the direction; the default calls `jvp` for each.
+    #[allow(clippy::too_many_arguments)]
+    fn jvp_many(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        v: &[f64],
+        u: &[f64],
+        out: &mut [f64],
+        ws: &mut Self::Workspace,
+    ) {
+        let (len, np) = (y.len(), self.n_params());
+        if len == 0 {
+            return;
+        }
+        for (d, (vd, od)) in v
+            .chunks_exact(len)
+            .zip(out.chunks_exact_mut(len))
+            .enumerate()
+        {
+            self.jvp(t, y, vd, &u[d * np..(d + 1) * np], od, ws);
+        }
+    }
 
     /// `grad += w · ∂k/∂θ` for the LM-ResNet coefficient `k` in force at `t`.
     fn lm_coefficient_vjp(&self, t: f64, w: f64, grad: &mut [f64], ws: &mut Self::Workspace) {
@@ -624,6 +652,7 @@ pub fn solve_batch<S: System>(
 }
 
 pub use backprop::BackpropOptions;
+pub use tangent::{forward_batch, Forward};
 
 /// The gradient of a loss through a solve, as [`backprop_batch`] returns it.
 #[derive(Clone, Debug, PartialEq)]

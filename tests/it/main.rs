@@ -15,6 +15,8 @@ mod fuzz;
 mod grad;
 /// Backprop through adaptive and implicit schedules, and the continuous adjoint.
 mod grad_adjoint;
+/// Forward sensitivities against closed forms, finite differences and backprop.
+mod grad_forward;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
 /// `nodec run` end to end.
