@@ -13,42 +13,17 @@
 use std::io::Write;
 
 use criterion::{criterion_group, Criterion};
-use nodec::compile::{Params, Program};
-use nodec::data::Dataset;
-use nodec::diag::SourceFile;
 use nodec::ir::GradientMethod;
-use nodec::sema::Overrides;
 use nodec::sens::{self, GradientOptions};
 
 const CHILD: &str = "NODEC_BENCH_GRADIENT_CHILD";
 
-struct Problem {
-    model: nodec::ir::Model,
-    program: Program,
-    params: Params,
-    data: Dataset,
-}
+mod p4;
+
+use p4::{load as load_dim, Problem};
 
 fn load() -> Problem {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench");
-    let path = format!("{dir}/node_d2.node");
-    let text = std::fs::read_to_string(&path).expect("bench model");
-    let file = SourceFile::new(path.clone(), text);
-    let (model, diags) = nodec::check_source(&file, &Overrides::default(), "bench");
-    assert!(!diags.has_errors(), "{}", diags.render(&file));
-    let model = nodec::prepare(model);
-    let program = Program::compile(&model);
-    let mut params = nodec::simulate::initial_params(&model, program.layout(), 0);
-    let json = std::fs::read_to_string(format!("{dir}/params_d2.json")).expect("params");
-    nodec::cli::run::load_params(&json, &model, &program, &mut params).expect("params load");
-    let csv = std::fs::read_to_string(format!("{dir}/x0_d2.csv")).expect("x0");
-    let data = nodec::data::parse_csv(&csv, &model.data[0].source, "x0.csv").expect("x0 parses");
-    Problem {
-        model,
-        program,
-        params,
-        data,
-    }
+    load_dim(2)
 }
 
 fn gradient(p: &Problem, method: GradientMethod) -> sens::Gradient {

@@ -11,98 +11,11 @@
 #![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use nodec::compile::Program;
-use nodec::diag::SourceFile;
-use nodec::sema::Overrides;
 use rayon::prelude::*;
 
-struct Problem {
-    model: nodec::ir::Model,
-    program: Program,
-    params: nodec::compile::Params,
-    data: nodec::data::Dataset,
-    weights: Weights,
-}
+mod p4;
 
-struct Weights {
-    d: usize,
-    w1: Vec<f64>,
-    b1: Vec<f64>,
-    w2: Vec<f64>,
-    b2: Vec<f64>,
-}
-
-const H: usize = 64;
-const BLOCK: usize = 32;
-
-fn load(d: usize) -> Problem {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench");
-    let path = format!("{dir}/node_d{d}.node");
-    let text = std::fs::read_to_string(&path).expect("bench model");
-    let file = SourceFile::new(path.clone(), text);
-    let (model, diags) = nodec::check_source(&file, &Overrides::default(), "bench");
-    assert!(!diags.has_errors(), "{}", diags.render(&file));
-    let model = nodec::prepare(model);
-    let program = Program::compile(&model);
-    let mut params = nodec::simulate::initial_params(&model, program.layout(), 0);
-    let json = std::fs::read_to_string(format!("{dir}/params_d{d}.json")).expect("params");
-    nodec::cli::run::load_params(&json, &model, &program, &mut params).expect("params load");
-    let csv = std::fs::read_to_string(format!("{dir}/x0_d{d}.csv")).expect("x0");
-    let data = nodec::data::parse_csv(&csv, &model.data[0].source, "x0.csv").expect("x0 parses");
-    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let get = |k: &str| -> Vec<f64> {
-        value[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
-    let weights = Weights {
-        d,
-        w1: get("W1"),
-        b1: get("b1"),
-        w2: get("W2"),
-        b2: get("b2"),
-    };
-    Problem {
-        model,
-        program,
-        params,
-        data,
-        weights,
-    }
-}
-
-/// f(x) = W2 tanh(W1 x + b1) + b2 for one block, component-major.
-fn field(w: &Weights, x: &[f64], dx: &mut [f64], hidden: &mut [f64]) {
-    let d = w.d;
-    for h in 0..H {
-        let row = &mut hidden[h * BLOCK..(h + 1) * BLOCK];
-        row.fill(w.b1[h]);
-        for j in 0..d {
-            let c = w.w1[h * d + j];
-            let xj = &x[j * BLOCK..(j + 1) * BLOCK];
-            for s in 0..BLOCK {
-                row[s] += c * xj[s];
-            }
-        }
-        for v in row.iter_mut() {
-            *v = nodec::compile::tanh(*v);
-        }
-    }
-    for i in 0..d {
-        let out = &mut dx[i * BLOCK..(i + 1) * BLOCK];
-        out.fill(w.b2[i]);
-        for h in 0..H {
-            let c = w.w2[i * H + h];
-            let a = &hidden[h * BLOCK..(h + 1) * BLOCK];
-            for s in 0..BLOCK {
-                out[s] += c * a[s];
-            }
-        }
-    }
-}
+use p4::{field, load, Problem, Weights, BLOCK, H};
 
 /// Parameter gradients of one block or the batch: W1, b1, W2, b2.
 #[derive(Clone)]
