@@ -315,9 +315,11 @@ impl Sensitivity for WithQuadrature<'_> {
             &mut ws.no_grad,
             &mut ws.inner,
         );
-        for (j, o) in out[..n].iter_mut().enumerate() {
-            let s = j % width;
-            *o += w_q[s] * ws.cost_grad[width + j];
+        let rows = ws.cost_grad[width..(1 + self.state_dim()) * width].chunks_exact(width);
+        for (row, dl) in out[..n].chunks_exact_mut(width).zip(rows) {
+            for ((o, d), w) in row.iter_mut().zip(dl).zip(w_q) {
+                *o += w * d;
+            }
         }
         for (g, d) in grad.iter_mut().zip(&ws.no_grad) {
             *g += w_q[0] * d;

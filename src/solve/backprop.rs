@@ -77,7 +77,8 @@ const STORE_ALL_BYTES: usize = 8 << 20;
 /// Steps per segment when the caller does not choose: every step when the block's record fits
 /// in [`STORE_ALL_BYTES`], else `⌈√N⌉`, which minimises checkpoints plus records.
 fn default_segment(n_steps: usize, len: usize) -> usize {
-    let per_step = (SLOTS + 2) * len * std::mem::size_of::<f64>();
+    // A record keeps the stage inputs plus the step's start, history and end.
+    let per_step = (SLOTS + 3) * len * std::mem::size_of::<f64>();
     if n_steps.saturating_mul(per_step) <= STORE_ALL_BYTES {
         n_steps
     } else {
@@ -173,7 +174,9 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     let mut grad = vec![0.0; sys.n_params()];
     let mut loss = 0.0;
     let mut save_block = vec![0.0; len];
-    let mut seeds: Vec<(usize, f64, Vec<f64>)> = Vec::new();
+    // Cotangents by grid node, so the reverse sweep picks up a node's seeds without a search.
+    let mut seeds: Vec<Vec<(f64, usize)>> = vec![Vec::new(); n_steps + 1];
+    let mut cots: Vec<Vec<f64>> = Vec::new();
     for (k, point) in points.iter().enumerate() {
         for s in 0..width {
             for i in 0..dim {
@@ -194,8 +197,9 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
             continue;
         }
         for (node, weight) in split(point) {
-            seeds.push((node, weight, cot.clone()));
+            seeds[node].push((weight, cots.len()));
         }
+        cots.push(cot);
     }
 
     // Reverse, segment by segment.
@@ -203,21 +207,19 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     let mut lambda = vec![0.0; len];
     let mut prev_bar = vec![0.0; len];
     let mut grid_costate: Vec<Option<Vec<f64>>> = vec![None; n_steps + 1];
-    let wanted: Vec<usize> = if bp.costates {
-        points
-            .iter()
-            .flat_map(|p| split(p).into_iter().map(|(node, _)| node))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let mut wanted = vec![false; n_steps + 1];
+    if bp.costates {
+        for (node, _) in points.iter().flat_map(split) {
+            wanted[node] = true;
+        }
+    }
     let inject = |node: usize, lambda: &mut [f64], store: &mut Vec<Option<Vec<f64>>>| {
-        for (_, weight, cot) in seeds.iter().filter(|s| s.0 == node) {
-            for (l, c) in lambda.iter_mut().zip(cot) {
+        for &(weight, c) in &seeds[node] {
+            for (l, c) in lambda.iter_mut().zip(&cots[c]) {
                 *l += weight * c;
             }
         }
-        if wanted.contains(&node) {
+        if wanted[node] {
             store[node] = Some(lambda.to_vec());
         }
     };
@@ -245,16 +247,16 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
             rec.end.copy_from_slice(&stepper.y);
             if !continuous {
                 rec.t.copy_from_slice(&stepper.rec_t);
-                for (dst, src) in rec.y.iter_mut().zip(&stepper.rec_y) {
-                    dst.copy_from_slice(src);
-                }
+                // Swapping buffers keeps the recording without copying it again.
+                std::mem::swap(&mut rec.y, &mut stepper.rec_y);
             }
         }
         stepper.recording = false;
         for n in (lo..hi).rev() {
             let rec = &records[n - lo];
-            if let Some(b) = backward.as_mut() {
-                b.step(
+            let ws = &mut stepper.ws;
+            match backward.as_mut() {
+                Some(b) => b.step(
                     sys,
                     method,
                     tl,
@@ -262,24 +264,22 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
                     rec,
                     &mut lambda,
                     &mut grad,
-                    &mut stepper.ws,
+                    ws,
                     &mut stats,
-                );
-                inject(n, &mut lambda, &mut grid_costate);
-                continue;
+                ),
+                None => rev.step(
+                    sys,
+                    method,
+                    tl,
+                    n,
+                    rec,
+                    &mut lambda,
+                    &mut prev_bar,
+                    &mut grad,
+                    ws,
+                    &mut stats,
+                ),
             }
-            rev.step(
-                sys,
-                method,
-                tl,
-                n,
-                rec,
-                &mut lambda,
-                &mut prev_bar,
-                &mut grad,
-                &mut stepper.ws,
-                &mut stats,
-            );
             inject(n, &mut lambda, &mut grid_costate);
         }
     }
