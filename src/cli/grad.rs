@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use super::report::format_sig;
 use super::run::{load, solve_error, Loaded};
 use super::{write_atomic, Output};
+use crate::compile::ParamLayout;
 use crate::data::Dataset;
 use crate::ir::{self, GradientMethod};
 use crate::sema::Overrides;
@@ -107,6 +108,25 @@ pub fn gradient_error(loaded: &Loaded, e: &GradientError, block: &str) -> String
     }
 }
 
+/// Values in the full parameter layout as `{PARAM: value}`: a number for a scalar, else a
+/// row-major list with per-layer or knot copies outermost (what `--params` reads).
+pub fn param_values_json(
+    model: &ir::Model,
+    layout: &ParamLayout,
+    values: &[f64],
+) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (entry, param) in layout.entries.iter().zip(&model.params) {
+        let v = &values[entry.offset..entry.offset + entry.len() * entry.copies];
+        let scalar = param.shape == ir::Shape::Scalar && entry.copies == 1;
+        map.insert(
+            entry.name.clone(),
+            if scalar { json!(v[0]) } else { json!(v) },
+        );
+    }
+    map
+}
+
 /// The process's peak resident memory in MiB (Linux; `None` elsewhere), for judging
 /// checkpointing from the outside.
 pub fn peak_rss_mib() -> Option<f64> {
@@ -171,19 +191,7 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
     }
     let text = match args.format {
         Format::Json => {
-            let mut grads = Map::new();
-            for (entry, param) in layout.entries.iter().zip(&model.params) {
-                let values = &g.grad[entry.offset..entry.offset + entry.len() * entry.copies];
-                let scalar = param.shape == ir::Shape::Scalar && entry.copies == 1;
-                grads.insert(
-                    entry.name.clone(),
-                    if scalar {
-                        json!(values[0])
-                    } else {
-                        json!(values)
-                    },
-                );
-            }
+            let grads = param_values_json(model, layout, &g.grad);
             let s = &g.stats;
             let root = json!({
                 "model": model.name,
@@ -215,7 +223,7 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
                 method_name(method),
                 format_sig(g.simulation.loss)
             );
-            let rows: Vec<[String; 4]> = layout
+            let rows: Vec<[String; 3]> = layout
                 .entries
                 .iter()
                 .zip(&model.params)
@@ -232,7 +240,7 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
                     } else {
                         format!("|g| {}, max {}", format_sig(norm), format_sig(max))
                     };
-                    [entry.name.clone(), shape, shown, String::new()]
+                    [entry.name.clone(), shape, shown]
                 })
                 .collect();
             let w0 = rows

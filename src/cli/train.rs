@@ -7,17 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
-use super::grad::{default_method, gradient_error, training_block};
+use super::grad::{default_method, gradient_error, param_values_json, training_block};
 use super::report::format_sig;
 use super::run::{load, Loaded};
 use super::{write_atomic, Output};
-use crate::ir;
 use crate::sema::Overrides;
 use crate::sens::GradientOptions;
 use crate::simulate;
-use crate::train::{EpochSummary, TrainError, TrainState, Trainer};
+use crate::train::{Checkpoint, EpochSummary, TrainError, Trainer};
 
 /// Arguments of `nodec train`.
 #[derive(Clone, Debug)]
@@ -59,21 +58,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 /// `{PARAM: value}` as `--params` reads it.
 fn params_json(loaded: &Loaded, values: &[f64]) -> String {
-    let mut map = Map::new();
-    for (entry, param) in loaded
-        .program
-        .layout()
-        .entries
-        .iter()
-        .zip(&loaded.model.params)
-    {
-        let v = &values[entry.offset..entry.offset + entry.len() * entry.copies];
-        let scalar = param.shape == ir::Shape::Scalar && entry.copies == 1;
-        map.insert(
-            entry.name.clone(),
-            if scalar { json!(v[0]) } else { json!(v) },
-        );
-    }
+    let map = param_values_json(&loaded.model, loaded.program.layout(), values);
     let mut text = serde_json::to_string_pretty(&Value::Object(map)).unwrap_or_default();
     text.push('\n');
     text
@@ -117,7 +102,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             }
         };
     if let Some(path) = &args.resume {
-        let state: Result<TrainState, String> = std::fs::read_to_string(path)
+        let state: Result<Checkpoint, String> = std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
             .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()));
         match state
@@ -139,8 +124,8 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             args.out.as_deref().unwrap_or(model.name.as_str())
         )
     });
-    let write_checkpoint = |state: &TrainState| -> Result<(), String> {
-        let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
+    let write_checkpoint = |checkpoint: &Checkpoint| -> Result<(), String> {
+        let text = serde_json::to_string(checkpoint).map_err(|e| e.to_string())?;
         write_atomic(Path::new(&checkpoint_path), text.as_bytes()).map_err(|e| e.to_string())
     };
     let epochs = trainer.epochs();
@@ -163,7 +148,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     let mut log = String::new();
     if args.log.is_some() {
         log.push_str("epoch,loss");
-        for (kind, _) in simulate_costs(&loaded) {
+        for kind in loaded.program.cost_kinds() {
             log.push_str(&format!(",{}", kind.name()));
         }
         for m in &model.metrics {
@@ -178,7 +163,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                 if let Some(bar) = &bar {
                     bar.abandon();
                 }
-                return match write_checkpoint(&trainer.state) {
+                return match write_checkpoint(&trainer.checkpoint()) {
                     Ok(()) => {
                         out.stderr.push_str(&format!(
                             "interrupted in epoch {}: checkpoint written to {checkpoint_path}; continue with --resume {checkpoint_path}\n",
@@ -256,7 +241,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             break;
         }
         if args.checkpoint_every > 0 && summary.epoch % args.checkpoint_every == 0 {
-            if let Err(e) = write_checkpoint(&trainer.state) {
+            if let Err(e) = write_checkpoint(&trainer.checkpoint()) {
                 out.stderr.push_str(&format!(
                     "{checkpoint_path}: error: cannot write the checkpoint: {e}\n"
                 ));
@@ -324,16 +309,6 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
         out.stdout.push_str(&params_json(&loaded, &values));
     }
     0
-}
-
-/// The cost kinds in the order summaries list them.
-fn simulate_costs(loaded: &Loaded) -> Vec<(ir::CostKind, ())> {
-    loaded
-        .program
-        .cost_kinds()
-        .into_iter()
-        .map(|k| (k, ()))
-        .collect()
 }
 
 /// Progress lines must appear while training runs, not when the command ends.

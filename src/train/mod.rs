@@ -2,9 +2,9 @@
 //! from `sens`, one optimizer update (`optim`); L-BFGS takes full-batch iterations with its own
 //! line search. No IO: the CLI owns progress, logs and files.
 //!
-//! The whole loop state is a [`TrainState`] (epoch, position inside the epoch, parameters,
-//! optimizer, the shuffler's state at the start of the epoch and the epoch's running sums), so a
-//! checkpoint written after any mini-batch resumes to the same bits as an uninterrupted run:
+//! The whole loop state is a [`TrainState`] (epoch, position inside the epoch, optimizer, the
+//! shuffler's state at the start of the epoch and the epoch's running sums); with the
+//! parameters it makes a [`Checkpoint`], so a checkpoint written after any mini-batch resumes to the same bits as an uninterrupted run:
 //! the epoch's batches are re-drawn from the saved shuffler state and the finished ones skipped.
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,16 @@ use crate::optim::{Hyper, LineSearchError, OptimizerState};
 use crate::rng::{Rng, RngState};
 use crate::sens::{self, GradientError, GradientOptions};
 
-/// Everything a checkpoint holds.
+/// Everything a checkpoint holds: the loop state and the parameter values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The loop state.
+    pub state: TrainState,
+    /// Parameter values (full layout).
+    pub params: Vec<f64>,
+}
+
+/// The loop state besides the parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// The model the state belongs to (checked on resume).
@@ -25,8 +34,6 @@ pub struct TrainState {
     pub epoch: usize,
     /// Mini-batches of the current epoch already applied.
     pub batch: usize,
-    /// Parameter values (full layout).
-    pub params: Vec<f64>,
     /// The optimizer.
     pub optimizer: OptimizerState,
     /// The shuffler at the start of the current epoch.
@@ -144,7 +151,6 @@ impl<'a> Trainer<'a> {
             model: model.name.clone(),
             epoch: 0,
             batch: 0,
-            params: params.values().to_vec(),
             optimizer,
             shuffler,
             sums: EpochSums::default(),
@@ -161,19 +167,27 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// The state to write to a checkpoint.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            state: self.state.clone(),
+            params: self.params.values().to_vec(),
+        }
+    }
+
     /// Continues from a checkpoint.
-    pub fn resume(&mut self, state: TrainState) -> Result<(), TrainError> {
-        if state.model != self.model.name || state.params.len() != self.state.params.len() {
+    pub fn resume(&mut self, checkpoint: Checkpoint) -> Result<(), TrainError> {
+        let n = self.params.values().len();
+        if checkpoint.state.model != self.model.name || checkpoint.params.len() != n {
             return Err(TrainError::Unsupported(format!(
-                "the checkpoint belongs to model `{}` with {} parameter values, not to `{}` with {}",
-                state.model,
-                state.params.len(),
+                "the checkpoint belongs to model `{}` with {} parameter values, not to `{}` with {n}",
+                checkpoint.state.model,
+                checkpoint.params.len(),
                 self.model.name,
-                self.state.params.len()
             )));
         }
-        self.params.values_mut().copy_from_slice(&state.params);
-        self.state = state;
+        self.params.values_mut().copy_from_slice(&checkpoint.params);
+        self.state = checkpoint.state;
         Ok(())
     }
 
@@ -218,7 +232,7 @@ impl<'a> Trainer<'a> {
                 &self.gradient,
             )
             .map_err(TrainError::Gradient)?;
-            check_finite(epoch, &g)?;
+            check_gradient(epoch, &g)?;
             let weight = indices.len() as f64;
             let sums = &mut self.state.sums;
             if sums.costs.is_empty() {
@@ -240,7 +254,6 @@ impl<'a> Trainer<'a> {
                 .optimizer
                 .step(self.params.values_mut(), &g.grad, lr)
                 .map_err(|e| TrainError::Unsupported(e.to_string()))?;
-            self.state.params.copy_from_slice(self.params.values());
             self.state.batch += 1;
             if self.state.batch < batches.len() && stop() {
                 return Ok(None);
@@ -289,7 +302,7 @@ impl<'a> Trainer<'a> {
             evals += g.stats.rhs_evals;
             Ok((g.simulation.loss, g.grad))
         };
-        let mut x = self.state.params.clone();
+        let mut x = self.params.values().to_vec();
         // Near the minimum, rounding leaves no step that decreases the loss enough: that is
         // convergence at the loss's precision, not a failure.
         let converged = match lbfgs.step(&mut x, &mut objective) {
@@ -299,29 +312,31 @@ impl<'a> Trainer<'a> {
             Err(e) => return Err(TrainError::LineSearch(format!("{e}"))),
         };
         self.params.values_mut().copy_from_slice(&x);
-        self.state.params = x;
-        // Report the loss at the new point (it is the line search's last accepted value).
-        let g = sens::gradient(model, program, &self.params, data, gradient)
-            .map_err(TrainError::Gradient)?;
-        check_finite(epoch, &g)?;
+        // L-BFGS keeps the accepted point's gradient; costs and metrics need a forward solve.
+        let grad_norm = lbfgs
+            .grad()
+            .map_or(0.0, |g| g.iter().map(|v| v * v).sum::<f64>().sqrt());
+        let t1 = model.schedule.as_ref().map(|s| vec![s.t1]);
+        let sim = crate::simulate::simulate(model, program, &self.params, data, t1)
+            .map_err(|e| TrainError::Gradient(GradientError::Solve(e)))?;
+        check_finite(epoch, &sim)?;
         self.state.epoch = epoch;
         Ok(EpochSummary {
             epoch,
-            loss: g.simulation.loss,
-            costs: g.simulation.costs.clone(),
-            metrics: g.simulation.metrics.clone(),
-            grad_norm: g.grad.iter().map(|x| x * x).sum::<f64>().sqrt(),
-            rhs_evals: evals + g.stats.rhs_evals,
+            loss: sim.loss,
+            costs: sim.costs,
+            metrics: sim.metrics,
+            grad_norm,
+            rhs_evals: evals + sim.stats.rhs_evals,
             converged,
         })
     }
 }
 
-/// A non-finite loss names the cost term that went first; a non-finite gradient says so.
-fn check_finite(epoch: usize, g: &sens::Gradient) -> Result<(), TrainError> {
-    if !g.simulation.loss.is_finite() {
-        let term = g
-            .simulation
+/// A non-finite loss names the cost term that went first.
+fn check_finite(epoch: usize, sim: &crate::simulate::Simulation) -> Result<(), TrainError> {
+    if !sim.loss.is_finite() {
+        let term = sim
             .costs
             .iter()
             .find(|(_, v)| !v.is_finite())
@@ -330,6 +345,12 @@ fn check_finite(epoch: usize, g: &sens::Gradient) -> Result<(), TrainError> {
             });
         return Err(TrainError::Diverged { epoch, term });
     }
+    Ok(())
+}
+
+/// [`check_finite`] of the loss, and the gradient must be finite too.
+fn check_gradient(epoch: usize, g: &sens::Gradient) -> Result<(), TrainError> {
+    check_finite(epoch, &g.simulation)?;
     if g.grad.iter().any(|v| !v.is_finite()) {
         return Err(TrainError::Diverged {
             epoch,
