@@ -34,6 +34,19 @@ struct Cli {
     command: Command,
 }
 
+/// What every command that evaluates a model takes.
+#[derive(clap::Args, Debug)]
+struct ModelArgs {
+    /// Model file.
+    file: String,
+    /// Override a const or param: NAME=VALUE (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+    set: Vec<(String, f64)>,
+    /// Seed of random parameter initialisations.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Check models: print diagnostics, exit 1 on any error.
@@ -64,14 +77,8 @@ enum Command {
     },
     /// Solve a model and report trajectories, outputs, costs and metrics.
     Run {
-        /// Model file.
-        file: String,
-        /// Override a const or param: NAME=VALUE (repeatable).
-        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
-        set: Vec<(String, f64)>,
-        /// Seed of random parameter initialisations.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Load parameter values from a JSON file {PARAM: value} (as `train` writes).
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
@@ -90,14 +97,8 @@ enum Command {
     },
     /// Train the parameters with the model's optimizer; writes PARAMS.json.
     Train {
-        /// Model file.
-        file: String,
-        /// Override a const or param: NAME=VALUE (repeatable).
-        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
-        set: Vec<(String, f64)>,
-        /// Seed of random parameter initialisations.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Start from these parameter values (by name, shapes checked).
         #[arg(long, visible_alias = "params", value_name = "PARAMS.json")]
         init: Option<String>,
@@ -122,14 +123,8 @@ enum Command {
     },
     /// Print the loss and its gradient with respect to every parameter.
     Grad {
-        /// Model file.
-        file: String,
-        /// Override a const or param: NAME=VALUE (repeatable).
-        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
-        set: Vec<(String, f64)>,
-        /// Seed of random parameter initialisations.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Load parameter values from a JSON file {PARAM: value} (as `train` writes).
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
@@ -213,9 +208,7 @@ fn run(cli: Cli) -> u8 {
             }
         }
         Command::Run {
-            file,
-            set,
-            seed,
+            model: ModelArgs { file, set, seed },
             params,
             format,
             out: out_path,
@@ -235,9 +228,7 @@ fn run(cli: Cli) -> u8 {
             &mut out,
         ),
         Command::Train {
-            file,
-            set,
-            seed,
+            model: ModelArgs { file, set, seed },
             init,
             out: out_path,
             resume,
@@ -261,9 +252,7 @@ fn run(cli: Cli) -> u8 {
             &mut out,
         ),
         Command::Grad {
-            file,
-            set,
-            seed,
+            model: ModelArgs { file, set, seed },
             params,
             method,
             segment,
