@@ -54,7 +54,9 @@ pub struct Program {
     kernels: Vec<Kernel>,
     /// One kernel per declared cost kind: values then state gradients as lanes, parameter
     /// gradients reduced; and one with the value alone.
-    costs: Vec<(CostKind, usize, usize)>,
+    /// Per cost entry: its kind, the kernel with gradients, the value-only kernel, and the
+    /// number of parameter copies it is summed over (see [`crate::ir::CostGradient::copies`]).
+    costs: Vec<(CostKind, usize, usize, usize)>,
     layout: ParamLayout,
     dim: usize,
     input_len: usize,
@@ -199,7 +201,7 @@ impl Program {
             let with_grad = kernels.len();
             kernels.push(b.kernel(&lanes, &c.param));
             kernels.push(b.kernel(&[c.value], &[]));
-            costs.push((c.kind, with_grad, with_grad + 1));
+            costs.push((c.kind, with_grad, with_grad + 1, c.copies));
         }
         let (t0, t1) = model.schedule.as_ref().map_or((0.0, 1.0), |s| (s.t0, s.t1));
         let layout = ParamLayout::new(model);
@@ -267,7 +269,10 @@ impl Program {
 
     /// The cost kinds the model declares (terminal, running, penalty, observed order).
     pub fn cost_kinds(&self) -> Vec<CostKind> {
-        self.costs.iter().map(|c| c.0).collect()
+        let mut kinds: Vec<CostKind> = self.costs.iter().map(|c| c.0).collect();
+        // A penalty split by parameter copies is still one kind.
+        kinds.dedup();
+        kinds
     }
 
     /// Times inside the span where `per layer` parameters switch layers (see
@@ -722,16 +727,33 @@ impl Program {
         true
     }
 
-    /// The penalty costs (parameters only, added once rather than per sample) with the
-    /// parameters in force at `t0`, adding their gradient into `grad` (full layout) if given.
-    /// 0 without penalty costs.
-    pub fn penalty(&self, params: &Params, grad: Option<&mut [f64]>, ws: &mut Workspace) -> f64 {
-        let Some((k, _)) = self.cost_kernels(CostKind::Penalty) else {
-            return 0.0;
-        };
+    /// The penalty costs (parameters only, added once rather than per sample), adding their
+    /// gradient into `grad` (full layout) if given; 0 without penalty costs. Terms that read
+    /// time-varying params are evaluated on every copy (layer or knot) and summed; the rest
+    /// once, with the parameters in force at `t0`.
+    pub fn penalty(
+        &self,
+        params: &Params,
+        mut grad: Option<&mut [f64]>,
+        ws: &mut Workspace,
+    ) -> f64 {
+        let mut total = 0.0;
         let mut out = vec![0.0; 1 + self.dim];
-        self.scalar(k, params, self.t0, &mut out, grad, ws);
-        out[0]
+        for &(kind, k, _, copies) in &self.costs {
+            if kind != CostKind::Penalty {
+                continue;
+            }
+            if copies <= 1 {
+                self.scalar(k, params, self.t0, &mut out, grad.as_deref_mut(), ws);
+                total += out[0];
+                continue;
+            }
+            for copy in 0..copies {
+                self.scalar_on_copy(k, params, copy, &mut out, grad.as_deref_mut(), ws);
+                total += out[0];
+            }
+        }
+        total
     }
 
     /// All metrics concatenated, `metrics_len` rows of `width`.
@@ -786,6 +808,47 @@ impl Program {
     ) {
         if self.has_lm_k {
             self.scalar(K::LmCoefParam as usize, params, t, &mut [], Some(grad), ws);
+        }
+    }
+
+    /// Like [`Program::scalar`], with copy `copy` of every time-varying parameter (the last
+    /// copy for those with fewer) instead of the copies in force at a time.
+    fn scalar_on_copy(
+        &self,
+        k: usize,
+        params: &Params,
+        copy: usize,
+        out: &mut [f64],
+        grad: Option<&mut [f64]>,
+        ws: &mut Workspace,
+    ) {
+        let kernel = &self.kernels[k];
+        let Workspace {
+            regs,
+            theta,
+            reduced,
+            caches,
+            ..
+        } = ws;
+        let cache = &mut caches[k];
+        self.layout.resolve_copy(params.values(), copy, theta);
+        kernel.prepare(theta, &[], &mut cache.u);
+        // The resolved values belong to no time: the next timed call must resolve again.
+        cache.key = None;
+        let times = [self.t0];
+        let mut banks: [&[f64]; BANKS] = [&[]; BANKS];
+        banks[tape::TIME as usize] = &times;
+        let lanes = Lanes {
+            banks,
+            width: 1,
+            lo: 0,
+            hi: 1,
+        };
+        let reduced = &mut reduced[..kernel.n_reduce];
+        reduced.fill(0.0);
+        kernel.run(&cache.u, regs, lanes, out, reduced);
+        if let Some(g) = grad {
+            self.layout.scatter_copy(reduced, copy, g);
         }
     }
 

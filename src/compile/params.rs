@@ -189,6 +189,29 @@ impl ParamLayout {
         }
     }
 
+    /// Writes copy `copy` of every parameter (`θ`), clamped to each parameter's last copy, so
+    /// a constant parameter gives its only copy.
+    pub fn resolve_copy(&self, values: &[f64], copy: usize, view: &mut [f64]) {
+        for e in &self.entries {
+            let n = e.len();
+            let c = copy.min(e.copies - 1);
+            view[e.view_offset..e.view_offset + n]
+                .copy_from_slice(&values[e.offset + c * n..e.offset + (c + 1) * n]);
+        }
+    }
+
+    /// Adds a gradient with respect to one copy (`g`) into copy `copy` of every parameter of
+    /// `grad`, clamped as in [`ParamLayout::resolve_copy`].
+    pub fn scatter_copy(&self, g: &[f64], copy: usize, grad: &mut [f64]) {
+        for e in &self.entries {
+            let n = e.len();
+            let c = copy.min(e.copies - 1);
+            let src = &g[e.view_offset..e.view_offset + n];
+            let dst = &mut grad[e.offset + c * n..e.offset + (c + 1) * n];
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        }
+    }
+
     /// Adds a gradient with respect to one copy (`g`, length `view_len`) at `piece` into the
     /// full gradient `grad` (length `total`): into the layer in force, or scattered to the two
     /// neighbouring knots with the interpolation weights.

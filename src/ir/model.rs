@@ -213,6 +213,11 @@ pub struct CostGradient {
     pub state: Vec<ExprId>,
     /// `∂value/∂θ_j`, one per element of `θ`.
     pub param: Vec<ExprId>,
+    /// How many copies of the time-varying parameters the value is summed over: 1 for every
+    /// cost except penalty terms that read `per layer` or `on knots` params, which are
+    /// evaluated once per copy (layer or knot) and summed, so that `sumsq(K)` of a per-layer
+    /// `K` penalises every layer.
+    pub copies: usize,
 }
 
 impl Derivatives {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use super::diff::{jvp, partial, reachable, vjp};
 use super::simplify::simplify_model;
-use super::{CostGradient, CostKind, Derivatives, ExprId, Model, Var};
+use super::{CostGradient, CostKind, Derivatives, ExprId, Model, Node, ParamTime, Pool, Var};
 
 /// Simplifies the model, adds its derivative IR and compacts its pool. Never fails.
 ///
@@ -37,6 +37,22 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
     let mut both = xs.clone();
     both.extend_from_slice(&thetas);
     let lm_k = model.schedule.as_ref().and_then(|s| s.lm_k);
+    // Copies of each parameter, as `compile::ParamLayout` stores them.
+    let layers = model
+        .schedule
+        .as_ref()
+        .and_then(|s| s.layers.or(s.steps))
+        .unwrap_or(1)
+        .max(1);
+    let param_copies: Vec<usize> = model
+        .params
+        .iter()
+        .map(|p| match &p.time {
+            ParamTime::Constant => 1,
+            ParamTime::PerLayer => layers,
+            ParamTime::Knots(knots) => knots.len().max(1),
+        })
+        .collect();
     let mut cost_values: Vec<(CostKind, Vec<ExprId>)> = Vec::new();
     for kind in [
         CostKind::Terminal,
@@ -88,16 +104,69 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
     }
     for (kind, values) in cost_values {
         let value = pool.sum(&values);
-        let mut grad = vjp(pool, &[value], &[one], &both);
-        let param = grad.split_off(xs.len());
-        d.costs.push(CostGradient {
-            kind,
-            value,
-            state: grad,
-            param,
-        });
+        let groups = if kind == CostKind::Penalty {
+            penalty_groups(pool, value, &param_copies)
+        } else {
+            vec![(1, value)]
+        };
+        for (copies, value) in groups {
+            let mut grad = vjp(pool, &[value], &[one], &both);
+            let param = grad.split_off(xs.len());
+            d.costs.push(CostGradient {
+                kind,
+                value,
+                state: grad,
+                param,
+                copies,
+            });
+        }
     }
     d
+}
+
+/// Splits a penalty into groups by how many copies of time-varying parameters its additive
+/// terms read, in increasing order: `(1, terms reading constant params only)`, then e.g.
+/// `(layers, terms reading per-layer params)`. Constant factors are distributed over sums
+/// first, so `1e-4 * (sumsq(K) + sumsq(head))` charges `K` once per layer and `head` once.
+/// A term reading time-varying params with different numbers of copies is evaluated for
+/// the largest number, the others holding their last copy.
+fn penalty_groups(pool: &mut Pool, value: ExprId, param_copies: &[usize]) -> Vec<(usize, ExprId)> {
+    let mut terms = Vec::new();
+    additive_terms(pool, value, 1.0, &mut terms);
+    let mut groups: std::collections::BTreeMap<usize, Vec<ExprId>> = Default::default();
+    for (coefficient, term) in terms {
+        let copies = reachable(pool, &[term])
+            .into_iter()
+            .filter_map(|id| match pool.node(id) {
+                Node::Var(Var::Param { param, .. }) => Some(param_copies[*param as usize]),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(1);
+        let c = pool.constant(coefficient);
+        let scaled = pool.mul(c, term);
+        groups.entry(copies).or_default().push(scaled);
+    }
+    groups
+        .into_iter()
+        .map(|(copies, terms)| (copies, pool.sum(&terms)))
+        .collect()
+}
+
+/// `value = Σ coefficient · term`, descending through sums and constant multiples.
+fn additive_terms(pool: &Pool, value: ExprId, scale: f64, out: &mut Vec<(f64, ExprId)>) {
+    match pool.node(value) {
+        Node::Add(children) => {
+            for &child in children.iter() {
+                additive_terms(pool, child, scale, out);
+            }
+        }
+        Node::Mul(children) if children.len() == 2 => match pool.const_value(children[0]) {
+            Some(c) => additive_terms(pool, children[1], scale * c, out),
+            None => out.push((scale, value)),
+        },
+        _ => out.push((scale, value)),
+    }
 }
 
 /// The direction leaf matching a state or parameter element.

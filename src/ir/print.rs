@@ -329,19 +329,14 @@ fn derivative_roots(model: &Model, out: &mut String) {
     list(out, "schedule_k_grad", &params, &d.lm_k_param);
     for c in &d.costs {
         let kind: CostKind = c.kind;
-        let _ = writeln!(out, "cost_sum {} = {}", kind.name(), c.value);
-        list(
-            out,
-            &format!("cost_grad {}", kind.name()),
-            &states,
-            &c.state,
-        );
-        list(
-            out,
-            &format!("cost_grad {}", kind.name()),
-            &params,
-            &c.param,
-        );
+        let name = if c.copies > 1 {
+            format!("{} per copy ×{}", kind.name(), c.copies)
+        } else {
+            kind.name().to_string()
+        };
+        let _ = writeln!(out, "cost_sum {name} = {}", c.value);
+        list(out, &format!("cost_grad {name}"), &states, &c.state);
+        list(out, &format!("cost_grad {name}"), &params, &c.param);
     }
 }
 

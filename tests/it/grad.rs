@@ -431,3 +431,56 @@ fn run_with_costate_reports_p_and_the_hamiltonian() {
         );
     }
 }
+
+#[test]
+fn a_penalty_charges_every_layer_and_knot_of_time_varying_params_and_the_rest_once() {
+    // The field ignores the params, so the loss gradient is the penalty's alone.
+    let path = write_model(
+        "penalty_copies.node",
+        "model penalty_copies\n\
+         param K[2] per layer ~ normal(0, 1)\n\
+         param c on knots(0, 0.5, 1) ~ normal(0, 1)\n\
+         param a[2] ~ normal(0, 1)\n\
+         state x = 1\n\
+         dx/dt = -x\n\
+         schedule euler(t = [0, 1], steps = 4)\n\
+         cost terminal = x * x\n\
+         cost penalty = 0.5 * (sumsq(K) + sumsq(a)) + 3 * c * c\n",
+    );
+    let (l, data) = load_path(&path, &[], 1);
+    let entry = |name: &str| {
+        l.program
+            .layout()
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap()
+            .clone()
+    };
+    let (k, c, a) = (entry("K"), entry("c"), entry("a"));
+    assert_eq!((k.copies, c.copies, a.copies), (4, 3, 1));
+    let values = l.params.values();
+    let slice = |e: &nodec::compile::ParamEntry| &values[e.offset..e.offset + e.copies * e.len()];
+    let sumsq = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>();
+    let penalty = 0.5 * (sumsq(slice(&k)) + sumsq(slice(&a))) + 3.0 * sumsq(slice(&c));
+    let terminal = 0.75f64.powi(8); // x(1) = (1 − h)^4 with h = 1/4, cost x²
+    let g = gradient(&l, &data, GradientMethod::Backprop);
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-14 * (1.0 + y.abs());
+    assert!(
+        close(g.simulation.loss, terminal + penalty),
+        "loss {} against {}",
+        g.simulation.loss,
+        terminal + penalty
+    );
+    for (e, scale) in [(&k, 1.0), (&a, 1.0), (&c, 6.0)] {
+        for i in 0..e.copies * e.len() {
+            let want = scale * values[e.offset + i];
+            assert!(
+                close(g.grad[e.offset + i], want),
+                "∂/∂{}[{i}] = {} against {want}",
+                e.name,
+                g.grad[e.offset + i]
+            );
+        }
+    }
+}
