@@ -38,7 +38,7 @@ pub fn load(d: usize) -> Problem {
     let program = Program::compile(&model);
     let mut params = nodec::simulate::initial_params(&model, program.layout(), 0);
     let json = std::fs::read_to_string(format!("{dir}/params_d{d}.json")).expect("params");
-    nodec::cli::run::load_params(&json, &model, &program, &mut params).expect("params load");
+    nodec::cli::run::load_params(&json, &model, &program, &mut params, &[]).expect("params load");
     let csv = std::fs::read_to_string(format!("{dir}/x0_d{d}.csv")).expect("x0");
     let data = nodec::data::parse_csv(&csv, &model.data[0].source, "x0.csv").expect("x0 parses");
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();

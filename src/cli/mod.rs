@@ -102,6 +102,10 @@ enum Command {
         /// Start from these parameter values (by name, shapes checked).
         #[arg(long, visible_alias = "params", value_name = "PARAMS.json")]
         init: Option<String>,
+        /// Initialise param TARGET from SOURCE of the --init file, optionally from one of its
+        /// layers: `--map W0=W[0]` starts an evolving weight at a trained ResNet's first layer.
+        #[arg(long = "map", value_name = "TARGET=SOURCE[LAYER]", value_parser = run::parse_param_map, requires = "init")]
+        maps: Vec<run::ParamMap>,
         /// Write the trained parameters here (atomically); stdout if absent.
         #[arg(long, value_name = "PARAMS.json")]
         out: Option<String>,
@@ -230,6 +234,7 @@ fn run(cli: Cli) -> u8 {
         Command::Train {
             model: ModelArgs { file, set, seed },
             init,
+            maps,
             out: out_path,
             resume,
             log,
@@ -242,6 +247,7 @@ fn run(cli: Cli) -> u8 {
                 overrides: Overrides { values: set },
                 seed,
                 init,
+                maps,
                 out: out_path,
                 resume,
                 log,

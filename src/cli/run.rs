@@ -71,6 +71,18 @@ pub fn load(
     params_file: Option<&str>,
     out: &mut Output,
 ) -> Option<Loaded> {
+    load_mapped(path, overrides, seed, params_file, &[], out)
+}
+
+/// [`load`] with `--map` renamings of the parameter file (see [`load_params`]).
+pub fn load_mapped(
+    path: &str,
+    overrides: &Overrides,
+    seed: u64,
+    params_file: Option<&str>,
+    maps: &[ParamMap],
+    out: &mut Output,
+) -> Option<Loaded> {
     let started = Instant::now();
     let (file, model) = check_file(path, overrides, out)?;
     let model = crate::prepare(model);
@@ -87,7 +99,7 @@ pub fn load(
                 return None;
             }
         };
-        if let Err(message) = load_params(&text, &model, &program, &mut params) {
+        if let Err(message) = load_params(&text, &model, &program, &mut params, maps) {
             out.stderr
                 .push_str(&format!("{params_path}: error: {message}\n"));
             return None;
@@ -104,13 +116,58 @@ pub fn load(
     })
 }
 
+/// `--map TARGET=SOURCE[LAYER]`: initialise parameter `TARGET` from `SOURCE` of the parameter
+/// file, optionally from one layer (copy) of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamMap {
+    /// The model's parameter.
+    pub target: String,
+    /// The name in the parameter file.
+    pub source: String,
+    /// One copy of the source (a layer of a `per layer` param), if given.
+    pub layer: Option<usize>,
+}
+
+/// Parses `TARGET=SOURCE` or `TARGET=SOURCE[LAYER]`.
+pub fn parse_param_map(text: &str) -> Result<ParamMap, String> {
+    let usage = "expected TARGET=SOURCE or TARGET=SOURCE[LAYER], e.g. `W0=W[0]`";
+    let (target, source) = text.split_once('=').ok_or(usage)?;
+    let (source, layer) = match source.split_once('[') {
+        Some((name, rest)) => {
+            let index = rest.strip_suffix(']').ok_or(usage)?;
+            let layer = index
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{index}` is not a layer index; {usage}"))?;
+            (name, Some(layer))
+        }
+        None => (source, None),
+    };
+    let (target, source) = (target.trim(), source.trim());
+    if target.is_empty() || source.is_empty() {
+        return Err(usage.into());
+    }
+    Ok(ParamMap {
+        target: target.into(),
+        source: source.into(),
+        layer,
+    })
+}
+
 /// Loads `{PARAM: value}` (number or row-major list, per-layer copies outermost), checking
 /// names and sizes. Parameters not named keep their values.
+///
+/// `maps` rename (`W0=W`) and pick one layer of a per-layer value (`W0=W[0]`: a trained
+/// ResNet's first layer is the initial value of an evolving weight). Without a layer, a
+/// value of one copy fills every copy of a `per layer` or `on knots` param, and a per-layer
+/// value with a different number of layers is resampled piecewise constant in time (new
+/// layer `j` of `L` takes old layer `⌊j·M/L⌋` of `M`).
 pub fn load_params(
     text: &str,
     model: &ir::Model,
     program: &Program,
     params: &mut Params,
+    maps: &[ParamMap],
 ) -> Result<(), String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
@@ -118,51 +175,132 @@ pub fn load_params(
         .as_object()
         .ok_or("expected one JSON object {\"PARAM\": value, ...}")?;
     let layout = program.layout();
-    for (name, v) in object {
-        let Some(entry) = layout.entries.iter().find(|e| &e.name == name) else {
-            let names: Vec<&str> = layout.entries.iter().map(|e| e.name.as_str()).collect();
-            let hint = crate::diag::suggest(name, names.iter().copied())
+    let names: Vec<&str> = layout.entries.iter().map(|e| e.name.as_str()).collect();
+    let no_param = |name: &str| {
+        let hint = crate::diag::suggest(name, names.iter().copied())
+            .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+        format!("the model `{}` has no param `{name}`{hint}", model.name)
+    };
+    for map in maps {
+        if !layout.entries.iter().any(|e| e.name == map.target) {
+            return Err(format!("--map {}: {}", map.target, no_param(&map.target)));
+        }
+        if !object.contains_key(&map.source) {
+            let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+            let hint = crate::diag::suggest(&map.source, keys.iter().copied())
                 .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
             return Err(format!(
-                "the model `{}` has no param `{name}`{hint}",
-                model.name
+                "--map {}={}: the file has no `{}`{hint}",
+                map.target, map.source, map.source
             ));
-        };
-        let numbers: Vec<f64> = match v {
-            serde_json::Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN)],
-            serde_json::Value::Array(items) => items
-                .iter()
-                .map(|x| {
-                    x.as_f64()
-                        .ok_or(format!("param `{name}` holds a value that is not a number"))
-                })
-                .collect::<Result<_, _>>()?,
-            _ => {
-                return Err(format!(
-                    "param `{name}` must be a number or a list of numbers"
-                ))
-            }
-        };
-        let want = entry.len() * entry.copies;
-        if numbers.len() != want {
+        }
+    }
+    // Every file name must land somewhere: a param of the same name or a map's source.
+    for name in object.keys() {
+        let mapped = maps.iter().any(|m| &m.source == name);
+        if !mapped && !names.contains(&name.as_str()) {
             return Err(format!(
-                "param `{name}` has {} value{} but the model's `{name}` takes {want} ({}{})",
-                numbers.len(),
-                if numbers.len() == 1 { "" } else { "s" },
-                entry.shape,
-                if entry.copies > 1 {
-                    format!(" × {} copies", entry.copies)
-                } else {
-                    String::new()
-                }
+                "{}; to load it into another param, add `--map TARGET={name}`",
+                no_param(name)
             ));
         }
-        if numbers.iter().any(|x| !x.is_finite()) {
-            return Err(format!("param `{name}` holds a non-finite value"));
+    }
+    for entry in &layout.entries {
+        let map = maps.iter().find(|m| m.target == entry.name);
+        let (source, layer) = match map {
+            Some(m) => (m.source.as_str(), m.layer),
+            None => (entry.name.as_str(), None),
+        };
+        let Some(v) = object.get(source) else {
+            continue;
+        };
+        let numbers = json_numbers(source, v)?;
+        let values = fit_copies(&entry.name, source, &numbers, entry, layer)?;
+        if values.iter().any(|x| !x.is_finite()) {
+            return Err(format!("param `{source}` holds a non-finite value"));
         }
-        params.values_mut()[entry.offset..entry.offset + want].copy_from_slice(&numbers);
+        params.values_mut()[entry.offset..entry.offset + values.len()].copy_from_slice(&values);
     }
     Ok(())
+}
+
+fn json_numbers(name: &str, v: &serde_json::Value) -> Result<Vec<f64>, String> {
+    match v {
+        serde_json::Value::Number(n) => Ok(vec![n.as_f64().unwrap_or(f64::NAN)]),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|x| {
+                x.as_f64()
+                    .ok_or(format!("param `{name}` holds a value that is not a number"))
+            })
+            .collect(),
+        _ => Err(format!(
+            "param `{name}` must be a number or a list of numbers"
+        )),
+    }
+}
+
+/// The values of every copy of `entry` from a file's `numbers` (see [`load_params`]).
+fn fit_copies(
+    target: &str,
+    source: &str,
+    numbers: &[f64],
+    entry: &crate::compile::ParamEntry,
+    layer: Option<usize>,
+) -> Result<Vec<f64>, String> {
+    let (len, copies) = (entry.len().max(1), entry.copies);
+    let want = len * copies;
+    let takes = || {
+        format!(
+            "the model's `{target}` takes {want} ({}{})",
+            entry.shape,
+            if copies > 1 {
+                format!(" × {copies} copies")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let count = |n: usize| format!("{n} value{}", if n == 1 { "" } else { "s" });
+    if !numbers.len().is_multiple_of(len) {
+        return Err(format!(
+            "param `{source}` has {} but {}",
+            count(numbers.len()),
+            takes()
+        ));
+    }
+    let source_copies = numbers.len() / len;
+    let copy = |k: usize| &numbers[k * len..(k + 1) * len];
+    if let Some(k) = layer {
+        if k >= source_copies {
+            return Err(format!(
+                "`{source}[{k}]`: `{source}` has {source_copies} layer{} of {len} values",
+                if source_copies == 1 { "" } else { "s" }
+            ));
+        }
+        return Ok(copy(k).repeat(copies));
+    }
+    if source_copies == copies {
+        return Ok(numbers.to_vec());
+    }
+    if source_copies == 1 {
+        return Ok(numbers.repeat(copies));
+    }
+    if copies > 1 && matches!(entry.time, ir::ParamTime::PerLayer) {
+        return Ok((0..copies)
+            .flat_map(|j| copy(j * source_copies / copies).iter().copied())
+            .collect());
+    }
+    Err(format!(
+        "param `{source}` has {} ({source_copies} copies of {len}) but {}{}",
+        count(numbers.len()),
+        takes(),
+        if copies == 1 {
+            format!("; pick one layer with `--map {target}={source}[0]`")
+        } else {
+            String::new()
+        }
+    ))
 }
 
 /// Generates or reads every data block; CSV paths are relative to the model file.
@@ -540,4 +678,93 @@ fn non_finite(report: &RunReport) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::SourceFile;
+
+    fn program(text: &str) -> (ir::Model, Program, Params) {
+        let file = SourceFile::new("m.node", text.to_string());
+        let (model, diags) = crate::check_source(&file, &Overrides::default(), "model");
+        assert!(!diags.has_errors(), "{}", diags.render(&file));
+        let model = crate::prepare(model);
+        let program = Program::compile(&model);
+        let params = simulate::initial_params(&model, program.layout(), 0);
+        (model, program, params)
+    }
+
+    const MODEL: &str = "model m\n\
+        param A[2] per layer = 0\n\
+        param c = 0\n\
+        state x = 1\n\
+        dx/dt = -x\n\
+        schedule euler(t = [0, 1], steps = 4)\n";
+
+    fn loaded(json: &str, maps: &[&str]) -> Result<Vec<f64>, String> {
+        let (model, program, mut params) = program(MODEL);
+        let maps: Vec<ParamMap> = maps.iter().map(|m| parse_param_map(m).unwrap()).collect();
+        load_params(json, &model, &program, &mut params, &maps)?;
+        Ok(params.values().to_vec())
+    }
+
+    #[test]
+    fn maps_parse_with_and_without_a_layer() {
+        let m = parse_param_map("W0=W[3]").unwrap();
+        assert_eq!(
+            (m.target.as_str(), m.source.as_str(), m.layer),
+            ("W0", "W", Some(3))
+        );
+        assert_eq!(parse_param_map("a = b").unwrap().layer, None);
+        for bad in ["W0", "=W", "W0=", "W0=W[x]", "W0=W[1"] {
+            assert!(parse_param_map(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn one_copy_fills_every_layer_and_other_layer_counts_are_resampled() {
+        assert_eq!(
+            loaded(r#"{"A": [1, 2]}"#, &[]).unwrap()[..8],
+            [1., 2., 1., 2., 1., 2., 1., 2.]
+        );
+        // Two layers onto four: layers 0, 1 take old layer 0; layers 2, 3 old layer 1.
+        assert_eq!(
+            loaded(r#"{"A": [1, 2, 3, 4]}"#, &[]).unwrap()[..8],
+            [1., 2., 1., 2., 3., 4., 3., 4.]
+        );
+        // Eight layers onto four: every other layer.
+        let eight: Vec<String> = (0..16).map(|i| i.to_string()).collect();
+        let json = format!(r#"{{"A": [{}]}}"#, eight.join(","));
+        assert_eq!(
+            loaded(&json, &[]).unwrap()[..8],
+            [0., 1., 4., 5., 8., 9., 12., 13.]
+        );
+    }
+
+    #[test]
+    fn a_map_renames_and_picks_one_layer() {
+        let v = loaded(r#"{"W": [1, 2, 3, 4, 5, 6], "c": 7}"#, &["A=W[2]"]).unwrap();
+        assert_eq!(v, [5., 6., 5., 6., 5., 6., 5., 6., 7.]);
+        // One file name may feed two params; a scalar picks one element as its "layer".
+        let v = loaded(r#"{"B": [1, 2, 3, 4, 5, 6, 7, 8]}"#, &["A=B", "c=B[3]"]).unwrap();
+        assert_eq!(v, [1., 2., 3., 4., 5., 6., 7., 8., 4.]);
+    }
+
+    #[test]
+    fn bad_names_and_sizes_say_what_to_do() {
+        let e = loaded(r#"{"K": [1, 2]}"#, &[]).unwrap_err();
+        assert!(
+            e.contains("has no param `K`") && e.contains("--map TARGET=K"),
+            "{e}"
+        );
+        let e = loaded(r#"{"A": [1, 2]}"#, &["Q=A"]).unwrap_err();
+        assert!(e.contains("--map Q") && e.contains("no param `Q`"), "{e}");
+        let e = loaded(r#"{"A": [1, 2, 3]}"#, &[]).unwrap_err();
+        assert!(e.contains("has 3 values"), "{e}");
+        let e = loaded(r#"{"c": [1, 2]}"#, &[]).unwrap_err();
+        assert!(e.contains("`--map c=c[0]`"), "{e}");
+        let e = loaded(r#"{"W": [1, 2]}"#, &["A=W[1]"]).unwrap_err();
+        assert!(e.contains("`W[1]`: `W` has 1 layer of 2 values"), "{e}");
+    }
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::grad::{default_method, gradient_error, param_values_json, training_block};
 use super::report::format_sig;
-use super::run::{load, Loaded};
+use super::run::{load_mapped, Loaded};
 use super::{write_atomic, Output};
 use crate::sema::Overrides;
 use crate::sens::GradientOptions;
@@ -29,6 +29,8 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Initial parameter values by name.
     pub init: Option<String>,
+    /// `--map` renamings of the `init` file.
+    pub maps: Vec<super::run::ParamMap>,
     /// Where the trained parameters go.
     pub out: Option<String>,
     /// A checkpoint to continue from.
@@ -74,11 +76,12 @@ fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize) -> String {
 
 /// `nodec train`.
 pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
-    let Some(loaded) = load(
+    let Some(loaded) = load_mapped(
         &args.file,
         &args.overrides,
         args.seed,
         args.init.as_deref(),
+        &args.maps,
         out,
     ) else {
         return 1;

@@ -140,3 +140,73 @@ fn lbfgs_fits_the_decay_rate_the_data_were_made_with() {
     let k = v["k"].as_f64().unwrap();
     assert!((k - 0.5).abs() < 1e-6, "k = {k}");
 }
+
+#[test]
+fn a_trained_resnets_layers_initialise_an_evolving_weight() {
+    // A ResNet whose per-layer weight has the shape of evolutionary_weights' W0.
+    let resnet = tmp("resnet_w.node");
+    std::fs::write(
+        &resnet,
+        "model resnet_w\nconst d = 2\ninput u[2]\nlabel y\n\
+         param W[d, d] per layer ~ normal(0, 0.5)\nparam b[d] per layer = 0\n\
+         param head[d] ~ normal(0, 0.5)\nparam bias = 0\n\
+         state x[d] = u\ndx/dt = tanh(W * x + b)\nschedule euler(t = [0, 1], steps = 10)\n\
+         let p = sigmoid(dot(head, x) + bias)\ncost terminal = bce(p, y)\n\
+         data train = moons(n = 256, noise = 0.1, seed = 11)\n\
+         train adam(lr = 0.02, epochs = 5, batch = 64, seed = 12)\n",
+    )
+    .unwrap();
+    let trained = tmp("resnet_w.json");
+    let out = train(&[&resnet, "--quiet", "--out", &trained], "2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The evolutionary model with a step too small to move any weight, so its output is
+    // the initial values.
+    let evolving = tmp("evolving_still.node");
+    let text = std::fs::read_to_string(root().join("models/evolutionary_weights.node"))
+        .unwrap()
+        .replace("lr = 0.02, epochs = 800", "lr = 1e-300, epochs = 1");
+    assert!(text.contains("lr = 1e-300"));
+    std::fs::write(&evolving, text).unwrap();
+    let start = tmp("evolving_start.json");
+    let args = [
+        evolving.as_str(),
+        "--quiet",
+        "--init",
+        &trained,
+        "--map",
+        "W0=W[0]",
+        "--map",
+        "b=b[9]",
+        "--out",
+        &start,
+    ];
+    let out = train(&args, "2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (r, e) = (read(&trained), read(&start));
+    let r_w = r["W"].as_array().unwrap();
+    assert_eq!(r_w.len(), 40, "10 layers of [2, 2]");
+    assert_eq!(e["W0"].as_array().unwrap()[..], r_w[..4]);
+    assert_eq!(
+        e["b"].as_array().unwrap()[..],
+        r["b"].as_array().unwrap()[18..20]
+    );
+    assert_eq!(e["head"], r["head"]);
+
+    // Without picking a layer, the per-layer `b` cannot fill the constant `b`: the error
+    // says how to pick one.
+    let out = train(&args[..args.len() - 4], "2");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pick one layer with `--map b=b[0]`"), "{err}");
+}
