@@ -210,3 +210,58 @@ fn a_trained_resnets_layers_initialise_an_evolving_weight() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pick one layer with `--map b=b[0]`"), "{err}");
 }
+
+#[test]
+fn sigint_writes_a_checkpoint_that_resumes_to_the_same_bits() {
+    let model_text = |epochs: &str| {
+        std::fs::read_to_string(root().join("models/resnet_euler.node"))
+            .unwrap()
+            .replace("epochs = 200", &format!("epochs = {epochs}"))
+    };
+    let endless = tmp("sigint_endless.node");
+    std::fs::write(&endless, model_text("1000000")).unwrap();
+    let ckpt = tmp("sigint.ckpt.json");
+    let _ = std::fs::remove_file(&ckpt);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
+        .args(["train", &endless, "--quiet", "--checkpoint-every", "1"])
+        .args(["--checkpoint", &ckpt, "--out", &tmp("sigint_never.json")])
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nodec starts");
+    // Interrupt once the first epoch's checkpoint exists, i.e. somewhere in a later epoch.
+    let started = std::time::Instant::now();
+    while !std::path::Path::new(&ckpt).exists() {
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("nodec exits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains(&format!("checkpoint written to {ckpt}; continue with --resume {ckpt}")),
+        "{err}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+    let epoch = state["state"]["epoch"].as_u64().unwrap();
+    assert!(epoch >= 1 && epoch < 40, "interrupted after epoch {epoch}");
+
+    // Resuming a 40-epoch run from the interruption gives the uninterrupted run's file.
+    let short = tmp("sigint_short.node");
+    std::fs::write(&short, model_text("40")).unwrap();
+    let (whole, resumed) = (tmp("sigint_whole.json"), tmp("sigint_resumed.json"));
+    let out = train(&[&short, "--quiet", "--out", &whole], "2");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = train(&[&short, "--quiet", "--resume", &ckpt, "--out", &resumed], "1");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&whole).unwrap(),
+        std::fs::read_to_string(&resumed).unwrap()
+    );
+}
