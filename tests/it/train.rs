@@ -222,7 +222,7 @@ fn sigint_writes_a_checkpoint_that_resumes_to_the_same_bits() {
     std::fs::write(&endless, model_text("1000000")).unwrap();
     let ckpt = tmp("sigint.ckpt.json");
     let _ = std::fs::remove_file(&ckpt);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
         .args(["train", &endless, "--quiet", "--checkpoint-every", "1"])
         .args(["--checkpoint", &ckpt, "--out", &tmp("sigint_never.json")])
         .current_dir(root())
@@ -255,7 +255,7 @@ fn sigint_writes_a_checkpoint_that_resumes_to_the_same_bits() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
     let epoch = state["state"]["epoch"].as_u64().unwrap();
-    assert!(epoch >= 1 && epoch < 40, "interrupted after epoch {epoch}");
+    assert!((1..40).contains(&epoch), "interrupted after epoch {epoch}");
 
     // Resuming a 40-epoch run from the interruption gives the uninterrupted run's file.
     let short = tmp("sigint_short.node");
