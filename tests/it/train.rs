@@ -317,6 +317,10 @@ fn trained(model: &str, seed: &str, sets: &[&str], tag: &str) -> String {
 }
 
 #[test]
+#[allow(
+    clippy::print_stderr,
+    reason = "prints the figures a closing note reports"
+)]
 fn the_crowd_reaches_its_target_and_bends_around_the_obstacle() {
     let model = "models/crowd_motion.node";
     let text = std::fs::read_to_string(root().join(model)).unwrap();
@@ -372,6 +376,10 @@ fn the_crowd_reaches_its_target_and_bends_around_the_obstacle() {
 
 #[test]
 #[ignore = "slow in the test profile (800 epochs × 2 seeds); run with --release -- --ignored"]
+#[allow(
+    clippy::print_stderr,
+    reason = "prints the figures a closing note reports"
+)]
 fn evolutionary_weights_reach_98_percent() {
     let model = "models/evolutionary_weights.node";
     for seed in ["0", "1"] {
@@ -384,6 +392,10 @@ fn evolutionary_weights_reach_98_percent() {
 
 #[test]
 #[ignore = "slow in the test profile (4 trainings); run with --release -- --ignored"]
+#[allow(
+    clippy::print_stderr,
+    reason = "prints the figures a closing note reports"
+)]
 fn augmenting_the_state_lowers_loss_and_kinetic_energy() {
     let model = "models/circles_anode.node";
     for seed in ["0", "1"] {
@@ -413,6 +425,10 @@ fn augmenting_the_state_lowers_loss_and_kinetic_energy() {
 
 #[test]
 #[ignore = "slow in the test profile (150 epochs of a CNF × 2 seeds); run with --release -- --ignored"]
+#[allow(
+    clippy::print_stderr,
+    reason = "prints the figures a closing note reports"
+)]
 fn the_moons_flow_reaches_0_7_nats() {
     let model = "models/cnf_moons.node";
     for seed in ["0", "1"] {
