@@ -28,9 +28,14 @@ pub const H: usize = 64;
 pub const BLOCK: usize = 32;
 
 pub fn load(d: usize) -> Problem {
+    load_with_train(d, "")
+}
+
+/// [`load`] with a line (such as a `train` declaration) added to the model.
+pub fn load_with_train(d: usize, extra: &str) -> Problem {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench");
     let path = format!("{dir}/node_d{d}.node");
-    let text = std::fs::read_to_string(&path).expect("bench model");
+    let text = std::fs::read_to_string(&path).expect("bench model") + "\n" + extra + "\n";
     let file = SourceFile::new(path.clone(), text);
     let (model, diags) = nodec::check_source(&file, &Overrides::default(), "bench");
     assert!(!diags.has_errors(), "{}", diags.render(&file));

@@ -43,6 +43,18 @@ fn resnets_reach_full_training_accuracy() {
             );
             let acc = metric(&out_path, model, "accuracy");
             assert!(acc >= 0.99, "{model} seed {seed}: accuracy {acc}");
+            if model.contains("lm_") {
+                // LM's coefficients are not clamped to |k| < 1: trained, they drift below −1.
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+                let lowest = v["kappa"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|k| k.as_f64().unwrap())
+                    .fold(f64::INFINITY, f64::min);
+                assert!(lowest < -1.0, "seed {seed}: the lowest k is {lowest}");
+            }
         }
     }
 }
