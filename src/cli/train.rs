@@ -148,17 +148,29 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
         bar
     });
     let every = (epochs / 10).max(1);
-    let mut log = String::new();
-    if args.log.is_some() {
-        log.push_str("epoch,loss");
-        for kind in loaded.program.cost_kinds() {
-            log.push_str(&format!(",{}", kind.name()));
-        }
-        for m in &model.metrics {
-            log.push_str(&format!(",{}", m.name));
-        }
-        log.push_str(",grad_norm,seconds,rhs_evals\n");
+    let mut header = String::from("epoch,loss");
+    for kind in loaded.program.cost_kinds() {
+        header.push_str(&format!(",{}", kind.name()));
     }
+    for m in &model.metrics {
+        header.push_str(&format!(",{}", m.name));
+    }
+    header.push_str(",grad_norm,seconds,rhs_evals\n");
+    // A resumed run continues the log of the run it resumes: its rows up to the checkpoint.
+    let (mut log, seconds_before) = match (&args.log, &args.resume) {
+        (Some(path), Some(_)) => resumed_log(path, &header, trainer.state.epoch),
+        _ => (header.clone(), 0.0),
+    };
+    // The log is written with each checkpoint, on interruption, on failure and at the end,
+    // so that it always covers the epochs a checkpoint holds.
+    let save_log = |log: &str, out: &mut Output| {
+        if let Some(path) = &args.log {
+            if let Err(e) = write_atomic(Path::new(path), log.as_bytes()) {
+                out.stderr
+                    .push_str(&format!("{path}: error: cannot write the log: {e}\n"));
+            }
+        }
+    };
     while trainer.state.epoch < epochs {
         let summary = match trainer.run_epoch(&stop) {
             Ok(Some(s)) => s,
@@ -166,6 +178,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                 if let Some(bar) = &bar {
                     bar.abandon();
                 }
+                save_log(&log, out);
                 return match write_checkpoint(&trainer.checkpoint()) {
                     Ok(()) => {
                         out.stderr.push_str(&format!(
@@ -200,6 +213,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                     ));
                 }
                 out.stderr.push_str(&text);
+                save_log(&log, out);
                 if Path::new(&checkpoint_path).exists() {
                     out.stderr
                         .push_str(&format!("the last good checkpoint is {checkpoint_path}\n"));
@@ -218,7 +232,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             log.push_str(&format!(
                 ",{},{},{}\n",
                 summary.grad_norm,
-                started.elapsed().as_secs_f64(),
+                seconds_before + started.elapsed().as_secs_f64(),
                 summary.rhs_evals
             ));
         }
@@ -244,6 +258,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             break;
         }
         if args.checkpoint_every > 0 && summary.epoch % args.checkpoint_every == 0 {
+            save_log(&log, out);
             if let Err(e) = write_checkpoint(&trainer.checkpoint()) {
                 out.stderr.push_str(&format!(
                     "{checkpoint_path}: error: cannot write the checkpoint: {e}\n"
@@ -318,4 +333,35 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
 #[allow(clippy::print_stderr)]
 fn eprintln_now(line: &str) {
     eprintln!("{line}");
+}
+
+/// The log a resumed run continues: the rows of the file at `path` for epochs up to `epoch`
+/// (those the checkpoint holds), and the wall seconds they took. A missing file, or one with
+/// another header (another model), starts afresh.
+fn resumed_log(path: &str, header: &str, epoch: usize) -> (String, f64) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return (header.to_string(), 0.0);
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(header.trim_end()) {
+        return (header.to_string(), 0.0);
+    }
+    let seconds_column = header.trim_end().split(',').count() - 2;
+    let mut log = header.to_string();
+    let mut seconds = 0.0;
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        match fields.first().and_then(|e| e.parse::<usize>().ok()) {
+            Some(e) if e <= epoch => {
+                log.push_str(line);
+                log.push('\n');
+                seconds = fields
+                    .get(seconds_column)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(seconds);
+            }
+            _ => break,
+        }
+    }
+    (log, seconds)
 }

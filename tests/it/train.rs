@@ -234,9 +234,11 @@ fn sigint_writes_a_checkpoint_that_resumes_to_the_same_bits() {
     std::fs::write(&endless, model_text("1000000")).unwrap();
     let ckpt = tmp("sigint.ckpt.json");
     let _ = std::fs::remove_file(&ckpt);
+    let _ = std::fs::remove_file(tmp("sigint.log.csv"));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
         .args(["train", &endless, "--quiet", "--checkpoint-every", "1"])
         .args(["--checkpoint", &ckpt, "--out", &tmp("sigint_never.json")])
+        .args(["--log", &tmp("sigint.log.csv")])
         .current_dir(root())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -273,16 +275,30 @@ fn sigint_writes_a_checkpoint_that_resumes_to_the_same_bits() {
     let short = tmp("sigint_short.node");
     std::fs::write(&short, model_text("40")).unwrap();
     let (whole, resumed) = (tmp("sigint_whole.json"), tmp("sigint_resumed.json"));
-    let out = train(&[&short, "--quiet", "--out", &whole], "2");
+    let (whole_log, log) = (tmp("sigint_whole.log.csv"), tmp("sigint.log.csv"));
+    // The interrupted run's log holds exactly the epochs its checkpoint holds.
+    let rows = |path: &str| -> Vec<Vec<String>> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect()
+    };
+    assert_eq!(rows(&log).len() as u64, epoch);
+    let out = train(
+        &[&short, "--quiet", "--out", &whole, "--log", &whole_log],
+        "2",
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = train(
-        &[&short, "--quiet", "--resume", &ckpt, "--out", &resumed],
-        "1",
-    );
+    let args = [
+        &short, "--quiet", "--resume", &ckpt, "--out", &resumed, "--log", &log,
+    ];
+    let out = train(&args, "1");
     assert!(
         out.status.success(),
         "{}",
@@ -292,6 +308,16 @@ fn sigint_writes_a_checkpoint_that_resumes_to_the_same_bits() {
         std::fs::read_to_string(&whole).unwrap(),
         std::fs::read_to_string(&resumed).unwrap()
     );
+    // The resumed log continues the interrupted one: one row per epoch, and every column
+    // but the wall time equal to the uninterrupted run's.
+    let (a, b) = (rows(&whole_log), rows(&log));
+    assert_eq!(a.len(), 40);
+    assert_eq!(b.len(), 40);
+    let seconds = a[0].len() - 2;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x[..seconds], y[..seconds]);
+        assert_eq!(x[seconds + 1..], y[seconds + 1..]);
+    }
 }
 
 /// `nodec run FILE --params P --seed S --format json` (params optional).
