@@ -150,6 +150,61 @@ struct Reduce {
     coef: u32,
 }
 
+/// One step of a kernel's reductions.
+#[derive(Clone, Debug)]
+enum ReducePlan {
+    /// `reduces[i]` alone.
+    One(usize),
+    /// Four products `shared · others[k]` into `reduced[index[k]]`.
+    Four {
+        shared: Src,
+        others: [Src; 4],
+        index: [u32; 4],
+    },
+}
+
+/// Groups consecutive plain products (`a·b`, no coefficient) that share an operand into
+/// fours. Products commute exactly, so each sum is the same bits as alone.
+fn plan_reduces(reduces: &[Reduce]) -> Vec<ReducePlan> {
+    let mut plan = Vec::new();
+    let mut i = 0;
+    while i < reduces.len() {
+        if let Some(group) = reduces.get(i..i + 4).and_then(shared_product) {
+            plan.push(group);
+            i += 4;
+        } else {
+            plan.push(ReducePlan::One(i));
+            i += 1;
+        }
+    }
+    plan
+}
+
+fn shared_product(run: &[Reduce]) -> Option<ReducePlan> {
+    if run.iter().any(|r| r.shape.kind != Kind::Prod) {
+        return None;
+    }
+    let first = run[0].shape;
+    for shared in [first.a, first.b] {
+        let others: Option<Vec<Src>> = run
+            .iter()
+            .map(|r| match (r.shape.a == shared, r.shape.b == shared) {
+                (true, _) => Some(r.shape.b),
+                (_, true) => Some(r.shape.a),
+                _ => None,
+            })
+            .collect();
+        if let Some(others) = others {
+            return Some(ReducePlan::Four {
+                shared,
+                others: [others[0], others[1], others[2], others[3]],
+                index: [run[0].index, run[1].index, run[2].index, run[3].index],
+            });
+        }
+    }
+    None
+}
+
 /// A compiled kernel: see the module docs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Kernel {
@@ -165,6 +220,9 @@ pub(crate) struct Kernel {
     /// Lane outputs: row of the output block and its operand.
     outputs: Vec<(u32, Opd)>,
     reduces: Vec<Reduce>,
+    /// The order `reduces` are computed in: runs of four products that share a lane are
+    /// summed in one pass, which reads the shared lane once instead of four times.
+    reduce_plan: Vec<ReducePlan>,
     /// Number of reduced outputs.
     pub(crate) n_reduce: usize,
     /// Whether the kernel reads parameter tangents (its uniforms change with every call).
@@ -666,6 +724,7 @@ impl Builder {
                 coef: coef.unwrap_or(0),
             });
         }
+        k.reduce_plan = plan_reduces(&k.reduces);
         k.n_reduce = reduce_roots.len();
         k.reads_time = (0..n)
             .any(|i| needed[i] && matches!(self.pool.node(ExprId(i as u32)), Node::Var(Var::Time)));
@@ -823,8 +882,31 @@ impl Kernel {
                 Opd::U(k) => d.fill(u[k as usize]),
             }
         }
-        for r in &self.reduces {
-            reduced[r.index as usize] += reduce(&c, u, r);
+        for step in &self.reduce_plan {
+            match step {
+                ReducePlan::One(i) => {
+                    let r = &self.reduces[*i];
+                    reduced[r.index as usize] += reduce(&c, u, r);
+                }
+                ReducePlan::Four {
+                    shared,
+                    others,
+                    index,
+                } => {
+                    let sums = sum4_2_four(
+                        c.lane(*shared),
+                        [
+                            c.lane(others[0]),
+                            c.lane(others[1]),
+                            c.lane(others[2]),
+                            c.lane(others[3]),
+                        ],
+                    );
+                    for (k, sum) in index.iter().zip(sums) {
+                        reduced[*k as usize] += sum;
+                    }
+                }
+            }
         }
     }
 }
@@ -1024,6 +1106,30 @@ fn sum4(a: &[f64], f: impl Fn(f64) -> f64) -> f64 {
     total
 }
 
+/// Four [`sum4_2`] products `Σ a·b[k]` in one pass over `a`, each in `sum4_2`'s order.
+fn sum4_2_four(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
+    let n = b.iter().fold(a.len(), |n, b| n.min(b.len()));
+    let full = n / 4 * 4;
+    let mut acc = [[0.0f64; 4]; 4];
+    let mut s = 0;
+    while s < full {
+        for (acc, b) in acc.iter_mut().zip(&b) {
+            for k in 0..4 {
+                acc[k] += a[s + k] * b[s + k];
+            }
+        }
+        s += 4;
+    }
+    let mut totals = [0.0; 4];
+    for ((total, acc), b) in totals.iter_mut().zip(&acc).zip(&b) {
+        *total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        for s in full..n {
+            *total += a[s] * b[s];
+        }
+    }
+    totals
+}
+
 #[inline(always)]
 fn sum4_2(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
     let mut acc = [0.0f64; 4];
@@ -1040,4 +1146,28 @@ fn sum4_2(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
         total += f(x, y);
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_products_in_one_pass_are_the_bits_of_four_alone() {
+        let mut x = 0.3f64;
+        let mut next = move || {
+            x = (x * 3.7 + 0.1).fract();
+            x - 0.5
+        };
+        for n in [1, 3, 4, 7, 32, 33] {
+            let a: Vec<f64> = (0..n).map(|_| next()).collect();
+            let b: Vec<Vec<f64>> = (0..4).map(|_| (0..n).map(|_| next()).collect()).collect();
+            let four = sum4_2_four(&a, [&b[0], &b[1], &b[2], &b[3]]);
+            for k in 0..4 {
+                // The shared lane on either side of the product.
+                assert_eq!(four[k].to_bits(), sum4_2(&a, &b[k], |x, y| x * y).to_bits());
+                assert_eq!(four[k].to_bits(), sum4_2(&b[k], &a, |x, y| x * y).to_bits());
+            }
+        }
+    }
 }
