@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use super::diff::{jvp, partial, reachable, vjp};
 use super::simplify::simplify_model;
-use super::{CostGradient, CostKind, Derivatives, ExprId, Model, Var};
+use super::{CostGradient, CostKind, Derivatives, ExprId, Model, Optimizer, Var};
 
 /// Simplifies the model, adds its derivative IR and compacts its pool. Never fails.
 ///
@@ -37,6 +37,10 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
     let mut both = xs.clone();
     both.extend_from_slice(&thetas);
     let lm_k = model.schedule.as_ref().and_then(|s| s.lm_k);
+    let msa = model
+        .train
+        .as_ref()
+        .is_some_and(|t| t.optimizer == Optimizer::Msa);
     let mut cost_values: Vec<(CostKind, Vec<ExprId>)> = Vec::new();
     for kind in [
         CostKind::Terminal,
@@ -86,6 +90,11 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
     if let Some(k) = lm_k {
         d.lm_k_param = vjp(pool, &[k], &[one], &thetas);
     }
+    // Only `msa` needs this second derivative, and only `msa` models pay for it: other
+    // models' kernels, compile time and `nodec ir` output stay as they were.
+    if msa {
+        d.msa_mixed_param = mixed_param(pool, &w, &d.jvp_state, &thetas);
+    }
     for (kind, values) in cost_values {
         let value = pool.sum(&values);
         let mut grad = vjp(pool, &[value], &[one], &both);
@@ -98,6 +107,26 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
         });
     }
     d
+}
+
+/// `∂/∂θ (wᵀ J v)` with `J v` the symbolic state JVP (`jvp_state`, which reads the tangent
+/// leaves `v`): the cotangent leaves `w` contract it to a scalar, which reverse mode then
+/// differentiates with respect to the parameters, `v` and `w` held fixed. Exact, and it shares
+/// the activations and their derivatives with the first-order kernels by hash-consing.
+fn mixed_param(
+    pool: &mut super::Pool,
+    w: &[ExprId],
+    jvp_state: &[ExprId],
+    thetas: &[Var],
+) -> Vec<ExprId> {
+    let terms: Vec<ExprId> = w
+        .iter()
+        .zip(jvp_state)
+        .map(|(&wk, &jk)| pool.mul(wk, jk))
+        .collect();
+    let contracted = pool.sum(&terms);
+    let one = pool.constant(1.0);
+    vjp(pool, &[contracted], &[one], thetas)
 }
 
 /// The direction leaf matching a state or parameter element.
