@@ -43,9 +43,10 @@ enum K {
     Outputs,
     LmCoef,
     LmCoefParam,
+    MsaMixed,
 }
 
-const FIXED_KERNELS: usize = 14;
+const FIXED_KERNELS: usize = 15;
 
 /// The compiled model: kernels for every entry point, the parameter layout and the shapes of
 /// the blocks they read and write. `Send + Sync`; all mutable state is in a [`Workspace`].
@@ -67,6 +68,8 @@ pub struct Program {
     t0: f64,
     t1: f64,
     has_lm_k: bool,
+    /// Whether the `msa` mixed second-derivative kernel was built.
+    has_msa_mixed: bool,
     /// Whether some parameter changes with time (cached [`ParamLayout::is_time_varying`]).
     time_varying: bool,
 }
@@ -194,6 +197,7 @@ impl Program {
         kernels[K::Outputs as usize] = b.kernel(&outputs, &[]);
         kernels[K::LmCoef as usize] = b.kernel(&lm_k, &[]);
         kernels[K::LmCoefParam as usize] = b.kernel(&[], &d.lm_k_param);
+        kernels[K::MsaMixed as usize] = b.kernel(&[], &d.msa_mixed_param);
         let mut costs = Vec::new();
         for c in &d.costs {
             let mut lanes = vec![c.value];
@@ -219,6 +223,7 @@ impl Program {
             t0,
             t1,
             has_lm_k: !lm_k.is_empty(),
+            has_msa_mixed: !d.msa_mixed_param.is_empty(),
         }
     }
 
@@ -532,6 +537,40 @@ impl Program {
         };
         self.run(
             K::VjpParam as usize,
+            params,
+            t,
+            blocks,
+            None,
+            &mut [],
+            Some(grad),
+            ws,
+        );
+    }
+
+    /// Whether [`Program::msa_mixed_accumulate`] is available (models trained by `msa` with
+    /// parameters).
+    pub fn has_msa_mixed(&self) -> bool {
+        self.has_msa_mixed
+    }
+
+    /// `grad += Σ_s ∂/∂θ [wᵀ (∂f/∂y) v]` over the block (full parameter layout, into the layer
+    /// in force), with `v` and `w` like `y` and held fixed: the mixed second derivative that
+    /// `msa`'s costate consistency term needs. Adds nothing unless
+    /// [`Program::has_msa_mixed`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn msa_mixed_accumulate(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        v: &[f64],
+        w: &[f64],
+        grad: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks { y, v, w };
+        self.run(
+            K::MsaMixed as usize,
             params,
             t,
             blocks,

@@ -197,6 +197,10 @@ pub struct Derivatives {
     pub init_vjp_param: Vec<ExprId>,
     /// `∂k/∂θ_j` for LM-ResNet's coefficient `k`; empty without one.
     pub lm_k_param: Vec<ExprId>,
+    /// `msa_mixed_param[j] = ∂/∂θ_j Σ_k w_k Σ_i ∂f_k/∂x_i · v_i`, the parameter gradient of
+    /// `wᵀ (∂f/∂x) v` (a mixed second derivative) that the `msa` optimizer's costate
+    /// consistency term needs; built only for models trained by `msa`, empty otherwise.
+    pub msa_mixed_param: Vec<ExprId>,
     /// One entry per cost kind the model declares, in the order terminal, running, penalty,
     /// observed: the sum of that kind's costs and its gradients.
     pub costs: Vec<CostGradient>,
@@ -239,6 +243,7 @@ impl Derivatives {
             &self.init_jvp_param,
             &self.init_vjp_param,
             &self.lm_k_param,
+            &self.msa_mixed_param,
         ] {
             roots.extend_from_slice(list);
         }
@@ -261,6 +266,7 @@ impl Derivatives {
             &mut self.init_jvp_param,
             &mut self.init_vjp_param,
             &mut self.lm_k_param,
+            &mut self.msa_mixed_param,
         ] {
             list.iter_mut().for_each(|r| *r = f(*r));
         }

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 
 use super::diff::{jvp, partial, reachable, vjp};
 use super::simplify::simplify_model;
-use super::{CostGradient, CostKind, Derivatives, ExprId, Model, Node, ParamTime, Pool, Var};
+use super::{
+    CostGradient, CostKind, Derivatives, ExprId, Model, Node, Optimizer, ParamTime, Pool, Var,
+};
 
 /// Simplifies the model, adds its derivative IR and compacts its pool. Never fails.
 ///
@@ -53,6 +55,10 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
             ParamTime::Knots(knots) => knots.len().max(1),
         })
         .collect();
+    let msa = model
+        .train
+        .as_ref()
+        .is_some_and(|t| t.optimizer == Optimizer::Msa);
     let mut cost_values: Vec<(CostKind, Vec<ExprId>)> = Vec::new();
     for kind in [
         CostKind::Terminal,
@@ -101,6 +107,11 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
     d.init_vjp_param = vjp(pool, &init, &w, &thetas);
     if let Some(k) = lm_k {
         d.lm_k_param = vjp(pool, &[k], &[one], &thetas);
+    }
+    // Only `msa` needs this second derivative, and only `msa` models pay for it: other
+    // models' kernels, compile time and `nodec ir` output stay as they were.
+    if msa {
+        d.msa_mixed_param = mixed_param(pool, &w, &d.jvp_state, &thetas);
     }
     for (kind, values) in cost_values {
         let value = pool.sum(&values);
@@ -167,6 +178,21 @@ fn additive_terms(pool: &Pool, value: ExprId, scale: f64, out: &mut Vec<(f64, Ex
         },
         _ => out.push((scale, value)),
     }
+}
+
+/// `∂/∂θ (wᵀ J v)` with `J v` the symbolic state JVP (`jvp_state`, which reads the tangent
+/// leaves `v`): the cotangent leaves `w` contract it to a scalar, which reverse mode then
+/// differentiates with respect to the parameters, `v` and `w` held fixed. Exact, and it shares
+/// the activations and their derivatives with the first-order kernels by hash-consing.
+fn mixed_param(pool: &mut Pool, w: &[ExprId], jvp_state: &[ExprId], thetas: &[Var]) -> Vec<ExprId> {
+    let terms: Vec<ExprId> = w
+        .iter()
+        .zip(jvp_state)
+        .map(|(&wk, &jk)| pool.mul(wk, jk))
+        .collect();
+    let contracted = pool.sum(&terms);
+    let one = pool.constant(1.0);
+    vjp(pool, &[contracted], &[one], thetas)
 }
 
 /// The direction leaf matching a state or parameter element.

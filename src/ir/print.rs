@@ -327,6 +327,7 @@ fn derivative_roots(model: &Model, out: &mut String) {
     list(out, "init_jvp_param", &states, &d.init_jvp_param);
     list(out, "init_vjp_param", &params, &d.init_vjp_param);
     list(out, "schedule_k_grad", &params, &d.lm_k_param);
+    list(out, "msa_mixed_param", &params, &d.msa_mixed_param);
     for c in &d.costs {
         let kind: CostKind = c.kind;
         let name = if c.copies > 1 {

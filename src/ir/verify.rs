@@ -160,7 +160,7 @@ fn check_var(model: &Model, var: Var) -> Result<(), String> {
 fn check_derivative_lengths(model: &Model) -> Result<(), String> {
     let d = &model.derivatives;
     let (nx, np) = (model.state_len(), model.param_len());
-    let lists: [(&str, usize, usize); 7] = [
+    let lists: [(&str, usize, usize); 8] = [
         ("jvp_state", d.jvp_state.len(), nx),
         ("jvp_param", d.jvp_param.len(), nx),
         ("vjp_state", d.vjp_state.len(), nx),
@@ -168,6 +168,7 @@ fn check_derivative_lengths(model: &Model) -> Result<(), String> {
         ("rhs_time", d.rhs_time.len(), nx),
         ("init_jvp_param", d.init_jvp_param.len(), nx),
         ("init_vjp_param", d.init_vjp_param.len(), np),
+        ("msa_mixed_param", d.msa_mixed_param.len(), np),
     ];
     for (name, len, want) in lists {
         if len != 0 && len != want {

@@ -1,5 +1,5 @@
-//! Optimizers for training: [`Adam`], [`Sgd`] and [`Lbfgs`], plus the learning-rate schedule
-//! [`lr_at`].
+//! Optimizers for training: [`Adam`], [`Sgd`] and [`Lbfgs`], the inner loop of the method of
+//! successive approximations ([`Msa`]), plus the learning-rate schedule [`lr_at`].
 //!
 //! Pure numerics: every optimizer works on a flat `[f64]` parameter vector and a gradient in the
 //! same layout (`compile::ParamLayout`), reads no files and starts no threads. Loops are plain
@@ -18,10 +18,12 @@
 
 mod adam;
 mod lbfgs;
+mod msa;
 mod sgd;
 
 pub use adam::Adam;
 pub use lbfgs::{Lbfgs, LbfgsStep, LineSearchError, Objective, C1, C2, CURVATURE_EPS, MAX_EVALS};
+pub use msa::{Msa, MsaLayerReport};
 pub use sgd::Sgd;
 
 use serde::{Deserialize, Serialize};
@@ -51,11 +53,18 @@ pub struct Hyper {
     pub lr_decay: f64,
     /// Epochs between learning-rate decays; 0 never decays.
     pub decay_every: usize,
+    /// MSA: weight ρ of the consistency penalties of the augmented Hamiltonian.
+    pub rho: f64,
+    /// MSA: weight of each layer's `½‖θ‖²` regulariser.
+    pub reg: f64,
+    /// MSA: L-BFGS iterations per layer and mini-batch.
+    pub maxiter: usize,
 }
 
 impl Default for Hyper {
     /// Kingma & Ba's Adam defaults (β₁ = 0.9, β₂ = 0.999, ε = 10⁻⁸), learning rate 10⁻³, no
-    /// momentum or weight decay, an L-BFGS history of 10 and no decay.
+    /// momentum or weight decay, an L-BFGS history of 10 and no decay; MSA's ρ = 1, no
+    /// regulariser and 5 iterations per layer (the `train msa(...)` defaults).
     fn default() -> Hyper {
         Hyper {
             lr: 1e-3,
@@ -68,6 +77,9 @@ impl Default for Hyper {
             history: 10,
             lr_decay: 1.0,
             decay_every: 0,
+            rho: 1.0,
+            reg: 0.0,
+            maxiter: 5,
         }
     }
 }
@@ -84,6 +96,9 @@ impl From<&ir::Train> for Hyper {
             history: train.history,
             lr_decay: train.lr_decay,
             decay_every: train.decay_every,
+            rho: train.rho,
+            reg: train.reg,
+            maxiter: train.maxiter,
             ..Hyper::default()
         }
     }
@@ -130,35 +145,50 @@ pub enum OptimizerState {
     Sgd(Sgd),
     /// L-BFGS with a strong Wolfe line search.
     Lbfgs(Lbfgs),
+    /// The method of successive approximations (settings only; see [`Msa`]).
+    Msa(Msa),
 }
 
-/// [`OptimizerState::step`] was called on L-BFGS, which evaluates the objective itself
-/// ([`Lbfgs::step`]).
+/// [`OptimizerState::step`] was called on an optimizer that evaluates its own objective:
+/// L-BFGS ([`Lbfgs::step`]) or MSA (`train::msa`). Holds the optimizer's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NeedsObjective;
+pub struct NeedsObjective(pub &'static str);
 
 impl std::fmt::Display for NeedsObjective {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("L-BFGS evaluates the objective itself and cannot step from a gradient")
+        write!(
+            f,
+            "{} evaluates the objective itself and cannot step from a gradient",
+            self.0
+        )
     }
 }
 
 impl std::error::Error for NeedsObjective {}
 
 impl OptimizerState {
-    /// A fresh optimizer of kind `kind` for `n` parameters; `None` for MSA, which is not a
-    /// gradient-step method.
-    pub fn new(kind: ir::Optimizer, n: usize, hyper: &Hyper) -> Option<OptimizerState> {
+    /// A fresh optimizer of kind `kind` for `n` parameters.
+    pub fn new(kind: ir::Optimizer, n: usize, hyper: &Hyper) -> OptimizerState {
         match kind {
-            ir::Optimizer::Adam => Some(OptimizerState::Adam(Adam::new(n, hyper))),
-            ir::Optimizer::Sgd => Some(OptimizerState::Sgd(Sgd::new(n, hyper))),
-            ir::Optimizer::Lbfgs => Some(OptimizerState::Lbfgs(Lbfgs::new(hyper.history))),
-            ir::Optimizer::Msa => None,
+            ir::Optimizer::Adam => OptimizerState::Adam(Adam::new(n, hyper)),
+            ir::Optimizer::Sgd => OptimizerState::Sgd(Sgd::new(n, hyper)),
+            ir::Optimizer::Lbfgs => OptimizerState::Lbfgs(Lbfgs::new(hyper.history)),
+            ir::Optimizer::Msa => OptimizerState::Msa(Msa::new(hyper)),
+        }
+    }
+
+    /// The optimizer's name as a `train` declaration spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerState::Adam(_) => "adam",
+            OptimizerState::Sgd(_) => "sgd",
+            OptimizerState::Lbfgs(_) => "lbfgs",
+            OptimizerState::Msa(_) => "msa",
         }
     }
 
     /// One first-order update of `params` with the mini-batch gradient `grad` at learning rate
-    /// `lr`; L-BFGS refuses (use [`Lbfgs::step`]).
+    /// `lr`; L-BFGS and MSA refuse (they evaluate their own objectives).
     pub fn step(
         &mut self,
         params: &mut [f64],
@@ -168,7 +198,8 @@ impl OptimizerState {
         match self {
             OptimizerState::Adam(adam) => adam.step(params, grad, lr),
             OptimizerState::Sgd(sgd) => sgd.step(params, grad, lr),
-            OptimizerState::Lbfgs(_) => return Err(NeedsObjective),
+            OptimizerState::Lbfgs(_) => return Err(NeedsObjective("L-BFGS")),
+            OptimizerState::Msa(_) => return Err(NeedsObjective("MSA")),
         }
         Ok(())
     }
@@ -353,11 +384,11 @@ mod tests {
         ];
         for (kind, hyper) in hypers {
             let n = start().len();
-            let mut straight = OptimizerState::new(kind, n, &hyper).unwrap();
+            let mut straight = OptimizerState::new(kind, n, &hyper);
             let mut x_straight = start();
             first_order_run(&mut straight, &mut x_straight, 0..10);
 
-            let mut first = OptimizerState::new(kind, n, &hyper).unwrap();
+            let mut first = OptimizerState::new(kind, n, &hyper);
             let mut x = start();
             first_order_run(&mut first, &mut x, 0..5);
             let x_json = serde_json::to_string(&x).unwrap();
@@ -378,13 +409,13 @@ mod tests {
         // Guards the test above: restarting Adam from fresh moments after 5 steps changes the
         // trajectory, so bit equality there is evidence that the state was carried over.
         let hyper = Hyper::default();
-        let mut straight = OptimizerState::new(ir::Optimizer::Adam, 5, &hyper).unwrap();
+        let mut straight = OptimizerState::new(ir::Optimizer::Adam, 5, &hyper);
         let mut x_straight = start();
         first_order_run(&mut straight, &mut x_straight, 0..10);
-        let mut first = OptimizerState::new(ir::Optimizer::Adam, 5, &hyper).unwrap();
+        let mut first = OptimizerState::new(ir::Optimizer::Adam, 5, &hyper);
         let mut x = start();
         first_order_run(&mut first, &mut x, 0..5);
-        let mut fresh = OptimizerState::new(ir::Optimizer::Adam, 5, &hyper).unwrap();
+        let mut fresh = OptimizerState::new(ir::Optimizer::Adam, 5, &hyper);
         first_order_run(&mut fresh, &mut x, 5..10);
         assert_ne!(bits(&x), bits(&x_straight));
     }
@@ -408,11 +439,11 @@ mod tests {
             history: 3,
             ..Hyper::default()
         };
-        let mut straight = OptimizerState::new(ir::Optimizer::Lbfgs, 5, &hyper).unwrap();
+        let mut straight = OptimizerState::new(ir::Optimizer::Lbfgs, 5, &hyper);
         let mut x_straight = start();
         let evals_straight = run(&mut straight, &mut x_straight, 10, &mut objective);
 
-        let mut first = OptimizerState::new(ir::Optimizer::Lbfgs, 5, &hyper).unwrap();
+        let mut first = OptimizerState::new(ir::Optimizer::Lbfgs, 5, &hyper);
         let mut x = start();
         let mut evals = run(&mut first, &mut x, 5, &mut objective);
         let mut x: Vec<f64> = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
@@ -425,7 +456,37 @@ mod tests {
         // The loss and gradient travelled with the state: no re-evaluation on resume.
         assert_eq!(evals, evals_straight);
         // L-BFGS steps through its own objective, not a given gradient.
-        assert_eq!(resumed.step(&mut x, &[0.0; 5], 1.0), Err(NeedsObjective));
-        assert!(OptimizerState::new(ir::Optimizer::Msa, 5, &hyper).is_none());
+        assert_eq!(
+            resumed.step(&mut x, &[0.0; 5], 1.0),
+            Err(NeedsObjective("L-BFGS"))
+        );
+    }
+
+    #[test]
+    fn msa_state_round_trips_and_refuses_a_gradient_step() {
+        let source = crate::diag::SourceFile::new(
+            "t.node",
+            "param a per layer = 1\nstate x = 1\ndx/dt = a * x\n\
+             schedule euler(t = [0, 1], steps = 4)\ncost terminal = x * x\n\
+             train msa(rho = 0.5, reg = 1e-3, maxiter = 7, epochs = 3)\n",
+        );
+        let (model, diags) = crate::check_source(&source, &crate::sema::Overrides::default(), "t");
+        assert!(diags.is_empty(), "{diags:?}");
+        let hyper = Hyper::from(model.train.as_ref().expect("train declaration"));
+        let mut state = OptimizerState::new(ir::Optimizer::Msa, 4, &hyper);
+        let OptimizerState::Msa(msa) = &state else {
+            panic!("{state:?}")
+        };
+        assert_eq!(
+            (msa.rho, msa.reg, msa.maxiter, msa.history),
+            (0.5, 1e-3, 7, 10)
+        );
+        assert_eq!(round_trip(&state), state);
+        let mut x = [1.0; 4];
+        assert_eq!(
+            state.step(&mut x, &[0.0; 4], 1.0),
+            Err(NeedsObjective("MSA"))
+        );
+        assert_eq!(x, [1.0; 4]);
     }
 }

@@ -1,11 +1,15 @@
 //! `train`: the training loop. Mini-batches from a seeded shuffle, one gradient per mini-batch
 //! from `sens`, one optimizer update (`optim`); L-BFGS takes full-batch iterations with its own
-//! line search. No IO: the CLI owns progress, logs and files.
+//! line search, and `msa` replaces the update by a per-layer maximisation of the augmented
+//! Hamiltonian on the mini-batch's states and costates ([`msa`]). No IO: the CLI owns
+//! progress, logs and files.
 //!
 //! The whole loop state is a [`TrainState`] (epoch, position inside the epoch, optimizer, the
 //! shuffler's state at the start of the epoch and the epoch's running sums); with the
 //! parameters it makes a [`Checkpoint`], so a checkpoint written after any mini-batch resumes to the same bits as an uninterrupted run:
 //! the epoch's batches are re-drawn from the saved shuffler state and the finished ones skipped.
+
+mod msa;
 
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +126,8 @@ pub struct Trainer<'a> {
     hyper: Hyper,
     gradient: GradientOptions,
     params: Params,
+    /// `msa`'s layers and grid-saving model (`None` for the other optimizers).
+    msa: Option<msa::Plan>,
     /// The loop state (what a checkpoint stores).
     pub state: TrainState,
 }
@@ -139,12 +145,11 @@ impl<'a> Trainer<'a> {
             TrainError::Unsupported("the model has no `train` declaration".into())
         })?;
         let hyper = Hyper::from(&train);
-        let optimizer = OptimizerState::new(train.optimizer, params.values().len(), &hyper)
-            .ok_or_else(|| {
-                TrainError::Unsupported(
-                    "`msa` (the method of successive approximations) is not available yet; use `adam`, `sgd` or `lbfgs`".into(),
-                )
-            })?;
+        let msa = match train.optimizer {
+            ir::Optimizer::Msa => Some(msa::plan(model, program, &gradient)?),
+            _ => None,
+        };
+        let optimizer = OptimizerState::new(train.optimizer, params.values().len(), &hyper);
         // The shuffler has its own stream, apart from parameter initialisation.
         let shuffler = Rng::new(train.seed).fork(1).state();
         let state = TrainState {
@@ -163,6 +168,7 @@ impl<'a> Trainer<'a> {
             hyper,
             gradient,
             params,
+            msa,
             state,
         })
     }
@@ -184,6 +190,16 @@ impl<'a> Trainer<'a> {
                 checkpoint.state.model,
                 checkpoint.params.len(),
                 self.model.name,
+            )));
+        }
+        // Another optimizer's state would be stepped by the wrong update (or refused mid-run).
+        let (saved, ours) = (
+            checkpoint.state.optimizer.name(),
+            self.state.optimizer.name(),
+        );
+        if saved != ours {
+            return Err(TrainError::Unsupported(format!(
+                "the checkpoint was written by `{saved}`, but the model trains with `{ours}`"
             )));
         }
         self.params.values_mut().copy_from_slice(&checkpoint.params);
@@ -224,14 +240,13 @@ impl<'a> Trainer<'a> {
             } else {
                 self.data.select(indices)
             };
-            let g = sens::gradient(
-                self.model,
-                self.program,
-                &self.params,
-                &subset,
-                &self.gradient,
-            )
-            .map_err(TrainError::Gradient)?;
+            // `msa` needs the states and costates at every grid point.
+            let (model, options) = match &self.msa {
+                Some(plan) => (&plan.grid_model, &plan.gradient),
+                None => (self.model, &self.gradient),
+            };
+            let g = sens::gradient(model, self.program, &self.params, &subset, options)
+                .map_err(TrainError::Gradient)?;
             check_gradient(epoch, &g)?;
             let weight = indices.len() as f64;
             let sums = &mut self.state.sums;
@@ -250,10 +265,18 @@ impl<'a> Trainer<'a> {
             sums.grad_norm += g.grad.iter().map(|x| x * x).sum::<f64>().sqrt();
             sums.batches += 1;
             sums.rhs_evals += g.stats.rhs_evals;
-            self.state
-                .optimizer
-                .step(self.params.values_mut(), &g.grad, lr)
-                .map_err(|e| TrainError::Unsupported(e.to_string()))?;
+            match (&self.state.optimizer, &self.msa) {
+                (OptimizerState::Msa(settings), Some(plan)) => {
+                    let stats =
+                        msa::update(plan, self.program, settings, &mut self.params, &subset, &g);
+                    self.state.sums.rhs_evals += stats.rhs_evals;
+                }
+                _ => self
+                    .state
+                    .optimizer
+                    .step(self.params.values_mut(), &g.grad, lr)
+                    .map_err(|e| TrainError::Unsupported(e.to_string()))?,
+            }
             self.state.batch += 1;
             if self.state.batch < batches.len() && stop() {
                 return Ok(None);

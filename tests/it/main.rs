@@ -25,3 +25,6 @@ mod run;
 mod support;
 /// `nodec train` end to end.
 mod train;
+/// `nodec train` with `msa`, the method of successive approximations: against Adam on
+/// `models/msa_sin.node`, refusals, thread-count and resume determinism.
+mod train_msa;
