@@ -46,9 +46,6 @@ fn epochs(c: &mut Criterion) {
         };
         let (_, data) = training_block(&loaded);
         let train = loaded.model.train.as_ref().expect("declares train");
-        if train.optimizer == nodec::ir::Optimizer::Msa {
-            continue;
-        }
         let method = train
             .gradient
             .unwrap_or_else(|| default_method(&loaded.model));
