@@ -25,3 +25,5 @@ mod run;
 mod support;
 /// `nodec train` end to end.
 mod train;
+/// The trained models of `models/` reach their targets (full runs ignored: slow).
+mod train_models;
