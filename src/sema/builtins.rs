@@ -30,6 +30,7 @@ const SIGNATURES: &[(&str, &[&str], usize)] = &[
     ("norm", &["x"], 1),
     ("dot", &["a", "b"], 2),
     ("logsumexp", &["x"], 1),
+    ("argmax", &["x"], 1),
     ("transpose", &["x"], 1),
     ("trace", &["x"], 1),
     ("diag", &["x"], 1),
@@ -49,8 +50,8 @@ const SIGNATURES: &[(&str, &[&str], usize)] = &[
 ];
 
 /// Names of all built-in functions, for suggestions.
-pub(crate) const NAMES: [&str; 37] = {
-    let mut names = [""; 37];
+pub(crate) const NAMES: [&str; 38] = {
+    let mut names = [""; 38];
     let mut i = 0;
     while i < SIGNATURES.len() {
         names[i] = SIGNATURES[i].0;
@@ -229,6 +230,16 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                 return Value::Error;
             }
             Value::scalar(logsumexp(&mut checker.model.pool, &ea))
+        }
+        ("argmax", None) => {
+            if !matches!(sa, Shape::Vector(n) if n > 0) {
+                checker.diags.error(
+                    span,
+                    format!("`argmax` needs a non-empty vector, found {sa}"),
+                );
+                return Value::Error;
+            }
+            Value::scalar(argmax(&mut checker.model.pool, &ea))
         }
         ("softmax" | "log_softmax", None) => {
             if !matches!(sa, Shape::Vector(n) if n > 0) {
@@ -428,6 +439,25 @@ fn logsumexp(pool: &mut Pool, elems: &[ExprId]) -> ExprId {
     let total = pool.sum(&exps);
     let log = pool.func(Func::Log, total);
     pool.add(m, log)
+}
+
+/// The index of the first maximum, as a number: `Σ_k [max(x_0..x_k) < max(x)]` counts the
+/// prefix maxima below the overall maximum, which are exactly the positions before the first
+/// maximum. Comparisons only, so its derivative is 0; the prefix maxima are the running `max`
+/// chain of [`logsumexp`], shared with it by hash-consing.
+fn argmax(pool: &mut Pool, elems: &[ExprId]) -> ExprId {
+    let mut prefix = Vec::with_capacity(elems.len());
+    let mut m = elems[0];
+    prefix.push(m);
+    for x in &elems[1..] {
+        m = pool.max(m, *x);
+        prefix.push(m);
+    }
+    let below: Vec<ExprId> = prefix[..prefix.len() - 1]
+        .iter()
+        .map(|p| pool.cmp(CmpOp::Lt, *p, m))
+        .collect();
+    pool.sum(&below)
 }
 
 fn mean_of(checker: &mut Checker, elems: &[ExprId], n: usize) -> Value {

@@ -1127,6 +1127,60 @@ mod check_tests {
         assert!(errors(&bad)[0].contains("differentiates with respect to"));
     }
 
+    /// `argmax` is the index of the first maximum, and `cross_entropy` is `logsumexp(z) − z[y]`
+    /// for an integer label `y`: the two a classifier's metric and loss need.
+    #[test]
+    fn argmax_and_cross_entropy_read_the_class() {
+        let text = format!(
+            "input z[4]\nlabel y\nstate x = 0\ndx/dt = -x\n{HEAD}\
+             metric i = argmax(z)\nmetric hit = argmax(z) == y\nmetric ce = cross_entropy(z, y)\n\
+             metric one = argmax([x])\ndata train = csv(\"d.csv\", input = 0..4, label = 4)\n"
+        );
+        let (model, diags) = check_text(&text, &[]);
+        assert!(!diags.has_errors(), "{:?}", diags.sorted());
+        let roots: Vec<ExprId> = model.metrics.iter().map(|m| m.value[0]).collect();
+        let at = |z: [f64; 4], y: f64| {
+            let point = ir::eval::Point {
+                states: vec![vec![0.5]],
+                inputs: vec![z.to_vec()],
+                labels: vec![y],
+                ..Default::default()
+            };
+            point.eval(&model.pool, &roots)
+        };
+        let lse = |z: [f64; 4]| z.iter().map(|v| v.exp()).sum::<f64>().ln();
+        for (z, i) in [
+            ([3.0, 1.0, 2.0, 0.0], 0.0),
+            ([-1.0, 1.0, 2.0, 0.5], 2.0),
+            ([0.0, 0.0, 0.0, 4.0], 3.0),
+            ([1.0, 5.0, 5.0, -2.0], 1.0), // ties: the first maximum
+            ([2.0, 2.0, 2.0, 2.0], 0.0),
+        ] {
+            for y in 0..4 {
+                let v = at(z, y as f64);
+                assert_eq!(v[0], i, "argmax of {z:?}");
+                assert_eq!(v[1], f64::from(u8::from(i == y as f64)));
+                assert!(
+                    (v[2] - (lse(z) - z[y])).abs() < 1e-12,
+                    "{z:?} {y}: {}",
+                    v[2]
+                );
+                assert_eq!(v[3], 0.0, "a one-element vector's argmax is 0");
+            }
+        }
+        // A comparison only: no derivative flows through it.
+        let mut pool = model.pool.clone();
+        let d = ir::diff::partial(&mut pool, roots[0], Var::Input { input: 0, elem: 1 });
+        assert_eq!(pool.const_value(d), Some(0.0));
+        let bad =
+            format!("state x[2] = [1, 2]\ndx/dt = -x\n{HEAD}metric m = argmax(outer(x, x))\n");
+        let errs = errors(&bad);
+        assert!(
+            errs[0].contains("`argmax` needs a non-empty vector, found [2, 2]"),
+            "{errs:?}"
+        );
+    }
+
     #[test]
     fn data_and_training_arguments_are_checked() {
         let text = format!(

@@ -25,6 +25,8 @@ mod run;
 mod support;
 /// `nodec train` end to end.
 mod train;
+/// The trained models of `models/` reach their targets (full runs ignored: slow).
+mod train_models;
 /// `nodec train` with `msa`, the method of successive approximations: against Adam on
 /// `models/msa_sin.node`, refusals, thread-count and resume determinism.
 mod train_msa;
