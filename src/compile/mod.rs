@@ -861,34 +861,7 @@ impl Program {
         grad: Option<&mut [f64]>,
         ws: &mut Workspace,
     ) {
-        let kernel = &self.kernels[k];
-        let Workspace {
-            regs,
-            theta,
-            reduced,
-            caches,
-            ..
-        } = ws;
-        let cache = &mut caches[k];
-        self.layout.resolve_copy(params.values(), copy, theta);
-        kernel.prepare(theta, &[], &mut cache.u);
-        // The resolved values belong to no time: the next timed call must resolve again.
-        cache.key = None;
-        let times = [self.t0];
-        let mut banks: [&[f64]; BANKS] = [&[]; BANKS];
-        banks[tape::TIME as usize] = &times;
-        let lanes = Lanes {
-            banks,
-            width: 1,
-            lo: 0,
-            hi: 1,
-        };
-        let reduced = &mut reduced[..kernel.n_reduce];
-        reduced.fill(0.0);
-        kernel.run(&cache.u, regs, lanes, out, reduced);
-        if let Some(g) = grad {
-            self.layout.scatter_copy(reduced, copy, g);
-        }
+        self.uniform(k, params, self.t0, Some(copy), out, grad, ws);
     }
 
     /// Runs a kernel whose roots are uniform (they depend on parameters only) on one lane.
@@ -897,6 +870,22 @@ impl Program {
         k: usize,
         params: &Params,
         t: f64,
+        out: &mut [f64],
+        grad: Option<&mut [f64]>,
+        ws: &mut Workspace,
+    ) {
+        self.uniform(k, params, t, None, out, grad, ws);
+    }
+
+    /// One lane of a uniform kernel at `t`, with the parameter copies in force at `t` or, given
+    /// `copy`, that copy of every time-varying parameter.
+    #[allow(clippy::too_many_arguments)]
+    fn uniform(
+        &self,
+        k: usize,
+        params: &Params,
+        t: f64,
+        copy: Option<usize>,
         out: &mut [f64],
         grad: Option<&mut [f64]>,
         ws: &mut Workspace,
@@ -911,11 +900,21 @@ impl Program {
             ..
         } = ws;
         let cache = &mut caches[k];
-        let want = (params.generation(), self.layout.piece_key(t));
-        if cache.key != Some(want) {
-            self.layout.resolve(params.values(), piece, theta);
-            kernel.prepare(theta, &[], &mut cache.u);
-            cache.key = Some(want);
+        match copy {
+            Some(c) => {
+                self.layout.resolve_copy(params.values(), c, theta);
+                kernel.prepare(theta, &[], &mut cache.u);
+                // The resolved values belong to no time: the next timed call resolves again.
+                cache.key = None;
+            }
+            None => {
+                let want = (params.generation(), self.layout.piece_key(t));
+                if cache.key != Some(want) {
+                    self.layout.resolve(params.values(), piece, theta);
+                    kernel.prepare(theta, &[], &mut cache.u);
+                    cache.key = Some(want);
+                }
+            }
         }
         let times = [t];
         let mut banks: [&[f64]; BANKS] = [&[]; BANKS];
@@ -929,8 +928,10 @@ impl Program {
         let reduced = &mut reduced[..kernel.n_reduce];
         reduced.fill(0.0);
         kernel.run(&cache.u, regs, lanes, out, reduced);
-        if let Some(g) = grad {
-            self.layout.scatter(reduced, piece, g);
+        match (grad, copy) {
+            (Some(g), Some(c)) => self.layout.scatter_copy(reduced, c, g),
+            (Some(g), None) => self.layout.scatter(reduced, piece, g),
+            (None, _) => {}
         }
     }
 }

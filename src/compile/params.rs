@@ -74,24 +74,14 @@ impl ParamLayout {
     /// The layout of `model`'s parameters; `per layer` params get `schedule.layers` copies,
     /// else `schedule.steps`, else 1.
     pub fn new(model: &ir::Model) -> ParamLayout {
-        let layers = model
-            .schedule
-            .as_ref()
-            .and_then(|s| s.layers.or(s.steps))
-            .unwrap_or(1)
-            .max(1);
+        let layers = model.layer_count();
+        let has_layers = model
+            .params
+            .iter()
+            .any(|p| matches!(p.time, ParamTime::PerLayer));
         let mut entries = Vec::new();
         let (mut offset, mut view_offset) = (0, 0);
-        let mut has_layers = false;
-        for p in &model.params {
-            let copies = match &p.time {
-                ParamTime::Constant => 1,
-                ParamTime::PerLayer => {
-                    has_layers = true;
-                    layers
-                }
-                ParamTime::Knots(k) => k.len().max(1),
-            };
+        for (p, copies) in model.params.iter().zip(model.param_copies()) {
             entries.push(ParamEntry {
                 name: p.name.clone(),
                 shape: p.shape,

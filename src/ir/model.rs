@@ -89,6 +89,27 @@ impl Model {
         self.params.iter().map(|p| p.shape.len()).sum()
     }
 
+    /// Copies of a `per layer` parameter: the schedule's `layers`, else its `steps`, else 1.
+    pub fn layer_count(&self) -> usize {
+        self.schedule
+            .as_ref()
+            .and_then(|s| s.layers.or(s.steps))
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Copies of each parameter: 1, [`Model::layer_count`] for `per layer`, one per knot.
+    pub fn param_copies(&self) -> Vec<usize> {
+        self.params
+            .iter()
+            .map(|p| match &p.time {
+                ParamTime::Constant => 1,
+                ParamTime::PerLayer => self.layer_count(),
+                ParamTime::Knots(knots) => knots.len().max(1),
+            })
+            .collect()
+    }
+
     /// Every state element as a variable, states in declaration order, elements row-major.
     pub fn state_vars(&self) -> Vec<Var> {
         flat_vars(self.states.iter().map(|s| s.shape), |state, elem| {

@@ -11,9 +11,7 @@ use std::collections::HashMap;
 
 use super::diff::{jvp, partial, reachable, vjp};
 use super::simplify::simplify_model;
-use super::{
-    CostGradient, CostKind, Derivatives, ExprId, Model, Node, Optimizer, ParamTime, Pool, Var,
-};
+use super::{CostGradient, CostKind, Derivatives, ExprId, Model, Node, Optimizer, Pool, Var};
 
 /// Simplifies the model, adds its derivative IR and compacts its pool. Never fails.
 ///
@@ -39,22 +37,7 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
     let mut both = xs.clone();
     both.extend_from_slice(&thetas);
     let lm_k = model.schedule.as_ref().and_then(|s| s.lm_k);
-    // Copies of each parameter, as `compile::ParamLayout` stores them.
-    let layers = model
-        .schedule
-        .as_ref()
-        .and_then(|s| s.layers.or(s.steps))
-        .unwrap_or(1)
-        .max(1);
-    let param_copies: Vec<usize> = model
-        .params
-        .iter()
-        .map(|p| match &p.time {
-            ParamTime::Constant => 1,
-            ParamTime::PerLayer => layers,
-            ParamTime::Knots(knots) => knots.len().max(1),
-        })
-        .collect();
+    let param_copies = model.param_copies();
     let msa = model
         .train
         .as_ref()
