@@ -66,11 +66,12 @@ fn params_json(loaded: &Loaded, values: &[f64]) -> String {
     text
 }
 
-fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize) -> String {
+fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize, steps_per_second: f64) -> String {
     let mut line = format!("epoch {}/{epochs}: loss {}", s.epoch, format_sig(s.loss));
     for (m, v) in loaded.model.metrics.iter().zip(&s.metrics) {
         line.push_str(&format!(", {} {}", m.name, format_sig(*v)));
     }
+    line.push_str(&format!(", {steps_per_second:.0} steps/s"));
     line
 }
 
@@ -171,6 +172,8 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             }
         }
     };
+    // Optimizer steps taken by this process, for the steps-per-second figure.
+    let mut steps = 0usize;
     while trainer.state.epoch < epochs {
         let summary = match trainer.run_epoch(&stop) {
             Ok(Some(s)) => s,
@@ -236,7 +239,13 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                 summary.rhs_evals
             ));
         }
-        let line = summary_line(&loaded, &summary, epochs);
+        steps += summary.steps;
+        let line = summary_line(
+            &loaded,
+            &summary,
+            epochs,
+            steps as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        );
         match &bar {
             Some(bar) => {
                 bar.set_position(summary.epoch as u64);

@@ -80,6 +80,8 @@ pub struct EpochSummary {
     pub grad_norm: f64,
     /// Right-hand-side evaluations of the epoch.
     pub rhs_evals: u64,
+    /// Optimizer steps of the epoch: its mini-batches (one L-BFGS iteration counts one).
+    pub steps: usize,
     /// L-BFGS found no further decrease (a zero gradient, or no Wolfe step at the precision of
     /// the loss): the run is finished.
     pub converged: bool,
@@ -302,6 +304,7 @@ impl<'a> Trainer<'a> {
             metrics: sums.metrics.iter().map(|v| v / n).collect(),
             grad_norm: sums.grad_norm / sums.batches.max(1) as f64,
             rhs_evals: sums.rhs_evals,
+            steps: sums.batches,
             converged: false,
         };
         self.state.epoch = epoch;
@@ -351,6 +354,7 @@ impl<'a> Trainer<'a> {
             metrics: sim.metrics,
             grad_norm,
             rhs_evals: evals + sim.stats.rhs_evals,
+            steps: 1,
             converged,
         })
     }

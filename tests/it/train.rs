@@ -476,3 +476,29 @@ fn the_moons_flow_reaches_0_7_nats() {
         assert!(nll <= 0.7, "seed {seed}: NLL {nll}");
     }
 }
+
+#[test]
+fn without_a_terminal_progress_is_plain_lines_then_a_summary() {
+    let out = train(
+        &[
+            "models/resnet_euler.node",
+            "--out",
+            &tmp("plain_progress.json"),
+        ],
+        "2",
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    // Every tenth of the run: epoch, loss, each metric and the optimizer's steps per second.
+    let progress: Vec<&&str> = lines.iter().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(progress.len(), 10, "{err}");
+    assert!(
+        progress[9].starts_with("epoch 200/200: loss ")
+            && progress[9].contains(", accuracy ")
+            && progress[9].ends_with(" steps/s"),
+        "{err}"
+    );
+    assert!(err.contains("\ntrain (512 samples): loss "), "{err}");
+    assert!(err.contains("trained 200 epochs in "), "{err}");
+}
