@@ -217,6 +217,29 @@ impl<S: Sensitivity> Lane<'_, S> {
         (i, i + 1, (ts - st.t) / st.h)
     }
 
+    /// A replayer of this lane's method, and the objective at the save points: the loss and
+    /// each save point's cotangent (its parameter part added into `grad`).
+    #[allow(clippy::type_complexity)]
+    fn replay_with_costs<O: Objective<S>>(
+        &self,
+        objective: &O,
+        grad: &mut [f64],
+    ) -> (Replay<S::Workspace>, f64, Vec<(usize, Vec<f64>)>) {
+        let mut rep = Replay::new(self.sys, embedded(&self.options.method), self.sample);
+        let (loss, costs) = lane_costs(
+            objective,
+            self.tl,
+            self.out,
+            self.s,
+            self.width,
+            self.sys.dim(),
+            self.sample,
+            grad,
+            &mut rep.ws,
+        );
+        (rep, loss, costs)
+    }
+
     /// The exact gradient of the recorded schedule, one segment at a time from the last.
     fn backprop<O: Objective<S>>(
         &self,
@@ -226,19 +249,8 @@ impl<S: Sensitivity> Lane<'_, S> {
     ) -> LaneResult {
         let (sys, tl, log) = (self.sys, self.tl, self.log);
         let dim = sys.dim();
+        let (mut rep, loss, costs) = self.replay_with_costs(objective, grad);
         let tab = embedded(&self.options.method);
-        let mut rep = Replay::new(sys, tab, self.sample);
-        let (loss, costs) = lane_costs(
-            objective,
-            tl,
-            self.out,
-            self.s,
-            self.width,
-            dim,
-            self.sample,
-            grad,
-            &mut rep.ws,
-        );
         let n_steps = log.steps.len();
         let seeds: Vec<(usize, Vec<f64>)> = costs
             .into_iter()
@@ -340,20 +352,8 @@ impl<S: Sensitivity> Lane<'_, S> {
         stats: &mut Stats,
     ) -> Result<LaneResult, SolveError> {
         let (sys, tl, log) = (self.sys, self.tl, self.log);
-        let dim = sys.dim();
+        let (mut rep, loss, costs) = self.replay_with_costs(objective, grad);
         let tab = embedded(&self.options.method);
-        let mut rep = Replay::new(sys, tab, self.sample);
-        let (loss, costs) = lane_costs(
-            objective,
-            tl,
-            self.out,
-            self.s,
-            self.width,
-            dim,
-            self.sample,
-            grad,
-            &mut rep.ws,
-        );
         let n_steps = log.steps.len();
         let segments = log.checkpoints.segments(n_steps);
         let bounds: Vec<f64> = segments
