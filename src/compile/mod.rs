@@ -5,7 +5,8 @@
 //! products, the initial state, costs, metrics and outputs. Parameters are shared by a block
 //! ([`Params`], layout in [`ParamLayout`]); states, directions, inputs and labels are per sample.
 //! Scratch space lives in a [`Workspace`] created once per block and thread; the hot path never
-//! allocates, walks the IR or hashes. [`ModelSystem`] presents a program to the solvers.
+//! walks the IR or hashes, and allocates only the packing buffer of a matrix product run as a
+//! GEMM (see `tape::matmul`). [`ModelSystem`] presents a program to the solvers.
 //!
 //! Derivatives come from the symbolic JVP/VJP IR of `ir::prepare`, compiled like any other
 //! expression (see `tape` for how products are reassociated so that the VJP shares work the way
@@ -96,6 +97,11 @@ pub struct Workspace {
     theta: Vec<f64>,
     tangent: Vec<f64>,
     reduced: Vec<f64>,
+    /// Cells of the reductions' matrix products.
+    scratch: Vec<f64>,
+    /// Whether matrix products may run as GEMMs; off for the Jacobian's block of unit
+    /// tangents, so that each column has the bits of a one-sample JVP.
+    matmul: bool,
     caches: Vec<UniformCache>,
     jacobian: Option<Box<JacobianScratch>>,
 }
@@ -307,6 +313,8 @@ impl Program {
             theta: vec![0.0; self.layout.view_len],
             tangent: vec![0.0; self.layout.view_len],
             reduced: vec![0.0; reduced],
+            scratch: vec![0.0; self.kernels.iter().map(|k| k.scratch).max().unwrap_or(0)],
+            matmul: true,
             caches: self
                 .kernels
                 .iter()
@@ -361,7 +369,9 @@ impl Program {
                 theta,
                 tangent: tangent_view,
                 reduced,
+                scratch,
                 caches,
+                matmul,
                 ..
             } = ws;
             let cache = &mut caches[k];
@@ -387,10 +397,11 @@ impl Program {
                 width,
                 lo,
                 hi,
+                matmul: *matmul,
             };
             let reduced = &mut reduced[..kernel.n_reduce];
             reduced.fill(0.0);
-            kernel.run(&cache.u, regs, lanes, out, reduced);
+            kernel.run(&cache.u, regs, lanes, out, reduced, scratch);
             if let Some(g) = grad.as_deref_mut() {
                 self.layout.scatter(reduced, piece, g);
             }
@@ -662,8 +673,10 @@ impl Program {
             for j in 0..n {
                 v[j * n + j] = 1.0;
             }
+            let mut ws = self.workspace(n);
+            ws.matmul = false;
             Box::new(JacobianScratch {
-                ws: self.workspace(n),
+                ws,
                 y: vec![0.0; n * n],
                 v,
                 out: vec![0.0; n * n],
@@ -924,10 +937,11 @@ impl Program {
             width: 1,
             lo: 0,
             hi: 1,
+            matmul: false,
         };
         let reduced = &mut reduced[..kernel.n_reduce];
         reduced.fill(0.0);
-        kernel.run(&cache.u, regs, lanes, out, reduced);
+        kernel.run(&cache.u, regs, lanes, out, reduced, &mut []);
         match (grad, copy) {
             (Some(g), Some(c)) => self.layout.scatter_copy(reduced, c, g),
             (Some(g), None) => self.layout.scatter(reduced, piece, g),

@@ -16,13 +16,16 @@
 //!
 //! Exactness: nodes reachable from primal roots (equations, costs, outputs, ...) are computed in
 //! the interpreter's order (sums and products left to right), so they agree with `ir::eval` to
-//! the last bit except for the vectorized `tanh`, `exp` and `sigmoid` (see `math`). Products
+//! the last bit except for the vectorized `tanh`, `exp` and `sigmoid` (see `math`) and matrix
+//! products run as GEMMs (see `matmul`: a few ulps per term). Products
 //! reachable only from derivative roots are reassociated as `c · (v_1 · v_2 ...)`, varying
 //! factors from the highest id down, so that a VJP's `W1[h,j] · d_h · c_h` shares `d_h · c_h`
 //! between all `j` and between the state and parameter pull-backs, exactly as a hand-written
 //! reverse sweep would.
 
 use std::collections::HashMap;
+
+mod matmul;
 
 use super::math;
 use crate::ir::{self, apply_pow, CmpOp, ExprId, Func, Node, Pool, Var};
@@ -114,6 +117,8 @@ enum Instr {
         shape: Box<[Shape]>,
         coefs: u32,
         table: u32,
+        /// The same rows as one matrix product, when they are one (see `matmul`).
+        gemm: Option<Box<matmul::LinGemm>>,
     },
     /// `dst = a ∘ b`.
     Bin { op: Bin, a: Opd, b: Opd },
@@ -161,19 +166,39 @@ enum ReducePlan {
         others: [Src; 4],
         index: [u32; 4],
     },
+    /// A grid of products summed as one matrix product (see `matmul`).
+    Gemm(Box<matmul::ReduceGemm>),
 }
 
-/// Groups consecutive plain products (`a·b`, no coefficient) that share an operand into
-/// fours. Products commute exactly, so each sum is the same bits as alone.
+/// Grids of products become matrix products (each with the lane-loop plan of its members for
+/// short lane ranges); of the rest, consecutive plain products (`a·b`, no coefficient) that
+/// share an operand are grouped into fours. Products commute exactly, so each sum of a four is
+/// the same bits as alone.
 fn plan_reduces(reduces: &[Reduce]) -> Vec<ReducePlan> {
+    let (grids, covered) = matmul::reduce_grids(reduces);
+    let mut plan = Vec::new();
+    for (mut grid, members) in grids {
+        grid.fallback = plan_lane_reduces(reduces, &members);
+        plan.push(ReducePlan::Gemm(Box::new(grid)));
+    }
+    let rest: Vec<usize> = (0..reduces.len()).filter(|&i| !covered[i]).collect();
+    plan.extend(plan_lane_reduces(reduces, &rest));
+    plan
+}
+
+/// The lane-loop plan of `reduces[members]` (`members` ascending).
+fn plan_lane_reduces(reduces: &[Reduce], members: &[usize]) -> Vec<ReducePlan> {
     let mut plan = Vec::new();
     let mut i = 0;
-    while i < reduces.len() {
-        if let Some(group) = reduces.get(i..i + 4).and_then(shared_product) {
+    while i < members.len() {
+        let run: Option<Vec<Reduce>> = members
+            .get(i..i + 4)
+            .map(|m| m.iter().map(|&k| reduces[k]).collect());
+        if let Some(group) = run.as_deref().and_then(shared_product) {
             plan.push(group);
             i += 4;
         } else {
-            plan.push(ReducePlan::One(i));
+            plan.push(ReducePlan::One(members[i]));
             i += 1;
         }
     }
@@ -225,6 +250,8 @@ pub(crate) struct Kernel {
     reduce_plan: Vec<ReducePlan>,
     /// Number of reduced outputs.
     pub(crate) n_reduce: usize,
+    /// Scratch the reductions' matrix products need.
+    pub(crate) scratch: usize,
     /// Whether the kernel reads parameter tangents (its uniforms change with every call).
     pub(crate) reads_tangent: bool,
     /// Whether the kernel reads the time `t`.
@@ -647,11 +674,38 @@ impl Builder {
                         }
                     }
                     k.n_uniform += members.len() * slots as usize;
+                    let rows = members.len();
+                    let gemm = matmul::lin_gemm(&shape, rows).filter(|_| self.fuse).map(
+                        |(mut g, order, bias)| {
+                            // The product's own coefficient table, copied from the rows' table
+                            // (earlier in the gather list) in ascending source order.
+                            let coef =
+                                |r: usize, t: usize| table + (r as u32) * slots + shape[t].slot;
+                            g.table = k.n_uniform as u32;
+                            for r in 0..rows {
+                                for (i, &t) in order.iter().enumerate() {
+                                    k.gather
+                                        .push((g.table + (r * order.len() + i) as u32, coef(r, t)));
+                                }
+                            }
+                            k.n_uniform += rows * order.len();
+                            if let Some(t) = bias {
+                                let b = k.n_uniform as u32;
+                                for r in 0..rows {
+                                    k.gather.push((b + r as u32, coef(r, t)));
+                                }
+                                k.n_uniform += rows;
+                                g.bias = Some(b);
+                            }
+                            Box::new(g)
+                        },
+                    );
                     let instr = Instr::Lin {
-                        rows: members.len() as u32,
+                        rows: rows as u32,
                         shape: shape.into(),
                         coefs: slots,
                         table,
+                        gemm,
                     };
                     (members, instr)
                 }
@@ -724,7 +778,20 @@ impl Builder {
                 coef: coef.unwrap_or(0),
             });
         }
-        k.reduce_plan = plan_reduces(&k.reduces);
+        k.reduce_plan = if self.fuse {
+            plan_reduces(&k.reduces)
+        } else {
+            plan_lane_reduces(&k.reduces, &(0..k.reduces.len()).collect::<Vec<_>>())
+        };
+        k.scratch = k
+            .reduce_plan
+            .iter()
+            .map(|p| match p {
+                ReducePlan::Gemm(g) => g.cells(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         k.n_reduce = reduce_roots.len();
         k.reads_time = (0..n)
             .any(|i| needed[i] && matches!(self.pool.node(ExprId(i as u32)), Node::Var(Var::Time)));
@@ -742,6 +809,8 @@ pub(crate) struct Lanes<'a> {
     pub(crate) width: usize,
     pub(crate) lo: usize,
     pub(crate) hi: usize,
+    /// Whether matrix products may run as GEMMs (see `matmul`).
+    pub(crate) matmul: bool,
 }
 
 /// The sources of one instruction: the banks, and the registers written before it.
@@ -752,6 +821,16 @@ struct Ctx<'r, 'a> {
 }
 
 impl<'r> Ctx<'r, '_> {
+    /// A whole bank (the registers written so far for `REG`).
+    #[inline(always)]
+    fn bank(&self, bank: u8) -> &'r [f64] {
+        if bank == REG {
+            self.regs
+        } else {
+            self.l.banks[bank as usize]
+        }
+    }
+
     #[inline(always)]
     fn lane(&self, s: Src) -> &'r [f64] {
         let bank = if s.bank == REG {
@@ -765,6 +844,22 @@ impl<'r> Ctx<'r, '_> {
 }
 
 impl Kernel {
+    /// How many linear-combination groups and reduction grids run as matrix products.
+    #[cfg(test)]
+    pub(crate) fn matmuls(&self) -> (usize, usize) {
+        let lin = self
+            .steps
+            .iter()
+            .filter(|s| matches!(&s.instr, Instr::Lin { gemm: Some(_), .. }))
+            .count();
+        let reduce = self
+            .reduce_plan
+            .iter()
+            .filter(|p| matches!(p, ReducePlan::Gemm(_)))
+            .count();
+        (lin, reduce)
+    }
+
     /// Fills the uniform file `u` from the resolved parameters `theta` and tangent.
     pub(crate) fn prepare(&self, theta: &[f64], tangent: &[f64], u: &mut [f64]) {
         for &(dst, leaf) in &self.leaves {
@@ -803,6 +898,7 @@ impl Kernel {
         lanes: Lanes<'_>,
         out: &mut [f64],
         reduced: &mut [f64],
+        scratch: &mut [f64],
     ) {
         let w = lanes.width;
         let (lo, hi) = (lanes.lo, lanes.hi);
@@ -825,11 +921,17 @@ impl Kernel {
                     shape,
                     coefs,
                     table,
+                    gemm,
                     ..
                 } => {
-                    let coefs = *coefs as usize;
-                    let table = &u[*table as usize..*table as usize + rows * coefs];
-                    lin(&c, shape, table, coefs, rows, dst);
+                    let done = gemm
+                        .as_deref()
+                        .is_some_and(|g| matmul::run_lin(&c, u, g, rows, dst));
+                    if !done {
+                        let coefs = *coefs as usize;
+                        let table = &u[*table as usize..*table as usize + rows * coefs];
+                        lin(&c, shape, table, coefs, rows, dst);
+                    }
                 }
                 Instr::Bin { op, a, b } => {
                     let d = &mut dst[lo..hi];
@@ -883,27 +985,45 @@ impl Kernel {
             }
         }
         for step in &self.reduce_plan {
-            match step {
-                ReducePlan::One(i) => {
-                    let r = &self.reduces[*i];
-                    reduced[r.index as usize] += reduce(&c, u, r);
+            self.reduce_step(&c, u, step, reduced, scratch);
+        }
+    }
+
+    fn reduce_step(
+        &self,
+        c: &Ctx<'_, '_>,
+        u: &[f64],
+        step: &ReducePlan,
+        reduced: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        match step {
+            ReducePlan::One(i) => {
+                let r = &self.reduces[*i];
+                reduced[r.index as usize] += reduce(c, u, r);
+            }
+            ReducePlan::Four {
+                shared,
+                others,
+                index,
+            } => {
+                let sums = sum4_2_four(
+                    c.lane(*shared),
+                    [
+                        c.lane(others[0]),
+                        c.lane(others[1]),
+                        c.lane(others[2]),
+                        c.lane(others[3]),
+                    ],
+                );
+                for (k, sum) in index.iter().zip(sums) {
+                    reduced[*k as usize] += sum;
                 }
-                ReducePlan::Four {
-                    shared,
-                    others,
-                    index,
-                } => {
-                    let sums = sum4_2_four(
-                        c.lane(*shared),
-                        [
-                            c.lane(others[0]),
-                            c.lane(others[1]),
-                            c.lane(others[2]),
-                            c.lane(others[3]),
-                        ],
-                    );
-                    for (k, sum) in index.iter().zip(sums) {
-                        reduced[*k as usize] += sum;
+            }
+            ReducePlan::Gemm(g) => {
+                if !matmul::run_reduce(c, g, scratch, reduced) {
+                    for step in &g.fallback {
+                        self.reduce_step(c, u, step, reduced, scratch);
                     }
                 }
             }

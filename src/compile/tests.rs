@@ -1,1 +1,89 @@
 //! Unit tests of the compiled kernels.
+
+use super::{Params, Program, K};
+use crate::diag::SourceFile;
+use crate::sema::Overrides;
+
+fn program(text: &str) -> (crate::ir::Model, Program) {
+    let file = SourceFile::new("t.node", text);
+    let (m, diags) = crate::check_source(&file, &Overrides::default(), "t");
+    assert!(!diags.has_errors(), "{}", diags.render(&file));
+    let m = crate::prepare(m);
+    let p = Program::compile(&m);
+    (m, p)
+}
+
+/// Deterministic values in (−1, 1).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            2.0 * ((s >> 11) as f64 / (1u64 << 53) as f64) - 1.0
+        })
+        .collect()
+}
+
+fn max_rel(a: &[f64], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(1e-300f64, |m, x| m.max(x.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs() / scale))
+}
+
+/// The matrix products of a neural field (`W1 x`, `W2 h`, `W2ᵀ w`, `W1ᵀ g`, and the weight
+/// gradients) run as GEMMs, and give the lane loops' values to a few ulps: on a full block,
+/// on a block whose width is not the specialized 32, and on a block whose samples straddle two
+/// layers of a per-layer weight (two lane ranges, one too short for a GEMM).
+#[test]
+fn matrix_products_run_as_gemms_and_match_the_lane_loops() {
+    let (d, h) = (12, 24);
+    for per_layer in [false, true] {
+        let layer = if per_layer { " per layer" } else { "" };
+        let text = format!(
+            "param W1[{h}, {d}]{layer}\nparam b1[{h}]\nparam W2[{d}, {h}]\nparam b2[{d}]\n\
+             state x[{d}] = 0\ndx/dt = W2 * tanh(W1 * x + b1) + b2\n\
+             schedule euler(t = [0, 1], steps = 4)\ncost terminal = sumsq(x)\n"
+        );
+        let (_, p) = program(&text);
+        let (lin, _) = p.kernels[K::Rhs as usize].matmuls();
+        assert_eq!(lin, 2, "W1 x and W2 h");
+        let (lin, reduce) = p.kernels[K::Vjp as usize].matmuls();
+        assert!(lin >= 3, "W1 x, W2ᵀ w and W1ᵀ g: {lin}");
+        assert_eq!(reduce, 2, "the gradients of W1 and W2");
+        let params = Params::from_values(values(p.layout().total, 1));
+        for width in [32, 13] {
+            let y = values(d * width, 2);
+            let w = values(d * width, 3);
+            let t: Vec<f64> = (0..width)
+                .map(|s| if per_layer && s >= 3 { 0.3 } else { 0.1 })
+                .collect();
+            let run = |matmul: bool| {
+                let mut ws = p.workspace(width);
+                ws.matmul = matmul;
+                let mut dy = vec![0.0; d * width];
+                p.rhs(&params, &t, &y, &mut dy, &mut ws);
+                let mut xbar = vec![0.0; d * width];
+                let mut grad = vec![0.0; p.layout().total];
+                p.vjp(&params, &t, &y, &w, &mut xbar, &mut grad, &mut ws);
+                (dy, xbar, grad)
+            };
+            let (gemm, lanes) = (run(true), run(false));
+            assert!(max_rel(&gemm.0, &lanes.0) < 1e-14, "rhs, width {width}");
+            assert!(
+                max_rel(&gemm.1, &lanes.1) < 1e-14,
+                "vjp state, width {width}"
+            );
+            assert!(
+                max_rel(&gemm.2, &lanes.2) < 1e-14,
+                "vjp params, width {width}"
+            );
+            // Every weight in force has a gradient (per layer: layers 0 and 1 of 4).
+            let zeros = gemm.2.iter().filter(|g| **g == 0.0).count();
+            let unused = if per_layer { 2 * h * d } else { 0 };
+            assert_eq!(zeros, unused, "weights without a gradient");
+        }
+    }
+}

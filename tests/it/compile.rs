@@ -3,7 +3,8 @@
 //! other; the Jacobian against stacked JVPs; time-varying parameters; thread safety.
 //!
 //! Tolerances. Primal values are computed in the interpreter's order, so they differ only
-//! through the vectorized `tanh`/`exp`/`sigmoid` (≤ 3 ulps each): 1e-14 relative, with an
+//! through the vectorized `tanh`/`exp`/`sigmoid` (≤ 3 ulps each) and matrix products of at
+//! least 8×8 on 8 or more lanes, which run as GEMMs (own order, FMA): 1e-14 relative, with an
 //! absolute floor of 1e-14 times the largest value of the block (a sum that cancels to nearly
 //! zero keeps the absolute error of its terms). Derivative kernels reassociate products
 //! (`W·(d·c)` for `(W·d)·c`), a few ulps per term: 1e-12 against the interpreter. Central

@@ -1,0 +1,271 @@
+//! Matrix products hidden in the tape, run as GEMMs.
+//!
+//! Two instruction shapes are matrix products over the block:
+//! - a group of linear combinations (`Lin`) whose terms are all `c·a` (plus at most one
+//!   uniform bias) over sources that are evenly spaced rows of one bank: the rows of `K x`,
+//!   `Wᵀ w` in a VJP. For lanes `s`, `out[r][s] = Σ_i K[r][i] · x_i[s] (+ b_r)`.
+//! - a grid of parameter-gradient reductions `Σ_s a_i[s] · b_j[s]` over evenly spaced rows
+//!   `a_i`, `b_j`: the gradient of a weight matrix, `Σ_s g[s] x[s]ᵀ`.
+//!
+//! Both go to `nalgebra`'s `gemm`, which hands products whose sides all exceed 5 to
+//! `matrixmultiply`: packed panels, a register-blocked micro-kernel and, where the CPU has
+//! them, AVX2 and FMA chosen at run time. That measured 2–4× faster than the lane loops on
+//! 64×32 products of a 32-sample block. Smaller products (a width-2 state, a short block)
+//! keep the lane loops, which win there.
+//!
+//! Exactness: a GEMM sums in its own order, with fused multiply-adds where the CPU has them,
+//! so its results differ from the lane loops' in the last bits (a few ulps per term). They are
+//! deterministic: the micro-kernel is picked once per machine and sums every output in the same
+//! order whatever the block's position, so results do not depend on the thread count. They can
+//! differ between CPUs with and without FMA.
+
+use nalgebra::{DMatrixView, DMatrixViewMut, Dyn, U1};
+
+use super::{Ctx, Kind, Reduce, ReducePlan, Shape, Src};
+
+/// The smallest side of a product run as a GEMM: rows, terms and lanes all at least this.
+/// `nalgebra` calls `matrixmultiply` only when every side exceeds 5; below 8 the lane loops
+/// are as fast.
+pub(super) const MIN_SIDE: usize = 8;
+
+/// A group of linear combinations as `out = X · A (+ bias)`: see the module docs.
+#[derive(Clone, Debug)]
+pub(super) struct LinGemm {
+    /// The source of term 0 in ascending row order, and the row step between sources.
+    src: Src,
+    step: u32,
+    /// Number of `c·a` terms per row.
+    terms: u32,
+    /// `u[table + r * terms + i]` is row `r`'s coefficient of the `i`-th source.
+    pub(super) table: u32,
+    /// `u[bias + r]` is row `r`'s uniform term.
+    pub(super) bias: Option<u32>,
+}
+
+/// How a group of linear combinations with term shapes `shape` maps to a GEMM: the
+/// plan, the term indices in ascending source order (whose coefficients fill the table) and the
+/// index of the bias term. The caller places the table and bias in the uniform file.
+pub(super) fn lin_gemm(
+    shape: &[Shape],
+    rows: usize,
+) -> Option<(LinGemm, Vec<usize>, Option<usize>)> {
+    if rows < MIN_SIDE {
+        return None;
+    }
+    let mut scaled: Vec<usize> = Vec::with_capacity(shape.len());
+    let mut bias = None;
+    for (t, sh) in shape.iter().enumerate() {
+        match sh.kind {
+            Kind::Scaled => scaled.push(t),
+            Kind::Uni if bias.is_none() => bias = Some(t),
+            _ => return None,
+        }
+    }
+    if scaled.len() < MIN_SIDE {
+        return None;
+    }
+    scaled.sort_by_key(|&t| shape[t].a.row);
+    let rows_of: Vec<Src> = scaled.iter().map(|&t| shape[t].a).collect();
+    let step = even_step(&rows_of)?;
+    let plan = LinGemm {
+        src: rows_of[0],
+        step,
+        terms: scaled.len() as u32,
+        table: 0,
+        bias: None,
+    };
+    Some((plan, scaled, bias))
+}
+
+/// The row step of sources in one bank at evenly spaced, ascending rows.
+fn even_step(srcs: &[Src]) -> Option<u32> {
+    let first = srcs.first()?;
+    let step = srcs.get(1)?.row.checked_sub(first.row)?;
+    let even = srcs
+        .iter()
+        .enumerate()
+        .all(|(i, s)| s.bank == first.bank && s.row == first.row + i as u32 * step);
+    (step > 0 && even).then_some(step)
+}
+
+/// Runs a [`LinGemm`] over the lanes of `c` into `rows` destination rows of `dst` (rows of the
+/// block width). Returns false, computing nothing, when the lane range is too short.
+pub(super) fn run_lin(
+    c: &Ctx<'_, '_>,
+    u: &[f64],
+    g: &LinGemm,
+    rows: usize,
+    dst: &mut [f64],
+) -> bool {
+    let (w, lo, n) = (c.l.width, c.l.lo, c.l.hi - c.l.lo);
+    if n < MIN_SIDE || !c.l.matmul {
+        return false;
+    }
+    let terms = g.terms as usize;
+    let x = &c.bank(g.src.bank)[g.src.row as usize * w + lo..];
+    let x = DMatrixView::from_slice_with_strides_generic(
+        x,
+        Dyn(n),
+        Dyn(terms),
+        U1,
+        Dyn(g.step as usize * w),
+    );
+    let a = &u[g.table as usize..][..rows * terms];
+    let a = DMatrixView::from_slice_generic(a, Dyn(terms), Dyn(rows));
+    let beta = match g.bias {
+        Some(b) => {
+            for r in 0..rows {
+                dst[r * w + lo..r * w + lo + n].fill(u[b as usize + r]);
+            }
+            1.0
+        }
+        None => 0.0,
+    };
+    let mut d = DMatrixViewMut::from_slice_with_strides_generic(
+        &mut dst[lo..],
+        Dyn(n),
+        Dyn(rows),
+        U1,
+        Dyn(w),
+    );
+    d.gemm(1.0, &x, &a, beta);
+    true
+}
+
+/// A grid of reductions `reduced[index[i + j m]] += Σ_s a_i[s] b_j[s]` as one GEMM, with the
+/// lane-loop plan of the same reductions for short lane ranges.
+#[derive(Clone, Debug)]
+pub(super) struct ReduceGemm {
+    a: Src,
+    a_step: u32,
+    m: u32,
+    b: Src,
+    b_step: u32,
+    n: u32,
+    /// The reduced index of each cell, column-major (`i + j * m`).
+    index: Box<[u32]>,
+    pub(super) fallback: Vec<ReducePlan>,
+}
+
+impl ReduceGemm {
+    /// Scratch needed for the cells.
+    pub(super) fn cells(&self) -> usize {
+        (self.m * self.n) as usize
+    }
+}
+
+/// Finds grids of plain products among `reduces`: for every pair of banks, the `a` rows that
+/// pair with the same evenly spaced `b` rows, themselves evenly spaced. Returns the grids and
+/// which reductions they cover.
+pub(super) fn reduce_grids(reduces: &[Reduce]) -> (Vec<(ReduceGemm, Vec<usize>)>, Vec<bool>) {
+    use std::collections::BTreeMap;
+    let mut covered = vec![false; reduces.len()];
+    /// a row → [(b row, index into `reduces`)]
+    type Pairs = BTreeMap<u32, Vec<(u32, usize)>>;
+    let mut by_banks: BTreeMap<(u8, u8), Pairs> = BTreeMap::new();
+    for (k, r) in reduces.iter().enumerate() {
+        if r.shape.kind == Kind::Prod {
+            by_banks
+                .entry((r.shape.a.bank, r.shape.b.bank))
+                .or_default()
+                .entry(r.shape.a.row)
+                .or_default()
+                .push((r.shape.b.row, k));
+        }
+    }
+    let mut grids = Vec::new();
+    for ((a_bank, b_bank), rows) in by_banks {
+        // a rows with the same list of b rows, in ascending a order.
+        let mut by_b: BTreeMap<Vec<u32>, Vec<u32>> = BTreeMap::new();
+        for (a_row, mut pairs) in rows.clone() {
+            pairs.sort_unstable();
+            by_b.entry(pairs.iter().map(|p| p.0).collect())
+                .or_default()
+                .push(a_row);
+        }
+        for (b_rows, a_rows) in by_b {
+            if a_rows.len() < MIN_SIDE || b_rows.len() < MIN_SIDE {
+                continue;
+            }
+            let src = |bank, rows: &[u32]| -> Vec<Src> {
+                rows.iter().map(|&row| Src { bank, row }).collect()
+            };
+            let (Some(a_step), Some(b_step)) = (
+                even_step(&src(a_bank, &a_rows)),
+                even_step(&src(b_bank, &b_rows)),
+            ) else {
+                continue;
+            };
+            let m = a_rows.len();
+            let mut index = vec![0u32; m * b_rows.len()];
+            let mut members = Vec::with_capacity(index.len());
+            for (i, a_row) in a_rows.iter().enumerate() {
+                let mut pairs = rows[a_row].clone();
+                pairs.sort_unstable();
+                for (j, &(_, k)) in pairs.iter().enumerate() {
+                    index[i + j * m] = reduces[k].index;
+                    members.push(k);
+                    covered[k] = true;
+                }
+            }
+            members.sort_unstable();
+            let grid = ReduceGemm {
+                a: Src {
+                    bank: a_bank,
+                    row: a_rows[0],
+                },
+                a_step,
+                m: m as u32,
+                b: Src {
+                    bank: b_bank,
+                    row: b_rows[0],
+                },
+                b_step,
+                n: b_rows.len() as u32,
+                index: index.into(),
+                fallback: Vec::new(),
+            };
+            grids.push((grid, members));
+        }
+    }
+    (grids, covered)
+}
+
+/// Adds a grid's sums into `reduced`, using `scratch` for the cells. Returns false, computing
+/// nothing, when the lane range is too short.
+pub(super) fn run_reduce(
+    c: &Ctx<'_, '_>,
+    g: &ReduceGemm,
+    scratch: &mut [f64],
+    reduced: &mut [f64],
+) -> bool {
+    let (w, lo, lanes) = (c.l.width, c.l.lo, c.l.hi - c.l.lo);
+    if lanes < MIN_SIDE || !c.l.matmul {
+        return false;
+    }
+    let (m, n) = (g.m as usize, g.n as usize);
+    // aᵀ: m × lanes, b: lanes × n.
+    let a = &c.bank(g.a.bank)[g.a.row as usize * w + lo..];
+    let a = DMatrixView::from_slice_with_strides_generic(
+        a,
+        Dyn(m),
+        Dyn(lanes),
+        Dyn(g.a_step as usize * w),
+        U1,
+    );
+    let b = &c.bank(g.b.bank)[g.b.row as usize * w + lo..];
+    let b = DMatrixView::from_slice_with_strides_generic(
+        b,
+        Dyn(lanes),
+        Dyn(n),
+        U1,
+        Dyn(g.b_step as usize * w),
+    );
+    let cells = &mut scratch[..m * n];
+    let mut s = DMatrixViewMut::from_slice_generic(cells, Dyn(m), Dyn(n));
+    s.gemm(1.0, &a, &b, 0.0);
+    for (&index, &sum) in g.index.iter().zip(cells.iter()) {
+        reduced[index as usize] += sum;
+    }
+    true
+}
