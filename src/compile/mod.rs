@@ -99,8 +99,8 @@ pub struct Workspace {
     reduced: Vec<f64>,
     /// Cells of the reductions' matrix products.
     scratch: Vec<f64>,
-    /// Whether matrix products may run as GEMMs; off for the Jacobian's block of unit
-    /// tangents, so that each column has the bits of a one-sample JVP.
+    /// Whether matrix products run as GEMMs (`tape::matmul`); off only to test and measure the
+    /// lane loops.
     matmul: bool,
     caches: Vec<UniformCache>,
     jacobian: Option<Box<JacobianScratch>>,
@@ -673,10 +673,8 @@ impl Program {
             for j in 0..n {
                 v[j * n + j] = 1.0;
             }
-            let mut ws = self.workspace(n);
-            ws.matmul = false;
             Box::new(JacobianScratch {
-                ws,
+                ws: self.workspace(n),
                 y: vec![0.0; n * n],
                 v,
                 out: vec![0.0; n * n],
@@ -909,6 +907,7 @@ impl Program {
             regs,
             theta,
             reduced,
+            scratch,
             caches,
             ..
         } = ws;
@@ -937,11 +936,11 @@ impl Program {
             width: 1,
             lo: 0,
             hi: 1,
-            matmul: false,
+            matmul: true,
         };
         let reduced = &mut reduced[..kernel.n_reduce];
         reduced.fill(0.0);
-        kernel.run(&cache.u, regs, lanes, out, reduced, &mut []);
+        kernel.run(&cache.u, regs, lanes, out, reduced, scratch);
         match (grad, copy) {
             (Some(g), Some(c)) => self.layout.scatter_copy(reduced, c, g),
             (Some(g), None) => self.layout.scatter(reduced, piece, g),

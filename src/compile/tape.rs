@@ -783,15 +783,19 @@ impl Builder {
         } else {
             plan_lane_reduces(&k.reduces, &(0..k.reduces.len()).collect::<Vec<_>>())
         };
-        k.scratch = k
-            .reduce_plan
-            .iter()
-            .map(|p| match p {
-                ReducePlan::Gemm(g) => g.cells(),
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0);
+        let reduce_scratch = k.reduce_plan.iter().map(|p| match p {
+            ReducePlan::Gemm(g) => g.cells(),
+            _ => 0,
+        });
+        let lin_scratch = k.steps.iter().map(|s| match &s.instr {
+            Instr::Lin {
+                rows,
+                gemm: Some(g),
+                ..
+            } => g.padded(*rows as usize),
+            _ => 0,
+        });
+        k.scratch = reduce_scratch.chain(lin_scratch).max().unwrap_or(0);
         k.n_reduce = reduce_roots.len();
         k.reads_time = (0..n)
             .any(|i| needed[i] && matches!(self.pool.node(ExprId(i as u32)), Node::Var(Var::Time)));
@@ -809,7 +813,8 @@ pub(crate) struct Lanes<'a> {
     pub(crate) width: usize,
     pub(crate) lo: usize,
     pub(crate) hi: usize,
-    /// Whether matrix products may run as GEMMs (see `matmul`).
+    /// Whether matrix products run as GEMMs (see `matmul`); off only to test and measure the
+    /// lane loops.
     pub(crate) matmul: bool,
 }
 
@@ -923,16 +928,14 @@ impl Kernel {
                     table,
                     gemm,
                     ..
-                } => {
-                    let done = gemm
-                        .as_deref()
-                        .is_some_and(|g| matmul::run_lin(&c, u, g, rows, dst));
-                    if !done {
+                } => match gemm.as_deref() {
+                    Some(g) if lanes.matmul => matmul::run_lin(&c, u, g, rows, dst, scratch),
+                    _ => {
                         let coefs = *coefs as usize;
                         let table = &u[*table as usize..*table as usize + rows * coefs];
                         lin(&c, shape, table, coefs, rows, dst);
                     }
-                }
+                },
                 Instr::Bin { op, a, b } => {
                     let d = &mut dst[lo..hi];
                     match op {

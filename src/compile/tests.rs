@@ -87,3 +87,55 @@ fn matrix_products_run_as_gemms_and_match_the_lane_loops() {
         }
     }
 }
+
+/// A sample's values do not depend on the block it shares: a lane range too short for a GEMM
+/// is padded, not sent to the lane loops, so each sample has the bits it has in a full block
+/// (the adaptive solvers and their width-1 replays rely on it).
+#[test]
+fn a_sample_has_the_same_bits_in_any_block() {
+    let (d, h) = (10, 16);
+    let text = format!(
+        "param W1[{h}, {d}]\nparam b1[{h}]\nparam W2[{d}, {h}]\nstate x[{d}] = 0\n\
+         dx/dt = W2 * tanh(W1 * x + b1)\nschedule rk4(t = [0, 1], steps = 4)\n\
+         cost terminal = sumsq(x)\n"
+    );
+    let (_, p) = program(&text);
+    assert_eq!(p.kernels[K::Rhs as usize].matmuls().0, 2);
+    let params = Params::from_values(values(p.layout().total, 4));
+    let full = 32;
+    let y = values(d * full, 5);
+    let w = values(d * full, 6);
+    let eval = |width: usize, first: usize| {
+        let pick = |v: &[f64]| -> Vec<f64> {
+            (0..d)
+                .flat_map(|i| v[i * full + first..i * full + first + width].to_vec())
+                .collect()
+        };
+        let mut ws = p.workspace(width);
+        let mut dy = vec![0.0; d * width];
+        p.rhs(&params, &vec![0.0; width], &pick(&y), &mut dy, &mut ws);
+        let mut xbar = vec![0.0; d * width];
+        p.vjp_state(
+            &params,
+            &vec![0.0; width],
+            &pick(&y),
+            &pick(&w),
+            &mut xbar,
+            &mut ws,
+        );
+        (dy, xbar)
+    };
+    let (dy, xbar) = eval(full, 0);
+    for width in [1, 2, 5, 7, 8, 13] {
+        let first = 3;
+        let (dy_w, xbar_w) = eval(width, first);
+        for i in 0..d {
+            for s in 0..width {
+                let (a, b) = (dy_w[i * width + s], dy[i * full + first + s]);
+                assert_eq!(a.to_bits(), b.to_bits(), "rhs {i}, width {width}");
+                let (a, b) = (xbar_w[i * width + s], xbar[i * full + first + s]);
+                assert_eq!(a.to_bits(), b.to_bits(), "vjp {i}, width {width}");
+            }
+        }
+    }
+}

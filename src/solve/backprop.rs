@@ -6,9 +6,10 @@
 //! of a two-step method at the start of every segment of `segment` steps. The reverse pass
 //! walks the segments from the last: it re-runs one segment from its checkpoint recording
 //! every right-hand-side evaluation (time and input state), then reverses the segment's steps
-//! one by one. Peak storage per block is `⌈N / segment⌉` checkpoints plus `segment` recorded
-//! steps, which is `O(√N)` states with the default `segment = ⌈√N⌉`, at the price of one extra
-//! forward pass; short schedules whose record is small store everything (no recomputation).
+//! one by one. The last segment is recorded by the forward pass itself. Peak storage per block
+//! is `⌈N / segment⌉` checkpoints plus `segment` recorded steps, which is `O(√N)` states with
+//! the default `segment = ⌈√N⌉`, at the price of re-running all segments but the last; short
+//! schedules whose record is small are one segment (no recomputation).
 //! Blocks are independent, so peak memory is that of the blocks in flight (one per thread),
 //! not of the batch. Recomputation is deterministic, so the gradient has the same bits for every
 //! segment length (`segment = N` stores everything).
@@ -144,12 +145,33 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     let mut checkpoints: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
     let mut failures: Vec<Option<SolveError>> = vec![None; width];
     let mut y_old = y0.clone();
+    // The last segment is recorded as the forward pass runs it, so the reverse pass replays
+    // only the others (and nothing when one segment holds every step).
+    // The continuous adjoint needs the grid states only, not the stage inputs.
+    let slots = if continuous { 0 } else { SLOTS };
+    let last_lo = n_steps.saturating_sub(1) / segment * segment;
+    let mut records: Vec<StepRecord> = Vec::new();
     for n in 0..n_steps {
         if n % segment == 0 {
             checkpoints.push((stepper.y.clone(), stepper.prev.clone()));
         }
         y_old.copy_from_slice(&stepper.y);
-        stepper.step(sys, method, tl, n, &mut stats);
+        if n >= last_lo {
+            records.push(StepRecord::new(len, slots));
+            let rec = records.last_mut().expect("just pushed");
+            record_step(
+                sys,
+                method,
+                tl,
+                n,
+                &mut stepper,
+                rec,
+                continuous,
+                &mut stats,
+            );
+        } else {
+            stepper.step(sys, method, tl, n, &mut stats);
+        }
         let t_next = tl.grid(n + 1);
         record_non_finite(&stepper.y, width, t_next, &mut failures);
         if let Some(e) = failures.iter().flatten().next() {
@@ -224,34 +246,31 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
         }
     };
     inject(n_steps, &mut lambda, &mut grid_costate);
-    let mut records: Vec<StepRecord> = Vec::new();
-    // The continuous adjoint needs the grid states only, not the stage inputs.
-    let slots = if continuous { 0 } else { SLOTS };
     let mut backward =
         continuous.then(|| super::adjoint::FixedBackward::new(len, width, sys.n_params()));
     let n_segments = checkpoints.len();
     for seg in (0..n_segments).rev() {
         let lo = seg * segment;
         let hi = ((seg + 1) * segment).min(n_steps);
-        let (y, prev) = &checkpoints[seg];
-        stepper.restore(y, prev);
-        stepper.recording = !continuous;
-        for (r, n) in (lo..hi).enumerate() {
-            if records.len() <= r {
-                records.push(StepRecord::new(len, slots));
-            }
-            let rec = &mut records[r];
-            rec.start.copy_from_slice(&stepper.y);
-            rec.prev.copy_from_slice(&stepper.prev);
-            stepper.step(sys, method, tl, n, &mut stats);
-            rec.end.copy_from_slice(&stepper.y);
-            if !continuous {
-                rec.t.copy_from_slice(&stepper.rec_t);
-                // Swapping buffers keeps the recording without copying it again.
-                std::mem::swap(&mut rec.y, &mut stepper.rec_y);
+        if lo != last_lo {
+            let (y, prev) = &checkpoints[seg];
+            stepper.restore(y, prev);
+            for (r, n) in (lo..hi).enumerate() {
+                if records.len() <= r {
+                    records.push(StepRecord::new(len, slots));
+                }
+                record_step(
+                    sys,
+                    method,
+                    tl,
+                    n,
+                    &mut stepper,
+                    &mut records[r],
+                    continuous,
+                    &mut stats,
+                );
             }
         }
-        stepper.recording = false;
         for n in (lo..hi).rev() {
             let rec = &records[n - lo];
             let ws = &mut stepper.ws;
@@ -312,6 +331,32 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
         costates,
         stats,
     })
+}
+
+/// Takes step `n` recording into `rec` its start, carried history and end, and (for backprop)
+/// every right-hand-side evaluation.
+#[allow(clippy::too_many_arguments)]
+fn record_step<S: Sensitivity>(
+    sys: &S,
+    method: &Method,
+    tl: &Timeline,
+    n: usize,
+    stepper: &mut Stepper<S::Workspace>,
+    rec: &mut StepRecord,
+    continuous: bool,
+    stats: &mut Stats,
+) {
+    rec.start.copy_from_slice(&stepper.y);
+    rec.prev.copy_from_slice(&stepper.prev);
+    stepper.recording = !continuous;
+    stepper.step(sys, method, tl, n, stats);
+    stepper.recording = false;
+    rec.end.copy_from_slice(&stepper.y);
+    if !continuous {
+        rec.t.copy_from_slice(&stepper.rec_t);
+        // Swapping buffers keeps the recording without copying it again.
+        std::mem::swap(&mut rec.y, &mut stepper.rec_y);
+    }
 }
 
 /// The grid states a save time is made of, with their weights.

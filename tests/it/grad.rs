@@ -197,7 +197,9 @@ fn backprop_of_every_fixed_step_method_matches_finite_differences() {
 fn checkpointing_and_threads_do_not_change_a_bit() {
     let (l, data) = load_small("cnf_moons.node", &[], 70);
     let reference = gradient(&l, &data, GradientMethod::Backprop);
-    for segment in [1, 3, 8] {
+    // rk4 × 8: 4 evaluations per step and sample forward.
+    let forward_evals = 4 * 8 * 70;
+    for (segment, recomputed_steps) in [(1, 7), (3, 6), (8, 0)] {
         let mut options = GradientOptions::new(GradientMethod::Backprop);
         options.segment = Some(segment);
         let g = sens::gradient(&l.model, &l.program, &l.params, &data, &options).unwrap();
@@ -205,6 +207,12 @@ fn checkpointing_and_threads_do_not_change_a_bit() {
         assert_eq!(
             g.simulation.loss.to_bits(),
             reference.simulation.loss.to_bits()
+        );
+        // The last segment is recorded by the forward pass; only the others are run again.
+        assert_eq!(
+            g.stats.rhs_evals,
+            forward_evals + 4 * recomputed_steps * 70,
+            "segment {segment}"
         );
     }
     for threads in [1, 2, 3] {

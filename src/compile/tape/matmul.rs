@@ -10,8 +10,10 @@
 //! Both go to `nalgebra`'s `gemm`, which hands products whose sides all exceed 5 to
 //! `matrixmultiply`: packed panels, a register-blocked micro-kernel and, where the CPU has
 //! them, AVX2 and FMA chosen at run time. That measured 2–4× faster than the lane loops on
-//! 64×32 products of a 32-sample block. Smaller products (a width-2 state, a short block)
-//! keep the lane loops, which win there.
+//! 64×32 products of a 32-sample block. Smaller products (a width-2 state) keep the lane
+//! loops, which win there. A short lane range of a product run as a GEMM is padded (see
+//! [`run_lin`]); a short reduction, whose sum depends on its lane range anyway, uses the lane
+//! loops.
 //!
 //! Exactness: a GEMM sums in its own order, with fused multiply-adds where the CPU has them,
 //! so its results differ from the lane loops' in the last bits (a few ulps per term). They are
@@ -23,9 +25,9 @@ use nalgebra::{DMatrixView, DMatrixViewMut, Dyn, U1};
 
 use super::{Ctx, Kind, Reduce, ReducePlan, Shape, Src};
 
-/// The smallest side of a product run as a GEMM: rows, terms and lanes all at least this.
-/// `nalgebra` calls `matrixmultiply` only when every side exceeds 5; below 8 the lane loops
-/// are as fast.
+/// The smallest side of a product run as a GEMM: rows and terms (and lanes of a reduction) at
+/// least this. `nalgebra` calls `matrixmultiply` only when every side exceeds 5; below 8 the
+/// lane loops are as fast.
 pub(super) const MIN_SIDE: usize = 8;
 
 /// A group of linear combinations as `out = X · A (+ bias)`: see the module docs.
@@ -88,48 +90,64 @@ fn even_step(srcs: &[Src]) -> Option<u32> {
     (step > 0 && even).then_some(step)
 }
 
+impl LinGemm {
+    /// Scratch needed to pad a short lane range: the sources and the results of
+    /// [`MIN_SIDE`] lanes.
+    pub(super) fn padded(&self, rows: usize) -> usize {
+        MIN_SIDE * (self.terms as usize + rows)
+    }
+}
+
 /// Runs a [`LinGemm`] over the lanes of `c` into `rows` destination rows of `dst` (rows of the
-/// block width). Returns false, computing nothing, when the lane range is too short.
+/// block width). A range of fewer than [`MIN_SIDE`] lanes is copied into `scratch` and padded
+/// with zeros, so that every lane goes through the same GEMM: a sample's result does not depend
+/// on how many samples share its block or its piece of time.
 pub(super) fn run_lin(
     c: &Ctx<'_, '_>,
     u: &[f64],
     g: &LinGemm,
     rows: usize,
     dst: &mut [f64],
-) -> bool {
+    scratch: &mut [f64],
+) {
     let (w, lo, n) = (c.l.width, c.l.lo, c.l.hi - c.l.lo);
-    if n < MIN_SIDE || !c.l.matmul {
-        return false;
-    }
     let terms = g.terms as usize;
-    let x = &c.bank(g.src.bank)[g.src.row as usize * w + lo..];
-    let x = DMatrixView::from_slice_with_strides_generic(
-        x,
-        Dyn(n),
-        Dyn(terms),
-        U1,
-        Dyn(g.step as usize * w),
-    );
     let a = &u[g.table as usize..][..rows * terms];
     let a = DMatrixView::from_slice_generic(a, Dyn(terms), Dyn(rows));
-    let beta = match g.bias {
+    let bias = |d: &mut [f64], stride: usize, n: usize| match g.bias {
         Some(b) => {
             for r in 0..rows {
-                dst[r * w + lo..r * w + lo + n].fill(u[b as usize + r]);
+                d[r * stride..r * stride + n].fill(u[b as usize + r]);
             }
             1.0
         }
         None => 0.0,
     };
-    let mut d = DMatrixViewMut::from_slice_with_strides_generic(
-        &mut dst[lo..],
-        Dyn(n),
-        Dyn(rows),
-        U1,
-        Dyn(w),
-    );
-    d.gemm(1.0, &x, &a, beta);
-    true
+    let bank = &c.bank(g.src.bank)[g.src.row as usize * w + lo..];
+    let step = g.step as usize * w;
+    if n >= MIN_SIDE {
+        let x =
+            DMatrixView::from_slice_with_strides_generic(bank, Dyn(n), Dyn(terms), U1, Dyn(step));
+        let d = &mut dst[lo..];
+        let beta = bias(d, w, n);
+        let mut d =
+            DMatrixViewMut::from_slice_with_strides_generic(d, Dyn(n), Dyn(rows), U1, Dyn(w));
+        d.gemm(1.0, &x, &a, beta);
+        return;
+    }
+    let (x, rest) = scratch.split_at_mut(MIN_SIDE * terms);
+    let out = &mut rest[..MIN_SIDE * rows];
+    for (i, col) in x.chunks_exact_mut(MIN_SIDE).enumerate() {
+        col[..n].copy_from_slice(&bank[i * step..i * step + n]);
+        col[n..].fill(0.0);
+    }
+    let beta = bias(out, MIN_SIDE, MIN_SIDE);
+    let x = DMatrixView::from_slice_generic(x, Dyn(MIN_SIDE), Dyn(terms));
+    let mut o = DMatrixViewMut::from_slice_generic(&mut *out, Dyn(MIN_SIDE), Dyn(rows));
+    o.gemm(1.0, &x, &a, beta);
+    for (r, col) in out.chunks_exact(MIN_SIDE).enumerate() {
+        dst[r * w + lo..r * w + lo + n].copy_from_slice(&col[..n]);
+    }
 }
 
 /// A grid of reductions `reduced[index[i + j m]] += Σ_s a_i[s] b_j[s]` as one GEMM, with the
