@@ -250,5 +250,23 @@ fn backward(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, backward);
+/// nodec's backprop over the hand-written sweep in interleaved pairs (see
+/// [`p4::interleaved_ratio`]).
+fn backward_ratio(_: &mut Criterion) {
+    for d in [2, 32] {
+        let p = load(d);
+        p4::interleaved_ratio(
+            &format!("P4 fwd+bwd D={d} ratio nodec backprop / hand-written"),
+            41,
+            || {
+                criterion::black_box(baseline(&p));
+            },
+            || {
+                criterion::black_box(nodec_gradient(&p, None));
+            },
+        );
+    }
+}
+
+criterion_group!(benches, backward, backward_ratio);
 criterion_main!(benches);

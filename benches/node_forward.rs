@@ -89,5 +89,23 @@ fn forward(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, forward);
+/// nodec's forward solve over the hand-written RK4 in interleaved pairs (see
+/// [`p4::interleaved_ratio`]).
+fn forward_ratio(_: &mut Criterion) {
+    for d in [2, 32] {
+        let p = load(d);
+        p4::interleaved_ratio(
+            &format!("P4 forward D={d} ratio nodec / hand-written"),
+            41,
+            || {
+                criterion::black_box(baseline(&p));
+            },
+            || {
+                criterion::black_box(nodec_forward(&p));
+            },
+        );
+    }
+}
+
+criterion_group!(benches, forward, forward_ratio);
 criterion_main!(benches);

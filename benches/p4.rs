@@ -100,3 +100,48 @@ pub fn field(w: &Weights, x: &[f64], dx: &mut [f64], hidden: &mut [f64]) {
         }
     }
 }
+
+/// Times `baseline` and `ours` alternately, `rounds` times each after one warm-up call, and
+/// prints the median of the per-round ratios `ours / baseline` with its quartiles. On a shared
+/// machine whose speed drifts by 10–20% over a minute, pairs taken back to back give a ratio
+/// that separately timed criterion groups do not. Skipped by `cargo bench -- --test` and when a
+/// filter is given that `label` does not contain.
+pub fn interleaved_ratio(
+    label: &str,
+    rounds: usize,
+    mut baseline: impl FnMut(),
+    mut ours: impl FnMut(),
+) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    if filter.is_some_and(|f| !label.contains(f.as_str())) {
+        return;
+    }
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    time(&mut baseline);
+    time(&mut ours);
+    let mut pairs: Vec<(f64, f64)> = (0..rounds)
+        .map(|_| (time(&mut baseline), time(&mut ours)))
+        .collect();
+    let mut ratios: Vec<f64> = pairs.iter().map(|(b, o)| o / b).collect();
+    ratios.sort_by(f64::total_cmp);
+    pairs.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let base_median = pairs[rounds / 2].0;
+    pairs.sort_by(|x, y| x.1.total_cmp(&y.1));
+    let ours_median = pairs[rounds / 2].1;
+    println!(
+        "{label}: ratio {:.3} (quartiles {:.3}–{:.3}, {rounds} interleaved pairs; medians {:.2} ms vs {:.2} ms)",
+        ratios[rounds / 2],
+        ratios[rounds / 4],
+        ratios[3 * rounds / 4],
+        ours_median * 1e3,
+        base_median * 1e3,
+    );
+}
