@@ -106,6 +106,7 @@ pub fn field(w: &Weights, x: &[f64], dx: &mut [f64], hidden: &mut [f64]) {
 /// machine whose speed drifts by 10–20% over a minute, pairs taken back to back give a ratio
 /// that separately timed criterion groups do not. Skipped by `cargo bench -- --test` and when a
 /// filter is given that `label` does not contain.
+#[allow(clippy::print_stdout, reason = "a bench reports on standard output")]
 pub fn interleaved_ratio(
     label: &str,
     rounds: usize,

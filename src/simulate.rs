@@ -186,6 +186,68 @@ impl<'a> WithQuadrature<'a> {
     }
 }
 
+impl WithQuadrature<'_> {
+    /// The quadrature component of `dy`: the running cost, when there is one.
+    fn add_running_cost(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
+        if !self.running {
+            return;
+        }
+        let n = self.state_dim() * t.len();
+        self.program.cost(
+            CostKind::Running,
+            self.params,
+            t,
+            &y[..n],
+            &mut ws.cost,
+            &mut ws.inner,
+        );
+        dy[n..].copy_from_slice(&ws.cost[..t.len()]);
+    }
+
+    /// The quadrature component's part of a VJP, when there is a running cost: its cotangent
+    /// (the last row of `w`) pulled back into `out` and `grad`.
+    #[allow(clippy::too_many_arguments)]
+    fn running_cost_vjp(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) {
+        if !self.running {
+            return;
+        }
+        let width = t.len();
+        let n = self.state_dim() * width;
+        // q' = L(x, t): its cotangent pulls back through ∂L/∂x and ∂L/∂θ. The kernel reduces
+        // ∂L/∂θ over the lanes unweighted, which is right because the quadrature's cotangent
+        // is the same for every sample of a block (see the trait's contract).
+        let w_q = &w[n..n + width];
+        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
+        self.program.cost_grad(
+            CostKind::Running,
+            self.params,
+            t,
+            &y[..n],
+            &mut ws.cost_grad,
+            &mut ws.no_grad,
+            &mut ws.inner,
+        );
+        let rows = ws.cost_grad[width..(1 + self.state_dim()) * width].chunks_exact(width);
+        for (row, dl) in out[..n].chunks_exact_mut(width).zip(rows) {
+            for ((o, d), w) in row.iter_mut().zip(dl).zip(w_q) {
+                *o += w * d;
+            }
+        }
+        for (g, d) in grad.iter_mut().zip(&ws.no_grad) {
+            *g += w_q[0] * d;
+        }
+        out[n..n + width].fill(0.0);
+    }
+}
+
 impl System for WithQuadrature<'_> {
     type Workspace = QuadratureWorkspace;
 
@@ -218,17 +280,26 @@ impl System for WithQuadrature<'_> {
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
         let n = self.state_dim() * t.len();
         self.inner.rhs(t, &y[..n], &mut dy[..n], &mut ws.inner);
-        if self.running {
-            self.program.cost(
-                CostKind::Running,
-                self.params,
-                t,
-                &y[..n],
-                &mut ws.cost,
-                &mut ws.inner,
-            );
-            dy[n..].copy_from_slice(&ws.cost[..t.len()]);
-        }
+        self.add_running_cost(t, y, dy, ws);
+    }
+
+    fn saved_len(&self) -> usize {
+        self.inner.saved_len()
+    }
+
+    fn rhs_saving(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        dy: &mut [f64],
+        saved: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) {
+        let n = self.state_dim() * t.len();
+        // The state's registers are copied before the running cost's kernel reuses them.
+        self.inner
+            .rhs_saving(t, &y[..n], &mut dy[..n], saved, &mut ws.inner);
+        self.add_running_cost(t, y, dy, ws);
     }
 
     fn jacobian(&self, t: f64, y: &[f64], jac: &mut [f64], ws: &mut QuadratureWorkspace) {
@@ -287,8 +358,7 @@ impl Sensitivity for WithQuadrature<'_> {
         grad: &mut [f64],
         ws: &mut QuadratureWorkspace,
     ) {
-        let width = t.len();
-        let n = self.state_dim() * width;
+        let n = self.state_dim() * t.len();
         self.program.vjp(
             self.params,
             t,
@@ -298,33 +368,31 @@ impl Sensitivity for WithQuadrature<'_> {
             grad,
             &mut ws.inner,
         );
-        if !self.running {
-            return;
-        }
-        // q' = L(x, t): its cotangent pulls back through ∂L/∂x and ∂L/∂θ. The kernel reduces
-        // ∂L/∂θ over the lanes unweighted, which is right because the quadrature's cotangent
-        // is the same for every sample of a block (see the trait's contract).
-        let w_q = &w[n..n + width];
-        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
-        self.program.cost_grad(
-            CostKind::Running,
+        self.running_cost_vjp(t, y, w, out, grad, ws);
+    }
+
+    fn vjp_saved(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        saved: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) {
+        let n = self.state_dim() * t.len();
+        self.program.vjp_saved(
             self.params,
             t,
             &y[..n],
-            &mut ws.cost_grad,
-            &mut ws.no_grad,
+            saved,
+            &w[..n],
+            &mut out[..n],
+            grad,
             &mut ws.inner,
         );
-        let rows = ws.cost_grad[width..(1 + self.state_dim()) * width].chunks_exact(width);
-        for (row, dl) in out[..n].chunks_exact_mut(width).zip(rows) {
-            for ((o, d), w) in row.iter_mut().zip(dl).zip(w_q) {
-                *o += w * d;
-            }
-        }
-        for (g, d) in grad.iter_mut().zip(&ws.no_grad) {
-            *g += w_q[0] * d;
-        }
-        out[n..n + width].fill(0.0);
+        self.running_cost_vjp(t, y, w, out, grad, ws);
     }
 
     fn jvp(

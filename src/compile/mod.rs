@@ -45,9 +45,10 @@ enum K {
     LmCoef,
     LmCoefParam,
     MsaMixed,
+    VjpSaved,
 }
 
-const FIXED_KERNELS: usize = 15;
+const FIXED_KERNELS: usize = 16;
 
 /// The compiled model: kernels for every entry point, the parameter layout and the shapes of
 /// the blocks they read and write. `Send + Sync`; all mutable state is in a [`Workspace`].
@@ -73,6 +74,9 @@ pub struct Program {
     has_msa_mixed: bool,
     /// Whether some parameter changes with time (cached [`ParamLayout::is_time_varying`]).
     time_varying: bool,
+    /// Registers of `Rhs` that `VjpSaved` reads (row `i` of its `SAVED` bank is register
+    /// `saved_rows[i]`); empty when the VJP recomputes everything.
+    saved_rows: Vec<u32>,
 }
 
 /// Per-kernel cache of the uniform file: valid while the parameters' generation and the piece
@@ -156,6 +160,7 @@ struct Blocks<'a> {
     y: &'a [f64],
     v: &'a [f64],
     w: &'a [f64],
+    saved: &'a [f64],
 }
 
 impl Program {
@@ -204,6 +209,11 @@ impl Program {
         kernels[K::LmCoef as usize] = b.kernel(&lm_k, &[]);
         kernels[K::LmCoefParam as usize] = b.kernel(&[], &d.lm_k_param);
         kernels[K::MsaMixed as usize] = b.kernel(&[], &d.msa_mixed_param);
+        let saved_rows = if fuse {
+            Self::vjp_reading_rhs(&mut b, &mut kernels, &d.vjp_state, &d.vjp_param)
+        } else {
+            Vec::new()
+        };
         let mut costs = Vec::new();
         for c in &d.costs {
             let mut lanes = vec![c.value];
@@ -230,7 +240,42 @@ impl Program {
             t1,
             has_lm_k: !lm_k.is_empty(),
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
+            saved_rows,
         }
+    }
+
+    /// Builds `K::VjpSaved`, the VJP that reads the right-hand side's registers (the hidden
+    /// activations of a neural field) from an evaluation saved at the same point instead of
+    /// recomputing them, when that is clearly cheaper; returns the `Rhs` registers to save, in
+    /// `SAVED` row order (empty when the VJP gains nothing). Reading a value computed by the
+    /// same instructions from the same inputs gives the recomputation's bits.
+    fn vjp_reading_rhs(
+        b: &mut Builder,
+        kernels: &mut [Kernel],
+        vjp_state: &[ir::ExprId],
+        vjp_param: &[ir::ExprId],
+    ) -> Vec<u32> {
+        use std::collections::HashMap;
+        let registers = &kernels[K::Rhs as usize].registers;
+        let all: HashMap<ir::ExprId, u32> = registers.iter().copied().collect();
+        let trial = b.kernel_reading(vjp_state, vjp_param, &all);
+        let used = trial.rows_read(tape::SAVED);
+        let mut saved = HashMap::new();
+        let mut rows = Vec::new();
+        for &(node, reg) in registers {
+            if used.contains(&reg) {
+                saved.insert(node, rows.len() as u32);
+                rows.push(reg);
+            }
+        }
+        let reading = b.kernel_reading(vjp_state, vjp_param, &saved);
+        let gain = kernels[K::Vjp as usize].cost() - reading.cost();
+        // Saving costs a copy of each row per recorded evaluation, and memory.
+        if rows.is_empty() || gain < 4 * rows.len() {
+            return Vec::new();
+        }
+        kernels[K::VjpSaved as usize] = reading;
+        rows
     }
 
     /// Number of state components of one sample.
@@ -392,6 +437,7 @@ impl Program {
             banks[tape::LABEL as usize] = labels;
             banks[tape::OBSERVED as usize] = observed;
             banks[tape::TIME as usize] = t;
+            banks[tape::SAVED as usize] = blocks.saved;
             let lanes = Lanes {
                 banks,
                 width,
@@ -416,6 +462,71 @@ impl Program {
             ..Blocks::default()
         };
         self.run(K::Rhs as usize, params, t, blocks, None, dy, None, ws);
+    }
+
+    /// Rows per sample of the values [`Program::rhs_saving`] saves for
+    /// [`Program::vjp_saved`]; 0 when the VJP recomputes everything.
+    pub fn saved_len(&self) -> usize {
+        self.saved_rows.len()
+    }
+
+    /// [`Program::rhs`], also copying into `saved` (`saved_len() * width`) the values the VJP
+    /// at the same point would recompute.
+    pub fn rhs_saving(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        dy: &mut [f64],
+        saved: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        self.rhs(params, t, y, dy, ws);
+        let w = ws.width;
+        for (dst, &row) in saved.chunks_exact_mut(w).zip(&self.saved_rows) {
+            let row = row as usize;
+            dst.copy_from_slice(&ws.regs[row * w..(row + 1) * w]);
+        }
+    }
+
+    /// [`Program::vjp`] at a point whose [`Program::rhs_saving`] filled `saved`: the same
+    /// values, without recomputing the saved ones.
+    #[allow(clippy::too_many_arguments)]
+    pub fn vjp_saved(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        saved: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        if self.saved_rows.is_empty() {
+            return self.vjp(params, t, y, w, out, grad, ws);
+        }
+        assert_eq!(
+            saved.len(),
+            self.saved_rows.len() * ws.width,
+            "the values rhs_saving saved"
+        );
+        let blocks = Blocks {
+            y,
+            w,
+            saved,
+            ..Blocks::default()
+        };
+        self.run(
+            K::VjpSaved as usize,
+            params,
+            t,
+            blocks,
+            None,
+            out,
+            Some(grad),
+            ws,
+        );
     }
 
     /// The initial states of the block from the parameters (in force at `t0`) and the bound
@@ -579,7 +690,12 @@ impl Program {
         grad: &mut [f64],
         ws: &mut Workspace,
     ) {
-        let blocks = Blocks { y, v, w };
+        let blocks = Blocks {
+            y,
+            v,
+            w,
+            ..Blocks::default()
+        };
         self.run(
             K::MsaMixed as usize,
             params,

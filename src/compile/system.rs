@@ -72,6 +72,21 @@ impl System for ModelSystem<'_> {
         self.program.rhs(self.params, t, y, dy, ws);
     }
 
+    fn saved_len(&self) -> usize {
+        self.program.saved_len()
+    }
+
+    fn rhs_saving(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        dy: &mut [f64],
+        saved: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        self.program.rhs_saving(self.params, t, y, dy, saved, ws);
+    }
+
     fn jacobian(&self, t: f64, y: &[f64], jac: &mut [f64], ws: &mut Workspace) {
         self.program.jacobian(self.params, t, y, 0, jac, ws);
     }

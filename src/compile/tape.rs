@@ -39,7 +39,10 @@ pub(crate) const INPUT: u8 = 4;
 pub(crate) const LABEL: u8 = 5;
 pub(crate) const OBSERVED: u8 = 6;
 pub(crate) const TIME: u8 = 7;
-pub(crate) const BANKS: usize = 8;
+/// Values a kernel reads instead of computing: registers of the right-hand side saved at the
+/// same point (see [`Builder::kernel_reading`]).
+pub(crate) const SAVED: u8 = 8;
+pub(crate) const BANKS: usize = 9;
 
 /// A lane: row `row` of bank `bank`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -250,8 +253,10 @@ pub(crate) struct Kernel {
     reduce_plan: Vec<ReducePlan>,
     /// Number of reduced outputs.
     pub(crate) n_reduce: usize,
-    /// Scratch the reductions' matrix products need.
+    /// Scratch the matrix products need.
     pub(crate) scratch: usize,
+    /// The node each register holds (canonical ids), for kernels that read them saved.
+    pub(crate) registers: Vec<(ExprId, u32)>,
     /// Whether the kernel reads parameter tangents (its uniforms change with every call).
     pub(crate) reads_tangent: bool,
     /// Whether the kernel reads the time `t`.
@@ -445,11 +450,24 @@ impl Builder {
 
     /// Compiles a kernel for `lane_roots` (written as rows of an output block) and
     /// `reduce_roots` (summed over the lanes into a gradient vector).
+    pub(crate) fn kernel(&mut self, lane_roots: &[ExprId], reduce_roots: &[ExprId]) -> Kernel {
+        self.kernel_reading(lane_roots, reduce_roots, &HashMap::new())
+    }
+
+    /// [`Builder::kernel`] for a kernel that reads the nodes of `saved` (canonical ids, as in
+    /// [`Kernel::registers`]) from rows of the `SAVED` bank instead of computing them: a VJP
+    /// that takes the activations of the forward evaluation at the same point.
     #[expect(
         clippy::needless_range_loop,
         reason = "node ids index several per-node tables at once"
     )]
-    pub(crate) fn kernel(&mut self, lane_roots: &[ExprId], reduce_roots: &[ExprId]) -> Kernel {
+    pub(crate) fn kernel_reading(
+        &mut self,
+        lane_roots: &[ExprId],
+        reduce_roots: &[ExprId],
+        saved: &HashMap<ExprId, u32>,
+    ) -> Kernel {
+        let is_saved = |i: usize| saved.contains_key(&ExprId(i as u32));
         let lane_roots: Vec<ExprId> = lane_roots.iter().map(|r| self.canon[r.index()]).collect();
         let reduce_roots: Vec<ExprId> =
             reduce_roots.iter().map(|r| self.canon[r.index()]).collect();
@@ -459,13 +477,15 @@ impl Builder {
             needed[r.index()] = true;
         }
         for i in (0..n).rev() {
-            if needed[i] {
+            if needed[i] && !is_saved(i) {
                 self.pool
                     .node(ExprId(i as u32))
                     .for_each_operand(|c| needed[c.index()] = true);
             }
         }
-        let is_leaf = |pool: &Pool, i: usize| matches!(pool.node(ExprId(i as u32)), Node::Var(_));
+        let is_leaf = |pool: &Pool, i: usize| {
+            matches!(pool.node(ExprId(i as u32)), Node::Var(_)) || is_saved(i)
+        };
         // A varying product can be inlined into its consumers when each of them is a varying
         // sum (it becomes a term) or a reduction root, and it is no lane root.
         let mut inline_ok: Vec<bool> = (0..n)
@@ -473,6 +493,7 @@ impl Builder {
                 self.fuse
                     && needed[i]
                     && !self.uniform[i]
+                    && !is_saved(i)
                     && self.pattern(ExprId(i as u32)).is_some()
             })
             .collect();
@@ -480,7 +501,7 @@ impl Builder {
             inline_ok[r.index()] = false;
         }
         for i in 0..n {
-            if !needed[i] {
+            if !needed[i] || is_saved(i) {
                 continue;
             }
             let node = self.pool.node(ExprId(i as u32));
@@ -526,6 +547,8 @@ impl Builder {
         let opd = |id: ExprId, reg: &HashMap<ExprId, u32>| -> Opd {
             if self.uniform[id.index()] {
                 Opd::U(uidx[&id])
+            } else if let Some(&row) = saved.get(&id) {
+                Opd::L(Src { bank: SAVED, row })
             } else if let Node::Var(v) = self.pool.node(id) {
                 Opd::L(self.leaf_src(*v))
             } else {
@@ -591,7 +614,7 @@ impl Builder {
         // output row.
         let mut read = vec![false; n];
         for i in 0..n {
-            if needed[i] {
+            if needed[i] && !is_saved(i) {
                 self.pool
                     .node(ExprId(i as u32))
                     .for_each_operand(|c| read[c.index()] = true);
@@ -759,6 +782,7 @@ impl Builder {
                 emitted[m.index()] = true;
                 if let Dst::Reg(d) = dst {
                     reg.insert(*m, d + r as u32);
+                    k.registers.push((*m, d + r as u32));
                 }
             }
             k.steps.push(Step { dst, below, instr });
@@ -849,6 +873,75 @@ impl<'r> Ctx<'r, '_> {
 }
 
 impl Kernel {
+    /// Rows of `bank` that the kernel reads.
+    pub(crate) fn rows_read(&self, bank: u8) -> std::collections::BTreeSet<u32> {
+        let mut rows = std::collections::BTreeSet::new();
+        let mut src = |s: Src| {
+            if s.bank == bank {
+                rows.insert(s.row);
+            }
+        };
+        let shape = |sh: &Shape, src: &mut dyn FnMut(Src)| match sh.kind {
+            Kind::Uni => {}
+            Kind::Lane | Kind::Scaled => src(sh.a),
+            Kind::Prod | Kind::ScaledProd => {
+                src(sh.a);
+                src(sh.b)
+            }
+        };
+        for step in &self.steps {
+            match &step.instr {
+                // A GEMM reads the same sources as the rows it computes.
+                Instr::Lin { shape: sh, .. } => sh.iter().for_each(|t| shape(t, &mut src)),
+                Instr::Bin { a, b, .. } => {
+                    for o in [a, b] {
+                        if let Opd::L(s) = o {
+                            src(*s)
+                        }
+                    }
+                }
+                Instr::Fold { ops } => ops.iter().for_each(|o| {
+                    if let Opd::L(s) = o {
+                        src(*s)
+                    }
+                }),
+                Instr::Square { a } | Instr::Func { a, .. } => src(*a),
+            }
+        }
+        for (_, o) in &self.outputs {
+            if let Opd::L(s) = o {
+                src(*s)
+            }
+        }
+        for r in &self.reduces {
+            shape(&r.shape, &mut src);
+        }
+        rows
+    }
+
+    /// A rough count of lane operations per sample, to compare kernels: a transcendental
+    /// function counts as ten, a multiply-add term as one.
+    pub(crate) fn cost(&self) -> usize {
+        let steps: usize = self
+            .steps
+            .iter()
+            .map(|s| match &s.instr {
+                Instr::Lin { rows, shape, .. } => *rows as usize * shape.len(),
+                Instr::Bin { op, .. } => match op {
+                    Bin::Div | Bin::Pow => 4,
+                    _ => 1,
+                },
+                Instr::Fold { ops } => ops.len(),
+                Instr::Square { .. } => 1,
+                Instr::Func { f, .. } => match f {
+                    Func::Abs | Func::Relu => 1,
+                    _ => 10,
+                },
+            })
+            .sum();
+        steps + self.outputs.len() + self.reduces.len()
+    }
+
     /// How many linear-combination groups and reduction grids run as matrix products.
     #[cfg(test)]
     pub(crate) fn matmuls(&self) -> (usize, usize) {

@@ -139,3 +139,46 @@ fn a_sample_has_the_same_bits_in_any_block() {
         }
     }
 }
+
+/// The VJP that reads the right-hand side's saved activations gives the recomputing VJP's
+/// values to the bit, state and parameter parts, for a neural field (where it is used) and on
+/// a block straddling two layers of a per-layer weight.
+#[test]
+fn the_vjp_from_saved_activations_has_the_recomputed_bits() {
+    for (d, layer) in [(2, ""), (12, ""), (3, " per layer")] {
+        let h = 16;
+        let text = format!(
+            "param W1[{h}, {d}]{layer}\nparam b1[{h}]\nparam W2[{d}, {h}]\nstate x[{d}] = 0\n\
+             dx/dt = W2 * tanh(W1 * x + b1)\nschedule rk4(t = [0, 1], steps = 4)\n\
+             cost terminal = sumsq(x)\n"
+        );
+        let (_, p) = program(&text);
+        assert_eq!(p.saved_len(), h, "the tanh activations, D = {d}");
+        let width = 13;
+        let params = Params::from_values(values(p.layout().total, 7));
+        let y = values(d * width, 8);
+        let w = values(d * width, 9);
+        let t: Vec<f64> = (0..width).map(|s| if s < 5 { 0.1 } else { 0.6 }).collect();
+        let mut ws = p.workspace(width);
+        let mut dy = vec![0.0; d * width];
+        let mut saved = vec![0.0; p.saved_len() * width];
+        p.rhs_saving(&params, &t, &y, &mut dy, &mut saved, &mut ws);
+        let n = p.layout().total;
+        let (mut out_a, mut grad_a) = (vec![0.0; d * width], vec![0.0; n]);
+        let (mut out_b, mut grad_b) = (vec![0.0; d * width], vec![0.0; n]);
+        p.vjp(&params, &t, &y, &w, &mut out_a, &mut grad_a, &mut ws);
+        p.vjp_saved(
+            &params,
+            &t,
+            &y,
+            &saved,
+            &w,
+            &mut out_b,
+            &mut grad_b,
+            &mut ws,
+        );
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out_a), bits(&out_b), "state part, D = {d}");
+        assert_eq!(bits(&grad_a), bits(&grad_b), "parameter part, D = {d}");
+    }
+}

@@ -77,9 +77,10 @@ const STORE_ALL_BYTES: usize = 8 << 20;
 
 /// Steps per segment when the caller does not choose: every step when the block's record fits
 /// in [`STORE_ALL_BYTES`], else `⌈√N⌉`, which minimises checkpoints plus records.
-fn default_segment(n_steps: usize, len: usize) -> usize {
-    // A record keeps the stage inputs plus the step's start, history and end.
-    let per_step = (SLOTS + 3) * len * std::mem::size_of::<f64>();
+fn default_segment(n_steps: usize, len: usize, saved: usize) -> usize {
+    // A record keeps the stage inputs and what the system saved of each evaluation, plus the
+    // step's start, history and end.
+    let per_step = ((SLOTS + 3) * len + SLOTS * saved) * std::mem::size_of::<f64>();
     if n_steps.saturating_mul(per_step) <= STORE_ALL_BYTES {
         n_steps
     } else {
@@ -92,16 +93,20 @@ fn default_segment(n_steps: usize, len: usize) -> usize {
 pub(super) struct StepRecord {
     pub t: Vec<f64>,
     pub y: Vec<Vec<f64>>,
+    /// What the system saved of each evaluation for its VJP ([`System::rhs_saving`]).
+    pub saved: Vec<Vec<f64>>,
     pub start: Vec<f64>,
     pub prev: Vec<f64>,
     pub end: Vec<f64>,
 }
 
 impl StepRecord {
-    pub fn new(len: usize, slots: usize) -> Self {
+    /// Buffers for `slots` evaluations of `len` values, each keeping `saved` values for its VJP.
+    pub fn new(len: usize, slots: usize, saved: usize) -> Self {
         StepRecord {
             t: vec![0.0; slots],
             y: vec![vec![0.0; len]; slots],
+            saved: vec![vec![0.0; saved]; slots],
             start: vec![0.0; len],
             prev: vec![0.0; len],
             end: vec![0.0; len],
@@ -132,7 +137,7 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     let method = &options.method;
     let segment = bp
         .segment
-        .unwrap_or_else(|| default_segment(n_steps, len))
+        .unwrap_or_else(|| default_segment(n_steps, len, sys.saved_len() * width))
         .clamp(1, n_steps.max(1));
     let mut stats = Stats::default();
     let y0 = to_soa(y0_rows, dim, width);
@@ -150,6 +155,7 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     // The continuous adjoint needs the grid states only, not the stage inputs.
     let slots = if continuous { 0 } else { SLOTS };
     let last_lo = n_steps.saturating_sub(1) / segment * segment;
+    let saved = sys.saved_len() * width;
     let mut records: Vec<StepRecord> = Vec::new();
     for n in 0..n_steps {
         if n % segment == 0 {
@@ -157,7 +163,7 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
         }
         y_old.copy_from_slice(&stepper.y);
         if n >= last_lo {
-            records.push(StepRecord::new(len, slots));
+            records.push(StepRecord::new(len, slots, saved));
             let rec = records.last_mut().expect("just pushed");
             record_step(
                 sys,
@@ -257,7 +263,7 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
             stepper.restore(y, prev);
             for (r, n) in (lo..hi).enumerate() {
                 if records.len() <= r {
-                    records.push(StepRecord::new(len, slots));
+                    records.push(StepRecord::new(len, slots, saved));
                 }
                 record_step(
                     sys,
@@ -356,6 +362,7 @@ fn record_step<S: Sensitivity>(
         rec.t.copy_from_slice(&stepper.rec_t);
         // Swapping buffers keeps the recording without copying it again.
         std::mem::swap(&mut rec.y, &mut stepper.rec_y);
+        std::mem::swap(&mut rec.saved, &mut stepper.rec_saved);
     }
 }
 
@@ -400,14 +407,27 @@ impl Reverse {
         stats: &mut Stats,
     ) {
         self.times.fill(rec.t[slot]);
-        sys.vjp(
-            &self.times,
-            &rec.y[slot],
-            &self.k_bar[slot],
-            &mut self.pulled,
-            grad,
-            ws,
-        );
+        // Records of the adaptive replays (`sample.rs`) keep no saved values.
+        if rec.saved[slot].is_empty() {
+            sys.vjp(
+                &self.times,
+                &rec.y[slot],
+                &self.k_bar[slot],
+                &mut self.pulled,
+                grad,
+                ws,
+            );
+        } else {
+            sys.vjp_saved(
+                &self.times,
+                &rec.y[slot],
+                &rec.saved[slot],
+                &self.k_bar[slot],
+                &mut self.pulled,
+                grad,
+                ws,
+            );
+        }
         stats.vjp_evals += self.width as u64;
     }
 

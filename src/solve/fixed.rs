@@ -107,6 +107,8 @@ pub(crate) struct Stepper<W> {
     /// Times and input states of the evaluations of the last step, per slot.
     pub rec_t: [f64; SLOTS],
     pub rec_y: Vec<Vec<f64>>,
+    /// What [`System::rhs_saving`] kept of each recorded evaluation.
+    pub rec_saved: Vec<Vec<f64>>,
 }
 
 impl<W> Stepper<W> {
@@ -130,6 +132,7 @@ impl<W> Stepper<W> {
             recording: false,
             rec_t: [0.0; SLOTS],
             rec_y: vec![vec![0.0; len]; SLOTS],
+            rec_saved: vec![vec![0.0; sys.saved_len() * width]; SLOTS],
         }
     }
 
@@ -157,8 +160,11 @@ impl<W> Stepper<W> {
         if self.recording {
             self.rec_t[slot] = t;
             self.rec_y[slot].copy_from_slice(y);
+            let saved = &mut self.rec_saved[slot];
+            sys.rhs_saving(&self.t, y, &mut self.k[slot], saved, &mut self.ws);
+        } else {
+            sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
         }
-        sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
         stats.rhs_evals += self.width as u64;
     }
 

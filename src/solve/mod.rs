@@ -100,6 +100,27 @@ pub trait System: Sync {
     /// independently; fixed-step methods pass equal times).
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut Self::Workspace);
 
+    /// Values per sample that [`System::rhs_saving`] keeps for [`Sensitivity::vjp_saved`] (the
+    /// hidden activations of a neural field); 0 when there is nothing worth keeping.
+    fn saved_len(&self) -> usize {
+        0
+    }
+
+    /// [`System::rhs`], also writing into `saved` (`saved_len() * width`, component-major)
+    /// values that spare a VJP at the same point their recomputation. Backprop calls it for
+    /// the evaluations it records.
+    fn rhs_saving(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        dy: &mut [f64],
+        saved: &mut [f64],
+        ws: &mut Self::Workspace,
+    ) {
+        let _ = saved;
+        self.rhs(t, y, dy, ws);
+    }
+
     /// Writes the dense Jacobian `∂f/∂y` of one sample (`y` of length `dim`, workspace of
     /// width 1) into `jac`, row-major `dim × dim`: `jac[i * dim + j] = ∂f_i/∂y_j`.
     fn jacobian(&self, t: f64, y: &[f64], jac: &mut [f64], ws: &mut Self::Workspace);
@@ -158,6 +179,23 @@ pub trait Sensitivity: System {
         grad: &mut [f64],
         ws: &mut Self::Workspace,
     );
+
+    /// [`Sensitivity::vjp`] at a point whose [`System::rhs_saving`] filled `saved`; the same
+    /// values (to the bit), faster.
+    #[allow(clippy::too_many_arguments)]
+    fn vjp_saved(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        saved: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut Self::Workspace,
+    ) {
+        let _ = saved;
+        self.vjp(t, y, w, out, grad, ws);
+    }
 
     /// `out = ∂f/∂y · v + ∂f/∂θ · u` for a block (`u` a parameter direction, shared by the block).
     #[allow(clippy::too_many_arguments)]

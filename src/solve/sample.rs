@@ -292,7 +292,7 @@ impl<S: Sensitivity> Lane<'_, S> {
             rep.restart();
             for (r, n) in (lo..hi).enumerate() {
                 if records.len() <= r {
-                    records.push(StepRecord::new(dim, slots));
+                    records.push(StepRecord::new(dim, slots, 0));
                 }
                 let step = &log.steps[n];
                 rep.step(sys, step, &mut y, stats);
