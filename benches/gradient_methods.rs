@@ -100,13 +100,15 @@ fn memory_report() {
         err,
         "peak RSS (KiB): forward {forward:?}, backprop {backprop:?}, adjoint {adjoint:?}"
     );
-    // Buffers per block of 32 samples, D = 2, 20 steps, segment ⌈√20⌉ = 5 (f64 = 8 bytes):
-    // both keep 4 checkpoints of (y, history); backprop records 5 steps of 4 stage inputs plus
-    // start, history and end; the adjoint 5 steps of start, history and end (its stages come
-    // from the grid states), plus 4 pull-backs and Hermite slopes.
+    // Buffers per block of 32 samples, D = 2, 20 steps (f64 = 8 bytes). Both records fit the
+    // 8 MiB under which one segment holds every step, so both keep 1 checkpoint of
+    // (y, history). Backprop records 20 steps of 4 stage inputs, their 4 × 64 saved `tanh`
+    // activations, and start, history and end; the adjoint 20 steps of start, history and end
+    // (its stages come from the grid states), plus 4 pull-backs and Hermite slopes.
     let state = 2 * 32 * 8;
-    let backprop_bytes = 4 * 2 * state + 5 * (4 + 3) * state;
-    let adjoint_bytes = 4 * 2 * state + 5 * 3 * state + (4 + 6) * state;
+    let activations = 64 * 32 * 8;
+    let backprop_bytes = 2 * state + 20 * ((4 + 3) * state + 4 * activations);
+    let adjoint_bytes = 2 * state + 20 * 3 * state + (4 + 6) * state;
     let _ = writeln!(
         err,
         "stored per block (bytes): backprop {backprop_bytes}, adjoint {adjoint_bytes}"

@@ -137,7 +137,15 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     let method = &options.method;
     let segment = bp
         .segment
-        .unwrap_or_else(|| default_segment(n_steps, len, sys.saved_len() * width))
+        .unwrap_or_else(|| {
+            // The continuous adjoint records no evaluations, so it saves nothing.
+            let saved = if continuous {
+                0
+            } else {
+                sys.saved_len() * width
+            };
+            default_segment(n_steps, len, saved)
+        })
         .clamp(1, n_steps.max(1));
     let mut stats = Stats::default();
     let y0 = to_soa(y0_rows, dim, width);
