@@ -17,6 +17,8 @@ use nodec::compile::{tanh, Params, Program, Workspace};
 use nodec::diag::SourceFile;
 use nodec::sema::Overrides;
 
+mod p4;
+
 const BATCH: usize = 1024;
 const BLOCK: usize = 32;
 const H: usize = 64;
@@ -100,6 +102,28 @@ fn bench_lorenz(c: &mut Criterion) {
         })
     });
     g.finish();
+    // The batch 200 times per timing, so that a pair is long enough for the clock.
+    let mut dy2 = dy.clone();
+    p4::interleaved_ratio(
+        "lorenz rhs ratio nodec / hand-written",
+        41,
+        || {
+            for _ in 0..200 {
+                for y in &ys {
+                    lorenz_hand(p, black_box(y), &mut dy);
+                    black_box(&dy);
+                }
+            }
+        },
+        || {
+            for _ in 0..200 {
+                for y in &ys {
+                    program.rhs(&params, &t, black_box(y), &mut dy2, &mut ws);
+                    black_box(&dy2);
+                }
+            }
+        },
+    );
 }
 
 // ------------------------------------------------------------------------------ neural field

@@ -1242,11 +1242,111 @@ fn lin(
     for r in 0..rows {
         let d = &mut dst[r * l.width + l.lo..r * l.width + l.hi];
         let k = &table[r * coefs..(r + 1) * coefs];
+        if let [second] = rest {
+            lin2(c, first, second, k, d);
+            continue;
+        }
         lin_first(c, first, k, d);
         for t in rest {
             lin_term(c, t, k, d);
         }
     }
+}
+
+/// One term of a linear combination, resolved to its lanes and coefficient, so that a sum of
+/// two terms is one loop (monomorphized per pair of kinds) instead of two passes over `d`.
+trait Term: Copy {
+    fn at(self, s: usize) -> f64;
+}
+
+#[derive(Clone, Copy)]
+struct LaneT<'a>(&'a [f64]);
+#[derive(Clone, Copy)]
+struct UniT(f64);
+#[derive(Clone, Copy)]
+struct ScaledT<'a>(f64, &'a [f64]);
+#[derive(Clone, Copy)]
+struct ProdT<'a>(&'a [f64], &'a [f64]);
+#[derive(Clone, Copy)]
+struct ScaledProdT<'a>(f64, &'a [f64], &'a [f64]);
+
+impl Term for LaneT<'_> {
+    #[inline(always)]
+    fn at(self, s: usize) -> f64 {
+        self.0[s]
+    }
+}
+impl Term for UniT {
+    #[inline(always)]
+    fn at(self, _: usize) -> f64 {
+        self.0
+    }
+}
+impl Term for ScaledT<'_> {
+    #[inline(always)]
+    fn at(self, s: usize) -> f64 {
+        self.0 * self.1[s]
+    }
+}
+impl Term for ProdT<'_> {
+    #[inline(always)]
+    fn at(self, s: usize) -> f64 {
+        self.0[s] * self.1[s]
+    }
+}
+impl Term for ScaledProdT<'_> {
+    #[inline(always)]
+    fn at(self, s: usize) -> f64 {
+        (self.0 * self.1[s]) * self.2[s]
+    }
+}
+
+/// `d = a + b`, in one pass: the bits of `lin_first(a)` then `lin_term(b)`.
+#[inline(always)]
+fn sum2(d: &mut [f64], a: impl Term, b: impl Term) {
+    if let Ok(d) = <&mut [f64; W]>::try_from(&mut *d) {
+        for (s, d) in d.iter_mut().enumerate() {
+            *d = a.at(s) + b.at(s);
+        }
+    } else {
+        for (s, d) in d.iter_mut().enumerate() {
+            *d = a.at(s) + b.at(s);
+        }
+    }
+}
+
+/// A row of two terms: dispatches on both kinds once, then [`sum2`].
+fn lin2(c: &Ctx<'_, '_>, first: &Shape, second: &Shape, coefs: &[f64], d: &mut [f64]) {
+    let n = d.len();
+    // Every lane is cut to the row's length, so the loop's bounds checks fold away.
+    let lane = |s: Src| &c.lane(s)[..n];
+    macro_rules! with_term {
+        ($t:expr, |$v:ident| $body:expr) => {
+            match $t.kind {
+                Kind::Lane => {
+                    let $v = LaneT(lane($t.a));
+                    $body
+                }
+                Kind::Uni => {
+                    let $v = UniT(coefs[$t.slot as usize]);
+                    $body
+                }
+                Kind::Scaled => {
+                    let $v = ScaledT(coefs[$t.slot as usize], lane($t.a));
+                    $body
+                }
+                Kind::Prod => {
+                    let $v = ProdT(lane($t.a), lane($t.b));
+                    $body
+                }
+                Kind::ScaledProd => {
+                    let $v = ScaledProdT(coefs[$t.slot as usize], lane($t.a), lane($t.b));
+                    $body
+                }
+            }
+        };
+    }
+    with_term!(first, |a| with_term!(second, |b| sum2(d, a, b)))
 }
 
 /// `d = term`.
