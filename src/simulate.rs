@@ -358,17 +358,7 @@ impl Sensitivity for WithQuadrature<'_> {
         grad: &mut [f64],
         ws: &mut QuadratureWorkspace,
     ) {
-        let n = self.state_dim() * t.len();
-        self.program.vjp(
-            self.params,
-            t,
-            &y[..n],
-            &w[..n],
-            &mut out[..n],
-            grad,
-            &mut ws.inner,
-        );
-        self.running_cost_vjp(t, y, w, out, grad, ws);
+        self.vjp_saved(t, y, &[], w, out, grad, ws);
     }
 
     fn vjp_saved(

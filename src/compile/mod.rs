@@ -490,7 +490,7 @@ impl Program {
     }
 
     /// [`Program::vjp`] at a point whose [`Program::rhs_saving`] filled `saved`: the same
-    /// values, without recomputing the saved ones.
+    /// values, without recomputing the saved ones. An empty `saved` means nothing was saved.
     #[allow(clippy::too_many_arguments)]
     pub fn vjp_saved(
         &self,
@@ -503,7 +503,7 @@ impl Program {
         grad: &mut [f64],
         ws: &mut Workspace,
     ) {
-        if self.saved_rows.is_empty() {
+        if self.saved_rows.is_empty() || saved.is_empty() {
             return self.vjp(params, t, y, w, out, grad, ws);
         }
         assert_eq!(

@@ -415,27 +415,16 @@ impl Reverse {
         stats: &mut Stats,
     ) {
         self.times.fill(rec.t[slot]);
-        // Records of the adaptive replays (`sample.rs`) keep no saved values.
-        if rec.saved[slot].is_empty() {
-            sys.vjp(
-                &self.times,
-                &rec.y[slot],
-                &self.k_bar[slot],
-                &mut self.pulled,
-                grad,
-                ws,
-            );
-        } else {
-            sys.vjp_saved(
-                &self.times,
-                &rec.y[slot],
-                &rec.saved[slot],
-                &self.k_bar[slot],
-                &mut self.pulled,
-                grad,
-                ws,
-            );
-        }
+        // Records of the adaptive replays (`sample.rs`) keep no saved values (empty).
+        sys.vjp_saved(
+            &self.times,
+            &rec.y[slot],
+            &rec.saved[slot],
+            &self.k_bar[slot],
+            &mut self.pulled,
+            grad,
+            ws,
+        );
         stats.vjp_evals += self.width as u64;
     }
 

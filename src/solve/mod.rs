@@ -181,7 +181,7 @@ pub trait Sensitivity: System {
     );
 
     /// [`Sensitivity::vjp`] at a point whose [`System::rhs_saving`] filled `saved`; the same
-    /// values (to the bit), faster.
+    /// values (to the bit), faster. An empty `saved` (nothing was saved) must be accepted.
     #[allow(clippy::too_many_arguments)]
     fn vjp_saved(
         &self,
