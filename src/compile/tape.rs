@@ -1315,7 +1315,9 @@ fn sum2(d: &mut [f64], a: impl Term, b: impl Term) {
     }
 }
 
-/// A row of two terms: dispatches on both kinds once, then [`sum2`].
+/// A row of two terms: dispatches on both kinds once, then [`sum2`]. Kept out of line: its
+/// 25 loops inlined into `Kernel::run` slowed the dispatch of small kernels.
+#[inline(never)]
 fn lin2(c: &Ctx<'_, '_>, first: &Shape, second: &Shape, coefs: &[f64], d: &mut [f64]) {
     let n = d.len();
     // Every lane is cut to the row's length, so the loop's bounds checks fold away.
