@@ -204,6 +204,22 @@ impl WithQuadrature<'_> {
         dy[n..].copy_from_slice(&ws.cost[..t.len()]);
     }
 
+    /// The running cost's value and state gradient per lane into `ws.cost_grad`, and its
+    /// parameter gradient summed over the block into `ws.no_grad` (zeroed first).
+    fn running_cost_grad(&self, t: &[f64], y: &[f64], ws: &mut QuadratureWorkspace) {
+        let n = self.state_dim() * t.len();
+        ws.no_grad.fill(0.0);
+        self.program.cost_grad(
+            CostKind::Running,
+            self.params,
+            t,
+            &y[..n],
+            &mut ws.cost_grad,
+            &mut ws.no_grad,
+            &mut ws.inner,
+        );
+    }
+
     /// The quadrature component's part of a VJP, when there is a running cost: its cotangent
     /// (the last row of `w`) pulled back into `out` and `grad`.
     #[allow(clippy::too_many_arguments)]
@@ -225,16 +241,7 @@ impl WithQuadrature<'_> {
         // ∂L/∂θ over the lanes unweighted, which is right because the quadrature's cotangent
         // is the same for every sample of a block (see the trait's contract).
         let w_q = &w[n..n + width];
-        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
-        self.program.cost_grad(
-            CostKind::Running,
-            self.params,
-            t,
-            &y[..n],
-            &mut ws.cost_grad,
-            &mut ws.no_grad,
-            &mut ws.inner,
-        );
+        self.running_cost_grad(t, y, ws);
         let rows = ws.cost_grad[width..(1 + self.state_dim()) * width].chunks_exact(width);
         for (row, dl) in out[..n].chunks_exact_mut(width).zip(rows) {
             for ((o, d), w) in row.iter_mut().zip(dl).zip(w_q) {
@@ -434,16 +441,7 @@ impl Sensitivity for WithQuadrature<'_> {
         }
         // q' = L(x, t): ∂L/∂x · v per lane from the block, ∂L/∂θ · u per lane from each lane's
         // own parameter gradient.
-        ws.no_grad.fill(0.0);
-        self.program.cost_grad(
-            CostKind::Running,
-            self.params,
-            t,
-            &y[..n],
-            &mut ws.cost_grad,
-            &mut ws.no_grad,
-            &mut ws.inner,
-        );
+        self.running_cost_grad(t, y, ws);
         self.running_param_grads(t, y, ws);
         for d in 0..m {
             let vd = &v[d * full..(d + 1) * full];

@@ -503,14 +503,17 @@ impl Program {
         grad: &mut [f64],
         ws: &mut Workspace,
     ) {
-        if self.saved_rows.is_empty() || saved.is_empty() {
-            return self.vjp(params, t, y, w, out, grad, ws);
-        }
-        assert_eq!(
-            saved.len(),
-            self.saved_rows.len() * ws.width,
-            "the values rhs_saving saved"
-        );
+        let reads_saved = !self.saved_rows.is_empty() && !saved.is_empty();
+        let kernel = if reads_saved {
+            assert_eq!(
+                saved.len(),
+                self.saved_rows.len() * ws.width,
+                "the values rhs_saving saved"
+            );
+            K::VjpSaved
+        } else {
+            K::Vjp
+        };
         let blocks = Blocks {
             y,
             w,
@@ -518,7 +521,7 @@ impl Program {
             ..Blocks::default()
         };
         self.run(
-            K::VjpSaved as usize,
+            kernel as usize,
             params,
             t,
             blocks,
@@ -625,21 +628,7 @@ impl Program {
         grad: &mut [f64],
         ws: &mut Workspace,
     ) {
-        let blocks = Blocks {
-            y,
-            w,
-            ..Blocks::default()
-        };
-        self.run(
-            K::Vjp as usize,
-            params,
-            t,
-            blocks,
-            None,
-            out,
-            Some(grad),
-            ws,
-        );
+        self.vjp_saved(params, t, y, &[], w, out, grad, ws);
     }
 
     /// `grad += Σ_s wᵀ ∂f/∂θ` over the block (full parameter layout).

@@ -862,13 +862,8 @@ impl<'r> Ctx<'r, '_> {
 
     #[inline(always)]
     fn lane(&self, s: Src) -> &'r [f64] {
-        let bank = if s.bank == REG {
-            self.regs
-        } else {
-            self.l.banks[s.bank as usize]
-        };
         let start = s.row as usize * self.l.width;
-        &bank[start + self.l.lo..start + self.l.hi]
+        &self.bank(s.bank)[start + self.l.lo..start + self.l.hi]
     }
 }
 
@@ -1117,7 +1112,7 @@ impl Kernel {
                 }
             }
             ReducePlan::Gemm(g) => {
-                if !matmul::run_reduce(c, g, scratch, reduced) {
+                if !(c.l.matmul && matmul::run_reduce(c, g, scratch, reduced)) {
                     for step in &g.fallback {
                         self.reduce_step(c, u, step, reduced, scratch);
                     }

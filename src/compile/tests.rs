@@ -13,17 +13,10 @@ fn program(text: &str) -> (crate::ir::Model, Program) {
     (m, p)
 }
 
-/// Deterministic values in (−1, 1).
+/// Seeded values in [−1, 1).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            2.0 * ((s >> 11) as f64 / (1u64 << 53) as f64) - 1.0
-        })
-        .collect()
+    let mut rng = crate::rng::Rng::new(seed);
+    (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect()
 }
 
 fn max_rel(a: &[f64], b: &[f64]) -> f64 {

@@ -135,17 +135,15 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     let n_steps = tl.steps;
     let n_save = tl.save.len();
     let method = &options.method;
+    // The continuous adjoint needs the grid states only: no stage inputs, nothing saved.
+    let (slots, saved) = if continuous {
+        (0, 0)
+    } else {
+        (SLOTS, sys.saved_len() * width)
+    };
     let segment = bp
         .segment
-        .unwrap_or_else(|| {
-            // The continuous adjoint records no evaluations, so it saves nothing.
-            let saved = if continuous {
-                0
-            } else {
-                sys.saved_len() * width
-            };
-            default_segment(n_steps, len, saved)
-        })
+        .unwrap_or_else(|| default_segment(n_steps, len, saved))
         .clamp(1, n_steps.max(1));
     let mut stats = Stats::default();
     let y0 = to_soa(y0_rows, dim, width);
@@ -160,10 +158,7 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     let mut y_old = y0.clone();
     // The last segment is recorded as the forward pass runs it, so the reverse pass replays
     // only the others (and nothing when one segment holds every step).
-    // The continuous adjoint needs the grid states only, not the stage inputs.
-    let slots = if continuous { 0 } else { SLOTS };
     let last_lo = n_steps.saturating_sub(1) / segment * segment;
-    let saved = sys.saved_len() * width;
     let mut records: Vec<StepRecord> = Vec::new();
     for n in 0..n_steps {
         if n % segment == 0 {

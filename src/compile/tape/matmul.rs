@@ -258,7 +258,7 @@ pub(super) fn run_reduce(
     reduced: &mut [f64],
 ) -> bool {
     let (w, lo, lanes) = (c.l.width, c.l.lo, c.l.hi - c.l.lo);
-    if lanes < MIN_SIDE || !c.l.matmul {
+    if lanes < MIN_SIDE {
         return false;
     }
     let (m, n) = (g.m as usize, g.n as usize);
