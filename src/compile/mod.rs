@@ -106,6 +106,9 @@ pub struct Workspace {
     /// Whether matrix products run as GEMMs (`tape::matmul`); off only to test and measure the
     /// lane loops.
     matmul: bool,
+    /// Whether kernels compiled to native code run it (`tape::native`); off only to test and
+    /// measure the interpreter.
+    native: bool,
     caches: Vec<UniformCache>,
     jacobian: Option<Box<JacobianScratch>>,
 }
@@ -222,6 +225,9 @@ impl Program {
             kernels.push(b.kernel(&lanes, &c.param));
             kernels.push(b.kernel(&[c.value], &[]));
             costs.push((c.kind, with_grad, with_grad + 1, c.copies));
+        }
+        if fuse {
+            tape::native::attach(&mut kernels, &[(K::Rhs as usize, &saved_rows)]);
         }
         let (t0, t1) = model.schedule.as_ref().map_or((0.0, 1.0), |s| (s.t0, s.t1));
         let layout = ParamLayout::new(model);
@@ -360,6 +366,7 @@ impl Program {
             reduced: vec![0.0; reduced],
             scratch: vec![0.0; self.kernels.iter().map(|k| k.scratch).max().unwrap_or(0)],
             matmul: true,
+            native: true,
             caches: self
                 .kernels
                 .iter()
@@ -375,7 +382,63 @@ impl Program {
     /// Runs kernel `k` over the whole block; samples whose times select different parameter
     /// copies are run separately, each with its own copy.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn run(
+        &self,
+        k: usize,
+        params: &Params,
+        t: &[f64],
+        blocks: Blocks<'_>,
+        tangent: Option<&[f64]>,
+        out: &mut [f64],
+        grad: Option<&mut [f64]>,
+        ws: &mut Workspace,
+    ) {
+        let kernel = &self.kernels[k];
+        let width = ws.width;
+        assert_eq!(t.len(), width, "one time per sample of the block");
+        // Native code over the whole block, without the interpreter's set-up: a small kernel
+        // costs about as much as that set-up (`tape::native`).
+        if let Some(native) = kernel
+            .native
+            .as_ref()
+            .filter(|_| ws.native && !self.time_varying)
+        {
+            let cache = &mut ws.caches[k];
+            let want = (params.generation(), 0);
+            if cache.key != Some(want) || kernel.reads_tangent {
+                let piece = self.layout.piece(t[0]);
+                self.layout.resolve(params.values(), piece, &mut ws.theta);
+                if let Some(u) = tangent {
+                    self.layout.resolve(u, piece, &mut ws.tangent);
+                }
+                kernel.prepare(&ws.theta, &ws.tangent, &mut cache.u);
+                cache.key = Some(want);
+            }
+            let bank = |b: u8| -> &[f64] {
+                match b {
+                    tape::STATE => blocks.y,
+                    tape::STATE_TANGENT => blocks.v,
+                    tape::COTANGENT => blocks.w,
+                    tape::INPUT => &ws.inputs,
+                    tape::LABEL => &ws.labels,
+                    tape::OBSERVED => &ws.observed,
+                    tape::TIME => t,
+                    tape::SAVED => blocks.saved,
+                    _ => &[],
+                }
+            };
+            if native.run_block(&cache.u, &mut ws.regs, bank, out, width) {
+                return;
+            }
+        }
+        self.run_interpreted(k, params, t, blocks, tangent, out, grad, ws);
+    }
+
+    /// [`Program::run`] by the interpreter, in pieces of the block that share parameters.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn run_interpreted(
         &self,
         k: usize,
         params: &Params,
@@ -417,6 +480,7 @@ impl Program {
                 scratch,
                 caches,
                 matmul,
+                native,
                 ..
             } = ws;
             let cache = &mut caches[k];
@@ -444,6 +508,7 @@ impl Program {
                 lo,
                 hi,
                 matmul: *matmul,
+                native: *native,
             };
             let reduced = &mut reduced[..kernel.n_reduce];
             reduced.fill(0.0);
@@ -1042,6 +1107,7 @@ impl Program {
             lo: 0,
             hi: 1,
             matmul: true,
+            native: true,
         };
         let reduced = &mut reduced[..kernel.n_reduce];
         reduced.fill(0.0);

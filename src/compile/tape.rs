@@ -26,6 +26,7 @@
 use std::collections::HashMap;
 
 mod matmul;
+pub(crate) mod native;
 
 use super::math;
 use crate::ir::{self, apply_pow, CmpOp, ExprId, Func, Node, Pool, Var};
@@ -45,7 +46,7 @@ pub(crate) const SAVED: u8 = 8;
 pub(crate) const BANKS: usize = 9;
 
 /// A lane: row `row` of bank `bank`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Src {
     bank: u8,
     row: u32,
@@ -261,6 +262,8 @@ pub(crate) struct Kernel {
     pub(crate) reads_tangent: bool,
     /// Whether the kernel reads the time `t`.
     pub(crate) reads_time: bool,
+    /// The same kernel as native code, when it is small and elementwise (see `native`).
+    pub(crate) native: Option<native::Native>,
 }
 
 /// Row offsets of every declared variable in its bank, from the model.
@@ -840,6 +843,9 @@ pub(crate) struct Lanes<'a> {
     /// Whether matrix products run as GEMMs (see `matmul`); off only to test and measure the
     /// lane loops.
     pub(crate) matmul: bool,
+    /// Whether kernels compiled to native code run it (see `native`); off only to test and
+    /// measure the interpreter.
+    pub(crate) native: bool,
 }
 
 /// The sources of one instruction: the banks, and the registers written before it.
@@ -993,6 +999,11 @@ impl Kernel {
         reduced: &mut [f64],
         scratch: &mut [f64],
     ) {
+        if let Some(n) = self.native.as_ref().filter(|_| lanes.native) {
+            if n.run(u, regs, &lanes, out) {
+                return;
+            }
+        }
         let w = lanes.width;
         let (lo, hi) = (lanes.lo, lanes.hi);
         for step in &self.steps {

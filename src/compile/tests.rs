@@ -175,3 +175,142 @@ fn the_vjp_from_saved_activations_has_the_recomputed_bits() {
         assert_eq!(bits(&grad_a), bits(&grad_b), "parameter part, D = {d}");
     }
 }
+
+/// Every kernel that runs as native code gives the interpreter's bits, on every model in
+/// `models/`, at widths that exercise the unrolled loop, the pair loop and the single-sample
+/// tail, on a lane range that starts at an odd sample, and with the registers the VJP reads
+/// from a saved evaluation stored. The Lorenz kernels must be native: the test fails if the
+/// code generator declines them.
+#[test]
+fn native_kernels_give_the_interpreters_bits() {
+    use super::{tape, Blocks, BANKS};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "node"))
+        .collect();
+    files.sort();
+    let mut checked = 0;
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(path).unwrap();
+        let file = SourceFile::new(format!("models/{name}"), text);
+        let (m, diags) = crate::check_source(&file, &Overrides::default(), "t");
+        assert!(!diags.has_errors(), "{name}: {}", diags.render(&file));
+        let p = Program::compile(&crate::prepare(m));
+        if name == "lorenz.node" {
+            for k in [K::Rhs, K::JvpState, K::VjpState, K::Outputs] {
+                assert!(
+                    p.kernels[k as usize].native.is_some(),
+                    "lorenz kernel {k:?}"
+                );
+            }
+        }
+        let params = Params::from_values(values(p.layout().total, 1));
+        let direction = values(p.layout().total, 2);
+        for (k, kernel) in p.kernels.iter().enumerate() {
+            let Some(native) = &kernel.native else {
+                continue;
+            };
+            checked += 1;
+            for width in [1, 2, 3, 8, 9, 32, 37] {
+                let dim = p.dim().max(1);
+                let block = |seed| values(dim * width + 64 * width, seed);
+                let (y, v, w) = (block(3), block(4), block(5));
+                let saved = values(p.saved_len() * width, 6);
+                let (t0, t1) = p.span();
+                let t: Vec<f64> = (0..width)
+                    .map(|s| t0 + (t1 - t0) * (s as f64 + 0.5) / width as f64)
+                    .collect();
+                let run = |native_on: bool, lo: usize| {
+                    let mut ws = p.workspace(width);
+                    ws.native = native_on;
+                    ws.bind_inputs(&values(p.input_len() * width, 7));
+                    ws.labels = values(ws.labels.len(), 8);
+                    ws.observed = values(ws.observed.len(), 9);
+                    let mut out = vec![0.0; native.out_rows() * width];
+                    let mut banks: [&[f64]; BANKS] = [&[]; BANKS];
+                    banks[tape::STATE as usize] = &y;
+                    banks[tape::STATE_TANGENT as usize] = &v;
+                    banks[tape::COTANGENT as usize] = &w;
+                    banks[tape::TIME as usize] = &t;
+                    banks[tape::SAVED as usize] = &saved;
+                    let blocks = Blocks {
+                        y: &y,
+                        v: &v,
+                        w: &w,
+                        saved: &saved,
+                    };
+                    if lo == 0 {
+                        p.run(
+                            k,
+                            &params,
+                            &t,
+                            blocks,
+                            Some(&direction),
+                            &mut out,
+                            None,
+                            &mut ws,
+                        );
+                    } else {
+                        // A lane range that does not start at a pair boundary.
+                        let cache = &mut ws.caches[k];
+                        p.layout
+                            .resolve(params.values(), p.layout.piece(t[0]), &mut ws.theta);
+                        p.layout
+                            .resolve(&direction, p.layout.piece(t[0]), &mut ws.tangent);
+                        kernel.prepare(&ws.theta, &ws.tangent, &mut cache.u);
+                        banks[tape::INPUT as usize] = &ws.inputs;
+                        banks[tape::LABEL as usize] = &ws.labels;
+                        banks[tape::OBSERVED as usize] = &ws.observed;
+                        let lanes = tape::Lanes {
+                            banks,
+                            width,
+                            lo,
+                            hi: width,
+                            matmul: true,
+                            native: native_on,
+                        };
+                        let mut reduced = [];
+                        kernel.run(
+                            &cache.u,
+                            &mut ws.regs,
+                            lanes,
+                            &mut out,
+                            &mut reduced,
+                            &mut [],
+                        );
+                    }
+                    let spilled: Vec<f64> = if k == K::Rhs as usize {
+                        let w = width;
+                        p.saved_rows
+                            .iter()
+                            .flat_map(|&r| ws.regs[r as usize * w..(r as usize + 1) * w].to_vec())
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    (out, spilled)
+                };
+                for lo in [0, 1] {
+                    if lo >= width {
+                        continue;
+                    }
+                    let (a, b) = (run(true, lo), run(false, lo));
+                    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&a.0),
+                        bits(&b.0),
+                        "{name} kernel {k} width {width} lo {lo}"
+                    );
+                    assert_eq!(bits(&a.1), bits(&b.1), "{name} kernel {k} saved registers");
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} native kernels over the models"
+    );
+}

@@ -1,0 +1,601 @@
+//! Native code for small elementwise kernels, generated with Cranelift.
+//!
+//! The interpreter pays for every instruction: a dispatch, a lane sliced and bounds-checked, a
+//! loop over the block. For a kernel of a handful of scalar operations (the Lorenz field) that
+//! overhead is most of the work: the tape measured 6× a hand-written loop there, and an ideal
+//! interpreter would still be about 2×. So a kernel whose instructions are all plain arithmetic
+//! — no reductions, no matrix products, no transcendental functions — is also compiled to one
+//! machine function that runs the whole tape for two samples at a time (`f64x2`), with every
+//! intermediate in a register: the loop a hand-written kernel is.
+//!
+//! Exactness: each operation is the IEEE operation the interpreter performs on the same
+//! operands, in the same order, and Cranelift fuses nothing (no multiply-add contraction), so
+//! the native code gives the interpreter's bits; `native_kernels_give_the_interpreters_bits`
+//! checks every kernel of every model in `models/`. Registers the caller reads after the run
+//! (the activations that `Program::rhs_saving` copies) are stored; the rest live in registers.
+//!
+//! Safety: this is nodec's only `unsafe` code, and the argument is local.
+//! - The generated function reads `rows[b] * width` values from bank `b`, writes
+//!   `out_rows * width` values of `out` and `spill_rows * width` of `regs`, and reads
+//!   `n_uniform` uniforms, at lanes `lo..hi`; `Native::run` checks every one of these lengths
+//!   and `lo <= hi <= width` before the call, and declines (the interpreter runs) otherwise.
+//! - The code lives as long as any `Native` holding its `Arc<Code>`; its memory is freed only
+//!   when the last one is dropped, and no pointer into it escapes a `Native`.
+
+#![allow(
+    unsafe_code,
+    reason = "calling generated code; the module docs give the safety argument"
+)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+
+use super::{Bin, Dst, Instr, Kernel, Kind, Lanes, Opd, Shape, Src, BANKS, REG};
+use crate::ir::Func;
+
+/// `f(banks, u, regs, out, lo, hi, width)`: see the module docs.
+type Entry = extern "C" fn(*const *const f64, *const f64, *mut f64, *mut f64, usize, usize, usize);
+
+/// Kernels larger than this stay interpreted: the interpreter's overhead is a small share of
+/// them, and a long body only adds compile time and register spills.
+const MAX_VALUES: usize = 256;
+
+/// Pairs of samples per iteration of the main loop.
+const UNROLL: usize = 4;
+
+/// The compiled code of one program's kernels. Freed when the last [`Native`] goes.
+struct Code(Mutex<Option<JITModule>>);
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        if let Some(module) = self.0.get_mut().ok().and_then(Option::take) {
+            // SAFETY: every function pointer into this module is held by a `Native` together
+            // with an `Arc` of this `Code`; the last such `Arc` is being dropped, so no pointer
+            // is left to call.
+            unsafe { module.free_memory() }
+        }
+    }
+}
+
+/// A kernel's native function, with the lengths it needs.
+#[derive(Clone)]
+pub(crate) struct Native {
+    entry: Entry,
+    /// The banks read and how many rows of each (`REG` is never read: registers live in
+    /// machine registers); the first `n_reads` entries.
+    reads: [(u8, u32); BANKS],
+    n_reads: u8,
+    out_rows: u32,
+    spill_rows: u32,
+    n_uniform: u32,
+    _code: Arc<Code>,
+}
+
+impl std::fmt::Debug for Native {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Native")
+            .field("reads", &&self.reads[..self.n_reads as usize])
+            .field("out_rows", &self.out_rows)
+            .field("spill_rows", &self.spill_rows)
+            .finish()
+    }
+}
+
+impl Native {
+    /// Rows of the output block the kernel writes.
+    #[cfg(test)]
+    pub(crate) fn out_rows(&self) -> usize {
+        self.out_rows as usize
+    }
+
+    /// Runs the kernel's lanes `lo..hi` natively; false (nothing written) when a buffer is
+    /// shorter than the code needs, so that the interpreter runs and reports it.
+    pub(super) fn run(
+        &self,
+        u: &[f64],
+        regs: &mut [f64],
+        lanes: &Lanes<'_>,
+        out: &mut [f64],
+    ) -> bool {
+        self.call(
+            u,
+            regs,
+            |b| lanes.banks[b as usize],
+            out,
+            lanes.lo,
+            lanes.hi,
+            lanes.width,
+        )
+    }
+
+    /// [`Native::run`] over a whole block of `width` samples, bank `b` being `bank(b)`.
+    #[inline]
+    pub(crate) fn run_block<'a>(
+        &self,
+        u: &[f64],
+        regs: &mut [f64],
+        bank: impl Fn(u8) -> &'a [f64],
+        out: &mut [f64],
+        width: usize,
+    ) -> bool {
+        self.call(u, regs, bank, out, 0, width, width)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn call<'a>(
+        &self,
+        u: &[f64],
+        regs: &mut [f64],
+        bank: impl Fn(u8) -> &'a [f64],
+        out: &mut [f64],
+        lo: usize,
+        hi: usize,
+        width: usize,
+    ) -> bool {
+        let fits = |len: usize, rows: u32| len >= rows as usize * width;
+        if !(lo <= hi
+            && hi <= width
+            && u.len() >= self.n_uniform as usize
+            && fits(out.len(), self.out_rows)
+            && fits(regs.len(), self.spill_rows))
+        {
+            return false;
+        }
+        let mut banks = [std::ptr::null::<f64>(); BANKS];
+        for &(b, rows) in &self.reads[..self.n_reads as usize] {
+            let lane = bank(b);
+            if !fits(lane.len(), rows) {
+                return false;
+            }
+            banks[b as usize] = lane.as_ptr();
+        }
+        (self.entry)(
+            banks.as_ptr(),
+            u.as_ptr(),
+            regs.as_mut_ptr(),
+            out.as_mut_ptr(),
+            lo,
+            hi,
+            width,
+        );
+        true
+    }
+}
+
+/// Whether the native code can run `k`: see the module docs.
+fn supported(k: &Kernel) -> bool {
+    let values: usize = k
+        .steps
+        .iter()
+        .map(|s| match s.instr {
+            Instr::Lin { rows, .. } => rows as usize,
+            _ => 1,
+        })
+        .sum();
+    let step_ok = |i: &Instr| match i {
+        Instr::Lin { gemm, .. } => gemm.is_none(),
+        Instr::Bin { op, .. } => matches!(op, Bin::Mul | Bin::Div),
+        Instr::Fold { .. } | Instr::Square { .. } => true,
+        Instr::Func { f, .. } => matches!(f, Func::Sqrt | Func::Abs),
+    };
+    k.reduces.is_empty()
+        && (!k.steps.is_empty() || !k.outputs.is_empty())
+        && values + k.outputs.len() <= MAX_VALUES
+        && k.steps.iter().all(|s| step_ok(&s.instr))
+}
+
+/// Compiles every supported kernel of a program; `spills[i]` are the registers of kernel `i`
+/// that the caller reads after a run. Kernels stay interpreted when the host has no Cranelift
+/// backend or code generation fails.
+pub(crate) fn attach(kernels: &mut [Kernel], spills: &[(usize, &[u32])]) {
+    let chosen: Vec<usize> = (0..kernels.len())
+        .filter(|&i| supported(&kernels[i]))
+        .collect();
+    if chosen.is_empty() {
+        return;
+    }
+    let Some(mut module) = new_module() else {
+        return;
+    };
+    let mut defined = Vec::new();
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let ptr = module.target_config().pointer_type();
+    for &i in &chosen {
+        let spill: BTreeSet<u32> = spills
+            .iter()
+            .filter(|(k, _)| *k == i)
+            .flat_map(|(_, rows)| rows.iter().copied())
+            .collect();
+        let mut sig = module.make_signature();
+        for _ in 0..4 {
+            sig.params.push(AbiParam::new(ptr));
+        }
+        for _ in 0..3 {
+            sig.params.push(AbiParam::new(ptr));
+        }
+        ctx.func.signature = sig.clone();
+        let config = module.target_config();
+        let needs = emit(&kernels[i], &spill, &mut ctx.func, &mut fctx, config);
+        let Ok(id) = module.declare_function(&format!("kernel{i}"), Linkage::Local, &sig) else {
+            return;
+        };
+        if module.define_function(id, &mut ctx).is_err() {
+            return;
+        }
+        module.clear_context(&mut ctx);
+        defined.push((i, id, needs));
+    }
+    if module.finalize_definitions().is_err() {
+        return;
+    }
+    let pointers: Vec<_> = defined
+        .iter()
+        .map(|&(_, id, _)| module.get_finalized_function(id))
+        .collect();
+    let code = Arc::new(Code(Mutex::new(Some(module))));
+    for ((i, _, needs), p) in defined.into_iter().zip(pointers) {
+        // SAFETY: `p` is the finalized code of a function declared with the signature of
+        // `Entry` (four pointers and three pointer-sized integers, the platform's C calling
+        // convention, no result); it stays mapped while `code` lives, and `Native` keeps it.
+        let entry = unsafe { std::mem::transmute::<*const u8, Entry>(p) };
+        let mut reads = [(0, 0); BANKS];
+        let mut n_reads = 0;
+        for (b, &rows) in needs.rows.iter().enumerate() {
+            if rows > 0 {
+                reads[n_reads] = (b as u8, rows);
+                n_reads += 1;
+            }
+        }
+        kernels[i].native = Some(Native {
+            entry,
+            reads,
+            n_reads: n_reads as u8,
+            out_rows: needs.out_rows,
+            spill_rows: needs.spill_rows,
+            n_uniform: kernels[i].n_uniform as u32,
+            _code: Arc::clone(&code),
+        });
+    }
+}
+
+fn new_module() -> Option<JITModule> {
+    let mut flags = settings::builder();
+    flags.set("opt_level", "none").ok()?;
+    flags.set("use_colocated_libcalls", "false").ok()?;
+    flags.set("is_pic", "false").ok()?;
+    let isa = cranelift_native::builder()
+        .ok()?
+        .finish(settings::Flags::new(flags))
+        .ok()?;
+    Some(JITModule::new(JITBuilder::with_isa(
+        isa,
+        default_libcall_names(),
+    )))
+}
+
+/// The lengths a generated function relies on.
+struct Needs {
+    rows: [u32; BANKS],
+    out_rows: u32,
+    spill_rows: u32,
+}
+
+/// The per-function state of code generation.
+struct Emitter<'k> {
+    k: &'k Kernel,
+    spill: &'k BTreeSet<u32>,
+    /// Row base address of every bank lane read, of every output row and spilled register.
+    lane_base: HashMap<Src, Value>,
+    out_base: HashMap<u32, Value>,
+    reg_base: HashMap<u32, Value>,
+    /// Each uniform read, splat to `f64x2` (the single-sample tail loads its own scalars, so
+    /// that they are not kept live, or spilled, across the loops).
+    splat: HashMap<u32, Value>,
+}
+
+/// Emits `k` into `func`; returns the lengths the code relies on.
+fn emit(
+    k: &Kernel,
+    spill: &BTreeSet<u32>,
+    func: &mut cranelift_codegen::ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    config: TargetFrontendConfig,
+) -> Needs {
+    let ptr = config.pointer_type();
+    let mut fb = FunctionBuilder::new(func, fctx);
+    let entry = fb.create_block();
+    let last = fb.create_block();
+    let exit = fb.create_block();
+    fb.append_block_params_for_function_params(entry);
+    fb.switch_to_block(entry);
+    let p = fb.block_params(entry).to_vec();
+    let (banks, u, regs, out, lo, hi, width) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+    let flags = MemFlagsData::new().with_notrap();
+    let stride = fb.ins().ishl_imm_u(width, 3);
+
+    // Everything the body reads or writes, so that addresses and uniforms are formed once.
+    let mut lanes_read: BTreeSet<Src> = BTreeSet::new();
+    let mut uniforms: BTreeSet<u32> = BTreeSet::new();
+    let mut out_rows: BTreeSet<u32> = BTreeSet::new();
+    let opd = |o: &Opd, lanes: &mut BTreeSet<Src>, unis: &mut BTreeSet<u32>| match *o {
+        Opd::L(s) => {
+            lanes.insert(s);
+        }
+        Opd::U(i) => {
+            unis.insert(i);
+        }
+    };
+    for step in &k.steps {
+        let rows = match &step.instr {
+            Instr::Lin {
+                rows,
+                shape,
+                coefs,
+                table,
+                ..
+            } => {
+                for sh in shape.iter() {
+                    match sh.kind {
+                        Kind::Lane | Kind::Scaled => {
+                            lanes_read.insert(sh.a);
+                        }
+                        Kind::Prod | Kind::ScaledProd => {
+                            lanes_read.insert(sh.a);
+                            lanes_read.insert(sh.b);
+                        }
+                        Kind::Uni => {}
+                    }
+                    if matches!(sh.kind, Kind::Uni | Kind::Scaled | Kind::ScaledProd) {
+                        for r in 0..*rows {
+                            uniforms.insert(table + r * coefs + sh.slot);
+                        }
+                    }
+                }
+                *rows
+            }
+            Instr::Bin { a, b, .. } => {
+                opd(a, &mut lanes_read, &mut uniforms);
+                opd(b, &mut lanes_read, &mut uniforms);
+                1
+            }
+            Instr::Fold { ops } => {
+                for o in ops.iter() {
+                    opd(o, &mut lanes_read, &mut uniforms);
+                }
+                1
+            }
+            Instr::Square { a } | Instr::Func { a, .. } => {
+                lanes_read.insert(*a);
+                1
+            }
+        };
+        if let Dst::Out(row) = step.dst {
+            out_rows.extend(row..row + rows);
+        }
+    }
+    for (row, o) in &k.outputs {
+        opd(o, &mut lanes_read, &mut uniforms);
+        out_rows.insert(*row);
+    }
+    lanes_read.retain(|s| s.bank != REG);
+
+    let mut needs = Needs {
+        rows: [0; BANKS],
+        out_rows: out_rows.last().map_or(0, |r| r + 1),
+        spill_rows: spill.last().map_or(0, |r| r + 1),
+    };
+    let mut bank_ptr: HashMap<u8, Value> = HashMap::new();
+    let row_base = |fb: &mut FunctionBuilder, base: Value, row: u32| match row {
+        0 => base,
+        1 => fb.ins().iadd(base, stride),
+        _ => {
+            let offset = fb.ins().imul_imm_u(stride, i64::from(row));
+            fb.ins().iadd(base, offset)
+        }
+    };
+    let mut e = Emitter {
+        k,
+        spill,
+        lane_base: HashMap::new(),
+        out_base: HashMap::new(),
+        reg_base: HashMap::new(),
+        splat: HashMap::new(),
+    };
+    for s in &lanes_read {
+        let rows = &mut needs.rows[s.bank as usize];
+        *rows = (*rows).max(s.row + 1);
+        let bp = *bank_ptr
+            .entry(s.bank)
+            .or_insert_with(|| fb.ins().load(ptr, flags, banks, 8 * i32::from(s.bank)));
+        let base = row_base(&mut fb, bp, s.row);
+        e.lane_base.insert(*s, base);
+    }
+    for &row in &out_rows {
+        let base = row_base(&mut fb, out, row);
+        e.out_base.insert(row, base);
+    }
+    for &row in spill {
+        let base = row_base(&mut fb, regs, row);
+        e.reg_base.insert(row, base);
+    }
+    let load_uniforms = |fb: &mut FunctionBuilder| -> HashMap<u32, Value> {
+        let load =
+            |fb: &mut FunctionBuilder, i: u32| fb.ins().load(types::F64, flags, u, 8 * i as i32);
+        uniforms.iter().map(|&i| (i, load(fb, i))).collect()
+    };
+    for (i, scalar) in load_uniforms(&mut fb) {
+        let splat = fb.ins().splat(types::F64X2, scalar);
+        e.splat.insert(i, splat);
+    }
+    let lo8 = fb.ins().ishl_imm_u(lo, 3);
+    let hi8 = fb.ins().ishl_imm_u(hi, 3);
+    // Rotated loops (one branch per iteration): four pairs of samples at a time while eight
+    // remain, then pairs, then the last sample alone.
+    let offset = fb.declare_var(ptr);
+    fb.def_var(offset, lo8);
+    for pairs in [UNROLL, 1] {
+        let bytes = 16 * pairs as i64;
+        let body = fb.create_block();
+        let done = fb.create_block();
+        let off = fb.use_var(offset);
+        let end = fb.ins().iadd_imm_u(off, bytes);
+        let enough = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, hi8);
+        fb.ins().brif(enough, body, &[], done, &[]);
+
+        fb.switch_to_block(body);
+        let off = fb.use_var(offset);
+        for p in 0..pairs {
+            e.lanes(&mut fb, types::F64X2, &e.splat, off, 16 * p as i32, flags);
+        }
+        let next = fb.ins().iadd_imm_u(off, bytes);
+        fb.def_var(offset, next);
+        let end = fb.ins().iadd_imm_u(off, 2 * bytes);
+        let enough = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, hi8);
+        fb.ins().brif(enough, body, &[], done, &[]);
+        fb.switch_to_block(done);
+    }
+    let off = fb.use_var(offset);
+    let one_left = fb.ins().icmp(IntCC::UnsignedLessThan, off, hi8);
+    fb.ins().brif(one_left, last, &[], exit, &[]);
+
+    fb.switch_to_block(last);
+    let scalars = load_uniforms(&mut fb);
+    e.lanes(&mut fb, types::F64, &scalars, off, 0, flags);
+    fb.ins().jump(exit, &[]);
+
+    fb.switch_to_block(exit);
+    fb.ins().return_(&[]);
+    fb.seal_all_blocks();
+    fb.finalize(config);
+    needs
+}
+
+impl Emitter<'_> {
+    /// The whole tape for the samples at byte offset `off`, `ty` being `f64x2` or `f64`.
+    fn lanes(
+        &self,
+        fb: &mut FunctionBuilder,
+        ty: Type,
+        uniforms: &HashMap<u32, Value>,
+        off: Value,
+        disp: i32,
+        flags: MemFlagsData,
+    ) {
+        let mut regs: HashMap<u32, Value> = HashMap::new();
+        let mut loaded: HashMap<Src, Value> = HashMap::new();
+        let uniform = |i: u32| uniforms[&i];
+        let mut lane = |fb: &mut FunctionBuilder, s: Src, regs: &HashMap<u32, Value>| {
+            if s.bank == REG {
+                return regs[&s.row];
+            }
+            *loaded.entry(s).or_insert_with(|| {
+                let addr = fb.ins().iadd(self.lane_base[&s], off);
+                fb.ins().load(ty, flags, addr, disp)
+            })
+        };
+        let mut operand = |fb: &mut FunctionBuilder, o: Opd, regs: &HashMap<u32, Value>| match o {
+            Opd::L(s) => lane(fb, s, regs),
+            Opd::U(i) => uniform(i),
+        };
+        for step in &self.k.steps {
+            let values: Vec<Value> = match &step.instr {
+                Instr::Lin {
+                    rows,
+                    shape,
+                    coefs,
+                    table,
+                    ..
+                } => (0..*rows)
+                    .map(|r| {
+                        let coef = |sh: &Shape| uniform(table + r * coefs + sh.slot);
+                        let mut term = |fb: &mut FunctionBuilder, sh: &Shape| match sh.kind {
+                            Kind::Lane => operand(fb, Opd::L(sh.a), &regs),
+                            Kind::Uni => coef(sh),
+                            Kind::Scaled => {
+                                let a = operand(fb, Opd::L(sh.a), &regs);
+                                fb.ins().fmul(coef(sh), a)
+                            }
+                            Kind::Prod => {
+                                let a = operand(fb, Opd::L(sh.a), &regs);
+                                let b = operand(fb, Opd::L(sh.b), &regs);
+                                fb.ins().fmul(a, b)
+                            }
+                            Kind::ScaledProd => {
+                                let a = operand(fb, Opd::L(sh.a), &regs);
+                                let b = operand(fb, Opd::L(sh.b), &regs);
+                                let ca = fb.ins().fmul(coef(sh), a);
+                                fb.ins().fmul(ca, b)
+                            }
+                        };
+                        let mut sum = term(fb, &shape[0]);
+                        for sh in &shape[1..] {
+                            let t = term(fb, sh);
+                            sum = fb.ins().fadd(sum, t);
+                        }
+                        sum
+                    })
+                    .collect(),
+                Instr::Bin { op, a, b } => {
+                    let a = operand(fb, *a, &regs);
+                    let b = operand(fb, *b, &regs);
+                    vec![match op {
+                        Bin::Mul => fb.ins().fmul(a, b),
+                        Bin::Div => fb.ins().fdiv(a, b),
+                        _ => unreachable!("`supported` admits products and quotients"),
+                    }]
+                }
+                Instr::Fold { ops } => {
+                    let mut acc = operand(fb, ops[0], &regs);
+                    for o in &ops[1..] {
+                        let x = operand(fb, *o, &regs);
+                        acc = fb.ins().fmul(acc, x);
+                    }
+                    vec![acc]
+                }
+                Instr::Square { a } => {
+                    let a = operand(fb, Opd::L(*a), &regs);
+                    vec![fb.ins().fmul(a, a)]
+                }
+                Instr::Func { f, a } => {
+                    let a = operand(fb, Opd::L(*a), &regs);
+                    vec![match f {
+                        Func::Sqrt => fb.ins().sqrt(a),
+                        Func::Abs => fb.ins().fabs(a),
+                        _ => unreachable!("`supported` admits sqrt and abs"),
+                    }]
+                }
+            };
+            for (r, v) in values.into_iter().enumerate() {
+                let r = r as u32;
+                match step.dst {
+                    Dst::Reg(d) => {
+                        regs.insert(d + r, v);
+                        if self.spill.contains(&(d + r)) {
+                            let addr = fb.ins().iadd(self.reg_base[&(d + r)], off);
+                            fb.ins().store(flags, v, addr, disp);
+                        }
+                    }
+                    Dst::Out(row) => {
+                        let addr = fb.ins().iadd(self.out_base[&(row + r)], off);
+                        fb.ins().store(flags, v, addr, disp);
+                    }
+                }
+            }
+        }
+        for &(row, o) in &self.k.outputs {
+            let v = operand(fb, o, &regs);
+            let addr = fb.ins().iadd(self.out_base[&row], off);
+            fb.ins().store(flags, v, addr, disp);
+        }
+    }
+}
