@@ -2,6 +2,8 @@
 //! loops over slices, blocked over 32 samples, f64), measured in the same run.
 //!
 //! - Lorenz right-hand side, batch 1024;
+//! - whole solves of Lorenz, Van der Pol and Robertson, batch 1024, native kernels against the
+//!   interpreter;
 //! - neural field `W2 tanh(W1 x + b1) + b2`, hidden width 64, D = 2 and D = 32, batch 1024:
 //!   evaluation, and the VJP with respect to the state and the parameters (which recomputes the
 //!   hidden activations, as nodec's kernel does); nodec with and without fusion.
@@ -334,5 +336,30 @@ fn bench_fields(c: &mut Criterion) {
     bench_field(c, 32);
 }
 
-criterion_group!(benches, bench_lorenz, bench_fields);
+// ------------------------------------------------------------------------- whole solves
+
+/// A whole solve of 1024 samples of small elementwise models, with native kernels and with
+/// the interpreter only: what native code gains a user, solver work included.
+fn bench_solves(_: &mut Criterion) {
+    for name in ["lorenz", "vdp", "robertson"] {
+        let path = format!("{}/models/{name}.node", env!("CARGO_MANIFEST_DIR"));
+        let m = model(&std::fs::read_to_string(path).expect("model readable"));
+        let native = Program::compile(&m);
+        let interpreted = native.clone().interpreted();
+        let params = nodec::simulate::initial_params(&m, native.layout(), 0);
+        let data = nodec::data::Dataset::samples(BATCH, 0, Vec::new(), None);
+        let solve = |program: &Program| {
+            let s = nodec::simulate::simulate(&m, program, &params, &data, None).expect("solves");
+            black_box(s);
+        };
+        p4::interleaved_ratio(
+            &format!("{name} solve, batch 1024, ratio native / interpreted"),
+            11,
+            || solve(&interpreted),
+            || solve(&native),
+        );
+    }
+}
+
+criterion_group!(benches, bench_lorenz, bench_fields, bench_solves);
 criterion_main!(benches);

@@ -284,6 +284,21 @@ impl Program {
         rows
     }
 
+    /// The same program with every kernel interpreted, none as native code (`tape::native`):
+    /// the same bits, to measure what native code gains or to rule it out when debugging.
+    pub fn interpreted(mut self) -> Program {
+        for k in &mut self.kernels {
+            k.native = None;
+        }
+        self
+    }
+
+    /// Whether kernel `k` runs as native code.
+    #[cfg(test)]
+    fn is_native(&self, k: K) -> bool {
+        self.kernels[k as usize].native.is_some()
+    }
+
     /// Number of state components of one sample.
     pub fn dim(&self) -> usize {
         self.dim

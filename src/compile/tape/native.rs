@@ -38,7 +38,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
-use super::{Bin, Dst, Instr, Kernel, Kind, Lanes, Opd, Shape, Src, BANKS, REG};
+use super::{Bin, Dst, Instr, Kernel, Kind, Lanes, Opd, Shape, Src, UInstr, ULeaf, BANKS, REG};
 use crate::ir::Func;
 
 /// `f(banks, u, regs, out, lo, hi, width)`: see the module docs.
@@ -46,7 +46,7 @@ type Entry = extern "C" fn(*const *const f64, *const f64, *mut f64, *mut f64, us
 
 /// Kernels larger than this stay interpreted: the interpreter's overhead is a small share of
 /// them, and a long body only adds compile time and register spills.
-const MAX_VALUES: usize = 256;
+const MAX_VALUES: usize = 64;
 
 /// Pairs of samples per iteration of the main loop.
 const UNROLL: usize = 4;
@@ -283,6 +283,29 @@ fn new_module() -> Option<JITModule> {
     )))
 }
 
+/// The uniforms of `k` that `Kernel::prepare` sets to a constant of the model: constant leaves
+/// and their copies in coefficient tables.
+fn known_uniforms(k: &Kernel) -> HashMap<u32, f64> {
+    let mut known: HashMap<u32, f64> = k
+        .leaves
+        .iter()
+        .filter_map(|&(dst, leaf)| match leaf {
+            ULeaf::Const(c) => Some((dst, c)),
+            _ => None,
+        })
+        .collect();
+    for UInstr::Node { dst, .. } in &k.prologue {
+        known.remove(dst);
+    }
+    for &(dst, src) in &k.gather {
+        match known.get(&src).copied() {
+            Some(c) => known.insert(dst, c),
+            None => known.remove(&dst),
+        };
+    }
+    known
+}
+
 /// The lengths a generated function relies on.
 struct Needs {
     rows: [u32; BANKS],
@@ -298,6 +321,8 @@ struct Emitter<'k> {
     lane_base: HashMap<Src, Value>,
     out_base: HashMap<u32, Value>,
     reg_base: HashMap<u32, Value>,
+    /// Uniforms whose value is a constant of the model, whatever the parameters.
+    known: HashMap<u32, f64>,
     /// Each uniform read, splat to `f64x2` (the single-sample tail loads its own scalars, so
     /// that they are not kept live, or spilled, across the loops).
     splat: HashMap<u32, Value>,
@@ -410,6 +435,7 @@ fn emit(
         out_base: HashMap::new(),
         reg_base: HashMap::new(),
         splat: HashMap::new(),
+        known: known_uniforms(k),
     };
     for s in &lanes_read {
         let rows = &mut needs.rows[s.bank as usize];
@@ -517,30 +543,47 @@ impl Emitter<'_> {
                     ..
                 } => (0..*rows)
                     .map(|r| {
-                        let coef = |sh: &Shape| uniform(table + r * coefs + sh.slot);
-                        let mut term = |fb: &mut FunctionBuilder, sh: &Shape| match sh.kind {
-                            Kind::Lane => operand(fb, Opd::L(sh.a), &regs),
-                            Kind::Uni => coef(sh),
-                            Kind::Scaled => {
-                                let a = operand(fb, Opd::L(sh.a), &regs);
-                                fb.ins().fmul(coef(sh), a)
-                            }
-                            Kind::Prod => {
-                                let a = operand(fb, Opd::L(sh.a), &regs);
-                                let b = operand(fb, Opd::L(sh.b), &regs);
-                                fb.ins().fmul(a, b)
-                            }
-                            Kind::ScaledProd => {
-                                let a = operand(fb, Opd::L(sh.a), &regs);
-                                let b = operand(fb, Opd::L(sh.b), &regs);
-                                let ca = fb.ins().fmul(coef(sh), a);
-                                fb.ins().fmul(ca, b)
-                            }
+                        let index = |sh: &Shape| table + r * coefs + sh.slot;
+                        let coef = |sh: &Shape| uniform(index(sh));
+                        // A term `±1·a` is `a`, or `a` subtracted (the `y − x` of every
+                        // difference): the product by ±1 is exact, so the bits are the same.
+                        let mut term = |fb: &mut FunctionBuilder, sh: &Shape| -> (Value, bool) {
+                            let plain = match sh.kind {
+                                Kind::Lane => operand(fb, Opd::L(sh.a), &regs),
+                                Kind::Uni => coef(sh),
+                                Kind::Scaled => {
+                                    let a = operand(fb, Opd::L(sh.a), &regs);
+                                    match self.known.get(&index(sh)) {
+                                        Some(1.0) => a,
+                                        Some(-1.0) => return (a, true),
+                                        _ => fb.ins().fmul(coef(sh), a),
+                                    }
+                                }
+                                Kind::Prod => {
+                                    let a = operand(fb, Opd::L(sh.a), &regs);
+                                    let b = operand(fb, Opd::L(sh.b), &regs);
+                                    fb.ins().fmul(a, b)
+                                }
+                                Kind::ScaledProd => {
+                                    let a = operand(fb, Opd::L(sh.a), &regs);
+                                    let b = operand(fb, Opd::L(sh.b), &regs);
+                                    let ca = fb.ins().fmul(coef(sh), a);
+                                    fb.ins().fmul(ca, b)
+                                }
+                            };
+                            (plain, false)
                         };
-                        let mut sum = term(fb, &shape[0]);
+                        let (mut sum, negated) = term(fb, &shape[0]);
+                        if negated {
+                            sum = fb.ins().fneg(sum);
+                        }
                         for sh in &shape[1..] {
-                            let t = term(fb, sh);
-                            sum = fb.ins().fadd(sum, t);
+                            let (t, negated) = term(fb, sh);
+                            sum = if negated {
+                                fb.ins().fsub(sum, t)
+                            } else {
+                                fb.ins().fadd(sum, t)
+                            };
                         }
                         sum
                     })
