@@ -420,16 +420,17 @@ impl Program {
             .filter(|_| ws.native && !self.time_varying)
         {
             let cache = &mut ws.caches[k];
-            let want = (params.generation(), 0);
-            if cache.key != Some(want) || kernel.reads_tangent {
-                let piece = self.layout.piece(t[0]);
-                self.layout.resolve(params.values(), piece, &mut ws.theta);
-                if let Some(u) = tangent {
-                    self.layout.resolve(u, piece, &mut ws.tangent);
-                }
-                kernel.prepare(&ws.theta, &ws.tangent, &mut cache.u);
-                cache.key = Some(want);
-            }
+            let piece = self.layout.piece(t[0]);
+            let (theta, tangent_view) = (&mut ws.theta, &mut ws.tangent);
+            self.refresh(
+                kernel,
+                params,
+                tangent,
+                (0, piece),
+                theta,
+                tangent_view,
+                cache,
+            );
             let bank = |b: u8| -> &[f64] {
                 match b {
                     tape::STATE => blocks.y,
@@ -448,6 +449,30 @@ impl Program {
             }
         }
         self.run_interpreted(k, params, t, blocks, tangent, out, grad, ws);
+    }
+
+    /// Brings `cache` to the uniforms of `kernel` for the parameters (and parameter tangent)
+    /// in force at `piece` (whose key is `key`), unless it already holds them.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh(
+        &self,
+        kernel: &Kernel,
+        params: &Params,
+        tangent: Option<&[f64]>,
+        (key, piece): (u64, Piece),
+        theta: &mut [f64],
+        tangent_view: &mut [f64],
+        cache: &mut UniformCache,
+    ) {
+        let want = (params.generation(), key);
+        if cache.key != Some(want) || kernel.reads_tangent {
+            self.layout.resolve(params.values(), piece, theta);
+            if let Some(u) = tangent {
+                self.layout.resolve(u, piece, tangent_view);
+            }
+            kernel.prepare(theta, tangent_view, &mut cache.u);
+            cache.key = Some(want);
+        }
     }
 
     /// [`Program::run`] by the interpreter, in pieces of the block that share parameters.
@@ -499,15 +524,15 @@ impl Program {
                 ..
             } = ws;
             let cache = &mut caches[k];
-            let want = (params.generation(), key);
-            if cache.key != Some(want) || kernel.reads_tangent {
-                self.layout.resolve(params.values(), piece, theta);
-                if let Some(u) = tangent {
-                    self.layout.resolve(u, piece, tangent_view);
-                }
-                kernel.prepare(theta, tangent_view, &mut cache.u);
-                cache.key = Some(want);
-            }
+            self.refresh(
+                kernel,
+                params,
+                tangent,
+                (key, piece),
+                theta,
+                tangent_view,
+                cache,
+            );
             let mut banks: [&[f64]; BANKS] = [&[]; BANKS];
             banks[tape::STATE as usize] = blocks.y;
             banks[tape::STATE_TANGENT as usize] = blocks.v;
