@@ -1,4 +1,4 @@
-//! The gradient of the neural-ODE benchmark P4 (`../shared/bench`, D = 2, width 64, batch
+//! The gradient of the neural-ODE benchmark P4 (`benches/data/p4/`, D = 2, width 64, batch
 //! 1024, RK4 × 20 on [0, 1], loss = mean |x(1)|²): backprop (the discrete adjoint) against the
 //! continuous adjoint, in time (criterion) and in peak memory.
 //!

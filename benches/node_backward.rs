@@ -1,5 +1,5 @@
 //! Forward + backward (loss and parameter gradient) of the neural-ODE benchmark P4
-//! (`../shared/bench`): batch 1024, width 64, classic RK4 × 20 on [0, 1], loss = mean |x(1)|²,
+//! (`benches/data/p4/`): batch 1024, width 64, classic RK4 × 20 on [0, 1], loss = mean |x(1)|²,
 //! D = 2 and D = 32.
 //!
 //! Baseline, measured in the same run: the blocked hand-written reverse sweep a good engineer

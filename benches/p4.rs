@@ -1,4 +1,4 @@
-//! The neural-ODE benchmark P4 (`../shared/bench`) as the benches load it: the model compiled
+//! The neural-ODE benchmark P4 (`benches/data/p4/`) as the benches load it: the model compiled
 //! with its weights and initial points, the weights again as plain arrays, and the hand-written
 //! blocked field `f(x) = W2 tanh(W1 x + b1) + b2` the baselines share.
 
@@ -33,7 +33,7 @@ pub fn load(d: usize) -> Problem {
 
 /// [`load`] with a line (such as a `train` declaration) added to the model.
 pub fn load_with_train(d: usize, extra: &str) -> Problem {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/data/p4");
     let path = format!("{dir}/node_d{d}.node");
     let text = std::fs::read_to_string(&path).expect("bench model") + "\n" + extra + "\n";
     let file = SourceFile::new(path.clone(), text);

@@ -1,5 +1,5 @@
 //! Solver tests against independent references: closed forms, the high-precision solutions in
-//! `shared/reference/`, observed convergence orders, published work counts, and bit-identity
+//! `tests/data/reference/`, observed convergence orders, published work counts, and bit-identity
 //! across thread counts. Test problems are plain closures over structure-of-arrays blocks.
 
 use super::*;
@@ -190,11 +190,11 @@ fn blowup() -> impl System {
     )
 }
 
-/// Reads a field of a reference solution in `shared/reference/`.
+/// Reads a field of a reference solution in `tests/data/reference/`.
 fn reference(file: &str, path: &[&str]) -> Vec<f64> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reference/");
     let text = std::fs::read_to_string(format!("{dir}{file}"))
-        .expect("shared/reference is checked out beside the repo");
+        .expect("tests/data/reference is part of the repository");
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("reference files are JSON");
     for key in path {
         v = v[key].clone();

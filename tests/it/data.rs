@@ -1,5 +1,5 @@
 //! The data layer through its public API: the portable generator against an independent
-//! reference, each toy set's geometry, CSV parsing of `shared/data/digits.csv` and of
+//! reference, each toy set's geometry, CSV parsing of `models/data/digits.csv` and of
 //! malformed files, and every model's data blocks.
 
 use std::f64::consts::PI;
@@ -12,11 +12,11 @@ use nodec::sema::Overrides;
 
 use crate::support;
 
-/// `shared/data/digits.csv`, read at run time (beside the repository, as in CI).
+/// `models/data/digits.csv`, the copy `digits_odenet.node` reads.
 fn digits() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/digits.csv");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/data/digits.csv");
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
     })
 }

@@ -1,4 +1,4 @@
-//! `nodec run` end to end: accuracy against closed forms and `../shared/reference/`, the JSON
+//! `nodec run` end to end: accuracy against closed forms and `tests/data/reference/`, the JSON
 //! contract, located run-time errors, atomic `--out`, and thread-count independence.
 
 use serde_json::Value;
@@ -20,7 +20,7 @@ fn run_json(args: &[&str]) -> Value {
 
 fn reference(name: &str) -> Value {
     let path = root()
-        .join("../shared/reference")
+        .join("tests/data/reference")
         .join(format!("{name}.json"));
     serde_json::from_str(&std::fs::read_to_string(path).expect("reference present")).unwrap()
 }
@@ -318,12 +318,12 @@ fn run_table_of_every_model() {
     }
 }
 
-/// The neural-ODE benchmark P4 (`../shared/bench`): with its fixed weights, nodec's loss equals
+/// The neural-ODE benchmark P4 (`benches/data/p4/`): with its fixed weights, nodec's loss equals
 /// the value every f64 implementation (PyTorch, JAX, hand-written Rust) agrees on to 1e-15.
 #[test]
 fn neural_ode_benchmark_loss_matches_the_peers() {
     for (d, expected) in [(2, 3.93834273556), (32, 68.5813899156)] {
-        let bench = root().join("../shared/bench");
+        let bench = root().join("benches/data/p4");
         let model = bench.join(format!("node_d{d}.node"));
         let params = bench.join(format!("params_d{d}.json"));
         let v = run_json(&[
