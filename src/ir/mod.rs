@@ -24,6 +24,7 @@ mod pool;
 mod prepare;
 pub mod print;
 pub mod simplify;
+pub mod tensor;
 pub mod verify;
 
 pub use adjoint::{adjoint, print_adjoint, Adjoint};

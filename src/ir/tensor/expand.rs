@@ -1,0 +1,240 @@
+//! Expansion of tensor nodes into the scalar IR: one scalar node per element, built through the
+//! scalar pool's smart constructors (CasADi's `expand()` from MX to SX).
+//!
+//! Small models run fastest as scalar kernels (the native elementwise code), so a tensor
+//! expression is expanded where that wins; the products and reductions are expanded the way
+//! `sema` lowered them element by element (a row of `K · x` is the sum of `K[i, k]·x[k]`).
+
+use super::node::{Leaf, TId, TNode};
+use super::pool::{grid, TensorPool};
+use crate::ir::{ExprId, Pool, Shape, Var};
+
+/// Maps tensor nodes to scalar elements, memoized across calls.
+pub struct Expander<'a> {
+    tensors: &'a TensorPool,
+    elements: Vec<Option<Vec<ExprId>>>,
+}
+
+/// The scalar variable of element `elem` of a leaf, in the scalar IR's numbering.
+pub fn leaf_var(leaf: Leaf, elem: usize) -> Var {
+    let elem = elem as u32;
+    match leaf {
+        Leaf::Time => Var::Time,
+        Leaf::State(state) => Var::State { state, elem },
+        Leaf::Param(param) => Var::Param { param, elem },
+        Leaf::Input(input) => Var::Input { input, elem },
+        Leaf::Label(label) => Var::Label { label },
+        Leaf::Observed(observed) => Var::Observed { observed, elem },
+        Leaf::StateTangent(state) => Var::StateTangent { state, elem },
+        Leaf::ParamTangent(param) => Var::ParamTangent { param, elem },
+        Leaf::Cotangent(state) => Var::Cotangent { state, elem },
+    }
+}
+
+impl<'a> Expander<'a> {
+    /// An expander of `tensors`; leaves become the scalar variables of [`leaf_var`].
+    pub fn new(tensors: &'a TensorPool) -> Expander<'a> {
+        Expander {
+            tensors,
+            elements: vec![None; tensors.len()],
+        }
+    }
+
+    /// The scalar nodes of `id`'s elements, row-major.
+    pub fn expand(&mut self, pool: &mut Pool, id: TId) -> Vec<ExprId> {
+        // Children first, in id order, so that the recursion never goes deep.
+        let mut stack = vec![id];
+        while let Some(&top) = stack.last() {
+            if self.elements[top.index()].is_some() {
+                stack.pop();
+                continue;
+            }
+            let mut missing = false;
+            self.tensors.node(top).for_each_operand(|c| {
+                if self.elements[c.index()].is_none() {
+                    stack.push(c);
+                    missing = true;
+                }
+            });
+            if !missing {
+                stack.pop();
+                let elems = self.expand_node(pool, top);
+                self.elements[top.index()] = Some(elems);
+            }
+        }
+        self.elements[id.index()].clone().expect("expanded")
+    }
+
+    fn expand_node(&self, pool: &mut Pool, id: TId) -> Vec<ExprId> {
+        let t = self.tensors;
+        let shape = t.shape(id);
+        let n = shape.len();
+        let e = |c: &TId| self.elements[c.index()].as_ref().expect("children first");
+        // Element i of a child, broadcasting scalars.
+        let at = |c: &TId, i: usize| {
+            let x = e(c);
+            if x.len() == 1 {
+                x[0]
+            } else {
+                x[i]
+            }
+        };
+        match t.node(id) {
+            TNode::Const(bits) => vec![pool.constant(f64::from_bits(*bits))],
+            TNode::Literal(bits) => bits
+                .iter()
+                .map(|b| pool.constant(f64::from_bits(*b)))
+                .collect(),
+            TNode::Leaf(l) => (0..n).map(|i| pool.var(leaf_var(*l, i))).collect(),
+            TNode::Fill(a) => vec![e(a)[0]; n],
+            TNode::Add(c) => (0..n)
+                .map(|i| {
+                    let terms: Vec<ExprId> = c.iter().map(|x| at(x, i)).collect();
+                    pool.sum(&terms)
+                })
+                .collect(),
+            TNode::Mul(c) => (0..n)
+                .map(|i| {
+                    let factors: Vec<ExprId> = c.iter().map(|x| at(x, i)).collect();
+                    pool.product(&factors)
+                })
+                .collect(),
+            TNode::Div(a, b) => (0..n).map(|i| pool.div(at(a, i), at(b, i))).collect(),
+            TNode::Pow(a, b) => (0..n).map(|i| pool.pow(at(a, i), at(b, i))).collect(),
+            TNode::Func(f, a) => e(a).iter().map(|&x| pool.func(*f, x)).collect(),
+            TNode::Min(a, b) => (0..n).map(|i| pool.min(at(a, i), at(b, i))).collect(),
+            TNode::Max(a, b) => (0..n).map(|i| pool.max(at(a, i), at(b, i))).collect(),
+            TNode::Cmp(op, a, b) => (0..n).map(|i| pool.cmp(*op, at(a, i), at(b, i))).collect(),
+            TNode::MatMul(a, b) => {
+                let (m, k) = grid(t.shape(*a));
+                let p = match t.shape(*b) {
+                    Shape::Vector(_) => 1,
+                    s => grid(s).1,
+                };
+                let (x, y) = (e(a), e(b));
+                let mut out = Vec::with_capacity(m * p);
+                let mut terms = Vec::with_capacity(k);
+                for i in 0..m {
+                    for j in 0..p {
+                        terms.clear();
+                        for l in 0..k {
+                            terms.push(pool.mul(x[i * k + l], y[l * p + j]));
+                        }
+                        out.push(pool.sum(&terms));
+                    }
+                }
+                out
+            }
+            TNode::Transpose(a) => {
+                let (m, k) = grid(t.shape(*a));
+                let x = e(a);
+                (0..k)
+                    .flat_map(|j| (0..m).map(move |i| x[i * k + j]))
+                    .collect()
+            }
+            TNode::Reshape(a) => e(a).clone(),
+            TNode::Sum(a) => vec![pool.sum(e(a))],
+            TNode::SumAxis(a, axis) => {
+                let (m, k) = grid(t.shape(*a));
+                let x = e(a);
+                if *axis == 0 {
+                    (0..k)
+                        .map(|j| {
+                            let col: Vec<ExprId> = (0..m).map(|i| x[i * k + j]).collect();
+                            pool.sum(&col)
+                        })
+                        .collect()
+                } else {
+                    (0..m).map(|i| pool.sum(&x[i * k..(i + 1) * k])).collect()
+                }
+            }
+            TNode::MaxAll(a) => {
+                let x = e(a);
+                let mut m = x[0];
+                for &y in &x[1..] {
+                    m = pool.max(m, y);
+                }
+                vec![m]
+            }
+            TNode::FirstMax(a) => {
+                // [prefix max before k < max] − [prefix max through k < max]: 1 exactly at the
+                // first maximum.
+                let x = e(a);
+                let (prefix, m) = prefix_maxima(pool, x);
+                let below: Vec<ExprId> = prefix
+                    .iter()
+                    .map(|&p| pool.cmp(crate::ir::CmpOp::Lt, p, m))
+                    .collect();
+                let one = pool.constant(1.0);
+                (0..x.len())
+                    .map(|k| {
+                        let before = if k == 0 { one } else { below[k - 1] };
+                        pool.sub(before, below[k])
+                    })
+                    .collect()
+            }
+            TNode::ArgMax(a) => {
+                // Σ_k [max(x_0..x_k) < max(x)] counts the positions before the first maximum.
+                let x = e(a);
+                let (prefix, m) = prefix_maxima(pool, x);
+                let below: Vec<ExprId> = prefix[..prefix.len() - 1]
+                    .iter()
+                    .map(|&p| pool.cmp(crate::ir::CmpOp::Lt, p, m))
+                    .collect();
+                vec![pool.sum(&below)]
+            }
+            TNode::Gather(a, w) => {
+                let (rows, cols) = grid(shape);
+                let x = e(a);
+                (0..rows)
+                    .flat_map(|i| (0..cols).map(move |j| x[w.at(i, j)]))
+                    .collect()
+            }
+            TNode::Scatter(g, w) => {
+                let (rows, cols) = grid(t.shape(*g));
+                let zero = pool.constant(0.0);
+                let mut out = vec![zero; n];
+                let x = e(g);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        out[w.at(i, j)] = x[i * cols + j];
+                    }
+                }
+                out
+            }
+            TNode::Concat(parts) => parts.iter().flat_map(|p| e(p).iter().copied()).collect(),
+            TNode::Outer(a, b) => {
+                let (x, y) = (e(a), e(b));
+                let mut out = Vec::with_capacity(n);
+                for &p in x {
+                    for &q in y {
+                        out.push(pool.mul(p, q));
+                    }
+                }
+                out
+            }
+            TNode::Diag(a) => {
+                let x = e(a);
+                let k = x.len();
+                let zero = pool.constant(0.0);
+                let mut out = vec![zero; k * k];
+                for (i, &v) in x.iter().enumerate() {
+                    out[i * k + i] = v;
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The running maxima `max(x_0..x_k)` for every `k`, and the overall maximum (the last).
+fn prefix_maxima(pool: &mut Pool, x: &[ExprId]) -> (Vec<ExprId>, ExprId) {
+    let mut prefix = Vec::with_capacity(x.len());
+    let mut m = x[0];
+    prefix.push(m);
+    for &y in &x[1..] {
+        m = pool.max(m, y);
+        prefix.push(m);
+    }
+    (prefix, m)
+}
