@@ -48,8 +48,11 @@ impl std::fmt::Display for Shape {
 pub struct Model {
     /// The `model NAME` header, or the file stem when absent.
     pub name: String,
-    /// All expression nodes.
+    /// All expression nodes, one per element: the expansion of the tensor nodes that the
+    /// model's roots use.
     pub pool: Pool,
+    /// The model's expressions as `sema` builds them: array-valued tensor nodes.
+    pub tensors: super::tensor::TensorPool,
     /// Constants with their final values (after `--set`), for printing.
     pub consts: Vec<Const>,
     /// Trainable parameters.

@@ -1,10 +1,11 @@
 //! Built-in functions and calculus: their arity, argument names, shape rules and lowering.
 
-use super::expr::{transpose, Scope};
+use super::expr::Scope;
 use super::value::Value;
 use super::Checker;
 use crate::diag::{suggest, Diagnostic};
-use crate::ir::{diff, CmpOp, ExprId, Func, Node, Pool, Shape, Var};
+use crate::ir::tensor::{diff, Leaf, TId, TNode, TensorPool};
+use crate::ir::{CmpOp, Func, Shape};
 use crate::syntax::ast;
 
 /// Every built-in function with its argument names; the first `required` are mandatory.
@@ -184,52 +185,51 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
         _ => return Value::Error,
     };
     let sa = a.shape().expect("errors filtered");
-    let ea = a.elems().to_vec();
+    let x = a.id().expect("errors filtered");
+    let scalar = |id: TId| Value::tensor(id, Shape::Scalar);
     match (name, b) {
         ("min" | "max" | "pow", Some(b)) => {
             let sb = b.shape().expect("errors filtered");
             let f = match name {
-                "min" => Pool::min,
-                "max" => Pool::max,
-                _ => Pool::pow,
+                "min" => TensorPool::min,
+                "max" => TensorPool::max,
+                _ => TensorPool::pow,
             };
-            checker
-                .broadcast(sa, &ea, sb, b.elems(), f)
-                .unwrap_or_else(|| {
-                    checker.diags.error(
-                        span,
-                        format!("`{name}` needs equal shapes or a scalar, found {sa} and {sb}"),
-                    );
-                    Value::Error
-                })
+            checker.broadcast(a, b, f).unwrap_or_else(|| {
+                checker.diags.error(
+                    span,
+                    format!("`{name}` needs equal shapes or a scalar, found {sa} and {sb}"),
+                );
+                Value::Error
+            })
         }
-        ("sum", None) => Value::scalar(checker.model.pool.sum(&ea)),
+        ("sum", None) => scalar(checker.model.tensors.sum(x)),
         ("mean", None) => {
-            if ea.is_empty() {
+            if sa.is_empty() {
                 checker
                     .diags
                     .error(span, "the mean of an empty array is undefined");
                 return Value::Error;
             }
-            let pool = &mut checker.model.pool;
-            let total = pool.sum(&ea);
-            let n = pool.constant(ea.len() as f64);
-            Value::scalar(pool.div(total, n))
+            let pool = &mut checker.model.tensors;
+            let total = pool.sum(x);
+            let n = pool.constant(sa.len() as f64);
+            scalar(pool.div(total, n))
         }
-        ("sumsq", None) => Value::scalar(sumsq(&mut checker.model.pool, &ea)),
+        ("sumsq", None) => scalar(sumsq(&mut checker.model.tensors, x)),
         ("norm", None) => {
-            let pool = &mut checker.model.pool;
-            let s = sumsq(pool, &ea);
-            Value::scalar(pool.func(Func::Sqrt, s))
+            let pool = &mut checker.model.tensors;
+            let s = sumsq(pool, x);
+            scalar(pool.func(Func::Sqrt, s))
         }
         ("logsumexp", None) => {
-            if ea.is_empty() {
+            if sa.is_empty() {
                 checker
                     .diags
                     .error(span, "`logsumexp` of an empty array is undefined");
                 return Value::Error;
             }
-            Value::scalar(logsumexp(&mut checker.model.pool, &ea))
+            scalar(logsumexp(&mut checker.model.tensors, x))
         }
         ("argmax", None) => {
             if !matches!(sa, Shape::Vector(n) if n > 0) {
@@ -239,7 +239,7 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                 );
                 return Value::Error;
             }
-            Value::scalar(argmax(&mut checker.model.pool, &ea))
+            scalar(checker.model.tensors.argmax(x))
         }
         ("softmax" | "log_softmax", None) => {
             if !matches!(sa, Shape::Vector(n) if n > 0) {
@@ -249,26 +249,22 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                 );
                 return Value::Error;
             }
-            let pool = &mut checker.model.pool;
-            let lse = logsumexp(pool, &ea);
-            let out = ea
-                .iter()
-                .map(|x| {
-                    let shifted = pool.sub(*x, lse);
-                    if name == "softmax" {
-                        pool.func(Func::Exp, shifted)
-                    } else {
-                        shifted
-                    }
-                })
-                .collect();
-            Value::array(sa, out)
+            let pool = &mut checker.model.tensors;
+            let lse = logsumexp(pool, x);
+            let shifted = pool.sub(x, lse);
+            let out = if name == "softmax" {
+                pool.func(Func::Exp, shifted)
+            } else {
+                shifted
+            };
+            Value::tensor(out, sa)
         }
-        ("transpose", None) => transpose(a),
+        ("transpose", None) => checker.transpose(a),
         ("trace", None) => match sa {
             Shape::Matrix(m, n) if m == n => {
-                let diag: Vec<ExprId> = (0..n).map(|i| ea[i * n + i]).collect();
-                Value::scalar(checker.model.pool.sum(&diag))
+                let pool = &mut checker.model.tensors;
+                let d = pool.diag_part(x);
+                scalar(pool.sum(d))
             }
             _ => {
                 checker
@@ -277,26 +273,19 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                 Value::Error
             }
         },
-        ("diag", None) => {
-            match sa {
-                Shape::Vector(n) => {
-                    let zero = checker.model.pool.constant(0.0);
-                    let mut out = vec![zero; n * n];
-                    for i in 0..n {
-                        out[i * n + i] = ea[i];
-                    }
-                    Value::array(Shape::Matrix(n, n), out)
-                }
-                Shape::Matrix(m, n) => {
-                    let k = m.min(n);
-                    Value::array(Shape::Vector(k), (0..k).map(|i| ea[i * n + i]).collect())
-                }
-                Shape::Scalar => {
-                    checker.diags.error(span, "`diag` needs a vector (to build a matrix) or a matrix (to read its diagonal)");
-                    Value::Error
-                }
+        ("diag", None) => match sa {
+            Shape::Vector(n) => Value::tensor(checker.model.tensors.diag(x), Shape::Matrix(n, n)),
+            Shape::Matrix(m, n) => {
+                Value::tensor(checker.model.tensors.diag_part(x), Shape::Vector(m.min(n)))
             }
-        }
+            Shape::Scalar => {
+                checker.diags.error(
+                    span,
+                    "`diag` needs a vector (to build a matrix) or a matrix (to read its diagonal)",
+                );
+                Value::Error
+            }
+        },
         ("dot", Some(b)) => {
             let sb = b.shape().expect("errors filtered");
             if sa != sb || matches!(sa, Shape::Matrix(..)) {
@@ -306,26 +295,15 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                 );
                 return Value::Error;
             }
-            let pool = &mut checker.model.pool;
-            let terms: Vec<ExprId> = ea
-                .iter()
-                .zip(b.elems())
-                .map(|(x, y)| pool.mul(*x, *y))
-                .collect();
-            Value::scalar(pool.sum(&terms))
+            let y = b.id().expect("errors filtered");
+            scalar(checker.model.tensors.dot(x, y))
         }
         ("outer", Some(b)) => {
             let sb = b.shape().expect("errors filtered");
             match (sa, sb) {
                 (Shape::Vector(m), Shape::Vector(n)) => {
-                    let pool = &mut checker.model.pool;
-                    let mut out = Vec::with_capacity(m * n);
-                    for x in &ea {
-                        for y in b.elems() {
-                            out.push(pool.mul(*x, *y));
-                        }
-                    }
-                    Value::array(Shape::Matrix(m, n), out)
+                    let y = b.id().expect("errors filtered");
+                    Value::tensor(checker.model.tensors.outer(x, y), Shape::Matrix(m, n))
                 }
                 _ => {
                     checker.diags.error(
@@ -340,7 +318,7 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
             let sb = b.shape().expect("errors filtered");
             let n = sa.len().max(sb.len());
             // −(y log p + (1 − y) log(1 − p)), averaged over elements like PyTorch's BCELoss.
-            let losses = checker.broadcast(sa, &ea, sb, b.elems(), |pool, p, y| {
+            let losses = checker.broadcast(a, b, |pool, p, y| {
                 let one = pool.constant(1.0);
                 let log_p = pool.func(Func::Log, p);
                 let one_minus_p = pool.sub(one, p);
@@ -352,7 +330,7 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                 pool.neg(s)
             });
             match losses {
-                Some(v) => mean_of(checker, v.elems(), n),
+                Some(v) => mean_of(checker, v, n),
                 None => {
                     checker.diags.error(
                         span,
@@ -365,12 +343,12 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
         ("mse", Some(b)) => {
             let sb = b.shape().expect("errors filtered");
             let n = sa.len().max(sb.len());
-            let squares = checker.broadcast(sa, &ea, sb, b.elems(), |pool, x, y| {
+            let squares = checker.broadcast(a, b, |pool, x, y| {
                 let d = pool.sub(x, y);
                 pool.mul(d, d)
             });
             match squares {
-                Some(v) => mean_of(checker, v.elems(), n),
+                Some(v) => mean_of(checker, v, n),
                 None => {
                     checker.diags.error(
                         span,
@@ -382,28 +360,22 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
         }
         ("cross_entropy", Some(b)) => {
             let sb = b.shape().expect("errors filtered");
-            if !matches!(sa, Shape::Vector(n) if n > 0) || sb != Shape::Scalar {
-                checker.diags.error(
-                    span,
-                    format!("`cross_entropy` needs a vector of logits and a scalar class index, found {sa} and {sb}"),
-                );
-                return Value::Error;
+            let Shape::Vector(n) = sa else {
+                return cross_entropy_shapes(checker, span, sa, sb);
+            };
+            if n == 0 || sb != Shape::Scalar {
+                return cross_entropy_shapes(checker, span, sa, sb);
             }
-            // logsumexp(z) − z[class], with the class read at run time through indicator terms.
-            let pool = &mut checker.model.pool;
-            let class = b.elems()[0];
-            let lse = logsumexp(pool, &ea);
-            let picked: Vec<ExprId> = ea
-                .iter()
-                .enumerate()
-                .map(|(k, z)| {
-                    let kc = pool.constant(k as f64);
-                    let is_k = pool.cmp(CmpOp::Eq, class, kc);
-                    pool.mul(is_k, *z)
-                })
-                .collect();
-            let z_class = pool.sum(&picked);
-            Value::scalar(pool.sub(lse, z_class))
+            // logsumexp(z) − z[class], with the class read at run time through indicators
+            // `[class == k]`.
+            let pool = &mut checker.model.tensors;
+            let class = b.id().expect("errors filtered");
+            let lse = logsumexp(pool, x);
+            let ks: Vec<f64> = (0..n).map(|k| k as f64).collect();
+            let ks = pool.literal(&ks, sa);
+            let is_k = pool.cmp(CmpOp::Eq, class, ks);
+            let z_class = pool.dot(is_k, x);
+            scalar(pool.sub(lse, z_class))
         }
         ("grad" | "jacobian" | "div", Some(b)) => calculus(checker, name, a, b, &args),
         _ => {
@@ -415,59 +387,48 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
     }
 }
 
-fn sumsq(pool: &mut Pool, elems: &[ExprId]) -> ExprId {
-    let squares: Vec<ExprId> = elems.iter().map(|x| pool.mul(*x, *x)).collect();
-    pool.sum(&squares)
+fn cross_entropy_shapes(
+    checker: &mut Checker,
+    span: crate::diag::Span,
+    sa: Shape,
+    sb: Shape,
+) -> Value {
+    checker.diags.error(
+        span,
+        format!("`cross_entropy` needs a vector of logits and a scalar class index, found {sa} and {sb}"),
+    );
+    Value::Error
+}
+
+fn sumsq(pool: &mut TensorPool, x: TId) -> TId {
+    let squares = pool.mul(x, x);
+    pool.sum(squares)
 }
 
 /// `max(x) + log Σ exp(x − max(x))`: never overflows.
-fn logsumexp(pool: &mut Pool, elems: &[ExprId]) -> ExprId {
-    if elems.len() == 1 {
-        return elems[0];
+fn logsumexp(pool: &mut TensorPool, x: TId) -> TId {
+    if pool.shape(x).len() == 1 {
+        return pool.reshape(x, Shape::Scalar);
     }
-    let mut m = elems[0];
-    for x in &elems[1..] {
-        m = pool.max(m, *x);
-    }
-    let exps: Vec<ExprId> = elems
-        .iter()
-        .map(|x| {
-            let shifted = pool.sub(*x, m);
-            pool.func(Func::Exp, shifted)
-        })
-        .collect();
-    let total = pool.sum(&exps);
+    let m = pool.max_all(x);
+    let shifted = pool.sub(x, m);
+    let exps = pool.func(Func::Exp, shifted);
+    let total = pool.sum(exps);
     let log = pool.func(Func::Log, total);
     pool.add(m, log)
 }
 
-/// The index of the first maximum, as a number: `Σ_k [max(x_0..x_k) < max(x)]` counts the
-/// prefix maxima below the overall maximum, which are exactly the positions before the first
-/// maximum. Comparisons only, so its derivative is 0; the prefix maxima are the running `max`
-/// chain of [`logsumexp`], shared with it by hash-consing.
-fn argmax(pool: &mut Pool, elems: &[ExprId]) -> ExprId {
-    let mut prefix = Vec::with_capacity(elems.len());
-    let mut m = elems[0];
-    prefix.push(m);
-    for x in &elems[1..] {
-        m = pool.max(m, *x);
-        prefix.push(m);
-    }
-    let below: Vec<ExprId> = prefix[..prefix.len() - 1]
-        .iter()
-        .map(|p| pool.cmp(CmpOp::Lt, *p, m))
-        .collect();
-    pool.sum(&below)
-}
-
-fn mean_of(checker: &mut Checker, elems: &[ExprId], n: usize) -> Value {
-    let pool = &mut checker.model.pool;
-    let total = pool.sum(elems);
+fn mean_of(checker: &mut Checker, v: Value, n: usize) -> Value {
+    let Value::Tensor { id, .. } = v else {
+        return Value::Error;
+    };
+    let pool = &mut checker.model.tensors;
+    let total = pool.sum(id);
     if n == 1 {
-        return Value::scalar(total);
+        return Value::tensor(total, Shape::Scalar);
     }
     let count = pool.constant(n as f64);
-    Value::scalar(pool.div(total, count))
+    Value::tensor(pool.div(total, count), Shape::Scalar)
 }
 
 fn constructor<'a>(checker: &mut Checker<'a>, name: &str, args: &[&'a ast::Expr]) -> Value {
@@ -491,42 +452,31 @@ fn constructor<'a>(checker: &mut Checker<'a>, name: &str, args: &[&'a ast::Expr]
         );
         return Value::Error;
     }
-    let pool = &mut checker.model.pool;
-    let zero = pool.constant(0.0);
-    let one = pool.constant(1.0);
-    let elems = match name {
-        "ones" => vec![one; shape.len()],
-        "zeros" => vec![zero; shape.len()],
+    let pool = &mut checker.model.tensors;
+    let id = match name {
+        "ones" => {
+            let one = pool.constant(1.0);
+            pool.fill(one, shape)
+        }
+        "zeros" => pool.zeros(shape),
         _ => {
-            let n = sizes[0];
-            (0..n * n)
-                .map(|k| if k / n == k % n { one } else { zero })
-                .collect()
+            let one = pool.constant(1.0);
+            let ones = pool.fill(one, Shape::Vector(sizes[0]));
+            pool.diag(ones)
         }
     };
-    Value::array(shape, elems)
+    Value::tensor(id, shape)
 }
 
 /// `der(x)`: the right-hand side of state `x`'s equation.
 fn der<'a>(checker: &mut Checker<'a>, arg: &'a ast::Expr, scope: &Scope) -> Value {
     let v = checker.lower(arg, scope);
-    let Value::Array { elems, .. } = &v else {
+    let Value::Tensor { id, .. } = v else {
         return Value::Error;
     };
-    let state = match elems.first().map(|e| checker.model.pool.node(*e)) {
-        Some(Node::Var(Var::State { state, .. })) => Some(*state),
-        _ => None,
-    };
-    let whole_state = state.filter(|&s| {
-        let shape = checker.states[s as usize].shape;
-        shape.is_some_and(|sh| sh.len() == elems.len())
-            && elems.iter().enumerate().all(|(i, e)| {
-                matches!(checker.model.pool.node(*e), Node::Var(Var::State { state, elem }) if *state == s && *elem as usize == i)
-            })
-    });
-    match whole_state {
-        Some(s) => checker.equation_value(s as usize, Some(arg.span)),
-        None => {
+    match *checker.model.tensors.node(id) {
+        TNode::Leaf(Leaf::State(s)) => checker.equation_value(s as usize, Some(arg.span)),
+        _ => {
             checker.diags.push(
                 Diagnostic::error(arg.span, "`der` takes a whole state, such as `der(x)`")
                     .with_help("der(x) is the right-hand side of x's equation"),
@@ -536,32 +486,20 @@ fn der<'a>(checker: &mut Checker<'a>, arg: &'a ast::Expr, scope: &Scope) -> Valu
     }
 }
 
-/// The leaves a value consists of, if every element is a distinct state, param, input or time.
-fn wrt_vars(checker: &Checker, v: &Value) -> Option<Vec<Var>> {
-    let mut vars = Vec::new();
-    for e in v.elems() {
-        match checker.model.pool.node(*e) {
-            Node::Var(
-                var @ (Var::State { .. } | Var::Param { .. } | Var::Input { .. } | Var::Time),
-            ) => {
-                if vars.contains(var) {
-                    return None;
-                }
-                vars.push(*var);
-            }
-            _ => return None,
-        }
-    }
-    Some(vars)
-}
-
 /// `grad(e, v)`, `jacobian(e, v)` and `div(e, v)`, resolved symbolically now.
 fn calculus(checker: &mut Checker, name: &str, e: Value, v: Value, args: &[&ast::Expr]) -> Value {
     let (se, sv) = (
         e.shape().expect("errors filtered"),
         v.shape().expect("errors filtered"),
     );
-    let Some(vars) = wrt_vars(checker, &v) else {
+    let e = e.id().expect("errors filtered");
+    let wrt = diff::Wrt::of(&checker.model.tensors, v.id().expect("errors filtered")).filter(|w| {
+        matches!(
+            checker.model.tensors.node(w.leaf),
+            TNode::Leaf(Leaf::State(_) | Leaf::Param(_) | Leaf::Input(_) | Leaf::Time)
+        )
+    });
+    let Some(wrt) = wrt else {
         checker.diags.push(
             Diagnostic::error(
                 args[1].span,
@@ -574,7 +512,7 @@ fn calculus(checker: &mut Checker, name: &str, e: Value, v: Value, args: &[&ast:
         return Value::Error;
     };
     let span = args[0].span;
-    let pool = &mut checker.model.pool;
+    let pool = &mut checker.model.tensors;
     match name {
         "grad" => {
             if se != Shape::Scalar {
@@ -587,11 +525,7 @@ fn calculus(checker: &mut Checker, name: &str, e: Value, v: Value, args: &[&ast:
                 );
                 return Value::Error;
             }
-            let out = vars
-                .iter()
-                .map(|var| diff::partial(pool, e.elems()[0], *var))
-                .collect();
-            Value::array(sv, out)
+            Value::tensor(diff::grad(pool, e, &wrt), sv)
         }
         "jacobian" => {
             if matches!(se, Shape::Matrix(..)) || matches!(sv, Shape::Matrix(..)) {
@@ -601,14 +535,8 @@ fn calculus(checker: &mut Checker, name: &str, e: Value, v: Value, args: &[&ast:
                 );
                 return Value::Error;
             }
-            let (m, n) = (se.len(), sv.len());
-            let mut out = Vec::with_capacity(m * n);
-            for fe in e.elems() {
-                for var in &vars {
-                    out.push(diff::partial(pool, *fe, *var));
-                }
-            }
-            Value::array(Shape::Matrix(m, n), out)
+            let j = diff::jacobian(pool, e, &wrt);
+            Value::tensor(j, Shape::Matrix(se.len(), sv.len()))
         }
         _ => {
             if se.len() != sv.len() || matches!(se, Shape::Matrix(..)) {
@@ -618,14 +546,7 @@ fn calculus(checker: &mut Checker, name: &str, e: Value, v: Value, args: &[&ast:
                 );
                 return Value::Error;
             }
-            // Σ ∂e_i/∂v_i: the diagonal only, never the full Jacobian.
-            let terms: Vec<ExprId> = e
-                .elems()
-                .iter()
-                .zip(&vars)
-                .map(|(fe, var)| diff::partial(pool, *fe, *var))
-                .collect();
-            Value::scalar(pool.sum(&terms))
+            Value::tensor(diff::div(pool, e, &wrt), Shape::Scalar)
         }
     }
 }

@@ -5,6 +5,7 @@ use super::builtins::bind_args;
 use super::value::Value;
 use super::Checker;
 use crate::diag::{suggest, Diagnostic, Span};
+use crate::ir::tensor::Leaf;
 use crate::ir::{
     self, Column, DataSource, GradientMethod, Method, MethodFamily, Optimizer, ParamTime, Save,
     Shape, ToyKind, Var,
@@ -218,15 +219,15 @@ pub(crate) fn schedule<'a>(
     };
     let lm_k = match arg("k") {
         Some(e) => match checker.lower_top(e) {
-            Value::Array {
+            Value::Tensor {
                 shape: Shape::Scalar,
-                elems,
+                id,
             } => checker
-                .require_vars(&elems, e.span, "the LM coefficient `k`", |v| {
-                    matches!(v, Var::Param { .. })
+                .require_leaves(&[id], e.span, "the LM coefficient `k`", |l| {
+                    matches!(l, Leaf::Param(_))
                 })
-                .then_some(elems[0]),
-            Value::Array { shape, .. } => {
+                .then(|| checker.elements(id)[0]),
+            Value::Tensor { shape, .. } => {
                 checker
                     .diags
                     .error(e.span, format!("`k` must be a scalar, found {shape}"));
@@ -319,13 +320,11 @@ fn check_leapfrog_split(checker: &mut Checker, q: usize, p: usize, span: Span) {
         let rhs = state.rhs.clone();
         let eq_span = state.equation_span;
         let name = state.name.clone();
-        if checker
-            .find_var(
-                &rhs,
-                |v| matches!(v, Var::State { state, .. } if *state as usize == bad),
-            )
-            .is_some()
-        {
+        let pool = &checker.model.pool;
+        let reads_itself = crate::ir::diff::reachable(pool, &rhs).into_iter().any(|id| {
+            matches!(pool.node(id), crate::ir::Node::Var(Var::State { state, .. }) if *state as usize == bad)
+        });
+        if reads_itself {
             checker.diags.push(
                 Diagnostic::error(
                     eq_span,
@@ -619,15 +618,15 @@ pub(crate) fn data_source<'a>(
             let label = match args[5] {
                 None => None,
                 Some(e) => match checker.lower_top(e) {
-                    Value::Array {
+                    Value::Tensor {
                         shape: Shape::Scalar,
-                        elems,
+                        id,
                     } => checker
-                        .require_vars(&elems, e.span, "a generated label", |v| {
-                            matches!(v, Var::Input { .. })
+                        .require_leaves(&[id], e.span, "a generated label", |l| {
+                            matches!(l, Leaf::Input(_))
                         })
-                        .then_some(elems[0]),
-                    Value::Array { shape, .. } => {
+                        .then(|| checker.elements(id)[0]),
+                    Value::Tensor { shape, .. } => {
                         checker
                             .diags
                             .error(e.span, format!("a label must be a scalar, found {shape}"));

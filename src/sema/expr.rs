@@ -3,7 +3,8 @@
 use super::value::Value;
 use super::{builtins, Checker, Item, Lazy, Symbol, MAX_DEPTH, MAX_ELEMENTS};
 use crate::diag::{suggest, Diagnostic, Span};
-use crate::ir::{CmpOp, ExprId, Func, Node, Shape, Var};
+use crate::ir::tensor::{Leaf, TId, TensorPool, Window};
+use crate::ir::{CmpOp, Func, Shape};
 use crate::syntax::ast::{self, BinOp, ExprKind, IndexItem};
 
 /// Names bound by `fn` arguments while a body is lowered, innermost last.
@@ -24,7 +25,7 @@ impl<'a> Checker<'a> {
             return Value::Error;
         }
         match &expr.kind {
-            ExprKind::Number(v) => Value::scalar(self.model.pool.constant(*v)),
+            ExprKind::Number(v) => self.scalar_constant(*v),
             ExprKind::Str(_) => {
                 self.diags.error(
                     expr.span,
@@ -42,7 +43,7 @@ impl<'a> Checker<'a> {
             ExprKind::Name(name) => self.lower_name(name, expr.span, scope),
             ExprKind::Neg(operand) => {
                 let v = self.lower(operand, scope);
-                self.map_elems(v, |pool, x| pool.neg(x))
+                self.map(v, |pool, x| pool.neg(x))
             }
             ExprKind::Binary { op, lhs, rhs } => {
                 let a = self.lower(lhs, scope);
@@ -51,7 +52,7 @@ impl<'a> Checker<'a> {
             }
             ExprKind::Transpose(operand) => {
                 let v = self.lower(operand, scope);
-                transpose(v)
+                self.transpose(v)
             }
             ExprKind::Index { base, items } => {
                 let v = self.lower(base, scope);
@@ -62,30 +63,30 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Applies a scalar function to every element.
-    pub(crate) fn map_elems(
-        &mut self,
-        v: Value,
-        mut f: impl FnMut(&mut crate::ir::Pool, ExprId) -> ExprId,
-    ) -> Value {
+    /// A scalar constant.
+    pub(crate) fn scalar_constant(&mut self, v: f64) -> Value {
+        Value::tensor(self.model.tensors.constant(v), Shape::Scalar)
+    }
+
+    /// Applies a shape-preserving operation to a value's node.
+    pub(crate) fn map(&mut self, v: Value, f: impl FnOnce(&mut TensorPool, TId) -> TId) -> Value {
         match v {
             Value::Error => Value::Error,
-            Value::Array { shape, elems } => {
-                let pool = &mut self.model.pool;
-                let elems = elems.into_iter().map(|x| f(pool, x)).collect();
-                Value::array(shape, elems)
-            }
+            Value::Tensor { id, shape } => Value::tensor(f(&mut self.model.tensors, id), shape),
         }
     }
 
     fn lower_name(&mut self, name: &str, span: Span, scope: &Scope) -> Value {
         if let Some((_, v)) = scope.bindings.iter().rev().find(|(n, _)| n == name) {
-            return v.clone();
+            return *v;
         }
         let Some(&symbol) = self.symbols.get(name) else {
             return match name {
-                "t" => Value::scalar(self.model.pool.var(Var::Time)),
-                "pi" => Value::scalar(self.model.pool.constant(std::f64::consts::PI)),
+                "t" => Value::tensor(
+                    self.model.tensors.leaf(Leaf::Time, Shape::Scalar),
+                    Shape::Scalar,
+                ),
+                "pi" => self.scalar_constant(std::f64::consts::PI),
                 _ => {
                     self.unknown_name(name, span, scope);
                     Value::Error
@@ -93,46 +94,17 @@ impl<'a> Checker<'a> {
             };
         };
         self.used.insert(symbol);
-        let leaves = |checker: &mut Checker, shape: Option<Shape>, make: &dyn Fn(u32) -> Var| {
-            let Some(shape) = shape else {
-                return Value::Error;
-            };
-            let elems = (0..shape.len() as u32)
-                .map(|e| checker.model.pool.var(make(e)))
-                .collect();
-            Value::array(shape, elems)
+        let leaf = |checker: &mut Checker, shape: Option<Shape>, leaf: Leaf| match shape {
+            Some(shape) => Value::tensor(checker.model.tensors.leaf(leaf, shape), shape),
+            None => Value::Error,
         };
         match symbol {
             Symbol::Const(i) => self.const_value(i, span),
-            Symbol::Param(i) => {
-                let shape = self.params[i].shape;
-                leaves(self, shape, &|elem| Var::Param {
-                    param: i as u32,
-                    elem,
-                })
-            }
-            Symbol::State(i) => {
-                let shape = self.states[i].shape;
-                leaves(self, shape, &|elem| Var::State {
-                    state: i as u32,
-                    elem,
-                })
-            }
-            Symbol::Input(i) => {
-                let shape = self.inputs[i].shape;
-                leaves(self, shape, &|elem| Var::Input {
-                    input: i as u32,
-                    elem,
-                })
-            }
-            Symbol::Observed(i) => {
-                let shape = self.observed[i].shape;
-                leaves(self, shape, &|elem| Var::Observed {
-                    observed: i as u32,
-                    elem,
-                })
-            }
-            Symbol::Label(i) => Value::scalar(self.model.pool.var(Var::Label { label: i as u32 })),
+            Symbol::Param(i) => leaf(self, self.params[i].shape, Leaf::Param(i as u32)),
+            Symbol::State(i) => leaf(self, self.states[i].shape, Leaf::State(i as u32)),
+            Symbol::Input(i) => leaf(self, self.inputs[i].shape, Leaf::Input(i as u32)),
+            Symbol::Observed(i) => leaf(self, self.observed[i].shape, Leaf::Observed(i as u32)),
+            Symbol::Label(i) => leaf(self, Some(Shape::Scalar), Leaf::Label(i as u32)),
             Symbol::Let(i) => self.let_value(i, span),
             Symbol::Broken => Value::Error,
             Symbol::Fn(_) => {
@@ -202,7 +174,7 @@ impl<'a> Checker<'a> {
 
     pub(crate) fn const_value(&mut self, i: usize, span: Span) -> Value {
         match &self.consts[i].value {
-            Lazy::Done(v) => return v.clone(),
+            Lazy::Done(v) => return *v,
             Lazy::InProgress | Lazy::NotStarted => {}
         }
         if !self.enter(Item::Const(i), span) {
@@ -210,42 +182,35 @@ impl<'a> Checker<'a> {
         }
         self.consts[i].value = Lazy::InProgress;
         let name = self.consts[i].name;
-        let value = match self.overrides.get(&name.name) {
-            Some(v) => Value::scalar(self.model.pool.constant(v)),
+        let (value, values) = match self.overrides.get(&name.name) {
+            Some(v) => (self.scalar_constant(v), vec![v]),
             None => {
                 let expr = self.consts[i].expr;
                 match self.lower_const_value(expr, &format!("const `{}`", name.name)) {
                     Some((shape, values)) => {
-                        let elems = values
-                            .iter()
-                            .map(|v| self.model.pool.constant(*v))
-                            .collect();
-                        Value::array(shape, elems)
+                        let id = self.model.tensors.literal(&values, shape);
+                        (Value::tensor(id, shape), values)
                     }
-                    None => Value::Error,
+                    None => (Value::Error, Vec::new()),
                 }
             }
         };
         self.in_progress.pop();
-        if let Value::Array { shape, elems } = &value {
-            let values = elems
-                .iter()
-                .map(|e| self.model.pool.const_value(*e).unwrap_or(0.0))
-                .collect();
+        if let Some(shape) = value.shape() {
             self.model.consts.push(crate::ir::Const {
                 name: name.name.clone(),
-                shape: *shape,
+                shape,
                 values,
                 span: self.consts[i].span,
             });
         }
-        self.consts[i].value = Lazy::Done(value.clone());
+        self.consts[i].value = Lazy::Done(value);
         value
     }
 
     pub(crate) fn let_value(&mut self, i: usize, span: Span) -> Value {
         if let Lazy::Done(v) = &self.lets[i].value {
-            return v.clone();
+            return *v;
         }
         if !self.enter(Item::Let(i), span) {
             return Value::Error;
@@ -254,14 +219,14 @@ impl<'a> Checker<'a> {
         let expr = self.lets[i].expr;
         let v = self.lower_top(expr);
         self.in_progress.pop();
-        self.lets[i].value = Lazy::Done(v.clone());
+        self.lets[i].value = Lazy::Done(v);
         v
     }
 
     /// The right-hand side of state `i`'s equation, as `der(x)` sees it.
     pub(crate) fn equation_value(&mut self, i: usize, span: Option<Span>) -> Value {
         if let Lazy::Done(v) = &self.states[i].rhs {
-            return v.clone();
+            return *v;
         }
         let Some((_, rhs, eq_span)) = self.states[i].equation else {
             return Value::Error;
@@ -272,7 +237,7 @@ impl<'a> Checker<'a> {
         self.states[i].rhs = Lazy::InProgress;
         let v = self.lower_top(rhs);
         self.in_progress.pop();
-        self.states[i].rhs = Lazy::Done(v.clone());
+        self.states[i].rhs = Lazy::Done(v);
         v
     }
 
@@ -321,29 +286,31 @@ impl<'a> Checker<'a> {
         // `fn f(x) = g(x) + g(x)` linear in work instead of exponential.
         let key: super::FnCallKey = (
             i,
-            inner
-                .bindings
-                .iter()
-                .flat_map(|(_, v)| v.elems().to_vec())
-                .collect(),
+            inner.bindings.iter().map(|(_, v)| v.id()).collect(),
             inner.bindings.iter().map(|(_, v)| v.shape()).collect(),
         );
         if let Some(v) = self.fn_memo.get(&key) {
-            return v.clone();
+            return *v;
         }
         if !self.enter(Item::Fn(i), call.span) {
             return Value::Error;
         }
         let v = self.lower(body, &inner);
         self.in_progress.pop();
-        self.fn_memo.insert(key, v.clone());
+        self.fn_memo.insert(key, v);
         v
     }
 
-    pub(crate) fn all_const(&self, elems: &[ExprId]) -> bool {
-        elems
-            .iter()
-            .all(|e| matches!(self.model.pool.node(*e), Node::Const(_)))
+    /// The value of a node that reads no leaf, computed by the tensor interpreter.
+    pub(crate) fn constant_elements(&self, id: TId) -> Option<Vec<f64>> {
+        if let Some(values) = self.model.tensors.const_elements(id) {
+            return Some(values);
+        }
+        if self.find_leaf(&[id], |_| true).is_some() {
+            return None;
+        }
+        let mut values = crate::ir::tensor::eval(&self.model.tensors, &[id], &|_| Vec::new());
+        values.pop()
     }
 
     /// Lowers an expression that must be constant; reports and returns `None` otherwise.
@@ -353,23 +320,22 @@ impl<'a> Checker<'a> {
         what: &str,
     ) -> Option<(Shape, Vec<f64>)> {
         let v = self.lower_top(expr);
-        let Value::Array { shape, elems } = v else {
+        let Value::Tensor { shape, id } = v else {
             return None;
         };
-        if !self.all_const(&elems) {
-            let var = self.find_var(&elems, |_| true);
-            let culprit = var.map_or("a non-constant value".to_string(), |v| self.var_name(v));
-            self.diags.error(
-                expr.span,
-                format!("{what} must be a constant, but it depends on {culprit}"),
-            );
-            return None;
+        match self.constant_elements(id) {
+            Some(values) => Some((shape, values)),
+            None => {
+                let leaf = self.find_leaf(&[id], |_| true);
+                let culprit =
+                    leaf.map_or("a non-constant value".to_string(), |l| self.leaf_name(l));
+                self.diags.error(
+                    expr.span,
+                    format!("{what} must be a constant, but it depends on {culprit}"),
+                );
+                None
+            }
         }
-        let values = elems
-            .iter()
-            .map(|e| self.model.pool.const_value(*e).unwrap_or(0.0))
-            .collect();
-        Some((shape, values))
     }
 
     /// A constant scalar.
@@ -412,24 +378,13 @@ impl<'a> Checker<'a> {
         lspan: Span,
         rspan: Span,
     ) -> Value {
-        let (
-            Value::Array {
-                shape: sa,
-                elems: ea,
-            },
-            Value::Array {
-                shape: sb,
-                elems: eb,
-            },
-        ) = (&a, &b)
-        else {
+        let (Value::Tensor { shape: sa, .. }, Value::Tensor { shape: sb, .. }) = (a, b) else {
             return Value::Error;
         };
-        let (sa, sb) = (*sa, *sb);
         if op == BinOp::Mul {
-            return self.multiply(sa, ea, sb, eb, span, lspan, rspan);
+            return self.multiply(a, b, span, lspan, rspan);
         }
-        let f = |pool: &mut crate::ir::Pool, x: ExprId, y: ExprId| -> ExprId {
+        let f = |pool: &mut TensorPool, x: TId, y: TId| -> TId {
             match op {
                 BinOp::Add => pool.add(x, y),
                 BinOp::Sub => pool.sub(x, y),
@@ -444,7 +399,7 @@ impl<'a> Checker<'a> {
                 BinOp::Ne => pool.cmp(CmpOp::Ne, x, y),
             }
         };
-        match self.broadcast(sa, ea, sb, eb, f) {
+        match self.broadcast(a, b, f) {
             Some(v) => v,
             None => {
                 let verb = match op {
@@ -473,51 +428,43 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Elementwise op with scalar broadcasting; `None` when shapes are incompatible.
+    /// An elementwise operation with scalar broadcasting; `None` when shapes are incompatible
+    /// (or either side is an error).
     pub(crate) fn broadcast(
         &mut self,
-        sa: Shape,
-        ea: &[ExprId],
-        sb: Shape,
-        eb: &[ExprId],
-        f: impl Fn(&mut crate::ir::Pool, ExprId, ExprId) -> ExprId,
+        a: Value,
+        b: Value,
+        f: impl FnOnce(&mut TensorPool, TId, TId) -> TId,
     ) -> Option<Value> {
-        let pool = &mut self.model.pool;
-        if sa == sb {
-            let elems = ea.iter().zip(eb).map(|(x, y)| f(pool, *x, *y)).collect();
-            Some(Value::array(sa, elems))
+        let (Value::Tensor { id: x, shape: sa }, Value::Tensor { id: y, shape: sb }) = (a, b)
+        else {
+            return None;
+        };
+        let shape = if sa == sb || sb == Shape::Scalar {
+            sa
         } else if sa == Shape::Scalar {
-            let elems = eb.iter().map(|y| f(pool, ea[0], *y)).collect();
-            Some(Value::array(sb, elems))
-        } else if sb == Shape::Scalar {
-            let elems = ea.iter().map(|x| f(pool, *x, eb[0])).collect();
-            Some(Value::array(sa, elems))
+            sb
         } else {
-            None
-        }
+            return None;
+        };
+        Some(Value::tensor(f(&mut self.model.tensors, x, y), shape))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn multiply(
-        &mut self,
-        sa: Shape,
-        ea: &[ExprId],
-        sb: Shape,
-        eb: &[ExprId],
-        span: Span,
-        lspan: Span,
-        rspan: Span,
-    ) -> Value {
+    fn multiply(&mut self, a: Value, b: Value, span: Span, lspan: Span, rspan: Span) -> Value {
         let _ = (lspan, rspan);
+        let (Value::Tensor { id: x, shape: sa }, Value::Tensor { id: y, shape: sb }) = (a, b)
+        else {
+            return Value::Error;
+        };
         if sa == Shape::Scalar || sb == Shape::Scalar {
             return self
-                .broadcast(sa, ea, sb, eb, |p, x, y| p.mul(x, y))
+                .broadcast(a, b, |p, x, y| p.mul(x, y))
                 .unwrap_or(Value::Error);
         }
         // A vector is a column: [m, n] * [n] -> [m]; a [1, n] row times [n] is a scalar.
-        let (m, n, p, b_is_vector) = match (sa, sb) {
-            (Shape::Matrix(m, n), Shape::Vector(k)) if n == k => (m, n, 1, true),
-            (Shape::Matrix(m, n), Shape::Matrix(k, p)) if n == k => (m, n, p, false),
+        match (sa, sb) {
+            (Shape::Matrix(_, n), Shape::Vector(k)) if n == k => {}
+            (Shape::Matrix(_, n), Shape::Matrix(k, _)) if n == k => {}
             (Shape::Vector(_), Shape::Vector(_)) => {
                 self.diags.push(
                     Diagnostic::error(
@@ -547,7 +494,13 @@ impl<'a> Checker<'a> {
                 );
                 return Value::Error;
             }
+        }
+        let (m, n, p) = match (sa, sb) {
+            (Shape::Matrix(m, n), Shape::Matrix(_, p)) => (m, n, p),
+            (Shape::Matrix(m, n), _) => (m, n, 1),
+            _ => unreachable!("checked above"),
         };
+        // The scalar expansion still builds one product per term.
         if m.saturating_mul(n).saturating_mul(p) > MAX_ELEMENTS * 64 {
             self.diags.error(
                 span,
@@ -555,37 +508,18 @@ impl<'a> Checker<'a> {
             );
             return Value::Error;
         }
-        let pool = &mut self.model.pool;
-        let mut out = Vec::with_capacity(m * p);
-        let mut terms = Vec::with_capacity(n);
-        for i in 0..m {
-            for j in 0..p {
-                terms.clear();
-                for k in 0..n {
-                    let x = ea[i * n + k];
-                    let y = eb[k * p + j];
-                    terms.push(pool.mul(x, y));
-                }
-                out.push(pool.sum(&terms));
-            }
+        let pool = &mut self.model.tensors;
+        let product = pool.matmul(x, y);
+        let shape = pool.shape(product);
+        if shape == Shape::Vector(1) && is_row(sa) {
+            let one = pool.reshape(product, Shape::Scalar);
+            return Value::tensor(one, Shape::Scalar);
         }
-        let shape = if b_is_vector {
-            if m == 1 && matches!(sa, Shape::Matrix(1, _)) && is_row(sa) {
-                Shape::Scalar
-            } else {
-                Shape::Vector(m)
-            }
-        } else {
-            Shape::Matrix(m, p)
-        };
-        if shape == Shape::Scalar {
-            return Value::scalar(out[0]);
-        }
-        Value::array(shape, out)
+        Value::tensor(product, shape)
     }
 
     fn index(&mut self, v: Value, items: &'a [IndexItem], scope: &Scope, span: Span) -> Value {
-        let Value::Array { shape, elems } = v else {
+        let Value::Tensor { id, shape } = v else {
             return Value::Error;
         };
         let dims: Vec<usize> = match shape {
@@ -603,11 +537,11 @@ impl<'a> Checker<'a> {
             );
             return Value::Error;
         }
-        // Each index position becomes a list of positions and whether it keeps a dimension.
-        let mut selections: Vec<(Vec<usize>, bool)> = Vec::new();
+        // Each index position becomes a range of positions and whether it keeps a dimension.
+        let mut selections: Vec<(usize, usize, bool)> = Vec::new();
         for (axis, &size) in dims.iter().enumerate() {
             let Some(item) = items.get(axis) else {
-                selections.push(((0..size).collect(), true));
+                selections.push((0, size, true));
                 continue;
             };
             match item {
@@ -626,7 +560,7 @@ impl<'a> Checker<'a> {
                         );
                         return Value::Error;
                     }
-                    selections.push((vec![i], false));
+                    selections.push((i, 1, false));
                 }
                 IndexItem::Slice { start, end, span } => {
                     let a = match start {
@@ -650,49 +584,55 @@ impl<'a> Checker<'a> {
                         );
                         return Value::Error;
                     }
-                    selections.push(((a..b).collect(), true));
+                    selections.push((a, b - a, true));
                 }
             }
         }
         let kept: Vec<usize> = selections
             .iter()
-            .filter(|(_, k)| *k)
-            .map(|(s, _)| s.len())
+            .filter(|(_, _, k)| *k)
+            .map(|(_, len, _)| *len)
             .collect();
-        let mut out = Vec::new();
-        match dims.len() {
-            1 => {
-                for &i in &selections[0].0 {
-                    out.push(elems[i]);
-                }
-            }
-            _ => {
-                let n = dims[1];
-                for &i in &selections[0].0 {
-                    for &j in &selections[1].0 {
-                        out.push(elems[i * n + j]);
-                    }
-                }
-            }
-        }
-        let shape = match kept.as_slice() {
+        let out_shape = match kept.as_slice() {
             [] => Shape::Scalar,
             [n] => Shape::Vector(*n),
             [m, n] => Shape::Matrix(*m, *n),
             _ => unreachable!("at most two dimensions"),
         };
-        Value::array(shape, out)
+        // The selection as a window: rows step by the row length, columns by one.
+        let (start, row_stride, col_stride) = match selections[..] {
+            [(i, _, _)] => (i, 0, 1),
+            [(i, _, keep_i), (j, _, keep_j)] => {
+                let n = dims[1];
+                match (keep_i, keep_j) {
+                    (true, true) => (i * n + j, n, 1),
+                    // A row slice or a column slice is a vector: its step is the kept axis's.
+                    (true, false) => (i * n + j, 0, n),
+                    _ => (i * n + j, 0, 1),
+                }
+            }
+            _ => unreachable!("at most two dimensions"),
+        };
+        let window = Window {
+            start: start as u32,
+            row_stride: row_stride as u32,
+            col_stride: col_stride as u32,
+        };
+        let pool = &mut self.model.tensors;
+        let out = if out_shape == Shape::Scalar {
+            pool.element(id, start)
+        } else {
+            pool.gather(id, window, out_shape)
+        };
+        Value::tensor(out, out_shape)
     }
 
     fn const_index(&mut self, e: &'a ast::Expr) -> Option<usize> {
         let v = self.lower_top(e);
-        let Value::Array { shape, elems } = v else {
+        let Value::Tensor { shape, id } = v else {
             return None;
         };
-        let value = match (
-            shape,
-            elems.first().and_then(|e| self.model.pool.const_value(*e)),
-        ) {
+        let value = match (shape, self.model.tensors.uniform_value(id)) {
             (Shape::Scalar, Some(value)) => value,
             _ => {
                 self.diags
@@ -714,7 +654,8 @@ impl<'a> Checker<'a> {
         let is_matrix =
             !items.is_empty() && items.iter().all(|i| matches!(i.kind, ExprKind::List(_)));
         if is_matrix {
-            let mut rows: Vec<Vec<ExprId>> = Vec::new();
+            let mut rows: Vec<TId> = Vec::new();
+            let mut width = 0;
             for item in items {
                 let ExprKind::List(row_items) = &item.kind else {
                     unreachable!()
@@ -722,45 +663,49 @@ impl<'a> Checker<'a> {
                 let Some(row) = self.concat(row_items, scope) else {
                     return Value::Error;
                 };
-                if let Some(first) = rows.first() {
-                    if first.len() != row.len() {
-                        self.diags.error(
-                            item.span,
-                            format!(
-                                "row {} has {} elements but row 1 has {}",
-                                rows.len() + 1,
-                                row.len(),
-                                first.len()
-                            ),
-                        );
-                        return Value::Error;
-                    }
+                let len = self.model.tensors.shape(row).len();
+                if rows.is_empty() {
+                    width = len;
+                } else if len != width {
+                    self.diags.error(
+                        item.span,
+                        format!(
+                            "row {} has {} elements but row 1 has {}",
+                            rows.len() + 1,
+                            len,
+                            width
+                        ),
+                    );
+                    return Value::Error;
                 }
                 rows.push(row);
             }
-            let (m, n) = (rows.len(), rows[0].len());
-            return Value::array(Shape::Matrix(m, n), rows.concat());
+            let shape = Shape::Matrix(rows.len(), width);
+            let pool = &mut self.model.tensors;
+            let flat = pool.concat(&rows);
+            return Value::tensor(pool.reshape(flat, shape), shape);
         }
         match self.concat(items, scope) {
-            Some(elems) => {
-                if elems.len() > MAX_ELEMENTS {
+            Some(id) => {
+                let shape = self.model.tensors.shape(id);
+                if shape.len() > MAX_ELEMENTS {
                     self.diags.error(span, "the list is too long");
                     return Value::Error;
                 }
-                Value::array(Shape::Vector(elems.len()), elems)
+                Value::tensor(id, shape)
             }
             None => Value::Error,
         }
     }
 
-    /// Concatenates scalars and vectors; `None` after reporting an error.
-    fn concat(&mut self, items: &'a [ast::Expr], scope: &Scope) -> Option<Vec<ExprId>> {
-        let mut elems = Vec::new();
+    /// Concatenates scalars and vectors into a vector; `None` after reporting an error.
+    fn concat(&mut self, items: &'a [ast::Expr], scope: &Scope) -> Option<TId> {
+        let mut parts = Vec::new();
         let mut failed = false;
         for item in items {
             match self.lower(item, scope) {
                 Value::Error => failed = true,
-                Value::Array {
+                Value::Tensor {
                     shape: Shape::Matrix(m, n),
                     ..
                 } => {
@@ -770,13 +715,13 @@ impl<'a> Checker<'a> {
                     );
                     failed = true;
                 }
-                Value::Array { elems: e, .. } => elems.extend(e),
+                Value::Tensor { id, .. } => parts.push(id),
             }
         }
         if failed {
             None
         } else {
-            Some(elems)
+            Some(self.model.tensors.concat(&parts))
         }
     }
 
@@ -816,30 +761,26 @@ impl<'a> Checker<'a> {
 
     /// Applies an elementwise function.
     pub(crate) fn apply_func(&mut self, func: Func, v: Value) -> Value {
-        self.map_elems(v, |pool, x| pool.func(func, x))
+        self.map(v, |pool, x| pool.func(func, x))
+    }
+
+    /// Transposes: a vector becomes a `[1, n]` row, a matrix is transposed, a scalar stays.
+    pub(crate) fn transpose(&mut self, v: Value) -> Value {
+        let Value::Tensor { id, shape } = v else {
+            return Value::Error;
+        };
+        let pool = &mut self.model.tensors;
+        match shape {
+            Shape::Scalar => v,
+            Shape::Vector(n) => {
+                let row = Shape::Matrix(1, n);
+                Value::tensor(pool.reshape(id, row), row)
+            }
+            Shape::Matrix(m, n) => Value::tensor(pool.transpose(id), Shape::Matrix(n, m)),
+        }
     }
 }
 
 fn is_row(shape: Shape) -> bool {
     matches!(shape, Shape::Matrix(1, _))
-}
-
-/// Transposes: a vector becomes a `[1, n]` row, a matrix is transposed, a scalar stays.
-pub(crate) fn transpose(v: Value) -> Value {
-    match v {
-        Value::Error => Value::Error,
-        Value::Array { shape, elems } => match shape {
-            Shape::Scalar => Value::array(shape, elems),
-            Shape::Vector(n) => Value::array(Shape::Matrix(1, n), elems),
-            Shape::Matrix(m, n) => {
-                let mut out = Vec::with_capacity(m * n);
-                for j in 0..n {
-                    for i in 0..m {
-                        out.push(elems[i * n + j]);
-                    }
-                }
-                Value::array(Shape::Matrix(n, m), out)
-            }
-        },
-    }
 }

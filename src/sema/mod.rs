@@ -1,9 +1,10 @@
 //! Semantic analysis: names, constants and `--set` overrides, `fn` inlining, shapes, calculus;
 //! lowers an [`ast::Model`] to an [`ir::Model`].
 //!
-//! Lowering *is* shape checking: every expression is evaluated symbolically to a [`Value`] (a
-//! shape and one IR node per element), so an operator's shape rule and its IR are written in one
-//! place. Lets, equations and constants are lowered on first use and memoized; re-entering one
+//! Lowering *is* shape checking: every expression is evaluated symbolically to a [`Value`] (one
+//! node of the model's tensor pool, with its shape), so an operator's shape rule and its IR are
+//! written in one place. The roots the later stages read (equations, costs, outputs) are then
+//! expanded to the scalar IR, one node per element. Lets, equations and constants are lowered on first use and memoized; re-entering one
 //! that is still being lowered is a definition cycle. Analysis never fails: errors become
 //! diagnostics and `Value::Error`, which silences follow-on errors.
 
@@ -15,7 +16,9 @@ mod value;
 use std::collections::{HashMap, HashSet};
 
 use crate::diag::{suggest, Diagnostic, Diagnostics, Span};
-use crate::ir::{self, CostKind, ExprId, Node, Shape, Var};
+use crate::ir::tensor::expand::Expander;
+use crate::ir::tensor::{Leaf, TId, TNode};
+use crate::ir::{self, CostKind, ExprId, Shape};
 use crate::syntax::ast::{self, DeclKind};
 use value::Value;
 
@@ -174,7 +177,7 @@ pub(crate) struct ShapedSlot<'a> {
 }
 
 /// A `fn` call by function index, argument nodes and argument shapes.
-pub(crate) type FnCallKey = (usize, Vec<ExprId>, Vec<Option<Shape>>);
+pub(crate) type FnCallKey = (usize, Vec<Option<TId>>, Vec<Option<Shape>>);
 
 /// The state of one analysis.
 pub(crate) struct Checker<'a> {
@@ -199,6 +202,8 @@ pub(crate) struct Checker<'a> {
     pub(crate) too_large: bool,
     /// Results of `fn` calls by function and argument nodes.
     pub(crate) fn_memo: HashMap<FnCallKey, Value>,
+    /// The scalar elements of the tensor nodes expanded so far.
+    pub(crate) expander: Expander,
 }
 
 impl<'a> Checker<'a> {
@@ -222,6 +227,7 @@ impl<'a> Checker<'a> {
             used: HashSet::new(),
             too_large: false,
             fn_memo: HashMap::new(),
+            expander: Expander::new(),
         }
     }
 
@@ -633,9 +639,9 @@ impl<'a> Checker<'a> {
                 init_expr.span,
                 &format!("the initial value of state `{}`", name.name),
             );
-            if let Some(elems) = &init {
-                self.require_vars(elems, init_expr.span, "a state's initial value", |v| {
-                    matches!(v, Var::Param { .. } | Var::Input { .. })
+            if let Some(id) = init {
+                self.require_leaves(&[id], init_expr.span, "a state's initial value", |l| {
+                    matches!(l, Leaf::Param(_) | Leaf::Input(_))
                 });
             }
             let rhs = match self.equation_value(i, None) {
@@ -654,17 +660,18 @@ impl<'a> Checker<'a> {
                 }
             };
             let equation_span = self.states[i].equation.map_or(span, |(_, _, s)| s);
-            if let Some(rhs) = &rhs {
-                self.require_vars(rhs, equation_span, "an equation", |v| {
-                    !matches!(v, Var::Observed { .. } | Var::Label { .. })
+            if let Some(id) = rhs {
+                self.require_leaves(&[id], equation_span, "an equation", |l| {
+                    !matches!(l, Leaf::Observed(_) | Leaf::Label(_))
                 });
             }
             let shape = shape.unwrap_or(Shape::Scalar);
-            let fill = |v: Option<Vec<ExprId>>, pool: &mut ir::Pool| {
-                v.unwrap_or_else(|| vec![pool.constant(0.0); shape.len()])
+            let fill = |v: Option<TId>, checker: &mut Checker| match v {
+                Some(id) => checker.elements(id),
+                None => vec![checker.model.pool.constant(0.0); shape.len()],
             };
-            let init = fill(init, &mut self.model.pool);
-            let rhs = fill(rhs, &mut self.model.pool);
+            let init = fill(init, self);
+            let rhs = fill(rhs, self);
             self.model.states.push(ir::State {
                 name: name.name.clone(),
                 shape,
@@ -683,16 +690,16 @@ impl<'a> Checker<'a> {
         shape: Option<Shape>,
         span: Span,
         what: &str,
-    ) -> Option<Vec<ExprId>> {
+    ) -> Option<TId> {
         let shape = shape?;
         match value {
             Value::Error => None,
-            Value::Array { shape: s, elems } if s == shape => Some(elems),
-            Value::Array {
+            Value::Tensor { shape: s, id } if s == shape => Some(id),
+            Value::Tensor {
                 shape: Shape::Scalar,
-                elems,
-            } => Some(vec![elems[0]; shape.len()]),
-            Value::Array { shape: s, .. } => {
+                id,
+            } => Some(self.model.tensors.fill(id, shape)),
+            Value::Tensor { shape: s, .. } => {
                 self.diags
                     .error(span, format!("{what} is {s} but the state is {shape}"));
                 None
@@ -729,7 +736,7 @@ impl<'a> Checker<'a> {
                         continue;
                     }
                     let v = self.lower_top(value);
-                    let Value::Array { shape, elems } = v else {
+                    let Value::Tensor { shape, id } = v else {
                         continue;
                     };
                     if is_metric && shape != Shape::Scalar {
@@ -739,16 +746,16 @@ impl<'a> Checker<'a> {
                         );
                         continue;
                     }
-                    self.require_vars(
-                        &elems,
+                    self.require_leaves(
+                        &[id],
                         value.span,
                         if is_metric { "a metric" } else { "an output" },
-                        |v| !matches!(v, Var::Observed { .. }),
+                        |l| !matches!(l, Leaf::Observed(_)),
                     );
                     let out = ir::Output {
                         name: name.name.clone(),
                         shape,
-                        value: elems,
+                        value: self.elements(id),
                         span: decl.span,
                     };
                     if is_metric {
@@ -845,7 +852,7 @@ impl<'a> Checker<'a> {
             return;
         };
         let v = self.lower_top(value);
-        let Value::Array { shape, elems } = v else {
+        let Value::Tensor { shape, id } = v else {
             return;
         };
         if shape != Shape::Scalar {
@@ -858,10 +865,10 @@ impl<'a> Checker<'a> {
             );
             return;
         }
-        let allowed: fn(&Var) -> bool = match cost_kind {
-            CostKind::Penalty => |v| matches!(v, Var::Param { .. }),
+        let allowed: fn(&Leaf) -> bool = match cost_kind {
+            CostKind::Penalty => |l| matches!(l, Leaf::Param(_)),
             CostKind::Observed => |_| true,
-            CostKind::Terminal | CostKind::Running => |v| !matches!(v, Var::Observed { .. }),
+            CostKind::Terminal | CostKind::Running => |l| !matches!(l, Leaf::Observed(_)),
         };
         let what = match cost_kind {
             CostKind::Penalty => "a penalty cost (params only)",
@@ -869,30 +876,37 @@ impl<'a> Checker<'a> {
             CostKind::Terminal => "a terminal cost",
             CostKind::Running => "a running cost",
         };
-        self.require_vars(&elems, value.span, what, allowed);
+        self.require_leaves(&[id], value.span, what, allowed);
         if cost_kind == CostKind::Observed && self.observed.is_empty() {
             self.diags.error(
                 span,
                 "an observed cost needs `observed NAME[DIMS]` and a `series` data block",
             );
         }
+        let value = self.elements(id)[0];
         self.model.costs.push(ir::Cost {
             kind: cost_kind,
-            value: elems[0],
+            value,
             span,
         });
     }
 
-    /// Reports the first variable in `elems` that `allowed` rejects.
-    pub(crate) fn require_vars(
+    /// The scalar elements of a tensor node, expanding it into the scalar pool on first use.
+    pub(crate) fn elements(&mut self, id: TId) -> Vec<ExprId> {
+        self.expander
+            .expand(&self.model.tensors, &mut self.model.pool, id)
+    }
+
+    /// Reports the first leaf reachable from `roots` that `allowed` rejects.
+    pub(crate) fn require_leaves(
         &mut self,
-        elems: &[ExprId],
+        roots: &[TId],
         span: Span,
         what: &str,
-        allowed: impl Fn(&Var) -> bool,
+        allowed: impl Fn(&Leaf) -> bool,
     ) -> bool {
-        if let Some(var) = self.find_var(elems, |v| !allowed(v)) {
-            let name = self.var_name(var);
+        if let Some(leaf) = self.find_leaf(roots, |l| !allowed(l)) {
+            let name = self.leaf_name(leaf);
             self.diags
                 .error(span, format!("{what} cannot depend on {name}"));
             return false;
@@ -900,49 +914,40 @@ impl<'a> Checker<'a> {
         true
     }
 
-    /// The first variable reachable from `roots` (in node order) that `pred` accepts.
-    pub(crate) fn find_var(&self, roots: &[ExprId], pred: impl Fn(&Var) -> bool) -> Option<Var> {
-        let pool = &self.model.pool;
+    /// The first leaf reachable from `roots` (in leaf order) that `pred` accepts.
+    pub(crate) fn find_leaf(&self, roots: &[TId], pred: impl Fn(&Leaf) -> bool) -> Option<Leaf> {
+        let pool = &self.model.tensors;
         let mut seen = HashSet::new();
-        let mut stack: Vec<ExprId> = roots.to_vec();
-        let mut found: Option<Var> = None;
+        let mut stack: Vec<TId> = roots.to_vec();
+        let mut found: Option<Leaf> = None;
         while let Some(id) = stack.pop() {
             if !seen.insert(id) {
                 continue;
             }
             match pool.node(id) {
-                Node::Var(v) if pred(v) => {
-                    if found.is_none_or(|f| *v < f) {
-                        found = Some(*v);
+                TNode::Leaf(l) if pred(l) => {
+                    if found.is_none_or(|f| *l < f) {
+                        found = Some(*l);
                     }
                 }
-                node => stack.extend(node.operands()),
+                node => node.for_each_operand(|c| stack.push(c)),
             }
         }
         found
     }
 
-    /// How a variable reads in a message: "state `x`", "the time `t`".
-    pub(crate) fn var_name(&self, var: Var) -> String {
-        match var {
-            Var::Time => "the time `t`".to_string(),
-            Var::State { state, .. } => {
-                format!("state `{}`", self.states[state as usize].name.name)
+    /// How a leaf reads in a message: "state `x`", "the time `t`".
+    pub(crate) fn leaf_name(&self, leaf: Leaf) -> String {
+        match leaf {
+            Leaf::Time => "the time `t`".to_string(),
+            Leaf::State(i) => format!("state `{}`", self.states[i as usize].name.name),
+            Leaf::Param(i) => format!("param `{}`", self.params[i as usize].name.name),
+            Leaf::Input(i) => format!("input `{}`", self.inputs[i as usize].name.name),
+            Leaf::Label(i) => format!("label `{}`", self.labels[i as usize].name),
+            Leaf::Observed(i) => {
+                format!("observed value `{}`", self.observed[i as usize].name.name)
             }
-            Var::Param { param, .. } => {
-                format!("param `{}`", self.params[param as usize].name.name)
-            }
-            Var::Input { input, .. } => {
-                format!("input `{}`", self.inputs[input as usize].name.name)
-            }
-            Var::Label { label } => format!("label `{}`", self.labels[label as usize].name),
-            Var::Observed { observed, .. } => {
-                format!(
-                    "observed value `{}`",
-                    self.observed[observed as usize].name.name
-                )
-            }
-            Var::StateTangent { .. } | Var::ParamTangent { .. } | Var::Cotangent { .. } => {
+            Leaf::StateTangent(_) | Leaf::ParamTangent(_) | Leaf::Cotangent(_) => {
                 "a derivative direction".to_string()
             }
         }
@@ -1001,7 +1006,7 @@ impl<'a> Checker<'a> {
 
     /// Reports (once) and returns true when the IR has outgrown what can be compiled.
     pub(crate) fn check_size(&mut self, span: Span) -> bool {
-        if self.model.pool.len() > MAX_NODES {
+        if self.model.pool.len().max(self.model.tensors.len()) > MAX_NODES {
             if !self.too_large {
                 self.too_large = true;
                 self.diags.error(
@@ -1170,7 +1175,7 @@ mod check_tests {
         }
         // A comparison only: no derivative flows through it.
         let mut pool = model.pool.clone();
-        let d = ir::diff::partial(&mut pool, roots[0], Var::Input { input: 0, elem: 1 });
+        let d = ir::diff::partial(&mut pool, roots[0], ir::Var::Input { input: 0, elem: 1 });
         assert_eq!(pool.const_value(d), Some(0.0));
         let bad =
             format!("state x[2] = [1, 2]\ndx/dt = -x\n{HEAD}metric m = argmax(outer(x, x))\n");

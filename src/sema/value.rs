@@ -1,46 +1,39 @@
-//! Values of expressions during lowering: a shape and one IR node per element.
+//! Values of expressions during lowering: one tensor node with its shape.
 
-use crate::ir::{ExprId, Shape};
+use crate::ir::tensor::TId;
+use crate::ir::Shape;
 
 /// What an expression lowers to. `Error` silences follow-on errors: every operation on it gives
 /// `Error` again without a diagnostic.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Value {
     /// Already reported.
     Error,
-    /// A scalar, vector or matrix, row-major.
-    Array {
-        /// The shape.
+    /// A scalar, vector or matrix: one node of the model's tensor pool.
+    Tensor {
+        /// The node.
+        id: TId,
+        /// Its shape (the pool's, kept here so that shape rules need no pool).
         shape: Shape,
-        /// One node per element.
-        elems: Vec<ExprId>,
     },
 }
 
 impl Value {
-    pub(crate) fn scalar(id: ExprId) -> Value {
-        Value::Array {
-            shape: Shape::Scalar,
-            elems: vec![id],
-        }
-    }
-
-    pub(crate) fn array(shape: Shape, elems: Vec<ExprId>) -> Value {
-        debug_assert_eq!(shape.len(), elems.len());
-        Value::Array { shape, elems }
+    pub(crate) fn tensor(id: TId, shape: Shape) -> Value {
+        Value::Tensor { id, shape }
     }
 
     pub(crate) fn shape(&self) -> Option<Shape> {
         match self {
             Value::Error => None,
-            Value::Array { shape, .. } => Some(*shape),
+            Value::Tensor { shape, .. } => Some(*shape),
         }
     }
 
-    pub(crate) fn elems(&self) -> &[ExprId] {
+    pub(crate) fn id(&self) -> Option<TId> {
         match self {
-            Value::Error => &[],
-            Value::Array { elems, .. } => elems,
+            Value::Error => None,
+            Value::Tensor { id, .. } => Some(*id),
         }
     }
 

@@ -9,9 +9,10 @@ use super::node::{Leaf, TId, TNode};
 use super::pool::{grid, TensorPool};
 use crate::ir::{ExprId, Pool, Shape, Var};
 
-/// Maps tensor nodes to scalar elements, memoized across calls.
-pub struct Expander<'a> {
-    tensors: &'a TensorPool,
+/// Maps tensor nodes to scalar elements, memoized across calls (the tensor pool may grow
+/// between calls).
+#[derive(Clone, Debug, Default)]
+pub struct Expander {
     elements: Vec<Option<Vec<ExprId>>>,
 }
 
@@ -31,42 +32,40 @@ pub fn leaf_var(leaf: Leaf, elem: usize) -> Var {
     }
 }
 
-impl<'a> Expander<'a> {
-    /// An expander of `tensors`; leaves become the scalar variables of [`leaf_var`].
-    pub fn new(tensors: &'a TensorPool) -> Expander<'a> {
-        Expander {
-            tensors,
-            elements: vec![None; tensors.len()],
-        }
+impl Expander {
+    /// An expander with nothing expanded yet; leaves become the variables of [`leaf_var`].
+    pub fn new() -> Expander {
+        Expander::default()
     }
 
     /// The scalar nodes of `id`'s elements, row-major.
-    pub fn expand(&mut self, pool: &mut Pool, id: TId) -> Vec<ExprId> {
-        // Children first, in id order, so that the recursion never goes deep.
-        let mut stack = vec![id];
-        while let Some(&top) = stack.last() {
-            if self.elements[top.index()].is_some() {
-                stack.pop();
-                continue;
+    ///
+    /// The nodes `id` needs are expanded in increasing id order, the order in which they were
+    /// built, so the scalar nodes are created in the order an element-by-element lowering of
+    /// the same text would create them.
+    pub fn expand(&mut self, tensors: &TensorPool, pool: &mut Pool, id: TId) -> Vec<ExprId> {
+        if self.elements.len() < tensors.len() {
+            self.elements.resize(tensors.len(), None);
+        }
+        let mut needed = vec![false; id.index() + 1];
+        needed[id.index()] = true;
+        for i in (0..=id.index()).rev() {
+            if needed[i] && self.elements[i].is_none() {
+                tensors
+                    .node(TId(i as u32))
+                    .for_each_operand(|c| needed[c.index()] = true);
             }
-            let mut missing = false;
-            self.tensors.node(top).for_each_operand(|c| {
-                if self.elements[c.index()].is_none() {
-                    stack.push(c);
-                    missing = true;
-                }
-            });
-            if !missing {
-                stack.pop();
-                let elems = self.expand_node(pool, top);
-                self.elements[top.index()] = Some(elems);
+        }
+        for (i, &need) in needed.iter().enumerate() {
+            if need && self.elements[i].is_none() {
+                let elems = self.expand_node(tensors, pool, TId(i as u32));
+                self.elements[i] = Some(elems);
             }
         }
         self.elements[id.index()].clone().expect("expanded")
     }
 
-    fn expand_node(&self, pool: &mut Pool, id: TId) -> Vec<ExprId> {
-        let t = self.tensors;
+    fn expand_node(&self, t: &TensorPool, pool: &mut Pool, id: TId) -> Vec<ExprId> {
         let shape = t.shape(id);
         let n = shape.len();
         let e = |c: &TId| self.elements[c.index()].as_ref().expect("children first");

@@ -403,11 +403,12 @@ impl TensorPool {
         self.broadcast_to(out, shape)
     }
 
-    /// `a ./ b`. Division by a constant whose reciprocal is exact becomes a product.
+    /// `a ./ b`, with the scalar pool's rules in its order: constants folded, `a/1 → a`,
+    /// `a/c → (1/c)·a` when `1/c` is exact, `0/b → 0`, `a/a → 1`.
     pub fn div(&mut self, a: TId, b: TId) -> TId {
         let shape = broadcast_shape([self.shape(a), self.shape(b)]);
-        if self.is_zero(a) {
-            return self.zeros(shape);
+        if let Some(f) = self.fold(&[a, b], |x| x[0] / x[1]) {
+            return f;
         }
         if let Some(c) = self.uniform_value(b) {
             if c == 1.0 {
@@ -419,8 +420,12 @@ impl TensorPool {
                 return self.broadcast_to(out, shape);
             }
         }
-        if let Some(f) = self.fold(&[a, b], |x| x[0] / x[1]) {
-            return f;
+        if self.is_zero(a) {
+            return self.zeros(shape);
+        }
+        if a == b {
+            let one = self.constant(1.0);
+            return self.fill(one, shape);
         }
         self.intern(TNode::Div(a, b), shape)
     }
@@ -942,10 +947,11 @@ impl TensorPool {
     }
 }
 
-/// Whether `1/c` is exact: `c` is a power of two (so `x/c` and `x·(1/c)` round alike).
+/// Whether `1/c` is exact: `c` is a power of two (so `x/c` and `x·(1/c)` round alike); the
+/// scalar pool's test, so that expansion agrees with it.
 fn exact_reciprocal(c: f64) -> bool {
-    let bits = c.abs().to_bits();
-    c.is_normal() && bits & ((1u64 << 52) - 1) == 0
+    let m = c.abs();
+    m.is_finite() && m > 0.0 && m.log2().fract() == 0.0
 }
 
 impl Window {

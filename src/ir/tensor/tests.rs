@@ -492,7 +492,7 @@ proptest! {
         prop_assert!(close(&got, &want, 1e-12), "{:?}\n{} vs {}", tree, format!("{got:?}"), format!("{want:?}"));
 
         let mut scalar = Pool::new();
-        let elems = Expander::new(&pool).expand(&mut scalar, id);
+        let elems = Expander::new().expand(&pool, &mut scalar, id);
         let point = |v: crate::ir::Var| -> f64 {
             use crate::ir::Var;
             match v {
@@ -731,9 +731,9 @@ fn argmax_and_first_max_take_the_first_of_ties() {
     assert_eq!(out[0], vec![1.0]);
     assert_eq!(out[1], vec![0.0, 1.0, 0.0, 0.0]);
     let mut scalar = Pool::new();
-    let mut ex = Expander::new(&pool);
-    let mut elems = ex.expand(&mut scalar, i);
-    elems.extend(ex.expand(&mut scalar, hot));
+    let mut ex = Expander::new();
+    let mut elems = ex.expand(&pool, &mut scalar, i);
+    elems.extend(ex.expand(&pool, &mut scalar, hot));
     let got = crate::ir::eval(&scalar, &elems, &|v| match v {
         crate::ir::Var::Input { elem, .. } => zs[elem as usize],
         _ => unreachable!(),
