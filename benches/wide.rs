@@ -88,8 +88,8 @@ fn load(name: &str) -> Problem {
     let program = Program::compile(&model);
     let params = nodec::simulate::initial_params(&model, program.layout(), 0);
     let shapes: Vec<_> = model.inputs.iter().map(|i| i.shape).collect();
-    let data = nodec::data::generate(&model.data[0].source, &model.pool, &shapes)
-        .expect("generated data");
+    let data =
+        nodec::data::generate(&model.data[0].source, &model.pool, &shapes).expect("generated data");
     assert_eq!(data.n, 256, "the comparison is at batch 256");
     let schedule = model.schedule.as_ref().expect("a schedule");
     assert_eq!(schedule.method, nodec::ir::Method::Rk4);
@@ -110,7 +110,11 @@ fn load(name: &str) -> Problem {
     } else {
         Cost::SumSq
     };
-    let k0 = get(if cost == Cost::CrossEntropy { "E" } else { "K0" });
+    let k0 = get(if cost == Cost::CrossEntropy {
+        "E"
+    } else {
+        "K0"
+    });
     let (k1, b1, k2, head) = (get("K1"), get("b1"), get("K2"), get("head"));
     let w = b1.len();
     let d = k2.len() / w;
@@ -284,7 +288,10 @@ impl Problem {
 
     /// `out = kbᵀ ∂f/∂x` at the stage whose input is `x` and activations `a`; parameter
     /// gradients added to `g`.
-    #[allow(clippy::too_many_arguments, reason = "scratch passed in, not allocated per call")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "scratch passed in, not allocated per call"
+    )]
     fn field_vjp(
         &self,
         x: &[f64],
