@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""PyTorch (f64, eager, CPU) peer of `benches/wide.rs`: the solve and the gradient of
+`wide_1024` and `mnist_sized` at batch 256, `dx/dt = K2 tanh(K1 x + b1)`, classic RK4 x 4 on
+[0, 1], `x(0) = K0 u` (`E u`), loss = mean over samples of `sumsq(head x(1))` or
+`cross_entropy(head x(1), y)`.
+
+It starts from nodec's own parameters and data, which `cargo bench --bench wide` writes to
+`<target>/wide-export/MODEL.json` (with nodec's loss and gradient), and checks that it computes
+the same loss and gradient before it reports times. Not part of CI: PyTorch is not a project
+dependency.
+
+Usage: python3 benches/torch_wide.py [EXPORT_DIR]   (default: target/wide-export)
+"""
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+torch.set_default_dtype(torch.float64)
+
+
+def load(path):
+    with open(path) as f:
+        e = json.load(f)
+    n, din, d, w = e["n"], e["input_dim"], e["state"], e["width"]
+    names = list(e["params"].keys())  # K0 (or E), K1, b1, K2, head
+    shapes = [(d, din), (w, d), (w,), (d, w), (10, d)]
+    params = [
+        torch.tensor(e["params"][k]).reshape(s).requires_grad_(True)
+        for k, s in zip(names, shapes)
+    ]
+    u = torch.tensor(e["inputs"]).reshape(n, din)
+    y = torch.tensor(e["labels"]).long() if e["labels"] is not None else None
+    return e, names, params, u, y
+
+
+def loss_fn(e, params, u, y):
+    k0, k1, b1, k2, head = params
+    steps = e["steps"]
+    h = 1.0 / steps
+
+    # Batch-major rows (samples x components), the layout PyTorch code is written in.
+    def f(x):
+        return torch.tanh(x @ k1.T + b1) @ k2.T
+
+    x = u @ k0.T
+    # The same RK4 as nodec's `rk_step`: stages y + (h a) k, then y += h (sum of b_j k_j).
+    for _ in range(steps):
+        s1 = f(x)
+        s2 = f(x + (h * 0.5) * s1)
+        s3 = f(x + (h * 0.5) * s2)
+        s4 = f(x + h * s3)
+        x = x + h * (s1 / 6.0 + s2 / 3.0 + s3 / 3.0 + s4 / 6.0)
+    logits = x @ head.T
+    if e["cost"] == "sumsq":
+        return (logits * logits).sum(dim=1).mean()
+    return torch.nn.functional.cross_entropy(logits, y)
+
+
+def median_seconds(fn, rounds):
+    fn()  # warm-up
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    export = sys.argv[1] if len(sys.argv) > 1 else "target/wide-export"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float64, eager")
+    for model in ["wide_1024", "mnist_sized"]:
+        path = os.path.join(export, f"{model}.json")
+        if not os.path.exists(path):
+            print(f"{model}: no {path}; run `cargo bench --bench wide` first")
+            continue
+        e, names, params, u, y = load(path)
+        loss = loss_fn(e, params, u, y)
+        grads = torch.autograd.grad(loss, params)
+        loss_diff = abs(loss.item() - e["nodec_loss"]) / abs(e["nodec_loss"])
+        diff, scale = 0.0, 0.0
+        for name, g in zip(names, grads):
+            ref = torch.tensor(e["nodec_grad"][name]).reshape(g.shape)
+            diff = max(diff, (g - ref).abs().max().item())
+            scale = max(scale, ref.abs().max().item())
+        print(
+            f"{model}: loss torch {loss.item():.15e} nodec {e['nodec_loss']:.15e} "
+            f"(rel. diff. {loss_diff:.1e}); gradient max diff / max |g| {diff / scale:.1e}"
+        )
+        if loss_diff > 1e-12 or diff / scale > 1e-10:
+            sys.exit(f"{model}: PyTorch and nodec disagree")
+
+        def solve():
+            with torch.no_grad():
+                loss_fn(e, params, u, y)
+
+        def gradient():
+            torch.autograd.grad(loss_fn(e, params, u, y), params)
+
+        print(
+            f"{model} batch 256: solve {median_seconds(solve, 41) * 1e3:.2f} ms, "
+            f"gradient {median_seconds(gradient, 21) * 1e3:.2f} ms (medians)"
+        )
+
+
+if __name__ == "__main__":
+    main()
