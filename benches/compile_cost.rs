@@ -11,8 +11,9 @@
 //! - `prepare`: `nodec::prepare` (simplification, JVP/VJP IR);
 //! - `compile`: `Program::compile` (kernels for every entry point);
 //! - `params+data`: seeded initial parameters and the first data block;
-//! - `first rhs`: `init` and one right-hand side on the first block of `BLOCK_WIDTH` samples
-//!   (this builds the kernels' uniform caches, so it is dearer than later calls);
+//! - `first rhs`: a workspace, `init` and one right-hand side on the first block of
+//!   `BLOCK_WIDTH` samples (this builds the kernels' uniform caches, so it is dearer than the
+//!   second call, also shown);
 //! - `first vjp`: one vector-Jacobian product (state and parameter pull-back) on that block;
 //! - `solve` and `gradient`: the first whole forward solve and backprop gradient on the data.
 //!
