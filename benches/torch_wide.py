@@ -9,11 +9,16 @@ It starts from nodec's own parameters and data, which `cargo bench --bench wide`
 the same loss and gradient before it reports times. Not part of CI: PyTorch is not a project
 dependency.
 
-Usage: python3 benches/torch_wide.py [EXPORT_DIR]   (default: target/wide-export)
+Usage: python3 benches/torch_wide.py [EXPORT_DIR] [--nodec PATH/TO/nodec]
+(default EXPORT_DIR: target/wide-export). With --nodec it also times the release binary's
+`run` and `grad` (their reported `solve_seconds` and `gradient_seconds`, which exclude the
+compile) in turn with PyTorch, round by round, and prints the median of the per-round ratios:
+on a shared machine whose load drifts, separately timed medians are not comparable.
 """
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -71,8 +76,50 @@ def median_seconds(fn, rounds):
     return times[len(times) // 2]
 
 
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def nodec_seconds(nodec, command, model, key, loss):
+    """One `nodec run|grad` of the model (seed 0: the exported parameters): its reported
+    seconds for `key`, after checking that it computed the exported loss."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wide", f"{model}.node")
+    out = subprocess.run(
+        [nodec, command, path, "--format", "json"], capture_output=True, check=True, text=True
+    )
+    report = json.loads(out.stdout)
+    if abs(report["loss"] - loss) > 1e-12 * abs(loss):
+        sys.exit(f"{model}: `nodec {command}` computed {report['loss']}, not {loss}")
+    return report["stats"][key]
+
+
+def interleaved(model, nodec, loss, solve, gradient, rounds=7):
+    """nodec over PyTorch, the median and range of per-round ratios; each round takes the
+    fastest of 3 PyTorch calls, as nodec's figure is one call."""
+    ratios = {"solve": [], "gradient": []}
+    for _ in range(rounds):
+        n = nodec_seconds(nodec, "run", model, "solve_seconds", loss)
+        ratios["solve"].append(n / min(timed(solve) for _ in range(3)))
+        n = nodec_seconds(nodec, "grad", model, "gradient_seconds", loss)
+        ratios["gradient"].append(n / min(timed(gradient) for _ in range(3)))
+    for what, r in ratios.items():
+        r.sort()
+        print(
+            f"{model} batch 256 {what} ratio nodec (release binary) / PyTorch: "
+            f"{r[len(r) // 2]:.3f} (range {r[0]:.3f}-{r[-1]:.3f}, {rounds} interleaved rounds)"
+        )
+
+
 def main():
-    export = sys.argv[1] if len(sys.argv) > 1 else "target/wide-export"
+    args = sys.argv[1:]
+    nodec = None
+    if "--nodec" in args:
+        i = args.index("--nodec")
+        nodec = args[i + 1]
+        del args[i : i + 2]
+    export = args[0] if args else "target/wide-export"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float64, eager")
     for model in ["wide_1024", "mnist_sized"]:
         path = os.path.join(export, f"{model}.json")
@@ -106,6 +153,8 @@ def main():
             f"{model} batch 256: solve {median_seconds(solve, 41) * 1e3:.2f} ms, "
             f"gradient {median_seconds(gradient, 21) * 1e3:.2f} ms (medians)"
         )
+        if nodec is not None:
+            interleaved(model, nodec, e["nodec_loss"], solve, gradient)
 
 
 if __name__ == "__main__":
