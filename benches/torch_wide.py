@@ -14,6 +14,8 @@ Usage: python3 benches/torch_wide.py [EXPORT_DIR] [--nodec PATH/TO/nodec]
 `run` and `grad` (their reported `solve_seconds` and `gradient_seconds`, which exclude the
 compile) in turn with PyTorch, round by round, and prints the median of the per-round ratios:
 on a shared machine whose load drifts, separately timed medians are not comparable.
+On a loaded machine set OMP_NUM_THREADS=1: PyTorch's OpenMP threads stall one another when one
+of them is descheduled, and its times then vary by an order of magnitude between runs.
 """
 
 import json
