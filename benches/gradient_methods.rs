@@ -27,14 +27,7 @@ fn load() -> Problem {
 }
 
 fn gradient(p: &Problem, method: GradientMethod) -> sens::Gradient {
-    sens::gradient(
-        &p.model,
-        &p.program,
-        &p.params,
-        &p.data,
-        &GradientOptions::new(method),
-    )
-    .expect("gradient")
+    sens::gradient(&p.bound(), &GradientOptions::new(method)).expect("gradient")
 }
 
 fn bench(c: &mut Criterion) {
@@ -42,11 +35,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("p4_d2_gradient");
     group.sample_size(20);
     group.bench_function("forward", |b| {
-        b.iter(|| {
-            nodec::simulate::simulate(&p.model, &p.program, &p.params, &p.data, None)
-                .expect("solves")
-                .loss
-        })
+        b.iter(|| p.bound().simulate(None).expect("solves").loss)
     });
     group.bench_function("backprop", |b| {
         b.iter(|| gradient(&p, GradientMethod::Backprop).grad[0])
@@ -71,8 +60,7 @@ fn child(which: &str) {
     let p = load();
     match which {
         "forward" => {
-            nodec::simulate::simulate(&p.model, &p.program, &p.params, &p.data, None)
-                .expect("solves");
+            p.bound().simulate(None).expect("solves");
         }
         "backprop" => {
             gradient(&p, GradientMethod::Backprop);

@@ -349,7 +349,8 @@ fn bench_solves(_: &mut Criterion) {
         let params = nodec::simulate::initial_params(&m, native.layout(), 0);
         let data = nodec::data::Dataset::samples(BATCH, 0, Vec::new(), None);
         let solve = |program: &Program| {
-            let s = nodec::simulate::simulate(&m, program, &params, &data, None).expect("solves");
+            let bound = nodec::simulate::Bound::new(&m, program, &params, &data);
+            let s = bound.simulate(None).expect("solves");
             black_box(s);
         };
         p4::interleaved_ratio(

@@ -198,7 +198,7 @@ fn baseline(p: &Problem) -> (f64, Grads) {
 fn nodec_gradient(p: &Problem, segment: Option<usize>) -> nodec::sens::Gradient {
     let mut options = nodec::sens::GradientOptions::new(nodec::ir::GradientMethod::Backprop);
     options.segment = segment;
-    nodec::sens::gradient(&p.model, &p.program, &p.params, &p.data, &options).expect("gradient")
+    nodec::sens::gradient(&p.bound(), &options).expect("gradient")
 }
 
 fn backward(c: &mut Criterion) {

@@ -65,9 +65,7 @@ fn baseline(p: &Problem) -> f64 {
 
 fn nodec_forward(p: &Problem) -> f64 {
     let t1 = p.model.schedule.as_ref().unwrap().t1;
-    nodec::simulate::simulate(&p.model, &p.program, &p.params, &p.data, Some(vec![t1]))
-        .expect("solves")
-        .loss
+    p.bound().simulate(Some(vec![t1])).expect("solves").loss
 }
 
 fn forward(c: &mut Criterion) {

@@ -71,6 +71,13 @@ pub fn load_with_train(d: usize, extra: &str) -> Problem {
     }
 }
 
+impl Problem {
+    /// The compiled model bound to its weights and initial points.
+    pub fn bound(&self) -> nodec::simulate::Bound<'_> {
+        nodec::simulate::Bound::new(&self.model, &self.program, &self.params, &self.data)
+    }
+}
+
 /// f(x) = W2 tanh(W1 x + b1) + b2 for one block, component-major.
 pub fn field(w: &Weights, x: &[f64], dx: &mut [f64], hidden: &mut [f64]) {
     let d = w.d;

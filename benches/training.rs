@@ -7,7 +7,6 @@
 #![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use nodec::cli::grad::{default_method, training_block};
 use nodec::cli::run::load;
 use nodec::cli::Output;
 use nodec::ir::GradientMethod;
@@ -44,23 +43,17 @@ fn epochs(c: &mut Criterion) {
         let Some(loaded) = load(&path, &Overrides::default(), 0, None, &mut out) else {
             panic!("{path}: {}", out.stderr);
         };
-        let (_, data) = training_block(&loaded);
+        let (_, data) = loaded.training_block();
         let train = loaded.model.train.as_ref().expect("declares train");
         let method = train
             .gradient
-            .unwrap_or_else(|| default_method(&loaded.model));
+            .unwrap_or_else(|| sens::default_method(&loaded.model));
         group.throughput(Throughput::Elements(data.n as u64));
         group.bench_function(loaded.model.name.clone(), |b| {
             b.iter(|| {
                 // A fresh run each time, so every iteration times the same first epoch.
-                let mut trainer = Trainer::new(
-                    &loaded.model,
-                    &loaded.program,
-                    data,
-                    loaded.params.clone(),
-                    GradientOptions::new(method),
-                )
-                .expect("trainer");
+                let mut trainer =
+                    Trainer::new(loaded.bind(data), GradientOptions::new(method)).expect("trainer");
                 trainer.run_epoch(&|| false).expect("epoch").map(|s| s.loss)
             })
         });
@@ -77,25 +70,13 @@ fn optimizer_step(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("gradient", |b| {
         b.iter(|| {
-            sens::gradient(
-                &p.model,
-                &p.program,
-                &p.params,
-                &p.data,
-                &GradientOptions::new(GradientMethod::Backprop),
-            )
-            .expect("gradient")
-            .grad[0]
+            sens::gradient(&p.bound(), &GradientOptions::new(GradientMethod::Backprop))
+                .expect("gradient")
+                .grad[0]
         })
     });
-    let mut trainer = Trainer::new(
-        &p.model,
-        &p.program,
-        &p.data,
-        p.params.clone(),
-        GradientOptions::new(GradientMethod::Backprop),
-    )
-    .expect("trainer");
+    let mut trainer =
+        Trainer::new(p.bound(), GradientOptions::new(GradientMethod::Backprop)).expect("trainer");
     group.bench_function("adam step (one epoch of one batch)", |b| {
         b.iter(|| {
             // The state rewinds to epoch 0 so that the shuffle and step size stay the same;

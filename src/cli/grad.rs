@@ -10,7 +10,6 @@ use super::report::format_sig;
 use super::run::{load, solve_error, Loaded};
 use super::{write_atomic, Output};
 use crate::compile::ParamLayout;
-use crate::data::Dataset;
 use crate::ir::{self, GradientMethod};
 use crate::sema::Overrides;
 use crate::sens::{self, GradientError, GradientOptions};
@@ -68,18 +67,6 @@ pub struct GradArgs {
     pub out: Option<String>,
 }
 
-/// The method used when neither the command line nor the model names one: backprop, except
-/// for the stiff methods, whose exact discrete gradient would need second derivatives.
-pub fn default_method(model: &ir::Model) -> GradientMethod {
-    if let Some(m) = model.train.as_ref().and_then(|t| t.gradient) {
-        return m;
-    }
-    match model.schedule.as_ref().map(|s| s.method) {
-        Some(ir::Method::Rodas4 | ir::Method::Bdf) => GradientMethod::Adjoint,
-        _ => GradientMethod::Backprop,
-    }
-}
-
 /// The name of a gradient method as the spec spells it.
 pub fn method_name(m: GradientMethod) -> &'static str {
     match m {
@@ -87,17 +74,6 @@ pub fn method_name(m: GradientMethod) -> &'static str {
         GradientMethod::Adjoint => "adjoint",
         GradientMethod::Forward => "forward",
     }
-}
-
-/// The data block a model trains on: the first one not named `test`.
-pub fn training_block(loaded: &Loaded) -> (&str, &Dataset) {
-    loaded
-        .data
-        .iter()
-        .find(|(name, _)| name != "test")
-        .or(loaded.data.first())
-        .map(|(n, d)| (n.as_str(), d))
-        .expect("load gives every model at least one data block")
 }
 
 /// Renders a gradient failure located like a solver error.
@@ -157,13 +133,13 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
     }
     let method = args
         .method
-        .map_or_else(|| default_method(model), Into::into);
+        .map_or_else(|| sens::default_method(model), Into::into);
     let mut options = GradientOptions::new(method);
     options.segment = args.segment;
     options.forward_limit = args.forward_limit;
-    let (block, data) = training_block(&loaded);
+    let (block, data) = loaded.training_block();
     let started = Instant::now();
-    let g = match sens::gradient(model, &loaded.program, &loaded.params, data, &options) {
+    let g = match sens::gradient(&loaded.bind(data), &options) {
         Ok(g) => g,
         Err(e) => {
             out.stderr.push_str(&gradient_error(&loaded, &e, block));

@@ -12,8 +12,9 @@ use crate::diag::{Diagnostic, SourceFile};
 use crate::ir::{self, Shape};
 use crate::sema::Overrides;
 use crate::sens::{self, GradientOptions};
-use crate::simulate::{self, Simulation};
+use crate::simulate::{self, Bound, Simulation};
 use crate::solve::{OptionsError, SolveError, System};
+use crate::train;
 
 /// How `run` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -61,6 +62,18 @@ pub struct Loaded {
     pub data: Vec<(String, Dataset)>,
     /// Seconds to parse, check, prepare and compile.
     pub compile_seconds: f64,
+}
+
+impl Loaded {
+    /// The compiled model at the loaded parameters, on `data`.
+    pub fn bind<'a>(&'a self, data: &'a Dataset) -> Bound<'a> {
+        Bound::new(&self.model, &self.program, &self.params, data)
+    }
+
+    /// The block the model trains on (see [`train::training_block`]) and its name.
+    pub fn training_block(&self) -> (&str, &Dataset) {
+        train::training_block(&self.data).expect("load gives every model at least one data block")
+    }
 }
 
 /// Reads, checks, compiles a model and loads its parameters and data; errors are rendered.
@@ -435,7 +448,7 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
         } else {
             model.schedule.as_ref().map(|s| vec![s.t1])
         };
-        let sim = match simulate::simulate(model, &loaded.program, &loaded.params, dataset, save) {
+        let sim = match loaded.bind(dataset).simulate(save) {
             Ok(sim) => sim,
             Err(e) => {
                 out.stderr.push_str(&solve_error(&loaded, &e, name));
@@ -555,14 +568,13 @@ fn build_report(
         })
         .collect();
     if !outputs.is_empty() {
-        let dataset = &loaded.data[0].1;
-        let system = simulate::WithQuadrature::new(program, &loaded.params, dataset);
-        let mut ws = system.workspace(sample..sample + 1);
+        let bound = loaded.bind(&loaded.data[0].1);
+        let mut ws = bound.system().workspace(sample..sample + 1);
         let dim = program.dim();
         let mut values = vec![0.0; program.outputs_len()];
         for (k, t) in solution.t.iter().enumerate() {
             let y = &solution.state(k, sample)[..dim];
-            simulate::outputs(program, &loaded.params, *t, y, &mut values, &mut ws);
+            bound.outputs(*t, y, &mut values, &mut ws);
             let mut at = 0;
             for o in outputs.iter_mut() {
                 o.values.push(values[at..at + o.len].to_vec());
@@ -608,13 +620,13 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
         dataset.select(&[sample])
     };
     // Forward sensitivities carry no costate; the adjoint gives it for every schedule.
-    let method = match super::grad::default_method(model) {
+    let method = match sens::default_method(model) {
         crate::ir::GradientMethod::Forward => crate::ir::GradientMethod::Adjoint,
         m => m,
     };
     let mut options = GradientOptions::new(method);
     options.costates = true;
-    let g = sens::gradient(model, &loaded.program, &loaded.params, &one, &options)
+    let g = sens::gradient(&loaded.bind(&one), &options)
         .map_err(|e| super::grad::gradient_error(loaded, &e, name))?;
     let Some(c) = g.costates else {
         return Err(format!(

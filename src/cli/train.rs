@@ -9,13 +9,12 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::grad::{default_method, gradient_error, param_values_json, training_block};
+use super::grad::{gradient_error, param_values_json};
 use super::report::format_sig;
 use super::run::{load_mapped, Loaded};
 use super::{write_atomic, Output};
 use crate::sema::Overrides;
-use crate::sens::GradientOptions;
-use crate::simulate;
+use crate::sens::{self, GradientOptions};
 use crate::train::{Checkpoint, EpochSummary, TrainError, Trainer};
 
 /// Arguments of `nodec train`.
@@ -95,16 +94,19 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
         ));
         return 1;
     };
-    let (block, data) = training_block(&loaded);
-    let options = GradientOptions::new(train.gradient.unwrap_or_else(|| default_method(model)));
-    let mut trainer =
-        match Trainer::new(model, &loaded.program, data, loaded.params.clone(), options) {
-            Ok(t) => t,
-            Err(e) => {
-                out.stderr.push_str(&format!("{}: error: {e}\n", args.file));
-                return 1;
-            }
-        };
+    let (block, data) = loaded.training_block();
+    let options = GradientOptions::new(
+        train
+            .gradient
+            .unwrap_or_else(|| sens::default_method(model)),
+    );
+    let mut trainer = match Trainer::new(loaded.bind(data), options) {
+        Ok(t) => t,
+        Err(e) => {
+            out.stderr.push_str(&format!("{}: error: {e}\n", args.file));
+            return 1;
+        }
+    };
     if let Some(path) = &args.resume {
         let state: Result<Checkpoint, String> = std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
@@ -299,7 +301,11 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     let mut text = String::new();
     for (name, dataset) in &loaded.data {
         let t1 = model.schedule.as_ref().map(|s| vec![s.t1]);
-        match simulate::simulate(model, &loaded.program, trainer.params(), dataset, t1) {
+        match loaded
+            .bind(dataset)
+            .with_params(trainer.params())
+            .simulate(t1)
+        {
             Ok(sim) => {
                 text.push_str(&format!(
                     "{name} ({} samples): loss {}",

@@ -6,7 +6,8 @@
 //! ([`Params`], layout in [`ParamLayout`]); states, directions, inputs and labels are per sample.
 //! Scratch space lives in a [`Workspace`] created once per block and thread; the hot path never
 //! walks the IR or hashes, and allocates only the packing buffer of a matrix product run as a
-//! GEMM (see `tape::matmul`). [`ModelSystem`] presents a program to the solvers.
+//! GEMM (see `tape::matmul`). `compile` knows nothing of solvers: `simulate` presents a program
+//! to them.
 //!
 //! Derivatives come from the symbolic JVP/VJP IR of `ir::prepare`, compiled like any other
 //! expression (see `tape` for how products are reassociated so that the VJP shares work the way
@@ -15,14 +16,12 @@
 
 mod math;
 mod params;
-mod system;
 mod tape;
 #[cfg(test)]
 mod tests;
 
 pub use math::{exp, sigmoid, tanh};
 pub use params::{ParamEntry, ParamLayout, Params, Piece};
-pub use system::ModelSystem;
 
 use crate::ir::{self, CostKind};
 use tape::{Builder, Kernel, Lanes, BANKS};
@@ -352,8 +351,8 @@ impl Program {
         kinds
     }
 
-    /// Times inside the span where `per layer` parameters switch layers (see
-    /// [`crate::solve::System::breakpoints`]).
+    /// Times inside the span where `per layer` parameters switch layers; a solve steps exactly
+    /// onto them so that no step mixes two layers' weights.
     pub fn breakpoints(&self) -> &[f64] {
         &self.layout.layer_breaks
     }

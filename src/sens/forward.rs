@@ -17,9 +17,7 @@ use rayon::prelude::*;
 
 use super::{Gradient, GradientError, GradientOptions, ModelObjective};
 use crate::compile::{Params, Program};
-use crate::data::Dataset;
-use crate::ir;
-use crate::simulate::{self, WithQuadrature};
+use crate::simulate::{Bound, WithQuadrature};
 use crate::solve::{self, System};
 
 /// Parameter coordinates forward sensitivities accept unless told otherwise.
@@ -27,12 +25,10 @@ pub const DEFAULT_FORWARD_LIMIT: usize = 64;
 
 /// The gradient by forward sensitivities (see the module docs).
 pub(super) fn gradient(
-    model: &ir::Model,
-    program: &Program,
-    params: &Params,
-    data: &Dataset,
+    bound: &Bound<'_>,
     options: &GradientOptions,
 ) -> Result<Gradient, GradientError> {
+    let (program, params) = (bound.program, bound.params);
     let np = program.layout().total;
     let limit = options.forward_limit.unwrap_or(DEFAULT_FORWARD_LIMIT);
     if np > limit {
@@ -43,13 +39,9 @@ pub(super) fn gradient(
             "forward sensitivities do not compute costates; use `--method backprop`",
         ));
     }
-    let schedule = model
-        .schedule
-        .as_ref()
-        .expect("sema guarantees a schedule for a model with states");
-    let setup = simulate::setup(model, program, params, data, Some(vec![schedule.t1]));
-    let system = WithQuadrature::new(program, params, data);
-    let objective = ModelObjective::new(program, params, data, schedule.t1);
+    let setup = bound.setup(Some(vec![bound.schedule().t1]));
+    let system = bound.system();
+    let objective = ModelObjective::new(bound);
     let n = setup.n;
 
     let mut directions = vec![0.0; np * np];
@@ -71,7 +63,7 @@ pub(super) fn gradient(
     let mut ws = program.workspace(1);
     program.penalty(params, Some(&mut grad), &mut ws);
     let stats = r.solution.stats;
-    let simulation = simulate::summarize(model, program, params, data, r.solution);
+    let simulation = bound.summarize(r.solution);
     Ok(Gradient {
         simulation,
         grad,

@@ -35,7 +35,7 @@ pub use forward::DEFAULT_FORWARD_LIMIT;
 use crate::compile::{Params, Program};
 use crate::data::Dataset;
 use crate::ir::{self, CostKind, GradientMethod};
-use crate::simulate::{self, QuadratureWorkspace, Simulation, WithQuadrature};
+use crate::simulate::{Bound, QuadratureWorkspace, Simulation, WithQuadrature};
 use crate::solve::{self, BackpropOptions, Objective, SolveError, Stats, System};
 
 /// How to compute a gradient.
@@ -140,14 +140,14 @@ pub struct ModelObjective<'a> {
 }
 
 impl<'a> ModelObjective<'a> {
-    /// The objective of `program` on `data`, with the final time `t1`.
-    pub fn new(program: &'a Program, params: &'a Params, data: &'a Dataset, t1: f64) -> Self {
-        let kinds = program.cost_kinds();
+    /// The objective of a bound model, whose final time is its schedule's.
+    pub fn new(bound: &Bound<'a>) -> Self {
+        let kinds = bound.program.cost_kinds();
         ModelObjective {
-            program,
-            params,
-            data,
-            t1,
+            program: bound.program,
+            params: bound.params,
+            data: bound.data,
+            t1: bound.schedule().t1,
             running: kinds.contains(&CostKind::Running),
             terminal: kinds.contains(&CostKind::Terminal),
             observed: kinds.contains(&CostKind::Observed),
@@ -218,27 +218,32 @@ impl Objective<WithQuadrature<'_>> for ModelObjective<'_> {
     }
 }
 
-/// The gradient of the model's loss on `data` with respect to every parameter copy.
-pub fn gradient(
-    model: &ir::Model,
-    program: &Program,
-    params: &Params,
-    data: &Dataset,
-    options: &GradientOptions,
-) -> Result<Gradient, GradientError> {
-    let schedule = model
-        .schedule
-        .as_ref()
-        .expect("sema guarantees a schedule for a model with states");
+/// The method used when neither the command line nor the model names one: the model's
+/// `gradient =`, else backprop, except for the stiff methods, whose exact discrete gradient
+/// would need second derivatives of the field (so backprop refuses them).
+pub fn default_method(model: &ir::Model) -> GradientMethod {
+    if let Some(m) = model.train.as_ref().and_then(|t| t.gradient) {
+        return m;
+    }
+    match model.schedule.as_ref().map(|s| s.method) {
+        Some(ir::Method::Rodas4 | ir::Method::Bdf) => GradientMethod::Adjoint,
+        _ => GradientMethod::Backprop,
+    }
+}
+
+/// The gradient of a bound model's loss on its data with respect to every parameter copy.
+pub fn gradient(bound: &Bound<'_>, options: &GradientOptions) -> Result<Gradient, GradientError> {
+    let (program, params) = (bound.program, bound.params);
+    let schedule = bound.schedule();
     // Only the times that carry costs are needed, unless costates are reported.
     let save = if options.costates {
         None
     } else {
         Some(vec![schedule.t1])
     };
-    let setup = simulate::setup(model, program, params, data, save);
-    let system = WithQuadrature::new(program, params, data);
-    let objective = ModelObjective::new(program, params, data, schedule.t1);
+    let setup = bound.setup(save);
+    let system = bound.system();
+    let objective = ModelObjective::new(bound);
     let full = system.dim();
     let dim = program.dim();
     let n = setup.n;
@@ -261,7 +266,7 @@ pub fn gradient(
             (r.grad, r.lambda0, r.solution, r.costates)
         }
         GradientMethod::Forward => {
-            return forward::gradient(model, program, params, data, options);
+            return forward::gradient(bound, options);
         }
     };
     let mut stats = solution.stats;
@@ -291,8 +296,8 @@ pub fn gradient(
     let initial_cotangent = (0..n)
         .flat_map(|s| lambda0[s * full..s * full + dim].iter().copied())
         .collect();
-    let costates = costates.map(|lambda| costates_of(program, params, data, &solution, &lambda));
-    let simulation = simulate::summarize(model, program, params, data, solution);
+    let costates = costates.map(|lambda| costates_of(bound, &solution, &lambda));
+    let simulation = bound.summarize(solution);
     Ok(Gradient {
         simulation,
         grad,
@@ -303,18 +308,12 @@ pub fn gradient(
 }
 
 /// `p = −λ` without the quadrature component, and `H = p·f − L` at each save time.
-fn costates_of(
-    program: &Program,
-    params: &Params,
-    data: &Dataset,
-    solution: &solve::Solution,
-    lambda: &[f64],
-) -> Costates {
+fn costates_of(bound: &Bound<'_>, solution: &solve::Solution, lambda: &[f64]) -> Costates {
     let full = solution.dim;
-    let dim = program.dim();
+    let dim = bound.program.dim();
     let n = solution.n_samples;
     let n_save = solution.t.len();
-    let system = WithQuadrature::new(program, params, data);
+    let system = bound.system();
     let mut p = vec![0.0; n_save * n * dim];
     let mut hamiltonian = vec![0.0; n_save * n];
     let mut f = vec![0.0; full];

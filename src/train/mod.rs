@@ -19,6 +19,7 @@ use crate::ir::{self, CostKind};
 use crate::optim::{Hyper, LineSearchError, OptimizerState};
 use crate::rng::{Rng, RngState};
 use crate::sens::{self, GradientError, GradientOptions};
+use crate::simulate::{Bound, Simulation};
 
 /// Everything a checkpoint holds: the loop state and the parameter values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -119,7 +120,18 @@ impl std::fmt::Display for TrainError {
     }
 }
 
-/// A model, its data and its training state.
+/// The data block a model trains on: the first one not named `test`, else the first (`None`
+/// only when there are no blocks). `nodec grad` differentiates the loss on the same block.
+pub fn training_block(blocks: &[(String, Dataset)]) -> Option<(&str, &Dataset)> {
+    blocks
+        .iter()
+        .find(|(name, _)| name != "test")
+        .or(blocks.first())
+        .map(|(n, d)| (n.as_str(), d))
+}
+
+/// A model, its data and its training state. It owns the parameters it updates and binds them
+/// afresh for every gradient ([`Bound::with_params`]).
 pub struct Trainer<'a> {
     model: &'a ir::Model,
     program: &'a Program,
@@ -135,14 +147,16 @@ pub struct Trainer<'a> {
 }
 
 impl<'a> Trainer<'a> {
-    /// A fresh run from `params` (the model must declare `train`).
-    pub fn new(
-        model: &'a ir::Model,
-        program: &'a Program,
-        data: &'a Dataset,
-        params: Params,
-        gradient: GradientOptions,
-    ) -> Result<Trainer<'a>, TrainError> {
+    /// A fresh run of a bound model from its parameters (the model must declare `train`); the
+    /// trainer keeps its own copy of the parameters, which [`Trainer::params`] shows.
+    pub fn new(start: Bound<'a>, gradient: GradientOptions) -> Result<Trainer<'a>, TrainError> {
+        let Bound {
+            model,
+            program,
+            data,
+            ..
+        } = start;
+        let params = start.params.clone();
         let train = model.train.clone().ok_or_else(|| {
             TrainError::Unsupported("the model has no `train` declaration".into())
         })?;
@@ -247,8 +261,8 @@ impl<'a> Trainer<'a> {
                 Some(plan) => (&plan.grid_model, &plan.gradient),
                 None => (self.model, &self.gradient),
             };
-            let g = sens::gradient(model, self.program, &self.params, &subset, options)
-                .map_err(TrainError::Gradient)?;
+            let bound = Bound::new(model, self.program, &self.params, &subset);
+            let g = sens::gradient(&bound, options).map_err(TrainError::Gradient)?;
             check_gradient(epoch, &g)?;
             let weight = indices.len() as f64;
             let sums = &mut self.state.sums;
@@ -324,7 +338,7 @@ impl<'a> Trainer<'a> {
         let mut evals = 0u64;
         let mut objective = |x: &[f64]| -> Result<(f64, Vec<f64>), GradientError> {
             params.values_mut().copy_from_slice(x);
-            let g = sens::gradient(model, program, &params, data, gradient)?;
+            let g = sens::gradient(&Bound::new(model, program, &params, data), gradient)?;
             evals += g.stats.rhs_evals;
             Ok((g.simulation.loss, g.grad))
         };
@@ -343,7 +357,8 @@ impl<'a> Trainer<'a> {
             .grad()
             .map_or(0.0, |g| g.iter().map(|v| v * v).sum::<f64>().sqrt());
         let t1 = model.schedule.as_ref().map(|s| vec![s.t1]);
-        let sim = crate::simulate::simulate(model, program, &self.params, data, t1)
+        let sim = Bound::new(model, program, &self.params, data)
+            .simulate(t1)
             .map_err(|e| TrainError::Gradient(GradientError::Solve(e)))?;
         check_finite(epoch, &sim)?;
         self.state.epoch = epoch;
@@ -361,7 +376,7 @@ impl<'a> Trainer<'a> {
 }
 
 /// A non-finite loss names the cost term that went first.
-fn check_finite(epoch: usize, sim: &crate::simulate::Simulation) -> Result<(), TrainError> {
+fn check_finite(epoch: usize, sim: &Simulation) -> Result<(), TrainError> {
     if !sim.loss.is_finite() {
         let term = sim
             .costs

@@ -96,11 +96,12 @@ use std::convert::Infallible;
 use rayon::prelude::*;
 
 use super::TrainError;
-use crate::compile::{ModelSystem, Params, Program, Workspace};
+use crate::compile::{Params, Program, Workspace};
 use crate::data::Dataset;
 use crate::ir::{self, CostKind, GradientMethod, Method, MethodFamily, Node, ParamTime, Var};
 use crate::optim::Msa;
 use crate::sens::{self, GradientOptions};
+use crate::simulate::ModelSystem;
 use crate::solve::{System, BLOCK_WIDTH};
 
 /// What `msa` needs to know about a model, checked once when training starts.
@@ -570,6 +571,7 @@ mod tests {
     use crate::diag::SourceFile;
     use crate::ir::Shape;
     use crate::sema::Overrides;
+    use crate::simulate::Bound;
 
     /// A small `msa_sin`: 40 samples in two blocks (32 + 8), 6 Euler layers of width 3, an
     /// input-dependent bias so that inputs are bound per block, and a penalty on every layer.
@@ -620,14 +622,8 @@ train msa(rho = 0.7, reg = 1e-2, maxiter = 4, epochs = 2, batch = 40)
     }
 
     fn gradient(s: &Setup, plan: &Plan) -> sens::Gradient {
-        sens::gradient(
-            &plan.grid_model,
-            &s.program,
-            &s.params,
-            &s.data,
-            &plan.gradient,
-        )
-        .unwrap()
+        let bound = Bound::new(&plan.grid_model, &s.program, &s.params, &s.data);
+        sens::gradient(&bound, &plan.gradient).unwrap()
     }
 
     fn plan_of(s: &Setup) -> Plan {
@@ -791,7 +787,8 @@ train msa(rho = 0.7, reg = 1e-2, maxiter = 4, epochs = 2, batch = 40)
         }
         let t1 = Some(vec![1.5]);
         let loss = |p: &Params| {
-            crate::simulate::simulate(&s.model, &s.program, p, &s.data, t1.clone())
+            Bound::new(&s.model, &s.program, p, &s.data)
+                .simulate(t1.clone())
                 .unwrap()
                 .loss
         };

@@ -11,10 +11,11 @@
 //! differences with `h = 1e-6 (1 + |x|)` are good to about 1e-9 relative, so 1e-7 holds with
 //! margin; the dot-product test compares one bilinear form summed in two orders: 1e-12.
 
-use nodec::compile::{ModelSystem, ParamLayout, Params, Program, Workspace};
+use nodec::compile::{ParamLayout, Params, Program, Workspace};
 use nodec::diag::SourceFile;
 use nodec::ir::{self, CostKind, Model, ParamInit, ParamTime, Point, Var};
 use nodec::sema::Overrides;
+use nodec::simulate::ModelSystem;
 use nodec::solve::System;
 
 use crate::support::{load_model, node_files, Lcg};

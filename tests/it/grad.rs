@@ -8,7 +8,6 @@ use nodec::data::Dataset;
 use nodec::ir::GradientMethod;
 use nodec::sema::Overrides;
 use nodec::sens::{self, GradientOptions};
-use nodec::simulate;
 
 use crate::support::{root, Lcg};
 
@@ -75,7 +74,9 @@ pub fn load_path(path: &str, sets: &[(&str, f64)], n: usize) -> (Loaded, Dataset
 }
 
 pub(crate) fn loss(l: &Loaded, params: &Params, data: &Dataset) -> f64 {
-    simulate::simulate(&l.model, &l.program, params, data, None)
+    l.bind(data)
+        .with_params(params)
+        .simulate(None)
         .expect("solves")
         .loss
 }
@@ -92,14 +93,7 @@ pub(crate) fn finite_difference(l: &Loaded, data: &Dataset, i: usize, step: f64)
 }
 
 pub(crate) fn gradient(l: &Loaded, data: &Dataset, method: GradientMethod) -> sens::Gradient {
-    sens::gradient(
-        &l.model,
-        &l.program,
-        &l.params,
-        data,
-        &GradientOptions::new(method),
-    )
-    .expect("gradient")
+    sens::gradient(&l.bind(data), &GradientOptions::new(method)).expect("gradient")
 }
 
 /// Random coordinates (and always the first and last) of a gradient compared with finite
@@ -202,7 +196,7 @@ fn checkpointing_and_threads_do_not_change_a_bit() {
     for (segment, recomputed_steps) in [(1, 7), (3, 6), (8, 0)] {
         let mut options = GradientOptions::new(GradientMethod::Backprop);
         options.segment = Some(segment);
-        let g = sens::gradient(&l.model, &l.program, &l.params, &data, &options).unwrap();
+        let g = sens::gradient(&l.bind(&data), &options).unwrap();
         assert_eq!(g.grad, reference.grad, "segment {segment}");
         assert_eq!(
             g.simulation.loss.to_bits(),
@@ -301,7 +295,7 @@ cost terminal = sumsq(x - [0.5, 0.2]) + x[0]^3
     let (l, data) = load_path(&path, &[], 1);
     let mut options = GradientOptions::new(GradientMethod::Backprop);
     options.costates = true;
-    let g = sens::gradient(&l.model, &l.program, &l.params, &data, &options).unwrap();
+    let g = sens::gradient(&l.bind(&data), &options).unwrap();
     let c = g.costates.unwrap();
     let h0 = c.hamiltonian[0];
     for h in &c.hamiltonian {

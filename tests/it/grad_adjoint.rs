@@ -257,10 +257,7 @@ fn stiff_methods_refuse_backprop_and_point_to_the_adjoint() {
         &neural("rodas4(t = [0, 1], layers = 2)"),
     );
     let e = sens::gradient(
-        &l.model,
-        &l.program,
-        &l.params,
-        &data,
+        &l.bind(&data),
         &GradientOptions::new(GradientMethod::Backprop),
     )
     .unwrap_err();
@@ -317,9 +314,7 @@ fn gradients_are_bit_identical_for_one_and_two_threads() {
         assert_eq!(one.initial_cotangent, two.initial_cotangent, "{method:?}");
         // The forward states are the plain solve's.
         let t1 = l.model.schedule.as_ref().unwrap().t1;
-        let plain =
-            nodec::simulate::simulate(&l.model, &l.program, &l.params, &data, Some(vec![t1]))
-                .expect("solves");
+        let plain = l.bind(&data).simulate(Some(vec![t1])).expect("solves");
         assert_eq!(one.simulation.solution.y, plain.solution.y, "{method:?}");
         assert_eq!(one.simulation.loss, plain.loss, "{method:?}");
     }
@@ -354,7 +349,7 @@ cost terminal = x * x + v
     );
     let mut options = GradientOptions::new(GradientMethod::Adjoint);
     options.costates = true;
-    let g = sens::gradient(&l.model, &l.program, &l.params, &data, &options).expect("adjoint");
+    let g = sens::gradient(&l.bind(&data), &options).expect("adjoint");
     let c = g.costates.as_ref().expect("costates");
     let n_save = c.t.len();
     assert_eq!(n_save, 13);
@@ -387,7 +382,7 @@ cost terminal = x * x + v
     // steps backprop's are linear interpolations of its nodes' costates).
     let mut bp_options = GradientOptions::new(GradientMethod::Backprop);
     bp_options.costates = true;
-    let bpc = sens::gradient(&l.model, &l.program, &l.params, &data, &bp_options)
+    let bpc = sens::gradient(&l.bind(&data), &bp_options)
         .expect("backprop")
         .costates
         .expect("costates");

@@ -20,10 +20,7 @@ fn options(method: GradientMethod, limit: Option<usize>) -> GradientOptions {
 fn forward(l: &Loaded, data: &Dataset) -> sens::Gradient {
     let total = l.program.layout().total;
     sens::gradient(
-        &l.model,
-        &l.program,
-        &l.params,
-        data,
+        &l.bind(data),
         &options(GradientMethod::Forward, Some(total)),
     )
     .expect("forward gradient")
@@ -31,10 +28,7 @@ fn forward(l: &Loaded, data: &Dataset) -> sens::Gradient {
 
 fn backprop(l: &Loaded, data: &Dataset) -> sens::Gradient {
     sens::gradient(
-        &l.model,
-        &l.program,
-        &l.params,
-        data,
+        &l.bind(data),
         &GradientOptions::new(GradientMethod::Backprop),
     )
     .expect("backprop gradient")
@@ -233,10 +227,7 @@ fn refuses_above_the_limit_and_raising_it_works() {
     let total = l.program.layout().total;
     assert!(total > sens::DEFAULT_FORWARD_LIMIT);
     let err = sens::gradient(
-        &l.model,
-        &l.program,
-        &l.params,
-        &data,
+        &l.bind(&data),
         &GradientOptions::new(GradientMethod::Forward),
     )
     .expect_err("too many coordinates");
@@ -257,19 +248,13 @@ fn refuses_above_the_limit_and_raising_it_works() {
         assert!(message.contains(part), "{message}");
     }
     let err = sens::gradient(
-        &l.model,
-        &l.program,
-        &l.params,
-        &data,
+        &l.bind(&data),
         &options(GradientMethod::Forward, Some(total - 1)),
     )
     .expect_err("one below");
     assert!(matches!(err, GradientError::ForwardLimit { .. }));
     let g = sens::gradient(
-        &l.model,
-        &l.program,
-        &l.params,
-        &data,
+        &l.bind(&data),
         &options(GradientMethod::Forward, Some(total)),
     )
     .expect("limit raised");

@@ -3,10 +3,20 @@
 //!
 //! This is what `nodec run` reports and what the gradient and training stages build on. It does
 //! no IO: data sets arrive already generated or parsed, and errors are values.
+//!
+//! [`Bound`] is the seam between the compiled model and the solvers: a prepared model and its
+//! [`Program`] bound to parameter values and a data set. `simulate` runs it here, `sens`
+//! differentiates it and `train` binds new parameter values after every update. The adapters
+//! that present a bound program to the solvers ([`ModelSystem`], [`WithQuadrature`]) live here
+//! too, so that `compile` never names `solve`.
 
 use std::ops::Range;
 
-use crate::compile::{ModelSystem, ParamLayout, Params, Program, Workspace};
+mod system;
+
+pub use system::ModelSystem;
+
+use crate::compile::{ParamLayout, Params, Program, Workspace};
 use crate::data::Dataset;
 use crate::ir::{self, CostKind, Method as IrMethod, Save};
 use crate::rng::{self, Rng};
@@ -477,6 +487,68 @@ impl Sensitivity for WithQuadrature<'_> {
     }
 }
 
+/// A compiled model bound to parameter values and a data set: everything a solve, a gradient
+/// or a training step needs. It only borrows, so it is cheap to copy, and training binds each
+/// mini-batch and each new parameter vector with [`Bound::with_params`] and
+/// [`Bound::with_data`] instead of threading four values through every call.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound<'a> {
+    /// The prepared model: its schedule gives the solver options and the final time.
+    pub model: &'a ir::Model,
+    /// The model compiled from it.
+    pub program: &'a Program,
+    /// Parameter values in the program's layout.
+    pub params: &'a Params,
+    /// The samples (or the observed series).
+    pub data: &'a Dataset,
+}
+
+impl<'a> Bound<'a> {
+    /// Binds `program` (compiled from `model`) to `params` and `data`.
+    pub fn new(
+        model: &'a ir::Model,
+        program: &'a Program,
+        params: &'a Params,
+        data: &'a Dataset,
+    ) -> Self {
+        Bound {
+            model,
+            program,
+            params,
+            data,
+        }
+    }
+
+    /// The same model and data at other parameter values.
+    pub fn with_params<'b>(&self, params: &'b Params) -> Bound<'b>
+    where
+        'a: 'b,
+    {
+        Bound { params, ..*self }
+    }
+
+    /// The same model and parameters on another data set (a mini-batch, one sample).
+    pub fn with_data<'b>(&self, data: &'b Dataset) -> Bound<'b>
+    where
+        'a: 'b,
+    {
+        Bound { data, ..*self }
+    }
+
+    /// The model's schedule.
+    pub fn schedule(&self) -> &'a ir::Schedule {
+        self.model
+            .schedule
+            .as_ref()
+            .expect("sema guarantees a schedule for a model with states")
+    }
+
+    /// The system the solvers integrate: the model's states and the running-cost quadrature.
+    pub fn system(&self) -> WithQuadrature<'a> {
+        WithQuadrature::new(self.program, self.params, self.data)
+    }
+}
+
 /// What a simulation of one data set gives.
 #[derive(Clone, Debug)]
 pub struct Simulation {
@@ -505,159 +577,157 @@ pub struct Setup {
     pub n: usize,
 }
 
-/// The solver options and initial states for `data`, saving at `save` (`None`: the schedule's).
-pub fn setup(
-    model: &ir::Model,
-    program: &Program,
-    params: &Params,
-    data: &Dataset,
-    save: Option<Vec<f64>>,
-) -> Setup {
-    let schedule = model
-        .schedule
-        .as_ref()
-        .expect("sema guarantees a schedule for a model with states");
-    let mut options = solver_options(model, schedule);
-    if let Some(save) = save {
-        options.save = save;
-    }
-    // A series is observed at its times: the solver steps onto them exactly and saves there.
-    let observation_times: Vec<f64> = data
-        .times
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|t| *t >= schedule.t0 && *t <= schedule.t1)
-        .collect();
-    if !observation_times.is_empty() {
-        options.stops = observation_times.clone();
-        let mut save = if options.save.is_empty() {
-            vec![schedule.t0, schedule.t1]
-        } else {
-            options.save.clone()
-        };
-        save.extend_from_slice(&observation_times);
-        save.sort_by(f64::total_cmp);
-        save.dedup();
-        options.save = save;
-    }
-    let n = data.n.max(1);
-    let dim = program.dim();
-    let system = WithQuadrature::new(program, params, data);
-    let full = system.dim();
-    // Initial states block by block, so per-sample inputs are bound as the solver binds them.
-    let mut y0 = vec![0.0; n * full];
-    let width = solve::BLOCK_WIDTH;
-    for start in (0..n).step_by(width) {
-        let end = (start + width).min(n);
-        let mut ws = system.workspace(start..end);
-        let w = end - start;
-        let mut block = vec![0.0; dim * w];
-        program.init(params, &mut block, &mut ws.inner);
-        for s in 0..w {
-            for i in 0..dim {
-                y0[(start + s) * full + i] = block[i * w + s];
+impl Bound<'_> {
+    /// The solver options and initial states for the data, saving at `save` (`None`: the
+    /// schedule's).
+    pub fn setup(&self, save: Option<Vec<f64>>) -> Setup {
+        let Bound {
+            model,
+            program,
+            params,
+            data,
+        } = *self;
+        let schedule = self.schedule();
+        let mut options = solver_options(model, schedule);
+        if let Some(save) = save {
+            options.save = save;
+        }
+        // A series is observed at its times: the solver steps onto them exactly and saves there.
+        let observation_times: Vec<f64> = data
+            .times
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|t| *t >= schedule.t0 && *t <= schedule.t1)
+            .collect();
+        if !observation_times.is_empty() {
+            options.stops = observation_times.clone();
+            let mut save = if options.save.is_empty() {
+                vec![schedule.t0, schedule.t1]
+            } else {
+                options.save.clone()
+            };
+            save.extend_from_slice(&observation_times);
+            save.sort_by(f64::total_cmp);
+            save.dedup();
+            options.save = save;
+        }
+        let n = data.n.max(1);
+        let dim = program.dim();
+        let system = self.system();
+        let full = system.dim();
+        // Initial states block by block, so per-sample inputs are bound as the solver binds them.
+        let mut y0 = vec![0.0; n * full];
+        let width = solve::BLOCK_WIDTH;
+        for start in (0..n).step_by(width) {
+            let end = (start + width).min(n);
+            let mut ws = system.workspace(start..end);
+            let w = end - start;
+            let mut block = vec![0.0; dim * w];
+            program.init(params, &mut block, &mut ws.inner);
+            for s in 0..w {
+                for i in 0..dim {
+                    y0[(start + s) * full + i] = block[i * w + s];
+                }
             }
         }
+        Setup { options, y0, n }
     }
-    Setup { options, y0, n }
-}
 
-/// Solves every sample of `data` (or the model's single trajectory when it has no inputs) and
-/// evaluates costs and metrics at the final time.
-pub fn simulate(
-    model: &ir::Model,
-    program: &Program,
-    params: &Params,
-    data: &Dataset,
-    save: Option<Vec<f64>>,
-) -> Result<Simulation, SolveError> {
-    let setup = setup(model, program, params, data, save);
-    let system = WithQuadrature::new(program, params, data);
-    let solution = solve::solve_batch(&system, &setup.options, &setup.y0, setup.n)?;
-    Ok(summarize(model, program, params, data, solution))
-}
+    /// Solves every sample of the data (or the model's single trajectory when it has no
+    /// inputs) and evaluates costs and metrics at the final time, saving at `save` (`None`: the
+    /// schedule's save times).
+    pub fn simulate(&self, save: Option<Vec<f64>>) -> Result<Simulation, SolveError> {
+        let setup = self.setup(save);
+        let system = self.system();
+        let solution = solve::solve_batch(&system, &setup.options, &setup.y0, setup.n)?;
+        Ok(self.summarize(solution))
+    }
 
-/// Costs, loss and metrics of a solution (states with the quadrature component), averaged over
-/// the samples in a fixed order.
-pub fn summarize(
-    model: &ir::Model,
-    program: &Program,
-    params: &Params,
-    data: &Dataset,
-    solution: solve::Solution,
-) -> Simulation {
-    let schedule = model
-        .schedule
-        .as_ref()
-        .expect("sema guarantees a schedule for a model with states");
-    let system = WithQuadrature::new(program, params, data);
-    let n = solution.n_samples;
-    let dim = program.dim();
-    let width = solve::BLOCK_WIDTH;
-    let stats = solution.stats;
-    // Costs and metrics at the final time, block-wise over the samples.
-    let kinds = program.cost_kinds();
-    let mut sums: Vec<f64> = vec![0.0; kinds.len()];
-    let mut metric_sums = vec![0.0; program.metrics_len()];
-    let t1 = schedule.t1;
-    for start in (0..n).step_by(width) {
-        let end = (start + width).min(n);
-        let w = end - start;
-        let mut ws = system.workspace(start..end);
-        let mut block = vec![0.0; dim * w];
-        for s in 0..w {
-            let y = solution.final_state(start + s);
-            for i in 0..dim {
-                block[i * w + s] = y[i];
+    /// Costs, loss and metrics of a solution (states with the quadrature component), averaged
+    /// over the samples in a fixed order.
+    pub fn summarize(&self, solution: solve::Solution) -> Simulation {
+        let Bound {
+            program,
+            params,
+            data,
+            ..
+        } = *self;
+        let schedule = self.schedule();
+        let system = self.system();
+        let n = solution.n_samples;
+        let dim = program.dim();
+        let width = solve::BLOCK_WIDTH;
+        let stats = solution.stats;
+        // Costs and metrics at the final time, block-wise over the samples.
+        let kinds = program.cost_kinds();
+        let mut sums: Vec<f64> = vec![0.0; kinds.len()];
+        let mut metric_sums = vec![0.0; program.metrics_len()];
+        let t1 = schedule.t1;
+        for start in (0..n).step_by(width) {
+            let end = (start + width).min(n);
+            let w = end - start;
+            let mut ws = system.workspace(start..end);
+            let mut block = vec![0.0; dim * w];
+            for s in 0..w {
+                let y = solution.final_state(start + s);
+                for i in 0..dim {
+                    block[i * w + s] = y[i];
+                }
             }
-        }
-        let times = vec![t1; w];
-        let mut out = vec![0.0; w];
-        for (k, kind) in kinds.iter().enumerate() {
-            match kind {
-                CostKind::Running => {
-                    for s in 0..w {
-                        sums[k] += solution.final_state(start + s)[dim];
+            let times = vec![t1; w];
+            let mut out = vec![0.0; w];
+            for (k, kind) in kinds.iter().enumerate() {
+                match kind {
+                    CostKind::Running => {
+                        for s in 0..w {
+                            sums[k] += solution.final_state(start + s)[dim];
+                        }
                     }
+                    CostKind::Terminal => {
+                        program.cost(*kind, params, &times, &block, &mut out, &mut ws.inner);
+                        sums[k] += out.iter().sum::<f64>();
+                    }
+                    CostKind::Observed => {
+                        sums[k] += observed_cost(
+                            program,
+                            params,
+                            data,
+                            &solution,
+                            &mut ws.inner,
+                            start..end,
+                        );
+                    }
+                    CostKind::Penalty => {}
                 }
-                CostKind::Terminal => {
-                    program.cost(*kind, params, &times, &block, &mut out, &mut ws.inner);
-                    sums[k] += out.iter().sum::<f64>();
-                }
-                CostKind::Observed => {
-                    sums[k] +=
-                        observed_cost(program, params, data, &solution, &mut ws.inner, start..end);
-                }
-                CostKind::Penalty => {}
+            }
+            let mut metrics = vec![0.0; program.metrics_len() * w];
+            program.metrics(params, &times, &block, &mut metrics, &mut ws.inner);
+            for (m, sum) in metric_sums.iter_mut().enumerate() {
+                *sum += metrics[m * w..(m + 1) * w].iter().sum::<f64>();
             }
         }
-        let mut metrics = vec![0.0; program.metrics_len() * w];
-        program.metrics(params, &times, &block, &mut metrics, &mut ws.inner);
-        for (m, sum) in metric_sums.iter_mut().enumerate() {
-            *sum += metrics[m * w..(m + 1) * w].iter().sum::<f64>();
+        let mut costs = Vec::new();
+        let mut loss = 0.0;
+        for (k, kind) in kinds.iter().enumerate() {
+            let value = match kind {
+                CostKind::Penalty => {
+                    let mut ws = program.workspace(1);
+                    program.penalty(params, None, &mut ws)
+                }
+                _ => sums[k] / n as f64,
+            };
+            loss += value;
+            costs.push((*kind, value));
         }
-    }
-    let mut costs = Vec::new();
-    let mut loss = 0.0;
-    for (k, kind) in kinds.iter().enumerate() {
-        let value = match kind {
-            CostKind::Penalty => {
-                let mut ws = program.workspace(1);
-                program.penalty(params, None, &mut ws)
-            }
-            _ => sums[k] / n as f64,
-        };
-        loss += value;
-        costs.push((*kind, value));
-    }
-    let metrics = metric_sums.iter().map(|s| s / n as f64).collect();
-    Simulation {
-        solution,
-        costs,
-        loss,
-        metrics,
-        stats,
+        let metrics = metric_sums.iter().map(|s| s / n as f64).collect();
+        Simulation {
+            solution,
+            costs,
+            loss,
+            metrics,
+            stats,
+        }
     }
 }
 
@@ -691,14 +761,11 @@ fn observed_cost(
     total
 }
 
-/// Evaluates every output at one time for one sample (`y` its state, the workspace bound to it).
-pub fn outputs(
-    program: &Program,
-    params: &Params,
-    t: f64,
-    y: &[f64],
-    out: &mut [f64],
-    ws: &mut QuadratureWorkspace,
-) {
-    program.outputs(params, &[t], y, out, &mut ws.inner);
+impl Bound<'_> {
+    /// Evaluates every output at one time for one sample (`y` its state, the workspace one of
+    /// [`Bound::system`]'s bound to that sample).
+    pub fn outputs(&self, t: f64, y: &[f64], out: &mut [f64], ws: &mut QuadratureWorkspace) {
+        self.program
+            .outputs(self.params, &[t], y, out, &mut ws.inner);
+    }
 }

@@ -1,8 +1,11 @@
 //! [`ModelSystem`]: a compiled program with its parameters and data, as the solvers see it.
+//!
+//! It lives here, not in `compile`, so that dependencies point back along the pipeline:
+//! `compile` builds kernels without knowing the solvers, and this adapter names both.
 
 use std::ops::Range;
 
-use super::{Params, Program, Workspace};
+use crate::compile::{Params, Program, Workspace};
 use crate::solve::System;
 
 /// A [`Program`] with parameters and a data set's per-sample inputs and labels, implementing
