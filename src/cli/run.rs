@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::report::{DataSummary, RunReport, RunStats, Series};
 use super::{check_file, write_atomic, Output};
-use crate::compile::{Params, Program};
+use crate::compile::{FitError, ParamEntry, Params, Program};
 use crate::data::{self, Dataset};
 use crate::diag::{Diagnostic, SourceFile};
 use crate::ir::{self, Shape};
@@ -171,10 +171,9 @@ pub fn parse_param_map(text: &str) -> Result<ParamMap, String> {
 /// names and sizes. Parameters not named keep their values.
 ///
 /// `maps` rename (`W0=W`) and pick one layer of a per-layer value (`W0=W[0]`: a trained
-/// ResNet's first layer is the initial value of an evolving weight). Without a layer, a
-/// value of one copy fills every copy of a `per layer` or `on knots` param, and a per-layer
-/// value with a different number of layers is resampled piecewise constant in time (new
-/// layer `j` of `L` takes old layer `⌊j·M/L⌋` of `M`).
+/// ResNet's first layer is the initial value of an evolving weight). How a value's copies
+/// fill the param's (one copy into every layer, another layer count resampled) is
+/// [`ParamEntry::fit_copies`].
 pub fn load_params(
     text: &str,
     model: &ir::Model,
@@ -253,12 +252,13 @@ fn json_numbers(name: &str, v: &serde_json::Value) -> Result<Vec<f64>, String> {
     }
 }
 
-/// The values of every copy of `entry` from a file's `numbers` (see [`load_params`]).
+/// The values of every copy of `entry` from a file's `numbers` ([`ParamEntry::fit_copies`]),
+/// with the reason rendered when they do not fit.
 fn fit_copies(
     target: &str,
     source: &str,
     numbers: &[f64],
-    entry: &crate::compile::ParamEntry,
+    entry: &ParamEntry,
     layer: Option<usize>,
 ) -> Result<Vec<f64>, String> {
     let (len, copies) = (entry.len().max(1), entry.copies);
@@ -275,45 +275,31 @@ fn fit_copies(
         )
     };
     let count = |n: usize| format!("{n} value{}", if n == 1 { "" } else { "s" });
-    if !numbers.len().is_multiple_of(len) {
-        return Err(format!(
-            "param `{source}` has {} but {}",
-            count(numbers.len()),
-            takes()
-        ));
-    }
-    let source_copies = numbers.len() / len;
-    let copy = |k: usize| &numbers[k * len..(k + 1) * len];
-    if let Some(k) = layer {
-        if k >= source_copies {
-            return Err(format!(
-                "`{source}[{k}]`: `{source}` has {source_copies} layer{} of {len} values",
-                if source_copies == 1 { "" } else { "s" }
-            ));
+    entry.fit_copies(numbers, layer).map_err(|e| match e {
+        FitError::Ragged { values } => {
+            format!("param `{source}` has {} but {}", count(values), takes())
         }
-        return Ok(copy(k).repeat(copies));
-    }
-    if source_copies == copies {
-        return Ok(numbers.to_vec());
-    }
-    if source_copies == 1 {
-        return Ok(numbers.repeat(copies));
-    }
-    if copies > 1 && matches!(entry.time, ir::ParamTime::PerLayer) {
-        return Ok((0..copies)
-            .flat_map(|j| copy(j * source_copies / copies).iter().copied())
-            .collect());
-    }
-    Err(format!(
-        "param `{source}` has {} ({source_copies} copies of {len}) but {}{}",
-        count(numbers.len()),
-        takes(),
-        if copies == 1 {
-            format!("; pick one layer with `--map {target}={source}[0]`")
-        } else {
-            String::new()
-        }
-    ))
+        FitError::NoLayer {
+            layer: k,
+            copies: source_copies,
+        } => format!(
+            "`{source}[{k}]`: `{source}` has {source_copies} layer{} of {len} values",
+            if source_copies == 1 { "" } else { "s" }
+        ),
+        FitError::Copies {
+            values,
+            copies: source_copies,
+        } => format!(
+            "param `{source}` has {} ({source_copies} copies of {len}) but {}{}",
+            count(values),
+            takes(),
+            if copies == 1 {
+                format!("; pick one layer with `--map {target}={source}[0]`")
+            } else {
+                String::new()
+            }
+        ),
+    })
 }
 
 /// Generates or reads every data block; CSV paths are relative to the model file.
@@ -735,22 +721,12 @@ mod tests {
     }
 
     #[test]
-    fn one_copy_fills_every_layer_and_other_layer_counts_are_resampled() {
+    fn a_file_value_fills_the_params_copies() {
+        // The resampling rules are `ParamEntry::fit_copies`'s (tested there); this checks that a
+        // file's value reaches them and lands at the param's place.
         assert_eq!(
-            loaded(r#"{"A": [1, 2]}"#, &[]).unwrap()[..8],
-            [1., 2., 1., 2., 1., 2., 1., 2.]
-        );
-        // Two layers onto four: layers 0, 1 take old layer 0; layers 2, 3 old layer 1.
-        assert_eq!(
-            loaded(r#"{"A": [1, 2, 3, 4]}"#, &[]).unwrap()[..8],
-            [1., 2., 1., 2., 3., 4., 3., 4.]
-        );
-        // Eight layers onto four: every other layer.
-        let eight: Vec<String> = (0..16).map(|i| i.to_string()).collect();
-        let json = format!(r#"{{"A": [{}]}}"#, eight.join(","));
-        assert_eq!(
-            loaded(&json, &[]).unwrap()[..8],
-            [0., 1., 4., 5., 8., 9., 12., 13.]
+            loaded(r#"{"A": [1, 2, 3, 4], "c": 5}"#, &[]).unwrap(),
+            [1., 2., 1., 2., 3., 4., 3., 4., 5.]
         );
     }
 

@@ -21,7 +21,7 @@ mod tape;
 mod tests;
 
 pub use math::{exp, sigmoid, tanh};
-pub use params::{ParamEntry, ParamLayout, Params, Piece};
+pub use params::{FitError, ParamEntry, ParamLayout, Params, Piece};
 
 use crate::ir::{self, CostKind};
 use tape::{Builder, Kernel, Lanes, BANKS};

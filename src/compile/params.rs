@@ -42,6 +42,71 @@ impl ParamEntry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The values of every copy of this parameter from `numbers`, values saved for another
+    /// model (whole copies, copies outermost): copy `layer` of them repeated into every copy,
+    /// or without a layer, all copies as they are when the counts agree, one copy repeated into
+    /// every copy, and for a `per layer` param another number of layers resampled piecewise
+    /// constant in time (new layer `j` of `L` takes old layer `⌊j·M/L⌋` of `M`), so that a
+    /// network trained with `M` layers starts a run with `L` at the same function of time.
+    pub fn fit_copies(&self, numbers: &[f64], layer: Option<usize>) -> Result<Vec<f64>, FitError> {
+        let (len, copies) = (self.len().max(1), self.copies);
+        if !numbers.len().is_multiple_of(len) {
+            return Err(FitError::Ragged {
+                values: numbers.len(),
+            });
+        }
+        let source_copies = numbers.len() / len;
+        let copy = |k: usize| &numbers[k * len..(k + 1) * len];
+        if let Some(k) = layer {
+            if k >= source_copies {
+                return Err(FitError::NoLayer {
+                    layer: k,
+                    copies: source_copies,
+                });
+            }
+            return Ok(copy(k).repeat(copies));
+        }
+        if source_copies == copies {
+            return Ok(numbers.to_vec());
+        }
+        if source_copies == 1 {
+            return Ok(numbers.repeat(copies));
+        }
+        if copies > 1 && matches!(self.time, ParamTime::PerLayer) {
+            return Ok((0..copies)
+                .flat_map(|j| copy(j * source_copies / copies).iter().copied())
+                .collect());
+        }
+        Err(FitError::Copies {
+            values: numbers.len(),
+            copies: source_copies,
+        })
+    }
+}
+
+/// Why saved values do not fit a parameter's copies ([`ParamEntry::fit_copies`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FitError {
+    /// The values are not a whole number of copies.
+    Ragged {
+        /// How many values there are.
+        values: usize,
+    },
+    /// The layer asked for is not among the saved copies.
+    NoLayer {
+        /// The layer asked for.
+        layer: usize,
+        /// The saved copies.
+        copies: usize,
+    },
+    /// Another number of copies, which only a `per layer` param of several layers resamples.
+    Copies {
+        /// How many values there are.
+        values: usize,
+        /// The saved copies.
+        copies: usize,
+    },
 }
 
 /// The layout of all parameters, and the pieces of time that select their copies.
@@ -334,6 +399,69 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn per_layer_vector(copies: usize) -> ParamEntry {
+        ParamEntry {
+            name: "A".into(),
+            shape: Shape::Vector(2),
+            time: ParamTime::PerLayer,
+            copies,
+            offset: 0,
+            view_offset: 0,
+        }
+    }
+
+    #[test]
+    fn one_copy_fills_every_layer_and_other_layer_counts_are_resampled() {
+        let entry = per_layer_vector(4);
+        assert_eq!(
+            entry.fit_copies(&[1., 2.], None).unwrap(),
+            [1., 2., 1., 2., 1., 2., 1., 2.]
+        );
+        // Two layers onto four: layers 0, 1 take old layer 0; layers 2, 3 old layer 1.
+        assert_eq!(
+            entry.fit_copies(&[1., 2., 3., 4.], None).unwrap(),
+            [1., 2., 1., 2., 3., 4., 3., 4.]
+        );
+        // Eight layers onto four: every other layer.
+        let eight: Vec<f64> = (0..16).map(f64::from).collect();
+        assert_eq!(
+            entry.fit_copies(&eight, None).unwrap(),
+            [0., 1., 4., 5., 8., 9., 12., 13.]
+        );
+    }
+
+    #[test]
+    fn a_layer_is_picked_and_counts_that_do_not_fit_are_errors() {
+        let entry = per_layer_vector(2);
+        assert_eq!(
+            entry.fit_copies(&[1., 2., 3., 4., 5., 6.], Some(2)),
+            Ok(vec![5., 6., 5., 6.])
+        );
+        assert_eq!(
+            entry.fit_copies(&[1., 2., 3.], None),
+            Err(FitError::Ragged { values: 3 })
+        );
+        assert_eq!(
+            entry.fit_copies(&[1., 2.], Some(1)),
+            Err(FitError::NoLayer {
+                layer: 1,
+                copies: 1
+            })
+        );
+        let constant = ParamEntry {
+            time: ParamTime::Constant,
+            copies: 1,
+            ..entry
+        };
+        assert_eq!(
+            constant.fit_copies(&[1., 2., 3., 4.], None),
+            Err(FitError::Copies {
+                values: 4,
+                copies: 2
+            })
+        );
+    }
 
     #[test]
     fn knot_weights_interpolate_and_clamp() {
