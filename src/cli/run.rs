@@ -605,12 +605,7 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
     } else {
         dataset.select(&[sample])
     };
-    // Forward sensitivities carry no costate; the adjoint gives it for every schedule.
-    let method = match sens::default_method(model) {
-        crate::ir::GradientMethod::Forward => crate::ir::GradientMethod::Adjoint,
-        m => m,
-    };
-    let mut options = GradientOptions::new(method);
+    let mut options = GradientOptions::new(sens::costate_method(model));
     options.costates = true;
     let g = sens::gradient(&loaded.bind(&one), &options)
         .map_err(|e| super::grad::gradient_error(loaded, &e, name))?;

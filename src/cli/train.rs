@@ -87,19 +87,16 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
         return 1;
     };
     let model = &loaded.model;
-    let Some(train) = &model.train else {
+    if model.train.is_none() {
         out.stderr.push_str(&format!(
             "{}: error: the model has no `train` declaration; add one, e.g. `train adam(lr = 0.01, epochs = 100, batch = 64)`\n",
             args.file
         ));
         return 1;
-    };
+    }
     let (block, data) = loaded.training_block();
-    let options = GradientOptions::new(
-        train
-            .gradient
-            .unwrap_or_else(|| sens::default_method(model)),
-    );
+    // The model's `gradient =` if it names one, else its schedule's default.
+    let options = GradientOptions::new(sens::default_method(model));
     let mut trainer = match Trainer::new(loaded.bind(data), options) {
         Ok(t) => t,
         Err(e) => {

@@ -231,6 +231,15 @@ pub fn default_method(model: &ir::Model) -> GradientMethod {
     }
 }
 
+/// The method that computes a model's costates: its default method, except that forward
+/// sensitivities carry no costate, so the adjoint (which gives it for every schedule) stands in.
+pub fn costate_method(model: &ir::Model) -> GradientMethod {
+    match default_method(model) {
+        GradientMethod::Forward => GradientMethod::Adjoint,
+        m => m,
+    }
+}
+
 /// The gradient of a bound model's loss on its data with respect to every parameter copy.
 pub fn gradient(bound: &Bound<'_>, options: &GradientOptions) -> Result<Gradient, GradientError> {
     let (program, params) = (bound.program, bound.params);
