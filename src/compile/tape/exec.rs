@@ -1,0 +1,673 @@
+//! Running a [`Kernel`] over a range of lanes: the uniform prologue, the instructions in SSA
+//! order over the register file, lane outputs and the parameter-gradient reductions.
+
+use super::{
+    matmul, Bin, Dst, Instr, Kernel, Kind, Opd, Reduce, ReducePlan, Shape, Src, UInstr, ULeaf,
+    BANKS, REG,
+};
+use crate::compile::math;
+use crate::ir::{apply_pow, ExprId, Func, Node};
+
+/// The lane sources of one call: banks other than the registers, the block width and the lane
+/// range being computed.
+#[derive(Clone, Copy)]
+pub(crate) struct Lanes<'a> {
+    pub(crate) banks: [&'a [f64]; BANKS],
+    pub(crate) width: usize,
+    pub(crate) lo: usize,
+    pub(crate) hi: usize,
+    /// Whether matrix products run as GEMMs (see `matmul`); off only to test and measure the
+    /// lane loops.
+    pub(crate) matmul: bool,
+    /// Whether kernels compiled to native code run it (see `native`); off only to test and
+    /// measure the interpreter.
+    pub(crate) native: bool,
+}
+
+/// The sources of one instruction: the banks, and the registers written before it.
+#[derive(Clone, Copy)]
+pub(super) struct Ctx<'r, 'a> {
+    pub(super) l: &'r Lanes<'a>,
+    pub(super) regs: &'r [f64],
+}
+
+impl<'r> Ctx<'r, '_> {
+    /// A whole bank (the registers written so far for `REG`).
+    #[inline(always)]
+    pub(super) fn bank(&self, bank: u8) -> &'r [f64] {
+        if bank == REG {
+            self.regs
+        } else {
+            self.l.banks[bank as usize]
+        }
+    }
+
+    #[inline(always)]
+    fn lane(&self, s: Src) -> &'r [f64] {
+        let start = s.row as usize * self.l.width;
+        &self.bank(s.bank)[start + self.l.lo..start + self.l.hi]
+    }
+}
+
+impl Kernel {
+    /// Rows of `bank` that the kernel reads.
+    pub(crate) fn rows_read(&self, bank: u8) -> std::collections::BTreeSet<u32> {
+        let mut rows = std::collections::BTreeSet::new();
+        let mut src = |s: Src| {
+            if s.bank == bank {
+                rows.insert(s.row);
+            }
+        };
+        let shape = |sh: &Shape, src: &mut dyn FnMut(Src)| match sh.kind {
+            Kind::Uni => {}
+            Kind::Lane | Kind::Scaled => src(sh.a),
+            Kind::Prod | Kind::ScaledProd => {
+                src(sh.a);
+                src(sh.b)
+            }
+        };
+        for step in &self.steps {
+            match &step.instr {
+                // A GEMM reads the same sources as the rows it computes.
+                Instr::Lin { shape: sh, .. } => sh.iter().for_each(|t| shape(t, &mut src)),
+                Instr::Bin { a, b, .. } => {
+                    for o in [a, b] {
+                        if let Opd::L(s) = o {
+                            src(*s)
+                        }
+                    }
+                }
+                Instr::Fold { ops } => ops.iter().for_each(|o| {
+                    if let Opd::L(s) = o {
+                        src(*s)
+                    }
+                }),
+                Instr::Square { a } | Instr::Func { a, .. } => src(*a),
+            }
+        }
+        for (_, o) in &self.outputs {
+            if let Opd::L(s) = o {
+                src(*s)
+            }
+        }
+        for r in &self.reduces {
+            shape(&r.shape, &mut src);
+        }
+        rows
+    }
+
+    /// A rough count of lane operations per sample, to compare kernels: a transcendental
+    /// function counts as ten, a multiply-add term as one.
+    pub(crate) fn cost(&self) -> usize {
+        let steps: usize = self
+            .steps
+            .iter()
+            .map(|s| match &s.instr {
+                Instr::Lin { rows, shape, .. } => *rows as usize * shape.len(),
+                Instr::Bin { op, .. } => match op {
+                    Bin::Div | Bin::Pow => 4,
+                    _ => 1,
+                },
+                Instr::Fold { ops } => ops.len(),
+                Instr::Square { .. } => 1,
+                Instr::Func { f, .. } => match f {
+                    Func::Abs | Func::Relu => 1,
+                    _ => 10,
+                },
+            })
+            .sum();
+        steps + self.outputs.len() + self.reduces.len()
+    }
+
+    /// How many linear-combination groups and reduction grids run as matrix products.
+    #[cfg(test)]
+    pub(crate) fn matmuls(&self) -> (usize, usize) {
+        let lin = self
+            .steps
+            .iter()
+            .filter(|s| matches!(&s.instr, Instr::Lin { gemm: Some(_), .. }))
+            .count();
+        let reduce = self
+            .reduce_plan
+            .iter()
+            .filter(|p| matches!(p, ReducePlan::Gemm(_)))
+            .count();
+        (lin, reduce)
+    }
+
+    /// Fills the uniform file `u` from the resolved parameters `theta` and tangent.
+    pub(crate) fn prepare(&self, theta: &[f64], tangent: &[f64], u: &mut [f64]) {
+        for &(dst, leaf) in &self.leaves {
+            u[dst as usize] = match leaf {
+                ULeaf::Param(i) => theta[i as usize],
+                ULeaf::Tangent(i) => tangent.get(i as usize).copied().unwrap_or(0.0),
+                ULeaf::Const(c) => c,
+            };
+        }
+        for UInstr::Node { dst, node } in &self.prologue {
+            let v = |id: &ExprId| u[id.index()];
+            let value = match node {
+                Node::Add(c) => c[1..].iter().fold(v(&c[0]), |acc, x| acc + v(x)),
+                Node::Mul(c) => c[1..].iter().fold(v(&c[0]), |acc, x| acc * v(x)),
+                Node::Div(a, b) => v(a) / v(b),
+                Node::Pow(a, b) => apply_pow(v(a), v(b)),
+                Node::Func(f, a) => f.apply(v(a)),
+                Node::Min(a, b) => v(a).min(v(b)),
+                Node::Max(a, b) => v(a).max(v(b)),
+                Node::Cmp(op, a, b) => op.apply(v(a), v(b)),
+                Node::Const(_) | Node::Var(_) => unreachable!("leaves are not in the prologue"),
+            };
+            u[*dst as usize] = value;
+        }
+        for &(dst, src) in &self.gather {
+            u[dst as usize] = u[src as usize];
+        }
+    }
+
+    /// Runs the lane instructions over `lanes.lo..lanes.hi`, writing the lane outputs into
+    /// `out` (rows of `lanes.width`) and adding the reductions into `reduced`.
+    pub(crate) fn run(
+        &self,
+        u: &[f64],
+        regs: &mut [f64],
+        lanes: Lanes<'_>,
+        out: &mut [f64],
+        reduced: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        if let Some(n) = self.native.as_ref().filter(|_| lanes.native) {
+            if n.run(u, regs, &lanes, out) {
+                return;
+            }
+        }
+        let w = lanes.width;
+        let (lo, hi) = (lanes.lo, lanes.hi);
+        for step in &self.steps {
+            let (below, above) = regs.split_at_mut(step.below as usize * w);
+            let c = Ctx {
+                l: &lanes,
+                regs: below,
+            };
+            let rows = match step.instr {
+                Instr::Lin { rows, .. } => rows as usize,
+                _ => 1,
+            };
+            let dst = match step.dst {
+                Dst::Reg(_) => &mut above[..rows * w],
+                Dst::Out(row) => &mut out[row as usize * w..(row as usize + rows) * w],
+            };
+            match &step.instr {
+                Instr::Lin {
+                    shape,
+                    coefs,
+                    table,
+                    gemm,
+                    ..
+                } => match gemm.as_deref() {
+                    Some(g) if lanes.matmul => matmul::run_lin(&c, u, g, rows, dst, scratch),
+                    _ => {
+                        let coefs = *coefs as usize;
+                        let table = &u[*table as usize..*table as usize + rows * coefs];
+                        lin(&c, shape, table, coefs, rows, dst);
+                    }
+                },
+                Instr::Bin { op, a, b } => {
+                    let d = &mut dst[lo..hi];
+                    match op {
+                        Bin::Mul => binary(&c, u, *a, *b, d, |x, y| x * y),
+                        Bin::Div => binary(&c, u, *a, *b, d, |x, y| x / y),
+                        Bin::Pow => binary(&c, u, *a, *b, d, apply_pow),
+                        Bin::Min => binary(&c, u, *a, *b, d, f64::min),
+                        Bin::Max => binary(&c, u, *a, *b, d, f64::max),
+                        Bin::Cmp(op) => binary(&c, u, *a, *b, d, |x, y| op.apply(x, y)),
+                    }
+                }
+                Instr::Fold { ops } => {
+                    let d = &mut dst[lo..hi];
+                    binary(&c, u, ops[0], ops[1], d, |x, y| x * y);
+                    for op in &ops[2..] {
+                        match *op {
+                            Opd::L(s) => update(d, c.lane(s), |x, y| x * y),
+                            Opd::U(k) => {
+                                let y = u[k as usize];
+                                update_uniform(d, |x| x * y)
+                            }
+                        }
+                    }
+                }
+                Instr::Square { a } => map(&mut dst[lo..hi], c.lane(*a), |x| x * x),
+                Instr::Func { f, a } => {
+                    let d = &mut dst[lo..hi];
+                    let x = c.lane(*a);
+                    match f {
+                        Func::Tanh => map(d, x, math::tanh),
+                        Func::Exp => map(d, x, math::exp),
+                        Func::Sigmoid => map(d, x, math::sigmoid),
+                        Func::Abs => map(d, x, f64::abs),
+                        Func::Sqrt => map(d, x, f64::sqrt),
+                        Func::Relu => map(d, x, |x| Func::Relu.apply(x)),
+                        f => map(d, x, |x| f.apply(x)),
+                    }
+                }
+            }
+        }
+        let c = Ctx {
+            l: &lanes,
+            regs: &*regs,
+        };
+        for &(row, o) in &self.outputs {
+            let d = &mut out[row as usize * w + lo..row as usize * w + hi];
+            match o {
+                Opd::L(s) => map(d, c.lane(s), |x| x),
+                Opd::U(k) => d.fill(u[k as usize]),
+            }
+        }
+        for step in &self.reduce_plan {
+            self.reduce_step(&c, u, step, reduced, scratch);
+        }
+    }
+
+    fn reduce_step(
+        &self,
+        c: &Ctx<'_, '_>,
+        u: &[f64],
+        step: &ReducePlan,
+        reduced: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        match step {
+            ReducePlan::One(i) => {
+                let r = &self.reduces[*i];
+                reduced[r.index as usize] += reduce(c, u, r);
+            }
+            ReducePlan::Four {
+                shared,
+                others,
+                index,
+            } => {
+                let sums = sum4_2_four(
+                    c.lane(*shared),
+                    [
+                        c.lane(others[0]),
+                        c.lane(others[1]),
+                        c.lane(others[2]),
+                        c.lane(others[3]),
+                    ],
+                );
+                for (k, sum) in index.iter().zip(sums) {
+                    reduced[*k as usize] += sum;
+                }
+            }
+            ReducePlan::Gemm(g) => {
+                if !(c.l.matmul && matmul::run_reduce(c, g, scratch, reduced)) {
+                    for step in &g.fallback {
+                        self.reduce_step(c, u, step, reduced, scratch);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Elementwise loops (indexed: at a fixed length these unrolled and vectorized better than `zip`
+// in measurements). At the solvers' block width (32) each is one fixed-length loop whose
+// result is formed before it is stored: it is fully unrolled and vectorized without alias
+// checks, and a call costs a few nanoseconds rather than a loop with a remainder.
+
+/// The block width the elementwise loops are specialized for.
+const W: usize = 32;
+
+#[inline(always)]
+fn map(d: &mut [f64], a: &[f64], f: impl Fn(f64) -> f64) {
+    if let (Ok(d), Ok(a)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(a)) {
+        for k in 0..W {
+            d[k] = f(a[k]);
+        }
+    } else {
+        d.iter_mut().zip(a).for_each(|(d, &a)| *d = f(a));
+    }
+}
+
+#[inline(always)]
+fn zip(d: &mut [f64], a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) {
+    if let (Ok(d), Ok(a), Ok(b)) = (
+        <&mut [f64; W]>::try_from(&mut *d),
+        <&[f64; W]>::try_from(a),
+        <&[f64; W]>::try_from(b),
+    ) {
+        for k in 0..W {
+            d[k] = f(a[k], b[k]);
+        }
+    } else {
+        d.iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(d, (&a, &b))| *d = f(a, b));
+    }
+}
+
+/// `d = f(d, a)`.
+#[inline(always)]
+fn update(d: &mut [f64], a: &[f64], f: impl Fn(f64, f64) -> f64) {
+    if let (Ok(d), Ok(a)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(a)) {
+        for k in 0..W {
+            d[k] = f(d[k], a[k]);
+        }
+    } else {
+        d.iter_mut().zip(a).for_each(|(d, &a)| *d = f(*d, a));
+    }
+}
+
+/// `d = f(d, a, b)`.
+#[inline(always)]
+fn update2(d: &mut [f64], a: &[f64], b: &[f64], f: impl Fn(f64, f64, f64) -> f64) {
+    if let (Ok(d), Ok(a), Ok(b)) = (
+        <&mut [f64; W]>::try_from(&mut *d),
+        <&[f64; W]>::try_from(a),
+        <&[f64; W]>::try_from(b),
+    ) {
+        for k in 0..W {
+            d[k] = f(d[k], a[k], b[k]);
+        }
+    } else {
+        d.iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(d, (&a, &b))| *d = f(*d, a, b));
+    }
+}
+
+/// `d = f(d)`.
+#[inline(always)]
+#[expect(clippy::needless_range_loop, reason = "an indexed loop, as above")]
+fn update_uniform(d: &mut [f64], f: impl Fn(f64) -> f64) {
+    if let Ok(d) = <&mut [f64; W]>::try_from(&mut *d) {
+        for k in 0..W {
+            d[k] = f(d[k]);
+        }
+    } else {
+        d.iter_mut().for_each(|d| *d = f(*d));
+    }
+}
+
+#[inline(always)]
+fn binary(c: &Ctx<'_, '_>, u: &[f64], a: Opd, b: Opd, d: &mut [f64], f: impl Fn(f64, f64) -> f64) {
+    match (a, b) {
+        (Opd::L(a), Opd::L(b)) => zip(d, c.lane(a), c.lane(b), f),
+        (Opd::U(a), Opd::L(b)) => {
+            let x = u[a as usize];
+            map(d, c.lane(b), |y| f(x, y))
+        }
+        (Opd::L(a), Opd::U(b)) => {
+            let y = u[b as usize];
+            map(d, c.lane(a), |x| f(x, y))
+        }
+        (Opd::U(a), Opd::U(b)) => d.fill(f(u[a as usize], u[b as usize])),
+    }
+}
+
+/// Rows of a linear combination. Each row accumulates its terms in its destination lane, which
+/// stays in L1: the loop over samples is innermost and vectorizes, and a source lane is
+/// resolved (and bounds-checked) once per term rather than once per chunk of samples. This is
+/// the loop nest a hand-written blocked kernel uses, and it measured faster than keeping 4×4
+/// accumulators in registers, whose per-chunk source look-ups cost more than they save.
+fn lin(
+    c: &Ctx<'_, '_>,
+    shape: &[Shape],
+    table: &[f64],
+    coefs: usize,
+    rows: usize,
+    dst: &mut [f64],
+) {
+    let l = c.l;
+    let Some((first, rest)) = shape.split_first() else {
+        return;
+    };
+    for r in 0..rows {
+        let d = &mut dst[r * l.width + l.lo..r * l.width + l.hi];
+        let k = &table[r * coefs..(r + 1) * coefs];
+        if let [second] = rest {
+            lin2(c, first, second, k, d);
+            continue;
+        }
+        lin_first(c, first, k, d);
+        for t in rest {
+            lin_term(c, t, k, d);
+        }
+    }
+}
+
+/// One term of a linear combination, resolved to its lanes and coefficient, so that a sum of
+/// two terms is one loop (monomorphized per pair of kinds) instead of two passes over `d`.
+trait Term: Copy {
+    fn at(self, s: usize) -> f64;
+}
+
+#[derive(Clone, Copy)]
+struct LaneT<'a>(&'a [f64]);
+#[derive(Clone, Copy)]
+struct UniT(f64);
+#[derive(Clone, Copy)]
+struct ScaledT<'a>(f64, &'a [f64]);
+#[derive(Clone, Copy)]
+struct ProdT<'a>(&'a [f64], &'a [f64]);
+#[derive(Clone, Copy)]
+struct ScaledProdT<'a>(f64, &'a [f64], &'a [f64]);
+
+impl Term for LaneT<'_> {
+    #[inline(always)]
+    fn at(self, s: usize) -> f64 {
+        self.0[s]
+    }
+}
+impl Term for UniT {
+    #[inline(always)]
+    fn at(self, _: usize) -> f64 {
+        self.0
+    }
+}
+impl Term for ScaledT<'_> {
+    #[inline(always)]
+    fn at(self, s: usize) -> f64 {
+        self.0 * self.1[s]
+    }
+}
+impl Term for ProdT<'_> {
+    #[inline(always)]
+    fn at(self, s: usize) -> f64 {
+        self.0[s] * self.1[s]
+    }
+}
+impl Term for ScaledProdT<'_> {
+    #[inline(always)]
+    fn at(self, s: usize) -> f64 {
+        (self.0 * self.1[s]) * self.2[s]
+    }
+}
+
+/// `d = a + b`, in one pass: the bits of `lin_first(a)` then `lin_term(b)`.
+#[inline(always)]
+fn sum2(d: &mut [f64], a: impl Term, b: impl Term) {
+    if let Ok(d) = <&mut [f64; W]>::try_from(&mut *d) {
+        for (s, d) in d.iter_mut().enumerate() {
+            *d = a.at(s) + b.at(s);
+        }
+    } else {
+        for (s, d) in d.iter_mut().enumerate() {
+            *d = a.at(s) + b.at(s);
+        }
+    }
+}
+
+/// A row of two terms: dispatches on both kinds once, then [`sum2`]. Kept out of line: its
+/// 25 loops inlined into `Kernel::run` slowed the dispatch of small kernels.
+#[inline(never)]
+fn lin2(c: &Ctx<'_, '_>, first: &Shape, second: &Shape, coefs: &[f64], d: &mut [f64]) {
+    let n = d.len();
+    // Every lane is cut to the row's length, so the loop's bounds checks fold away.
+    let lane = |s: Src| &c.lane(s)[..n];
+    macro_rules! with_term {
+        ($t:expr, |$v:ident| $body:expr) => {
+            match $t.kind {
+                Kind::Lane => {
+                    let $v = LaneT(lane($t.a));
+                    $body
+                }
+                Kind::Uni => {
+                    let $v = UniT(coefs[$t.slot as usize]);
+                    $body
+                }
+                Kind::Scaled => {
+                    let $v = ScaledT(coefs[$t.slot as usize], lane($t.a));
+                    $body
+                }
+                Kind::Prod => {
+                    let $v = ProdT(lane($t.a), lane($t.b));
+                    $body
+                }
+                Kind::ScaledProd => {
+                    let $v = ScaledProdT(coefs[$t.slot as usize], lane($t.a), lane($t.b));
+                    $body
+                }
+            }
+        };
+    }
+    with_term!(first, |a| with_term!(second, |b| sum2(d, a, b)))
+}
+
+/// `d = term`.
+#[inline(always)]
+fn lin_first(c: &Ctx<'_, '_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
+    match t.kind {
+        Kind::Lane => map(d, c.lane(t.a), |a| a),
+        Kind::Uni => d.fill(coefs[t.slot as usize]),
+        Kind::Scaled => {
+            let k = coefs[t.slot as usize];
+            map(d, c.lane(t.a), |a| k * a)
+        }
+        Kind::Prod => zip(d, c.lane(t.a), c.lane(t.b), |a, b| a * b),
+        Kind::ScaledProd => {
+            let k = coefs[t.slot as usize];
+            zip(d, c.lane(t.a), c.lane(t.b), |a, b| (k * a) * b)
+        }
+    }
+}
+
+/// `d += term`.
+#[inline(always)]
+fn lin_term(c: &Ctx<'_, '_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
+    match t.kind {
+        Kind::Lane => update(d, c.lane(t.a), |d, a| d + a),
+        Kind::Uni => {
+            let k = coefs[t.slot as usize];
+            update_uniform(d, |d| d + k)
+        }
+        Kind::Scaled => {
+            let k = coefs[t.slot as usize];
+            update(d, c.lane(t.a), |d, a| d + k * a)
+        }
+        Kind::Prod => update2(d, c.lane(t.a), c.lane(t.b), |d, a, b| d + a * b),
+        Kind::ScaledProd => {
+            let k = coefs[t.slot as usize];
+            update2(d, c.lane(t.a), c.lane(t.b), |d, a, b| d + (k * a) * b)
+        }
+    }
+}
+
+/// `Σ_s term(s)` over the lane range, in a fixed order: four interleaved partial sums over
+/// chunks of four samples, then the remainder, so the loop vectorizes and the result depends
+/// only on the lane range.
+fn reduce(l: &Ctx<'_, '_>, u: &[f64], r: &Reduce) -> f64 {
+    let c = u.get(r.coef as usize).copied().unwrap_or(0.0);
+    let t = r.shape;
+    let n = l.l.hi - l.l.lo;
+    match t.kind {
+        Kind::Lane => sum4(l.lane(t.a), |a| a),
+        // A uniform term (rare: a gradient that reads no lane) is added once per sample.
+        Kind::Uni => (0..n).fold(0.0, |acc, _| acc + c),
+        Kind::Scaled => sum4(l.lane(t.a), |a| c * a),
+        Kind::Prod => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| a * b),
+        Kind::ScaledProd => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| (c * a) * b),
+    }
+}
+
+#[inline(always)]
+fn sum4(a: &[f64], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let chunks = a.chunks_exact(4);
+    let tail = chunks.remainder();
+    for ch in chunks {
+        for k in 0..4 {
+            acc[k] += f(ch[k]);
+        }
+    }
+    let mut total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for &x in tail {
+        total += f(x);
+    }
+    total
+}
+
+/// Four [`sum4_2`] products `Σ a·b[k]` in one pass over `a`, each in `sum4_2`'s order.
+fn sum4_2_four(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
+    let n = b.iter().fold(a.len(), |n, b| n.min(b.len()));
+    let full = n / 4 * 4;
+    let mut acc = [[0.0f64; 4]; 4];
+    let mut s = 0;
+    while s < full {
+        for (acc, b) in acc.iter_mut().zip(&b) {
+            for k in 0..4 {
+                acc[k] += a[s + k] * b[s + k];
+            }
+        }
+        s += 4;
+    }
+    let mut totals = [0.0; 4];
+    for ((total, acc), b) in totals.iter_mut().zip(&acc).zip(&b) {
+        *total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        for s in full..n {
+            *total += a[s] * b[s];
+        }
+    }
+    totals
+}
+
+#[inline(always)]
+fn sum4_2(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let full = n / 4 * 4;
+    for (x, y) in a[..full].chunks_exact(4).zip(b[..full].chunks_exact(4)) {
+        for k in 0..4 {
+            acc[k] += f(x[k], y[k]);
+        }
+    }
+    let mut total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (&x, &y) in a[full..].iter().zip(&b[full..]) {
+        total += f(x, y);
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_products_in_one_pass_are_the_bits_of_four_alone() {
+        let mut x = 0.3f64;
+        let mut next = move || {
+            x = (x * 3.7 + 0.1).fract();
+            x - 0.5
+        };
+        for n in [1, 3, 4, 7, 32, 33] {
+            let a: Vec<f64> = (0..n).map(|_| next()).collect();
+            let b: Vec<Vec<f64>> = (0..4).map(|_| (0..n).map(|_| next()).collect()).collect();
+            let four = sum4_2_four(&a, [&b[0], &b[1], &b[2], &b[3]]);
+            for k in 0..4 {
+                // The shared lane on either side of the product.
+                assert_eq!(four[k].to_bits(), sum4_2(&a, &b[k], |x, y| x * y).to_bits());
+                assert_eq!(four[k].to_bits(), sum4_2(&b[k], &a, |x, y| x * y).to_bits());
+            }
+        }
+    }
+}
