@@ -179,13 +179,14 @@ fn measure(path: &Path) -> Figures {
     std::hint::black_box(&grad);
 
     let start = Instant::now();
-    let sim = nodec::simulate::simulate(&model, &program, &params, &data, None).expect("solves");
+    let bound = nodec::simulate::Bound::new(&model, &program, &params, &data);
+    let sim = bound.simulate(None).expect("solves");
     time(&mut f.solve, start);
     std::hint::black_box(sim.loss);
 
     let start = Instant::now();
     let options = GradientOptions::new(GradientMethod::Backprop);
-    let g = nodec::sens::gradient(&model, &program, &params, &data, &options).expect("gradient");
+    let g = nodec::sens::gradient(&bound, &options).expect("gradient");
     time(&mut f.gradient, start);
     std::hint::black_box(g.grad[0]);
 

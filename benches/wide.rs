@@ -528,27 +528,17 @@ impl Problem {
 
     fn nodec_solve(&self) -> f64 {
         let t1 = self.model.schedule.as_ref().expect("schedule").t1;
-        nodec::simulate::simulate(
-            &self.model,
-            &self.program,
-            &self.params,
-            &self.data,
-            Some(vec![t1]),
-        )
-        .expect("solves")
-        .loss
+        self.bound().simulate(Some(vec![t1])).expect("solves").loss
     }
 
     fn nodec_gradient(&self) -> nodec::sens::Gradient {
         let options = GradientOptions::new(GradientMethod::Backprop);
-        nodec::sens::gradient(
-            &self.model,
-            &self.program,
-            &self.params,
-            &self.data,
-            &options,
-        )
-        .expect("gradient")
+        nodec::sens::gradient(&self.bound(), &options).expect("gradient")
+    }
+
+    /// The compiled model bound to its parameters and data.
+    fn bound(&self) -> nodec::simulate::Bound<'_> {
+        nodec::simulate::Bound::new(&self.model, &self.program, &self.params, &self.data)
     }
 
     /// nodec's gradient in the baseline's layout.
