@@ -7,6 +7,7 @@
 //! definitions that constant folding uses.
 
 use super::node::apply_pow;
+use super::tensor::{Leaf, TId, TensorPool};
 use super::{CmpOp, ExprId, Func, Node, Pool, Var};
 
 /// The values of `roots`, with each variable's value given by `value_of`.
@@ -105,6 +106,31 @@ impl Point {
     /// [`eval`] at this point.
     pub fn eval(&self, pool: &Pool, roots: &[ExprId]) -> Vec<f64> {
         eval(pool, roots, &|v| self.value(v))
+    }
+
+    /// The elements of a whole leaf of the tensor IR at this point (empty when absent).
+    pub fn leaf(&self, leaf: Leaf) -> Vec<f64> {
+        let row = |table: &[Vec<f64>], i: u32| table.get(i as usize).cloned().unwrap_or_default();
+        match leaf {
+            Leaf::Time => vec![self.t],
+            Leaf::State(i) => row(&self.states, i),
+            Leaf::Param(i) => row(&self.params, i),
+            Leaf::Input(i) => row(&self.inputs, i),
+            Leaf::Label(i) => self
+                .labels
+                .get(i as usize)
+                .map(|&l| vec![l])
+                .unwrap_or_default(),
+            Leaf::Observed(i) => row(&self.observed, i),
+            Leaf::StateTangent(i) => row(&self.state_tangents, i),
+            Leaf::ParamTangent(i) => row(&self.param_tangents, i),
+            Leaf::Cotangent(i) => row(&self.cotangents, i),
+        }
+    }
+
+    /// The tensor interpreter at this point: each root's elements, row-major.
+    pub fn eval_tensors(&self, pool: &TensorPool, roots: &[TId]) -> Vec<Vec<f64>> {
+        super::tensor::eval(pool, roots, &|l| self.leaf(l))
     }
 }
 

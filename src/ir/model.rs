@@ -53,6 +53,8 @@ pub struct Model {
     pub pool: Pool,
     /// The model's expressions as `sema` builds them: array-valued tensor nodes.
     pub tensors: super::tensor::TensorPool,
+    /// The roots as tensor nodes, and their derivatives once [`super::prepare`] has run.
+    pub tensor_roots: super::tensor::TensorRoots,
     /// Constants with their final values (after `--set`), for printing.
     pub consts: Vec<Const>,
     /// Trainable parameters.

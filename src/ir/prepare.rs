@@ -18,6 +18,7 @@ use super::{CostGradient, CostKind, Derivatives, ExprId, Model, Node, Optimizer,
 /// Afterwards every node is reachable from a root of [`Model::roots`] and children precede
 /// parents. `nodec ir --stats` derives its before/after counts from the DAG itself.
 pub fn prepare(model: &mut Model) {
+    super::tensor::derive(model);
     simplify_model(model);
     model.derivatives = derivatives(model);
     simplify_model(model);

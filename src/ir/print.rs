@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use super::diff::reachable;
+use super::tensor::{grid, TId, TNode, TensorPool};
 use super::{CostKind, ExprId, Model, Node, ParamInit, ParamTime, Pool, Shape, Var};
 
 /// The model as text; with `with_derivatives`, the derivative IR and its roots too.
@@ -89,7 +90,67 @@ pub fn stats(model: &Model) -> String {
             let _ = writeln!(out, "{kind:<26}{p:>14}{a:>14}");
         }
     }
+    let tensors = &model.tensors;
+    let tensor_primal = tensor_reachable(tensors, &model.tensor_roots.primal());
+    let tensor_all = tensor_reachable(tensors, &model.tensor_roots.all());
+    let _ = writeln!(
+        out,
+        "{:<26}{:>14}{:>14}",
+        "tensor nodes",
+        tensor_primal.len(),
+        tensor_all.len()
+    );
+    let flops = |nodes: &[TId]| -> u64 { nodes.iter().map(|&id| tensor_flops(tensors, id)).sum() };
+    let _ = writeln!(
+        out,
+        "{:<26}{:>14}{:>14}",
+        "tensor flops",
+        flops(&tensor_primal),
+        flops(&tensor_all)
+    );
     out
+}
+
+/// The tensor nodes `roots` reach, in id order.
+fn tensor_reachable(pool: &TensorPool, roots: &[TId]) -> Vec<TId> {
+    let size = roots.iter().map(|r| r.index() + 1).max().unwrap_or(0);
+    let mut keep = vec![false; size];
+    for r in roots {
+        keep[r.index()] = true;
+    }
+    for i in (0..size).rev() {
+        if keep[i] {
+            pool.node(TId(i as u32))
+                .for_each_operand(|c| keep[c.index()] = true);
+        }
+    }
+    (0..size)
+        .filter(|&i| keep[i])
+        .map(|i| TId(i as u32))
+        .collect()
+}
+
+/// Arithmetic operations of one evaluation of a tensor node (a multiply-add counts two; moving
+/// data, as in a transpose or a window, counts nothing).
+fn tensor_flops(pool: &TensorPool, id: TId) -> u64 {
+    let n = pool.shape(id).len() as u64;
+    match pool.node(id) {
+        TNode::Add(c) | TNode::Mul(c) => n * (c.len() as u64 - 1),
+        TNode::Div(..)
+        | TNode::Pow(..)
+        | TNode::Func(..)
+        | TNode::Min(..)
+        | TNode::Max(..)
+        | TNode::Cmp(..)
+        | TNode::Outer(..) => n,
+        TNode::MatMul(a, _) => 2 * n * grid(pool.shape(*a)).1 as u64,
+        TNode::Sum(a)
+        | TNode::SumAxis(a, _)
+        | TNode::MaxAll(a)
+        | TNode::FirstMax(a)
+        | TNode::ArgMax(a) => pool.shape(*a).len() as u64,
+        _ => 0,
+    }
 }
 
 /// The number of nodes the roots' expressions have when written out as trees (no sharing),

@@ -226,7 +226,10 @@ pub(crate) fn schedule<'a>(
                 .require_leaves(&[id], e.span, "the LM coefficient `k`", |l| {
                     matches!(l, Leaf::Param(_))
                 })
-                .then(|| checker.elements(id)[0]),
+                .then(|| {
+                    checker.model.tensor_roots.lm_k = Some(id);
+                    checker.elements(id)[0]
+                }),
             Value::Tensor { shape, .. } => {
                 checker
                     .diags

@@ -666,12 +666,12 @@ impl<'a> Checker<'a> {
                 });
             }
             let shape = shape.unwrap_or(Shape::Scalar);
-            let fill = |v: Option<TId>, checker: &mut Checker| match v {
-                Some(id) => checker.elements(id),
-                None => vec![checker.model.pool.constant(0.0); shape.len()],
-            };
-            let init = fill(init, self);
-            let rhs = fill(rhs, self);
+            let init = init.unwrap_or_else(|| self.model.tensors.zeros(shape));
+            let rhs = rhs.unwrap_or_else(|| self.model.tensors.zeros(shape));
+            self.model.tensor_roots.init.push(init);
+            self.model.tensor_roots.rhs.push(rhs);
+            let init = self.elements(init);
+            let rhs = self.elements(rhs);
             self.model.states.push(ir::State {
                 name: name.name.clone(),
                 shape,
@@ -760,8 +760,10 @@ impl<'a> Checker<'a> {
                     };
                     if is_metric {
                         self.model.metrics.push(out);
+                        self.model.tensor_roots.metrics.push(id);
                     } else {
                         self.model.outputs.push(out);
+                        self.model.tensor_roots.outputs.push(id);
                     }
                 }
                 DeclKind::Schedule { call } => {
@@ -884,6 +886,7 @@ impl<'a> Checker<'a> {
             );
         }
         let value = self.elements(id)[0];
+        self.model.tensor_roots.costs.push(id);
         self.model.costs.push(ir::Cost {
             kind: cost_kind,
             value,

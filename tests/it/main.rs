@@ -23,6 +23,8 @@ mod models;
 mod run;
 /// Shared helpers: paths, running the binary, loading models.
 mod support;
+/// The tensor IR and its derivatives against the scalar IR, and its size against width.
+mod tensor;
 /// `nodec train` end to end.
 mod train;
 /// The trained models of `models/` reach their targets (full runs ignored: slow).

@@ -39,11 +39,30 @@ pub fn matmul_values(x: &[f64], sx: Shape, y: &[f64], sy: Shape) -> Vec<f64> {
 /// Evaluates `roots`, reading leaves from `leaf` (row-major elements of the leaf's shape).
 pub fn eval(pool: &TensorPool, roots: &[TId], leaf: &dyn Fn(Leaf) -> Vec<f64>) -> Vec<Vec<f64>> {
     let end = roots.iter().map(|r| r.index() + 1).max().unwrap_or(0);
+    // Only the nodes the roots reach: others may read leaves the caller has no values for.
+    let mut needed = vec![false; end];
+    for r in roots {
+        needed[r.index()] = true;
+    }
+    for i in (0..end).rev() {
+        if needed[i] {
+            pool.node(TId(i as u32))
+                .for_each_operand(|c| needed[c.index()] = true);
+        }
+    }
     let mut values: Vec<Vec<f64>> = Vec::with_capacity(end);
-    for i in 0..end {
+    for (i, &need) in needed.iter().enumerate() {
         let id = TId(i as u32);
-        let v = eval_node(pool, id, &values, leaf);
-        debug_assert_eq!(v.len(), pool.shape(id).len(), "{}", pool.node(id).kind());
+        let v = if need {
+            eval_node(pool, id, &values, leaf)
+        } else {
+            Vec::new()
+        };
+        debug_assert!(
+            !need || v.len() == pool.shape(id).len(),
+            "{}",
+            pool.node(id).kind()
+        );
         values.push(v);
     }
     roots.iter().map(|r| values[r.index()].clone()).collect()

@@ -18,9 +18,11 @@ pub mod expand;
 mod node;
 mod pool;
 pub mod print;
+mod roots;
 #[cfg(test)]
 mod tests;
 
 pub use eval::eval;
 pub use node::{Leaf, TId, TNode, Window};
 pub use pool::{grid, TensorPool};
+pub use roots::{derive, TensorDerivatives, TensorRoots};

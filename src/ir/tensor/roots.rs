@@ -1,0 +1,193 @@
+//! The model's roots as tensor nodes and their derivative IR at tensor level: the same
+//! Jacobian-vector and vector-Jacobian products, time derivative, initial-state sensitivities
+//! and cost gradients that [`crate::ir::Derivatives`] holds per element, here one node per
+//! state or parameter, so their size follows the model's text and not its widths.
+
+use super::diff::{jvp, vjp};
+use super::node::{Leaf, TId};
+use super::pool::TensorPool;
+use crate::ir::{CostKind, Model, Optimizer, Shape};
+
+/// The roots `sema` lowered, in declaration order, and (after [`derive`]) their derivatives.
+#[derive(Clone, Debug, Default)]
+pub struct TensorRoots {
+    /// Each state's initial value.
+    pub init: Vec<TId>,
+    /// Each state's right-hand side.
+    pub rhs: Vec<TId>,
+    /// Each cost's value (scalars), in the order of [`Model::costs`].
+    pub costs: Vec<TId>,
+    /// Each metric.
+    pub metrics: Vec<TId>,
+    /// Each output.
+    pub outputs: Vec<TId>,
+    /// LM-ResNet's coefficient, if the schedule has one.
+    pub lm_k: Option<TId>,
+    /// The derivative roots; empty until [`derive`] runs.
+    pub derivatives: TensorDerivatives,
+}
+
+/// The derivative IR per state (`f_i`, `x_i`, `v_i`, `w_i`) and per parameter (`θ_j`, `u_j`),
+/// with the definitions of [`crate::ir::Derivatives`].
+#[derive(Clone, Debug, Default)]
+pub struct TensorDerivatives {
+    /// `Σ_j ∂f_i/∂x_j · v_j`, per state.
+    pub jvp_state: Vec<TId>,
+    /// `Σ_j ∂f_i/∂θ_j · u_j`, per state.
+    pub jvp_param: Vec<TId>,
+    /// `Σ_i w_i · ∂f_i/∂x_j`, per state.
+    pub vjp_state: Vec<TId>,
+    /// `Σ_i w_i · ∂f_i/∂θ_j`, per parameter.
+    pub vjp_param: Vec<TId>,
+    /// `∂f_i/∂t`, per state.
+    pub rhs_time: Vec<TId>,
+    /// `Σ_j ∂x0_i/∂θ_j · u_j`, per state.
+    pub init_jvp_param: Vec<TId>,
+    /// `Σ_i w_i · ∂x0_i/∂θ_j`, per parameter.
+    pub init_vjp_param: Vec<TId>,
+    /// `∂k/∂θ_j` of LM-ResNet's coefficient, per parameter; empty without one.
+    pub lm_k_param: Vec<TId>,
+    /// `∂θ_j (Σ_i w_i · (J v)_i)`, per parameter, for models trained by `msa`.
+    pub msa_mixed_param: Vec<TId>,
+    /// Per declared cost kind (terminal, running, penalty, observed): the kind, the summed
+    /// value, its gradient per state and per parameter.
+    pub costs: Vec<(CostKind, TId, Vec<TId>, Vec<TId>)>,
+}
+
+impl TensorDerivatives {
+    /// Every derivative root, in field order.
+    pub fn roots(&self) -> Vec<TId> {
+        let mut out: Vec<TId> = [
+            &self.jvp_state,
+            &self.jvp_param,
+            &self.vjp_state,
+            &self.vjp_param,
+            &self.rhs_time,
+            &self.init_jvp_param,
+            &self.init_vjp_param,
+            &self.lm_k_param,
+            &self.msa_mixed_param,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+        for (_, value, state, param) in &self.costs {
+            out.push(*value);
+            out.extend(state);
+            out.extend(param);
+        }
+        out
+    }
+}
+
+impl TensorRoots {
+    /// The model's own roots (initial values, equations, costs, metrics, outputs, `k`).
+    pub fn primal(&self) -> Vec<TId> {
+        let mut out: Vec<TId> = [
+            &self.init,
+            &self.rhs,
+            &self.costs,
+            &self.metrics,
+            &self.outputs,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+        out.extend(self.lm_k);
+        out
+    }
+
+    /// The primal roots then the derivative roots.
+    pub fn all(&self) -> Vec<TId> {
+        let mut out = self.primal();
+        out.extend(self.derivatives.roots());
+        out
+    }
+}
+
+/// Builds the tensor derivative IR of `model` into its tensor pool.
+pub fn derive(model: &mut Model) {
+    let state_shapes: Vec<Shape> = model.states.iter().map(|s| s.shape).collect();
+    let param_shapes: Vec<Shape> = model.params.iter().map(|p| p.shape).collect();
+    let msa = model
+        .train
+        .as_ref()
+        .is_some_and(|t| t.optimizer == Optimizer::Msa);
+    let kinds: Vec<CostKind> = model.costs.iter().map(|c| c.kind).collect();
+    let roots = &mut model.tensor_roots;
+    let pool = &mut model.tensors;
+    let leaves = |pool: &mut TensorPool, shapes: &[Shape], make: fn(u32) -> Leaf| -> Vec<TId> {
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| pool.leaf(make(i as u32), *s))
+            .collect()
+    };
+    let x = leaves(pool, &state_shapes, Leaf::State);
+    let theta = leaves(pool, &param_shapes, Leaf::Param);
+    let v = leaves(pool, &state_shapes, Leaf::StateTangent);
+    let u = leaves(pool, &param_shapes, Leaf::ParamTangent);
+    let w = leaves(pool, &state_shapes, Leaf::Cotangent);
+    let mut both = x.clone();
+    both.extend_from_slice(&theta);
+    let one = pool.constant(1.0);
+    let f = roots.rhs.clone();
+    let init = roots.init.clone();
+
+    let mut d = TensorDerivatives {
+        jvp_state: jvp(pool, &f, &mut |_, l| match l {
+            Leaf::State(i) => Some(v[i as usize]),
+            _ => None,
+        }),
+        jvp_param: jvp(pool, &f, &mut |_, l| match l {
+            Leaf::Param(j) => Some(u[j as usize]),
+            _ => None,
+        }),
+        ..TensorDerivatives::default()
+    };
+    let mut pulled = vjp(pool, &f, &w, &both);
+    d.vjp_param = pulled.split_off(x.len());
+    d.vjp_state = pulled;
+    d.rhs_time = jvp(pool, &f, &mut |_, l| (l == Leaf::Time).then_some(one));
+    d.init_jvp_param = jvp(pool, &init, &mut |_, l| match l {
+        Leaf::Param(j) => Some(u[j as usize]),
+        _ => None,
+    });
+    d.init_vjp_param = vjp(pool, &init, &w, &theta);
+    if let Some(k) = roots.lm_k {
+        d.lm_k_param = vjp(pool, &[k], &[one], &theta);
+    }
+    if msa {
+        let terms: Vec<TId> = w
+            .iter()
+            .zip(&d.jvp_state)
+            .map(|(&wi, &ji)| pool.dot(wi, ji))
+            .collect();
+        let contracted = pool.sum_of(&terms);
+        d.msa_mixed_param = vjp(pool, &[contracted], &[one], &theta);
+    }
+    for kind in [
+        CostKind::Terminal,
+        CostKind::Running,
+        CostKind::Penalty,
+        CostKind::Observed,
+    ] {
+        let values: Vec<TId> = roots
+            .costs
+            .iter()
+            .zip(&kinds)
+            .filter(|(_, k)| **k == kind)
+            .map(|(c, _)| *c)
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let value = pool.sum_of(&values);
+        let mut grad = vjp(pool, &[value], &[one], &both);
+        let param = grad.split_off(x.len());
+        d.costs.push((kind, value, grad, param));
+    }
+    roots.derivatives = d;
+}
