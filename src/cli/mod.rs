@@ -74,6 +74,10 @@ enum Command {
         /// Print the adjoint (costate) equations and the parameter-gradient integrand instead.
         #[arg(long, conflicts_with_all = ["stats", "derivatives"])]
         adjoint: bool,
+        /// Print the tensor IR as readable expressions (`K2 · tanh(K1 · x + b1)`) instead of
+        /// one scalar node per element.
+        #[arg(long, conflicts_with_all = ["stats", "adjoint"])]
+        tensor: bool,
     },
     /// Solve a model and report trajectories, outputs, costs and metrics.
     Run {
@@ -192,6 +196,7 @@ fn run(cli: Cli) -> u8 {
             stats,
             derivatives,
             adjoint,
+            tensor,
         } => {
             let overrides = Overrides { values: set };
             match check_file(&file, &overrides, &mut out) {
@@ -203,6 +208,9 @@ fn run(cli: Cli) -> u8 {
                             .push_str(&crate::ir::print_adjoint(&model, &system));
                     } else if stats {
                         out.stdout.push_str(&crate::ir::stats(&model));
+                    } else if tensor {
+                        out.stdout
+                            .push_str(&crate::ir::print_tensor(&model, derivatives));
                     } else {
                         out.stdout.push_str(&crate::ir::print(&model, derivatives));
                     }

@@ -33,5 +33,5 @@ pub use model::*;
 pub use node::{apply_pow, CmpOp, ExprId, Func, Node, Var};
 pub use pool::Pool;
 pub use prepare::{derivatives, prepare};
-pub use print::{print, stats};
+pub use print::{print, print_tensor, stats};
 pub use verify::verify;

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use super::diff::reachable;
-use super::tensor::{grid, TId, TNode, TensorPool};
+use super::tensor::{grid, Leaf, TId, TNode, TensorPool};
 use super::{CostKind, ExprId, Model, Node, ParamInit, ParamTime, Pool, Shape, Var};
 
 /// The model as text; with `with_derivatives`, the derivative IR and its roots too.
@@ -28,6 +28,90 @@ pub fn print(model: &Model, with_derivatives: bool) -> String {
     if with_derivatives {
         derivative_roots(model, &mut out);
     }
+    out
+}
+
+/// The model as tensor expressions (`nodec ir --tensor`): the header, then every shared node
+/// once and each root as a readable expression (`dx/dt = K2 · tanh(K1 · x + b1)`); with
+/// `with_derivatives`, the derivative roots too (`v_x`, `u_K` and `w_x` are the directions and
+/// cotangents).
+pub fn print_tensor(model: &Model, with_derivatives: bool) -> String {
+    let mut out = String::new();
+    header(model, &mut out);
+    out.push('\n');
+    let r = &model.tensor_roots;
+    let state = |i: usize| model.states[i].name.as_str();
+    let param = |i: usize| model.params[i].name.as_str();
+    let mut roots: Vec<(String, TId)> = Vec::new();
+    for (i, (&init, &rhs)) in r.init.iter().zip(&r.rhs).enumerate() {
+        roots.push((format!("state {} init", state(i)), init));
+        roots.push((format!("d{}/dt", state(i)), rhs));
+    }
+    for (c, &id) in model.costs.iter().zip(&r.costs) {
+        roots.push((format!("cost {}", c.kind.name()), id));
+    }
+    for (m, &id) in model.metrics.iter().zip(&r.metrics) {
+        roots.push((format!("metric {}", m.name), id));
+    }
+    for (o, &id) in model.outputs.iter().zip(&r.outputs) {
+        roots.push((format!("output {}", o.name), id));
+    }
+    if let Some(k) = r.lm_k {
+        roots.push(("schedule k".to_string(), k));
+    }
+    if with_derivatives {
+        let d = &r.derivatives;
+        let per_state = [
+            ("jvp_state", &d.jvp_state),
+            ("jvp_param", &d.jvp_param),
+            ("vjp_state", &d.vjp_state),
+            ("rhs_time", &d.rhs_time),
+            ("init_jvp_param", &d.init_jvp_param),
+        ];
+        for (what, list) in per_state {
+            for (i, &id) in list.iter().enumerate() {
+                roots.push((format!("{what} {}", state(i)), id));
+            }
+        }
+        let per_param = [
+            ("vjp_param", &d.vjp_param),
+            ("init_vjp_param", &d.init_vjp_param),
+            ("lm_k_param", &d.lm_k_param),
+            ("msa_mixed_param", &d.msa_mixed_param),
+        ];
+        for (what, list) in per_param {
+            for (j, &id) in list.iter().enumerate() {
+                roots.push((format!("{what} {}", param(j)), id));
+            }
+        }
+        for (kind, value, states, params) in &d.costs {
+            roots.push((format!("cost {}", kind.name()), *value));
+            for (i, &id) in states.iter().enumerate() {
+                roots.push((format!("cost {} ∂/∂{}", kind.name(), state(i)), id));
+            }
+            for (j, &id) in params.iter().enumerate() {
+                roots.push((format!("cost {} ∂/∂{}", kind.name(), param(j)), id));
+            }
+        }
+    }
+    let name = |leaf: Leaf| -> String {
+        match leaf {
+            Leaf::Time => "t".to_string(),
+            Leaf::State(i) => state(i as usize).to_string(),
+            Leaf::Param(i) => param(i as usize).to_string(),
+            Leaf::Input(i) => model.inputs[i as usize].name.clone(),
+            Leaf::Label(i) => model.labels[i as usize].name.clone(),
+            Leaf::Observed(i) => model.observed[i as usize].name.clone(),
+            Leaf::StateTangent(i) => format!("v_{}", state(i as usize)),
+            Leaf::ParamTangent(i) => format!("u_{}", param(i as usize)),
+            Leaf::Cotangent(i) => format!("w_{}", state(i as usize)),
+        }
+    };
+    out.push_str(&super::tensor::print::roots_text(
+        &model.tensors,
+        &roots,
+        &name,
+    ));
     out
 }
 
@@ -89,6 +173,9 @@ pub fn stats(model: &Model) -> String {
         if a > 0 {
             let _ = writeln!(out, "{kind:<26}{p:>14}{a:>14}");
         }
+    }
+    if model.tensors.is_empty() {
+        return out;
     }
     let tensors = &model.tensors;
     let tensor_primal = tensor_reachable(tensors, &model.tensor_roots.primal());

@@ -46,6 +46,25 @@ fn ir_of_every_model() {
     }
 }
 
+/// `nodec ir --tensor --derivatives` of every model at its full size: the tensor IR and its
+/// derivatives as readable expressions, whose length follows the text, not the widths.
+#[test]
+fn tensor_ir_of_every_model() {
+    for path in node_files("models") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let rel = format!("models/{name}");
+        let stem = name.trim_end_matches(".node");
+        let out = nodec(&["ir", "--tensor", "--derivatives", &rel]);
+        assert!(
+            out.status.success(),
+            "{rel}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("utf-8 output");
+        insta::assert_snapshot!(format!("tensor_ir_{stem}"), text);
+    }
+}
+
 #[test]
 fn check_accepts_several_files_and_fails_if_any_fails() {
     let out = nodec(&["check", "models/decay.node", "models/lorenz.node"]);

@@ -266,6 +266,17 @@ impl TensorPool {
         }
     }
 
+    /// A product's constant factor and its other factors: `(c, [a, b])` for `c·a·b`.
+    fn split_product(&self, factor: TId) -> Option<(f64, Vec<TId>)> {
+        match self.node(factor) {
+            TNode::Mul(c) => match self.node(c[0]) {
+                TNode::Const(bits) => Some((f64::from_bits(*bits), c[1..].to_vec())),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The elementwise sum of `terms`: nested sums of the same shape flattened, constants
     /// folded, like terms collected (`x − x → 0`), the rest sorted.
     pub fn sum_of(&mut self, terms: &[TId]) -> TId {
@@ -365,12 +376,20 @@ impl TensorPool {
                 constant *= v;
                 continue;
             }
-            let (c, base) = self.split_coefficient(f);
-            if c != 1.0 {
-                constant *= c;
-                rest.push(base);
-            } else {
-                rest.push(f);
+            // A constant inside a factor moves out, so that no product has two constants
+            // (`2·(3·a·b) → 6·(a·b)`); the other factors stay one node, shared where it is.
+            match self.split_product(f) {
+                Some((c, others)) => {
+                    constant *= c;
+                    rest.push(match others[..] {
+                        [one] => one,
+                        _ => {
+                            let s = broadcast_shape(others.iter().map(|&o| self.shape(o)));
+                            self.intern(TNode::Mul(others.into_boxed_slice()), s)
+                        }
+                    });
+                }
+                None => rest.push(f),
             }
         }
         if constant == 0.0 {
@@ -835,6 +854,20 @@ impl TensorPool {
         }
         if self.shape(g) == shape && w == Window::whole(shape) {
             return g;
+        }
+        // A small constant placed in zeros is a literal (a unit vector, say), which products
+        // and concatenations then fold: `W · e_k` becomes the column `W[:, k]`.
+        if shape.len() <= FOLD_LIMIT {
+            if let Some(values) = self.const_elements(g) {
+                let (rows, cols) = grid(self.shape(g));
+                let mut out = vec![0.0; shape.len()];
+                for i in 0..rows {
+                    for j in 0..cols {
+                        out[w.at(i, j)] = values[i * cols + j];
+                    }
+                }
+                return self.literal(&out, shape);
+            }
         }
         self.intern(TNode::Scatter(g, w), shape)
     }

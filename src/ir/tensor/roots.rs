@@ -107,8 +107,15 @@ impl TensorRoots {
     }
 }
 
-/// Builds the tensor derivative IR of `model` into its tensor pool.
+/// Builds the tensor derivative IR of `model` into its tensor pool. A model that `sema` did not
+/// build (one assembled from scalar nodes, as some tests do) has no tensor roots and is left
+/// as it is.
 pub fn derive(model: &mut Model) {
+    if model.tensor_roots.rhs.len() != model.states.len()
+        || model.tensor_roots.costs.len() != model.costs.len()
+    {
+        return;
+    }
     let state_shapes: Vec<Shape> = model.states.iter().map(|s| s.shape).collect();
     let param_shapes: Vec<Shape> = model.params.iter().map(|p| p.shape).collect();
     let msa = model
