@@ -413,3 +413,34 @@ fn train_and_test_blocks_are_reported_separately() {
     assert_ne!(v["data"]["train"]["loss"], v["data"]["test"]["loss"]);
     assert!(v["data"]["test"]["metrics"]["accuracy"].is_f64());
 }
+
+/// The heat model against the semi-discrete closed form, for two grids chosen by `--set N=`.
+/// `sin(kπx_j)` is an eigenvector of the second-difference matrix with eigenvalue
+/// `λ_k = −(4/h²) sin²(kπh/2)`, `h = 1/(N + 1)`, so the ODE system's exact solution from
+/// `sin(πx) + 0.5 sin(3πx)` is `u_j(t) = e^{λ_1 t} sin(πx_j) + 0.5 e^{λ_3 t} sin(3πx_j)`: the
+/// only error left is the solver's, which rtol 1e-8 bounds well below 1e-7 (it is ~1e-9).
+#[test]
+fn heat_matches_the_semidiscrete_closed_form_for_two_grids() {
+    for n in [15usize, 63] {
+        let set = format!("N={n}");
+        let v = run_json(&["models/heat.node", "--set", &set]);
+        let t = numbers(&v["t"]);
+        let u = v["states"]["u"].as_array().unwrap();
+        assert_eq!(t, [0.0, 0.05, 0.1]);
+        let h = 1.0 / (n + 1) as f64;
+        let lambda = |k: f64| -4.0 / (h * h) * (k * std::f64::consts::PI * h / 2.0).sin().powi(2);
+        let mut worst: f64 = 0.0;
+        for (t, row) in t.iter().zip(u) {
+            let row = numbers(row);
+            assert_eq!(row.len(), n, "--set N={n} resizes the grid");
+            for (j, got) in row.iter().enumerate() {
+                let x = (j + 1) as f64 * h;
+                let exact = (lambda(1.0) * t).exp() * (std::f64::consts::PI * x).sin()
+                    + 0.5 * (lambda(3.0) * t).exp() * (3.0 * std::f64::consts::PI * x).sin();
+                worst = worst.max((got - exact).abs());
+            }
+        }
+        eprintln!("heat N={n}: max |u - exact| = {worst:e}");
+        assert!(worst < 1e-7, "N={n}: max error {worst:e}");
+    }
+}
