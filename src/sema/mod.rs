@@ -11,6 +11,7 @@
 mod builtins;
 mod config;
 mod expr;
+mod index;
 mod value;
 
 use std::collections::{HashMap, HashSet};
@@ -1285,6 +1286,106 @@ mod check_tests {
             })
             .collect();
         assert_eq!(sizes[0], sizes[1]);
+    }
+
+    /// Index forms against the sums and lists they stand for, with `x = [1, 2, 3, 4]`.
+    #[test]
+    fn index_forms_are_the_sums_and_vectors_they_denote() {
+        let out = outputs(
+            "output a = sum(i in 0..4, x[i] * i)\noutput b = [x[i + 1] - 2 * x[i] for i in 0..3]\n\
+             output c = sum(i in 0..3, x[i] * x[i + 1])\noutput d = [sin(i) + min(x[i], 2) for i in 1..4]\n\
+             output e = sum(i in 0..2, x[2 * i + 1] ^ 2)\noutput f = [7 for i in 0..2]\n\
+             output g = sum(i in 2..2, x[i])\noutput h = [-x[i]' / 2 for i in 0..4]\n\
+             output k = sum(i in 0..2, outer(x, x)[i, i + 2] + outer(x, x)[1, i])\n\
+             output m = sum(i in 0..3, 5)\n",
+        );
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(out[0], [(0..4).map(|i| x[i] * i as f64).sum::<f64>()]);
+        assert_eq!(out[1], [0.0, -1.0, -2.0]);
+        assert_eq!(out[2], [1.0 * 2.0 + 2.0 * 3.0 + 3.0 * 4.0]);
+        let d: Vec<f64> = (1..4).map(|i| (i as f64).sin() + x[i].min(2.0)).collect();
+        assert_eq!(out[3], d);
+        assert_eq!(out[4], [2.0 * 2.0 + 4.0 * 4.0]);
+        assert_eq!(out[5], [7.0, 7.0]);
+        assert_eq!(out[6], [0.0]);
+        assert_eq!(out[7], [-0.5, -1.0, -1.5, -2.0]);
+        // A[i, i + 2] of outer(x, x) is x_i x_{i+2}; A[1, i] is x_1 x_i.
+        assert_eq!(out[8], [1.0 * 3.0 + 2.0 * 4.0 + 2.0 * 1.0 + 2.0 * 2.0]);
+        assert_eq!(out[9], [15.0]);
+    }
+
+    /// An index form is a few tensor nodes whatever its range: no copy per value of `i`.
+    #[test]
+    fn index_forms_do_not_grow_with_their_range() {
+        let text = |n: usize| {
+            format!(
+                "const N = {n}\nstate u[N] = linspace(0, 1, N)\n\
+                 du/dt = [0, [u[i - 1] - 2 * u[i] + u[i + 1] for i in 1..N - 1], 0]\n{HEAD}\
+                 output e = sum(i in 0..N - 1, (u[i + 1] - u[i]) ^ 2)\n"
+            )
+        };
+        let sizes: Vec<usize> = [10, 100]
+            .iter()
+            .map(|&n| {
+                let (model, diags) = check_text(&text(n), &[]);
+                assert!(!diags.has_errors(), "{:?}", diags.sorted());
+                model.tensors.len()
+            })
+            .collect();
+        assert_eq!(sizes[0], sizes[1]);
+    }
+
+    /// Each bad use of the index is a located error that says what is wrong.
+    #[test]
+    fn index_forms_report_bad_indices() {
+        let bad = |body: &str| {
+            let text = format!(
+                "param A[3, 3] = 1\nstate x[4] = [1, 2, 3, 4]\ndx/dt = -x\n{HEAD}output o = {body}\n"
+            );
+            errors(&text).join("\n")
+        };
+        for (body, message) in [
+            (
+                "sum(i in 0..4, x[i * i])",
+                "not affine in `i`: for `i` in 0..4 it takes 0, 1, 4, 9",
+            ),
+            (
+                "[x[i + 1] for i in 0..4]",
+                "this index is 4 when `i` = 3, out of range for [4]",
+            ),
+            ("sum(i in 0..4, x[i / 2])", "this index is 0.5 when `i` = 1"),
+            ("sum(i in 0..4, x[3 - i])", "decreases as `i` grows"),
+            (
+                "sum(i in 0..4, sum(x[i]))",
+                "depends on the index `i` and cannot be used here",
+            ),
+            (
+                "sum(i in 0..4, [i, 1])",
+                "depends on the index `i` and cannot be used here",
+            ),
+            (
+                "[x for i in 0..2]",
+                "must be a number for each `i`, found [4]",
+            ),
+            (
+                "sum(i in 0..3, x[i] + x)",
+                "is a number for each `i`, but this is [4]",
+            ),
+            ("sum(i in 0..3, A[i, :])", "index every dimension of [3, 3]"),
+            (
+                "sum(i in 0..3, sum(j in 0..3, A[i, j]))",
+                "cannot be nested",
+            ),
+            ("sum(i in 3..1, x[i])", "runs backwards"),
+            ("sum(i in 0..n, x[i])", "unknown name `n`"),
+            (
+                "sum(i in 0..4, x[i + x[0]])",
+                "constant integer for each `i`",
+            ),
+        ] {
+            let errs = bad(body);
+            assert!(errs.contains(message), "{body}: {errs}");
+        }
     }
 
     #[test]
