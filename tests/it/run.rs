@@ -444,3 +444,32 @@ fn heat_matches_the_semidiscrete_closed_form_for_two_grids() {
         assert!(worst < 1e-7, "N={n}: max error {worst:e}");
     }
 }
+
+/// `atol = [...]` gives each state component its own absolute tolerance. A slow decay
+/// `x' = −x/10` beside a tiny oscillator `y'' = −25 y` of amplitude 1e-8: with one `atol` of
+/// 1e-6 the oscillator is below the tolerance, the steps follow `x` alone and `y(4)` is wrong
+/// by orders of magnitude; with `atol = [1e-6, 1e-16, 1e-16]` the oscillator is resolved and
+/// `y(4) = 1e-8 cos(20)` holds to the relative tolerance, for adaptive and stiff methods.
+#[test]
+fn per_component_atol_resolves_a_small_component() {
+    let exact_y = 1e-8 * 20f64.cos();
+    for method in ["dopri5", "tsit5", "rodas4", "bdf"] {
+        let rel_err = |atol: &str| {
+            let text = format!(
+                "state x = 1\nstate y[2] = [1e-8, 0]\ndx/dt = -0.1 * x\ndy/dt = [y[1], -25 * y[0]]\n\
+                 schedule {method}(t = [0, 4], rtol = 1e-6, atol = {atol})\n"
+            );
+            let path = write_model(&format!("atol_{method}.node"), &text);
+            let v = run_json(&[&path]);
+            let x = v["final"]["x"].as_f64().unwrap();
+            assert!((x - (-0.4f64).exp()).abs() < 1e-5, "{method}: x = {x}");
+            let y = numbers(&v["final"]["y"]);
+            ((y[0] - exact_y) / exact_y).abs()
+        };
+        let uniform = rel_err("1e-6");
+        let per_component = rel_err("[1e-6, 1e-16, 1e-16]");
+        eprintln!("{method}: relative error of y(4) {uniform:e} (one atol), {per_component:e} (per component)");
+        assert!(uniform > 0.1, "{method}: {uniform:e}");
+        assert!(per_component < 1e-3, "{method}: {per_component:e}");
+    }
+}
