@@ -158,6 +158,5 @@ fn heat_tensor_ir_does_not_grow_with_the_grid() {
             model.tensors.len()
         })
         .collect();
-    eprintln!("heat tensor pool: {sizes:?} nodes at N = 10, 100");
     assert_eq!(sizes[0], sizes[1]);
 }
