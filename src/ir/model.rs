@@ -563,8 +563,11 @@ pub struct Schedule {
     pub steps: Option<usize>,
     /// Relative tolerance of adaptive and stiff methods.
     pub rtol: f64,
-    /// Absolute tolerance of adaptive and stiff methods.
+    /// Absolute tolerance of adaptive and stiff methods (with `atol_components`: their
+    /// smallest, for components past the states).
     pub atol: f64,
+    /// `atol = [...]`: one absolute tolerance per state component; empty for one `atol`.
+    pub atol_components: Vec<f64>,
     /// Step limit of adaptive and stiff methods.
     pub max_steps: usize,
     /// Save times.

@@ -4,7 +4,7 @@ use super::expr::Scope;
 use super::value::Value;
 use super::Checker;
 use crate::diag::{suggest, Diagnostic};
-use crate::ir::tensor::{diff, Leaf, TId, TNode, TensorPool};
+use crate::ir::tensor::{diff, Leaf, TId, TNode, TensorPool, Window};
 use crate::ir::{CmpOp, Func, Shape};
 use crate::syntax::ast;
 
@@ -34,7 +34,9 @@ const SIGNATURES: &[(&str, &[&str], usize)] = &[
     ("argmax", &["x"], 1),
     ("transpose", &["x"], 1),
     ("trace", &["x"], 1),
-    ("diag", &["x"], 1),
+    ("diag", &["x", "k"], 1),
+    ("linspace", &["a", "b", "n"], 3),
+    ("range", &["n"], 1),
     ("outer", &["a", "b"], 2),
     ("eye", &["n"], 1),
     ("zeros", &["m", "n"], 1),
@@ -51,8 +53,8 @@ const SIGNATURES: &[(&str, &[&str], usize)] = &[
 ];
 
 /// Names of all built-in functions, for suggestions.
-pub(crate) const NAMES: [&str; 38] = {
-    let mut names = [""; 38];
+pub(crate) const NAMES: [&str; 40] = {
+    let mut names = [""; 40];
     let mut i = 0;
     while i < SIGNATURES.len() {
         names[i] = SIGNATURES[i].0;
@@ -163,6 +165,9 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
     // Shape constructors take constant sizes, not values.
     match name {
         "eye" | "zeros" | "ones" => return constructor(checker, name, &args),
+        "linspace" => return linspace(checker, call, &args),
+        "range" => return range(checker, &args),
+        "diag" if args.len() == 2 => return diag_k(checker, call, args[0], args[1], scope),
         "der" => return der(checker, args[0], scope),
         _ => {}
     }
@@ -466,6 +471,124 @@ fn constructor<'a>(checker: &mut Checker<'a>, name: &str, args: &[&'a ast::Expr]
         }
     };
     Value::tensor(id, shape)
+}
+
+/// Checks a constant array size against [`super::MAX_ELEMENTS`].
+fn size_ok(checker: &mut Checker, n: usize, what: &str, at: crate::diag::Span) -> bool {
+    if n > super::MAX_ELEMENTS {
+        checker
+            .diags
+            .error(at, format!("`{what}` of {n} elements is too large"));
+        return false;
+    }
+    true
+}
+
+/// `linspace(a, b, n)`: `n` evenly spaced numbers from `a` to `b`, both included, as numpy's
+/// `linspace`: element `k` is `a + k·(b − a)/(n − 1)`, and the last is `b` exactly (not the
+/// rounded sum), so a grid's boundary is where the model says it is. One literal node.
+fn linspace<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, args: &[&'a ast::Expr]) -> Value {
+    let a = checker.const_number(args[0], "the start of `linspace`");
+    let b = checker.const_number(args[1], "the end of `linspace`");
+    let n = checker.const_usize(args[2], "the number of points of `linspace`");
+    let (Some(a), Some(b), Some(n)) = (a, b, n) else {
+        return Value::Error;
+    };
+    if !size_ok(checker, n, "linspace", call.span) {
+        return Value::Error;
+    }
+    let mut values: Vec<f64> = if n < 2 {
+        vec![a; n]
+    } else {
+        let step = (b - a) / (n - 1) as f64;
+        (0..n).map(|k| a + k as f64 * step).collect()
+    };
+    if n >= 2 {
+        values[n - 1] = b;
+    }
+    let shape = Shape::Vector(n);
+    Value::tensor(checker.model.tensors.literal(&values, shape), shape)
+}
+
+/// `range(n)`: `0, 1, …, n − 1` as a vector; one literal node.
+fn range<'a>(checker: &mut Checker<'a>, args: &[&'a ast::Expr]) -> Value {
+    let Some(n) = checker.const_usize(args[0], "the length given to `range`") else {
+        return Value::Error;
+    };
+    if !size_ok(checker, n, "range", args[0].span) {
+        return Value::Error;
+    }
+    let values: Vec<f64> = (0..n).map(|k| k as f64).collect();
+    let shape = Shape::Vector(n);
+    Value::tensor(checker.model.tensors.literal(&values, shape), shape)
+}
+
+/// `diag(v, k)`: the square matrix of size `len(v) + |k|` with `v` on diagonal `k` (above the
+/// main one for `k > 0`, below for `k < 0`), one scatter of `v` along a window of stride
+/// `size + 1`; `diag(A, k)` of a matrix reads that diagonal, one gather. `k = 0` is `diag(x)`.
+fn diag_k<'a>(
+    checker: &mut Checker<'a>,
+    call: &'a ast::Call,
+    x: &'a ast::Expr,
+    k: &'a ast::Expr,
+    scope: &Scope,
+) -> Value {
+    let v = checker.lower(x, scope);
+    let k_value = checker.const_number(k, "the diagonal `k` of `diag`");
+    let (Value::Tensor { id, shape }, Some(kv)) = (v, k_value) else {
+        return Value::Error;
+    };
+    if kv.fract() != 0.0 || kv.abs() > 1e9 {
+        checker.diags.error(
+            k.span,
+            format!("the diagonal `k` of `diag` must be an integer, found {kv}"),
+        );
+        return Value::Error;
+    }
+    let k = kv as i64;
+    let off = k.unsigned_abs() as usize;
+    match shape {
+        Shape::Vector(n) if k == 0 => {
+            Value::tensor(checker.model.tensors.diag(id), Shape::Matrix(n, n))
+        }
+        Shape::Vector(n) => {
+            let m = n + off;
+            if !size_ok(checker, m.saturating_mul(m), "diag", call.span) {
+                return Value::Error;
+            }
+            // Element i goes to (i, i + k) above the diagonal, (i + |k|, i) below it.
+            let start = if k > 0 { off } else { off * m };
+            let window = Window {
+                start: start as u32,
+                row_stride: 0,
+                col_stride: m as u32 + 1,
+            };
+            let out = Shape::Matrix(m, m);
+            Value::tensor(checker.model.tensors.scatter(id, window, out), out)
+        }
+        Shape::Matrix(rows, cols) => {
+            let (r0, c0) = if k >= 0 { (0, off) } else { (off, 0) };
+            let len = rows.saturating_sub(r0).min(cols.saturating_sub(c0));
+            let window = Window {
+                start: (r0 * cols + c0).min(rows * cols) as u32,
+                row_stride: 0,
+                col_stride: cols as u32 + 1,
+            };
+            let out = Shape::Vector(len);
+            let pool = &mut checker.model.tensors;
+            if len == 0 {
+                return Value::tensor(pool.zeros(out), out);
+            }
+            Value::tensor(pool.gather(id, window, out), out)
+        }
+        Shape::Scalar => {
+            checker.diags.error(
+                call.span,
+                "`diag` needs a vector (to build a matrix) or a matrix (to read its diagonal)",
+            );
+            Value::Error
+        }
+    }
 }
 
 /// `der(x)`: the right-hand side of state `x`'s equation.

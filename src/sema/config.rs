@@ -52,6 +52,69 @@ fn positive_number<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr, what: &str) 
     Some(v)
 }
 
+/// `atol = A` or `atol = [a0, a1, ...]`: one positive tolerance, or one per state component
+/// (states in declaration order, elements row-major), whose length must be the state length.
+/// With a vector, the scalar (for components past the states, such as a running cost's
+/// quadrature) is its smallest entry.
+fn atol_arg<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr) -> (f64, Vec<f64>) {
+    let fallback = (1e-9, Vec::new());
+    let Some((shape, values)) = checker.lower_const_value(e, "`atol`") else {
+        return fallback;
+    };
+    match shape {
+        Shape::Scalar => match positive_number_value(checker, e, "`atol`", values[0]) {
+            Some(v) => (v, Vec::new()),
+            None => fallback,
+        },
+        Shape::Vector(n) => {
+            let states: Option<usize> = checker
+                .states
+                .iter()
+                .map(|s| s.shape.map(|s| s.len()))
+                .sum();
+            let Some(total) = states else {
+                return fallback;
+            };
+            if n != total {
+                checker.diags.push(
+                    Diagnostic::error(
+                        e.span,
+                        format!("`atol` has {n} tolerances but the states have {total} components"),
+                    )
+                    .with_help("give one absolute tolerance per state element, in declaration order, or one number for all"),
+                );
+                return fallback;
+            }
+            if let Some(bad) = values.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                checker.diags.error(
+                    e.span,
+                    format!("every `atol` must be positive and finite, found {bad}"),
+                );
+                return fallback;
+            }
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            (if n == 0 { 1e-9 } else { min }, values)
+        }
+        Shape::Matrix(..) => {
+            checker.diags.error(
+                e.span,
+                format!("`atol` is a number or a vector, found {shape}"),
+            );
+            fallback
+        }
+    }
+}
+
+fn positive_number_value(checker: &mut Checker, e: &ast::Expr, what: &str, v: f64) -> Option<f64> {
+    if !(v.is_finite() && v > 0.0) {
+        checker
+            .diags
+            .error(e.span, format!("{what} must be positive, found {v}"));
+        return None;
+    }
+    Some(v)
+}
+
 fn seed<'a>(checker: &mut Checker<'a>, e: Option<&'a ast::Expr>) -> u64 {
     e.and_then(|e| checker.const_usize(e, "a seed"))
         .unwrap_or(0) as u64
@@ -168,9 +231,10 @@ pub(crate) fn schedule<'a>(
     let rtol = arg("rtol")
         .and_then(|e| positive_number(checker, e, "`rtol`"))
         .unwrap_or(1e-6);
-    let atol = arg("atol")
-        .and_then(|e| positive_number(checker, e, "`atol`"))
-        .unwrap_or(1e-9);
+    let (atol, atol_components) = match arg("atol") {
+        None => (1e-9, Vec::new()),
+        Some(e) => atol_arg(checker, e),
+    };
     let max_steps = arg("max_steps")
         .and_then(|e| positive_usize(checker, e, "`max_steps`"))
         .unwrap_or(100_000);
@@ -284,6 +348,7 @@ pub(crate) fn schedule<'a>(
         steps,
         rtol,
         atol,
+        atol_components,
         max_steps,
         save,
         layers,

@@ -7,10 +7,12 @@ use crate::ir::tensor::{Leaf, TId, TensorPool, Window};
 use crate::ir::{CmpOp, Func, Shape};
 use crate::syntax::ast::{self, BinOp, ExprKind, IndexItem};
 
-/// Names bound by `fn` arguments while a body is lowered, innermost last.
+/// Names bound by `fn` arguments while a body is lowered, innermost last, and the index of the
+/// index form (`sum(i in ..)`, `[.. for i in ..]`) whose body is being lowered, if any.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Scope {
     pub(crate) bindings: Vec<(String, Value)>,
+    pub(crate) index: Option<super::index::IndexVar>,
 }
 
 impl<'a> Checker<'a> {
@@ -19,8 +21,18 @@ impl<'a> Checker<'a> {
         self.lower(expr, &Scope::default())
     }
 
-    /// Lowers an expression to a value: its shape and one node per element.
+    /// Lowers an expression to a value: its shape and its tensor node. Inside an index form, a
+    /// value that depends on the index is refused here: only the elementwise forms that
+    /// [`Checker::lower_indexed`] handles may take one.
     pub(crate) fn lower(&mut self, expr: &'a ast::Expr, scope: &Scope) -> Value {
+        if scope.index.is_some() {
+            return self.lower_in_index_form(expr, scope);
+        }
+        self.lower_plain(expr, scope)
+    }
+
+    /// Lowers an expression whose value does not vary with an index form's index.
+    pub(crate) fn lower_plain(&mut self, expr: &'a ast::Expr, scope: &Scope) -> Value {
         if self.check_size(expr.span) {
             return Value::Error;
         }
@@ -60,6 +72,12 @@ impl<'a> Checker<'a> {
             }
             ExprKind::List(items) => self.list(items, scope, expr.span),
             ExprKind::Call(call) => self.call(call, scope),
+            ExprKind::IndexSum { binder, body } => {
+                self.index_form(super::index::Form::Sum, binder, body, scope)
+            }
+            ExprKind::Comprehension { binder, body } => {
+                self.index_form(super::index::Form::Vector, binder, body, scope)
+            }
         }
     }
 
@@ -309,7 +327,25 @@ impl<'a> Checker<'a> {
         if self.find_leaf(&[id], |_| true).is_some() {
             return None;
         }
-        let mut values = crate::ir::tensor::eval(&self.model.tensors, &[id], &|_| Vec::new());
+        // The interpreter evaluates every node below its root, leaves included: copy the
+        // nodes the root reads (no leaf among them) into a pool of their own first.
+        let pool = &self.model.tensors;
+        let mut reach = vec![false; id.index() + 1];
+        reach[id.index()] = true;
+        for i in (0..=id.index()).rev() {
+            if reach[i] {
+                pool.node(TId(i as u32))
+                    .for_each_operand(|c| reach[c.index()] = true);
+            }
+        }
+        let mut copy = TensorPool::new();
+        let mut map = vec![TId(0); id.index() + 1];
+        for i in (0..=id.index()).filter(|&i| reach[i]) {
+            let old = TId(i as u32);
+            let node = pool.node(old).map_operands(|c| map[c.index()]);
+            map[i] = copy.intern(node, pool.shape(old));
+        }
+        let mut values = crate::ir::tensor::eval(&copy, &[map[id.index()]], &|_| Vec::new());
         values.pop()
     }
 
@@ -369,7 +405,7 @@ impl<'a> Checker<'a> {
         Some(v as usize)
     }
 
-    fn binary(
+    pub(crate) fn binary(
         &mut self,
         op: BinOp,
         a: Value,
@@ -627,7 +663,7 @@ impl<'a> Checker<'a> {
         Value::tensor(out, out_shape)
     }
 
-    fn const_index(&mut self, e: &'a ast::Expr) -> Option<usize> {
+    pub(crate) fn const_index(&mut self, e: &'a ast::Expr) -> Option<usize> {
         let v = self.lower_top(e);
         let Value::Tensor { shape, id } = v else {
             return None;

@@ -11,6 +11,7 @@
 mod builtins;
 mod config;
 mod expr;
+mod index;
 mod value;
 
 use std::collections::{HashMap, HashSet};
@@ -1187,6 +1188,204 @@ mod check_tests {
             errs[0].contains("`argmax` needs a non-empty vector, found [2, 2]"),
             "{errs:?}"
         );
+    }
+
+    /// The elements of every output, evaluated with state `x = [1, 2, 3, 4]`.
+    fn outputs(decls: &str) -> Vec<Vec<f64>> {
+        let text = format!("state x[4] = [1, 2, 3, 4]\ndx/dt = -x\n{HEAD}{decls}");
+        let (model, diags) = check_text(&text, &[]);
+        assert!(!diags.has_errors(), "{:?}", diags.sorted());
+        let point = ir::eval::Point {
+            states: vec![vec![1.0, 2.0, 3.0, 4.0]],
+            ..Default::default()
+        };
+        model
+            .outputs
+            .iter()
+            .map(|o| point.eval(&model.pool, &o.value))
+            .collect()
+    }
+
+    /// `linspace` includes both ends like numpy's; `range` counts from 0.
+    #[test]
+    fn linspace_and_range_are_grids() {
+        let out = outputs(
+            "output a = linspace(0, 1, 5)\noutput b = linspace(2, -1, 4)\n\
+             output c = linspace(3, 7, 1)\noutput d = range(4)\noutput e = sum(range(0))\n\
+             output f = linspace(0.1, 0.7, 7)\n",
+        );
+        assert_eq!(out[0], [0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(out[1], [2.0, 1.0, 0.0, -1.0]);
+        assert_eq!(out[2], [3.0]);
+        assert_eq!(out[3], [0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(out[4], [0.0]);
+        // The last point is the end exactly, not 0.1 + 6 · 0.1 rounded.
+        assert_eq!(out[5][6], 0.7);
+        for (k, v) in out[5].iter().enumerate() {
+            assert!((v - 0.1 * (k + 1) as f64).abs() < 1e-15, "{k}: {v}");
+        }
+    }
+
+    /// `diag(v, k)` puts `v` on diagonal `k` of a `(len(v) + |k|)`-square matrix; `diag(A, k)`
+    /// reads it back. Checked element by element against the definition `A[i, i + k] = v[i]`.
+    #[test]
+    fn diag_with_an_offset_builds_and_reads_diagonals() {
+        let out = outputs(
+            "output up = diag(x[0:3], 1)\noutput down = diag(x[0:2], -2)\n\
+             output main = diag(x, 0)\noutput read = diag(diag(x[0:3], 1), 1)\n\
+             output read_low = diag(outer(x, [1, 10]), -1)\n\
+             output lap = (diag(ones(2), -1) + diag(-2 * ones(3)) + diag(ones(2), 1)) * x[1:4]\n",
+        );
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let dense = |n: usize, k: i64, v: &[f64]| {
+            let mut a = vec![0.0; n * n];
+            for (i, vi) in v.iter().enumerate() {
+                let (r, c) = if k >= 0 {
+                    (i, i + k as usize)
+                } else {
+                    (i + (-k) as usize, i)
+                };
+                a[r * n + c] = *vi;
+            }
+            a
+        };
+        assert_eq!(out[0], dense(4, 1, &x[0..3]));
+        assert_eq!(out[1], dense(4, -2, &x[0..2]));
+        assert_eq!(out[2], dense(4, 0, &x));
+        assert_eq!(out[3], [1.0, 2.0, 3.0]);
+        // outer(x, [1, 10]) is [4, 2]; its diagonal -1 is (1, 0), (2, 1).
+        assert_eq!(out[4], [2.0, 30.0]);
+        // The second difference of [2, 3, 4] with zero ends.
+        assert_eq!(out[5], [-2.0 * 2.0 + 3.0, 2.0 - 6.0 + 4.0, 3.0 - 8.0]);
+        let errs = errors(&format!(
+            "state x[2] = [1, 2]\ndx/dt = -x\n{HEAD}output o = diag(x, 0.5)\noutput p = diag(1, 1)\n"
+        ));
+        assert!(
+            errs[0].contains("must be an integer, found 0.5"),
+            "{errs:?}"
+        );
+        assert!(errs[1].contains("`diag` needs a vector"), "{errs:?}");
+    }
+
+    /// The grid built by `linspace`, `range` and `diag(v, k)` is a few tensor nodes whatever its
+    /// size: the pool does not grow with `N`.
+    #[test]
+    fn structured_arrays_are_single_tensor_nodes() {
+        let text = |n: usize| {
+            format!(
+                "const N = {n}\nstate u[N] = sin(pi * linspace(0, 1, N)) + range(N)\n\
+                 du/dt = (diag(ones(N - 1), -1) + diag(-2 * ones(N)) + diag(ones(N - 1), 1)) * u\n{HEAD}"
+            )
+        };
+        let sizes: Vec<usize> = [10, 100]
+            .iter()
+            .map(|&n| {
+                let (model, diags) = check_text(&text(n), &[]);
+                assert!(!diags.has_errors(), "{:?}", diags.sorted());
+                model.tensors.len()
+            })
+            .collect();
+        assert_eq!(sizes[0], sizes[1]);
+    }
+
+    /// Index forms against the sums and lists they stand for, with `x = [1, 2, 3, 4]`.
+    #[test]
+    fn index_forms_are_the_sums_and_vectors_they_denote() {
+        let out = outputs(
+            "output a = sum(i in 0..4, x[i] * i)\noutput b = [x[i + 1] - 2 * x[i] for i in 0..3]\n\
+             output c = sum(i in 0..3, x[i] * x[i + 1])\noutput d = [sin(i) + min(x[i], 2) for i in 1..4]\n\
+             output e = sum(i in 0..2, x[2 * i + 1] ^ 2)\noutput f = [7 for i in 0..2]\n\
+             output g = sum(i in 2..2, x[i])\noutput h = [-x[i]' / 2 for i in 0..4]\n\
+             output k = sum(i in 0..2, outer(x, x)[i, i + 2] + outer(x, x)[1, i])\n\
+             output m = sum(i in 0..3, 5)\n",
+        );
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(out[0], [(0..4).map(|i| x[i] * i as f64).sum::<f64>()]);
+        assert_eq!(out[1], [0.0, -1.0, -2.0]);
+        assert_eq!(out[2], [1.0 * 2.0 + 2.0 * 3.0 + 3.0 * 4.0]);
+        let d: Vec<f64> = (1..4).map(|i| (i as f64).sin() + x[i].min(2.0)).collect();
+        assert_eq!(out[3], d);
+        assert_eq!(out[4], [2.0 * 2.0 + 4.0 * 4.0]);
+        assert_eq!(out[5], [7.0, 7.0]);
+        assert_eq!(out[6], [0.0]);
+        assert_eq!(out[7], [-0.5, -1.0, -1.5, -2.0]);
+        // A[i, i + 2] of outer(x, x) is x_i x_{i+2}; A[1, i] is x_1 x_i.
+        assert_eq!(out[8], [1.0 * 3.0 + 2.0 * 4.0 + 2.0 * 1.0 + 2.0 * 2.0]);
+        assert_eq!(out[9], [15.0]);
+    }
+
+    /// An index form is a few tensor nodes whatever its range: no copy per value of `i`.
+    #[test]
+    fn index_forms_do_not_grow_with_their_range() {
+        let text = |n: usize| {
+            format!(
+                "const N = {n}\nstate u[N] = linspace(0, 1, N)\n\
+                 du/dt = [0, [u[i - 1] - 2 * u[i] + u[i + 1] for i in 1..N - 1], 0]\n{HEAD}\
+                 output e = sum(i in 0..N - 1, (u[i + 1] - u[i]) ^ 2)\n"
+            )
+        };
+        let sizes: Vec<usize> = [10, 100]
+            .iter()
+            .map(|&n| {
+                let (model, diags) = check_text(&text(n), &[]);
+                assert!(!diags.has_errors(), "{:?}", diags.sorted());
+                model.tensors.len()
+            })
+            .collect();
+        assert_eq!(sizes[0], sizes[1]);
+    }
+
+    /// Each bad use of the index is a located error that says what is wrong.
+    #[test]
+    fn index_forms_report_bad_indices() {
+        let bad = |body: &str| {
+            let text = format!(
+                "param A[3, 3] = 1\nstate x[4] = [1, 2, 3, 4]\ndx/dt = -x\n{HEAD}output o = {body}\n"
+            );
+            errors(&text).join("\n")
+        };
+        for (body, message) in [
+            (
+                "sum(i in 0..4, x[i * i])",
+                "not affine in `i`: for `i` in 0..4 it takes 0, 1, 4, 9",
+            ),
+            (
+                "[x[i + 1] for i in 0..4]",
+                "this index is 4 when `i` = 3, out of range for [4]",
+            ),
+            ("sum(i in 0..4, x[i / 2])", "this index is 0.5 when `i` = 1"),
+            ("sum(i in 0..4, x[3 - i])", "decreases as `i` grows"),
+            (
+                "sum(i in 0..4, sum(x[i]))",
+                "depends on the index `i` and cannot be used here",
+            ),
+            (
+                "sum(i in 0..4, [i, 1])",
+                "depends on the index `i` and cannot be used here",
+            ),
+            (
+                "[x for i in 0..2]",
+                "must be a number for each `i`, found [4]",
+            ),
+            (
+                "sum(i in 0..3, x[i] + x)",
+                "is a number for each `i`, but this is [4]",
+            ),
+            ("sum(i in 0..3, A[i, :])", "index every dimension of [3, 3]"),
+            (
+                "sum(i in 0..3, sum(j in 0..3, A[i, j]))",
+                "cannot be nested",
+            ),
+            ("sum(i in 3..1, x[i])", "runs backwards"),
+            ("sum(i in 0..n, x[i])", "unknown name `n`"),
+            (
+                "sum(i in 0..4, x[i + x[0]])",
+                "constant integer for each `i`",
+            ),
+        ] {
+            let errs = bad(body);
+            assert!(errs.contains(message), "{body}: {errs}");
+        }
     }
 
     #[test]

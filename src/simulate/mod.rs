@@ -66,6 +66,7 @@ pub fn solver_options(model: &ir::Model, schedule: &ir::Schedule) -> SolverOptio
     options.steps = schedule.steps;
     options.rtol = schedule.rtol;
     options.atol = schedule.atol;
+    options.atol_components = schedule.atol_components.clone();
     options.max_steps = schedule.max_steps;
     options.save = match &schedule.save {
         Save::Default => Vec::new(),

@@ -45,11 +45,11 @@ pub(crate) fn hinit_guess(
     width: usize,
     s: usize,
     rtol: f64,
-    atol: f64,
+    atol: &[f64],
     hmax: f64,
 ) -> (f64, f64) {
     let dim = y.len() / width;
-    let sk = |m: usize| atol + rtol * y[m].abs();
+    let sk = |m: usize| atol[m / width] + rtol * y[m].abs();
     let dnf = lane_sum(dim, width, s, |m| (f0[m] / sk(m)).powi(2));
     let dny = lane_sum(dim, width, s, |m| (y[m] / sk(m)).powi(2));
     let h = if dnf <= 1e-10 || dny <= 1e-10 {
@@ -72,12 +72,12 @@ pub(crate) fn hinit_finish(
     (h0, dnf): (f64, f64),
     iord: u32,
     rtol: f64,
-    atol: f64,
+    atol: &[f64],
     hmax: f64,
 ) -> f64 {
     let dim = y.len() / width;
     let der2 = lane_sum(dim, width, s, |m| {
-        ((f1[m] - f0[m]) / (atol + rtol * y[m].abs())).powi(2)
+        ((f1[m] - f0[m]) / (atol[m / width] + rtol * y[m].abs())).powi(2)
     })
     .sqrt()
         / h0;
@@ -155,7 +155,8 @@ pub(crate) fn solve<S: System>(
     let ns = tab.c.len();
     let dim = sys.dim();
     let len = dim * width;
-    let (rtol, atol, dir) = (options.rtol, options.atol, tl.dir);
+    let (rtol, dir) = (options.rtol, tl.dir);
+    let atol = &options.atol_vec(dim)[..];
     let hmax = (tl.t1 - tl.t0).abs();
     let expo1 = 1.0 / (tab.q as f64 + 1.0) - BETA * 0.75;
 
@@ -370,7 +371,7 @@ pub(crate) fn solve<S: System>(
                     .map(|(j, &ej)| ej * k[j][m])
                     .sum::<f64>()
                     * hs;
-                let sk = atol + rtol * y[m].abs().max(ynew[m].abs());
+                let sk = atol[m / width] + rtol * y[m].abs().max(ynew[m].abs());
                 (e / sk).powi(2)
             });
             let err = if finite {

@@ -172,7 +172,8 @@ pub(crate) fn solve<S: System>(
     mut on_accept: OnAccept,
 ) -> Result<(), SolveError> {
     let dim = y0.len();
-    let (rtol, atol, dir) = (options.rtol, options.atol, tl.dir);
+    let (rtol, dir) = (options.rtol, tl.dir);
+    let atol = &options.atol_vec(dim)[..];
     let hmax = (tl.t1 - tl.t0).abs();
     let newton_tol = if rtol > 0.0 {
         (10.0 * f64::EPSILON / rtol).max(0.03f64.min(rtol.sqrt()))
@@ -279,7 +280,7 @@ pub(crate) fn solve<S: System>(
                     .map(|j| hist.gamma[j] * hist.d[j * dim + c])
                     .sum::<f64>()
                     / hist.alpha[k];
-                scale[c] = atol + rtol * y_pred[c].abs();
+                scale[c] = atol[c] + rtol * y_pred[c].abs();
             }
             let cc = h / hist.alpha[k];
 
@@ -326,7 +327,7 @@ pub(crate) fn solve<S: System>(
             }
 
             for c in 0..dim {
-                scale[c] = atol + rtol * y_new[c].abs();
+                scale[c] = atol[c] + rtol * y_new[c].abs();
             }
             let safety =
                 0.9 * (2 * NEWTON_MAX_ITER + 1) as f64 / (2 * NEWTON_MAX_ITER + iters) as f64;

@@ -61,6 +61,13 @@ impl ImplicitEuler {
         let tau = Self::eval_time(tl, n);
         let tau_s = [tau];
         let ImplicitEuler { z, r, jac, lu } = self;
+        let atol = |i: usize| {
+            options
+                .atol_components
+                .get(i)
+                .copied()
+                .unwrap_or(options.atol)
+        };
 
         // Simplified Newton first; if it diverges or stalls, full Newton from the predictor.
         let converged = [false, true].into_iter().any(|full| {
@@ -93,7 +100,7 @@ impl ImplicitEuler {
                 let mut sum = 0.0;
                 for i in 0..dim {
                     z[i] += r[i];
-                    sum += (r[i] / (options.atol + options.rtol * z[i].abs())).powi(2);
+                    sum += (r[i] / (atol(i) + options.rtol * z[i].abs())).powi(2);
                 }
                 let norm = (sum / dim.max(1) as f64).sqrt();
                 // With a convergence rate, the remaining error is about rate/(1 − rate) ‖δ‖;

@@ -359,6 +359,9 @@ pub struct SolverOptions {
     pub rtol: f64,
     /// Absolute tolerance.
     pub atol: f64,
+    /// Absolute tolerances per component of the system (the schedule's `atol = [...]`);
+    /// components past its end, and every component when it is empty, use `atol`.
+    pub atol_components: Vec<f64>,
     /// Most steps (accepted plus rejected) one sample may attempt.
     pub max_steps: usize,
     /// Times at which the solution is reported, sorted in the direction of integration and
@@ -384,10 +387,20 @@ impl SolverOptions {
             steps: None,
             rtol: 1e-6,
             atol: 1e-9,
+            atol_components: Vec::new(),
             max_steps: 100_000,
             save: Vec::new(),
             stops: Vec::new(),
         }
+    }
+}
+
+impl SolverOptions {
+    /// The absolute tolerance of each of `dim` components.
+    pub fn atol_vec(&self, dim: usize) -> Vec<f64> {
+        (0..dim)
+            .map(|c| self.atol_components.get(c).copied().unwrap_or(self.atol))
+            .collect()
     }
 }
 

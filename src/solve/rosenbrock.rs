@@ -39,7 +39,8 @@ pub(crate) fn solve<S: System>(
 ) -> Result<(), SolveError> {
     let tab: &Rosenbrock = &tableau::RODAS4;
     let dim = y0.len();
-    let (rtol, atol, dir) = (options.rtol, options.atol, tl.dir);
+    let (rtol, dir) = (options.rtol, tl.dir);
+    let atol = &options.atol_vec(dim)[..];
     let hmax = (tl.t1 - tl.t0).abs();
     let autonomous = sys.is_autonomous();
 
@@ -195,7 +196,7 @@ pub(crate) fn solve<S: System>(
             f64::INFINITY
         } else {
             let sum: f64 = (0..dim)
-                .map(|m| (u[5][m] / (atol + rtol * y[m].abs().max(ynew[m].abs()))).powi(2))
+                .map(|m| (u[5][m] / (atol[m] + rtol * y[m].abs().max(ynew[m].abs()))).powi(2))
                 .sum();
             (sum / dim.max(1) as f64).sqrt()
         };
@@ -284,7 +285,7 @@ pub(crate) fn initial_step<S: System>(
     probe: &mut [f64],
     f1: &mut [f64],
     rtol: f64,
-    atol: f64,
+    atol: &[f64],
     iord: u32,
     stats: &mut Stats,
     ws: &mut S::Workspace,
@@ -317,7 +318,7 @@ pub(crate) fn initial_step_at<S: System>(
     probe: &mut [f64],
     f1: &mut [f64],
     rtol: f64,
-    atol: f64,
+    atol: &[f64],
     iord: u32,
     stats: &mut Stats,
     ws: &mut S::Workspace,

@@ -88,6 +88,22 @@ pub fn forward_batch<S: Sensitivity, O: Objective<S>>(
     } else {
         m.max(1)
     };
+    // Per-component tolerances follow the interleaved layout: a tangent of component i gets
+    // component i's tolerance.
+    let expanded;
+    let options = if options.atol_components.is_empty() {
+        options
+    } else {
+        let mut o = options.clone();
+        o.atol_components = options
+            .atol_components
+            .iter()
+            .take(dim)
+            .flat_map(|&a| std::iter::repeat_n(a, 1 + size.min(m.max(1))))
+            .collect();
+        expanded = o;
+        &expanded
+    };
     let groups: Vec<Range<usize>> = if m == 0 {
         std::iter::once(0..0).collect()
     } else {

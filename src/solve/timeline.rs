@@ -46,6 +46,13 @@ impl Timeline {
         {
             return Err(OptionsError::BadTolerance);
         }
+        if options
+            .atol_components
+            .iter()
+            .any(|a| !(a.is_finite() && *a >= 0.0 && rtol + a > 0.0))
+        {
+            return Err(OptionsError::BadTolerance);
+        }
         let steps = if options.method.is_fixed_step() {
             match options.steps {
                 Some(n) if n >= 1 => n,

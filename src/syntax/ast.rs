@@ -261,6 +261,20 @@ pub enum ExprKind {
     Transpose(Box<Expr>),
     /// `[a, b, c]`; a list whose items are all lists is a matrix of rows.
     List(Vec<Expr>),
+    /// `sum(i in a..b, body)`: the sum of `body` over the integers `a ≤ i < b`.
+    IndexSum {
+        /// The index and its range.
+        binder: Binder,
+        /// A number for each `i`.
+        body: Box<Expr>,
+    },
+    /// `[body for i in a..b]`: the vector of `body` for `i = a, …, b − 1`.
+    Comprehension {
+        /// The index and its range.
+        binder: Binder,
+        /// A number for each `i`.
+        body: Box<Expr>,
+    },
     /// `start..end` (end exclusive), used for column ranges.
     Range {
         /// First index.
@@ -268,6 +282,19 @@ pub enum ExprKind {
         /// One past the last index.
         end: Box<Expr>,
     },
+}
+
+/// `i in a..b` of an index form (end exclusive, like slices).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binder {
+    /// The index's name.
+    pub var: Ident,
+    /// First value of the index.
+    pub start: Box<Expr>,
+    /// One past the last value.
+    pub end: Box<Expr>,
+    /// From the name to the end of the range.
+    pub span: Span,
 }
 
 /// One position in an index expression.

@@ -55,6 +55,7 @@ impl Expect {
             Rule::expr
             | Rule::operand
             | Rule::arg
+            | Rule::binder
             | Rule::number
             | Rule::string
             | Rule::paren

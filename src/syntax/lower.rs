@@ -13,7 +13,8 @@
 use pest::iterators::Pair;
 
 use super::ast::{
-    Arg, BinOp, Call, Decl, DeclKind, Dims, Expr, ExprKind, Ident, IndexItem, ParamInit, ParamTime,
+    Arg, BinOp, Binder, Call, Decl, DeclKind, Dims, Expr, ExprKind, Ident, IndexItem, ParamInit,
+    ParamTime,
 };
 use super::limits::{nesting_message, MAX_EXPR_DEPTH, MAX_NESTING};
 use super::parser::Rule;
@@ -64,6 +65,8 @@ fn is_token(rule: Rule) -> bool {
             | Rule::kw_layer
             | Rule::kw_on
             | Rule::kw_knots
+            | Rule::kw_for
+            | Rule::kw_in
     )
 }
 
@@ -160,7 +163,7 @@ impl Lowerer {
                             time = ParamTime::Knots { times, span };
                         }
                         Rule::expr => init = ParamInit::Value(self.expr(p)?),
-                        Rule::call => init = ParamInit::Dist(self.call(p)?.0),
+                        Rule::call => init = ParamInit::Dist(self.call(p, false)?.0),
                         other => unreachable!("grammar: unexpected {other:?} in a param"),
                     }
                 }
@@ -254,7 +257,7 @@ impl Lowerer {
             Rule::schedule_decl => {
                 let c = first;
                 DeclKind::Schedule {
-                    call: self.call(c)?.0,
+                    call: self.call(c, false)?.0,
                 }
             }
             // cost_decl = { kw_cost ~ ident ~ eq ~ expr }
@@ -272,14 +275,14 @@ impl Lowerer {
                 let source = rest.next().expect("grammar: data has a source");
                 DeclKind::Data {
                     name: self.ident(n),
-                    source: self.call(source)?.0,
+                    source: self.call(source, false)?.0,
                 }
             }
             // train_decl = { kw_train ~ call }
             Rule::train_decl => {
                 let c = first;
                 DeclKind::Train {
-                    optimizer: self.call(c)?.0,
+                    optimizer: self.call(c, false)?.0,
                 }
             }
             // metric_decl = { kw_metric ~ ident ~ eq ~ expr }
@@ -335,19 +338,64 @@ impl Lowerer {
         Ok(Dims { dims, span })
     }
 
+    // binder = { ident ~ kw_in ~ expr }: the expression must be a range `a..b`.
+    fn binder(&mut self, pair: P<'_>) -> Lowered<(Binder, u32)> {
+        let span = self.trimmed_span(&pair);
+        let mut it = items(pair);
+        let var = self.ident(it.next().expect("grammar: a binder has a name"));
+        let range = self.expr_node(it.next().expect("grammar: a binder has a range"))?;
+        let ExprKind::Range { start, end } = range.expr.kind else {
+            return Err(Diagnostic::error(
+                range.expr.span,
+                format!("expected a range such as `0..N` after `{} in`", var.name),
+            )
+            .with_help(
+                "the index runs over the integers from the first bound to one before the second",
+            ));
+        };
+        Ok((
+            Binder {
+                var,
+                start,
+                end,
+                span,
+            },
+            range.depth,
+        ))
+    }
+
     // call = { ident ~ lparen ~ (arg ~ (comma ~ arg)* ~ comma?)? ~ rparen }
-    // arg  = { (ident ~ eq)? ~ expr }
-    fn call(&mut self, pair: P<'_>) -> Lowered<(Call, u32)> {
+    // arg  = { binder | (ident ~ eq)? ~ expr }
+    /// A call; with `index_form`, `sum(i in a..b, body)` returns its binder beside a call whose
+    /// one argument is the body. A binder anywhere else is an error.
+    fn call(&mut self, pair: P<'_>, index_form: bool) -> Lowered<(Call, Option<Binder>, u32)> {
         let span = self.span(&pair);
         let mut it = items(pair);
         let name = self.ident(it.next().expect("grammar: a call has a name"));
         self.enter(name.span)?;
         let mut args = Vec::new();
         let mut depth = 0;
-        for arg in it {
+        let mut binder: Option<Binder> = None;
+        for (position, arg) in it.enumerate() {
             let arg_span = self.trimmed_span(&arg);
             let mut parts = items(arg);
             let first = parts.next().expect("grammar: an argument has a value");
+            if first.as_rule() == Rule::binder {
+                let (b, d) = self.binder(first)?;
+                if !(index_form && name.name == "sum" && position == 0) {
+                    return Err(Diagnostic::error(
+                        b.span,
+                        format!(
+                            "`{} in ...` can only be the first argument of `sum`",
+                            b.var.name
+                        ),
+                    )
+                    .with_help("write `sum(i in 0..N, EXPR)` or `[EXPR for i in 0..N]`"));
+                }
+                depth = depth.max(d);
+                binder = Some(b);
+                continue;
+            }
             let (name, value) = if first.as_rule() == Rule::ident {
                 let value = parts.next().expect("grammar: a named argument has a value");
                 (Some(self.ident(first)), value)
@@ -363,7 +411,19 @@ impl Lowerer {
             });
         }
         self.brackets -= 1;
-        Ok((Call { name, args, span }, depth + 1))
+        if let Some(b) = &binder {
+            if args.len() != 1 || args[0].name.is_some() {
+                return Err(Diagnostic::error(
+                    span,
+                    format!(
+                        "`sum({} in ...)` takes the index and one expression to sum",
+                        b.var.name
+                    ),
+                )
+                .with_help("write `sum(i in 0..N, EXPR)`"));
+            }
+        }
+        Ok((Call { name, args, span }, binder, depth + 1))
     }
 
     /// Enters a bracket: the second guard behind the pre-scan.
@@ -530,8 +590,19 @@ impl Lowerer {
             }
             Rule::ident => leaf(ExprKind::Name(pair.as_str().to_string())),
             Rule::call => {
-                let (call, depth) = self.call(pair)?;
-                node(ExprKind::Call(call), span, depth, span)
+                let (call, binder, depth) = self.call(pair, true)?;
+                match binder {
+                    // sum(i in a..b, body): `call` has checked that one body follows.
+                    Some(binder) => {
+                        let body = call.args.into_iter().next().expect("checked by call");
+                        let kind = ExprKind::IndexSum {
+                            binder,
+                            body: Box::new(body.value),
+                        };
+                        node(kind, span, depth, span)
+                    }
+                    None => node(ExprKind::Call(call), span, depth, span),
+                }
             }
             // paren = { lparen ~ expr ~ rparen }: no node of its own, but the span covers the
             // parentheses so that `(a + b) * c` spans from `(`.
@@ -545,18 +616,34 @@ impl Lowerer {
                 inner.expr.span = span;
                 Ok(inner)
             }
-            // list = { lbrack ~ (expr ~ (comma ~ expr)* ~ comma?)? ~ rbrack }
+            // list       = { lbrack ~ (expr ~ (for_clause | (comma ~ expr)* ~ comma?))? ~ rbrack }
+            // for_clause = { kw_for ~ binder }
             Rule::list => {
                 self.enter(span)?;
                 let mut depth = 0;
                 let mut list = Vec::new();
+                let mut binder = None;
                 for e in items(pair) {
+                    if e.as_rule() == Rule::for_clause {
+                        let b = items(e).next().expect("grammar: `for` has a binder");
+                        let (b, d) = self.binder(b)?;
+                        depth = depth.max(d);
+                        binder = Some(b);
+                        continue;
+                    }
                     let e = self.expr_node(e)?;
                     depth = depth.max(e.depth);
                     list.push(e.expr);
                 }
                 self.brackets -= 1;
-                node(ExprKind::List(list), span, depth + 1, span)
+                let kind = match binder {
+                    Some(binder) => ExprKind::Comprehension {
+                        binder,
+                        body: Box::new(list.pop().expect("grammar: a comprehension has a body")),
+                    },
+                    None => ExprKind::List(list),
+                };
+                node(kind, span, depth + 1, span)
             }
             other => unreachable!("grammar: {other:?} is not a primary"),
         }

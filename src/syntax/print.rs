@@ -6,7 +6,7 @@ use super::ast::{Expr, ExprKind, IndexItem};
 
 /// Prints an expression as an S-expression: `(neg (^ x 2))`, `(call f x (= k kappa))`,
 /// `(index x (: 0 2))` (an absent slice bound prints as `_`), `(' A)`, `(list 1 2)`, `(.. 0 64)`,
-/// `"str"`. Numbers use Rust's shortest round-trip form (`1e-3` prints as `0.001`).
+/// `"str"`, `(sum (in i 0 n) body)`, `(for (in i 0 n) body)`. Numbers use Rust's shortest round-trip form (`1e-3` prints as `0.001`).
 pub fn to_sexpr(expr: &Expr) -> String {
     let mut out = String::new();
     write_expr(&mut out, expr);
@@ -64,6 +64,19 @@ fn write_expr(out: &mut String, expr: &Expr) {
         ExprKind::Transpose(e) => list(out, "'", [&**e]),
         ExprKind::List(items) => list(out, "list", items),
         ExprKind::Range { start, end } => list(out, "..", [&**start, &**end]),
+        ExprKind::IndexSum { binder, body } | ExprKind::Comprehension { binder, body } => {
+            let head = match &expr.kind {
+                ExprKind::IndexSum { .. } => "sum",
+                _ => "for",
+            };
+            let _ = write!(out, "({head} (in {} ", binder.var.name);
+            write_expr(out, &binder.start);
+            out.push(' ');
+            write_expr(out, &binder.end);
+            out.push_str(") ");
+            write_expr(out, body);
+            out.push(')');
+        }
     }
 }
 

@@ -607,6 +607,13 @@ mod fuzz {
                         }
                     }
                 }
+                ExprKind::IndexSum { binder, body } | ExprKind::Comprehension { binder, body } => {
+                    ok(binder.span);
+                    ok(binder.var.span);
+                    walk(&binder.start, ok);
+                    walk(&binder.end, ok);
+                    walk(body, ok);
+                }
                 ExprKind::Number(_) | ExprKind::Str(_) | ExprKind::Name(_) => {}
             }
         }
@@ -708,4 +715,47 @@ mod fuzz {
             run(&text);
         }
     }
+}
+
+/// `sum(i in a..b, EXPR)` and `[EXPR for i in a..b]`: the index forms, and their errors with
+/// their places.
+#[test]
+fn index_forms_parse_and_misuse_is_located() {
+    assert_eq!(
+        sexpr("sum(i in 0..N, x[i] * i)"),
+        "(sum (in i 0 N) (* (index x i) i))"
+    );
+    assert_eq!(
+        sexpr("[x[i + 1] - x[i] for i in 1..N - 1]"),
+        "(for (in i 1 (- N 1)) (- (index x (+ i 1)) (index x i)))"
+    );
+    // `for` and `in` are not reserved: they are ordinary names elsewhere.
+    assert_eq!(sexpr("[for, in]"), "(list for in)");
+    assert_eq!(sexpr("f(in = 2)"), "(call f (= in 2))");
+    assert_eq!(
+        error("let e = max(i in 0..3, 2)"),
+        "1:13: `i in ...` can only be the first argument of `sum`"
+    );
+    assert_eq!(
+        error("let e = sum(x, i in 0..3)"),
+        "1:16: `i in ...` can only be the first argument of `sum`"
+    );
+    assert_eq!(
+        error("let e = sum(i in 3, 2)"),
+        "1:18: expected a range such as `0..N` after `i in`"
+    );
+    assert_eq!(
+        error("let e = sum(i in 0..3, 2, 3)"),
+        "1:9: `sum(i in ...)` takes the index and one expression to sum"
+    );
+    assert_eq!(
+        error("let e = sum(i in 0..3)"),
+        "1:9: `sum(i in ...)` takes the index and one expression to sum"
+    );
+    assert_eq!(
+        error("schedule rk4(i in 0..3)"),
+        "1:14: `i in ...` can only be the first argument of `sum`"
+    );
+    assert_eq!(error("let e = [x for i 0..3]"), "1:18: unexpected `0`");
+    assert!(error("let e = [x for i in]").starts_with("1:20: expected an expression"));
 }

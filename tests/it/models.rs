@@ -139,3 +139,24 @@ fn adjoint_equations_of_decay() {
     );
     insta::assert_snapshot!("adjoint_decay", String::from_utf8(out.stdout).unwrap());
 }
+
+/// The heat model's grid, Laplacian and initial value are written once for any `N`: the tensor
+/// pool that `sema` builds has the same number of nodes at N = 10 and N = 100.
+#[test]
+fn heat_tensor_ir_does_not_grow_with_the_grid() {
+    let text = std::fs::read_to_string(crate::support::root().join("models/heat.node")).unwrap();
+    let file = nodec::diag::SourceFile::new("models/heat.node", text);
+    let sizes: Vec<usize> = [10.0, 100.0]
+        .iter()
+        .map(|&n| {
+            let overrides = nodec::sema::Overrides {
+                values: vec![("N".to_string(), n)],
+            };
+            let (model, diags) = nodec::check_source(&file, &overrides, "heat");
+            assert!(!diags.has_errors(), "{}", diags.render(&file));
+            assert_eq!(model.states[0].shape, nodec::ir::Shape::Vector(n as usize));
+            model.tensors.len()
+        })
+        .collect();
+    assert_eq!(sizes[0], sizes[1]);
+}

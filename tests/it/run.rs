@@ -413,3 +413,61 @@ fn train_and_test_blocks_are_reported_separately() {
     assert_ne!(v["data"]["train"]["loss"], v["data"]["test"]["loss"]);
     assert!(v["data"]["test"]["metrics"]["accuracy"].is_f64());
 }
+
+/// The heat model against the semi-discrete closed form, for two grids chosen by `--set N=`.
+/// `sin(kπx_j)` is an eigenvector of the second-difference matrix with eigenvalue
+/// `λ_k = −(4/h²) sin²(kπh/2)`, `h = 1/(N + 1)`, so the ODE system's exact solution from
+/// `sin(πx) + 0.5 sin(3πx)` is `u_j(t) = e^{λ_1 t} sin(πx_j) + 0.5 e^{λ_3 t} sin(3πx_j)`: the
+/// only error left is the solver's, which rtol 1e-8 bounds well below 1e-7 (it is ~1e-9).
+#[test]
+fn heat_matches_the_semidiscrete_closed_form_for_two_grids() {
+    for n in [15usize, 63] {
+        let set = format!("N={n}");
+        let v = run_json(&["models/heat.node", "--set", &set]);
+        let t = numbers(&v["t"]);
+        let u = v["states"]["u"].as_array().unwrap();
+        assert_eq!(t, [0.0, 0.05, 0.1]);
+        let h = 1.0 / (n + 1) as f64;
+        let lambda = |k: f64| -4.0 / (h * h) * (k * std::f64::consts::PI * h / 2.0).sin().powi(2);
+        let mut worst: f64 = 0.0;
+        for (t, row) in t.iter().zip(u) {
+            let row = numbers(row);
+            assert_eq!(row.len(), n, "--set N={n} resizes the grid");
+            for (j, got) in row.iter().enumerate() {
+                let x = (j + 1) as f64 * h;
+                let exact = (lambda(1.0) * t).exp() * (std::f64::consts::PI * x).sin()
+                    + 0.5 * (lambda(3.0) * t).exp() * (3.0 * std::f64::consts::PI * x).sin();
+                worst = worst.max((got - exact).abs());
+            }
+        }
+        assert!(worst < 1e-7, "N={n}: max error {worst:e}");
+    }
+}
+
+/// `atol = [...]` gives each state component its own absolute tolerance. A slow decay
+/// `x' = −x/10` beside a tiny oscillator `y'' = −25 y` of amplitude 1e-8: with one `atol` of
+/// 1e-6 the oscillator is below the tolerance, the steps follow `x` alone and `y(4)` is wrong
+/// by orders of magnitude; with `atol = [1e-6, 1e-16, 1e-16]` the oscillator is resolved and
+/// `y(4) = 1e-8 cos(20)` holds to the relative tolerance, for adaptive and stiff methods.
+#[test]
+fn per_component_atol_resolves_a_small_component() {
+    let exact_y = 1e-8 * 20f64.cos();
+    for method in ["dopri5", "tsit5", "rodas4", "bdf"] {
+        let rel_err = |atol: &str| {
+            let text = format!(
+                "state x = 1\nstate y[2] = [1e-8, 0]\ndx/dt = -0.1 * x\ndy/dt = [y[1], -25 * y[0]]\n\
+                 schedule {method}(t = [0, 4], rtol = 1e-6, atol = {atol})\n"
+            );
+            let path = write_model(&format!("atol_{method}.node"), &text);
+            let v = run_json(&[&path]);
+            let x = v["final"]["x"].as_f64().unwrap();
+            assert!((x - (-0.4f64).exp()).abs() < 1e-5, "{method}: x = {x}");
+            let y = numbers(&v["final"]["y"]);
+            ((y[0] - exact_y) / exact_y).abs()
+        };
+        let uniform = rel_err("1e-6");
+        let per_component = rel_err("[1e-6, 1e-16, 1e-16]");
+        assert!(uniform > 0.1, "{method}: {uniform:e}");
+        assert!(per_component < 1e-3, "{method}: {per_component:e}");
+    }
+}
