@@ -12,7 +12,7 @@ use crate::support::{load_model, node_files, Lcg};
 
 /// A point where every model is smooth: states positive and moderate, params at their declared
 /// values or small random ones, labels in {0, 1}.
-fn random_point(model: &Model, rng: &mut Lcg) -> Point {
+pub(crate) fn random_point(model: &Model, rng: &mut Lcg) -> Point {
     Point {
         t: 0.3,
         states: model

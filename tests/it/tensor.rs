@@ -7,7 +7,7 @@
 //! different orders, so they agree to rounding: 1e-12 relative to the size of the terms.
 
 use nodec::diag::SourceFile;
-use nodec::ir::{ExprId, Model, ParamInit, Point};
+use nodec::ir::{ExprId, Model, Point};
 use nodec::sema::Overrides;
 
 use crate::support::{node_files, root, Lcg};
@@ -20,49 +20,26 @@ fn load(path: &std::path::Path) -> Model {
     model
 }
 
-/// A point where every model is smooth, with random directions and cotangents.
+/// A point where every model is smooth (the derivative tests' point), with random directions
+/// and cotangents.
 fn point(model: &Model, rng: &mut Lcg) -> Point {
-    let states: Vec<Vec<f64>> = model
+    let mut p = crate::derivatives::random_point(model, rng);
+    p.state_tangents = p
         .states
         .iter()
-        .map(|s| rng.fill(s.shape.len(), 0.2, 1.2))
+        .map(|s| rng.fill(s.len(), -1.0, 1.0))
         .collect();
-    let params: Vec<Vec<f64>> = model
+    p.cotangents = p
+        .states
+        .iter()
+        .map(|s| rng.fill(s.len(), -1.0, 1.0))
+        .collect();
+    p.param_tangents = p
         .params
         .iter()
-        .map(|p| match &p.init {
-            ParamInit::Values(v) if v.iter().any(|x| *x != 0.0) => v.clone(),
-            _ => rng.fill(p.shape.len(), -0.5, 0.5),
-        })
+        .map(|q| rng.fill(q.len(), -1.0, 1.0))
         .collect();
-    Point {
-        t: 0.3,
-        state_tangents: states
-            .iter()
-            .map(|s| rng.fill(s.len(), -1.0, 1.0))
-            .collect(),
-        cotangents: states
-            .iter()
-            .map(|s| rng.fill(s.len(), -1.0, 1.0))
-            .collect(),
-        param_tangents: params
-            .iter()
-            .map(|p| rng.fill(p.len(), -1.0, 1.0))
-            .collect(),
-        states,
-        params,
-        inputs: model
-            .inputs
-            .iter()
-            .map(|i| rng.fill(i.shape.len(), -1.0, 1.0))
-            .collect(),
-        labels: model.labels.iter().map(|_| 1.0).collect(),
-        observed: model
-            .observed
-            .iter()
-            .map(|o| rng.fill(o.shape.len(), -1.0, 1.0))
-            .collect(),
-    }
+    p
 }
 
 fn assert_close(tensor: &[f64], scalar: &[f64], what: &str) {
