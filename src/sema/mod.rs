@@ -1279,15 +1279,14 @@ mod check_tests {
         };
         // Past the folding of small constant arrays (4096 elements), which makes a small
         // grid's matrix one dense literal.
-        let sizes: Vec<usize> = [100, 300]
-            .iter()
-            .map(|&n| {
-                let (model, diags) = check_text(&text(n), &[]);
-                assert!(!diags.has_errors(), "{:?}", diags.sorted());
-                model.tensors.len()
-            })
-            .collect();
-        assert_eq!(sizes[0], sizes[1]);
+        assert_eq!(tensor_pool_size(&text(100)), tensor_pool_size(&text(300)));
+    }
+
+    /// The number of tensor nodes `sema` builds for a model that must check clean.
+    fn tensor_pool_size(text: &str) -> usize {
+        let (model, diags) = check_text(text, &[]);
+        assert!(!diags.has_errors(), "{:?}", diags.sorted());
+        model.tensors.len()
     }
 
     /// Index forms against the sums and lists they stand for, with `x = [1, 2, 3, 4]`.
@@ -1326,15 +1325,7 @@ mod check_tests {
                  output e = sum(i in 0..N - 1, (u[i + 1] - u[i]) ^ 2)\n"
             )
         };
-        let sizes: Vec<usize> = [10, 100]
-            .iter()
-            .map(|&n| {
-                let (model, diags) = check_text(&text(n), &[]);
-                assert!(!diags.has_errors(), "{:?}", diags.sorted());
-                model.tensors.len()
-            })
-            .collect();
-        assert_eq!(sizes[0], sizes[1]);
+        assert_eq!(tensor_pool_size(&text(10)), tensor_pool_size(&text(100)));
     }
 
     /// Each bad use of the index is a located error that says what is wrong.

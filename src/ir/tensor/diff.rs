@@ -170,26 +170,8 @@ pub fn jvp(
                 }
                 (!terms.is_empty()).then(|| pool.sum_of(&terms))
             }
-            TNode::MatMul(a, b) => {
-                let mut terms = Vec::new();
-                if let Some(t) = d(a) {
-                    terms.push(pool.matmul(t, *b));
-                }
-                if let Some(t) = d(b) {
-                    terms.push(pool.matmul(*a, t));
-                }
-                (!terms.is_empty()).then(|| pool.sum_of(&terms))
-            }
-            TNode::Outer(a, b) => {
-                let mut terms = Vec::new();
-                if let Some(t) = d(a) {
-                    terms.push(pool.outer(t, *b));
-                }
-                if let Some(t) = d(b) {
-                    terms.push(pool.outer(*a, t));
-                }
-                (!terms.is_empty()).then(|| pool.sum_of(&terms))
-            }
+            TNode::MatMul(a, b) => bilinear(pool, *a, *b, d(a), d(b), TensorPool::matmul),
+            TNode::Outer(a, b) => bilinear(pool, *a, *b, d(a), d(b), TensorPool::outer),
             TNode::Transpose(a) => d(a).map(|t| pool.transpose(t)),
             TNode::Reshape(a) => d(a).map(|t| pool.reshape(t, shape)),
             TNode::Sum(a) => d(a).map(|t| pool.sum(t)),
@@ -233,6 +215,26 @@ pub fn jvp(
             }
         })
         .collect()
+}
+
+/// The product rule of a bilinear operation `op(a, b)`: `op(da, b) + op(a, db)`, leaving out
+/// the terms whose tangent is zero.
+fn bilinear(
+    pool: &mut TensorPool,
+    a: TId,
+    b: TId,
+    da: Option<TId>,
+    db: Option<TId>,
+    op: fn(&mut TensorPool, TId, TId) -> TId,
+) -> Option<TId> {
+    let mut terms = Vec::new();
+    if let Some(t) = da {
+        terms.push(op(pool, t, b));
+    }
+    if let Some(t) = db {
+        terms.push(op(pool, a, t));
+    }
+    (!terms.is_empty()).then(|| pool.sum_of(&terms))
 }
 
 /// `g` summed down to `shape` when `shape` is a scalar that was broadcast.

@@ -734,48 +734,10 @@ impl TensorPool {
         let (_, cols) = grid(shape);
         let node = self.node(a).clone();
         if node.is_elementwise() {
-            let parts: Vec<TId> = node
-                .operands()
-                .into_iter()
-                .map(|c| self.element(c, flat))
-                .collect();
-            let mut it = parts.into_iter();
-            let mut next = || it.next().expect("operand");
-            return match node {
-                TNode::Add(c) => {
-                    let terms: Vec<TId> = (0..c.len()).map(|_| next()).collect();
-                    self.sum_of(&terms)
-                }
-                TNode::Mul(c) => {
-                    let factors: Vec<TId> = (0..c.len()).map(|_| next()).collect();
-                    self.product(&factors)
-                }
-                TNode::Div(..) => {
-                    let (x, y) = (next(), next());
-                    self.div(x, y)
-                }
-                TNode::Pow(..) => {
-                    let (x, y) = (next(), next());
-                    self.pow(x, y)
-                }
-                TNode::Func(f, _) => {
-                    let x = next();
-                    self.func(f, x)
-                }
-                TNode::Min(..) => {
-                    let (x, y) = (next(), next());
-                    self.min(x, y)
-                }
-                TNode::Max(..) => {
-                    let (x, y) = (next(), next());
-                    self.max(x, y)
-                }
-                TNode::Cmp(op, ..) => {
-                    let (x, y) = (next(), next());
-                    self.cmp(op, x, y)
-                }
-                _ => unreachable!("elementwise"),
-            };
+            // The same operation on the operands' elements (scalar operands broadcast, so
+            // their element is themselves).
+            let scalar = node.map_operands(|c| self.element(c, flat));
+            return self.build(&scalar, Shape::Scalar);
         }
         let (i, j) = (flat / cols, flat % cols);
         match node {
