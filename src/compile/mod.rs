@@ -17,6 +17,7 @@
 mod math;
 mod params;
 mod tape;
+mod tensor;
 #[cfg(test)]
 mod tests;
 
@@ -24,7 +25,7 @@ pub use math::{exp, sigmoid, tanh};
 pub use params::{FitError, ParamEntry, ParamLayout, Params, Piece};
 
 use crate::ir::{self, CostKind};
-use tape::{Builder, Kernel, Lanes, BANKS};
+use tape::{Builder, Lanes, BANKS};
 
 /// Which kernel; index into [`Program::kernels`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +49,102 @@ enum K {
 }
 
 const FIXED_KERNELS: usize = 16;
+
+/// A compiled kernel: the scalar tape, which small models run (as native code where it pays),
+/// or tensor operations, whose size follows the model's text rather than its widths.
+#[derive(Clone, Debug)]
+enum Kernel {
+    Tape(tape::Kernel),
+    Tensor(tensor::Kernel),
+}
+
+impl Default for Kernel {
+    fn default() -> Kernel {
+        Kernel::Tape(tape::Kernel::default())
+    }
+}
+
+impl Kernel {
+    fn n_regs(&self) -> usize {
+        match self {
+            Kernel::Tape(k) => k.n_regs,
+            Kernel::Tensor(k) => k.n_regs,
+        }
+    }
+
+    fn n_uniform(&self) -> usize {
+        match self {
+            Kernel::Tape(k) => k.n_uniform,
+            Kernel::Tensor(k) => k.n_uniform,
+        }
+    }
+
+    fn n_reduce(&self) -> usize {
+        match self {
+            Kernel::Tape(k) => k.n_reduce,
+            Kernel::Tensor(k) => k.n_reduce,
+        }
+    }
+
+    fn scratch_len(&self, width: usize) -> usize {
+        match self {
+            Kernel::Tape(k) => k.scratch,
+            Kernel::Tensor(k) => k.scratch_len(width),
+        }
+    }
+
+    fn reads_tangent(&self) -> bool {
+        match self {
+            Kernel::Tape(k) => k.reads_tangent,
+            Kernel::Tensor(k) => k.reads_tangent,
+        }
+    }
+
+    fn reads_time(&self) -> bool {
+        match self {
+            Kernel::Tape(k) => k.reads_time,
+            Kernel::Tensor(k) => k.reads_time,
+        }
+    }
+
+    fn native(&self) -> Option<&tape::native::Native> {
+        match self {
+            Kernel::Tape(k) => k.native.as_ref(),
+            Kernel::Tensor(_) => None,
+        }
+    }
+
+    fn prepare(&self, theta: &[f64], tangent: &[f64], u: &mut [f64]) {
+        match self {
+            Kernel::Tape(k) => k.prepare(theta, tangent, u),
+            Kernel::Tensor(k) => k.prepare(theta, tangent, u),
+        }
+    }
+
+    fn run(
+        &self,
+        u: &[f64],
+        regs: &mut [f64],
+        lanes: Lanes<'_>,
+        out: &mut [f64],
+        reduced: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        match self {
+            Kernel::Tape(k) => k.run(u, regs, lanes, out, reduced, scratch),
+            Kernel::Tensor(k) => k.run(u, regs, lanes, out, reduced, scratch),
+        }
+    }
+
+    /// The scalar tape, for tests that look inside it.
+    #[cfg(test)]
+    fn tape(&self) -> &tape::Kernel {
+        match self {
+            Kernel::Tape(k) => k,
+            Kernel::Tensor(_) => panic!("a tensor kernel"),
+        }
+    }
+}
 
 /// The compiled model: kernels for every entry point, the parameter layout and the shapes of
 /// the blocks they read and write. `Send + Sync`; all mutable state is in a [`Workspace`].
@@ -194,7 +291,7 @@ impl Program {
             .flat_map(|o| o.value.iter().copied())
             .collect();
         let lm_k: Vec<ir::ExprId> = model.schedule.iter().filter_map(|s| s.lm_k).collect();
-        let mut kernels = vec![Kernel::default(); FIXED_KERNELS];
+        let mut kernels = vec![tape::Kernel::default(); FIXED_KERNELS];
         let rhs = model.rhs();
         kernels[K::Rhs as usize] = b.kernel(&rhs, &[]);
         kernels[K::Init as usize] = b.kernel(&init, &[]);
@@ -232,7 +329,7 @@ impl Program {
         let layout = ParamLayout::new(model);
         Program {
             time_varying: layout.is_time_varying(),
-            kernels,
+            kernels: kernels.into_iter().map(Kernel::Tape).collect(),
             costs,
             layout,
             dim: model.state_len(),
@@ -249,6 +346,65 @@ impl Program {
         }
     }
 
+    /// [`Program::compile`] from the tensor IR (`model.tensor_roots` with their derivatives):
+    /// one operation per tensor node, so the program's size and build time follow the model's
+    /// text, not its widths (see `tensor`). It does not read the scalar IR.
+    pub fn compile_tensor(model: &ir::Model) -> Program {
+        let roots = &model.tensor_roots;
+        let d = &roots.derivatives;
+        let pool = &model.tensors;
+        let leaves = tensor::Leaves::new(model);
+        let build = |lanes: &[ir::tensor::TId], reduced: &[ir::tensor::TId]| {
+            Kernel::Tensor(tensor::build(pool, &leaves, lanes, reduced))
+        };
+        let lm_k: Vec<ir::tensor::TId> = roots.lm_k.into_iter().collect();
+        let mut kernels = vec![Kernel::default(); FIXED_KERNELS];
+        kernels[K::Rhs as usize] = build(&roots.rhs, &[]);
+        kernels[K::Init as usize] = build(&roots.init, &[]);
+        kernels[K::JvpState as usize] = build(&d.jvp_state, &[]);
+        kernels[K::JvpParam as usize] = build(&d.jvp_param, &[]);
+        kernels[K::VjpState as usize] = build(&d.vjp_state, &[]);
+        kernels[K::Vjp as usize] = build(&d.vjp_state, &d.vjp_param);
+        kernels[K::VjpParam as usize] = build(&[], &d.vjp_param);
+        kernels[K::RhsTime as usize] = build(&d.rhs_time, &[]);
+        kernels[K::InitJvpParam as usize] = build(&d.init_jvp_param, &[]);
+        kernels[K::InitVjpParam as usize] = build(&[], &d.init_vjp_param);
+        kernels[K::Metrics as usize] = build(&roots.metrics, &[]);
+        kernels[K::Outputs as usize] = build(&roots.outputs, &[]);
+        kernels[K::LmCoef as usize] = build(&lm_k, &[]);
+        kernels[K::LmCoefParam as usize] = build(&[], &d.lm_k_param);
+        kernels[K::MsaMixed as usize] = build(&[], &d.msa_mixed_param);
+        let mut costs = Vec::new();
+        for c in &d.costs {
+            let mut lanes = vec![c.value];
+            lanes.extend_from_slice(&c.state);
+            let with_grad = kernels.len();
+            kernels.push(build(&lanes, &c.param));
+            kernels.push(build(&[c.value], &[]));
+            costs.push((c.kind, with_grad, with_grad + 1, c.copies));
+        }
+        let len = |ids: &[ir::tensor::TId]| ids.iter().map(|&r| pool.shape(r).len()).sum();
+        let (t0, t1) = model.schedule.as_ref().map_or((0.0, 1.0), |s| (s.t0, s.t1));
+        let layout = ParamLayout::new(model);
+        Program {
+            time_varying: layout.is_time_varying(),
+            kernels,
+            costs,
+            layout,
+            dim: model.state_len(),
+            input_len: model.inputs.iter().map(|i| i.shape.len()).sum(),
+            labels: model.labels.len(),
+            observed_len: model.observed.iter().map(|o| o.shape.len()).sum(),
+            metrics_len: len(&roots.metrics),
+            outputs_len: len(&roots.outputs),
+            t0,
+            t1,
+            has_lm_k: roots.lm_k.is_some(),
+            has_msa_mixed: !d.msa_mixed_param.is_empty(),
+            saved_rows: Vec::new(),
+        }
+    }
+
     /// Builds `K::VjpSaved`, the VJP that reads the right-hand side's registers (the hidden
     /// activations of a neural field) from an evaluation saved at the same point instead of
     /// recomputing them, when that is clearly cheaper; returns the `Rhs` registers to save, in
@@ -256,7 +412,7 @@ impl Program {
     /// same instructions from the same inputs gives the recomputation's bits.
     fn vjp_reading_rhs(
         b: &mut Builder,
-        kernels: &mut [Kernel],
+        kernels: &mut [tape::Kernel],
         vjp_state: &[ir::ExprId],
         vjp_param: &[ir::ExprId],
     ) -> Vec<u32> {
@@ -287,7 +443,9 @@ impl Program {
     /// the same bits, to measure what native code gains or to rule it out when debugging.
     pub fn interpreted(mut self) -> Program {
         for k in &mut self.kernels {
-            k.native = None;
+            if let Kernel::Tape(k) = k {
+                k.native = None;
+            }
         }
         self
     }
@@ -295,7 +453,7 @@ impl Program {
     /// Whether kernel `k` runs as native code.
     #[cfg(test)]
     fn is_native(&self, k: K) -> bool {
-        self.kernels[k as usize].native.is_some()
+        self.kernels[k as usize].native().is_some()
     }
 
     /// Number of state components of one sample.
@@ -360,13 +518,13 @@ impl Program {
     /// Whether the right-hand side reads `t` only through piecewise-constant parameters:
     /// no explicit time and no knot interpolation.
     pub fn is_autonomous(&self) -> bool {
-        !self.kernels[K::Rhs as usize].reads_time && !self.layout.has_knots()
+        !self.kernels[K::Rhs as usize].reads_time() && !self.layout.has_knots()
     }
 
     /// A workspace for blocks of `width` samples (at least 1).
     pub fn workspace(&self, width: usize) -> Workspace {
         let width = width.max(1);
-        let regs = self.kernels.iter().map(|k| k.n_regs).max().unwrap_or(0);
+        let regs = self.kernels.iter().map(|k| k.n_regs()).max().unwrap_or(0);
         let reduced = self.layout.view_len;
         Workspace {
             width,
@@ -378,7 +536,14 @@ impl Program {
             theta: vec![0.0; self.layout.view_len],
             tangent: vec![0.0; self.layout.view_len],
             reduced: vec![0.0; reduced],
-            scratch: vec![0.0; self.kernels.iter().map(|k| k.scratch).max().unwrap_or(0)],
+            scratch: vec![
+                0.0;
+                self.kernels
+                    .iter()
+                    .map(|k| k.scratch_len(width))
+                    .max()
+                    .unwrap_or(0)
+            ],
             matmul: true,
             native: true,
             caches: self
@@ -386,7 +551,7 @@ impl Program {
                 .iter()
                 .map(|k| UniformCache {
                     key: None,
-                    u: vec![0.0; k.n_uniform],
+                    u: vec![0.0; k.n_uniform()],
                 })
                 .collect(),
             jacobian: None,
@@ -414,8 +579,7 @@ impl Program {
         // Native code over the whole block, without the interpreter's set-up: a small kernel
         // costs about as much as that set-up (`tape::native`).
         if let Some(native) = kernel
-            .native
-            .as_ref()
+            .native()
             .filter(|_| ws.native && !self.time_varying)
         {
             let cache = &mut ws.caches[k];
@@ -464,7 +628,7 @@ impl Program {
         cache: &mut UniformCache,
     ) {
         let want = (params.generation(), key);
-        if cache.key != Some(want) || kernel.reads_tangent {
+        if cache.key != Some(want) || kernel.reads_tangent() {
             self.layout.resolve(params.values(), piece, theta);
             if let Some(u) = tangent {
                 self.layout.resolve(u, piece, tangent_view);
@@ -549,7 +713,7 @@ impl Program {
                 matmul: *matmul,
                 native: *native,
             };
-            let reduced = &mut reduced[..kernel.n_reduce];
+            let reduced = &mut reduced[..kernel.n_reduce()];
             reduced.fill(0.0);
             kernel.run(&cache.u, regs, lanes, out, reduced, scratch);
             if let Some(g) = grad.as_deref_mut() {
@@ -1148,7 +1312,7 @@ impl Program {
             matmul: true,
             native: true,
         };
-        let reduced = &mut reduced[..kernel.n_reduce];
+        let reduced = &mut reduced[..kernel.n_reduce()];
         reduced.fill(0.0);
         kernel.run(&cache.u, regs, lanes, out, reduced, scratch);
         match (grad, copy) {

@@ -41,9 +41,9 @@ fn matrix_products_run_as_gemms_and_match_the_lane_loops() {
              schedule euler(t = [0, 1], steps = 4)\ncost terminal = sumsq(x)\n"
         );
         let (_, p) = program(&text);
-        let (lin, _) = p.kernels[K::Rhs as usize].matmuls();
+        let (lin, _) = p.kernels[K::Rhs as usize].tape().matmuls();
         assert_eq!(lin, 2, "W1 x and W2 h");
-        let (lin, reduce) = p.kernels[K::Vjp as usize].matmuls();
+        let (lin, reduce) = p.kernels[K::Vjp as usize].tape().matmuls();
         assert!(lin >= 3, "W1 x, W2ᵀ w and W1ᵀ g: {lin}");
         assert_eq!(reduce, 2, "the gradients of W1 and W2");
         let params = Params::from_values(values(p.layout().total, 1));
@@ -93,7 +93,7 @@ fn a_sample_has_the_same_bits_in_any_block() {
          cost terminal = sumsq(x)\n"
     );
     let (_, p) = program(&text);
-    assert_eq!(p.kernels[K::Rhs as usize].matmuls().0, 2);
+    assert_eq!(p.kernels[K::Rhs as usize].tape().matmuls().0, 2);
     let params = Params::from_values(values(p.layout().total, 4));
     let full = 32;
     let y = values(d * full, 5);
@@ -208,7 +208,7 @@ fn native_kernels_give_the_interpreters_bits() {
         let params = Params::from_values(values(p.layout().total, 1));
         let direction = values(p.layout().total, 2);
         for (k, kernel) in p.kernels.iter().enumerate() {
-            let Some(native) = &kernel.native else {
+            let Some(native) = kernel.native() else {
                 continue;
             };
             checked += 1;

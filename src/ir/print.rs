@@ -84,13 +84,18 @@ pub fn print_tensor(model: &Model, with_derivatives: bool) -> String {
                 roots.push((format!("{what} {}", param(j)), id));
             }
         }
-        for (kind, value, states, params) in &d.costs {
-            roots.push((format!("cost {}", kind.name()), *value));
-            for (i, &id) in states.iter().enumerate() {
-                roots.push((format!("cost {} ∂/∂{}", kind.name(), state(i)), id));
+        for c in &d.costs {
+            let kind = if c.copies > 1 {
+                format!("{} per copy ×{}", c.kind.name(), c.copies)
+            } else {
+                c.kind.name().to_string()
+            };
+            roots.push((format!("cost {kind}"), c.value));
+            for (i, &id) in c.state.iter().enumerate() {
+                roots.push((format!("cost {kind} ∂/∂{}", state(i)), id));
             }
-            for (j, &id) in params.iter().enumerate() {
-                roots.push((format!("cost {} ∂/∂{}", kind.name(), param(j)), id));
+            for (j, &id) in c.param.iter().enumerate() {
+                roots.push((format!("cost {kind} ∂/∂{}", param(j)), id));
             }
         }
     }

@@ -87,9 +87,14 @@ fn tensor_derivatives_equal_the_scalar_ones_on_every_model() {
                 &format!("{name} {what}"),
             );
         }
-        // The scalar side splits a penalty by parameter copies; at one point the groups add up.
-        for (kind, value, state, param) in &td.costs {
-            let groups: Vec<_> = sd.costs.iter().filter(|c| c.kind == *kind).collect();
+        // Both sides split a penalty by parameter copies; at one point the groups add up.
+        for c in &td.costs {
+            let (kind, value, state, param) = (&c.kind, &c.value, &c.state, &c.param);
+            let groups: Vec<_> = sd
+                .costs
+                .iter()
+                .filter(|g| g.kind == *kind && g.copies == c.copies)
+                .collect();
             assert!(!groups.is_empty(), "{name}: {kind:?} on both sides");
             let add = |rows: Vec<Vec<f64>>| -> Vec<f64> {
                 rows.iter().fold(vec![0.0; rows[0].len()], |acc, r| {
@@ -133,4 +138,133 @@ fn tensor_ir_size_does_not_grow_with_width() {
     let (narrow, wide) = (size("wide_256.node"), size("wide_1024.node"));
     assert_eq!(narrow, wide);
     assert!(narrow < 400, "a few hundred tensor nodes, found {narrow}");
+}
+
+/// Every entry point of a program, run on one block: the values a solver or trainer reads.
+fn entry_points(
+    p: &nodec::compile::Program,
+    width: usize,
+    seed: u64,
+) -> Vec<(String, Vec<f64>)> {
+    use nodec::compile::Params;
+    use nodec::ir::CostKind;
+    let mut rng = Lcg(seed);
+    let dim = p.dim();
+    let total = p.layout().total;
+    // Parameters near the models' own scale: random values can overflow `exp` of a flow.
+    let params = Params::from_values(rng.fill(total, -0.5, 0.5));
+    let u = rng.fill(total, -1.0, 1.0);
+    let y = rng.fill(dim * width, -1.0, 1.0);
+    let v = rng.fill(dim * width, -1.0, 1.0);
+    let w = rng.fill(dim * width, -1.0, 1.0);
+    let (t0, t1) = p.span();
+    let t: Vec<f64> = (0..width)
+        .map(|s| t0 + (t1 - t0) * (s as f64 + 0.5) / width as f64)
+        .collect();
+    let mut ws = p.workspace(width);
+    ws.bind_inputs(&rng.fill(p.input_len() * width, -1.0, 1.0));
+    // Labels are class indices in the classifiers.
+    let labels: Vec<f64> = (0..p.label_len() * width).map(|i| (i % 2) as f64).collect();
+    ws.bind_labels(&labels);
+    ws.bind_observed(&rng.fill(p.observed_len() * width, -1.0, 1.0));
+    let mut out = Vec::new();
+    let block = |rows: usize| vec![0.0; rows * width];
+    let grad = || vec![0.0; total];
+
+    let mut o = block(dim);
+    p.rhs(&params, &t, &y, &mut o, &mut ws);
+    out.push(("rhs".to_string(), o));
+    let mut o = block(dim);
+    p.init(&params, &mut o, &mut ws);
+    out.push(("init".to_string(), o));
+    let mut o = block(dim);
+    p.jvp_state(&params, &t, &y, &v, &mut o, &mut ws);
+    out.push(("jvp_state".to_string(), o));
+    let mut o = block(dim);
+    p.jvp_param(&params, &t, &y, &u, &mut o, &mut ws);
+    out.push(("jvp_param".to_string(), o));
+    let mut o = block(dim);
+    p.vjp_state(&params, &t, &y, &w, &mut o, &mut ws);
+    out.push(("vjp_state".to_string(), o));
+    let (mut o, mut g) = (block(dim), grad());
+    p.vjp(&params, &t, &y, &w, &mut o, &mut g, &mut ws);
+    out.push(("vjp".to_string(), o));
+    out.push(("vjp grad".to_string(), g));
+    let mut g = grad();
+    p.vjp_param_accumulate(&params, &t, &y, &w, &mut g, &mut ws);
+    out.push(("vjp_param".to_string(), g));
+    let mut o = block(dim);
+    p.rhs_time(&params, &t, &y, &mut o, &mut ws);
+    out.push(("rhs_time".to_string(), o));
+    let mut o = block(dim);
+    p.init_jvp_param(&params, &u, &mut o, &mut ws);
+    out.push(("init_jvp_param".to_string(), o));
+    let mut g = grad();
+    p.init_vjp_param_accumulate(&params, &w, &mut g, &mut ws);
+    out.push(("init_vjp_param".to_string(), g));
+    let mut o = block(p.metrics_len());
+    p.metrics(&params, &t, &y, &mut o, &mut ws);
+    out.push(("metrics".to_string(), o));
+    let mut o = block(p.outputs_len());
+    p.outputs(&params, &t, &y, &mut o, &mut ws);
+    out.push(("outputs".to_string(), o));
+    for kind in [CostKind::Terminal, CostKind::Running, CostKind::Observed] {
+        let mut o = block(1);
+        if p.cost(kind, &params, &t, &y, &mut o, &mut ws) {
+            out.push((format!("cost {kind:?}"), o));
+        }
+        let (mut o, mut g) = (block(1 + dim), grad());
+        if p.cost_grad(kind, &params, &t, &y, &mut o, &mut g, &mut ws) {
+            out.push((format!("cost_grad {kind:?}"), o));
+            out.push((format!("cost_grad {kind:?} θ"), g));
+        }
+    }
+    let mut g = grad();
+    let penalty = p.penalty(&params, Some(&mut g), &mut ws);
+    out.push(("penalty".to_string(), vec![penalty]));
+    out.push(("penalty grad".to_string(), g));
+    let mut lm = vec![p.lm_k(&params, t[0], &mut ws)];
+    let mut g = grad();
+    p.lm_k_grad_accumulate(&params, t[0], &mut g, &mut ws);
+    lm.extend(g);
+    out.push(("lm_k".to_string(), lm));
+    if p.has_msa_mixed() {
+        let mut g = grad();
+        p.msa_mixed_accumulate(&params, &t, &y, &v, &w, &mut g, &mut ws);
+        out.push(("msa_mixed".to_string(), g));
+    }
+    if dim <= 64 {
+        let mut jac = vec![0.0; dim * dim];
+        // Sample 0 of the block.
+        let y0: Vec<f64> = y.iter().step_by(width).copied().collect();
+        p.jacobian(&params, t[0], &y0, 0, &mut jac, &mut ws);
+        out.push(("jacobian".to_string(), jac));
+    }
+    out
+}
+
+/// Programs compiled from the tensor IR give the scalar tape's values (which the compile tests
+/// check against the interpreter) on every model and entry point, at block widths 1, 5 and 32:
+/// the same functions summed in other orders (GEMMs, fused loops), to 1e-12 of the largest.
+#[test]
+fn tensor_programs_equal_the_scalar_programs_on_every_model() {
+    let mut checked = 0;
+    let mut files = node_files("models");
+    // Wide enough that every product runs as a GEMM.
+    files.push(root().join("benches/data/wide/wide_64.node"));
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let model = nodec::prepare(load(&path));
+        let scalar = nodec::compile::Program::compile(&model);
+        let tensor = nodec::compile::Program::compile_tensor(&model);
+        for width in [1, 5, 32] {
+            let a = entry_points(&tensor, width, 5);
+            let b = entry_points(&scalar, width, 5);
+            for ((what, x), (_, y)) in a.iter().zip(&b) {
+                assert_close(x, y, &format!("{name} width {width} {what}"));
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 14, "every model of models/ ({checked})");
 }

@@ -25,4 +25,4 @@ mod tests;
 pub use eval::eval;
 pub use node::{Leaf, TId, TNode, Window};
 pub use pool::{grid, TensorPool};
-pub use roots::{derive, TensorDerivatives, TensorRoots};
+pub use roots::{derive, TensorCost, TensorDerivatives, TensorRoots};

@@ -4,7 +4,7 @@
 //! state or parameter, so their size follows the model's text and not its widths.
 
 use super::diff::{jvp, vjp};
-use super::node::{Leaf, TId};
+use super::node::{Leaf, TId, TNode};
 use super::pool::TensorPool;
 use crate::ir::{CostKind, Model, Optimizer, Shape};
 
@@ -49,9 +49,24 @@ pub struct TensorDerivatives {
     pub lm_k_param: Vec<TId>,
     /// `∂θ_j (Σ_i w_i · (J v)_i)`, per parameter, for models trained by `msa`.
     pub msa_mixed_param: Vec<TId>,
-    /// Per declared cost kind (terminal, running, penalty, observed): the kind, the summed
-    /// value, its gradient per state and per parameter.
-    pub costs: Vec<(CostKind, TId, Vec<TId>, Vec<TId>)>,
+    /// Per declared cost kind (terminal, running, penalty, observed), the summed value and its
+    /// gradients; a penalty is split by parameter copies as in [`crate::ir::CostGradient`].
+    pub costs: Vec<TensorCost>,
+}
+
+/// A cost's value and gradients at tensor level (see [`crate::ir::CostGradient`]).
+#[derive(Clone, Debug)]
+pub struct TensorCost {
+    /// Which part of the loss.
+    pub kind: CostKind,
+    /// The summed value (a scalar).
+    pub value: TId,
+    /// Its gradient per state.
+    pub state: Vec<TId>,
+    /// Its gradient per parameter.
+    pub param: Vec<TId>,
+    /// How many copies of the time-varying parameters the value is summed over.
+    pub copies: usize,
 }
 
 impl TensorDerivatives {
@@ -72,10 +87,10 @@ impl TensorDerivatives {
         .flatten()
         .copied()
         .collect();
-        for (_, value, state, param) in &self.costs {
-            out.push(*value);
-            out.extend(state);
-            out.extend(param);
+        for c in &self.costs {
+            out.push(c.value);
+            out.extend(&c.state);
+            out.extend(&c.param);
         }
         out
     }
@@ -123,6 +138,7 @@ pub fn derive(model: &mut Model) {
         .as_ref()
         .is_some_and(|t| t.optimizer == Optimizer::Msa);
     let kinds: Vec<CostKind> = model.costs.iter().map(|c| c.kind).collect();
+    let param_copies = model.param_copies();
     let roots = &mut model.tensor_roots;
     let pool = &mut model.tensors;
     let leaves = |pool: &mut TensorPool, shapes: &[Shape], make: fn(u32) -> Leaf| -> Vec<TId> {
@@ -192,9 +208,71 @@ pub fn derive(model: &mut Model) {
             continue;
         }
         let value = pool.sum_of(&values);
-        let mut grad = vjp(pool, &[value], &[one], &both);
-        let param = grad.split_off(x.len());
-        d.costs.push((kind, value, grad, param));
+        let groups = if kind == CostKind::Penalty {
+            penalty_groups(pool, value, &param_copies)
+        } else {
+            vec![(1, value)]
+        };
+        for (copies, value) in groups {
+            let mut state = vjp(pool, &[value], &[one], &both);
+            let param = state.split_off(x.len());
+            d.costs.push(TensorCost {
+                kind,
+                value,
+                state,
+                param,
+                copies,
+            });
+        }
     }
     roots.derivatives = d;
+}
+
+/// Splits a penalty into groups by how many copies of time-varying parameters its additive
+/// terms read, as `ir::prepare` does for the scalar IR: `1e-4 * (sumsq(K) + sumsq(head))`
+/// charges a `per layer` `K` once per layer and `head` once.
+fn penalty_groups(pool: &mut TensorPool, value: TId, param_copies: &[usize]) -> Vec<(usize, TId)> {
+    let mut terms = Vec::new();
+    additive_terms(pool, value, 1.0, &mut terms);
+    let mut groups: std::collections::BTreeMap<usize, Vec<TId>> = Default::default();
+    for (coefficient, term) in terms {
+        let mut copies = 1;
+        let mut stack = vec![term];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let TNode::Leaf(Leaf::Param(p)) = pool.node(id) {
+                copies = copies.max(param_copies[*p as usize]);
+            }
+            pool.node(id).for_each_operand(|c| stack.push(c));
+        }
+        let c = pool.constant(coefficient);
+        let scaled = pool.mul(c, term);
+        groups.entry(copies).or_default().push(scaled);
+    }
+    groups
+        .into_iter()
+        .map(|(copies, terms)| (copies, pool.sum_of(&terms)))
+        .collect()
+}
+
+/// `value = Σ coefficient · term`, descending through sums and constant multiples.
+fn additive_terms(pool: &mut TensorPool, value: TId, scale: f64, out: &mut Vec<(f64, TId)>) {
+    match pool.node(value).clone() {
+        TNode::Add(children) => {
+            for &child in children.iter() {
+                additive_terms(pool, child, scale, out);
+            }
+        }
+        TNode::Mul(children) => match pool.uniform_value(children[0]) {
+            Some(c) if pool.shape(children[0]) == pool.shape(value) => {
+                let rest = pool.product(&children[1..]);
+                additive_terms(pool, rest, scale * c, out)
+            }
+            _ => out.push((scale, value)),
+        },
+        _ => out.push((scale, value)),
+    }
 }

@@ -1,0 +1,555 @@
+//! Running a tensor [`Kernel`]: the uniform program over `u`, the lane program over the
+//! registers, the lane outputs and the reductions.
+
+use nalgebra::{DMatrixView, DMatrixViewMut, Dyn, U1};
+
+use super::{Arg, BinOp, EwInstr, Kernel, Loc, Op, Reduce, Ref, ULeaf};
+use crate::compile::math;
+use crate::compile::tape::{Lanes, BANKS, REG};
+use crate::ir::{apply_pow, Func};
+
+/// The smallest side of a product run as a GEMM; see `tape::matmul::MIN_SIDE`.
+pub(super) const MIN_SIDE: usize = 8;
+
+/// The block width the lane loops are specialized for (the solvers' `BLOCK_WIDTH`).
+const W: usize = 32;
+
+/// A lane operand: a row of lanes, or one value for every lane.
+#[derive(Clone, Copy)]
+enum V<'a> {
+    S(&'a [f64]),
+    C(f64),
+}
+
+/// What one program runs over: the file it writes (registers, or `u` for the uniform
+/// program), the uniform file it reads, the banks and the lane range.
+struct Frame<'a> {
+    u: &'a [f64],
+    banks: [&'a [f64]; BANKS],
+    width: usize,
+    lo: usize,
+    hi: usize,
+    matmul: bool,
+}
+
+impl<'a> Frame<'a> {
+    /// Element `i` of `loc`, reading registers from `below` (the file under the destination).
+    #[inline(always)]
+    fn at<'b>(&self, loc: Loc, i: usize, below: &'b [f64]) -> V<'b>
+    where
+        'a: 'b,
+    {
+        match loc {
+            Loc::U(k) => V::C(self.u[k as usize + i]),
+            Loc::L(bank, row) => {
+                let bank = if bank == REG {
+                    below
+                } else {
+                    self.banks[bank as usize]
+                };
+                let start = (row as usize + i) * self.width;
+                V::S(&bank[start + self.lo..start + self.hi])
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn arg<'b>(&self, a: Arg, i: usize, below: &'b [f64]) -> V<'b>
+    where
+        'a: 'b,
+    {
+        self.at(a.loc, if a.scalar { 0 } else { i }, below)
+    }
+
+    /// The whole bank of lane rows `loc` lies in (registers: `below`).
+    fn bank<'b>(&self, bank: u8, below: &'b [f64]) -> &'b [f64]
+    where
+        'a: 'b,
+    {
+        if bank == REG {
+            below
+        } else {
+            self.banks[bank as usize]
+        }
+    }
+}
+
+impl Kernel {
+    /// Fills the uniform file `u` from the resolved parameters `theta` and tangent, then runs
+    /// the uniform program.
+    pub(crate) fn prepare(&self, theta: &[f64], tangent: &[f64], u: &mut [f64]) {
+        for (at, values) in &self.consts {
+            u[*at as usize..*at as usize + values.len()].copy_from_slice(values);
+        }
+        for &(at, len, leaf) in &self.leaves {
+            let dst = &mut u[at as usize..(at + len) as usize];
+            match leaf {
+                ULeaf::Param { from } => {
+                    dst.copy_from_slice(&theta[from as usize..(from + len) as usize])
+                }
+                ULeaf::Tangent { from } => match tangent.get(from as usize..(from + len) as usize)
+                {
+                    Some(t) => dst.copy_from_slice(t),
+                    None => dst.fill(0.0),
+                },
+            }
+        }
+        let frame = Frame {
+            u: &[],
+            banks: [&[]; BANKS],
+            width: 1,
+            lo: 0,
+            hi: 1,
+            matmul: false,
+        };
+        // One lane per temporary; `temps` bounds the uniform programs' needs too.
+        let mut stack = [0.0; 64];
+        let mut heap = Vec::new();
+        let temps = if self.temps <= stack.len() {
+            &mut stack[..]
+        } else {
+            heap.resize(self.temps, 0.0);
+            &mut heap[..]
+        };
+        for op in &self.uniform {
+            run_op(op, &frame, u, temps);
+        }
+    }
+
+    /// Runs the lane program over `lanes.lo..lanes.hi`, writing the lane outputs into `out`
+    /// (rows of `lanes.width`) and adding the reductions into `reduced`.
+    pub(crate) fn run(
+        &self,
+        u: &[f64],
+        regs: &mut [f64],
+        lanes: Lanes<'_>,
+        out: &mut [f64],
+        reduced: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        let frame = Frame {
+            u,
+            banks: lanes.banks,
+            width: lanes.width,
+            lo: lanes.lo,
+            hi: lanes.hi,
+            matmul: lanes.matmul,
+        };
+        for op in &self.lanes {
+            run_op(op, &frame, regs, scratch);
+        }
+        let (w, lo, hi) = (frame.width, frame.lo, frame.hi);
+        for &(row, arg, len) in &self.outputs {
+            for i in 0..len as usize {
+                let d = &mut out[(row as usize + i) * w + lo..(row as usize + i) * w + hi];
+                match frame.arg(arg, i, regs) {
+                    V::S(x) => d.copy_from_slice(x),
+                    V::C(x) => d.fill(x),
+                }
+            }
+        }
+        for r in &self.reduces {
+            reduce(r, &frame, regs, reduced, scratch);
+        }
+    }
+}
+
+/// Runs one operation, writing rows of `file` (the registers, or `u` itself).
+fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
+    let (w, lo, hi) = (f.width, f.lo, f.hi);
+    let n = hi - lo;
+    let dst_of = |op: &Op| match op {
+        Op::Ew { dst, .. }
+        | Op::Gemm { dst, .. }
+        | Op::MatMul { dst, .. }
+        | Op::Outer { dst, .. }
+        | Op::Rows { dst, .. }
+        | Op::Sums { dst, .. }
+        | Op::MaxAll { dst, .. }
+        | Op::ArgMax { dst, .. } => *dst as usize,
+    };
+    // Operands always lie below the destination (registers are allocated in node order).
+    let (below, above) = file.split_at_mut(dst_of(op) * w);
+    let below = &*below;
+    match op {
+        Op::Ew { len, args, code, .. } => {
+            let last = code.len() - 1;
+            for i in 0..*len as usize {
+                let temps = &mut scratch[..last * n];
+                for (k, instr) in code.iter().enumerate() {
+                    let (done, rest) = temps.split_at_mut(k.min(last) * n);
+                    let get = |r: Ref| match r {
+                        Ref::Arg(j) => f.arg(args[j as usize], i, below),
+                        Ref::Tmp(t) => V::S(&done[t as usize * n..(t as usize + 1) * n]),
+                    };
+                    let d = if k == last {
+                        &mut above[i * w + lo..i * w + hi]
+                    } else {
+                        &mut rest[..n]
+                    };
+                    match *instr {
+                        EwInstr::Bin(op, a, b) => bin(d, op, get(a), get(b)),
+                        EwInstr::Func(func, a) => apply(d, func, get(a)),
+                    }
+                }
+            }
+        }
+        Op::Gemm { a, b, m, k, n: cols, .. } => {
+            let (m, k, cols) = (*m as usize, *k as usize, *cols as usize);
+            let a = &f.u[*a as usize..*a as usize + m * k];
+            let bank = f.bank(b.0, below);
+            for c in 0..cols {
+                let src = &bank[(b.1 as usize + c) * w..];
+                let dst = &mut above[c * w..];
+                gemm(a, m, k, src, dst, cols * w, (lo, n), scratch);
+            }
+        }
+        Op::MatMul { a, b, m, k, n: cols, .. } => {
+            let (m, k, cols) = (*m as usize, *k as usize, *cols as usize);
+            for r in 0..m {
+                for c in 0..cols {
+                    let d = &mut above[(r * cols + c) * w + lo..(r * cols + c) * w + hi];
+                    for i in 0..k {
+                        let x = f.at(*a, r * k + i, below);
+                        let y = f.at(*b, i * cols + c, below);
+                        if i == 0 {
+                            bin(d, BinOp::Mul, x, y);
+                        } else {
+                            fma(d, x, y);
+                        }
+                    }
+                }
+            }
+        }
+        Op::Outer { a, m, b, n: cols, .. } => {
+            for i in 0..*m as usize {
+                for j in 0..*cols as usize {
+                    let r = (i * *cols as usize + j) * w;
+                    let d = &mut above[r + lo..r + hi];
+                    bin(d, BinOp::Mul, f.at(*a, i, below), f.at(*b, j, below));
+                }
+            }
+        }
+        Op::Rows {
+            len, moves, dense, ..
+        } => {
+            if !dense {
+                for i in 0..*len as usize {
+                    above[i * w + lo..i * w + hi].fill(0.0);
+                }
+            }
+            for &(r, src) in moves.iter() {
+                let d = &mut above[r as usize * w + lo..r as usize * w + hi];
+                match (f.at(src, 0, below), dense) {
+                    (V::S(x), true) => d.copy_from_slice(x),
+                    (V::C(x), true) => d.fill(x),
+                    (x, false) => bin_update(d, BinOp::Add, x),
+                }
+            }
+        }
+        Op::Sums { src, groups, .. } => {
+            for (g, &(start, count, stride)) in groups.iter().enumerate() {
+                let d = &mut above[g * w + lo..g * w + hi];
+                for c in 0..count as usize {
+                    let x = f.at(*src, start as usize + c * stride as usize, below);
+                    if c == 0 {
+                        assign(d, x);
+                    } else {
+                        bin_update(d, BinOp::Add, x);
+                    }
+                }
+            }
+        }
+        Op::MaxAll { src, len, .. } => {
+            let d = &mut above[lo..hi];
+            assign(d, f.at(*src, 0, below));
+            for i in 1..*len as usize {
+                bin_update(d, BinOp::Max, f.at(*src, i, below));
+            }
+        }
+        Op::ArgMax {
+            src, len, onehot, ..
+        } => {
+            let len = *len as usize;
+            for s in 0..n {
+                let value = |i: usize| match f.at(*src, i, below) {
+                    V::S(x) => x[s],
+                    V::C(x) => x,
+                };
+                let mut best = 0;
+                for i in 1..len {
+                    let (v, b) = (value(i), value(best));
+                    if v > b || (b.is_nan() && !v.is_nan()) {
+                        best = i;
+                    }
+                }
+                if *onehot {
+                    for i in 0..len {
+                        above[i * w + lo + s] = if i == best { 1.0 } else { 0.0 };
+                    }
+                } else {
+                    above[lo + s] = best as f64;
+                }
+            }
+        }
+    }
+}
+
+/// `dst = A · X` for the lanes `lo .. lo + n`: `A` row-major `m × k` in `a`, row `i` of `X` at
+/// `src[i * step + lo ..]`, row `r` of the result at `dst[r * step + lo ..]`. Fewer than
+/// [`MIN_SIDE`] lanes are padded in `scratch`, and small products use the lane loops, so that
+/// every lane count takes the same path (see the module docs).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    a: &[f64],
+    m: usize,
+    k: usize,
+    src: &[f64],
+    dst: &mut [f64],
+    step: usize,
+    (lo, n): (usize, usize),
+    scratch: &mut [f64],
+) {
+    if m < MIN_SIDE || k < MIN_SIDE {
+        for r in 0..m {
+            let d = &mut dst[r * step + lo..r * step + lo + n];
+            for i in 0..k {
+                let x = &src[i * step + lo..i * step + lo + n];
+                if i == 0 {
+                    bin(d, BinOp::Mul, V::C(a[r * k]), V::S(x));
+                } else {
+                    fma(d, V::C(a[r * k + i]), V::S(x));
+                }
+            }
+        }
+        return;
+    }
+    let at = DMatrixView::from_slice_generic(a, Dyn(k), Dyn(m));
+    if n >= MIN_SIDE {
+        let x = DMatrixView::from_slice_with_strides_generic(
+            &src[lo..],
+            Dyn(n),
+            Dyn(k),
+            U1,
+            Dyn(step),
+        );
+        let mut d = DMatrixViewMut::from_slice_with_strides_generic(
+            &mut dst[lo..],
+            Dyn(n),
+            Dyn(m),
+            U1,
+            Dyn(step),
+        );
+        d.gemm(1.0, &x, &at, 0.0);
+        return;
+    }
+    let (x, rest) = scratch.split_at_mut(MIN_SIDE * k);
+    let out = &mut rest[..MIN_SIDE * m];
+    for (i, col) in x.chunks_exact_mut(MIN_SIDE).enumerate() {
+        col[..n].copy_from_slice(&src[i * step + lo..i * step + lo + n]);
+        col[n..].fill(0.0);
+    }
+    let xv = DMatrixView::from_slice_generic(&*x, Dyn(MIN_SIDE), Dyn(k));
+    let mut o = DMatrixViewMut::from_slice_generic(&mut *out, Dyn(MIN_SIDE), Dyn(m));
+    o.gemm(1.0, &xv, &at, 0.0);
+    for (r, col) in out.chunks_exact(MIN_SIDE).enumerate() {
+        dst[r * step + lo..r * step + lo + n].copy_from_slice(&col[..n]);
+    }
+}
+
+/// Adds one reduction over the frame's lanes into `reduced`.
+fn reduce(r: &Reduce, f: &Frame<'_>, regs: &[f64], reduced: &mut [f64], scratch: &mut [f64]) {
+    let n = f.hi - f.lo;
+    match *r {
+        Reduce::Lanes {
+            at,
+            len,
+            src,
+            scalar,
+        } => {
+            for i in 0..len as usize {
+                let x = f.at(src, if scalar { 0 } else { i }, regs);
+                reduced[at as usize + i] += match x {
+                    V::S(x) => x.iter().sum::<f64>(),
+                    V::C(x) => (0..n).map(|_| x).sum::<f64>(),
+                };
+            }
+        }
+        Reduce::Outer { at, a, m, b, n: cols } => {
+            let (m, cols) = (m as usize, cols as usize);
+            let at = at as usize;
+            if let (Loc::L(ab, ar), Loc::L(bb, br), true) = (
+                a,
+                b,
+                f.matmul && n >= MIN_SIDE && m >= MIN_SIDE && cols >= MIN_SIDE,
+            ) {
+                let w = f.width;
+                let av = &f.bank(ab, regs)[ar as usize * w + f.lo..];
+                let av = DMatrixView::from_slice_with_strides_generic(av, Dyn(m), Dyn(n), Dyn(w), U1);
+                let bv = &f.bank(bb, regs)[br as usize * w + f.lo..];
+                let bv =
+                    DMatrixView::from_slice_with_strides_generic(bv, Dyn(n), Dyn(cols), U1, Dyn(w));
+                // Column-major cells: cell (i, j) at i + j m.
+                let cells = &mut scratch[..m * cols];
+                let mut s = DMatrixViewMut::from_slice_generic(cells, Dyn(m), Dyn(cols));
+                s.gemm(1.0, &av, &bv, 0.0);
+                for j in 0..cols {
+                    for i in 0..m {
+                        reduced[at + i * cols + j] += cells[i + j * m];
+                    }
+                }
+                return;
+            }
+            for i in 0..m {
+                for j in 0..cols {
+                    reduced[at + i * cols + j] += dot(f.at(a, i, regs), f.at(b, j, regs), n);
+                }
+            }
+        }
+    }
+}
+
+/// `Σ_s x[s] · y[s]` over `n` lanes, in lane order.
+fn dot(x: V<'_>, y: V<'_>, n: usize) -> f64 {
+    match (x, y) {
+        (V::S(x), V::S(y)) => x.iter().zip(y).map(|(a, b)| a * b).sum(),
+        (V::S(x), V::C(c)) | (V::C(c), V::S(x)) => x.iter().map(|a| a * c).sum(),
+        (V::C(a), V::C(b)) => (0..n).map(|_| a * b).sum(),
+    }
+}
+
+/// `d = x`.
+#[inline(always)]
+fn assign(d: &mut [f64], x: V<'_>) {
+    match x {
+        V::S(x) => d.copy_from_slice(x),
+        V::C(x) => d.fill(x),
+    }
+}
+
+#[inline(always)]
+fn binop(op: BinOp) -> impl Fn(f64, f64) -> f64 {
+    move |x, y| match op {
+        BinOp::Add => x + y,
+        BinOp::Mul => x * y,
+        BinOp::Div => x / y,
+        BinOp::Pow => apply_pow(x, y),
+        BinOp::Min => x.min(y),
+        BinOp::Max => x.max(y),
+        BinOp::Cmp(c) => c.apply(x, y),
+    }
+}
+
+/// `d = a ∘ b`.
+#[inline(always)]
+fn bin(d: &mut [f64], op: BinOp, a: V<'_>, b: V<'_>) {
+    match op {
+        BinOp::Add => zip(d, a, b, |x, y| x + y),
+        BinOp::Mul => zip(d, a, b, |x, y| x * y),
+        BinOp::Div => zip(d, a, b, |x, y| x / y),
+        _ => zip(d, a, b, binop(op)),
+    }
+}
+
+/// `d = d ∘ x`.
+#[inline(always)]
+fn bin_update(d: &mut [f64], op: BinOp, x: V<'_>) {
+    match (op, x) {
+        (BinOp::Add, V::S(x)) => lanes2(d, x, |d, x| d + x),
+        (BinOp::Max, V::S(x)) => lanes2(d, x, f64::max),
+        (op, V::S(x)) => lanes2(d, x, binop(op)),
+        (op, V::C(c)) => {
+            let g = binop(op);
+            d.iter_mut().for_each(|d| *d = g(*d, c));
+        }
+    }
+}
+
+/// `d += x · y`, rounding the product first as the interpreter's sums do.
+#[inline(always)]
+fn fma(d: &mut [f64], x: V<'_>, y: V<'_>) {
+    match (x, y) {
+        (V::S(x), V::S(y)) => {
+            for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                *d += x * y;
+            }
+        }
+        (V::S(x), V::C(c)) | (V::C(c), V::S(x)) => lanes2(d, x, |d, x| d + x * c),
+        (V::C(a), V::C(b)) => d.iter_mut().for_each(|d| *d += a * b),
+    }
+}
+
+/// `d = g(d, x)` lane by lane, unrolled at the block width.
+#[inline(always)]
+fn lanes2(d: &mut [f64], x: &[f64], g: impl Fn(f64, f64) -> f64) {
+    if let (Ok(d), Ok(x)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(x)) {
+        for k in 0..W {
+            d[k] = g(d[k], x[k]);
+        }
+    } else {
+        d.iter_mut().zip(x).for_each(|(d, &x)| *d = g(*d, x));
+    }
+}
+
+/// `d = g(a, b)` lane by lane, broadcasting a uniform side.
+#[inline(always)]
+fn zip(d: &mut [f64], a: V<'_>, b: V<'_>, g: impl Fn(f64, f64) -> f64) {
+    match (a, b) {
+        (V::S(a), V::S(b)) => {
+            if let (Ok(d), Ok(a), Ok(b)) = (
+                <&mut [f64; W]>::try_from(&mut *d),
+                <&[f64; W]>::try_from(a),
+                <&[f64; W]>::try_from(b),
+            ) {
+                for k in 0..W {
+                    d[k] = g(a[k], b[k]);
+                }
+            } else {
+                d.iter_mut()
+                    .zip(a.iter().zip(b))
+                    .for_each(|(d, (&a, &b))| *d = g(a, b));
+            }
+        }
+        (V::S(a), V::C(c)) => map(d, a, |x| g(x, c)),
+        (V::C(c), V::S(b)) => map(d, b, |y| g(c, y)),
+        (V::C(a), V::C(b)) => d.fill(g(a, b)),
+    }
+}
+
+#[inline(always)]
+fn map(d: &mut [f64], a: &[f64], g: impl Fn(f64) -> f64) {
+    if let (Ok(d), Ok(a)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(a)) {
+        for k in 0..W {
+            d[k] = g(a[k]);
+        }
+    } else {
+        d.iter_mut().zip(a).for_each(|(d, &a)| *d = g(a));
+    }
+}
+
+/// `d = func(x)`, with the kernels' vectorizable `tanh`, `exp` and `sigmoid`.
+#[inline(always)]
+fn apply(d: &mut [f64], func: Func, x: V<'_>) {
+    match x {
+        V::C(x) => d.fill(scalar_func(func, x)),
+        V::S(x) => match func {
+            Func::Tanh => map(d, x, math::tanh),
+            Func::Exp => map(d, x, math::exp),
+            Func::Sigmoid => map(d, x, math::sigmoid),
+            Func::Abs => map(d, x, f64::abs),
+            Func::Sqrt => map(d, x, f64::sqrt),
+            Func::Relu => map(d, x, |x| Func::Relu.apply(x)),
+            f => map(d, x, |x| f.apply(x)),
+        },
+    }
+}
+
+/// The value the lane loops give for one element.
+fn scalar_func(func: Func, x: f64) -> f64 {
+    match func {
+        Func::Tanh => math::tanh(x),
+        Func::Exp => math::exp(x),
+        Func::Sigmoid => math::sigmoid(x),
+        f => f.apply(x),
+    }
+}
