@@ -85,7 +85,7 @@ fn load(name: &str) -> Problem {
     let (model, diags) = nodec::check_source(&file, &Overrides::default(), name);
     assert!(!diags.has_errors(), "{}", diags.render(&file));
     let model = nodec::prepare(model);
-    let program = Program::compile(&model);
+    let program = Program::compile_tensor(&model);
     let params = nodec::simulate::initial_params(&model, program.layout(), 0);
     let shapes: Vec<_> = model.inputs.iter().map(|i| i.shape).collect();
     let data =

@@ -24,6 +24,9 @@ mod tests;
 pub use math::{exp, sigmoid, tanh};
 pub use params::{FitError, ParamEntry, ParamLayout, Params, Piece};
 
+use std::collections::HashMap;
+
+use crate::ir::tensor::TId;
 use crate::ir::{self, CostKind};
 use tape::{Builder, Lanes, BANKS};
 
@@ -181,6 +184,35 @@ pub struct Program {
 struct UniformCache {
     key: Option<(u64, u64)>,
     u: Vec<f64>,
+}
+
+impl Workspace {
+    /// Grows the registers, reductions and scratch to what `kernel` needs, and the tangent
+    /// view to `view_len` if the call has a tangent. Allocates only on a kernel's first call.
+    fn fit(&mut self, kernel: &Kernel, tangent: Option<usize>) {
+        let grow = |v: &mut Vec<f64>, len: usize| {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+        };
+        grow(&mut self.regs, kernel.n_regs() * self.width);
+        grow(&mut self.reduced, kernel.n_reduce());
+        grow(&mut self.scratch, kernel.scratch_len(self.width));
+        if let Some(len) = tangent {
+            grow(&mut self.tangent, len);
+        }
+    }
+}
+
+impl UniformCache {
+    /// Gives the cache the size of `kernel`'s uniform file. A block calls a few of the
+    /// program's kernels, and a wide model's uniform files hold its weight matrices: only
+    /// those called are allocated, on first use.
+    fn size_for(&mut self, kernel: &Kernel) {
+        if self.u.len() != kernel.n_uniform() {
+            self.u.resize(kernel.n_uniform(), 0.0);
+        }
+    }
 }
 
 /// Scratch space for one block of `width` samples: lane registers, the block's bound inputs,
@@ -354,10 +386,11 @@ impl Program {
         let d = &roots.derivatives;
         let pool = &model.tensors;
         let leaves = tensor::Leaves::new(model);
-        let build = |lanes: &[ir::tensor::TId], reduced: &[ir::tensor::TId]| {
-            Kernel::Tensor(tensor::build(pool, &leaves, lanes, reduced))
+        let computed = HashMap::new();
+        let build = |lanes: &[TId], reduced: &[TId]| {
+            Kernel::Tensor(tensor::build(pool, &leaves, lanes, reduced, &computed))
         };
-        let lm_k: Vec<ir::tensor::TId> = roots.lm_k.into_iter().collect();
+        let lm_k: Vec<TId> = roots.lm_k.into_iter().collect();
         let mut kernels = vec![Kernel::default(); FIXED_KERNELS];
         kernels[K::Rhs as usize] = build(&roots.rhs, &[]);
         kernels[K::Init as usize] = build(&roots.init, &[]);
@@ -374,6 +407,7 @@ impl Program {
         kernels[K::LmCoef as usize] = build(&lm_k, &[]);
         kernels[K::LmCoefParam as usize] = build(&[], &d.lm_k_param);
         kernels[K::MsaMixed as usize] = build(&[], &d.msa_mixed_param);
+        let saved_rows = Self::tensor_vjp_reading_rhs(model, &leaves, &mut kernels);
         let mut costs = Vec::new();
         for c in &d.costs {
             let mut lanes = vec![c.value];
@@ -383,7 +417,7 @@ impl Program {
             kernels.push(build(&[c.value], &[]));
             costs.push((c.kind, with_grad, with_grad + 1, c.copies));
         }
-        let len = |ids: &[ir::tensor::TId]| ids.iter().map(|&r| pool.shape(r).len()).sum();
+        let len = |ids: &[TId]| ids.iter().map(|&r| pool.shape(r).len()).sum();
         let (t0, t1) = model.schedule.as_ref().map_or((0.0, 1.0), |s| (s.t0, s.t1));
         let layout = ParamLayout::new(model);
         Program {
@@ -401,8 +435,37 @@ impl Program {
             t1,
             has_lm_k: roots.lm_k.is_some(),
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
-            saved_rows: Vec::new(),
+            saved_rows,
         }
+    }
+
+    /// The tensor program's `K::VjpSaved`: the VJP reading every node it shares with the
+    /// right-hand side (the activations `tanh(K1 x + b1)` of a neural field) from the saved
+    /// registers of an evaluation at the same point. Returns the `Rhs` register rows to save,
+    /// in `SAVED` row order (empty when the VJP shares nothing).
+    fn tensor_vjp_reading_rhs(
+        model: &ir::Model,
+        leaves: &tensor::Leaves,
+        kernels: &mut [Kernel],
+    ) -> Vec<u32> {
+        let (pool, d) = (&model.tensors, &model.tensor_roots.derivatives);
+        let Kernel::Tensor(rhs) = &kernels[K::Rhs as usize] else {
+            return Vec::new();
+        };
+        let all: HashMap<TId, u32> = rhs.registers.iter().copied().collect();
+        let trial = tensor::build(pool, leaves, &d.vjp_state, &d.vjp_param, &all);
+        let mut rows = Vec::new();
+        let mut saved = HashMap::new();
+        for id in &trial.saved {
+            saved.insert(*id, rows.len() as u32);
+            let start = all[id];
+            rows.extend(start..start + pool.shape(*id).len() as u32);
+        }
+        if !rows.is_empty() {
+            let reading = tensor::build(pool, leaves, &d.vjp_state, &d.vjp_param, &saved);
+            kernels[K::VjpSaved as usize] = Kernel::Tensor(reading);
+        }
+        rows
     }
 
     /// Builds `K::VjpSaved`, the VJP that reads the right-hand side's registers (the hidden
@@ -416,7 +479,6 @@ impl Program {
         vjp_state: &[ir::ExprId],
         vjp_param: &[ir::ExprId],
     ) -> Vec<u32> {
-        use std::collections::HashMap;
         let registers = &kernels[K::Rhs as usize].registers;
         let all: HashMap<ir::ExprId, u32> = registers.iter().copied().collect();
         let trial = b.kernel_reading(vjp_state, vjp_param, &all);
@@ -524,35 +586,26 @@ impl Program {
     /// A workspace for blocks of `width` samples (at least 1).
     pub fn workspace(&self, width: usize) -> Workspace {
         let width = width.max(1);
-        let regs = self.kernels.iter().map(|k| k.n_regs()).max().unwrap_or(0);
-        let reduced = self.layout.view_len;
+        // Registers, reductions, scratch and the tangent view grow to what the kernels a block
+        // calls need (`Workspace::fit`): a wide model's largest kernel can need megabytes that
+        // a forward solve never touches.
         Workspace {
             width,
-            regs: vec![0.0; regs * width],
+            regs: Vec::new(),
             inputs: vec![f64::NAN; self.input_len * width],
             labels: vec![f64::NAN; self.labels * width],
             observed: vec![f64::NAN; self.observed_len * width],
             times: vec![0.0; width],
             theta: vec![0.0; self.layout.view_len],
-            tangent: vec![0.0; self.layout.view_len],
-            reduced: vec![0.0; reduced],
-            scratch: vec![
-                0.0;
-                self.kernels
-                    .iter()
-                    .map(|k| k.scratch_len(width))
-                    .max()
-                    .unwrap_or(0)
-            ],
+            tangent: Vec::new(),
+            reduced: Vec::new(),
+            scratch: Vec::new(),
             matmul: true,
             native: true,
             caches: self
                 .kernels
                 .iter()
-                .map(|k| UniformCache {
-                    key: None,
-                    u: vec![0.0; k.n_uniform()],
-                })
+                .map(|_| UniformCache::default())
                 .collect(),
             jacobian: None,
         }
@@ -576,12 +629,10 @@ impl Program {
         let kernel = &self.kernels[k];
         let width = ws.width;
         assert_eq!(t.len(), width, "one time per sample of the block");
+        ws.fit(kernel, tangent.map(|_| self.layout.view_len));
         // Native code over the whole block, without the interpreter's set-up: a small kernel
         // costs about as much as that set-up (`tape::native`).
-        if let Some(native) = kernel
-            .native()
-            .filter(|_| ws.native && !self.time_varying)
-        {
+        if let Some(native) = kernel.native().filter(|_| ws.native && !self.time_varying) {
             let cache = &mut ws.caches[k];
             let piece = self.layout.piece(t[0]);
             let (theta, tangent_view) = (&mut ws.theta, &mut ws.tangent);
@@ -633,6 +684,7 @@ impl Program {
             if let Some(u) = tangent {
                 self.layout.resolve(u, piece, tangent_view);
             }
+            cache.size_for(kernel);
             kernel.prepare(theta, tangent_view, &mut cache.u);
             cache.key = Some(want);
         }
@@ -1276,6 +1328,7 @@ impl Program {
     ) {
         let kernel = &self.kernels[k];
         let piece = self.layout.piece(t);
+        ws.fit(kernel, None);
         let Workspace {
             regs,
             theta,
@@ -1288,6 +1341,7 @@ impl Program {
         match copy {
             Some(c) => {
                 self.layout.resolve_copy(params.values(), c, theta);
+                cache.size_for(kernel);
                 kernel.prepare(theta, &[], &mut cache.u);
                 // The resolved values belong to no time: the next timed call resolves again.
                 cache.key = None;
@@ -1296,6 +1350,7 @@ impl Program {
                 let want = (params.generation(), self.layout.piece_key(t));
                 if cache.key != Some(want) {
                     self.layout.resolve(params.values(), piece, theta);
+                    cache.size_for(kernel);
                     kernel.prepare(theta, &[], &mut cache.u);
                     cache.key = Some(want);
                 }

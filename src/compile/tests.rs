@@ -253,11 +253,13 @@ fn native_kernels_give_the_interpreters_bits() {
                         );
                     } else {
                         // A lane range that does not start at a pair boundary.
+                        ws.fit(kernel, Some(p.layout.view_len));
                         let cache = &mut ws.caches[k];
                         p.layout
                             .resolve(params.values(), p.layout.piece(t[0]), &mut ws.theta);
                         p.layout
                             .resolve(&direction, p.layout.piece(t[0]), &mut ws.tangent);
+                        cache.size_for(kernel);
                         kernel.prepare(&ws.theta, &ws.tangent, &mut cache.u);
                         banks[tape::INPUT as usize] = &ws.inputs;
                         banks[tape::LABEL as usize] = &ws.labels;

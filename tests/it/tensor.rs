@@ -141,11 +141,7 @@ fn tensor_ir_size_does_not_grow_with_width() {
 }
 
 /// Every entry point of a program, run on one block: the values a solver or trainer reads.
-fn entry_points(
-    p: &nodec::compile::Program,
-    width: usize,
-    seed: u64,
-) -> Vec<(String, Vec<f64>)> {
+fn entry_points(p: &nodec::compile::Program, width: usize, seed: u64) -> Vec<(String, Vec<f64>)> {
     use nodec::compile::Params;
     use nodec::ir::CostKind;
     let mut rng = Lcg(seed);
@@ -190,6 +186,14 @@ fn entry_points(
     p.vjp(&params, &t, &y, &w, &mut o, &mut g, &mut ws);
     out.push(("vjp".to_string(), o));
     out.push(("vjp grad".to_string(), g));
+    // The VJP reading the activations an evaluation saved has the recomputing VJP's bits.
+    let (mut dy, mut saved) = (block(dim), block(p.saved_len()));
+    p.rhs_saving(&params, &t, &y, &mut dy, &mut saved, &mut ws);
+    let (mut o, mut g) = (block(dim), grad());
+    p.vjp_saved(&params, &t, &y, &saved, &w, &mut o, &mut g, &mut ws);
+    let (recomputed, recomputed_grad) = (&out[out.len() - 2].1, &out[out.len() - 1].1);
+    assert_eq!(&o, recomputed, "vjp_saved");
+    assert_eq!(&g, recomputed_grad, "vjp_saved grad");
     let mut g = grad();
     p.vjp_param_accumulate(&params, &t, &y, &w, &mut g, &mut ws);
     out.push(("vjp_param".to_string(), g));
@@ -257,6 +261,12 @@ fn tensor_programs_equal_the_scalar_programs_on_every_model() {
         let model = nodec::prepare(load(&path));
         let scalar = nodec::compile::Program::compile(&model);
         let tensor = nodec::compile::Program::compile_tensor(&model);
+        if name.starts_with("wide") {
+            assert!(
+                tensor.saved_len() > 0,
+                "the VJP reads the saved activations"
+            );
+        }
         for width in [1, 5, 32] {
             let a = entry_points(&tensor, width, 5);
             let b = entry_points(&scalar, width, 5);

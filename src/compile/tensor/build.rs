@@ -3,7 +3,11 @@
 
 use super::exec::MIN_SIDE;
 use super::{Arg, BinOp, EwInstr, Kernel, Loc, Op, Reduce, Ref, ULeaf};
-use crate::compile::tape::{COTANGENT, INPUT, LABEL, OBSERVED, REG, STATE, STATE_TANGENT, TIME};
+use std::collections::HashMap;
+
+use crate::compile::tape::{
+    COTANGENT, INPUT, LABEL, OBSERVED, REG, SAVED, STATE, STATE_TANGENT, TIME,
+};
 use crate::ir::tensor::{grid, Leaf, TId, TNode, TensorPool};
 use crate::ir::{Model, Shape};
 
@@ -55,8 +59,16 @@ enum Pending {
 }
 
 /// Compiles `lanes` (per-sample outputs, concatenated) and `reduced` (summed over the lanes,
-/// concatenated: one per parameter, in the parameter view's layout) into a kernel.
-pub(crate) fn build(pool: &TensorPool, leaves: &Leaves, lanes: &[TId], reduced: &[TId]) -> Kernel {
+/// concatenated: one per parameter, in the parameter view's layout) into a kernel. A node in
+/// `saved` is read from that row of the `SAVED` bank instead of being computed (the values an
+/// evaluation of the right-hand side at the same point kept, see `Program::rhs_saving`).
+pub(crate) fn build(
+    pool: &TensorPool,
+    leaves: &Leaves,
+    lanes: &[TId],
+    reduced: &[TId],
+    saved: &HashMap<TId, u32>,
+) -> Kernel {
     let mut pending = Vec::new();
     let mut at = 0u32;
     for &r in reduced {
@@ -82,7 +94,7 @@ pub(crate) fn build(pool: &TensorPool, leaves: &Leaves, lanes: &[TId], reduced: 
         uses[r.index()] += 1;
     }
     for i in (0..end).rev() {
-        if needed[i] {
+        if needed[i] && !saved.contains_key(&TId(i as u32)) {
             pool.node(TId(i as u32)).for_each_operand(|c| {
                 needed[c.index()] = true;
                 uses[c.index()] += 1;
@@ -96,6 +108,7 @@ pub(crate) fn build(pool: &TensorPool, leaves: &Leaves, lanes: &[TId], reduced: 
             continue;
         }
         varying[i] = match pool.node(TId(i as u32)) {
+            _ if saved.contains_key(&TId(i as u32)) => true,
             TNode::Leaf(l) => !matches!(l, Leaf::Param(_) | Leaf::ParamTangent(_)),
             node => {
                 let mut any = false;
@@ -110,6 +123,7 @@ pub(crate) fn build(pool: &TensorPool, leaves: &Leaves, lanes: &[TId], reduced: 
         .map(|i| {
             let id = TId(i as u32);
             needed[i]
+                && !saved.contains_key(&id)
                 && uses[i] == 1
                 && pool.node(id).is_elementwise()
                 && user[i].is_some_and(|p| {
@@ -130,8 +144,12 @@ pub(crate) fn build(pool: &TensorPool, leaves: &Leaves, lanes: &[TId], reduced: 
         scratch: 0,
     };
     for i in 0..end {
-        if needed[i] && !inline[i] {
-            b.place(TId(i as u32), varying[i], leaves);
+        let id = TId(i as u32);
+        if let Some(&row) = saved.get(&id).filter(|_| needed[i]) {
+            b.loc[i] = Some(Loc::L(SAVED, row));
+            b.kernel.saved.push(id);
+        } else if needed[i] && !inline[i] {
+            b.place(id, varying[i], leaves);
         }
     }
     let mut row = 0u32;
@@ -159,7 +177,6 @@ pub(crate) fn build(pool: &TensorPool, leaves: &Leaves, lanes: &[TId], reduced: 
             },
             Pending::Outer { at, a, b: bb } => {
                 let (m, n) = (pool.shape(a).len() as u32, pool.shape(bb).len() as u32);
-                b.scratch = b.scratch.max((m * n) as usize);
                 Reduce::Outer {
                     at,
                     a: b.loc(a),
@@ -295,7 +312,9 @@ impl Builder<'_> {
             },
             TNode::Const(bits) => {
                 let at = self.alloc_u(1);
-                self.kernel.consts.push((at, [f64::from_bits(*bits)].into()));
+                self.kernel
+                    .consts
+                    .push((at, [f64::from_bits(*bits)].into()));
                 Loc::U(at)
             }
             TNode::Literal(bits) => {
@@ -316,6 +335,7 @@ impl Builder<'_> {
                 let op = self.op(id, node, dst, varying);
                 if varying {
                     self.kernel.lanes.push(op);
+                    self.kernel.registers.push((id, dst));
                     Loc::L(REG, dst)
                 } else {
                     self.kernel.uniform.push(op);
@@ -381,16 +401,11 @@ impl Builder<'_> {
             }
             TNode::Transpose(a) => {
                 let (m, k) = grid(pool.shape(*a));
-                let src = at(self, *a);
-                let moves = (0..k)
-                    .flat_map(|j| (0..m).map(move |i| (j, i)))
-                    .map(|(j, i)| ((j * m + i) as u32, offset(src, i * k + j)))
-                    .collect();
-                Op::Rows {
+                Op::Transpose {
                     dst,
-                    len,
-                    moves,
-                    dense: true,
+                    src: at(self, *a),
+                    m: m as u32,
+                    k: k as u32,
                 }
             }
             TNode::Sum(a) => Op::Sums {

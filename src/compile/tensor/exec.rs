@@ -87,11 +87,12 @@ impl Kernel {
                 ULeaf::Param { from } => {
                     dst.copy_from_slice(&theta[from as usize..(from + len) as usize])
                 }
-                ULeaf::Tangent { from } => match tangent.get(from as usize..(from + len) as usize)
-                {
-                    Some(t) => dst.copy_from_slice(t),
-                    None => dst.fill(0.0),
-                },
+                ULeaf::Tangent { from } => {
+                    match tangent.get(from as usize..(from + len) as usize) {
+                        Some(t) => dst.copy_from_slice(t),
+                        None => dst.fill(0.0),
+                    }
+                }
             }
         }
         let frame = Frame {
@@ -149,7 +150,7 @@ impl Kernel {
             }
         }
         for r in &self.reduces {
-            reduce(r, &frame, regs, reduced, scratch);
+            reduce(r, &frame, regs, reduced);
         }
     }
 }
@@ -163,6 +164,7 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
         | Op::Gemm { dst, .. }
         | Op::MatMul { dst, .. }
         | Op::Outer { dst, .. }
+        | Op::Transpose { dst, .. }
         | Op::Rows { dst, .. }
         | Op::Sums { dst, .. }
         | Op::MaxAll { dst, .. }
@@ -172,7 +174,9 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
     let (below, above) = file.split_at_mut(dst_of(op) * w);
     let below = &*below;
     match op {
-        Op::Ew { len, args, code, .. } => {
+        Op::Ew {
+            len, args, code, ..
+        } => {
             let last = code.len() - 1;
             for i in 0..*len as usize {
                 let temps = &mut scratch[..last * n];
@@ -194,7 +198,14 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
                 }
             }
         }
-        Op::Gemm { a, b, m, k, n: cols, .. } => {
+        Op::Gemm {
+            a,
+            b,
+            m,
+            k,
+            n: cols,
+            ..
+        } => {
             let (m, k, cols) = (*m as usize, *k as usize, *cols as usize);
             let a = &f.u[*a as usize..*a as usize + m * k];
             let bank = f.bank(b.0, below);
@@ -204,7 +215,14 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
                 gemm(a, m, k, src, dst, cols * w, (lo, n), scratch);
             }
         }
-        Op::MatMul { a, b, m, k, n: cols, .. } => {
+        Op::MatMul {
+            a,
+            b,
+            m,
+            k,
+            n: cols,
+            ..
+        } => {
             let (m, k, cols) = (*m as usize, *k as usize, *cols as usize);
             for r in 0..m {
                 for c in 0..cols {
@@ -221,12 +239,36 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
                 }
             }
         }
-        Op::Outer { a, m, b, n: cols, .. } => {
+        Op::Outer {
+            a, m, b, n: cols, ..
+        } => {
             for i in 0..*m as usize {
                 for j in 0..*cols as usize {
                     let r = (i * *cols as usize + j) * w;
                     let d = &mut above[r + lo..r + hi];
                     bin(d, BinOp::Mul, f.at(*a, i, below), f.at(*b, j, below));
+                }
+            }
+        }
+        Op::Transpose { src, m, k, .. } => {
+            let (m, k) = (*m as usize, *k as usize);
+            match *src {
+                // The uniform program's transposes (`K1ᵀ` of a VJP): one element per row.
+                Loc::L(bank, row) if w == 1 && n == 1 => {
+                    let x = &f.bank(bank, below)[row as usize..row as usize + m * k];
+                    for j in 0..k {
+                        for i in 0..m {
+                            above[j * m + i] = x[i * k + j];
+                        }
+                    }
+                }
+                src => {
+                    for j in 0..k {
+                        for i in 0..m {
+                            let r = (j * m + i) * w;
+                            assign(&mut above[r + lo..r + hi], f.at(src, i * k + j, below));
+                        }
+                    }
                 }
             }
         }
@@ -326,13 +368,8 @@ fn gemm(
     }
     let at = DMatrixView::from_slice_generic(a, Dyn(k), Dyn(m));
     if n >= MIN_SIDE {
-        let x = DMatrixView::from_slice_with_strides_generic(
-            &src[lo..],
-            Dyn(n),
-            Dyn(k),
-            U1,
-            Dyn(step),
-        );
+        let x =
+            DMatrixView::from_slice_with_strides_generic(&src[lo..], Dyn(n), Dyn(k), U1, Dyn(step));
         let mut d = DMatrixViewMut::from_slice_with_strides_generic(
             &mut dst[lo..],
             Dyn(n),
@@ -358,7 +395,7 @@ fn gemm(
 }
 
 /// Adds one reduction over the frame's lanes into `reduced`.
-fn reduce(r: &Reduce, f: &Frame<'_>, regs: &[f64], reduced: &mut [f64], scratch: &mut [f64]) {
+fn reduce(r: &Reduce, f: &Frame<'_>, regs: &[f64], reduced: &mut [f64]) {
     let n = f.hi - f.lo;
     match *r {
         Reduce::Lanes {
@@ -375,7 +412,13 @@ fn reduce(r: &Reduce, f: &Frame<'_>, regs: &[f64], reduced: &mut [f64], scratch:
                 };
             }
         }
-        Reduce::Outer { at, a, m, b, n: cols } => {
+        Reduce::Outer {
+            at,
+            a,
+            m,
+            b,
+            n: cols,
+        } => {
             let (m, cols) = (m as usize, cols as usize);
             let at = at as usize;
             if let (Loc::L(ab, ar), Loc::L(bb, br), true) = (
@@ -384,20 +427,17 @@ fn reduce(r: &Reduce, f: &Frame<'_>, regs: &[f64], reduced: &mut [f64], scratch:
                 f.matmul && n >= MIN_SIDE && m >= MIN_SIDE && cols >= MIN_SIDE,
             ) {
                 let w = f.width;
+                // reduced[at + i·cols + j] is cell (j, i) of a column-major cols × m matrix:
+                // += Bᵀ Aᵀ, with the lanes as the inner dimension.
                 let av = &f.bank(ab, regs)[ar as usize * w + f.lo..];
-                let av = DMatrixView::from_slice_with_strides_generic(av, Dyn(m), Dyn(n), Dyn(w), U1);
+                let at_v =
+                    DMatrixView::from_slice_with_strides_generic(av, Dyn(n), Dyn(m), U1, Dyn(w));
                 let bv = &f.bank(bb, regs)[br as usize * w + f.lo..];
-                let bv =
-                    DMatrixView::from_slice_with_strides_generic(bv, Dyn(n), Dyn(cols), U1, Dyn(w));
-                // Column-major cells: cell (i, j) at i + j m.
-                let cells = &mut scratch[..m * cols];
-                let mut s = DMatrixViewMut::from_slice_generic(cells, Dyn(m), Dyn(cols));
-                s.gemm(1.0, &av, &bv, 0.0);
-                for j in 0..cols {
-                    for i in 0..m {
-                        reduced[at + i * cols + j] += cells[i + j * m];
-                    }
-                }
+                let bt_v =
+                    DMatrixView::from_slice_with_strides_generic(bv, Dyn(cols), Dyn(n), Dyn(w), U1);
+                let cells = &mut reduced[at..at + m * cols];
+                let mut s = DMatrixViewMut::from_slice_generic(cells, Dyn(cols), Dyn(m));
+                s.gemm(1.0, &bt_v, &at_v, 1.0);
                 return;
             }
             for i in 0..m {

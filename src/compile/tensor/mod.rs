@@ -30,6 +30,7 @@ mod exec;
 
 pub(crate) use build::{build, Leaves};
 
+use crate::ir::tensor::TId;
 use crate::ir::{CmpOp, Func};
 
 /// Where element 0 of a tensor lives; element `i` is `i` rows (or uniform slots) further.
@@ -104,6 +105,8 @@ enum Op {
         k: u32,
         n: u32,
     },
+    /// `[m, k] → [k, m]`.
+    Transpose { dst: u32, src: Loc, m: u32, k: u32 },
     /// `dst[i·n + j] = a[i] · b[j]`.
     Outer {
         dst: u32,
@@ -195,17 +198,15 @@ pub(crate) struct Kernel {
     pub(crate) reads_tangent: bool,
     /// Whether the kernel reads the time `t`.
     pub(crate) reads_time: bool,
+    /// The node each lane register row starts, in order.
+    pub(crate) registers: Vec<(TId, u32)>,
+    /// The nodes read from the `SAVED` bank, in node order.
+    pub(crate) saved: Vec<TId>,
 }
 
 impl Kernel {
     /// Scratch a block of `width` samples needs.
     pub(crate) fn scratch_len(&self, width: usize) -> usize {
         self.scratch.max(self.temps * width)
-    }
-
-    /// The number of tensor operations (uniform and per lane) and reductions.
-    #[cfg(test)]
-    pub(crate) fn ops(&self) -> usize {
-        self.uniform.len() + self.lanes.len() + self.reduces.len()
     }
 }
