@@ -7,8 +7,9 @@
 //! against. Phases, as `nodec run` goes through them (`cli::run::load`):
 //!
 //! - `parse+check`: read the file, `nodec::check_source` (parse, name resolution, shapes,
-//!   lowering to scalar IR, symbolic calculus);
-//! - `prepare`: `nodec::prepare` (simplification, JVP/VJP IR);
+//!   lowering to tensor IR, symbolic calculus);
+//! - `prepare`: `nodec::prepare` (tensor derivatives, expansion to scalar IR, simplification,
+//!   JVP/VJP IR);
 //! - `compile`: `Program::compile` (kernels for every entry point);
 //! - `params+data`: seeded initial parameters and the first data block;
 //! - `first rhs`: a workspace, `init` and one right-hand side on the first block of

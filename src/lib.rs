@@ -1,8 +1,9 @@
 //! nodec compiles continuous-time deep-learning models written in the `.node` language.
 //!
 //! The pipeline: [`syntax::parse`] turns text into an AST; [`sema::check`] resolves names, checks
-//! shapes and lowers to the symbolic IR of [`ir`], where calculus is already expanded;
-//! [`ir::prepare`] simplifies the DAG and adds the derivative IR that later stages compile.
+//! shapes and lowers to the tensor IR of [`ir`], where calculus is already expanded;
+//! [`ir::prepare`] expands it into the scalar IR, simplifies the DAG and adds the derivative IR
+//! that later stages compile.
 //! [`diag`] (spans and diagnostics) sits below everything; [`cli`] owns all IO.
 
 pub mod cli;
@@ -39,7 +40,8 @@ pub fn check_source(
     (model, diags)
 }
 
-/// Simplifies a checked model and adds its derivative IR.
+/// Expands a checked model into the scalar IR, simplifies it and adds its derivative IR
+/// ([`ir::prepare`]).
 pub fn prepare(mut model: ir::Model) -> ir::Model {
     ir::prepare(&mut model);
     model

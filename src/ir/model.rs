@@ -1,4 +1,5 @@
-//! The checked model as IR: every declaration resolved, every expression a scalar node per element.
+//! The checked model as IR: every declaration resolved, every expression a tensor node and,
+//! once [`super::expand_scalar`] has run, a scalar node per element.
 
 use super::node::{ExprId, Var};
 use super::pool::Pool;
@@ -43,14 +44,22 @@ impl std::fmt::Display for Shape {
 
 /// The whole model after `sema::check`: names resolved, shapes known, calculus expanded.
 ///
-/// Every list is in declaration order, and output follows that order.
+/// Every list is in declaration order, and output follows that order. `sema` builds the
+/// expressions as tensor nodes only ([`Model::tensor_roots`]); the scalar roots (states'
+/// `init` and `rhs`, costs, metrics and outputs) are filled by [`super::expand_scalar`], which
+/// [`super::prepare`] runs, and are placeholders until then ([`Model::has_scalar_ir`]).
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     /// The `model NAME` header, or the file stem when absent.
     pub name: String,
-    /// All expression nodes, one per element: the expansion of the tensor nodes that the
-    /// model's roots use.
+    /// All scalar expression nodes, one per element: the expansion of the tensor nodes that the
+    /// model's roots use. Before [`super::expand_scalar`] it holds only the expressions that
+    /// `sema` expands at once because they are small and read without `prepare`: LM-ResNet's
+    /// `k` ([`Schedule::lm_k`]) and `uniform`'s label ([`DataSource::Uniform`]).
     pub pool: Pool,
+    /// Whether the scalar roots hold the model's expressions or wait for
+    /// [`super::expand_scalar`].
+    pub scalar_ir: ScalarIr,
     /// The model's expressions as `sema` builds them: array-valued tensor nodes.
     pub tensors: super::tensor::TensorPool,
     /// The roots as tensor nodes, and their derivatives once [`super::prepare`] has run.
@@ -83,7 +92,27 @@ pub struct Model {
     pub derivatives: Derivatives,
 }
 
+/// Whether a model's scalar roots (states' `init` and `rhs`, costs, metrics, outputs) hold its
+/// expressions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScalarIr {
+    /// They do: [`super::expand_scalar`] has run, or the model was assembled from scalar nodes
+    /// (as some tests do), which is why this is the default.
+    #[default]
+    Present,
+    /// Only the tensor roots do, as `sema` leaves a model: the states' `init` and `rhs` and the
+    /// metrics' and outputs' `value` are empty and each cost's `value` is
+    /// [`ExprId::DEFERRED`] until [`super::expand_scalar`] fills them.
+    Deferred,
+}
+
 impl Model {
+    /// Whether the scalar roots hold the model's expressions (see [`ScalarIr`]); `compile`
+    /// and the scalar derivative IR need them, `ir::prepare` provides them.
+    pub fn has_scalar_ir(&self) -> bool {
+        self.scalar_ir == ScalarIr::Present
+    }
+
     /// Total number of state elements: the length of `x` and `f` in [`Derivatives`].
     pub fn state_len(&self) -> usize {
         self.states.iter().map(|s| s.shape.len()).sum()
@@ -146,16 +175,19 @@ impl Model {
         roots
     }
 
-    /// The roots without the derivative IR.
+    /// The roots without the derivative IR. Before [`super::expand_scalar`], only the roots
+    /// `sema` expands at once (`lm_k`, labels): the others are placeholders.
     pub fn primal_roots(&self) -> Vec<ExprId> {
         let mut roots = Vec::new();
-        for s in &self.states {
-            roots.extend_from_slice(&s.init);
-            roots.extend_from_slice(&s.rhs);
-        }
-        roots.extend(self.costs.iter().map(|c| c.value));
-        for o in self.metrics.iter().chain(&self.outputs) {
-            roots.extend_from_slice(&o.value);
+        if self.has_scalar_ir() {
+            for s in &self.states {
+                roots.extend_from_slice(&s.init);
+                roots.extend_from_slice(&s.rhs);
+            }
+            roots.extend(self.costs.iter().map(|c| c.value));
+            for o in self.metrics.iter().chain(&self.outputs) {
+                roots.extend_from_slice(&o.value);
+            }
         }
         roots.extend(self.schedule.as_ref().and_then(|s| s.lm_k));
         for d in &self.data {
@@ -168,15 +200,17 @@ impl Model {
 
     /// Replaces every root `r` (in the order of [`Model::roots`]) by `f(r)`.
     pub fn map_roots(&mut self, mut f: impl FnMut(ExprId) -> ExprId) {
-        for s in &mut self.states {
-            s.init
-                .iter_mut()
-                .chain(s.rhs.iter_mut())
-                .for_each(|r| *r = f(*r));
-        }
-        self.costs.iter_mut().for_each(|c| c.value = f(c.value));
-        for o in self.metrics.iter_mut().chain(self.outputs.iter_mut()) {
-            o.value.iter_mut().for_each(|r| *r = f(*r));
+        if self.has_scalar_ir() {
+            for s in &mut self.states {
+                s.init
+                    .iter_mut()
+                    .chain(s.rhs.iter_mut())
+                    .for_each(|r| *r = f(*r));
+            }
+            self.costs.iter_mut().for_each(|c| c.value = f(c.value));
+            for o in self.metrics.iter_mut().chain(self.outputs.iter_mut()) {
+                o.value.iter_mut().for_each(|r| *r = f(*r));
+            }
         }
         if let Some(k) = self.schedule.as_mut().and_then(|s| s.lm_k.as_mut()) {
             *k = f(*k);
@@ -364,7 +398,8 @@ pub enum ParamInit {
     },
 }
 
-/// A state with its initial value and equation, one node per element.
+/// A state with its initial value and equation, one node per element (empty until the scalar
+/// IR is expanded, [`Model::has_scalar_ir`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
     /// Its name.
@@ -431,13 +466,14 @@ impl CostKind {
 pub struct Cost {
     /// Which part of the loss.
     pub kind: CostKind,
-    /// The scalar value.
+    /// The scalar value; [`ExprId::DEFERRED`] until the scalar IR is expanded.
     pub value: ExprId,
     /// The declaration.
     pub span: Span,
 }
 
-/// A `metric` or `output`: a named expression, one node per element.
+/// A `metric` or `output`: a named expression, one node per element (empty until the scalar
+/// IR is expanded).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
     /// Its name.

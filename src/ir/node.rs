@@ -7,6 +7,10 @@ use std::fmt;
 pub struct ExprId(pub u32);
 
 impl ExprId {
+    /// Stands for a scalar root that is not expanded yet (a cost's value before
+    /// [`super::expand_scalar`]); it indexes no node, so reading it fails loudly.
+    pub const DEFERRED: ExprId = ExprId(u32::MAX);
+
     /// The id as an index into the pool's node vector.
     pub fn index(self) -> usize {
         self.0 as usize

@@ -1,9 +1,12 @@
 //! `prepare`: turns the IR that `sema` built into what `compile` consumes.
 //!
-//! [`prepare`] simplifies the model's expressions, builds the derivative IR
-//! ([`super::Derivatives`]: Jacobian-vector and vector-Jacobian products of the state equations,
-//! the time derivative, the initial state's sensitivities and the cost gradients), simplifies
-//! again, and finally compacts the pool to the nodes the roots reach, renumbered in order.
+//! [`prepare`] builds the tensor derivative IR ([`super::tensor::derive`]), expands the tensor
+//! roots into the scalar IR ([`super::expand_scalar`]), simplifies the model's expressions,
+//! builds the scalar derivative IR ([`super::Derivatives`]: Jacobian-vector and
+//! vector-Jacobian products of the state equations, the time derivative, the initial state's
+//! sensitivities and the cost gradients), simplifies again, and finally compacts the pool to
+//! the nodes the roots reach, renumbered in order. [`prepare_tensor_only`] and
+//! [`prepare_scalar`] are its two halves, for a caller that needs no scalar IR.
 //! The JVP and VJP are symbolic IR rather than a reverse sweep over a compiled tape, so that
 //! `compile` treats them like any other expression and they share nodes with the primal.
 
@@ -13,12 +16,28 @@ use super::diff::{jvp, partial, reachable, vjp};
 use super::simplify::simplify_model;
 use super::{CostGradient, CostKind, Derivatives, ExprId, Model, Node, Optimizer, Pool, Var};
 
-/// Simplifies the model, adds its derivative IR and compacts its pool. Never fails.
+/// Adds the tensor derivative IR, expands the scalar IR, simplifies it, adds its derivative IR
+/// and compacts its pool: [`prepare_tensor_only`] then [`prepare_scalar`]. Never fails.
 ///
 /// Afterwards every node is reachable from a root of [`Model::roots`] and children precede
 /// parents. `nodec ir --stats` derives its before/after counts from the DAG itself.
 pub fn prepare(model: &mut Model) {
+    prepare_tensor_only(model);
+    prepare_scalar(model);
+}
+
+/// The tensor half of [`prepare`]: the derivative IR at tensor level
+/// ([`super::tensor::TensorRoots::derivatives`]), without expanding anything into the scalar
+/// IR, which stays as `sema` left it ([`Model::has_scalar_ir`] is false for a checked model).
+pub fn prepare_tensor_only(model: &mut Model) {
     super::tensor::derive(model);
+}
+
+/// The scalar half of [`prepare`]: expands the scalar IR if it is not there yet
+/// ([`super::expand_scalar`]), simplifies it, adds [`Model::derivatives`] and compacts the
+/// pool. After [`prepare_tensor_only`] it gives the model [`prepare`] gives.
+pub fn prepare_scalar(model: &mut Model) {
+    super::expand_scalar(model);
     simplify_model(model);
     model.derivatives = derivatives(model);
     simplify_model(model);

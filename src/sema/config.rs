@@ -5,7 +5,8 @@ use super::builtins::bind_args;
 use super::value::Value;
 use super::Checker;
 use crate::diag::{suggest, Diagnostic, Span};
-use crate::ir::tensor::Leaf;
+use crate::ir::tensor::expand::Expander;
+use crate::ir::tensor::{Leaf, TId};
 use crate::ir::{
     self, Column, DataSource, GradientMethod, Method, MethodFamily, Optimizer, ParamTime, Save,
     Shape, ToyKind, Var,
@@ -382,16 +383,18 @@ fn check_leapfrog_split(checker: &mut Checker, q: usize, p: usize, span: Span) {
     }
     let checks = [(q, q, "position"), (p, p, "momentum")];
     for (eq, bad, role) in checks {
-        let Some(state) = checker.model.states.get(eq) else {
+        let (Some(state), Some(&rhs)) = (
+            checker.model.states.get(eq),
+            checker.model.tensor_roots.rhs.get(eq),
+        ) else {
             continue;
         };
-        let rhs = state.rhs.clone();
         let eq_span = state.equation_span;
         let name = state.name.clone();
-        let pool = &checker.model.pool;
-        let reads_itself = crate::ir::diff::reachable(pool, &rhs).into_iter().any(|id| {
-            matches!(pool.node(id), crate::ir::Node::Var(Var::State { state, .. }) if *state as usize == bad)
-        });
+        let reads_itself = checker
+            .find_leaf(&[rhs], |l| *l == Leaf::State(bad as u32))
+            .is_some()
+            && scalar_rhs_reads_state(checker, rhs, bad);
         if reads_itself {
             checker.diags.push(
                 Diagnostic::error(
@@ -402,6 +405,21 @@ fn check_leapfrog_split(checker: &mut Checker, q: usize, p: usize, span: Span) {
             );
         }
     }
+}
+
+/// Whether the scalar expansion of `rhs` reads an element of state `state`. A tensor
+/// expression may read a state whose elements the scalar constructors then cancel
+/// (`p + sum(q) - q[0] - q[1]`), and the split is judged on the scalar IR, which the solver
+/// runs. The expansion goes into a pool of its own, thrown away afterwards, and happens only
+/// once the tensor expression reads the state, so a field that splits costs nothing here.
+fn scalar_rhs_reads_state(checker: &Checker, rhs: TId, state: usize) -> bool {
+    let mut pool = crate::ir::Pool::new();
+    let elements = Expander::new().expand(&checker.model.tensors, &mut pool, rhs);
+    crate::ir::diff::reachable(&pool, &elements)
+        .into_iter()
+        .any(|id| {
+            matches!(pool.node(id), crate::ir::Node::Var(Var::State { state: s, .. }) if *s as usize == state)
+        })
 }
 
 /// `train OPTIMIZER(ARGS)`
@@ -693,7 +711,12 @@ pub(crate) fn data_source<'a>(
                         .require_leaves(&[id], e.span, "a generated label", |l| {
                             matches!(l, Leaf::Input(_))
                         })
-                        .then(|| checker.elements(id)[0]),
+                        .then(|| {
+                            // The block this source describes is the next one pushed.
+                            let block = checker.model.data.len();
+                            checker.model.tensor_roots.data_labels.push((block, id));
+                            checker.elements(id)[0]
+                        }),
                     Value::Tensor { shape, .. } => {
                         checker
                             .diags

@@ -3,10 +3,12 @@
 //!
 //! Lowering *is* shape checking: every expression is evaluated symbolically to a [`Value`] (one
 //! node of the model's tensor pool, with its shape), so an operator's shape rule and its IR are
-//! written in one place. The roots the later stages read (equations, costs, outputs) are then
-//! expanded to the scalar IR, one node per element. Lets, equations and constants are lowered on first use and memoized; re-entering one
-//! that is still being lowered is a definition cycle. Analysis never fails: errors become
-//! diagnostics and `Value::Error`, which silences follow-on errors.
+//! written in one place. The roots the later stages read (equations, costs, outputs) are
+//! recorded as tensor nodes ([`ir::Model::tensor_roots`]); `ir::prepare` expands them into the
+//! scalar IR, so checking a wide model costs what its text costs. Lets, equations and constants
+//! are lowered on first use and memoized; re-entering one that is still being lowered is a
+//! definition cycle. Analysis never fails: errors become diagnostics and `Value::Error`, which
+//! silences follow-on errors.
 
 mod builtins;
 mod config;
@@ -17,7 +19,7 @@ mod value;
 use std::collections::{HashMap, HashSet};
 
 use crate::diag::{suggest, Diagnostic, Diagnostics, Span};
-use crate::ir::tensor::expand::Expander;
+use crate::ir::tensor::expand::{scalar_roots, Expander, ExpansionSize};
 use crate::ir::tensor::{Leaf, TId, TNode};
 use crate::ir::{self, CostKind, ExprId, Shape};
 use crate::syntax::ast::{self, DeclKind};
@@ -61,9 +63,10 @@ impl Overrides {
     }
 }
 
-/// Largest number of elements of one array value; the IR holds one node per element.
+/// Largest number of elements of one array value; the scalar IR holds one node per element.
 pub(crate) const MAX_ELEMENTS: usize = 1 << 17;
-/// Largest IR pool before the model is rejected as too large to compile.
+/// Largest IR before the model is rejected as too large to compile: the tensor pool, and the
+/// scalar IR that `ir::prepare` will expand (estimated by [`ExpansionSize`]).
 pub(crate) const MAX_NODES: usize = 4_000_000;
 /// Deepest chain of `fn` calls and let/equation references being lowered at once.
 pub(crate) const MAX_DEPTH: usize = 64;
@@ -199,11 +202,12 @@ pub(crate) struct Checker<'a> {
     pub(crate) fns: Vec<FnSlot<'a>>,
     pub(crate) in_progress: Vec<Item>,
     pub(crate) used: HashSet<Symbol>,
-    /// Set once the pool outgrows [`MAX_NODES`], so the error is reported once.
+    /// Set once the IR outgrows [`MAX_NODES`] (the tensor pool as it grows, or the estimated
+    /// scalar expansion at the end), so the error is reported once.
     pub(crate) too_large: bool,
     /// Results of `fn` calls by function and argument nodes.
     pub(crate) fn_memo: HashMap<FnCallKey, Value>,
-    /// The scalar elements of the tensor nodes expanded so far.
+    /// The scalar elements of the few tensor nodes expanded here ([`Checker::elements`]).
     pub(crate) expander: Expander,
 }
 
@@ -213,7 +217,10 @@ impl<'a> Checker<'a> {
             ast,
             overrides,
             diags: Diagnostics::new(),
-            model: ir::Model::default(),
+            model: ir::Model {
+                scalar_ir: ir::ScalarIr::Deferred,
+                ..ir::Model::default()
+            },
             symbols: HashMap::new(),
             symbol_order: Vec::new(),
             consts: Vec::new(),
@@ -245,6 +252,7 @@ impl<'a> Checker<'a> {
         self.lower_params();
         self.lower_states();
         self.lower_rest();
+        self.check_scalar_size();
         self.check_equations_present();
         self.check_data_binding();
         self.warn_unused();
@@ -671,13 +679,11 @@ impl<'a> Checker<'a> {
             let rhs = rhs.unwrap_or_else(|| self.model.tensors.zeros(shape));
             self.model.tensor_roots.init.push(init);
             self.model.tensor_roots.rhs.push(rhs);
-            let init = self.elements(init);
-            let rhs = self.elements(rhs);
             self.model.states.push(ir::State {
                 name: name.name.clone(),
                 shape,
-                init,
-                rhs,
+                init: Vec::new(),
+                rhs: Vec::new(),
                 span,
                 equation_span,
             });
@@ -756,7 +762,7 @@ impl<'a> Checker<'a> {
                     let out = ir::Output {
                         name: name.name.clone(),
                         shape,
-                        value: self.elements(id),
+                        value: Vec::new(),
                         span: decl.span,
                     };
                     if is_metric {
@@ -886,16 +892,18 @@ impl<'a> Checker<'a> {
                 "an observed cost needs `observed NAME[DIMS]` and a `series` data block",
             );
         }
-        let value = self.elements(id)[0];
         self.model.tensor_roots.costs.push(id);
         self.model.costs.push(ir::Cost {
             kind: cost_kind,
-            value,
+            value: ExprId::DEFERRED,
             span,
         });
     }
 
     /// The scalar elements of a tensor node, expanding it into the scalar pool on first use.
+    /// Only for the small expressions that must be scalar IR straight after `check` (LM's `k`,
+    /// `uniform`'s label, which data generation evaluates); the model's roots wait for
+    /// `ir::prepare`, which rebuilds the pool with these in their place.
     pub(crate) fn elements(&mut self, id: TId) -> Vec<ExprId> {
         self.expander
             .expand(&self.model.tensors, &mut self.model.pool, id)
@@ -1006,6 +1014,26 @@ impl<'a> Checker<'a> {
     /// Whether a declaration with this keyword failed to parse.
     fn broken(&self, keyword: &str) -> bool {
         self.ast.broken.iter().any(|b| b.keyword == keyword)
+    }
+
+    /// Reports (once) when the scalar IR that `ir::prepare` will expand the roots into would
+    /// outgrow what can be compiled. The roots are counted in the order of the expansion
+    /// (`ir::expand_scalar`) and the error points at the one that crosses the limit.
+    fn check_scalar_size(&mut self) {
+        if self.too_large {
+            return;
+        }
+        let mut size = ExpansionSize::new();
+        for (_, span, id) in scalar_roots(&self.model) {
+            if size.add(&self.model.tensors, id) > MAX_NODES {
+                self.too_large = true;
+                self.diags.error(
+                    span,
+                    format!("the model is too large: its IR exceeds {MAX_NODES} nodes"),
+                );
+                return;
+            }
+        }
     }
 
     /// Reports (once) and returns true when the IR has outgrown what can be compiled.
@@ -1145,8 +1173,9 @@ mod check_tests {
              metric i = argmax(z)\nmetric hit = argmax(z) == y\nmetric ce = cross_entropy(z, y)\n\
              metric one = argmax([x])\ndata train = csv(\"d.csv\", input = 0..4, label = 4)\n"
         );
-        let (model, diags) = check_text(&text, &[]);
+        let (mut model, diags) = check_text(&text, &[]);
         assert!(!diags.has_errors(), "{:?}", diags.sorted());
+        ir::expand_scalar(&mut model);
         let roots: Vec<ExprId> = model.metrics.iter().map(|m| m.value[0]).collect();
         let at = |z: [f64; 4], y: f64| {
             let point = ir::eval::Point {
@@ -1193,8 +1222,9 @@ mod check_tests {
     /// The elements of every output, evaluated with state `x = [1, 2, 3, 4]`.
     fn outputs(decls: &str) -> Vec<Vec<f64>> {
         let text = format!("state x[4] = [1, 2, 3, 4]\ndx/dt = -x\n{HEAD}{decls}");
-        let (model, diags) = check_text(&text, &[]);
+        let (mut model, diags) = check_text(&text, &[]);
         assert!(!diags.has_errors(), "{:?}", diags.sorted());
+        ir::expand_scalar(&mut model);
         let point = ir::eval::Point {
             states: vec![vec![1.0, 2.0, 3.0, 4.0]],
             ..Default::default()
@@ -1397,5 +1427,51 @@ mod check_tests {
         assert!(train.nesterov);
         assert_eq!(train.gradient, Some(ir::GradientMethod::Adjoint));
         assert_eq!(model.data.len(), 2);
+    }
+
+    /// Leapfrog's split is judged on the scalar IR the solver runs: a position term that
+    /// cancels does not count, one that remains does.
+    #[test]
+    fn leapfrog_split_ignores_terms_that_cancel() {
+        let text = |dq: &str| {
+            format!(
+                "state q[2] = [1, 2]\nstate p[2] = 0\ndq/dt = {dq}\ndp/dt = -q\n\
+                 schedule leapfrog(t = [0, 1], steps = 10, position = q, momentum = p)\n"
+            )
+        };
+        for cancels in ["p + q - q", "p + [0, 0] .* q", "p + sum(q) - q[0] - q[1]"] {
+            assert_eq!(errors(&text(cancels)), Vec::<String>::new(), "{cancels}");
+        }
+        let errs = errors(&text("p + [0, 1] .* q"));
+        assert!(
+            errs.len() == 1 && errs[0].contains("dq/dt depends on the position `q` itself"),
+            "{errs:?}"
+        );
+    }
+
+    /// `check` builds no scalar IR, and refuses a model whose expansion `ir::prepare` could not
+    /// afford, at the root that crosses the limit: this one's product would be eight million
+    /// scalar products, which is why the test takes no time.
+    #[test]
+    fn check_defers_the_scalar_ir_and_bounds_its_size() {
+        let (model, diags) = check_text(&format!("state x[3] = 1\ndx/dt = -x\n{HEAD}"), &[]);
+        assert!(diags.is_empty(), "{:?}", diags.sorted());
+        assert!(!model.has_scalar_ir());
+        assert!(model.pool.is_empty() && model.states[0].rhs.is_empty());
+        let big = format!(
+            "param A[200, 200] = 0.001\nstate X[200, 200] = 1\ndX/dt = A * X\n{HEAD}\
+             output trace = sum(diag(X))\n"
+        );
+        let (model, diags) = check_text(&big, &[]);
+        let errs: Vec<String> = diags.iter().map(|d| d.message.clone()).collect();
+        assert_eq!(
+            errs,
+            [format!(
+                "the model is too large: its IR exceeds {MAX_NODES} nodes"
+            )]
+        );
+        let span = diags.iter().next().and_then(|d| d.span).expect("located");
+        assert_eq!(span, model.states[0].equation_span);
+        assert!(model.pool.is_empty());
     }
 }

@@ -278,3 +278,61 @@ fn tensor_programs_equal_the_scalar_programs_on_every_model() {
     }
     assert!(checked >= 14, "every model of models/ ({checked})");
 }
+
+/// `prepare_tensor_only` builds the tensor derivative IR and leaves the scalar IR unexpanded;
+/// `prepare_scalar` afterwards gives the model `prepare` gives, node for node.
+#[test]
+fn tensor_only_preparation_defers_the_scalar_ir_and_completes_to_prepare() {
+    for path in node_files("models") {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let checked = load(&path);
+        assert!(
+            !checked.has_scalar_ir(),
+            "{name}: sema leaves the expansion"
+        );
+        let mut lazy = checked.clone();
+        nodec::ir::prepare_tensor_only(&mut lazy);
+        assert!(!lazy.has_scalar_ir(), "{name}");
+        assert!(lazy
+            .states
+            .iter()
+            .all(|s| s.init.is_empty() && s.rhs.is_empty()));
+        assert!(lazy
+            .metrics
+            .iter()
+            .chain(&lazy.outputs)
+            .all(|o| o.value.is_empty()));
+        assert!(lazy.derivatives.roots().is_empty(), "{name}");
+        let t = &lazy.tensor_roots;
+        assert_eq!(t.derivatives.jvp_state.len(), lazy.states.len(), "{name}");
+        assert_eq!(t.derivatives.vjp_param.len(), lazy.params.len(), "{name}");
+        // The scalar pool holds only what `sema` expands at once: `k` and data labels.
+        if t.lm_k.is_none() && t.data_labels.is_empty() {
+            assert!(lazy.pool.is_empty(), "{name}");
+        }
+
+        nodec::ir::expand_scalar(&mut lazy);
+        assert!(lazy.has_scalar_ir(), "{name}");
+        let expanded = lazy.clone();
+        nodec::ir::expand_scalar(&mut lazy);
+        assert_eq!(
+            nodec::ir::print(&lazy, false),
+            nodec::ir::print(&expanded, false),
+            "{name}: expanding twice changes nothing"
+        );
+        nodec::ir::prepare_scalar(&mut lazy);
+        let eager = nodec::prepare(checked);
+        assert_eq!(
+            nodec::ir::print(&lazy, true),
+            nodec::ir::print(&eager, true),
+            "{name}"
+        );
+        assert_eq!(
+            nodec::ir::print_tensor(&lazy, true),
+            nodec::ir::print_tensor(&eager, true),
+            "{name}"
+        );
+        assert_eq!(lazy.data, eager.data, "{name}");
+        assert_eq!(lazy.schedule, eager.schedule, "{name}");
+    }
+}

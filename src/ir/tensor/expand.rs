@@ -4,10 +4,180 @@
 //! Small models run fastest as scalar kernels (the native elementwise code), so a tensor
 //! expression is expanded where that wins; the products and reductions are expanded the way
 //! `sema` lowered them element by element (a row of `K · x` is the sum of `K[i, k]·x[k]`).
+//! [`expand_scalar`] expands a whole model's roots (`ir::prepare` runs it), and
+//! [`ExpansionSize`] estimates the cost of that without doing it, for `sema`'s size limit.
 
 use super::node::{Leaf, TId, TNode};
 use super::pool::{grid, TensorPool};
-use crate::ir::{ExprId, Pool, Shape, Var};
+use crate::diag::Span;
+use crate::ir::{DataSource, ExprId, Model, Pool, ScalarIr, Shape, Var};
+
+/// Fills the scalar roots of a model that `sema` built as tensor roots only: each state's
+/// `init` and `rhs`, each cost's, metric's and output's `value`, LM-ResNet's `k` and
+/// `uniform`'s labels, in a scalar pool built afresh. Does nothing when the model already has
+/// its scalar IR ([`Model::has_scalar_ir`]), so it may be called more than once.
+///
+/// The roots are expanded in the order `sema` lowers them (every state's `init` then `rhs`,
+/// then the other declarations in source order, i.e. by span), which is the order in which
+/// `sema` expanded them when it did so itself, so the scalar pool is node for node the one it
+/// built. That matters beyond `nodec ir`'s numbering: [`Pool::sum`] orders terms by id, so the
+/// order of creation fixes how sums round. It is also why `k` and the labels, which `sema`
+/// expands into the pool at once, are expanded again here in their place rather than kept.
+pub fn expand_scalar(model: &mut Model) {
+    if model.has_scalar_ir() {
+        return;
+    }
+    let order = scalar_roots(model);
+    let mut pool = Pool::new();
+    let mut expander = Expander::new();
+    for (slot, _, id) in order {
+        let elements = expander.expand(&model.tensors, &mut pool, id);
+        match slot {
+            Slot::Init(i) => model.states[i].init = elements,
+            Slot::Rhs(i) => model.states[i].rhs = elements,
+            Slot::Cost(i) => model.costs[i].value = elements[0],
+            Slot::Metric(i) => model.metrics[i].value = elements,
+            Slot::Output(i) => model.outputs[i].value = elements,
+            Slot::LmK => {
+                if let Some(s) = model.schedule.as_mut() {
+                    s.lm_k = Some(elements[0]);
+                }
+            }
+            Slot::Label(block) => {
+                if let DataSource::Uniform { label, .. } = &mut model.data[block].source {
+                    *label = Some(elements[0]);
+                }
+            }
+        }
+    }
+    model.pool = pool;
+    model.scalar_ir = ScalarIr::Present;
+}
+
+/// Which scalar field of the model an expanded tensor root fills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// `states[i].init`
+    Init(usize),
+    /// `states[i].rhs`
+    Rhs(usize),
+    /// `costs[i].value`
+    Cost(usize),
+    /// `metrics[i].value`
+    Metric(usize),
+    /// `outputs[i].value`
+    Output(usize),
+    /// `schedule.lm_k`
+    LmK,
+    /// The label of `data[i]`'s `uniform` source.
+    Label(usize),
+}
+
+/// The tensor roots of a model that `sema` built, in the order [`expand_scalar`] expands
+/// them, each with the field it fills and its declaration's span (for `sema`'s size error).
+pub(crate) fn scalar_roots(model: &Model) -> Vec<(Slot, Span, TId)> {
+    let roots = &model.tensor_roots;
+    assert!(
+        roots.init.len() == model.states.len()
+            && roots.rhs.len() == model.states.len()
+            && roots.costs.len() == model.costs.len()
+            && roots.metrics.len() == model.metrics.len()
+            && roots.outputs.len() == model.outputs.len(),
+        "sema records one tensor root per scalar root"
+    );
+    let mut order = Vec::new();
+    for (i, state) in model.states.iter().enumerate() {
+        order.push((Slot::Init(i), state.span, roots.init[i]));
+        order.push((Slot::Rhs(i), state.equation_span, roots.rhs[i]));
+    }
+    let mut rest = Vec::new();
+    for (i, c) in model.costs.iter().enumerate() {
+        rest.push((Slot::Cost(i), c.span, roots.costs[i]));
+    }
+    for (i, m) in model.metrics.iter().enumerate() {
+        rest.push((Slot::Metric(i), m.span, roots.metrics[i]));
+    }
+    for (i, o) in model.outputs.iter().enumerate() {
+        rest.push((Slot::Output(i), o.span, roots.outputs[i]));
+    }
+    if let (Some(id), Some(schedule)) = (roots.lm_k, &model.schedule) {
+        rest.push((Slot::LmK, schedule.span, id));
+    }
+    for &(block, id) in &roots.data_labels {
+        rest.push((Slot::Label(block), model.data[block].span, id));
+    }
+    // `sema` lowers the declarations after the states in source order; a stable sort keeps
+    // anything without a span (none from `sema`) in the order above.
+    rest.sort_by_key(|(_, span, _)| *span);
+    order.extend(rest);
+    order
+}
+
+/// An estimate of the number of scalar nodes [`Expander`] creates for some roots, computed on
+/// the tensor nodes without expanding them: one node per element of each operation, `k + 1`
+/// per element of a product with inner dimension `k` (its products and their sum). Hash-consing
+/// and constant folding can only make the real count smaller, except for the few nodes the
+/// scalar constructors add to collect like terms.
+#[derive(Clone, Debug, Default)]
+pub struct ExpansionSize {
+    counted: Vec<bool>,
+    total: usize,
+}
+
+impl ExpansionSize {
+    /// Nothing counted yet.
+    pub fn new() -> ExpansionSize {
+        ExpansionSize::default()
+    }
+
+    /// Counts the nodes `root` needs that no earlier root needed (as the memoized expansion
+    /// shares them) and returns the total so far.
+    pub fn add(&mut self, tensors: &TensorPool, root: TId) -> usize {
+        if self.counted.len() < tensors.len() {
+            self.counted.resize(tensors.len(), false);
+        }
+        let mut stack = vec![root];
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut self.counted[id.index()], true) {
+                continue;
+            }
+            self.total = self.total.saturating_add(node_size(tensors, id));
+            tensors.node(id).for_each_operand(|c| stack.push(c));
+        }
+        self.total
+    }
+}
+
+/// The scalar nodes the expansion of one tensor node builds, at most (see [`ExpansionSize`]).
+fn node_size(t: &TensorPool, id: TId) -> usize {
+    let n = t.shape(id).len();
+    let len = |a: &TId| t.shape(*a).len();
+    match t.node(id) {
+        TNode::Const(_) | TNode::Sum(_) | TNode::Scatter(..) | TNode::Diag(_) => 1,
+        TNode::Literal(bits) => bits.len(),
+        TNode::Fill(_)
+        | TNode::Transpose(_)
+        | TNode::Reshape(_)
+        | TNode::Gather(..)
+        | TNode::Concat(_) => 0,
+        TNode::Leaf(_)
+        | TNode::Add(_)
+        | TNode::Mul(_)
+        | TNode::Div(..)
+        | TNode::Pow(..)
+        | TNode::Func(..)
+        | TNode::Min(..)
+        | TNode::Max(..)
+        | TNode::Cmp(..)
+        | TNode::SumAxis(..)
+        | TNode::Outer(..) => n,
+        TNode::MatMul(a, _) => n.saturating_mul(grid(t.shape(*a)).1 + 1),
+        TNode::MaxAll(a) => len(a),
+        // Prefix maxima, comparisons and differences.
+        TNode::FirstMax(a) => 3 * len(a) + 1,
+        TNode::ArgMax(a) => 2 * len(a) + 1,
+    }
+}
 
 /// Maps tensor nodes to scalar elements, memoized across calls (the tensor pool may grow
 /// between calls).

@@ -23,6 +23,10 @@ pub struct TensorRoots {
     pub outputs: Vec<TId>,
     /// LM-ResNet's coefficient, if the schedule has one.
     pub lm_k: Option<TId>,
+    /// `uniform`'s `label = EXPR` by index of its block in [`Model::data`]. Not a root of
+    /// [`TensorRoots::primal`]: it describes the data, not the model, and is kept only so that
+    /// [`crate::ir::expand_scalar`] can rebuild the scalar pool in `sema`'s order.
+    pub data_labels: Vec<(usize, TId)>,
     /// The derivative roots; empty until [`derive`] runs.
     pub derivatives: TensorDerivatives,
 }
