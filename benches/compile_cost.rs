@@ -2,14 +2,15 @@
 //! for the wide models of `benches/data/wide/` (same text, growing width) and
 //! `models/digits_odenet.node`.
 //!
-//! Today every matrix is lowered to one scalar IR node per element, so these costs grow with
-//! the layer width; the figures are the baseline an array-preserving IR is to be measured
-//! against. Phases, as `nodec run` goes through them (`cli::run::load`):
+//! These models are too wide for the scalar IR (`ir::prepare_to_run`): they compile to tensor
+//! kernels, whose size and build time follow the model's text, not its widths, so the cost up
+//! to the first evaluation should not grow with the width. Phases, as `nodec run` goes through
+//! them (`cli::run::load`):
 //!
 //! - `parse+check`: read the file, `nodec::check_source` (parse, name resolution, shapes,
 //!   lowering to tensor IR, symbolic calculus);
-//! - `prepare`: `nodec::prepare` (tensor derivatives, expansion to scalar IR, simplification,
-//!   JVP/VJP IR);
+//! - `prepare`: `nodec::prepare_to_run` (tensor derivatives; the scalar IR only for a model
+//!   small enough for it);
 //! - `compile`: `Program::compile` (kernels for every entry point);
 //! - `params+data`: seeded initial parameters and the first data block;
 //! - `first rhs`: a workspace, `init` and one right-hand side on the first block of
@@ -20,7 +21,7 @@
 //!
 //! Each model runs in a child process of this binary so that its peak resident set (`VmHWM`)
 //! is its own and a model that is refused or fails cannot stop the others. A model `sema`
-//! refuses (today `wide_4096`, over the per-array element limit) is reported as refused.
+//! refuses is reported as refused.
 //! The IR size is what `nodec ir --stats` reports: distinct DAG nodes of the primal roots and of
 //! all roots (with derivatives).
 //!
@@ -139,7 +140,7 @@ fn measure(path: &Path) -> Figures {
     }
 
     let start = Instant::now();
-    let model = nodec::prepare(model);
+    let model = nodec::prepare_to_run(model);
     time(&mut f.prepare, start);
 
     let start = Instant::now();

@@ -8,7 +8,7 @@
 # train arguments are literals). Printed per command: exit status, wall seconds and peak RSS
 # (GNU time's %e and %M), the compile seconds nodec reports in its JSON `stats` (parse, check,
 # prepare and compile: everything before the first evaluation) and the solve, gradient or
-# training seconds it reports. A refused model (wide_4096 today) shows nodec's error.
+# training seconds it reports. A refused model shows nodec's error.
 #
 # Usage: benches/compile_cost.sh [MODEL.node ...]   (default: benches/data/wide/*.node)
 # REPEAT=N runs each command N times and reports the fastest run (the one least disturbed by

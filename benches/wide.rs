@@ -1,7 +1,7 @@
 //! Solve and gradient of the wide models `wide_1024` and `mnist_sized` (`benches/data/wide/`,
 //! batch 256, state 64, `dx/dt = K2 tanh(K1 x + b1)`, classic RK4 × 4 on [0, 1]) against
-//! hand-written Rust built on GEMMs: what nodec's scalar IR costs at run time once compiled,
-//! next to code that keeps every layer a matrix.
+//! hand-written Rust built on GEMMs: nodec's tensor kernels (these models are too wide for the
+//! scalar IR) next to code written for this one model.
 //!
 //! Baseline, measured in the same run: blocks of `BLOCK_WIDTH` samples, component-major
 //! (`x[i * BLOCK + s]`, i.e. a column-major `BLOCK × D` matrix) as nodec lays them out, rayon
@@ -84,8 +84,8 @@ fn load(name: &str) -> Problem {
     let file = SourceFile::new(path, text);
     let (model, diags) = nodec::check_source(&file, &Overrides::default(), name);
     assert!(!diags.has_errors(), "{}", diags.render(&file));
-    let model = nodec::prepare(model);
-    let program = Program::compile_tensor(&model);
+    let model = nodec::prepare_to_run(model);
+    let program = Program::compile(&model);
     let params = nodec::simulate::initial_params(&model, program.layout(), 0);
     let shapes: Vec<_> = model.inputs.iter().map(|i| i.shape).collect();
     let data =

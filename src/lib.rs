@@ -46,3 +46,10 @@ pub fn prepare(mut model: ir::Model) -> ir::Model {
     ir::prepare(&mut model);
     model
 }
+
+/// Prepares a checked model for running: the scalar IR only where it pays
+/// ([`ir::prepare_to_run`]); [`compile::Program::compile`] picks the kernels that match.
+pub fn prepare_to_run(mut model: ir::Model) -> ir::Model {
+    ir::prepare_to_run(&mut model);
+    model
+}

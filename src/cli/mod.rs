@@ -75,7 +75,7 @@ enum Command {
         #[arg(long, conflicts_with_all = ["stats", "derivatives"])]
         adjoint: bool,
         /// Print the tensor IR as readable expressions (`K2 · tanh(K1 · x + b1)`) instead of
-        /// one scalar node per element.
+        /// one scalar node per element (the default for models too wide for the scalar IR).
         #[arg(long, conflicts_with_all = ["stats", "adjoint"])]
         tensor: bool,
     },
@@ -179,6 +179,9 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The largest scalar IR `nodec ir --adjoint` builds to print a model's costate equations.
+const ADJOINT_PRINT_LIMIT: usize = 1_000_000;
+
 fn run(cli: Cli) -> u8 {
     let mut out = Output::default();
     let code = match cli.command {
@@ -201,20 +204,32 @@ fn run(cli: Cli) -> u8 {
             let overrides = Overrides { values: set };
             match check_file(&file, &overrides, &mut out) {
                 Some((_, model)) => {
-                    let mut model = crate::prepare(model);
-                    if adjoint {
-                        let system = crate::ir::adjoint(&mut model);
-                        out.stdout
-                            .push_str(&crate::ir::print_adjoint(&model, &system));
-                    } else if stats {
-                        out.stdout.push_str(&crate::ir::stats(&model));
-                    } else if tensor {
-                        out.stdout
-                            .push_str(&crate::ir::print_tensor(&model, derivatives));
+                    // The IR the program is compiled from: a wide model has no scalar IR
+                    // (see `ir::prepare_to_run`), and prints as tensors.
+                    let mut model = crate::prepare_to_run(model);
+                    let size = crate::ir::scalar_ir_estimate(&model);
+                    if adjoint && size > ADJOINT_PRINT_LIMIT {
+                        out.stderr.push_str(&format!(
+                            "{file}: error: the adjoint equations are printed per element, and this model has about {size} scalar nodes (the limit is {ADJOINT_PRINT_LIMIT}); `nodec ir --tensor --derivatives` prints its vector-Jacobian products as tensors\n"
+                        ));
+                        1
                     } else {
-                        out.stdout.push_str(&crate::ir::print(&model, derivatives));
+                        if adjoint {
+                            // The costate equations are written per element.
+                            crate::ir::prepare_scalar(&mut model);
+                            let system = crate::ir::adjoint(&mut model);
+                            out.stdout
+                                .push_str(&crate::ir::print_adjoint(&model, &system));
+                        } else if stats {
+                            out.stdout.push_str(&crate::ir::stats(&model));
+                        } else if tensor || !model.has_scalar_ir() {
+                            out.stdout
+                                .push_str(&crate::ir::print_tensor(&model, derivatives));
+                        } else {
+                            out.stdout.push_str(&crate::ir::print(&model, derivatives));
+                        }
+                        0
                     }
-                    0
                 }
                 None => 1,
             }

@@ -98,7 +98,7 @@ pub fn load_mapped(
 ) -> Option<Loaded> {
     let started = Instant::now();
     let (file, model) = check_file(path, overrides, out)?;
-    let model = crate::prepare(model);
+    let model = crate::prepare_to_run(model);
     let program = Program::compile(&model);
     let compile_seconds = started.elapsed().as_secs_f64();
     let mut params = simulate::initial_params(&model, program.layout(), seed);

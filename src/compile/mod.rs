@@ -295,9 +295,15 @@ struct Blocks<'a> {
 }
 
 impl Program {
-    /// Compiles a prepared model (after [`ir::prepare`]). Never fails: `sema` checked limits.
+    /// Compiles a prepared model (after [`ir::prepare`] or [`ir::prepare_to_run`]): the
+    /// scalar tape if the model has its scalar IR, else tensor kernels. Never fails: `sema`
+    /// checked limits.
     pub fn compile(model: &ir::Model) -> Program {
-        Program::compile_with(model, true)
+        if model.has_scalar_ir() {
+            Program::compile_with(model, true)
+        } else {
+            Program::compile_tensor(model)
+        }
     }
 
     /// [`Program::compile`] with fusion switched on or off. Without fusion every product is

@@ -26,6 +26,38 @@ pub fn prepare(model: &mut Model) {
     prepare_scalar(model);
 }
 
+/// The estimated size of the scalar IR (nodes of the primal roots' expansion) above which a
+/// model runs on tensor kernels (`compile::tensor`) instead of the scalar tape; see
+/// ARCHITECTURE.md, Decisions, for the measurements behind it.
+pub const SCALAR_IR_LIMIT: usize = 20_000;
+
+/// The estimated number of scalar nodes of the primal roots (see
+/// [`super::tensor::expand::ExpansionSize`]).
+pub fn scalar_ir_estimate(model: &Model) -> usize {
+    let mut size = super::tensor::expand::ExpansionSize::new();
+    let mut total = 0;
+    for root in model.tensor_roots.primal() {
+        total = size.add(&model.tensors, root);
+    }
+    total
+}
+
+/// Whether the scalar tape pays for `model`: a small model's scalar IR is cheap to build and
+/// its kernels are fused per element (and compiled to native code); a wide model's would take
+/// seconds and hundreds of megabytes to build.
+pub fn scalar_ir_pays(model: &Model) -> bool {
+    scalar_ir_estimate(model) <= SCALAR_IR_LIMIT
+}
+
+/// What running a model needs: the tensor derivative IR, and the scalar IR where it pays
+/// ([`scalar_ir_pays`]); `compile::Program::compile` follows what it finds.
+pub fn prepare_to_run(model: &mut Model) {
+    prepare_tensor_only(model);
+    if scalar_ir_pays(model) {
+        prepare_scalar(model);
+    }
+}
+
 /// The tensor half of [`prepare`]: the derivative IR at tensor level
 /// ([`super::tensor::TensorRoots::derivatives`]), without expanding anything into the scalar
 /// IR, which stays as `sema` left it ([`Model::has_scalar_ir`] is false for a checked model).

@@ -135,6 +135,18 @@ pub(crate) fn print_nodes(model: &Model, roots: &[ExprId], out: &mut String) {
 /// its count in the primal DAG and in the whole DAG, in a fixed order (kinds that do not occur
 /// are left out), and the arithmetic operations one evaluation of the whole DAG takes.
 pub fn stats(model: &Model) -> String {
+    if !model.has_scalar_ir() {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "scalar IR not built: about {} nodes, above the limit of {}; tensor kernels",
+            super::scalar_ir_estimate(model),
+            super::SCALAR_IR_LIMIT
+        );
+        let _ = writeln!(out, "{:<26}{:>14}{:>14}", "nodes", "primal", "all");
+        tensor_stats(model, &mut out);
+        return out;
+    }
     let primal_roots = model.primal_roots();
     let all_roots = model.roots();
     let primal = reachable(&model.pool, &primal_roots);
@@ -179,8 +191,14 @@ pub fn stats(model: &Model) -> String {
             let _ = writeln!(out, "{kind:<26}{p:>14}{a:>14}");
         }
     }
+    tensor_stats(model, &mut out);
+    out
+}
+
+/// The `tensor nodes` and `tensor flops` lines of [`stats`] (none for a model without tensors).
+fn tensor_stats(model: &Model, out: &mut String) {
     if model.tensors.is_empty() {
-        return out;
+        return;
     }
     let tensors = &model.tensors;
     let tensor_primal = tensor_reachable(tensors, &model.tensor_roots.primal());
@@ -200,7 +218,6 @@ pub fn stats(model: &Model) -> String {
         flops(&tensor_primal),
         flops(&tensor_all)
     );
-    out
 }
 
 /// The tensor nodes `roots` reach, in id order.

@@ -531,19 +531,6 @@ impl<'a> Checker<'a> {
                 return Value::Error;
             }
         }
-        let (m, n, p) = match (sa, sb) {
-            (Shape::Matrix(m, n), Shape::Matrix(_, p)) => (m, n, p),
-            (Shape::Matrix(m, n), _) => (m, n, 1),
-            _ => unreachable!("checked above"),
-        };
-        // The scalar expansion still builds one product per term.
-        if m.saturating_mul(n).saturating_mul(p) > MAX_ELEMENTS * 64 {
-            self.diags.error(
-                span,
-                format!("the product {sa} * {sb} is too large for the IR"),
-            );
-            return Value::Error;
-        }
         let pool = &mut self.model.tensors;
         let product = pool.matmul(x, y);
         let shape = pool.shape(product);

@@ -11,7 +11,7 @@
 
 use super::expr::Scope;
 use super::value::Value;
-use super::{Checker, MAX_ELEMENTS};
+use super::{Checker, MAX_INDEX_RANGE};
 use crate::diag::{Diagnostic, Span};
 use crate::ir::tensor::{TId, Window};
 use crate::ir::{Func, Shape};
@@ -117,11 +117,11 @@ impl<'a> Checker<'a> {
             return Value::Error;
         }
         let n = end - start;
-        if n > MAX_ELEMENTS {
+        if n > MAX_INDEX_RANGE {
             self.diags.error(
                 binder.span,
                 format!(
-                    "the range of `{name}` has {n} values, more than the limit of {MAX_ELEMENTS}"
+                    "the range of `{name}` has {n} values, more than the limit of {MAX_INDEX_RANGE}"
                 ),
             );
             return Value::Error;

@@ -19,7 +19,7 @@ mod value;
 use std::collections::{HashMap, HashSet};
 
 use crate::diag::{suggest, Diagnostic, Diagnostics, Span};
-use crate::ir::tensor::expand::{scalar_roots, Expander, ExpansionSize};
+use crate::ir::tensor::expand::Expander;
 use crate::ir::tensor::{Leaf, TId, TNode};
 use crate::ir::{self, CostKind, ExprId, Shape};
 use crate::syntax::ast::{self, DeclKind};
@@ -63,10 +63,13 @@ impl Overrides {
     }
 }
 
-/// Largest number of elements of one array value; the scalar IR holds one node per element.
-pub(crate) const MAX_ELEMENTS: usize = 1 << 17;
-/// Largest IR before the model is rejected as too large to compile: the tensor pool, and the
-/// scalar IR that `ir::prepare` will expand (estimated by [`ExpansionSize`]).
+/// Largest number of elements of one array value (32 MiB of `f64`): a model that wide runs on
+/// tensor kernels, which hold each array once per block rather than one node per element.
+pub(crate) const MAX_ELEMENTS: usize = 1 << 22;
+/// Largest index range of `sum(i in a..b, E)` and `[E for i in a..b]`, which lower `E` once per
+/// index.
+pub(crate) const MAX_INDEX_RANGE: usize = 1 << 17;
+/// Largest tensor IR before the model is rejected as too large to compile.
 pub(crate) const MAX_NODES: usize = 4_000_000;
 /// Deepest chain of `fn` calls and let/equation references being lowered at once.
 pub(crate) const MAX_DEPTH: usize = 64;
@@ -252,7 +255,6 @@ impl<'a> Checker<'a> {
         self.lower_params();
         self.lower_states();
         self.lower_rest();
-        self.check_scalar_size();
         self.check_equations_present();
         self.check_data_binding();
         self.warn_unused();
@@ -1016,26 +1018,6 @@ impl<'a> Checker<'a> {
         self.ast.broken.iter().any(|b| b.keyword == keyword)
     }
 
-    /// Reports (once) when the scalar IR that `ir::prepare` will expand the roots into would
-    /// outgrow what can be compiled. The roots are counted in the order of the expansion
-    /// (`ir::expand_scalar`) and the error points at the one that crosses the limit.
-    fn check_scalar_size(&mut self) {
-        if self.too_large {
-            return;
-        }
-        let mut size = ExpansionSize::new();
-        for (_, span, id) in scalar_roots(&self.model) {
-            if size.add(&self.model.tensors, id) > MAX_NODES {
-                self.too_large = true;
-                self.diags.error(
-                    span,
-                    format!("the model is too large: its IR exceeds {MAX_NODES} nodes"),
-                );
-                return;
-            }
-        }
-    }
-
     /// Reports (once) and returns true when the IR has outgrown what can be compiled.
     pub(crate) fn check_size(&mut self, span: Span) -> bool {
         if self.model.pool.len().max(self.model.tensors.len()) > MAX_NODES {
@@ -1449,11 +1431,12 @@ mod check_tests {
         );
     }
 
-    /// `check` builds no scalar IR, and refuses a model whose expansion `ir::prepare` could not
-    /// afford, at the root that crosses the limit: this one's product would be eight million
-    /// scalar products, which is why the test takes no time.
+    /// `check` builds no scalar IR, and a model whose expansion would be eight million scalar
+    /// products (which is why the test takes no time) is accepted: it runs on tensor kernels,
+    /// `ir::prepare_to_run` leaving the scalar IR unbuilt. Only an array past the element
+    /// limit is refused.
     #[test]
-    fn check_defers_the_scalar_ir_and_bounds_its_size() {
+    fn check_defers_the_scalar_ir_and_wide_models_run_on_tensors() {
         let (model, diags) = check_text(&format!("state x[3] = 1\ndx/dt = -x\n{HEAD}"), &[]);
         assert!(diags.is_empty(), "{:?}", diags.sorted());
         assert!(!model.has_scalar_ir());
@@ -1462,16 +1445,23 @@ mod check_tests {
             "param A[200, 200] = 0.001\nstate X[200, 200] = 1\ndX/dt = A * X\n{HEAD}\
              output trace = sum(diag(X))\n"
         );
-        let (model, diags) = check_text(&big, &[]);
-        let errs: Vec<String> = diags.iter().map(|d| d.message.clone()).collect();
+        let (mut model, diags) = check_text(&big, &[]);
+        assert!(!diags.has_errors(), "{:?}", diags.sorted());
+        assert!(crate::ir::scalar_ir_estimate(&model) > crate::ir::SCALAR_IR_LIMIT);
+        crate::ir::prepare_to_run(&mut model);
+        assert!(!model.has_scalar_ir() && model.pool.is_empty());
+        let too_wide = format!("state x[{}] = 1\ndx/dt = -x\n{HEAD}", MAX_ELEMENTS + 1);
+        let errs: Vec<String> = check_text(&too_wide, &[])
+            .1
+            .iter()
+            .map(|d| d.message.clone())
+            .collect();
         assert_eq!(
             errs,
             [format!(
-                "the model is too large: its IR exceeds {MAX_NODES} nodes"
+                "an array of {} elements is larger than the limit of {MAX_ELEMENTS}",
+                MAX_ELEMENTS + 1
             )]
         );
-        let span = diags.iter().next().and_then(|d| d.span).expect("located");
-        assert_eq!(span, model.states[0].equation_span);
-        assert!(model.pool.is_empty());
     }
 }

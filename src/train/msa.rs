@@ -98,7 +98,8 @@ use rayon::prelude::*;
 use super::TrainError;
 use crate::compile::{Params, Program, Workspace};
 use crate::data::Dataset;
-use crate::ir::{self, CostKind, GradientMethod, Method, MethodFamily, Node, ParamTime, Var};
+use crate::ir::tensor::{Leaf, TId, TNode, TensorPool};
+use crate::ir::{self, CostKind, GradientMethod, Method, MethodFamily, ParamTime};
 use crate::optim::Msa;
 use crate::sens::{self, GradientOptions};
 use crate::simulate::ModelSystem;
@@ -202,29 +203,22 @@ pub(crate) fn plan(
         )));
     }
     // Parameters outside the field would be controls without a Hamiltonian.
-    let outside: [(&str, Vec<ir::ExprId>); 2] = [
-        (
-            "the initial state",
-            model.states.iter().flat_map(|s| s.init.clone()).collect(),
-        ),
+    let roots = &model.tensor_roots;
+    let outside: [(&str, Vec<TId>); 2] = [
+        ("the initial state", roots.init.clone()),
         (
             "the terminal cost",
             model
                 .costs
                 .iter()
-                .filter(|c| c.kind == CostKind::Terminal)
-                .map(|c| c.value)
+                .zip(&roots.costs)
+                .filter(|(c, _)| c.kind == CostKind::Terminal)
+                .map(|(_, &id)| id)
                 .collect(),
         ),
     ];
     for (what, roots) in outside {
-        let found = ir::diff::reachable(&model.pool, &roots)
-            .into_iter()
-            .find_map(|id| match model.pool.node(id) {
-                Node::Var(Var::Param { param, .. }) => Some(*param as usize),
-                _ => None,
-            });
-        if let Some(param) = found {
+        if let Some(param) = first_param(&model.tensors, &roots) {
             return Err(refuse(format!(
                 "`msa` treats `per layer` parameters as controls of the steps, but {what} reads `{}`; keep parameters in the field, {INSTEAD}",
                 model.params[param].name
@@ -563,6 +557,21 @@ pub(crate) fn update(
         stats.rhs_evals += rhs;
     }
     stats
+}
+
+/// The parameter whose leaf comes first (in node order) among the nodes `roots` reach.
+fn first_param(pool: &TensorPool, roots: &[TId]) -> Option<usize> {
+    let mut reached = std::collections::BTreeSet::new();
+    let mut stack = roots.to_vec();
+    while let Some(id) = stack.pop() {
+        if reached.insert(id) {
+            pool.node(id).for_each_operand(|c| stack.push(c));
+        }
+    }
+    reached.into_iter().find_map(|id| match pool.node(id) {
+        TNode::Leaf(Leaf::Param(p)) => Some(*p as usize),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -336,3 +336,43 @@ fn tensor_only_preparation_defers_the_scalar_ir_and_completes_to_prepare() {
         assert_eq!(lazy.schedule, eager.schedule, "{name}");
     }
 }
+
+/// A model too wide for the scalar IR runs on tensor kernels from the command line: `wide_4096`
+/// (a 4096 × 64 layer, once refused by the per-array limit) runs, and `ir --stats` says which
+/// kernels it gets and counts tensor nodes, not scalar ones.
+#[test]
+fn wide_models_run_on_tensor_kernels_from_the_command_line() {
+    let out = crate::support::nodec(&["ir", "--stats", "benches/data/wide/wide_4096.node"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = String::from_utf8(out.stdout).unwrap();
+    assert!(stats.contains("scalar IR not built"), "{stats}");
+    let nodes: usize = stats
+        .lines()
+        .find(|l| l.starts_with("tensor nodes"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .expect("a tensor nodes line");
+    assert!(nodes < 100, "{stats}");
+    let out = crate::support::nodec(&[
+        "run",
+        "benches/data/wide/wide_4096.node",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let loss = report["loss"].as_f64().expect("a loss");
+    assert!(loss.is_finite() && loss > 0.0, "{report}");
+    let out = crate::support::nodec(&["ir", "--adjoint", "benches/data/wide/wide_4096.node"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tensor --derivatives"), "{err}");
+}

@@ -5,7 +5,8 @@
 //! expression is expanded where that wins; the products and reductions are expanded the way
 //! `sema` lowered them element by element (a row of `K · x` is the sum of `K[i, k]·x[k]`).
 //! [`expand_scalar`] expands a whole model's roots (`ir::prepare` runs it), and
-//! [`ExpansionSize`] estimates the cost of that without doing it, for `sema`'s size limit.
+//! [`ExpansionSize`] estimates the cost of that without doing it, for `ir::prepare_to_run`'s
+//! choice between the scalar tape and tensor kernels.
 
 use super::node::{Leaf, TId, TNode};
 use super::pool::{grid, TensorPool};
