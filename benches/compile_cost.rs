@@ -22,8 +22,10 @@
 //! Each model runs in a child process of this binary so that its peak resident set (`VmHWM`)
 //! is its own and a model that is refused or fails cannot stop the others. A model `sema`
 //! refuses is reported as refused.
-//! The IR size is what `nodec ir --stats` reports: distinct DAG nodes of the primal roots and of
-//! all roots (with derivatives).
+//! The IR size is what `nodec ir --stats` reports as tensor nodes: of the primal roots and of
+//! all roots (with derivatives). `MiB @vjp` is the peak resident set up to the first VJP (what
+//! `run`, `grad` and a first training step hold before the solve's own storage), `peak MiB`
+//! that after the whole solve and gradient.
 //!
 //! `cargo bench --bench compile_cost [-- FILTER] [-- --repeat=N]` runs every model whose name
 //! contains FILTER, each N times (default 1), and reports each phase's fastest time (and the
@@ -87,6 +89,9 @@ struct Figures {
     primal_nodes: usize,
     all_nodes: usize,
     peak_rss_mib: f64,
+    /// Peak resident set up to the first VJP: what `run`, `grad` and a first training step
+    /// need before the solve's own storage.
+    first_rss_mib: f64,
 }
 
 /// The first data block's samples, read as `cli::run` reads them (CSV paths are relative to
@@ -110,8 +115,8 @@ fn ir_nodes(model: &nodec::ir::Model) -> (usize, usize) {
     let stats = nodec::ir::stats(model);
     let row = stats
         .lines()
-        .find(|l| l.starts_with("after (distinct DAG)"))
-        .expect("ir::stats has a DAG row");
+        .find(|l| l.starts_with("tensor nodes"))
+        .expect("ir::stats has a tensor row");
     let numbers: Vec<usize> = row
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
@@ -179,6 +184,7 @@ fn measure(path: &Path) -> Figures {
     program.vjp(&params, &t, &y, &w, &mut pulled, &mut grad, &mut ws);
     time(&mut f.first_vjp, start);
     std::hint::black_box(&grad);
+    f.first_rss_mib = nodec::cli::grad::peak_rss_mib().unwrap_or(0.0);
 
     let start = Instant::now();
     let bound = nodec::simulate::Bound::new(&model, &program, &params, &data);
@@ -216,6 +222,7 @@ impl Figures {
             solve: self.solve.min(o.solve),
             gradient: self.gradient.min(o.gradient),
             peak_rss_mib: self.peak_rss_mib.max(o.peak_rss_mib),
+            first_rss_mib: self.first_rss_mib.max(o.first_rss_mib),
             ..self
         }
     }
@@ -265,7 +272,7 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "{:<13}{:>8}{:>12}{:>9}{:>9}{:>9}{:>11}{:>11}{:>11}{:>9}{:>9}{:>11}{:>11}{:>11}{:>10}",
+        "{:<13}{:>8}{:>12}{:>9}{:>9}{:>9}{:>11}{:>11}{:>11}{:>9}{:>9}{:>11}{:>11}{:>11}{:>10}{:>10}",
         "model",
         "params",
         "parse+check",
@@ -280,6 +287,7 @@ fn main() {
         "to 1st rhs",
         "IR primal",
         "IR all",
+        "MiB @vjp",
         "peak MiB",
     );
     for path in models() {
@@ -299,7 +307,7 @@ fn main() {
         let to_first = f.parse_check + f.prepare + f.compile + f.params_data + f.first_rhs;
         let _ = writeln!(
             out,
-            "{:<13}{:>8}{:>12.3}{:>9.3}{:>9.3}{:>9.3}{:>11.5}{:>11.5}{:>11.5}{:>9.3}{:>9.3}{:>11.3}{:>11}{:>11}{:>10.0}",
+            "{:<13}{:>8}{:>12.3}{:>9.3}{:>9.3}{:>9.3}{:>11.5}{:>11.5}{:>11.5}{:>9.3}{:>9.3}{:>11.3}{:>11}{:>11}{:>10.0}{:>10.0}",
             f.model,
             f.params,
             f.parse_check,
@@ -314,6 +322,7 @@ fn main() {
             to_first,
             f.primal_nodes,
             f.all_nodes,
+            f.first_rss_mib,
             f.peak_rss_mib,
         );
     }

@@ -771,11 +771,21 @@ impl Program {
                 matmul: *matmul,
                 native: *native,
             };
-            let reduced = &mut reduced[..kernel.n_reduce()];
-            reduced.fill(0.0);
-            kernel.run(&cache.u, regs, lanes, out, reduced, scratch);
-            if let Some(g) = grad.as_deref_mut() {
-                self.layout.scatter(reduced, piece, g);
+            match grad.as_deref_mut() {
+                // A tensor kernel's reductions add into their outputs, and with parameters
+                // constant in time the reduced layout is the gradient's: no zeroed buffer of
+                // every weight and no pass to add it in, per call.
+                Some(g) if !varying && matches!(kernel, Kernel::Tensor(_)) => {
+                    kernel.run(&cache.u, regs, lanes, out, &mut g[..kernel.n_reduce()], scratch);
+                }
+                grad => {
+                    let reduced = &mut reduced[..kernel.n_reduce()];
+                    reduced.fill(0.0);
+                    kernel.run(&cache.u, regs, lanes, out, reduced, scratch);
+                    if let Some(g) = grad {
+                        self.layout.scatter(reduced, piece, g);
+                    }
+                }
             }
             lo = hi;
         }
