@@ -204,6 +204,14 @@ impl Workspace {
     }
 }
 
+/// `buf` grown to at least `len` values, as a slice of exactly `len`.
+fn grown(buf: &mut Vec<f64>, len: usize) -> &mut [f64] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
 impl UniformCache {
     /// Gives the cache the size of `kernel`'s uniform file. A block calls a few of the
     /// program's kernels, and a wide model's uniform files hold its weight matrices: only
@@ -602,7 +610,7 @@ impl Program {
             labels: vec![f64::NAN; self.labels * width],
             observed: vec![f64::NAN; self.observed_len * width],
             times: vec![0.0; width],
-            theta: vec![0.0; self.layout.view_len],
+            theta: Vec::new(),
             tangent: Vec::new(),
             reduced: Vec::new(),
             scratch: Vec::new(),
@@ -680,18 +688,25 @@ impl Program {
         params: &Params,
         tangent: Option<&[f64]>,
         (key, piece): (u64, Piece),
-        theta: &mut [f64],
-        tangent_view: &mut [f64],
+        theta: &mut Vec<f64>,
+        tangent_view: &mut Vec<f64>,
         cache: &mut UniformCache,
     ) {
         let want = (params.generation(), key);
         if cache.key != Some(want) || kernel.reads_tangent() {
-            self.layout.resolve(params.values(), piece, theta);
-            if let Some(u) = tangent {
-                self.layout.resolve(u, piece, tangent_view);
-            }
             cache.size_for(kernel);
-            kernel.prepare(theta, tangent_view, &mut cache.u);
+            if self.time_varying {
+                let view = self.layout.view_len;
+                self.layout.resolve(params.values(), piece, grown(theta, view));
+                if let Some(u) = tangent {
+                    self.layout.resolve(u, piece, grown(tangent_view, view));
+                }
+                kernel.prepare(theta, tangent_view, &mut cache.u);
+            } else {
+                // Parameters constant in time are stored as one copy in the view's layout:
+                // nothing to resolve, and a wide model's weights are not copied twice.
+                kernel.prepare(params.values(), tangent.unwrap_or(&[]), &mut cache.u);
+            }
             cache.key = Some(want);
         }
     }
@@ -1356,6 +1371,7 @@ impl Program {
         let cache = &mut caches[k];
         match copy {
             Some(c) => {
+                let theta = grown(theta, self.layout.view_len);
                 self.layout.resolve_copy(params.values(), c, theta);
                 cache.size_for(kernel);
                 kernel.prepare(theta, &[], &mut cache.u);
@@ -1365,9 +1381,14 @@ impl Program {
             None => {
                 let want = (params.generation(), self.layout.piece_key(t));
                 if cache.key != Some(want) {
-                    self.layout.resolve(params.values(), piece, theta);
                     cache.size_for(kernel);
-                    kernel.prepare(theta, &[], &mut cache.u);
+                    if self.time_varying {
+                        let theta = grown(theta, self.layout.view_len);
+                        self.layout.resolve(params.values(), piece, theta);
+                        kernel.prepare(theta, &[], &mut cache.u);
+                    } else {
+                        kernel.prepare(params.values(), &[], &mut cache.u);
+                    }
                     cache.key = Some(want);
                 }
             }
