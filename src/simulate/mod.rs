@@ -219,7 +219,7 @@ impl WithQuadrature<'_> {
     /// parameter gradient summed over the block into `ws.no_grad` (zeroed first).
     fn running_cost_grad(&self, t: &[f64], y: &[f64], ws: &mut QuadratureWorkspace) {
         let n = self.state_dim() * t.len();
-        ws.no_grad.fill(0.0);
+        zeroed(&mut ws.no_grad, self.program.layout().total);
         self.program.cost_grad(
             CostKind::Running,
             self.params,
@@ -281,7 +281,7 @@ impl System for WithQuadrature<'_> {
             inner: self.inner.workspace(samples),
             cost: vec![0.0; width],
             cost_grad: vec![0.0; (1 + dim) * width],
-            no_grad: vec![0.0; self.program.layout().total],
+            no_grad: Vec::new(),
             tangent: vec![0.0; dim * width],
             state_jacobian: if self.running {
                 vec![0.0; dim * dim]
@@ -335,7 +335,7 @@ impl System for WithQuadrature<'_> {
             jac[i * full..i * full + dim].copy_from_slice(&inner[i * dim..(i + 1) * dim]);
             jac[i * full + dim] = 0.0;
         }
-        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
+        zeroed(&mut ws.no_grad, self.program.layout().total);
         self.program.cost_grad(
             CostKind::Running,
             self.params,
@@ -472,7 +472,7 @@ impl Sensitivity for WithQuadrature<'_> {
     }
 
     fn lm_coefficient_vjp(&self, t: f64, w: f64, grad: &mut [f64], ws: &mut QuadratureWorkspace) {
-        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
+        zeroed(&mut ws.no_grad, self.program.layout().total);
         self.program
             .lm_k_grad_accumulate(self.params, t, &mut ws.no_grad, &mut ws.inner);
         for (g, d) in grad.iter_mut().zip(&ws.no_grad) {
@@ -481,7 +481,7 @@ impl Sensitivity for WithQuadrature<'_> {
     }
 
     fn lm_coefficient_jvp(&self, t: f64, u: &[f64], ws: &mut QuadratureWorkspace) -> f64 {
-        ws.no_grad.iter_mut().for_each(|g| *g = 0.0);
+        zeroed(&mut ws.no_grad, self.program.layout().total);
         self.program
             .lm_k_grad_accumulate(self.params, t, &mut ws.no_grad, &mut ws.inner);
         ws.no_grad.iter().zip(u).map(|(d, x)| d * x).sum()
@@ -769,4 +769,11 @@ impl Bound<'_> {
         self.program
             .outputs(self.params, &[t], y, out, &mut ws.inner);
     }
+}
+
+/// `buf` as `len` zeros. A gradient-sized buffer that only running costs and LM's `k` use is
+/// allocated on their first call, not with every block's workspace.
+fn zeroed(buf: &mut Vec<f64>, len: usize) {
+    buf.clear();
+    buf.resize(len, 0.0);
 }
