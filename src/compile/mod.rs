@@ -124,9 +124,13 @@ impl Kernel {
         }
     }
 
+    /// Runs the kernel's lanes; `params` are the parameters in storage order, which a tensor
+    /// kernel reads in place when they are constant in time.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         u: &[f64],
+        params: &[f64],
         regs: &mut [f64],
         lanes: Lanes<'_>,
         out: &mut [f64],
@@ -135,7 +139,7 @@ impl Kernel {
     ) {
         match self {
             Kernel::Tape(k) => k.run(u, regs, lanes, out, reduced, scratch),
-            Kernel::Tensor(k) => k.run(u, regs, lanes, out, reduced, scratch),
+            Kernel::Tensor(k) => k.run(u, params, regs, lanes, out, reduced, scratch),
         }
     }
 
@@ -697,7 +701,8 @@ impl Program {
             cache.size_for(kernel);
             if self.time_varying {
                 let view = self.layout.view_len;
-                self.layout.resolve(params.values(), piece, grown(theta, view));
+                self.layout
+                    .resolve(params.values(), piece, grown(theta, view));
                 if let Some(u) = tangent {
                     self.layout.resolve(u, piece, grown(tangent_view, view));
                 }
@@ -791,12 +796,28 @@ impl Program {
                 // constant in time the reduced layout is the gradient's: no zeroed buffer of
                 // every weight and no pass to add it in, per call.
                 Some(g) if !varying && matches!(kernel, Kernel::Tensor(_)) => {
-                    kernel.run(&cache.u, regs, lanes, out, &mut g[..kernel.n_reduce()], scratch);
+                    kernel.run(
+                        &cache.u,
+                        params.values(),
+                        regs,
+                        lanes,
+                        out,
+                        &mut g[..kernel.n_reduce()],
+                        scratch,
+                    );
                 }
                 grad => {
                     let reduced = &mut reduced[..kernel.n_reduce()];
                     reduced.fill(0.0);
-                    kernel.run(&cache.u, regs, lanes, out, reduced, scratch);
+                    kernel.run(
+                        &cache.u,
+                        params.values(),
+                        regs,
+                        lanes,
+                        out,
+                        reduced,
+                        scratch,
+                    );
                     if let Some(g) = grad {
                         self.layout.scatter(reduced, piece, g);
                     }
@@ -1406,7 +1427,15 @@ impl Program {
         };
         let reduced = &mut reduced[..kernel.n_reduce()];
         reduced.fill(0.0);
-        kernel.run(&cache.u, regs, lanes, out, reduced, scratch);
+        kernel.run(
+            &cache.u,
+            params.values(),
+            regs,
+            lanes,
+            out,
+            reduced,
+            scratch,
+        );
         match (grad, copy) {
             (Some(g), Some(c)) => self.layout.scatter_copy(reduced, c, g),
             (Some(g), None) => self.layout.scatter(reduced, piece, g),

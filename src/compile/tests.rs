@@ -276,6 +276,7 @@ fn native_kernels_give_the_interpreters_bits() {
                         let mut reduced = [];
                         kernel.run(
                             &cache.u,
+                            params.values(),
                             &mut ws.regs,
                             lanes,
                             &mut out,

@@ -19,6 +19,9 @@ pub(crate) struct Leaves {
     param: Vec<u32>,
     input: Vec<u32>,
     observed: Vec<u32>,
+    /// Whether every parameter is constant in time, so that kernels read the parameters'
+    /// storage in place rather than a copy in their uniform file.
+    in_place: bool,
 }
 
 impl Leaves {
@@ -39,6 +42,10 @@ impl Leaves {
             param: starts(model.params.iter().map(|p| p.shape)),
             input: starts(model.inputs.iter().map(|i| i.shape)),
             observed: starts(model.observed.iter().map(|o| o.shape)),
+            in_place: model
+                .params
+                .iter()
+                .all(|p| matches!(p.time, crate::ir::ParamTime::Constant)),
         }
     }
 }
@@ -93,20 +100,8 @@ pub(crate) fn build(
         needed[r.index()] = true;
         uses[r.index()] += 1;
     }
-    for i in (0..end).rev() {
-        if needed[i] && !saved.contains_key(&TId(i as u32)) {
-            pool.node(TId(i as u32)).for_each_operand(|c| {
-                needed[c.index()] = true;
-                uses[c.index()] += 1;
-                user[c.index()] = Some(TId(i as u32));
-            });
-        }
-    }
     let mut varying = vec![false; end];
     for i in 0..end {
-        if !needed[i] {
-            continue;
-        }
         varying[i] = match pool.node(TId(i as u32)) {
             _ if saved.contains_key(&TId(i as u32)) => true,
             TNode::Leaf(l) => !matches!(l, Leaf::Param(_) | Leaf::ParamTangent(_)),
@@ -116,6 +111,21 @@ pub(crate) fn build(
                 any
             }
         };
+    }
+    for i in (0..end).rev() {
+        let id = TId(i as u32);
+        if needed[i] && !saved.contains_key(&id) {
+            // `Kᵀ g` reads `K` with swapped strides: the transpose is not built.
+            let node = match transposed_product(pool, id, &varying) {
+                Some(k) => TNode::MatMul(k, pool.node(id).operands()[1]),
+                None => pool.node(id).clone(),
+            };
+            node.for_each_operand(|c| {
+                needed[c.index()] = true;
+                uses[c.index()] += 1;
+                user[c.index()] = Some(id);
+            });
+        }
     }
     // An elementwise node read once, by an elementwise node of its shape in the same program,
     // is computed inside that node's loop rather than stored.
@@ -138,6 +148,7 @@ pub(crate) fn build(
         pool,
         loc: vec![None; end],
         kernel: Kernel::default(),
+        varying: varying.clone(),
         n_u: 0,
         n_r: 0,
         temps: 0,
@@ -197,6 +208,17 @@ pub(crate) fn build(
     kernel
 }
 
+/// `K` when `id` is `Kᵀ · x` with `K` uniform and `x` per lane: a GEMM reads `K` transposed.
+fn transposed_product(pool: &TensorPool, id: TId, varying: &[bool]) -> Option<TId> {
+    match pool.node(id) {
+        TNode::MatMul(a, b) if varying[b.index()] && !varying[a.index()] => match pool.node(*a) {
+            TNode::Transpose(k) => Some(*k),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Splits a gradient root into reductions: sums term by term, outer products as GEMMs.
 fn plan_reduce(pool: &TensorPool, node: TId, at: u32, out: &mut Vec<Pending>) {
     if pool.is_zero(node) {
@@ -244,6 +266,8 @@ struct Builder<'p> {
     /// Where each placed node lives, as the lane program sees it.
     loc: Vec<Option<Loc>>,
     kernel: Kernel,
+    /// Whether each node is per lane (reads states, directions, data or the time).
+    varying: Vec<bool>,
     n_u: u32,
     n_r: u32,
     temps: usize,
@@ -254,6 +278,7 @@ struct Builder<'p> {
 fn offset(loc: Loc, d: usize) -> Loc {
     match loc {
         Loc::U(k) => Loc::U(k + d as u32),
+        Loc::P(k) => Loc::P(k + d as u32),
         Loc::L(bank, row) => Loc::L(bank, row + d as u32),
     }
 }
@@ -297,6 +322,7 @@ impl Builder<'_> {
                 Leaf::Input(i) => leaf_loc(INPUT, &leaves.input, i),
                 Leaf::Label(i) => Loc::L(LABEL, i),
                 Leaf::Observed(i) => leaf_loc(OBSERVED, &leaves.observed, i),
+                Leaf::Param(i) if leaves.in_place => Loc::P(leaves.param[i as usize]),
                 Leaf::Param(i) | Leaf::ParamTangent(i) => {
                     let at = self.alloc_u(len);
                     let from = leaves.param[i as usize];
@@ -377,12 +403,17 @@ impl Builder<'_> {
                     Shape::Matrix(_, n) => n,
                     _ => 1,
                 };
-                match (varying, self.loc(*a), self.loc(*b)) {
-                    (true, Loc::U(ua), Loc::L(bank, row)) => {
+                let (a_loc, transposed) = match transposed_product(pool, id, &self.varying) {
+                    Some(k) => (self.loc[k.index()], true),
+                    None => (self.loc[a.index()], false),
+                };
+                match (varying, a_loc, self.loc(*b)) {
+                    (true, Some(ua @ (Loc::U(_) | Loc::P(_))), Loc::L(bank, row)) => {
                         self.scratch = self.scratch.max(MIN_SIDE * (m + k));
                         Op::Gemm {
                             dst,
                             a: ua,
+                            transposed,
                             b: (bank, row),
                             m: m as u32,
                             k: k as u32,

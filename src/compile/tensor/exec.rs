@@ -25,6 +25,7 @@ enum V<'a> {
 /// program), the uniform file it reads, the banks and the lane range.
 struct Frame<'a> {
     u: &'a [f64],
+    params: &'a [f64],
     banks: [&'a [f64]; BANKS],
     width: usize,
     lo: usize,
@@ -41,6 +42,7 @@ impl<'a> Frame<'a> {
     {
         match loc {
             Loc::U(k) => V::C(self.u[k as usize + i]),
+            Loc::P(k) => V::C(self.params[k as usize + i]),
             Loc::L(bank, row) => {
                 let bank = if bank == REG {
                     below
@@ -59,6 +61,15 @@ impl<'a> Frame<'a> {
         'a: 'b,
     {
         self.at(a.loc, if a.scalar { 0 } else { i }, below)
+    }
+
+    /// `len` uniform values from `loc` (the uniform file or the parameters).
+    fn uniform(&self, loc: Loc, len: usize) -> &'a [f64] {
+        match loc {
+            Loc::U(k) => &self.u[k as usize..k as usize + len],
+            Loc::P(k) => &self.params[k as usize..k as usize + len],
+            Loc::L(..) => unreachable!("a uniform operand"),
+        }
     }
 
     /// The whole bank of lane rows `loc` lies in (registers: `below`).
@@ -97,6 +108,7 @@ impl Kernel {
         }
         let frame = Frame {
             u: &[],
+            params: theta,
             banks: [&[]; BANKS],
             width: 1,
             lo: 0,
@@ -119,9 +131,11 @@ impl Kernel {
 
     /// Runs the lane program over `lanes.lo..lanes.hi`, writing the lane outputs into `out`
     /// (rows of `lanes.width`) and adding the reductions into `reduced`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         &self,
         u: &[f64],
+        params: &[f64],
         regs: &mut [f64],
         lanes: Lanes<'_>,
         out: &mut [f64],
@@ -130,6 +144,7 @@ impl Kernel {
     ) {
         let frame = Frame {
             u,
+            params,
             banks: lanes.banks,
             width: lanes.width,
             lo: lanes.lo,
@@ -200,6 +215,7 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
         }
         Op::Gemm {
             a,
+            transposed,
             b,
             m,
             k,
@@ -207,12 +223,17 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
             ..
         } => {
             let (m, k, cols) = (*m as usize, *k as usize, *cols as usize);
-            let a = &f.u[*a as usize..*a as usize + m * k];
+            let a = Matrix {
+                values: f.uniform(*a, m * k),
+                m,
+                k,
+                transposed: *transposed,
+            };
             let bank = f.bank(b.0, below);
             for c in 0..cols {
                 let src = &bank[(b.1 as usize + c) * w..];
                 let dst = &mut above[c * w..];
-                gemm(a, m, k, src, dst, cols * w, (lo, n), scratch);
+                gemm(&a, src, dst, cols * w, (lo, n), scratch);
             }
         }
         Op::MatMul {
@@ -337,36 +358,59 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
     }
 }
 
-/// `dst = A · X` for the lanes `lo .. lo + n`: `A` row-major `m × k` in `a`, row `i` of `X` at
-/// `src[i * step + lo ..]`, row `r` of the result at `dst[r * step + lo ..]`. Fewer than
-/// [`MIN_SIDE`] lanes are padded in `scratch`, and small products use the lane loops, so that
-/// every lane count takes the same path (see the module docs).
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    a: &[f64],
+/// A uniform `m × k` matrix: row-major, or (`transposed`) the row-major `k × m` matrix whose
+/// transpose it is.
+struct Matrix<'a> {
+    values: &'a [f64],
     m: usize,
     k: usize,
+    transposed: bool,
+}
+
+impl Matrix<'_> {
+    #[inline(always)]
+    fn at(&self, r: usize, i: usize) -> f64 {
+        if self.transposed {
+            self.values[i * self.m + r]
+        } else {
+            self.values[r * self.k + i]
+        }
+    }
+}
+
+/// `dst = A · X` for the lanes `lo .. lo + n`: row `i` of `X` at `src[i * step + lo ..]`, row
+/// `r` of the result at `dst[r * step + lo ..]`. Fewer than [`MIN_SIDE`] lanes are padded in
+/// `scratch`, and small products use the lane loops, so that every lane count takes the same
+/// path (see the module docs).
+fn gemm(
+    a: &Matrix<'_>,
     src: &[f64],
     dst: &mut [f64],
     step: usize,
     (lo, n): (usize, usize),
     scratch: &mut [f64],
 ) {
+    let (m, k) = (a.m, a.k);
     if m < MIN_SIDE || k < MIN_SIDE {
         for r in 0..m {
             let d = &mut dst[r * step + lo..r * step + lo + n];
             for i in 0..k {
                 let x = &src[i * step + lo..i * step + lo + n];
                 if i == 0 {
-                    bin(d, BinOp::Mul, V::C(a[r * k]), V::S(x));
+                    bin(d, BinOp::Mul, V::C(a.at(r, 0)), V::S(x));
                 } else {
-                    fma(d, V::C(a[r * k + i]), V::S(x));
+                    fma(d, V::C(a.at(r, i)), V::S(x));
                 }
             }
         }
         return;
     }
-    let at = DMatrixView::from_slice_generic(a, Dyn(k), Dyn(m));
+    // Aᵀ as a k × m matrix: element (i, r) is A[r][i].
+    let at = if a.transposed {
+        DMatrixView::from_slice_with_strides_generic(a.values, Dyn(k), Dyn(m), Dyn(m), Dyn(1))
+    } else {
+        DMatrixView::from_slice_with_strides_generic(a.values, Dyn(k), Dyn(m), Dyn(1), Dyn(k))
+    };
     if n >= MIN_SIDE {
         let x =
             DMatrixView::from_slice_with_strides_generic(&src[lo..], Dyn(n), Dyn(k), U1, Dyn(step));

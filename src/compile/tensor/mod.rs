@@ -38,6 +38,9 @@ use crate::ir::{CmpOp, Func};
 enum Loc {
     /// The uniform file, one value per element.
     U(u32),
+    /// The parameters in place (constant in time: their storage is one copy in the view's
+    /// layout), one value per element.
+    P(u32),
     /// Rows of a lane bank (`tape::REG` is the kernel's own registers).
     L(u8, u32),
 }
@@ -87,10 +90,12 @@ enum Op {
         code: Box<[EwInstr]>,
     },
     /// `[m, k] · [k, n]` (`n = 1` for a vector) with the matrix uniform and the right side in
-    /// lane rows: one GEMM per column of the right side.
+    /// lane rows: one GEMM per column of the right side. With `transposed`, `a` holds the
+    /// `[k, m]` matrix whose transpose is multiplied, read with swapped strides.
     Gemm {
         dst: u32,
-        a: u32,
+        a: Loc,
+        transposed: bool,
         b: (u8, u32),
         m: u32,
         k: u32,
