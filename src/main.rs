@@ -1,4 +1,4 @@
-//! The `nodec` binary: parses the command line and hands over to `nodec::cli::run`.
+//! The `nodec` binary: hands over to `nodec::cli::main`, which parses the command line.
 
 use std::process::ExitCode;
 

@@ -9,10 +9,14 @@
 //! GEMM (see `tape::matmul`). `compile` knows nothing of solvers: `simulate` presents a program
 //! to them.
 //!
-//! Derivatives come from the symbolic JVP/VJP IR of `ir::prepare`, compiled like any other
-//! expression (see `tape` for how products are reassociated so that the VJP shares work the way
-//! a reverse sweep would). The dense Jacobian is one JVP call on a block of `dim` lanes whose
-//! tangents are the unit vectors, so it equals the stacked JVPs exactly.
+//! Two kinds of kernels sit behind one [`Program`]: the scalar tape (`tape`: one instruction
+//! per element, fused sums, GEMMs found among them, native code for small kernels), compiled
+//! from the scalar IR for models small enough to have one (`ir::prepare_to_run`), and tensor
+//! kernels (`tensor`: one operation per tensor node, GEMMs over the block, fused elementwise
+//! loops), compiled from the tensor IR for wide models. Derivatives come from the symbolic
+//! JVP/VJP IR (scalar or tensor), compiled like any other expression. The dense Jacobian is one
+//! JVP call on a block of `dim` lanes whose tangents are the unit vectors, so it equals the
+//! stacked JVPs exactly.
 
 mod math;
 mod params;

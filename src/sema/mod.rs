@@ -205,8 +205,7 @@ pub(crate) struct Checker<'a> {
     pub(crate) fns: Vec<FnSlot<'a>>,
     pub(crate) in_progress: Vec<Item>,
     pub(crate) used: HashSet<Symbol>,
-    /// Set once the IR outgrows [`MAX_NODES`] (the tensor pool as it grows, or the estimated
-    /// scalar expansion at the end), so the error is reported once.
+    /// Set once the IR outgrows [`MAX_NODES`], so the error is reported once.
     pub(crate) too_large: bool,
     /// Results of `fn` calls by function and argument nodes.
     pub(crate) fn_memo: HashMap<FnCallKey, Value>,

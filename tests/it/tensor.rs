@@ -376,3 +376,126 @@ fn wide_models_run_on_tensor_kernels_from_the_command_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--tensor --derivatives"), "{err}");
 }
+
+/// Tensor programs against the tensor IR's reference interpreter (`ir::tensor::eval`), sample
+/// by sample, on every model and `wide_64` at block widths 1, 5 and 32: the right-hand side,
+/// the state JVP and the VJP with its parameter gradient summed over the block (scattered into
+/// the layer or knots in force at each sample's time).
+#[test]
+fn tensor_programs_match_the_reference_interpreter() {
+    use nodec::compile::{Params, Program};
+    use nodec::ir::tensor::{eval, Leaf};
+    let mut files = node_files("models");
+    files.push(root().join("benches/data/wide/wide_64.node"));
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let mut model = load(&path);
+        nodec::ir::prepare_tensor_only(&mut model);
+        let p = Program::compile_tensor(&model);
+        let layout = p.layout();
+        let roots = &model.tensor_roots;
+        let d = &roots.derivatives;
+        for width in [1, 5, 32] {
+            let mut rng = Lcg(11 + width as u64);
+            let params = Params::from_values(rng.fill(layout.total, -0.5, 0.5));
+            let dim = p.dim();
+            let y = rng.fill(dim * width, -1.0, 1.0);
+            let v = rng.fill(dim * width, -1.0, 1.0);
+            let w = rng.fill(dim * width, -1.0, 1.0);
+            let inputs = rng.fill(p.input_len() * width, -1.0, 1.0);
+            let labels: Vec<f64> = (0..p.label_len() * width).map(|i| (i % 2) as f64).collect();
+            let observed = rng.fill(p.observed_len() * width, -1.0, 1.0);
+            let (t0, t1) = p.span();
+            let t: Vec<f64> = (0..width)
+                .map(|s| t0 + (t1 - t0) * (s as f64 + 0.5) / width as f64)
+                .collect();
+            let mut ws = p.workspace(width);
+            ws.bind_inputs(&inputs);
+            ws.bind_labels(&labels);
+            ws.bind_observed(&observed);
+            let (mut f, mut jv, mut wj) = (
+                vec![0.0; dim * width],
+                vec![0.0; dim * width],
+                vec![0.0; dim * width],
+            );
+            let mut grad = vec![0.0; layout.total];
+            p.rhs(&params, &t, &y, &mut f, &mut ws);
+            p.jvp_state(&params, &t, &y, &v, &mut jv, &mut ws);
+            p.vjp(&params, &t, &y, &w, &mut wj, &mut grad, &mut ws);
+            let mut expected_grad = vec![0.0; layout.total];
+            for s in 0..width {
+                // Sample `s` of a component-major block whose rows have `len` elements each.
+                let column = |block: &[f64], from: usize, len: usize| -> Vec<f64> {
+                    (from..from + len).map(|i| block[i * width + s]).collect()
+                };
+                let piece = layout.piece(t[s]);
+                let mut theta = vec![0.0; layout.view_len];
+                layout.resolve(params.values(), piece, &mut theta);
+                let offsets = |shapes: Vec<usize>| -> Vec<usize> {
+                    shapes
+                        .iter()
+                        .scan(0, |at, &n| {
+                            let start = *at;
+                            *at += n;
+                            Some(start)
+                        })
+                        .collect()
+                };
+                let state_at = offsets(model.states.iter().map(|x| x.shape.len()).collect());
+                let param_at = offsets(model.params.iter().map(|x| x.shape.len()).collect());
+                let input_at = offsets(model.inputs.iter().map(|x| x.shape.len()).collect());
+                let observed_at = offsets(model.observed.iter().map(|x| x.shape.len()).collect());
+                let leaf = |l: Leaf| -> Vec<f64> {
+                    let state = |i: u32, block: &[f64]| {
+                        let i = i as usize;
+                        column(block, state_at[i], model.states[i].shape.len())
+                    };
+                    match l {
+                        Leaf::Time => vec![t[s]],
+                        Leaf::State(i) => state(i, &y),
+                        Leaf::StateTangent(i) => state(i, &v),
+                        Leaf::Cotangent(i) => state(i, &w),
+                        Leaf::Param(i) => {
+                            let i = i as usize;
+                            theta[param_at[i]..param_at[i] + model.params[i].shape.len()].to_vec()
+                        }
+                        Leaf::Input(i) => {
+                            let i = i as usize;
+                            column(&inputs, input_at[i], model.inputs[i].shape.len())
+                        }
+                        Leaf::Label(i) => vec![labels[s * p.label_len() + i as usize]],
+                        Leaf::Observed(i) => {
+                            let i = i as usize;
+                            column(&observed, observed_at[i], model.observed[i].shape.len())
+                        }
+                        Leaf::ParamTangent(_) => unreachable!("no parameter tangent here"),
+                    }
+                };
+                let what = format!("{name} width {width} sample {s}");
+                let reference =
+                    |r: &[nodec::ir::tensor::TId]| eval(&model.tensors, r, &leaf).concat();
+                assert_close(
+                    &column(&f, 0, dim),
+                    &reference(&roots.rhs),
+                    &format!("{what} rhs"),
+                );
+                assert_close(
+                    &column(&jv, 0, dim),
+                    &reference(&d.jvp_state),
+                    &format!("{what} jvp_state"),
+                );
+                assert_close(
+                    &column(&wj, 0, dim),
+                    &reference(&d.vjp_state),
+                    &format!("{what} vjp_state"),
+                );
+                layout.scatter(&reference(&d.vjp_param), piece, &mut expected_grad);
+            }
+            assert_close(
+                &grad,
+                &expected_grad,
+                &format!("{name} width {width} vjp_param"),
+            );
+        }
+    }
+}
