@@ -309,53 +309,7 @@ impl Kernel {
     }
 }
 
-// Elementwise loops (indexed: at a fixed length these unrolled and vectorized better than `zip`
-// in measurements). At the solvers' block width (32) each is one fixed-length loop whose
-// result is formed before it is stored: it is fully unrolled and vectorized without alias
-// checks, and a call costs a few nanoseconds rather than a loop with a remainder.
-
-/// The block width the elementwise loops are specialized for.
-const W: usize = 32;
-
-#[inline(always)]
-fn map(d: &mut [f64], a: &[f64], f: impl Fn(f64) -> f64) {
-    if let (Ok(d), Ok(a)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(a)) {
-        for k in 0..W {
-            d[k] = f(a[k]);
-        }
-    } else {
-        d.iter_mut().zip(a).for_each(|(d, &a)| *d = f(a));
-    }
-}
-
-#[inline(always)]
-fn zip(d: &mut [f64], a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) {
-    if let (Ok(d), Ok(a), Ok(b)) = (
-        <&mut [f64; W]>::try_from(&mut *d),
-        <&[f64; W]>::try_from(a),
-        <&[f64; W]>::try_from(b),
-    ) {
-        for k in 0..W {
-            d[k] = f(a[k], b[k]);
-        }
-    } else {
-        d.iter_mut()
-            .zip(a.iter().zip(b))
-            .for_each(|(d, (&a, &b))| *d = f(a, b));
-    }
-}
-
-/// `d = f(d, a)`.
-#[inline(always)]
-fn update(d: &mut [f64], a: &[f64], f: impl Fn(f64, f64) -> f64) {
-    if let (Ok(d), Ok(a)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(a)) {
-        for k in 0..W {
-            d[k] = f(d[k], a[k]);
-        }
-    } else {
-        d.iter_mut().zip(a).for_each(|(d, &a)| *d = f(*d, a));
-    }
-}
+use crate::compile::lanes::{map, update, zip, W};
 
 /// `d = f(d, a, b)`.
 #[inline(always)]

@@ -4,6 +4,7 @@
 use nalgebra::{DMatrixView, DMatrixViewMut, Dyn, U1};
 
 use super::{Arg, BinOp, EwInstr, Kernel, Loc, Op, Reduce, Ref, ULeaf};
+use crate::compile::lanes::{self, map, update};
 use crate::compile::math;
 use crate::compile::tape::{Lanes, BANKS, REG};
 use crate::ir::{apply_pow, Func};
@@ -11,8 +12,6 @@ use crate::ir::{apply_pow, Func};
 /// The smallest side of a product run as a GEMM; see `tape::matmul::MIN_SIDE`.
 pub(super) const MIN_SIDE: usize = 8;
 
-/// The block width the lane loops are specialized for (the solvers' `BLOCK_WIDTH`).
-const W: usize = 32;
 
 /// A lane operand: a row of lanes, or one value for every lane.
 #[derive(Clone, Copy)]
@@ -539,9 +538,9 @@ fn bin(d: &mut [f64], op: BinOp, a: V<'_>, b: V<'_>) {
 #[inline(always)]
 fn bin_update(d: &mut [f64], op: BinOp, x: V<'_>) {
     match (op, x) {
-        (BinOp::Add, V::S(x)) => lanes2(d, x, |d, x| d + x),
-        (BinOp::Max, V::S(x)) => lanes2(d, x, f64::max),
-        (op, V::S(x)) => lanes2(d, x, binop(op)),
+        (BinOp::Add, V::S(x)) => update(d, x, |d, x| d + x),
+        (BinOp::Max, V::S(x)) => update(d, x, f64::max),
+        (op, V::S(x)) => update(d, x, binop(op)),
         (op, V::C(c)) => {
             let g = binop(op);
             d.iter_mut().for_each(|d| *d = g(*d, c));
@@ -558,20 +557,8 @@ fn fma(d: &mut [f64], x: V<'_>, y: V<'_>) {
                 *d += x * y;
             }
         }
-        (V::S(x), V::C(c)) | (V::C(c), V::S(x)) => lanes2(d, x, |d, x| d + x * c),
+        (V::S(x), V::C(c)) | (V::C(c), V::S(x)) => update(d, x, |d, x| d + x * c),
         (V::C(a), V::C(b)) => d.iter_mut().for_each(|d| *d += a * b),
-    }
-}
-
-/// `d = g(d, x)` lane by lane, unrolled at the block width.
-#[inline(always)]
-fn lanes2(d: &mut [f64], x: &[f64], g: impl Fn(f64, f64) -> f64) {
-    if let (Ok(d), Ok(x)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(x)) {
-        for k in 0..W {
-            d[k] = g(d[k], x[k]);
-        }
-    } else {
-        d.iter_mut().zip(x).for_each(|(d, &x)| *d = g(*d, x));
     }
 }
 
@@ -579,35 +566,10 @@ fn lanes2(d: &mut [f64], x: &[f64], g: impl Fn(f64, f64) -> f64) {
 #[inline(always)]
 fn zip(d: &mut [f64], a: V<'_>, b: V<'_>, g: impl Fn(f64, f64) -> f64) {
     match (a, b) {
-        (V::S(a), V::S(b)) => {
-            if let (Ok(d), Ok(a), Ok(b)) = (
-                <&mut [f64; W]>::try_from(&mut *d),
-                <&[f64; W]>::try_from(a),
-                <&[f64; W]>::try_from(b),
-            ) {
-                for k in 0..W {
-                    d[k] = g(a[k], b[k]);
-                }
-            } else {
-                d.iter_mut()
-                    .zip(a.iter().zip(b))
-                    .for_each(|(d, (&a, &b))| *d = g(a, b));
-            }
-        }
+        (V::S(a), V::S(b)) => lanes::zip(d, a, b, g),
         (V::S(a), V::C(c)) => map(d, a, |x| g(x, c)),
         (V::C(c), V::S(b)) => map(d, b, |y| g(c, y)),
         (V::C(a), V::C(b)) => d.fill(g(a, b)),
-    }
-}
-
-#[inline(always)]
-fn map(d: &mut [f64], a: &[f64], g: impl Fn(f64) -> f64) {
-    if let (Ok(d), Ok(a)) = (<&mut [f64; W]>::try_from(&mut *d), <&[f64; W]>::try_from(a)) {
-        for k in 0..W {
-            d[k] = g(a[k]);
-        }
-    } else {
-        d.iter_mut().zip(a).for_each(|(d, &a)| *d = g(a));
     }
 }
 
