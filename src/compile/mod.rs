@@ -193,12 +193,25 @@ pub struct Program {
 struct UniformCache {
     key: Option<(u64, u64)>,
     u: Vec<f64>,
+    /// Whether the workspace's buffers have been grown for this kernel (`Workspace::fit`).
+    fitted: bool,
 }
 
 impl Workspace {
     /// Grows the registers, reductions and scratch to what `kernel` needs, and the tangent
     /// view to `view_len` if the call has a tangent. Allocates only on a kernel's first call.
-    fn fit(&mut self, kernel: &Kernel, tangent: Option<usize>) {
+    #[inline(always)]
+    fn fit(&mut self, k: usize, kernel: &Kernel, view_len: usize) {
+        // One flag on the hot path: a Lorenz-size kernel costs tens of nanoseconds a call.
+        if !self.caches[k].fitted {
+            self.grow_for(kernel, view_len);
+            self.caches[k].fitted = true;
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow_for(&mut self, kernel: &Kernel, view_len: usize) {
         let grow = |v: &mut Vec<f64>, len: usize| {
             if v.len() < len {
                 v.resize(len, 0.0);
@@ -207,8 +220,8 @@ impl Workspace {
         grow(&mut self.regs, kernel.n_regs() * self.width);
         grow(&mut self.reduced, kernel.n_reduce());
         grow(&mut self.scratch, kernel.scratch_len(self.width));
-        if let Some(len) = tangent {
-            grow(&mut self.tangent, len);
+        if kernel.reads_tangent() {
+            grow(&mut self.tangent, view_len);
         }
     }
 }
@@ -652,7 +665,7 @@ impl Program {
         let kernel = &self.kernels[k];
         let width = ws.width;
         assert_eq!(t.len(), width, "one time per sample of the block");
-        ws.fit(kernel, tangent.map(|_| self.layout.view_len));
+        ws.fit(k, kernel, self.layout.view_len);
         // Native code over the whole block, without the interpreter's set-up: a small kernel
         // costs about as much as that set-up (`tape::native`).
         if let Some(native) = kernel.native().filter(|_| ws.native && !self.time_varying) {
@@ -691,6 +704,7 @@ impl Program {
     /// Brings `cache` to the uniforms of `kernel` for the parameters (and parameter tangent)
     /// in force at `piece` (whose key is `key`), unless it already holds them.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn refresh(
         &self,
         kernel: &Kernel,
@@ -703,21 +717,37 @@ impl Program {
     ) {
         let want = (params.generation(), key);
         if cache.key != Some(want) || kernel.reads_tangent() {
-            cache.size_for(kernel);
-            if self.time_varying {
-                let view = self.layout.view_len;
-                self.layout
-                    .resolve(params.values(), piece, grown(theta, view));
-                if let Some(u) = tangent {
-                    self.layout.resolve(u, piece, grown(tangent_view, view));
-                }
-                kernel.prepare(theta, tangent_view, &mut cache.u);
-            } else {
-                // Parameters constant in time are stored as one copy in the view's layout:
-                // nothing to resolve, and a wide model's weights are not copied twice.
-                kernel.prepare(params.values(), tangent.unwrap_or(&[]), &mut cache.u);
-            }
+            self.refill(kernel, params, tangent, piece, theta, tangent_view, cache);
             cache.key = Some(want);
+        }
+    }
+
+    /// The work of [`Program::refresh`], out of line: the hot path is the check above.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn refill(
+        &self,
+        kernel: &Kernel,
+        params: &Params,
+        tangent: Option<&[f64]>,
+        piece: Piece,
+        theta: &mut Vec<f64>,
+        tangent_view: &mut Vec<f64>,
+        cache: &mut UniformCache,
+    ) {
+        cache.size_for(kernel);
+        if self.time_varying {
+            let view = self.layout.view_len;
+            self.layout
+                .resolve(params.values(), piece, grown(theta, view));
+            if let Some(u) = tangent {
+                self.layout.resolve(u, piece, grown(tangent_view, view));
+            }
+            kernel.prepare(theta, tangent_view, &mut cache.u);
+        } else {
+            // Parameters constant in time are stored as one copy in the view's layout:
+            // nothing to resolve, and a wide model's weights are not copied twice.
+            kernel.prepare(params.values(), tangent.unwrap_or(&[]), &mut cache.u);
         }
     }
 
@@ -1385,7 +1415,7 @@ impl Program {
     ) {
         let kernel = &self.kernels[k];
         let piece = self.layout.piece(t);
-        ws.fit(kernel, None);
+        ws.fit(k, kernel, self.layout.view_len);
         let Workspace {
             regs,
             theta,

@@ -253,9 +253,10 @@ fn native_kernels_give_the_interpreters_bits() {
                         );
                     } else {
                         // A lane range that does not start at a pair boundary.
-                        ws.fit(kernel, Some(p.layout.view_len));
+                        ws.fit(k, kernel, p.layout.view_len);
                         let cache = &mut ws.caches[k];
                         ws.theta.resize(p.layout.view_len, 0.0);
+                        ws.tangent.resize(p.layout.view_len, 0.0);
                         p.layout
                             .resolve(params.values(), p.layout.piece(t[0]), &mut ws.theta);
                         p.layout

@@ -12,7 +12,6 @@ use crate::ir::{apply_pow, Func};
 /// The smallest side of a product run as a GEMM; see `tape::matmul::MIN_SIDE`.
 pub(super) const MIN_SIDE: usize = 8;
 
-
 /// A lane operand: a row of lanes, or one value for every lane.
 #[derive(Clone, Copy)]
 enum V<'a> {
