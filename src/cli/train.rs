@@ -70,6 +70,9 @@ fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize, steps_per_seco
     for (m, v) in loaded.model.metrics.iter().zip(&s.metrics) {
         line.push_str(&format!(", {} {}", m.name, format_sig(*v)));
     }
+    if s.skipped > 0 {
+        line.push_str(&format!(", {} failed solves skipped", s.skipped));
+    }
     line.push_str(&format!(", {steps_per_second:.0} steps/s"));
     line
 }
@@ -155,7 +158,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     for m in &model.metrics {
         header.push_str(&format!(",{}", m.name));
     }
-    header.push_str(",grad_norm,seconds,rhs_evals\n");
+    header.push_str(",grad_norm,seconds,rhs_evals,skipped\n");
     // A resumed run continues the log of the run it resumes: its rows up to the checkpoint.
     let (mut log, seconds_before) = match (&args.log, &args.resume) {
         (Some(path), Some(_)) => resumed_log(path, &header, trainer.state.epoch),
@@ -173,6 +176,9 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     };
     // Optimizer steps taken by this process, for the steps-per-second figure.
     let mut steps = 0usize;
+    // What a failed run leaves in `--out`: the parameters at the end of the epoch with the
+    // lowest loss so far (the starting ones before any epoch ends).
+    let mut best = (f64::INFINITY, 0usize, trainer.params().values().to_vec());
     while trainer.state.epoch < epochs {
         let summary = match trainer.run_epoch(&stop) {
             Ok(Some(s)) => s,
@@ -203,11 +209,23 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                 }
                 let mut text = match &e {
                     TrainError::Gradient(g) => gradient_error(&loaded, g, block),
+                    TrainError::Failures { error, .. } => format!(
+                        "{}{}: error: {e}\n",
+                        gradient_error(&loaded, error, block),
+                        args.file
+                    ),
                     other => format!("{}: error: {other}\n", args.file),
                 };
                 if let TrainError::Gradient(crate::sens::GradientError::Solve(
                     crate::solve::SolveError::NonFinite { .. },
-                )) = &e
+                ))
+                | TrainError::Failures {
+                    error:
+                        crate::sens::GradientError::Solve(crate::solve::SolveError::NonFinite {
+                            ..
+                        }),
+                    ..
+                } = &e
                 {
                     text.push_str(&format!(
                         "training diverged in epoch {}; try a smaller learning rate\n",
@@ -216,6 +234,29 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                 }
                 out.stderr.push_str(&text);
                 save_log(&log, out);
+                let (loss, epoch, values) = &best;
+                let which = if loss.is_finite() {
+                    format!(
+                        "the parameters after epoch {epoch} (loss {})",
+                        format_sig(*loss)
+                    )
+                } else {
+                    "the starting parameters".to_string()
+                };
+                match &args.out {
+                    Some(path) => {
+                        match write_atomic(Path::new(path), params_json(&loaded, values).as_bytes())
+                        {
+                            Ok(()) => out
+                                .stderr
+                                .push_str(&format!("{which}, the best so far, are in {path}\n")),
+                            Err(e) => out.stderr.push_str(&format!(
+                                "{path}: error: cannot write the parameters: {e}\n"
+                            )),
+                        }
+                    }
+                    None => out.stdout.push_str(&params_json(&loaded, values)),
+                }
                 if Path::new(&checkpoint_path).exists() {
                     out.stderr
                         .push_str(&format!("the last good checkpoint is {checkpoint_path}\n"));
@@ -232,11 +273,19 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                 log.push_str(&format!(",{v}"));
             }
             log.push_str(&format!(
-                ",{},{},{}\n",
+                ",{},{},{},{}\n",
                 summary.grad_norm,
                 seconds_before + started.elapsed().as_secs_f64(),
-                summary.rhs_evals
+                summary.rhs_evals,
+                summary.skipped
             ));
+        }
+        if summary.loss.is_finite() && summary.loss < best.0 {
+            best = (
+                summary.loss,
+                summary.epoch,
+                trainer.params().values().to_vec(),
+            );
         }
         steps += summary.steps;
         let line = summary_line(
@@ -358,7 +407,11 @@ fn resumed_log(path: &str, header: &str, epoch: usize) -> (String, f64) {
     if lines.next() != Some(header.trim_end()) {
         return (header.to_string(), 0.0);
     }
-    let seconds_column = header.trim_end().split(',').count() - 2;
+    let seconds_column = header
+        .trim_end()
+        .split(',')
+        .position(|c| c == "seconds")
+        .unwrap_or(0);
     let mut log = header.to_string();
     let mut seconds = 0.0;
     for line in lines {

@@ -771,6 +771,9 @@ pub struct Train {
     pub lr_decay: f64,
     /// Epochs between learning-rate decays; 0 never decays.
     pub decay_every: usize,
+    /// Consecutive mini-batches (or L-BFGS trial points) whose solve may fail before training
+    /// stops: a failed solve skips its mini-batch (L-BFGS: shortens the step).
+    pub max_failures: usize,
     /// Gradient method, if the model names one.
     pub gradient: Option<GradientMethod>,
     /// The declaration.

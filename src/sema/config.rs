@@ -428,7 +428,13 @@ pub(crate) fn train<'a>(
     call: &'a ast::Call,
     span: Span,
 ) -> Option<ir::Train> {
-    const COMMON: [&str; 4] = ["gradient", "lr_decay", "decay_every", "weight_decay"];
+    const COMMON: [&str; 5] = [
+        "gradient",
+        "lr_decay",
+        "decay_every",
+        "weight_decay",
+        "max_failures",
+    ];
     let (optimizer, positional): (Optimizer, &[&str]) = match call.name.name.as_str() {
         "adam" => (Optimizer::Adam, &["lr", "epochs", "batch", "seed"]),
         "sgd" => (
@@ -524,6 +530,9 @@ pub(crate) fn train<'a>(
         decay_every: arg("decay_every")
             .and_then(|e| checker.const_usize(e, "`decay_every`"))
             .unwrap_or(0),
+        max_failures: arg("max_failures")
+            .and_then(|e| positive_usize(checker, e, "`max_failures`"))
+            .unwrap_or(10),
         gradient,
         span,
     };

@@ -20,6 +20,7 @@ use crate::optim::{Hyper, LineSearchError, OptimizerState};
 use crate::rng::{Rng, RngState};
 use crate::sens::{self, GradientError, GradientOptions};
 use crate::simulate::{Bound, Simulation};
+use crate::solve::SolveError;
 
 /// Everything a checkpoint holds: the loop state and the parameter values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +46,9 @@ pub struct TrainState {
     pub shuffler: RngState,
     /// Running sums of the current epoch.
     pub sums: EpochSums,
+    /// Consecutive mini-batches (L-BFGS: trial points) whose solve failed.
+    #[serde(default)]
+    pub failures: usize,
 }
 
 /// Sums over the mini-batches of an epoch so far, weighted by their sizes.
@@ -64,6 +68,9 @@ pub struct EpochSums {
     pub batches: usize,
     /// Right-hand-side evaluations.
     pub rhs_evals: u64,
+    /// Mini-batches skipped (L-BFGS: trial points rejected) because their solve failed.
+    #[serde(default)]
+    pub skipped: usize,
 }
 
 /// One finished epoch.
@@ -86,6 +93,8 @@ pub struct EpochSummary {
     /// L-BFGS found no further decrease (a zero gradient, or no Wolfe step at the precision of
     /// the loss): the run is finished.
     pub converged: bool,
+    /// Mini-batches skipped (L-BFGS: trial points rejected) because their solve failed.
+    pub skipped: usize,
 }
 
 /// Why training stopped early.
@@ -104,6 +113,19 @@ pub enum TrainError {
     Unsupported(String),
     /// L-BFGS found no acceptable step.
     LineSearch(String),
+    /// `max_failures` consecutive solves failed.
+    Failures {
+        /// Epoch (from 1).
+        epoch: usize,
+        /// Mini-batch of the epoch (from 1; L-BFGS: 1).
+        batch: usize,
+        /// Consecutive failures.
+        failures: usize,
+        /// The last failure, its sample numbered in the training data.
+        error: GradientError,
+        /// The parameters it was tried at, summarized.
+        params: String,
+    },
 }
 
 impl std::fmt::Display for TrainError {
@@ -116,6 +138,16 @@ impl std::fmt::Display for TrainError {
             ),
             TrainError::Unsupported(why) => write!(f, "{why}"),
             TrainError::LineSearch(why) => write!(f, "L-BFGS stopped: {why}"),
+            TrainError::Failures {
+                epoch,
+                batch,
+                failures,
+                error,
+                params,
+            } => write!(
+                f,
+                "training stopped in epoch {epoch}, mini-batch {batch}: {failures} solves in a row failed, the last with: {error}; at {params}; lower the learning rate, or raise `max_failures`"
+            ),
         }
     }
 }
@@ -175,6 +207,7 @@ impl<'a> Trainer<'a> {
             optimizer,
             shuffler,
             sums: EpochSums::default(),
+            failures: 0,
         };
         Ok(Trainer {
             model,
@@ -262,7 +295,21 @@ impl<'a> Trainer<'a> {
                 None => (self.model, &self.gradient),
             };
             let bound = Bound::new(model, self.program, &self.params, &subset);
-            let g = sens::gradient(&bound, options).map_err(TrainError::Gradient)?;
+            let g = match sens::gradient(&bound, options) {
+                Ok(g) => g,
+                // A solve that fails is a rejected step: the mini-batch is skipped and the
+                // parameters stay, until `max_failures` fail in a row.
+                Err(GradientError::Solve(e)) if !matches!(e, SolveError::InvalidOptions(_)) => {
+                    self.reject(epoch, indices, e)?;
+                    self.state.batch += 1;
+                    if self.state.batch < batches.len() && stop() {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(TrainError::Gradient(e)),
+            };
+            self.state.failures = 0;
             check_gradient(epoch, &g)?;
             let weight = indices.len() as f64;
             let sums = &mut self.state.sums;
@@ -303,6 +350,23 @@ impl<'a> Trainer<'a> {
         Ok(Some(summary))
     }
 
+    /// Counts a failed solve of the mini-batch `indices`, and stops training once
+    /// `max_failures` have failed in a row.
+    fn reject(&mut self, epoch: usize, indices: &[usize], e: SolveError) -> Result<(), TrainError> {
+        self.state.sums.skipped += 1;
+        self.state.failures += 1;
+        if self.state.failures < self.train.max_failures {
+            return Ok(());
+        }
+        Err(TrainError::Failures {
+            epoch,
+            batch: self.state.batch + 1,
+            failures: self.state.failures,
+            error: GradientError::Solve(renumber(e, indices)),
+            params: summarize(self.program, &self.params),
+        })
+    }
+
     fn finish_epoch(&mut self, epoch: usize) -> EpochSummary {
         let sums = std::mem::take(&mut self.state.sums);
         let n = sums.samples.max(1) as f64;
@@ -320,6 +384,7 @@ impl<'a> Trainer<'a> {
             rhs_evals: sums.rhs_evals,
             steps: sums.batches,
             converged: false,
+            skipped: sums.skipped,
         };
         self.state.epoch = epoch;
         self.state.batch = 0;
@@ -336,17 +401,45 @@ impl<'a> Trainer<'a> {
             (self.model, self.program, self.data, &self.gradient);
         let mut params = self.params.clone();
         let mut evals = 0u64;
+        let max_failures = self.train.max_failures;
+        let (mut rejected, mut in_a_row) = (0usize, 0usize);
+        // A trial point whose solve fails is "too far": the line search shortens the step
+        // (see `optim::lbfgs`), until `max_failures` fail in a row.
         let mut objective = |x: &[f64]| -> Result<(f64, Vec<f64>), GradientError> {
             params.values_mut().copy_from_slice(x);
-            let g = sens::gradient(&Bound::new(model, program, &params, data), gradient)?;
-            evals += g.stats.rhs_evals;
-            Ok((g.simulation.loss, g.grad))
+            match sens::gradient(&Bound::new(model, program, &params, data), gradient) {
+                Ok(g) => {
+                    in_a_row = 0;
+                    evals += g.stats.rhs_evals;
+                    Ok((g.simulation.loss, g.grad))
+                }
+                Err(GradientError::Solve(e))
+                    if !matches!(e, SolveError::InvalidOptions(_))
+                        && in_a_row + 1 < max_failures =>
+                {
+                    in_a_row += 1;
+                    rejected += 1;
+                    Ok((f64::INFINITY, vec![f64::NAN; x.len()]))
+                }
+                Err(e) => Err(e),
+            }
         };
         let mut x = self.params.values().to_vec();
         // Near the minimum, rounding leaves no step that decreases the loss enough: that is
         // convergence at the loss's precision, not a failure.
         let converged = match lbfgs.step(&mut x, &mut objective) {
             Ok(step) => step.converged,
+            Err(LineSearchError::Objective(GradientError::Solve(e)))
+                if !matches!(e, SolveError::InvalidOptions(_)) =>
+            {
+                return Err(TrainError::Failures {
+                    epoch,
+                    batch: 1,
+                    failures: in_a_row + 1,
+                    error: GradientError::Solve(e),
+                    params: summarize(program, &params),
+                });
+            }
             Err(LineSearchError::Objective(e)) => return Err(TrainError::Gradient(e)),
             Err(LineSearchError::NoWolfePoint { .. }) => true,
             Err(e) => return Err(TrainError::LineSearch(format!("{e}"))),
@@ -371,8 +464,65 @@ impl<'a> Trainer<'a> {
             rhs_evals: evals + sim.stats.rhs_evals,
             steps: 1,
             converged,
+            skipped: rejected,
         })
     }
+}
+
+/// The solve error with its sample numbered in the training data rather than the mini-batch.
+fn renumber(e: SolveError, indices: &[usize]) -> SolveError {
+    let map = |s: usize| indices.get(s).copied().unwrap_or(s);
+    match e {
+        SolveError::StepSizeTooSmall { t, sample } => SolveError::StepSizeTooSmall {
+            t,
+            sample: map(sample),
+        },
+        SolveError::MaxStepsExceeded {
+            t,
+            sample,
+            max_steps,
+        } => SolveError::MaxStepsExceeded {
+            t,
+            sample: map(sample),
+            max_steps,
+        },
+        SolveError::NewtonFailed { t, sample } => SolveError::NewtonFailed {
+            t,
+            sample: map(sample),
+        },
+        SolveError::NonFinite {
+            t,
+            sample,
+            component,
+        } => SolveError::NonFinite {
+            t,
+            sample: map(sample),
+            component,
+        },
+        other => other,
+    }
+}
+
+/// The parameters as a short text: scalars by value, arrays by their norm, the first eight.
+fn summarize(program: &Program, params: &Params) -> String {
+    let entries = &program.layout().entries;
+    let mut parts: Vec<String> = entries
+        .iter()
+        .take(8)
+        .map(|e| {
+            let values = &params.values()[e.offset..e.offset + e.len()];
+            if values.len() == 1 {
+                format!("{} = {}", e.name, values[0])
+            } else {
+                let norm = values.iter().map(|v| v * v).sum::<f64>().sqrt();
+                format!("‖{}‖ = {norm:.6e}", e.name)
+            }
+        })
+        .collect();
+    if entries.len() > 8 {
+        parts.push(format!("{} more", entries.len() - 8));
+    }
+    parts.join(", ")
 }
 
 /// A non-finite loss names the cost term that went first.

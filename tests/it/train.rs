@@ -169,6 +169,92 @@ fn tensor_kernel_training_is_bit_identical_for_any_thread_count_and_across_a_res
     assert_eq!(a, std::fs::read_to_string(&resumed).unwrap());
 }
 
+/// `dx/dt = a x²` from `x(0) = u` blows up at `t = 1/(a u)`: with `a = 0.5`, every sample
+/// with `u > 2` fails to solve on [0, 1]. `HI` is the largest input.
+fn blow_up_model(hi: &str, max_failures: &str) -> String {
+    format!(
+        "model blowup
+input u
+param a = 0.5
+state x = u
+dx/dt = a * x * x
+schedule dopri5(t = [0, 1], rtol = 1e-6, max_steps = 300)
+cost terminal = (x - 0.5)^2
+data train = uniform(n = 32, dim = 1, lo = -1, hi = {hi}, seed = 3)
+train adam(lr = 0.01, epochs = 2, batch = 1, seed = 1{max_failures})
+"
+    )
+}
+
+/// A failed solve skips its mini-batch: training goes on, counts the skipped batches in the log
+/// and the progress lines, and its parameters load into a model whose data solves.
+#[test]
+fn training_skips_mini_batches_whose_solve_fails() {
+    let path = tmp("blowup.node");
+    std::fs::write(&path, blow_up_model("3", "")).unwrap();
+    let (params, log) = (tmp("blowup.json"), tmp("blowup.csv"));
+    let out = train(&[&path, "--out", &params, "--log", &log], "2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("failed solves skipped"), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = header
+        .iter()
+        .position(|c| *c == "skipped")
+        .expect("a skipped column");
+    let skipped: usize = lines
+        .map(|l| l.split(',').nth(column).unwrap().parse::<usize>().unwrap())
+        .sum();
+    // A quarter of the 32 single-sample batches have u > 2 at the start; training lowers `a`,
+    // which saves some of them.
+    assert!((1..=32).contains(&skipped), "{skipped} skipped:\n{text}");
+    let good = tmp("blowup_good.node");
+    std::fs::write(&good, blow_up_model("1", "")).unwrap();
+    let out = nodec(&["run", &good, "--params", &params]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `max_failures` failed solves in a row stop training with an error naming the epoch, the
+/// mini-batch, the sample and the parameters; `--out` then holds the best parameters so far
+/// (here the starting ones), which load.
+#[test]
+fn consecutive_failed_solves_stop_training_and_keep_the_best_parameters() {
+    let path = tmp("blowup_all.node");
+    std::fs::write(
+        &path,
+        blow_up_model("3", ", max_failures = 3").replace("lo = -1", "lo = 2.5"),
+    )
+    .unwrap();
+    let params = tmp("blowup_all.json");
+    let _ = std::fs::remove_file(&params);
+    let out = train(&[&path, "--quiet", "--out", &params], "2");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("training stopped in epoch 1, mini-batch 3: 3 solves in a row failed"),
+        "{err}"
+    );
+    assert!(err.contains("sample") && err.contains("a = 0.5"), "{err}");
+    assert!(
+        err.contains("the starting parameters, the best so far"),
+        "{err}"
+    );
+    let good = tmp("blowup_all_good.node");
+    std::fs::write(&good, blow_up_model("1", "")).unwrap();
+    let out = nodec(&["run", &good, "--params", &params]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_diverging_run_names_the_epoch_and_suggests_a_smaller_rate() {
     // Gradient ascent in disguise: x(1) = exp(a) grows until the solve overflows.
@@ -368,7 +454,8 @@ fn sigint_writes_a_checkpoint_that_resumes_to_the_same_bits() {
     let (a, b) = (rows(&whole_log), rows(&log));
     assert_eq!(a.len(), 40);
     assert_eq!(b.len(), 40);
-    let seconds = a[0].len() - 2;
+    // The columns end `grad_norm, seconds, rhs_evals, skipped`.
+    let seconds = a[0].len() - 3;
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x[..seconds], y[..seconds]);
         assert_eq!(x[seconds + 1..], y[seconds + 1..]);
