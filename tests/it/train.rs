@@ -220,6 +220,45 @@ fn training_skips_mini_batches_whose_solve_fails() {
     );
 }
 
+/// L-BFGS treats a trial point whose solve fails as too far and shortens its step: aiming
+/// `x(1)` at 3 pushes `a` towards the blow-up, and the run converges all the same.
+#[test]
+fn lbfgs_shortens_a_step_whose_solve_fails() {
+    let path = tmp("blowup_lbfgs.node");
+    let text = blow_up_model("1.9", "")
+        .replace("(x - 0.5)^2", "(x - 3)^2")
+        .replace("lo = -1", "lo = 0.5")
+        .replace(
+            "adam(lr = 0.01, epochs = 2, batch = 1, seed = 1)",
+            "lbfgs(iters = 10)",
+        );
+    std::fs::write(&path, text).unwrap();
+    let log = tmp("blowup_lbfgs.csv");
+    let out = train(
+        &[
+            &path,
+            "--quiet",
+            "--out",
+            &tmp("blowup_lbfgs.json"),
+            "--log",
+            &log,
+        ],
+        "2",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let skipped: usize = text
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert!(skipped > 0, "no trial point failed:\n{text}");
+}
+
 /// `max_failures` failed solves in a row stop training with an error naming the epoch, the
 /// mini-batch, the sample and the parameters; `--out` then holds the best parameters so far
 /// (here the starting ones), which load.
