@@ -8,7 +8,7 @@ use super::report::{DataSummary, RunReport, RunStats, Series};
 use super::{check_file, write_atomic, Output};
 use crate::compile::{FitError, ParamEntry, Params, Program};
 use crate::data::{self, Dataset};
-use crate::diag::{Diagnostic, SourceFile};
+use crate::diag::{Diagnostic, Severity, SourceFile};
 use crate::ir::{self, Shape};
 use crate::sema::Overrides;
 use crate::sens::{self, GradientOptions};
@@ -302,7 +302,8 @@ fn fit_copies(
     })
 }
 
-/// Generates or reads every data block; CSV paths are relative to the model file.
+/// Generates or reads every data block; CSV paths are relative to the model file. A file's
+/// columns and times are checked against the model here, before anything is solved.
 fn load_data(
     file: &SourceFile,
     model: &ir::Model,
@@ -318,7 +319,22 @@ fn load_data(
                 let path = base.join(rel);
                 let shown = path.display().to_string();
                 match std::fs::read_to_string(&path) {
-                    Ok(text) => data::parse_csv(&text, &block.source, &shown),
+                    Ok(text) => {
+                        if let Some(d) = data::check_columns(&text, block, &shown) {
+                            out.stderr.push_str(&d.render(file));
+                            return None;
+                        }
+                        let parsed = data::parse_csv(&text, &block.source, &shown);
+                        if let (Ok(dataset), Some(schedule)) = (&parsed, &model.schedule) {
+                            if let Some(d) = data::check_times(dataset, block, schedule, &shown) {
+                                out.stderr.push_str(&d.render(file));
+                                if d.severity == Severity::Error {
+                                    return None;
+                                }
+                            }
+                        }
+                        parsed
+                    }
                     Err(e) => {
                         let d = Diagnostic::error(
                             block.span,

@@ -267,8 +267,22 @@ fn resolve_one(
     Ok(c)
 }
 
-/// See [`super::parse_csv`].
-pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Dataset, DataError> {
+/// The first two rows, split, and what they say about the file.
+struct Head<'a, I> {
+    first: Row<'a>,
+    second: Option<Row<'a>>,
+    /// The first row's cells when it is a header.
+    header: Option<Vec<String>>,
+    /// Cells per row: the first row's.
+    width: usize,
+    /// The non-blank lines after the second.
+    rest: I,
+}
+
+fn head<'a>(
+    text: &'a str,
+    file: &str,
+) -> Result<Head<'a, impl Iterator<Item = (usize, &'a str)>>, DataError> {
     let mut all = lines(text);
     let Some((line, first)) = all.next() else {
         return Err(DataError::NoRows {
@@ -280,15 +294,72 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
         Some((line, l)) => Some(split_line(l, line, file)?),
         None => None,
     };
-    let width = first.cells.len();
-    let header: Option<Vec<String>> =
-        first_row_is_header(&first, second.as_ref(), file)?.then(|| {
-            first
-                .cells
-                .iter()
-                .map(|c| c.text.trim().to_string())
-                .collect()
-        });
+    let header = first_row_is_header(&first, second.as_ref(), file)?.then(|| {
+        first
+            .cells
+            .iter()
+            .map(|c| c.text.trim().to_string())
+            .collect()
+    });
+    Ok(Head {
+        width: first.cells.len(),
+        first,
+        second,
+        header,
+        rest: all,
+    })
+}
+
+/// The columns a `csv` block's inputs or a `series` block's values select.
+pub(super) struct Selection {
+    /// The header's cells, if the file has one.
+    pub header: Option<Vec<String>>,
+    /// Cells per row.
+    pub width: usize,
+    /// The first selected column.
+    pub start: usize,
+    /// One past the last selected column.
+    pub end: usize,
+}
+
+/// The [`Selection`] of a file block, from the file's first rows alone; see
+/// [`super::check_columns`].
+pub(super) fn selection(
+    text: &str,
+    source: &DataSource,
+    file: &str,
+) -> Result<Selection, DataError> {
+    let Head { header, width, .. } = head(text, file)?;
+    let (start, end) = match source {
+        DataSource::Csv { input, .. } => {
+            resolve_range(input, "input", header.as_deref(), width, file)?
+        }
+        DataSource::Series { values, .. } => {
+            resolve_range(values, "value", header.as_deref(), width, file)?
+        }
+        _ => {
+            return Err(DataError::WrongSource {
+                expected: "a `csv` or `series` data source",
+            })
+        }
+    };
+    Ok(Selection {
+        header,
+        width,
+        start,
+        end,
+    })
+}
+
+/// See [`super::parse_csv`].
+pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Dataset, DataError> {
+    let Head {
+        first,
+        second,
+        header,
+        width,
+        rest: all,
+    } = head(text, file)?;
     let header = header.as_deref();
 
     // The data rows, split lazily after the two already split.

@@ -10,15 +10,21 @@
 //!
 //! `docs/data.md` states exactly what every generator produces.
 //!
+//! Before a file's rows are parsed, [`check_columns`] checks what a column range with a name
+//! selects against the model, and after, [`check_times`] a series' times against the schedule.
+//!
 //! **API boundary:** [`Dataset`], [`DataError`], [`generate`], [`parse_csv`], [`batches`],
-//! [`file_path`] and the generator functions; the CSV reader's internals stay private.
+//! [`file_path`], [`check_columns`], [`check_times`] and the generator functions; the CSV
+//! reader's internals stay private.
 
+mod bind;
 mod csv;
 mod error;
 mod toy;
 
 use std::cell::RefCell;
 
+pub use bind::{check_columns, check_times};
 pub use error::DataError;
 pub use toy::{annulus, checkerboard, circles, gaussians, moons, normal, spirals, uniform};
 

@@ -3,7 +3,7 @@
 
 use super::node::{ExprId, Var};
 use super::pool::Pool;
-use crate::diag::Span;
+use crate::diag::{Diagnostic, Span};
 
 /// The shape of a value: scalar, vector `[n]` or matrix `[m, n]` (row-major).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -616,6 +616,9 @@ pub struct Schedule {
     pub position: Option<usize>,
     /// Leapfrog's momentum state index.
     pub momentum: Option<usize>,
+    /// Whether `t = [T0, T1]` reads a const set with `--set`: observations the span then
+    /// leaves out were asked for, so dropping them is a warning rather than an error.
+    pub span_set: bool,
     /// The declaration.
     pub span: Span,
 }
@@ -627,6 +630,58 @@ pub enum Column {
     Index(usize),
     /// Header name.
     Name(String),
+}
+
+impl std::fmt::Display for Column {
+    /// As the model writes it: `3` or `"prey"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Column::Index(i) => write!(f, "{i}"),
+            Column::Name(n) => write!(f, "\"{n}\""),
+        }
+    }
+}
+
+/// What the column range of a `csv` block (its inputs) or a `series` block (its observed
+/// values) binds. `sema` checks a range of two indices; a range with a name is checked when
+/// `cli` has read the file's header, before anything is solved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnBinding {
+    /// The range `A..B` as written.
+    pub span: Span,
+    /// How many columns the range must select: the elements of what it binds.
+    pub elements: usize,
+    /// What it binds and how large that is, as a message ends: "`uobs` has 2 elements".
+    pub target: String,
+}
+
+impl ColumnBinding {
+    /// The error when `range` selects `selected` columns instead of [`Self::elements`];
+    /// `fix` is the help line, when there is a range to propose.
+    pub fn mismatch(
+        &self,
+        range: &(Column, Column),
+        selected: usize,
+        fix: Option<String>,
+    ) -> Option<Diagnostic> {
+        if selected == self.elements {
+            return None;
+        }
+        let d = Diagnostic::error(
+            self.span,
+            format!(
+                "`{}..{}` selects {selected} column{} (ranges exclude their end) but {}",
+                range.0,
+                range.1,
+                if selected == 1 { "" } else { "s" },
+                self.target
+            ),
+        );
+        Some(match fix {
+            Some(fix) => d.with_help(fix),
+            None => d,
+        })
+    }
 }
 
 /// Toy data generators.
@@ -721,6 +776,9 @@ pub struct DataBlock {
     pub name: String,
     /// Where samples come from.
     pub source: DataSource,
+    /// What a `csv` or `series` block's column range binds (`None` for generators, and when
+    /// the model declares nothing it could bind or a declaration's shape is in error).
+    pub columns: Option<ColumnBinding>,
     /// The declaration.
     pub span: Span,
 }

@@ -8,8 +8,8 @@ use crate::diag::{suggest, Diagnostic, Span};
 use crate::ir::tensor::expand::Expander;
 use crate::ir::tensor::{Leaf, TId};
 use crate::ir::{
-    self, Column, DataSource, GradientMethod, Method, MethodFamily, Optimizer, ParamTime, Save,
-    Shape, ToyKind, Var,
+    self, Column, ColumnBinding, DataSource, GradientMethod, Method, MethodFamily, Optimizer,
+    ParamTime, Save, Shape, ToyKind, Var,
 };
 use crate::syntax::ast::{self, ExprKind};
 
@@ -203,6 +203,7 @@ pub(crate) fn schedule<'a>(
     let what = format!("`{}`", method.name());
     let args = bind_args(checker, call, &what, params, required)?;
     let arg = |name: &str| params.iter().position(|p| *p == name).and_then(|i| args[i]);
+    let span_set = checker.reads_override(arg("t").expect("required"));
     let (t0, t1) = {
         let e = arg("t").expect("required");
         match checker.lower_const_value(e, "the time span `t`") {
@@ -356,6 +357,7 @@ pub(crate) fn schedule<'a>(
         lm_k,
         position,
         momentum,
+        span_set,
         span,
     })
 }
@@ -609,11 +611,53 @@ fn path<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr) -> Option<String> {
     }
 }
 
-/// `data NAME = SOURCE(ARGS)`
+/// What a file block's column range at `span` binds: the inputs for `csv`, the observed values
+/// for `series` (see [`ColumnBinding`]).
+fn column_binding(checker: &Checker, span: Span, observed: bool) -> Option<ColumnBinding> {
+    let slots = if observed {
+        &checker.observed
+    } else {
+        &checker.inputs
+    };
+    if slots.is_empty() {
+        // A series always binds observed values; a csv without inputs may be read for labels.
+        return observed.then(|| ColumnBinding {
+            span,
+            elements: 0,
+            target: "the model declares no `observed` value to bind them to".to_string(),
+        });
+    }
+    // A declaration whose shape is in error has been reported; a width would be a follow-on.
+    let shapes: Option<Vec<Shape>> = slots.iter().map(|s| s.shape).collect();
+    let elements: usize = shapes?.iter().map(|s| s.len()).sum();
+    let count = format!("{elements} element{}", if elements == 1 { "" } else { "s" });
+    let target = match slots.as_slice() {
+        [one] => format!("`{}` has {count}", one.name.name),
+        _ => {
+            let names: Vec<String> = slots.iter().map(|s| format!("`{}`", s.name.name)).collect();
+            format!(
+                "the {} {} have {count} in all",
+                if observed {
+                    "observed values"
+                } else {
+                    "inputs"
+                },
+                names.join(", ")
+            )
+        }
+    };
+    Some(ColumnBinding {
+        span,
+        elements,
+        target,
+    })
+}
+
+/// `data NAME = SOURCE(ARGS)`, with what its column range binds for a file source.
 pub(crate) fn data_source<'a>(
     checker: &mut Checker<'a>,
     call: &'a ast::Call,
-) -> Option<DataSource> {
+) -> Option<(DataSource, Option<ColumnBinding>)> {
     let name = call.name.name.as_str();
     let what = format!("`{name}`");
     if let Some(&(_, kind)) = TOYS.iter().find(|(n, _)| *n == name) {
@@ -638,13 +682,16 @@ pub(crate) fn data_source<'a>(
             Some(e) => checker.const_number(e, "`factor`")?,
             None => 0.5,
         };
-        return Some(DataSource::Toy {
-            kind,
-            n,
-            noise,
-            seed,
-            factor,
-        });
+        return Some((
+            DataSource::Toy {
+                kind,
+                n,
+                noise,
+                seed,
+                factor,
+            },
+            None,
+        ));
     }
     match name {
         "normal" => {
@@ -676,13 +723,16 @@ pub(crate) fn data_source<'a>(
                 None => 1.0,
                 Some(e) => positive_number(checker, e, "`std`")?,
             };
-            Some(DataSource::Normal {
-                n,
-                dim,
-                seed,
-                mean,
-                std,
-            })
+            Some((
+                DataSource::Normal {
+                    n,
+                    dim,
+                    seed,
+                    mean,
+                    std,
+                },
+                None,
+            ))
         }
         "uniform" => {
             let args = bind_args(
@@ -735,14 +785,17 @@ pub(crate) fn data_source<'a>(
                     Value::Error => None,
                 },
             };
-            Some(DataSource::Uniform {
-                n,
-                dim,
-                lo,
-                hi,
-                seed,
-                label,
-            })
+            Some((
+                DataSource::Uniform {
+                    n,
+                    dim,
+                    lo,
+                    hi,
+                    seed,
+                    label,
+                },
+                None,
+            ))
         }
         "csv" => {
             let args = bind_args(
@@ -771,20 +824,25 @@ pub(crate) fn data_source<'a>(
                     }
                 },
             };
-            Some(DataSource::Csv {
-                path,
-                input,
-                label,
-                shuffle,
-                rows,
-            })
+            let columns = column_binding(checker, args[1]?.span, false);
+            Some((
+                DataSource::Csv {
+                    path,
+                    input,
+                    label,
+                    shuffle,
+                    rows,
+                },
+                columns,
+            ))
         }
         "series" => {
             let args = bind_args(checker, call, &what, &["path", "t", "values"], 3)?;
             let path = path(checker, args[0]?)?;
             let t = column(checker, args[1]?, "the time column")?;
             let values = column_range(checker, args[2]?, "a value column")?;
-            Some(DataSource::Series { path, t, values })
+            let columns = column_binding(checker, args[2]?.span, true);
+            Some((DataSource::Series { path, t, values }, columns))
         }
         _ => {
             let mut known: Vec<&str> = TOYS.iter().map(|(n, _)| *n).collect();
@@ -793,6 +851,21 @@ pub(crate) fn data_source<'a>(
             None
         }
     }
+}
+
+/// The width check of a column range whose ends are both indices; a range with a name waits
+/// for the file's header (`data::check_columns`).
+fn check_index_range(block: &ir::DataBlock, range: &(Column, Column)) -> Option<Diagnostic> {
+    let (Column::Index(a), Column::Index(b)) = range else {
+        return None;
+    };
+    let binding = block.columns.as_ref()?;
+    let fix = if binding.elements == 0 {
+        format!("declare them with `observed NAME[{}]`", b - a)
+    } else {
+        format!("write `{a}..{}`", a + binding.elements)
+    };
+    binding.mismatch(range, b - a, Some(fix))
 }
 
 /// Data blocks must provide what the model reads per sample: input width, labels, observations.
@@ -832,33 +905,11 @@ pub(crate) fn check_data_shapes(checker: &mut Checker) {
                 (Some(*dim), Some(label.is_some()), "`uniform`")
             }
             DataSource::Csv { input, label, .. } => {
-                let width = match input {
-                    (Column::Index(a), Column::Index(b)) => Some(b - a),
-                    _ => None,
-                };
-                (width, Some(label.is_some()), "this csv")
+                problems.extend(check_index_range(block, input));
+                (None, Some(label.is_some()), "this csv")
             }
             DataSource::Series { values, .. } => {
-                // A series gives the observed values, not inputs: check their width here.
-                let observed: usize = checker
-                    .observed
-                    .iter()
-                    .filter_map(|o| o.shape)
-                    .map(Shape::len)
-                    .sum();
-                if let (Column::Index(a), Column::Index(b)) = values {
-                    if b - a != observed {
-                        problems.push(Diagnostic::error(
-                            block.span,
-                            format!(
-                                "series `{}` gives {} value{} per time but the model's observed values take {observed}",
-                                block.name,
-                                b - a,
-                                if b - a == 1 { "" } else { "s" }
-                            ),
-                        ));
-                    }
-                }
+                problems.extend(check_index_range(block, values));
                 (None, None, "a series")
             }
         };

@@ -802,10 +802,11 @@ impl<'a> Checker<'a> {
                         );
                         continue;
                     }
-                    if let Some(source) = config::data_source(self, source) {
+                    if let Some((source, columns)) = config::data_source(self, source) {
                         self.model.data.push(ir::DataBlock {
                             name: name.name.clone(),
                             source,
+                            columns,
                             span: decl.span,
                         });
                     }
@@ -981,16 +982,46 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Inputs, labels and observed values need a data block that provides them.
+    /// Inputs and observed values need a data block that provides them: inputs come from a
+    /// generator or a `csv` block, observed values from a `series` block. Without one they
+    /// would read zeros, so the loss would be computed against nothing.
     fn check_data_binding(&mut self) {
-        let first_input = self.inputs.first().map(|s| (s.span, s.name.name.clone()));
-        if let Some((span, name)) = first_input {
-            if self.model.data.is_empty() && !self.diags.has_errors() && !self.broken("data") {
-                self.diags.push(
-                    Diagnostic::error(span, format!("input `{name}` is not bound to any data"))
-                        .with_help("add a data block, e.g. `data train = moons(n = 512, noise = 0.1, seed = 1)`"),
-                );
-            }
+        // A data block that failed to lower was reported; what it would bind is unknown.
+        let declared = self
+            .ast
+            .decls
+            .iter()
+            .filter(|d| matches!(d.kind, DeclKind::Data { .. }))
+            .count();
+        let all_lowered = declared == self.model.data.len() && !self.broken("data");
+        let is_series = |b: &ir::DataBlock| matches!(b.source, ir::DataSource::Series { .. });
+        let gives_inputs = self.model.data.iter().any(|b| !is_series(b));
+        let gives_observed = self.model.data.iter().any(is_series);
+        if let (Some(first), true, false) = (self.inputs.first(), all_lowered, gives_inputs) {
+            let mut d = Diagnostic::error(
+                first.span,
+                format!("input `{}` is not bound to any data", first.name.name),
+            );
+            d = if gives_observed {
+                d.with_help("a `series` binds observed values, not inputs: add a `csv` or generated data block for the inputs")
+            } else {
+                d.with_help(
+                    "add a data block, e.g. `data train = moons(n = 512, noise = 0.1, seed = 1)`",
+                )
+            };
+            self.diags.push(d);
+        }
+        if let (Some(first), true, false) = (self.observed.first(), all_lowered, gives_observed) {
+            self.diags.push(
+                Diagnostic::error(
+                    first.span,
+                    format!(
+                        "observed value `{}` is not bound to any data",
+                        first.name.name
+                    ),
+                )
+                .with_help("observed values come from a series, e.g. `data obs = series(\"obs.csv\", t = 0, values = 1..3)`"),
+            );
         }
         config::check_data_shapes(self);
     }
@@ -1010,6 +1041,63 @@ impl<'a> Checker<'a> {
                     .warning(l.name.span, format!("let `{}` is never used", l.name.name));
             }
         }
+    }
+
+    /// Whether `expr` reads, directly or through consts, lets and `fn` bodies, a const that
+    /// `--set` overrides. A `fn` parameter that shadows such a const counts too: the answer
+    /// only softens an error into a warning, so it may err on that side.
+    pub(crate) fn reads_override(&self, expr: &ast::Expr) -> bool {
+        fn walk(checker: &Checker, e: &ast::Expr, seen: &mut HashSet<Symbol>) -> bool {
+            use ast::ExprKind as E;
+            let mut go = |e: &ast::Expr| walk(checker, e, seen);
+            match &e.kind {
+                E::Number(_) | E::Str(_) => false,
+                E::Name(name) => {
+                    let Some(&symbol) = checker.symbols.get(name) else {
+                        return false;
+                    };
+                    // A definition cycle is reported elsewhere; the walk must only end.
+                    if !seen.insert(symbol) {
+                        return false;
+                    }
+                    match symbol {
+                        Symbol::Const(i) => {
+                            checker.overrides.get(name).is_some()
+                                || walk(checker, checker.consts[i].expr, seen)
+                        }
+                        Symbol::Let(i) => walk(checker, checker.lets[i].expr, seen),
+                        _ => false,
+                    }
+                }
+                E::Binary { lhs, rhs, .. } => go(lhs) || go(rhs),
+                E::Neg(x) | E::Transpose(x) => go(x),
+                E::Call(call) => {
+                    let body = match checker.symbols.get(&call.name.name) {
+                        Some(&Symbol::Fn(i)) if seen.insert(Symbol::Fn(i)) => {
+                            Some(checker.fns[i].body)
+                        }
+                        _ => None,
+                    };
+                    call.args.iter().any(|a| walk(checker, &a.value, seen))
+                        || body.is_some_and(|b| walk(checker, b, seen))
+                }
+                E::Index { base, items } => {
+                    go(base)
+                        || items.iter().any(|item| match item {
+                            ast::IndexItem::Single(x) => walk(checker, x, seen),
+                            ast::IndexItem::Slice { start, end, .. } => {
+                                start.iter().chain(end).any(|x| walk(checker, x, seen))
+                            }
+                        })
+                }
+                E::List(items) => items.iter().any(go),
+                E::IndexSum { binder, body } | E::Comprehension { binder, body } => {
+                    go(&binder.start) || go(&binder.end) || go(body)
+                }
+                E::Range { start, end } => go(start) || go(end),
+            }
+        }
+        !self.overrides.values.is_empty() && walk(self, expr, &mut HashSet::new())
     }
 
     /// Whether a declaration with this keyword failed to parse.
@@ -1462,5 +1550,76 @@ mod check_tests {
                 MAX_ELEMENTS + 1
             )]
         );
+    }
+
+    #[test]
+    fn the_span_is_set_when_it_reads_an_overridden_const() {
+        let text = "const T = 4\nconst half = T / 2\nfn twice(a) = 2 * a\nconst k = 1\n\
+                    state x = 1\ndx/dt = -k * x\nschedule rk4(t = [0, twice(half)], steps = 4)\n";
+        let set = |set: &[(&str, f64)]| {
+            let (model, diags) = check_text(text, set);
+            assert!(!diags.has_errors(), "{:?}", diags.sorted());
+            model.schedule.expect("a schedule").span_set
+        };
+        assert!(!set(&[]));
+        assert!(set(&[("T", 2.0)]), "through a const and a fn call");
+        assert!(!set(&[("k", 2.0)]), "`k` is not read by the span");
+    }
+
+    #[test]
+    fn inputs_and_observed_values_need_data_that_binds_them() {
+        let model = "input u\nobserved xobs\nstate x = u\ndx/dt = -x\n\
+                     schedule rk4(t = [0, 1], steps = 4)\ncost observed = (x - xobs)^2\n";
+        assert_eq!(
+            errors(model),
+            [
+                "input `u` is not bound to any data",
+                "observed value `xobs` is not bound to any data"
+            ]
+        );
+        let series = "data obs = series(\"f.csv\", t = 0, values = 1..2)\n";
+        assert_eq!(
+            errors(&format!("{model}{series}")),
+            ["input `u` is not bound to any data"]
+        );
+        let moons = "data train = csv(\"f.csv\", input = 0..1)\n";
+        assert_eq!(
+            errors(&format!("{model}{moons}")),
+            ["observed value `xobs` is not bound to any data"]
+        );
+        assert_eq!(
+            errors(&format!("{model}{series}{moons}")),
+            Vec::<String>::new()
+        );
+        // A data block in error binds nothing known: no follow-on error.
+        let broken = "data train = moon(n = 4)\n";
+        assert_eq!(
+            errors(&format!("{model}{series}{broken}")),
+            ["unknown data source `moon`"]
+        );
+    }
+
+    #[test]
+    fn an_index_range_selects_as_many_columns_as_it_binds() {
+        let model = "input u[2]\ninput v\nstate x[2] = u * v\ndx/dt = -x\n\
+                     schedule rk4(t = [0, 1], steps = 4)\n";
+        assert_eq!(
+            errors(&format!("{model}data d = csv(\"f.csv\", input = 1..3)\n")),
+            ["`1..3` selects 2 columns (ranges exclude their end) but the inputs `u`, `v` have 3 elements in all"]
+        );
+        assert_eq!(
+            errors(&format!("{model}data d = csv(\"f.csv\", input = 1..4)\n")),
+            Vec::<String>::new()
+        );
+        let (model, diags) = check_text(
+            &format!("{model}data d = csv(\"f.csv\", input = \"a\"..\"b\")\n"),
+            &[],
+        );
+        assert!(!diags.has_errors(), "a named range waits for the header");
+        let binding = model.data[0]
+            .columns
+            .as_ref()
+            .expect("csv binds the inputs");
+        assert_eq!(binding.elements, 3);
     }
 }

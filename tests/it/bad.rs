@@ -1,15 +1,18 @@
 //! `tests/bad/*.node`: malformed models, one concern per file. Each must exit 1 with at least
 //! one located error, and its full stderr is snapshotted (each snapshot read and judged right).
-//! A line `// args: ...` near the top passes extra command-line arguments (e.g. `--set`).
+//! A line `// args: ...` near the top passes extra command-line arguments (e.g. `--set`), and
+//! `// command: run` runs that command instead of `check`, for mistakes that only a data
+//! file's contents reveal (`check` reads no data files); those files live in `tests/bad/data/`.
 
 use crate::support::{node_files, nodec};
 
-fn extra_args(path: &std::path::Path) -> Vec<String> {
+/// The words after `// PREFIX` on one of the first three lines.
+fn header_words(path: &std::path::Path, prefix: &str) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes);
     text.lines()
         .take(3)
-        .find_map(|l| l.strip_prefix("// args:"))
+        .find_map(|l| l.strip_prefix(prefix))
         .map(|a| a.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default()
 }
@@ -25,8 +28,11 @@ fn every_bad_model_fails_with_located_diagnostics() {
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let rel = format!("tests/bad/{name}");
-        let mut args: Vec<String> = vec!["check".into()];
-        args.extend(extra_args(&path));
+        let mut args = header_words(&path, "// command:");
+        if args.is_empty() {
+            args.push("check".into());
+        }
+        args.extend(header_words(&path, "// args:"));
         args.push(rel.clone());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = nodec(&args);
@@ -34,7 +40,8 @@ fn every_bad_model_fails_with_located_diagnostics() {
         assert_eq!(
             out.status.code(),
             Some(1),
-            "{rel} should fail check:\n{stderr}"
+            "{rel} should fail {}:\n{stderr}",
+            args[0]
         );
         let first = stderr.lines().next().unwrap_or("");
         assert!(

@@ -473,3 +473,57 @@ fn per_component_atol_resolves_a_small_component() {
         assert!(per_component < 1e-3, "{method}: {per_component:e}");
     }
 }
+
+/// Observations outside the schedule's span are an error (`tests/bad/series_times_outside_span`)
+/// unless the span reads a const set with `--set`: then the user asked for the shorter span, and
+/// the observations it leaves out are a warning with their count while the run goes on.
+#[test]
+fn a_span_shortened_with_set_warns_of_the_observations_it_leaves_out() {
+    let csv = std::fs::read_to_string(root().join("models/data/decay_obs.csv")).unwrap();
+    write_model("decay_obs.csv", &csv);
+    let model = write_model(
+        "decay_fit_span.node",
+        "const T = 4\nparam k = 0.3\nstate x = 2\nobserved xobs\ndx/dt = -k * x\n\
+         schedule dopri5(t = [0, T], rtol = 1e-10, atol = 1e-12)\n\
+         data obs = series(\"decay_obs.csv\", t = 0, values = 1..2)\n\
+         cost observed = (x - xobs)^2\n",
+    );
+    let out = nodec(&["run", &model, "--set", "T=2", "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(":7:1: warning: 2 of the 7 observation times in ")
+            && stderr.contains(
+                "lie outside the span [0, 2] set with `--set` and are left out; the first is t = 3"
+            ),
+        "{stderr}"
+    );
+    // The loss is the closed form over the five observations the span keeps.
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let exact: f64 = [0.25, 0.5, 1.0, 1.5, 2.0]
+        .iter()
+        .map(|t: &f64| (2.0 * (-0.3 * t).exp() - 2.0 * (-0.5 * t).exp()).powi(2))
+        .sum();
+    let loss = v["loss"].as_f64().unwrap();
+    assert!(
+        ((loss - exact) / exact).abs() < 1e-8,
+        "loss {loss}, closed form {exact}"
+    );
+    // Without `--set` the full span keeps every observation and nothing is said.
+    let out = nodec(&["run", &model, "--format", "json"]);
+    assert!(out.status.success() && out.stderr.is_empty());
+    // Setting something else does not excuse a span that leaves observations out.
+    let short = write_model(
+        "decay_fit_short.node",
+        &std::fs::read_to_string(&model)
+            .unwrap()
+            .replace("t = [0, T]", "t = [0, 2]"),
+    );
+    let out = nodec(&["run", &short, "--set", "k=0.5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(":7:1: error: 2 of the 7 observation times"),
+        "{stderr}"
+    );
+}

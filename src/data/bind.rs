@@ -1,0 +1,177 @@
+//! The checks that tie a `csv` or `series` file to the model, made when `cli` has read the file
+//! and before anything is solved: what a column range selects (a range with a name is only
+//! known from the header) and whether a series' times lie in the schedule's span. Both report
+//! at the model's data block, since that is what the user edits.
+
+use super::{csv, Dataset};
+use crate::diag::Diagnostic;
+use crate::ir::{self, Column, DataSource};
+
+/// The error when a `csv` block's input range or a `series` block's value range, with a column
+/// name at either end, selects another number of columns than the model binds from it
+/// ([`ir::ColumnBinding`]). Ranges of two indices were checked by `sema`. A file whose header
+/// or columns do not resolve gives `None` here: [`super::parse_csv`] reports it.
+pub fn check_columns(text: &str, block: &ir::DataBlock, file: &str) -> Option<Diagnostic> {
+    let binding = block.columns.as_ref()?;
+    let range = match &block.source {
+        DataSource::Csv { input, .. } => input,
+        DataSource::Series { values, .. } => values,
+        _ => return None,
+    };
+    if matches!(range, (Column::Index(_), Column::Index(_))) {
+        return None;
+    }
+    let csv::Selection {
+        header,
+        width,
+        start,
+        end,
+    } = csv::selection(text, &block.source, file).ok()?;
+    let selected = end - start;
+    let wanted = start + binding.elements;
+    let fix = if binding.elements == 0 {
+        Some(format!("declare them with `observed NAME[{selected}]`"))
+    } else if wanted > width {
+        Some(format!(
+            "`{file}` has {} column{} from {} on",
+            width - start,
+            if width - start == 1 { "" } else { "s" },
+            range.0
+        ))
+    } else if wanted == width {
+        // No header names the end of a range that runs to the last column.
+        Some(format!(
+            "the range must end after the file's last column, which only an index names: write `{}..{width}`",
+            range.0
+        ))
+    } else {
+        // Propose the end by name when the header names it once, else by index.
+        let end = header
+            .as_ref()
+            .and_then(|h| h.get(wanted))
+            .filter(|name| !name.is_empty())
+            .filter(|name| header.iter().flatten().filter(|h| h == name).count() == 1)
+            .map_or(Column::Index(wanted), |name| Column::Name(name.clone()));
+        Some(format!("write `{}..{end}`", range.0))
+    };
+    binding.mismatch(range, selected, fix)
+}
+
+/// The diagnostic when a series has observation times outside the schedule's span
+/// `[t0, t1]`, which the solve leaves out: an error, or a warning when the span reads a const
+/// set with `--set` ([`ir::Schedule::span_set`]), since then the user shortened it on purpose.
+pub fn check_times(
+    data: &Dataset,
+    block: &ir::DataBlock,
+    schedule: &ir::Schedule,
+    file: &str,
+) -> Option<Diagnostic> {
+    let times = data.times.as_ref()?;
+    let (t0, t1) = (schedule.t0, schedule.t1);
+    let mut outside = times.iter().filter(|t| !(t0..=t1).contains(*t));
+    let first = *outside.next()?;
+    let count = 1 + outside.count();
+    let of = format!("{count} of the {} observation times", times.len());
+    if schedule.span_set {
+        return Some(Diagnostic::warning(
+            block.span,
+            format!(
+                "{of} in `{file}` lie outside the span [{t0}, {t1}] set with `--set` and are left out; the first is t = {first}"
+            ),
+        ));
+    }
+    let help = if first < t0 {
+        format!("the initial state is at t = {t0} and nothing is solved before it: start the span earlier or remove those rows")
+    } else {
+        let last = times.last().copied().unwrap_or(t1);
+        format!("end the span at the last observation, `t = [{t0}, {last}]`, or remove those rows")
+    };
+    Some(
+        Diagnostic::error(
+            block.span,
+            format!(
+                "{of} in `{file}` lie outside the schedule's span [{t0}, {t1}]; the first is t = {first}"
+            ),
+        )
+        .with_help(help),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::{Severity, Span};
+    use crate::ir::ColumnBinding;
+
+    fn series(values: (Column, Column), elements: usize) -> ir::DataBlock {
+        ir::DataBlock {
+            name: "obs".into(),
+            source: DataSource::Series {
+                path: "f.csv".into(),
+                t: Column::Index(0),
+                values,
+            },
+            columns: Some(ColumnBinding {
+                span: Span::new(0, 1),
+                elements,
+                target: "`y` has N elements".into(),
+            }),
+            span: Span::new(0, 1),
+        }
+    }
+
+    fn help(text: &str, values: (Column, Column), elements: usize) -> Option<String> {
+        check_columns(text, &series(values, elements), "f.csv").map(|d| d.help.join("; "))
+    }
+
+    fn name(n: &str) -> Column {
+        Column::Name(n.into())
+    }
+
+    #[test]
+    fn a_named_range_is_checked_against_the_header() {
+        let text = "t,a,b,c\n0,1,2,3\n";
+        assert_eq!(help(text, (name("a"), name("c")), 2), None);
+        assert_eq!(
+            help(text, (name("a"), name("b")), 2).as_deref(),
+            Some("write `\"a\"..\"c\"`")
+        );
+        assert_eq!(
+            help(text, (name("a"), name("c")), 3).as_deref(),
+            Some("the range must end after the file's last column, which only an index names: write `\"a\"..4`")
+        );
+        assert_eq!(
+            help(text, (name("b"), name("c")), 5).as_deref(),
+            Some("`f.csv` has 2 columns from \"b\" on")
+        );
+        // A header name given twice cannot be a range's end; the index can.
+        assert_eq!(
+            help("t,a,b,b,c\n0,1,2,3,4\n", (name("a"), Column::Index(2)), 2).as_deref(),
+            Some("write `\"a\"..3`")
+        );
+        // Index ranges are sema's; an unknown name is the parser's to report.
+        assert_eq!(help(text, (Column::Index(1), Column::Index(2)), 2), None);
+        assert_eq!(help(text, (name("a"), name("nope")), 2), None);
+    }
+
+    #[test]
+    fn times_outside_the_span_are_an_error_or_with_set_a_warning() {
+        let block = series((Column::Index(1), Column::Index(2)), 1);
+        let data = Dataset::series(vec![-1.0, 0.0, 1.0, 2.0, 3.0], 1, vec![0.0; 5]);
+        let file = crate::diag::SourceFile::new(
+            "m.node",
+            "state x = 1\ndx/dt = -x\nschedule rk4(t = [0, 2], steps = 4)\n",
+        );
+        let (model, _) = crate::check_source(&file, &Default::default(), "m");
+        let mut schedule = model.schedule.expect("the model has a schedule");
+        let d = check_times(&data, &block, &schedule, "f.csv").expect("two times are outside");
+        assert_eq!(d.severity, Severity::Error);
+        assert!(d.message.starts_with("2 of the 5 observation times in `f.csv` lie outside the schedule's span [0, 2]; the first is t = -1"), "{}", d.message);
+        schedule.span_set = true;
+        let d = check_times(&data, &block, &schedule, "f.csv").expect("still reported");
+        assert_eq!(d.severity, Severity::Warning);
+        schedule.t0 = -1.0;
+        schedule.t1 = 3.0;
+        assert_eq!(check_times(&data, &block, &schedule, "f.csv"), None);
+    }
+}
