@@ -450,10 +450,14 @@ fn constructor<'a>(checker: &mut Checker<'a>, name: &str, args: &[&'a ast::Expr]
         (_, [m, n]) => Shape::Matrix(*m, *n),
         _ => return Value::Error,
     };
-    if shape.len() > super::MAX_ELEMENTS {
+    let elements = super::element_count(&match shape {
+        Shape::Matrix(m, n) => vec![m, n],
+        other => vec![other.len()],
+    });
+    if elements > super::MAX_ELEMENTS as u128 {
         checker.diags.error(
             args[0].span,
-            format!("`{name}` of {} elements is too large", shape.len()),
+            format!("`{name}` of {elements} elements is too large"),
         );
         return Value::Error;
     }

@@ -71,6 +71,12 @@ pub(crate) const MAX_ELEMENTS: usize = 1 << 22;
 pub(crate) const MAX_INDEX_RANGE: usize = 1 << 17;
 /// Largest tensor IR before the model is rejected as too large to compile.
 pub(crate) const MAX_NODES: usize = 4_000_000;
+/// The number of elements of an array with dimensions `sizes`, exact even where `usize` would
+/// overflow (`x[4294967296, 4294967296]`), for the size checks.
+pub(crate) fn element_count(sizes: &[usize]) -> u128 {
+    sizes.iter().map(|&n| n as u128).product()
+}
+
 /// Deepest chain of `fn` calls and let/equation references being lowered at once.
 pub(crate) const MAX_DEPTH: usize = 64;
 
@@ -560,12 +566,12 @@ impl<'a> Checker<'a> {
                 return None;
             }
         };
-        if shape.len() > MAX_ELEMENTS {
+        let elements = element_count(&sizes);
+        if elements > MAX_ELEMENTS as u128 {
             self.diags.error(
                 dims.span,
                 format!(
-                    "an array of {} elements is larger than the limit of {MAX_ELEMENTS}",
-                    shape.len()
+                    "an array of {elements} elements is larger than the limit of {MAX_ELEMENTS}"
                 ),
             );
             return None;
