@@ -84,7 +84,11 @@ pub fn check_times(
         format!("the initial state is at t = {t0} and nothing is solved before it: start the span earlier or remove those rows")
     } else {
         let last = times.last().copied().unwrap_or(t1);
-        format!("end the span at the last observation, `t = [{t0}, {last}]`, or remove those rows")
+        // Times increase, so the rows inside the span are the leading ones.
+        let inside = times.iter().take_while(|t| **t <= t1).count();
+        format!(
+            "end the span at the last observation, `t = [{t0}, {last}]`, or keep the rows inside it with `rows = 0..{inside}`"
+        )
     };
     Some(
         Diagnostic::error(
@@ -110,6 +114,7 @@ mod tests {
                 path: "f.csv".into(),
                 t: Column::Index(0),
                 values,
+                rows: None,
             },
             columns: Some(ColumnBinding {
                 span: Span::new(0, 1),

@@ -435,7 +435,12 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
             }
             Ok(data.select(&order))
         }
-        DataSource::Series { t, values, .. } => {
+        DataSource::Series {
+            t,
+            values,
+            rows: keep,
+            ..
+        } => {
             let t = resolve_one(t, "time", header, width, file)?;
             let (start, end) = resolve_range(values, "value", header, width, file)?;
             let mut times: Vec<f64> = Vec::new();
@@ -466,7 +471,22 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
                     file: file.to_string(),
                 });
             }
-            Ok(Dataset::series(times, end - start, observed))
+            let dim = end - start;
+            if let Some((a, b)) = *keep {
+                let n = times.len();
+                if a >= b || b > n {
+                    return Err(DataError::RowsOutOfRange {
+                        file: file.to_string(),
+                        start: a,
+                        end: b,
+                        rows: n,
+                    });
+                }
+                // A window of the series, e.g. a short one to fit first.
+                times = times[a..b].to_vec();
+                observed = observed[a * dim..b * dim].to_vec();
+            }
+            Ok(Dataset::series(times, dim, observed))
         }
         _ => Err(DataError::WrongSource {
             expected: "a `csv` or `series` data source",

@@ -422,6 +422,7 @@ mod tests {
             path: "x.csv".into(),
             t: ir::Column::Index(0),
             values: (ir::Column::Index(1), ir::Column::Index(2)),
+            rows: None,
         };
         assert!(matches!(
             generate(&csv, &pool, &[]),

@@ -766,6 +766,8 @@ pub enum DataSource {
         t: Column,
         /// Value columns `start..end`.
         values: (Column, Column),
+        /// Keep only observation rows `start..end` (a window of the series), if given.
+        rows: Option<(usize, usize)>,
     },
 }
 

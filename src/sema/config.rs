@@ -812,18 +812,7 @@ pub(crate) fn data_source<'a>(
                 None => None,
             };
             let shuffle = args[3].map(|e| seed(checker, Some(e)));
-            let rows = match args[4] {
-                None => None,
-                Some(e) => match column_range(checker, e, "a row")? {
-                    (Column::Index(a), Column::Index(b)) => Some((a, b)),
-                    _ => {
-                        checker
-                            .diags
-                            .error(e.span, "`rows` is a range of row numbers, such as 0..1400");
-                        return None;
-                    }
-                },
-            };
+            let rows = row_range(checker, args[4])?;
             let columns = column_binding(checker, args[1]?.span, false);
             Some((
                 DataSource::Csv {
@@ -837,17 +826,45 @@ pub(crate) fn data_source<'a>(
             ))
         }
         "series" => {
-            let args = bind_args(checker, call, &what, &["path", "t", "values"], 3)?;
+            let args = bind_args(checker, call, &what, &["path", "t", "values", "rows"], 3)?;
             let path = path(checker, args[0]?)?;
             let t = column(checker, args[1]?, "the time column")?;
             let values = column_range(checker, args[2]?, "a value column")?;
+            let rows = row_range(checker, args[3])?;
             let columns = column_binding(checker, args[2]?.span, true);
-            Some((DataSource::Series { path, t, values }, columns))
+            Some((
+                DataSource::Series {
+                    path,
+                    t,
+                    values,
+                    rows,
+                },
+                columns,
+            ))
         }
         _ => {
             let mut known: Vec<&str> = TOYS.iter().map(|(n, _)| *n).collect();
             known.extend(["normal", "uniform", "csv", "series"]);
             unknown(checker, &call.name, "data source", &known);
+            None
+        }
+    }
+}
+
+/// A `rows = A..B` argument: `Some(None)` without one, `None` after an error.
+fn row_range<'a>(
+    checker: &mut Checker<'a>,
+    arg: Option<&'a ast::Expr>,
+) -> Option<Option<(usize, usize)>> {
+    let Some(e) = arg else {
+        return Some(None);
+    };
+    match column_range(checker, e, "a row")? {
+        (Column::Index(a), Column::Index(b)) => Some(Some((a, b))),
+        _ => {
+            checker
+                .diags
+                .error(e.span, "`rows` is a range of row numbers, such as 0..1400");
             None
         }
     }

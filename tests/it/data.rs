@@ -750,12 +750,34 @@ fn unknown_and_out_of_range_columns() {
     ));
 }
 
+/// `rows = A..B` keeps a window of a series (to fit a short stretch first), and a window past
+/// the file's rows is an error naming them.
+#[test]
+fn series_rows_keep_a_window() {
+    let series = |rows| DataSource::Series {
+        path: "obs.csv".into(),
+        t: Column::Index(0),
+        values: (Column::Index(1), Column::Index(3)),
+        rows,
+    };
+    let text = "t,x,y\n0,1,2\n0.5,3,4\n1,5,6\n";
+    let d = data::parse_csv(text, &series(Some((1, 3))), "obs.csv").unwrap();
+    assert_eq!(d.times.as_deref(), Some(&[0.5, 1.0][..]));
+    assert_eq!(d.observed.as_deref(), Some(&[3.0, 4.0, 5.0, 6.0][..]));
+    let err = data::parse_csv(text, &series(Some((2, 5))), "obs.csv").unwrap_err();
+    assert!(
+        matches!(err, DataError::RowsOutOfRange { rows: 3, .. }),
+        "{err}"
+    );
+}
+
 #[test]
 fn series_gives_times_and_observations() {
     let series = |t: Column| DataSource::Series {
         path: "obs.csv".into(),
         t,
         values: (Column::Name("x".into()), Column::Index(3)),
+        rows: None,
     };
     let text = "t,x,y\n0,1,2\n0.5,3,4\n1,5,6\n";
     let d = data::parse_csv(text, &series(Column::Name("t".into())), "obs.csv").unwrap();
