@@ -5,6 +5,9 @@
 //! it is stored: it is fully unrolled and vectorized without alias checks, and a call costs a
 //! few nanoseconds rather than a loop with a remainder.
 
+use crate::compile::math;
+use crate::ir::Func;
+
 /// The block width the elementwise loops are specialized for.
 pub(crate) const W: usize = 32;
 
@@ -47,5 +50,20 @@ pub(crate) fn update(d: &mut [f64], a: &[f64], f: impl Fn(f64, f64) -> f64) {
         }
     } else {
         d.iter_mut().zip(a).for_each(|(d, &a)| *d = f(*d, a));
+    }
+}
+
+/// `d = f(a)` with the kernels' vectorizable `tanh`, `exp` and `sigmoid`: the one dispatch
+/// both kinds of kernels use, so they give the same bits.
+#[inline(always)]
+pub(crate) fn func(d: &mut [f64], f: Func, a: &[f64]) {
+    match f {
+        Func::Tanh => map(d, a, math::tanh),
+        Func::Exp => map(d, a, math::exp),
+        Func::Sigmoid => map(d, a, math::sigmoid),
+        Func::Abs => map(d, a, f64::abs),
+        Func::Sqrt => map(d, a, f64::sqrt),
+        Func::Relu => map(d, a, |x| Func::Relu.apply(x)),
+        f => map(d, a, |x| f.apply(x)),
     }
 }

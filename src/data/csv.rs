@@ -423,14 +423,7 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
                 None => (0..n).collect(),
             };
             if let Some((a, b)) = *keep {
-                if a >= b || b > n {
-                    return Err(DataError::RowsOutOfRange {
-                        file: file.to_string(),
-                        start: a,
-                        end: b,
-                        rows: n,
-                    });
-                }
+                check_rows((a, b), n, file)?;
                 order = order[a..b].to_vec();
             }
             Ok(data.select(&order))
@@ -473,15 +466,7 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
             }
             let dim = end - start;
             if let Some((a, b)) = *keep {
-                let n = times.len();
-                if a >= b || b > n {
-                    return Err(DataError::RowsOutOfRange {
-                        file: file.to_string(),
-                        start: a,
-                        end: b,
-                        rows: n,
-                    });
-                }
+                check_rows((a, b), times.len(), file)?;
                 // A window of the series, e.g. a short one to fit first.
                 times = times[a..b].to_vec();
                 observed = observed[a * dim..b * dim].to_vec();
@@ -492,6 +477,19 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
             expected: "a `csv` or `series` data source",
         }),
     }
+}
+
+/// `rows = A..B` must select at least one of the file's `n` rows.
+fn check_rows((start, end): (usize, usize), n: usize, file: &str) -> Result<(), DataError> {
+    if start >= end || end > n {
+        return Err(DataError::RowsOutOfRange {
+            file: file.to_string(),
+            start,
+            end,
+            rows: n,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

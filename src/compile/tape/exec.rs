@@ -5,7 +5,6 @@ use super::{
     matmul, Bin, Dst, Instr, Kernel, Kind, Opd, Reduce, ReducePlan, Shape, Src, UInstr, ULeaf,
     BANKS, REG,
 };
-use crate::compile::math;
 use crate::ir::{apply_pow, ExprId, Func, Node};
 
 /// The lane sources of one call: banks other than the registers, the block width and the lane
@@ -236,19 +235,7 @@ impl Kernel {
                     }
                 }
                 Instr::Square { a } => map(&mut dst[lo..hi], c.lane(*a), |x| x * x),
-                Instr::Func { f, a } => {
-                    let d = &mut dst[lo..hi];
-                    let x = c.lane(*a);
-                    match f {
-                        Func::Tanh => map(d, x, math::tanh),
-                        Func::Exp => map(d, x, math::exp),
-                        Func::Sigmoid => map(d, x, math::sigmoid),
-                        Func::Abs => map(d, x, f64::abs),
-                        Func::Sqrt => map(d, x, f64::sqrt),
-                        Func::Relu => map(d, x, |x| Func::Relu.apply(x)),
-                        f => map(d, x, |x| f.apply(x)),
-                    }
-                }
+                Instr::Func { f, a } => lanes::func(&mut dst[lo..hi], *f, c.lane(*a)),
             }
         }
         let c = Ctx {
@@ -309,7 +296,7 @@ impl Kernel {
     }
 }
 
-use crate::compile::lanes::{map, update, zip, W};
+use crate::compile::lanes::{self, map, update, zip, W};
 
 /// `d = f(d, a, b)`.
 #[inline(always)]

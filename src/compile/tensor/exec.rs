@@ -577,15 +577,7 @@ fn zip(d: &mut [f64], a: V<'_>, b: V<'_>, g: impl Fn(f64, f64) -> f64) {
 fn apply(d: &mut [f64], func: Func, x: V<'_>) {
     match x {
         V::C(x) => d.fill(scalar_func(func, x)),
-        V::S(x) => match func {
-            Func::Tanh => map(d, x, math::tanh),
-            Func::Exp => map(d, x, math::exp),
-            Func::Sigmoid => map(d, x, math::sigmoid),
-            Func::Abs => map(d, x, f64::abs),
-            Func::Sqrt => map(d, x, f64::sqrt),
-            Func::Relu => map(d, x, |x| Func::Relu.apply(x)),
-            f => map(d, x, |x| f.apply(x)),
-        },
+        V::S(x) => lanes::func(d, func, x),
     }
 }
 
