@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use serde_json::{json, Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{json, Value};
 
 use super::report::format_sig;
 use super::run::{load, solve_error, Loaded};
@@ -85,22 +86,41 @@ pub fn gradient_error(loaded: &Loaded, e: &GradientError, block: &str) -> String
 }
 
 /// Values in the full parameter layout as `{PARAM: value}`: a number for a scalar, else a
-/// row-major list with per-layer or knot copies outermost (what `--params` reads).
-pub fn param_values_json(
-    model: &ir::Model,
-    layout: &ParamLayout,
-    values: &[f64],
-) -> Map<String, Value> {
-    let mut map = Map::new();
-    for (entry, param) in layout.entries.iter().zip(&model.params) {
-        let v = &values[entry.offset..entry.offset + entry.len() * entry.copies];
-        let scalar = param.shape == ir::Shape::Scalar && entry.copies == 1;
-        map.insert(
-            entry.name.clone(),
-            if scalar { json!(v[0]) } else { json!(v) },
-        );
+/// row-major list with per-layer or knot copies outermost (what `--params` reads). Serialized
+/// straight from the values, without a JSON tree: a wide model has millions of them, and a
+/// tree costs 30 bytes or more for each.
+pub struct ParamValues<'a> {
+    /// The model whose parameters these are.
+    pub model: &'a ir::Model,
+    /// Where each parameter's values start.
+    pub layout: &'a ParamLayout,
+    /// Values in the full layout.
+    pub values: &'a [f64],
+}
+
+impl Serialize for ParamValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.layout.entries.len()))?;
+        for (entry, param) in self.layout.entries.iter().zip(&self.model.params) {
+            let v = &self.values[entry.offset..entry.offset + entry.len() * entry.copies];
+            if param.shape == ir::Shape::Scalar && entry.copies == 1 {
+                map.serialize_entry(&entry.name, &v[0])?;
+            } else {
+                map.serialize_entry(&entry.name, v)?;
+            }
+        }
+        map.end()
     }
-    map
+}
+
+/// The JSON report of `nodec grad`, keys in this order.
+#[derive(serde::Serialize)]
+struct GradReport<'a> {
+    model: &'a str,
+    method: &'a str,
+    loss: f64,
+    grad: ParamValues<'a>,
+    stats: Value,
 }
 
 /// The process's peak resident memory in MiB (Linux; `None` elsewhere), for judging
@@ -167,14 +187,17 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
     }
     let text = match args.format {
         Format::Json => {
-            let grads = param_values_json(model, layout, &g.grad);
             let s = &g.stats;
-            let root = json!({
-                "model": model.name,
-                "method": method_name(method),
-                "loss": g.simulation.loss,
-                "grad": Value::Object(grads),
-                "stats": {
+            let root = GradReport {
+                model: &model.name,
+                method: method_name(method),
+                loss: g.simulation.loss,
+                grad: ParamValues {
+                    model,
+                    layout,
+                    values: &g.grad,
+                },
+                stats: json!({
                     "samples": data.n.max(1),
                     "steps": s.steps,
                     "rejected": s.rejected,
@@ -185,8 +208,8 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
                     "compile_seconds": loaded.compile_seconds,
                     "gradient_seconds": seconds,
                     "peak_rss_mib": peak_rss_mib(),
-                },
-            });
+                }),
+            };
             let mut text = serde_json::to_string_pretty(&root).unwrap_or_default();
             text.push('\n');
             text

@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
-
-use super::grad::{gradient_error, param_values_json};
+use super::grad::{gradient_error, ParamValues};
 use super::report::format_sig;
 use super::run::{load_mapped, Loaded};
 use super::{write_atomic, Output};
@@ -59,8 +57,12 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 /// `{PARAM: value}` as `--params` reads it.
 fn params_json(loaded: &Loaded, values: &[f64]) -> String {
-    let map = param_values_json(&loaded.model, loaded.program.layout(), values);
-    let mut text = serde_json::to_string_pretty(&Value::Object(map)).unwrap_or_default();
+    let values = ParamValues {
+        model: &loaded.model,
+        layout: loaded.program.layout(),
+        values,
+    };
+    let mut text = serde_json::to_string_pretty(&values).unwrap_or_default();
     text.push('\n');
     text
 }

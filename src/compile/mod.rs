@@ -218,7 +218,11 @@ impl Workspace {
             }
         };
         grow(&mut self.regs, kernel.n_regs() * self.width);
-        grow(&mut self.reduced, kernel.n_reduce());
+        // A tensor kernel with parameters constant in time reduces straight into the caller's
+        // gradient; its `reduced` buffer (as long as every weight) is grown only if needed.
+        if matches!(kernel, Kernel::Tape(_)) {
+            grow(&mut self.reduced, kernel.n_reduce());
+        }
         grow(&mut self.scratch, kernel.scratch_len(self.width));
         if kernel.reads_tangent() {
             grow(&mut self.tangent, view_len);
@@ -842,7 +846,7 @@ impl Program {
                     );
                 }
                 grad => {
-                    let reduced = &mut reduced[..kernel.n_reduce()];
+                    let reduced = grown(reduced, kernel.n_reduce());
                     reduced.fill(0.0);
                     kernel.run(
                         &cache.u,
@@ -1460,7 +1464,7 @@ impl Program {
             matmul: true,
             native: true,
         };
-        let reduced = &mut reduced[..kernel.n_reduce()];
+        let reduced = grown(reduced, kernel.n_reduce());
         reduced.fill(0.0);
         kernel.run(
             &cache.u,

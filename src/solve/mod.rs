@@ -52,6 +52,7 @@ mod adaptive;
 mod adjoint;
 mod backprop;
 mod bdf;
+pub(crate) mod blocks;
 mod fixed;
 mod implicit;
 mod linalg;
@@ -65,7 +66,6 @@ mod timeline;
 #[cfg(test)]
 mod tests;
 
-use rayon::prelude::*;
 use std::fmt;
 use std::ops::Range;
 
@@ -655,41 +655,39 @@ pub fn solve_batch<S: System>(
         }
     }
 
-    let n_blocks = n_samples.div_ceil(BLOCK_WIDTH);
-    let results: Vec<BlockResult> = (0..n_blocks)
-        .into_par_iter()
-        .map(|b| {
-            let first = b * BLOCK_WIDTH;
-            let width = BLOCK_WIDTH.min(n_samples - first);
-            solve_block(
-                system,
-                options,
-                &timeline,
-                &y0[first * dim..(first + width) * dim],
-                first,
-                width,
-            )
-        })
-        .collect();
-
-    // Assemble in block order: this is the only place blocks meet, and it is sequential.
+    // Blocks are copied into place in block order as they finish: the only place they meet.
     let n_save = timeline.save.len();
     let mut y = vec![0.0; n_save * n_samples * dim];
     let mut stats = Stats::default();
     let mut error: Option<SolveError> = None;
-    for (b, r) in results.into_iter().enumerate() {
-        let first = b * BLOCK_WIDTH;
-        let width = BLOCK_WIDTH.min(n_samples - first);
-        stats += r.stats;
-        if error.is_none() {
-            error = r.error;
-        }
-        for k in 0..n_save {
-            let dst = (k * n_samples + first) * dim;
-            let src = k * width * dim;
-            y[dst..dst + width * dim].copy_from_slice(&r.out[src..src + width * dim]);
-        }
-    }
+    blocks::in_order(
+        n_samples,
+        BLOCK_WIDTH,
+        |samples| {
+            let rows = &y0[samples.start * dim..samples.end * dim];
+            solve_block(
+                system,
+                options,
+                &timeline,
+                rows,
+                samples.start,
+                samples.len(),
+            )
+        },
+        |samples, r| {
+            let (first, width) = (samples.start, samples.len());
+            stats += r.stats;
+            if error.is_none() {
+                error = r.error;
+            }
+            for k in 0..n_save {
+                let dst = (k * n_samples + first) * dim;
+                let src = k * width * dim;
+                y[dst..dst + width * dim].copy_from_slice(&r.out[src..src + width * dim]);
+            }
+            true
+        },
+    );
     match error {
         Some(e) => Err(e),
         None => Ok(Solution {
@@ -772,14 +770,21 @@ fn gradient_batch<S: Sensitivity, O: Objective<S>>(
             found: y0.len(),
         }));
     }
-    let n_blocks = n_samples.div_ceil(BLOCK_WIDTH);
-    let results: Vec<Result<backprop::BlockGradient, SolveError>> = (0..n_blocks)
-        .into_par_iter()
-        .map(|b| {
-            let first = b * BLOCK_WIDTH;
-            let width = BLOCK_WIDTH.min(n_samples - first);
-            let rows = &y0[first * dim..(first + width) * dim];
-            let samples = first..first + width;
+    let n_save = timeline.save.len();
+    let mut y = vec![0.0; n_save * n_samples * dim];
+    let mut costates = bp.costates.then(|| vec![0.0; n_save * n_samples * dim]);
+    let mut lambda0 = vec![0.0; n_samples * dim];
+    let mut grad = vec![0.0; system.n_params()];
+    let mut loss = 0.0;
+    let mut stats = Stats::default();
+    let mut error = None;
+    // Block gradients are added in block order as they finish, so at most a few of them (each
+    // as long as the parameters) are alive at once.
+    blocks::in_order(
+        n_samples,
+        BLOCK_WIDTH,
+        |samples| {
+            let rows = &y0[samples.start * dim..samples.end * dim];
             let tl = &timeline;
             match options.method {
                 Method::Bosh3 | Method::Dopri5 | Method::Tsit5 => sample::adaptive_block(
@@ -795,37 +800,39 @@ fn gradient_batch<S: Sensitivity, O: Objective<S>>(
                     system, objective, options, tl, rows, samples, bp, continuous,
                 ),
             }
-        })
-        .collect();
-    let n_save = timeline.save.len();
-    let mut y = vec![0.0; n_save * n_samples * dim];
-    let mut costates = bp.costates.then(|| vec![0.0; n_save * n_samples * dim]);
-    let mut lambda0 = vec![0.0; n_samples * dim];
-    let mut grad = vec![0.0; system.n_params()];
-    let mut loss = 0.0;
-    let mut stats = Stats::default();
-    for (b, r) in results.into_iter().enumerate() {
-        let r = r?;
-        let first = b * BLOCK_WIDTH;
-        let width = BLOCK_WIDTH.min(n_samples - first);
-        loss += r.loss;
-        for (g, x) in grad.iter_mut().zip(&r.grad) {
-            *g += x;
-        }
-        stats += r.stats;
-        for s in 0..width {
-            for i in 0..dim {
-                lambda0[(first + s) * dim + i] = r.lambda0[i * width + s];
+        },
+        |samples, r| {
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    error = Some(e);
+                    return false;
+                }
+            };
+            let (first, width) = (samples.start, samples.len());
+            loss += r.loss;
+            for (g, x) in grad.iter_mut().zip(&r.grad) {
+                *g += x;
             }
-        }
-        for k in 0..n_save {
-            let dst = (k * n_samples + first) * dim;
-            let src = k * width * dim;
-            y[dst..dst + width * dim].copy_from_slice(&r.out[src..src + width * dim]);
-            if let Some(c) = costates.as_mut() {
-                c[dst..dst + width * dim].copy_from_slice(&r.costates[src..src + width * dim]);
+            stats += r.stats;
+            for s in 0..width {
+                for i in 0..dim {
+                    lambda0[(first + s) * dim + i] = r.lambda0[i * width + s];
+                }
             }
-        }
+            for k in 0..n_save {
+                let dst = (k * n_samples + first) * dim;
+                let src = k * width * dim;
+                y[dst..dst + width * dim].copy_from_slice(&r.out[src..src + width * dim]);
+                if let Some(c) = costates.as_mut() {
+                    c[dst..dst + width * dim].copy_from_slice(&r.costates[src..src + width * dim]);
+                }
+            }
+            true
+        },
+    );
+    if let Some(e) = error {
+        return Err(e);
     }
     Ok(Backprop {
         loss,

@@ -37,7 +37,7 @@ use std::ops::Range;
 use super::fixed::{record_non_finite, step_times, LinearSaver, Stepper};
 use super::timeline::Timeline;
 use super::{
-    renumber, solve_batch, to_soa, Method, Objective, OptionsError, Sensitivity, Solution,
+    blocks, renumber, solve_batch, to_soa, Method, Objective, OptionsError, Sensitivity, Solution,
     SolveError, SolverOptions, Stats, System, BLOCK_WIDTH,
 };
 
@@ -192,14 +192,16 @@ fn group<S: Sensitivity, O: Objective<S>>(
 
     // The objective block by block; blocks combined in order.
     let np = aug.inner.n_params();
-    let n_blocks = n.div_ceil(BLOCK_WIDTH);
     let sol = &solution;
-    let blocks: Vec<(f64, Vec<f64>, Vec<f64>)> = (0..n_blocks)
-        .into_par_iter()
-        .map(|b| {
-            let first = b * BLOCK_WIDTH;
-            let w = BLOCK_WIDTH.min(n - first);
-            let mut ws = aug.inner.workspace(first..first + w);
+    let mut loss = 0.0;
+    let mut derivative = vec![0.0; aug.m];
+    let mut grad = vec![0.0; np];
+    blocks::in_order(
+        n,
+        BLOCK_WIDTH,
+        |samples| {
+            let (first, w) = (samples.start, samples.len());
+            let mut ws = aug.inner.workspace(samples);
             let mut grad = vec![0.0; np];
             let mut derivative = vec![0.0; aug.m];
             let mut loss = 0.0;
@@ -227,16 +229,14 @@ fn group<S: Sensitivity, O: Objective<S>>(
                 }
             }
             (loss, derivative, grad)
-        })
-        .collect();
-    let mut loss = 0.0;
-    let mut derivative = vec![0.0; aug.m];
-    let mut grad = vec![0.0; np];
-    for (l, d, g) in blocks {
-        loss += l;
-        add(&mut derivative, &d);
-        add(&mut grad, &g);
-    }
+        },
+        |_, (l, d, g)| {
+            loss += l;
+            add(&mut derivative, &d);
+            add(&mut grad, &g);
+            true
+        },
+    );
     // The objective's direct dependence on the parameters.
     for (d, out) in derivative.iter_mut().enumerate() {
         let u = &aug.directions[d * np..(d + 1) * np];
@@ -305,30 +305,38 @@ fn fixed_batch<S: Sensitivity>(
 ) -> Result<Solution, SolveError> {
     let dim = aug.dim();
     let tl = Timeline::new(aug, options).map_err(SolveError::InvalidOptions)?;
-    let n_blocks = n.div_ceil(BLOCK_WIDTH);
-    let results: Vec<(Vec<f64>, Stats, Option<SolveError>)> = (0..n_blocks)
-        .into_par_iter()
-        .map(|b| {
-            let first = b * BLOCK_WIDTH;
-            let width = BLOCK_WIDTH.min(n - first);
-            let soa = to_soa(&y0[first * dim..(first + width) * dim], dim, width);
-            fixed_block(aug, &options.method, &tl, &soa, first..first + width)
-        })
-        .collect();
     let n_save = tl.save.len();
     let mut y = vec![0.0; n_save * n * dim];
     let mut stats = Stats::default();
-    for (b, (out, st, error)) in results.into_iter().enumerate() {
-        if let Some(e) = error {
-            return Err(e);
-        }
-        let first = b * BLOCK_WIDTH;
-        let width = BLOCK_WIDTH.min(n - first);
-        stats += st;
-        for k in 0..n_save {
-            let dst = (k * n + first) * dim;
-            y[dst..dst + width * dim].copy_from_slice(&out[k * width * dim..(k + 1) * width * dim]);
-        }
+    let mut error = None;
+    blocks::in_order(
+        n,
+        BLOCK_WIDTH,
+        |samples| {
+            let soa = to_soa(
+                &y0[samples.start * dim..samples.end * dim],
+                dim,
+                samples.len(),
+            );
+            fixed_block(aug, &options.method, &tl, &soa, samples)
+        },
+        |samples, (out, st, e)| {
+            if e.is_some() {
+                error = e;
+                return false;
+            }
+            let (first, width) = (samples.start, samples.len());
+            stats += st;
+            for k in 0..n_save {
+                let dst = (k * n + first) * dim;
+                y[dst..dst + width * dim]
+                    .copy_from_slice(&out[k * width * dim..(k + 1) * width * dim]);
+            }
+            true
+        },
+    );
+    if let Some(e) = error {
+        return Err(e);
     }
     Ok(Solution {
         t: tl.save.clone(),
