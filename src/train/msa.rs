@@ -268,14 +268,15 @@ pub(crate) fn plan(
 
 /// The time at which an Euler step from grid time `t` evaluates `f`: `t`, or a layer boundary
 /// within rounding of it (the solver's `Timeline::stage_time` at `c = 0`), so that the step
-/// reads the layer that starts there.
+/// reads the layer that starts there: the boundary itself forward, the time just below it when
+/// the step runs backward (`h < 0`; the pieces are `[b_k, b_{k+1})`).
 fn euler_time(t: f64, h: f64, breaks: &[f64]) -> f64 {
     let tol = 1e-9 * h.abs() + 4.0 * f64::EPSILON * t.abs();
-    breaks
-        .iter()
-        .copied()
-        .find(|&b| (t - b).abs() <= tol)
-        .unwrap_or(t)
+    match breaks.iter().copied().find(|&b| (t - b).abs() <= tol) {
+        Some(b) if h < 0.0 => b.next_down(),
+        Some(b) => b,
+        None => t,
+    }
 }
 
 /// The frozen data of one block of samples at one step, component-major.
