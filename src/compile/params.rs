@@ -490,6 +490,51 @@ mod tests {
     }
 
     #[test]
+    fn layers_are_counted_in_the_order_of_integration() {
+        let layout = |span: &str| {
+            let file = crate::diag::SourceFile::new(
+                "m.node",
+                format!("param a per layer = 1\nstate x = 1\ndx/dt = a * x\nschedule euler(t = {span}, steps = 4)\n"),
+            );
+            let (model, diags) = crate::check_source(&file, &Default::default(), "m");
+            assert!(!diags.has_errors());
+            ParamLayout::new(&model)
+        };
+        let forward = layout("[0, 2]");
+        assert_eq!(forward.layer_breaks, [0.5, 1.0, 1.5]);
+        assert_eq!(
+            [0.0, 0.4, 0.5, 1.2, 2.0].map(|t| forward.layer_at(t)),
+            [0, 0, 1, 2, 3]
+        );
+        assert_eq!(forward.layer_times(0.0), [0.0, 0.5, 1.0, 1.5]);
+        // Backward from 2: layer 0 is [1.5, 2], the first one integrated; pieces keep their
+        // `[b_k, b_{k+1})` form, so a boundary belongs to the layer above it.
+        let backward = layout("[2, 0]");
+        assert_eq!(backward.layer_breaks, [0.5, 1.0, 1.5]);
+        assert_eq!(
+            [2.0, 1.6, 1.5, 1.2, 0.5, 0.0].map(|t| backward.layer_at(t)),
+            [0, 0, 0, 1, 2, 3]
+        );
+        let times = backward.layer_times(2.0);
+        assert_eq!(
+            times,
+            [
+                2.0,
+                1.5f64.next_down(),
+                1.0f64.next_down(),
+                0.5f64.next_down()
+            ]
+        );
+        assert_eq!(
+            times
+                .iter()
+                .map(|&t| backward.layer_at(t))
+                .collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+    }
+
+    #[test]
     fn knot_weights_interpolate_and_clamp() {
         let k = [0.0, 0.5, 1.0];
         assert_eq!(knot_weights(&k, -1.0), [(0, 1.0), (0, 0.0)]);

@@ -647,7 +647,18 @@ train msa(rho = 0.7, reg = 1e-2, maxiter = 4, epochs = 2, batch = 40)
 
     #[test]
     fn consistency_terms_vanish_exactly_and_the_gradient_is_the_loss_gradient() {
-        let s = setup(SOURCE);
+        consistency_terms_vanish_exactly(SOURCE);
+    }
+
+    /// Backward in time, layer `n` is still step `n` (each step after the first starts on a
+    /// layer boundary and reads the layer below it), so the same identities hold.
+    #[test]
+    fn a_backward_schedule_keeps_one_layer_per_step_in_integration_order() {
+        consistency_terms_vanish_exactly(&SOURCE.replace("t = [0, 1.5]", "t = [1.5, 0]"));
+    }
+
+    fn consistency_terms_vanish_exactly(source: &str) {
+        let s = setup(source);
         let plan = plan_of(&s);
         let msa = msa_of(&s.model);
         let g = gradient(&s, &plan);
