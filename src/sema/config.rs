@@ -211,7 +211,7 @@ pub(crate) fn schedule<'a>(
             Some((Shape::Vector(2), v)) if v[1] != v[0] && v.iter().all(|x| x.is_finite()) => {
                 (v[0], v[1])
             }
-            Some((Shape::Vector(2), v)) if v[0] == v[1] => {
+            Some((Shape::Vector(2), v)) if v[0] == v[1] && v[0].is_finite() => {
                 checker.diags.push(
                     Diagnostic::error(
                         e.span,
