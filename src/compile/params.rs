@@ -119,10 +119,14 @@ pub struct ParamLayout {
     /// Length of one copy of every parameter (`θ`).
     pub view_len: usize,
     /// Boundaries between layers of `per layer` params, strictly increasing; empty without such
-    /// params. Layer `k` is in force on `[b_{k-1}, b_k)`.
+    /// params. The pieces are `[b_{k-1}, b_k)`; piece `k` is layer `k` when the schedule runs
+    /// forward and layer `layers − 1 − k` when it runs backward, so that layer 0 is always
+    /// where integration starts.
     pub layer_breaks: Vec<f64>,
     /// Number of layers of `per layer` params (1 without them).
     pub layers: usize,
+    /// The schedule integrates backward (`t1 < t0`): layers are numbered from `t0` down.
+    pub backward: bool,
 }
 
 /// How the copies in force at one time are combined: the layer, and for knot params the
@@ -159,6 +163,7 @@ impl ParamLayout {
             view_offset += p.shape.len();
         }
         let mut layer_breaks = Vec::new();
+        let backward = model.schedule.as_ref().is_some_and(|s| s.t1 < s.t0);
         if has_layers {
             if let Some(s) = &model.schedule {
                 // The same arithmetic as the fixed-step grid `t0 + n h`, so that with
@@ -174,6 +179,7 @@ impl ParamLayout {
             view_len: view_offset,
             layer_breaks,
             layers: if has_layers { layers } else { 1 },
+            backward,
         }
     }
 
@@ -191,9 +197,29 @@ impl ParamLayout {
             .any(|e| matches!(e.time, ParamTime::Knots(_)))
     }
 
-    /// The layer of `per layer` params in force at `t`: the piece `[b_k, b_{k+1})` holding it.
+    /// The layer of `per layer` params in force at `t`: the piece `[b_k, b_{k+1})` holding it,
+    /// counted in the order of integration.
     pub fn layer_at(&self, t: f64) -> usize {
-        self.layer_breaks.partition_point(|&b| b <= t)
+        let piece = self.layer_breaks.partition_point(|&b| b <= t);
+        if self.backward {
+            self.layer_breaks.len() - piece
+        } else {
+            piece
+        }
+    }
+
+    /// A time inside each layer, in layer order, for values resolved once per layer: `t0` for
+    /// the first, then each layer's start in the order of integration (a backward layer that
+    /// starts at a boundary `b` holds the times just below it, so `b.next_down()`).
+    pub fn layer_times(&self, t0: f64) -> Vec<f64> {
+        let starts = self.layer_breaks.iter().copied();
+        if self.backward {
+            std::iter::once(t0)
+                .chain(starts.rev().map(f64::next_down))
+                .collect()
+        } else {
+            std::iter::once(t0).chain(starts).collect()
+        }
     }
 
     /// The piece in force at `t`.
@@ -460,6 +486,51 @@ mod tests {
                 values: 4,
                 copies: 2
             })
+        );
+    }
+
+    #[test]
+    fn layers_are_counted_in_the_order_of_integration() {
+        let layout = |span: &str| {
+            let file = crate::diag::SourceFile::new(
+                "m.node",
+                format!("param a per layer = 1\nstate x = 1\ndx/dt = a * x\nschedule euler(t = {span}, steps = 4)\n"),
+            );
+            let (model, diags) = crate::check_source(&file, &Default::default(), "m");
+            assert!(!diags.has_errors());
+            ParamLayout::new(&model)
+        };
+        let forward = layout("[0, 2]");
+        assert_eq!(forward.layer_breaks, [0.5, 1.0, 1.5]);
+        assert_eq!(
+            [0.0, 0.4, 0.5, 1.2, 2.0].map(|t| forward.layer_at(t)),
+            [0, 0, 1, 2, 3]
+        );
+        assert_eq!(forward.layer_times(0.0), [0.0, 0.5, 1.0, 1.5]);
+        // Backward from 2: layer 0 is [1.5, 2], the first one integrated; pieces keep their
+        // `[b_k, b_{k+1})` form, so a boundary belongs to the layer above it.
+        let backward = layout("[2, 0]");
+        assert_eq!(backward.layer_breaks, [0.5, 1.0, 1.5]);
+        assert_eq!(
+            [2.0, 1.6, 1.5, 1.2, 0.5, 0.0].map(|t| backward.layer_at(t)),
+            [0, 0, 0, 1, 2, 3]
+        );
+        let times = backward.layer_times(2.0);
+        assert_eq!(
+            times,
+            [
+                2.0,
+                1.5f64.next_down(),
+                1.0f64.next_down(),
+                0.5f64.next_down()
+            ]
+        );
+        assert_eq!(
+            times
+                .iter()
+                .map(|&t| backward.layer_at(t))
+                .collect::<Vec<_>>(),
+            [0, 1, 2, 3]
         );
     }
 

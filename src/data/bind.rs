@@ -58,8 +58,9 @@ pub fn check_columns(text: &str, block: &ir::DataBlock, file: &str) -> Option<Di
 }
 
 /// The diagnostic when a series has observation times outside the schedule's span
-/// `[t0, t1]`, which the solve leaves out: an error, or a warning when the span reads a const
-/// set with `--set` ([`ir::Schedule::span_set`]), since then the user shortened it on purpose.
+/// `[t0, t1]` (either order: a backward span covers `[t1, t0]`), which the solve leaves out: an
+/// error, or a warning when the span reads a const set with `--set`
+/// ([`ir::Schedule::span_set`]), since then the user shortened it on purpose.
 pub fn check_times(
     data: &Dataset,
     block: &ir::DataBlock,
@@ -68,7 +69,7 @@ pub fn check_times(
 ) -> Option<Diagnostic> {
     let times = data.times.as_ref()?;
     let (t0, t1) = (schedule.t0, schedule.t1);
-    let mut outside = times.iter().filter(|t| !(t0..=t1).contains(*t));
+    let mut outside = times.iter().filter(|t| !schedule.contains(**t));
     let first = *outside.next()?;
     let count = 1 + outside.count();
     let of = format!("{count} of the {} observation times", times.len());
@@ -80,14 +81,25 @@ pub fn check_times(
             ),
         ));
     }
-    let help = if first < t0 {
+    // Times increase, so the rows inside the span are the leading ones when rows run past its
+    // later end.
+    let (lo, hi) = (t0.min(t1), t0.max(t1));
+    let inside = times.iter().take_while(|t| **t <= hi).count();
+    let help = if t1 > t0 && first < t0 {
         format!("the initial state is at t = {t0} and nothing is solved before it: start the span earlier or remove those rows")
-    } else {
+    } else if t1 > t0 {
         let last = times.last().copied().unwrap_or(t1);
-        // Times increase, so the rows inside the span are the leading ones.
-        let inside = times.iter().take_while(|t| **t <= t1).count();
         format!(
             "end the span at the last observation, `t = [{t0}, {last}]`, or keep the rows inside it with `rows = 0..{inside}`"
+        )
+    } else if first < lo {
+        format!(
+            "the span runs backward and ends at t = {t1}: end it at the first observation, `t = [{t0}, {first}]`, or remove those rows"
+        )
+    } else {
+        let last = times.last().copied().unwrap_or(t0);
+        format!(
+            "the span runs backward from the initial state at t = {t0} and nothing is solved after it: start it at the last observation, `t = [{last}, {t1}]`, or keep the rows inside it with `rows = 0..{inside}`"
         )
     };
     Some(
@@ -178,5 +190,38 @@ mod tests {
         schedule.t0 = -1.0;
         schedule.t1 = 3.0;
         assert_eq!(check_times(&data, &block, &schedule, "f.csv"), None);
+        // A backward span covers the same times from its other end.
+        schedule.t0 = 3.0;
+        schedule.t1 = -1.0;
+        assert_eq!(check_times(&data, &block, &schedule, "f.csv"), None);
+    }
+
+    #[test]
+    fn times_outside_a_backward_span_are_an_error_with_its_own_help() {
+        let block = series((Column::Index(1), Column::Index(2)), 1);
+        let data = Dataset::series(vec![-1.0, 0.0, 1.0, 2.0, 3.0], 1, vec![0.0; 5]);
+        let file = crate::diag::SourceFile::new(
+            "m.node",
+            "state x = 1\ndx/dt = -x\nschedule rk4(t = [2, 0], steps = 4)\n",
+        );
+        let (model, diags) = crate::check_source(&file, &Default::default(), "m");
+        assert!(!diags.has_errors(), "a backward span is accepted");
+        let mut schedule = model.schedule.expect("the model has a schedule");
+        let d = check_times(&data, &block, &schedule, "f.csv").expect("two times are outside");
+        assert_eq!(d.severity, Severity::Error);
+        assert!(
+            d.message.starts_with("2 of the 5 observation times in `f.csv` lie outside the schedule's span [2, 0]; the first is t = -1"),
+            "{}",
+            d.message
+        );
+        assert!(d.help[0].contains("`t = [2, -1]`"), "{:?}", d.help);
+        // Only times after the initial state: start the span later or keep the leading rows.
+        schedule.t1 = -1.0;
+        let d = check_times(&data, &block, &schedule, "f.csv").expect("t = 3 is outside");
+        assert!(
+            d.help[0].contains("`t = [3, -1]`") && d.help[0].contains("rows = 0..4"),
+            "{:?}",
+            d.help
+        );
     }
 }

@@ -591,9 +591,9 @@ pub enum GradientMethod {
 pub struct Schedule {
     /// The method.
     pub method: Method,
-    /// Start time.
+    /// Start time: where the initial state is.
     pub t0: f64,
-    /// End time.
+    /// End time; never equal to `t0`, and before it when the schedule integrates backward.
     pub t1: f64,
     /// Number of steps of a fixed-step method.
     pub steps: Option<usize>,
@@ -621,6 +621,22 @@ pub struct Schedule {
     pub span_set: bool,
     /// The declaration.
     pub span: Span,
+}
+
+impl Schedule {
+    /// `+1.0` when the schedule integrates forward in time (`t1 > t0`), `-1.0` backward.
+    pub fn direction(&self) -> f64 {
+        if self.t1 >= self.t0 {
+            1.0
+        } else {
+            -1.0
+        }
+    }
+
+    /// Whether `t` lies in the span, whichever its direction.
+    pub fn contains(&self, t: f64) -> bool {
+        t >= self.t0.min(self.t1) && t <= self.t0.max(self.t1)
+    }
 }
 
 /// A column of a CSV file, by index or header name.

@@ -207,16 +207,26 @@ pub(crate) fn schedule<'a>(
     let (t0, t1) = {
         let e = arg("t").expect("required");
         match checker.lower_const_value(e, "the time span `t`") {
-            Some((Shape::Vector(2), v)) if v[1] > v[0] && v.iter().all(|x| x.is_finite()) => {
+            // `t = [T1, T0]` with `T1 > T0` integrates backward in time.
+            Some((Shape::Vector(2), v)) if v[1] != v[0] && v.iter().all(|x| x.is_finite()) => {
                 (v[0], v[1])
+            }
+            Some((Shape::Vector(2), v)) if v[0] == v[1] && v[0].is_finite() => {
+                checker.diags.push(
+                    Diagnostic::error(
+                        e.span,
+                        format!("the time span [{}, {}] has zero length", v[0], v[1]),
+                    )
+                    .with_help(
+                        "give two different times: `t = [T0, T1]` runs forward, `t = [T1, T0]` with T1 > T0 backward",
+                    ),
+                );
+                return None;
             }
             Some((Shape::Vector(2), v)) => {
                 checker.diags.error(
                     e.span,
-                    format!(
-                        "the time span must end after it starts, found [{}, {}]",
-                        v[0], v[1]
-                    ),
+                    format!("the time span must be finite, found [{}, {}]", v[0], v[1]),
                 );
                 return None;
             }
@@ -261,15 +271,21 @@ pub(crate) fn schedule<'a>(
                 Save::Default
             }
             Some((Shape::Vector(_), v)) => {
-                if v.iter().any(|x| *x < t0 || *x > t1) {
+                let (lo, hi) = (t0.min(t1), t0.max(t1));
+                // Save times follow the direction of integration.
+                let dir = if t1 > t0 { 1.0 } else { -1.0 };
+                if v.iter().any(|x| *x < lo || *x > hi) {
                     checker.diags.error(
                         e.span,
                         format!("save times must lie in the time span [{t0}, {t1}]"),
                     );
-                } else if v.windows(2).any(|w| w[0] >= w[1]) {
-                    checker
-                        .diags
-                        .error(e.span, "save times must increase strictly");
+                } else if v.windows(2).any(|w| (w[1] - w[0]) * dir <= 0.0) {
+                    let msg = if dir > 0.0 {
+                        "save times must increase strictly"
+                    } else {
+                        "save times must decrease strictly: the span runs backward"
+                    };
+                    checker.diags.error(e.span, msg);
                 }
                 Save::Times(v)
             }

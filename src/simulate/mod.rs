@@ -72,8 +72,12 @@ pub fn solver_options(model: &ir::Model, schedule: &ir::Schedule) -> SolverOptio
         Save::Default => Vec::new(),
         Save::Times(times) => times.clone(),
         Save::Every(dt) => {
-            let n = ((schedule.t1 - schedule.t0) / dt + 1e-9).floor() as usize;
-            (0..=n).map(|k| schedule.t0 + k as f64 * dt).collect()
+            // Every `dt` from `t0` in the direction of integration.
+            let dir = schedule.direction();
+            let n = ((schedule.t1 - schedule.t0).abs() / dt + 1e-9).floor() as usize;
+            (0..=n)
+                .map(|k| schedule.t0 + dir * (k as f64 * dt))
+                .collect()
         }
     };
     options
@@ -90,11 +94,17 @@ pub fn state_offsets(model: &ir::Model) -> Vec<usize> {
 
 /// The model's system with one extra component per sample that integrates the running costs,
 /// `dq/dt = L(x, t)`, so that `∫ L dt` comes out of the same solve at the solver's accuracy.
+///
+/// The running cost is charged on elapsed time, `∫ L |dt|`: a schedule that integrates
+/// backward (`t1 < t0`) integrates `dq/dt = −L`, so a nonnegative `L` (a regularizer) is a
+/// nonnegative cost whichever the direction.
 pub struct WithQuadrature<'a> {
     inner: ModelSystem<'a>,
     program: &'a Program,
     params: &'a Params,
     running: bool,
+    /// The span runs backward: the quadrature's field is `−L`.
+    backward: bool,
 }
 
 /// A block workspace of [`WithQuadrature`]: the program's workspace and buffers for `L`, its
@@ -132,6 +142,17 @@ impl<'a> WithQuadrature<'a> {
             program,
             params,
             running: program.cost_kinds().contains(&CostKind::Running),
+            backward: {
+                let (t0, t1) = program.span();
+                t1 < t0
+            },
+        }
+    }
+
+    /// `L` (or a derivative of it) as the quadrature's field: negated on a backward span.
+    fn orient(&self, values: &mut [f64]) {
+        if self.backward {
+            values.iter_mut().for_each(|v| *v = -*v);
         }
     }
 
@@ -160,6 +181,7 @@ impl<'a> WithQuadrature<'a> {
                 &mut ws.lane_grads,
                 &mut ws.inner,
             );
+            self.orient(&mut ws.lane_grads);
             return;
         }
         let QuadratureWorkspace {
@@ -194,6 +216,7 @@ impl<'a> WithQuadrature<'a> {
                 lane,
             );
         }
+        self.orient(lane_grads);
     }
 }
 
@@ -212,6 +235,7 @@ impl WithQuadrature<'_> {
             &mut ws.cost,
             &mut ws.inner,
         );
+        self.orient(&mut ws.cost);
         dy[n..].copy_from_slice(&ws.cost[..t.len()]);
     }
 
@@ -229,6 +253,8 @@ impl WithQuadrature<'_> {
             &mut ws.no_grad,
             &mut ws.inner,
         );
+        self.orient(&mut ws.cost_grad);
+        self.orient(&mut ws.no_grad);
     }
 
     /// The quadrature component's part of a VJP, when there is a running cost: its cotangent
@@ -345,6 +371,7 @@ impl System for WithQuadrature<'_> {
             &mut ws.no_grad,
             &mut ws.inner,
         );
+        self.orient(&mut ws.cost_grad[1..1 + dim]);
         jac[dim * full..dim * full + dim].copy_from_slice(&ws.cost_grad[1..1 + dim]);
         jac[dim * full + dim] = 0.0;
     }
@@ -593,13 +620,14 @@ impl Bound<'_> {
         if let Some(save) = save {
             options.save = save;
         }
-        // A series is observed at its times: the solver steps onto them exactly and saves there.
+        // A series is observed at its times: the solver steps onto them exactly and saves there,
+        // in the order of integration (a backward span visits them from the last).
         let observation_times: Vec<f64> = data
             .times
             .iter()
             .flatten()
             .copied()
-            .filter(|t| *t >= schedule.t0 && *t <= schedule.t1)
+            .filter(|t| schedule.contains(*t))
             .collect();
         if !observation_times.is_empty() {
             options.stops = observation_times.clone();
@@ -609,7 +637,12 @@ impl Bound<'_> {
                 options.save.clone()
             };
             save.extend_from_slice(&observation_times);
-            save.sort_by(f64::total_cmp);
+            let dir = schedule.direction();
+            if dir > 0.0 {
+                save.sort_by(f64::total_cmp);
+            } else {
+                save.sort_by(|a, b| b.total_cmp(a));
+            }
             save.dedup();
             options.save = save;
         }

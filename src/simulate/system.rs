@@ -37,8 +37,9 @@ impl<'a> ModelSystem<'a> {
         if program.has_lm_k() {
             let mut ws = program.workspace(1);
             let (t0, _) = program.span();
-            let starts = std::iter::once(t0).chain(program.breakpoints().iter().copied());
-            lm_k = starts.map(|t| program.lm_k(params, t, &mut ws)).collect();
+            lm_k = (program.layout().layer_times(t0).into_iter())
+                .map(|t| program.lm_k(params, t, &mut ws))
+                .collect();
         }
         ModelSystem {
             program,

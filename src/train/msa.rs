@@ -268,14 +268,15 @@ pub(crate) fn plan(
 
 /// The time at which an Euler step from grid time `t` evaluates `f`: `t`, or a layer boundary
 /// within rounding of it (the solver's `Timeline::stage_time` at `c = 0`), so that the step
-/// reads the layer that starts there.
+/// reads the layer that starts there: the boundary itself forward, the time just below it when
+/// the step runs backward (`h < 0`; the pieces are `[b_k, b_{k+1})`).
 fn euler_time(t: f64, h: f64, breaks: &[f64]) -> f64 {
     let tol = 1e-9 * h.abs() + 4.0 * f64::EPSILON * t.abs();
-    breaks
-        .iter()
-        .copied()
-        .find(|&b| (t - b).abs() <= tol)
-        .unwrap_or(t)
+    match breaks.iter().copied().find(|&b| (t - b).abs() <= tol) {
+        Some(b) if h < 0.0 => b.next_down(),
+        Some(b) => b,
+        None => t,
+    }
 }
 
 /// The frozen data of one block of samples at one step, component-major.
@@ -646,7 +647,18 @@ train msa(rho = 0.7, reg = 1e-2, maxiter = 4, epochs = 2, batch = 40)
 
     #[test]
     fn consistency_terms_vanish_exactly_and_the_gradient_is_the_loss_gradient() {
-        let s = setup(SOURCE);
+        consistency_terms_vanish_exactly(SOURCE);
+    }
+
+    /// Backward in time, layer `n` is still step `n` (each step after the first starts on a
+    /// layer boundary and reads the layer below it), so the same identities hold.
+    #[test]
+    fn a_backward_schedule_keeps_one_layer_per_step_in_integration_order() {
+        consistency_terms_vanish_exactly(&SOURCE.replace("t = [0, 1.5]", "t = [1.5, 0]"));
+    }
+
+    fn consistency_terms_vanish_exactly(source: &str) {
+        let s = setup(source);
         let plan = plan_of(&s);
         let msa = msa_of(&s.model);
         let g = gradient(&s, &plan);
