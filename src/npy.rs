@@ -145,7 +145,9 @@ impl LiteralParser<'_> {
                 let entries = self.items(b'}', |p| {
                     let key = match p.value()? {
                         Literal::Str(s) => s,
-                        other => return Err(format!("a header key must be a string, not {other:?}")),
+                        other => {
+                            return Err(format!("a header key must be a string, not {other:?}"))
+                        }
                     };
                     if !p.eat(b':') {
                         return Err(format!("expected `:` after the header key `{key}`"));
@@ -272,7 +274,11 @@ pub fn read_npy(bytes: &[u8]) -> Result<Array, String> {
             let b = bytes.get(8..12).ok_or_else(truncated)?;
             (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
         }
-        v => return Err(format!("format version {v} is not supported (1, 2 and 3 are)")),
+        v => {
+            return Err(format!(
+                "format version {v} is not supported (1, 2 and 3 are)"
+            ))
+        }
     };
     let header = bytes
         .get(start..start.saturating_add(length))
@@ -312,13 +318,19 @@ pub fn read_npy(bytes: &[u8]) -> Result<Array, String> {
         .try_fold(1usize, |a, &n| a.checked_mul(n))
         .ok_or("the shape's size overflows")?;
     let data = &bytes[start + length..];
-    let want = count.checked_mul(size).ok_or("the shape's size overflows")?;
+    let want = count
+        .checked_mul(size)
+        .ok_or("the shape's size overflows")?;
     if data.len() != want {
         return Err(format!(
             "the shape {} of `{descr}` needs {want} bytes of data, but the file has {}{}",
             tuple(&shape),
             data.len(),
-            if data.len() < want { " (truncated)" } else { "" }
+            if data.len() < want {
+                " (truncated)"
+            } else {
+                ""
+            }
         ));
     }
     let stored: Vec<f64> = data
@@ -390,7 +402,8 @@ pub fn write_npz(arrays: &[(String, Array)]) -> Result<Vec<u8>, String> {
         let name = format!("{name}.npy");
         let offset = u32::try_from(out.len()).map_err(|_| too_large())?;
         let size = u32::try_from(data.len()).map_err(|_| too_large())?;
-        let name_len = u16::try_from(name.len()).map_err(|_| format!("the name `{name}` is too long"))?;
+        let name_len =
+            u16::try_from(name.len()).map_err(|_| format!("the name `{name}` is too long"))?;
         let crc = crc32(&data);
         let common = |v: &mut Vec<u8>| {
             v.extend_from_slice(&20u16.to_le_bytes()); // version needed: 2.0
@@ -434,7 +447,9 @@ pub fn write_npz(arrays: &[(String, Array)]) -> Result<Vec<u8>, String> {
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-    bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    bytes
+        .get(at..at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
@@ -489,7 +504,9 @@ pub fn read_npz(bytes: &[u8]) -> Result<Vec<(String, Array)>, String> {
         let extra_len = usize::from(u16_at(bytes, at + 30).ok_or_else(truncated)?);
         let comment_len = usize::from(u16_at(bytes, at + 32).ok_or_else(truncated)?);
         let mut offset = u64::from(u32_at(bytes, at + 42).ok_or_else(truncated)?);
-        let name = bytes.get(at + 46..at + 46 + name_len).ok_or_else(truncated)?;
+        let name = bytes
+            .get(at + 46..at + 46 + name_len)
+            .ok_or_else(truncated)?;
         let name = String::from_utf8_lossy(name).into_owned();
         let extra = bytes
             .get(at + 46 + name_len..at + 46 + name_len + extra_len)
@@ -558,14 +575,18 @@ mod tests {
     fn npy_round_trips_with_an_aligned_header() {
         for shape in [vec![], vec![3], vec![2, 3], vec![2, 0, 4]] {
             let n: usize = shape.iter().product();
-            let array = Array::new(shape.clone(), (0..n).map(|i| i as f64 * 0.1 - 0.3).collect());
+            let array = Array::new(
+                shape.clone(),
+                (0..n).map(|i| i as f64 * 0.1 - 0.3).collect(),
+            );
             let bytes = write_npy(&array);
             let data_start = bytes.len() - 8 * n;
             assert_eq!(data_start % 64, 0, "{shape:?}");
             assert_eq!(bytes[data_start - 1], b'\n');
             assert_eq!(read_npy(&bytes).unwrap(), array);
         }
-        let text = String::from_utf8_lossy(&write_npy(&Array::new(vec![3], vec![0.0; 3]))).into_owned();
+        let text =
+            String::from_utf8_lossy(&write_npy(&Array::new(vec![3], vec![0.0; 3]))).into_owned();
         assert!(text.contains("'shape': (3,), }"), "{text}");
     }
 
@@ -587,7 +608,10 @@ mod tests {
             b.extend_from_slice(&v.to_le_bytes());
         }
         let a = read_npy(&b).unwrap();
-        assert_eq!((a.shape, a.values), (vec![2, 3], vec![1., 2., 3., 4., 5., 6.]));
+        assert_eq!(
+            (a.shape, a.values),
+            (vec![2, 3], vec![1., 2., 3., 4., 5., 6.])
+        );
     }
 
     #[test]
@@ -600,7 +624,11 @@ mod tests {
         let mut b = header("<f8", false, "(2,)");
         b.extend_from_slice(&1.0f64.to_le_bytes());
         assert!(err(&b).contains("needs 16 bytes of data, but the file has 8 (truncated)"));
-        let e = err(&header("<f8", false, "(99999999999, 99999999999, 99999999999)"));
+        let e = err(&header(
+            "<f8",
+            false,
+            "(99999999999, 99999999999, 99999999999)",
+        ));
         assert!(e.contains("overflows"), "{e}");
         assert!(err(&header("<f8", false, "(1, 'a')")).contains("shape"));
         let mut b = NPY_MAGIC.to_vec();
@@ -613,7 +641,10 @@ mod tests {
     #[test]
     fn npz_round_trips_and_checks_its_entries() {
         let arrays = vec![
-            ("W".to_string(), Array::new(vec![2, 2], vec![1., 2., 3., 4.])),
+            (
+                "W".to_string(),
+                Array::new(vec![2, 2], vec![1., 2., 3., 4.]),
+            ),
             ("k".to_string(), Array::new(vec![], vec![0.5])),
         ];
         let bytes = write_npz(&arrays).unwrap();
@@ -624,14 +655,18 @@ mod tests {
         let mut bad = bytes.clone();
         bad[100] ^= 1;
         assert!(read_npz(&bad).unwrap_err().contains("CRC-32"));
-        assert!(read_npz(&bytes[..bytes.len() - 30]).unwrap_err().contains("truncated"));
+        assert!(read_npz(&bytes[..bytes.len() - 30])
+            .unwrap_err()
+            .contains("truncated"));
         // A compressed entry (method 8) is refused with the fix.
         let mut deflated = bytes.clone();
         let central = (0..deflated.len())
             .find(|&i| u32_at(&deflated, i) == Some(0x0201_4b50))
             .unwrap();
         deflated[central + 10] = 8;
-        assert!(read_npz(&deflated).unwrap_err().contains("save with np.savez"));
+        assert!(read_npz(&deflated)
+            .unwrap_err()
+            .contains("save with np.savez"));
     }
 
     #[test]

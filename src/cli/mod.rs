@@ -83,7 +83,8 @@ enum Command {
     Run {
         #[command(flatten)]
         model: ModelArgs,
-        /// Load parameter values from a JSON file {PARAM: value} (as `train` writes).
+        /// Load parameter values from a JSON file {PARAM: value} or an .npz archive (as `train`
+        /// writes).
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
         /// Output format.
@@ -110,7 +111,8 @@ enum Command {
         /// layers: `--map W0=W[0]` starts an evolving weight at a trained ResNet's first layer.
         #[arg(long = "map", value_name = "TARGET=SOURCE[LAYER]", value_parser = run::parse_param_map, requires = "init")]
         maps: Vec<run::ParamMap>,
-        /// Write the trained parameters here (atomically); stdout if absent.
+        /// Write the trained parameters here (atomically): JSON, or an .npz archive of one
+        /// array per param when the name ends in .npz; JSON on stdout if absent.
         #[arg(long, value_name = "PARAMS.json")]
         out: Option<String>,
         /// Continue from a checkpoint.
@@ -133,7 +135,8 @@ enum Command {
     Grad {
         #[command(flatten)]
         model: ModelArgs,
-        /// Load parameter values from a JSON file {PARAM: value} (as `train` writes).
+        /// Load parameter values from a JSON file {PARAM: value} or an .npz archive (as `train`
+        /// writes).
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
         /// Gradient method (default: the model's `gradient =`, else backprop; adjoint for
@@ -384,6 +387,13 @@ fn decode(path: &str, bytes: Vec<u8>) -> Result<SourceFile, String> {
             ))
         }
     }
+}
+
+/// Whether `path`'s extension is `ext`, in any case (`P.NPZ` is an `.npz`).
+pub fn has_extension(path: &str, ext: &str) -> bool {
+    Path::new(path)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
 /// Writes a file atomically: a temporary file beside it, flushed to disk, then renamed over the

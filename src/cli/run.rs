@@ -103,8 +103,8 @@ pub fn load_mapped(
     let compile_seconds = started.elapsed().as_secs_f64();
     let mut params = simulate::initial_params(&model, program.layout(), seed);
     if let Some(params_path) = params_file {
-        let text = match std::fs::read_to_string(params_path) {
-            Ok(text) => text,
+        let bytes = match std::fs::read(params_path) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 out.stderr.push_str(&format!(
                     "{params_path}: error: cannot read the parameter file: {e}\n"
@@ -112,9 +112,15 @@ pub fn load_mapped(
                 return None;
             }
         };
-        if let Err(message) = load_params(&text, &model, &program, &mut params, maps) {
-            out.stderr
-                .push_str(&format!("{params_path}: error: {message}\n"));
+        if let Err(e) = load_param_file(&bytes, params_path, &model, &program, &mut params, maps) {
+            match e.span {
+                Some(span) => out
+                    .stderr
+                    .push_str(&Diagnostic::error(span, e.message).render(&file)),
+                None => out
+                    .stderr
+                    .push_str(&format!("{params_path}: error: {}\n", e.message)),
+            }
             return None;
         }
     }
@@ -167,13 +173,138 @@ pub fn parse_param_map(text: &str) -> Result<ParamMap, String> {
     })
 }
 
-/// Loads `{PARAM: value}` (number or row-major list, per-layer copies outermost), checking
-/// names and sizes. Parameters not named keep their values.
-///
-/// `maps` rename (`W0=W`) and pick one layer of a per-layer value (`W0=W[0]`: a trained
-/// ResNet's first layer is the initial value of an evolving weight). How a value's copies
-/// fill the param's (one copy into every layer, another layer count resampled) is
-/// [`ParamEntry::fit_copies`].
+/// The key of a JSON parameter file that records each parameter's shape: `"$shapes": {PARAM:
+/// [sizes]}` beside the values, which stay `{PARAM: value}` (a `$` cannot start a name).
+pub const SHAPES_KEY: &str = "$shapes";
+
+/// Why a parameter file could not be loaded: the message, and the parameter's declaration when
+/// the file's shape of it disagrees with the model's (the error is then shown there).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamsError {
+    /// What is wrong.
+    pub message: String,
+    /// The declaration of the parameter concerned, for a shape mismatch.
+    pub span: Option<crate::diag::Span>,
+}
+
+impl From<String> for ParamsError {
+    fn from(message: String) -> Self {
+        ParamsError {
+            message,
+            span: None,
+        }
+    }
+}
+
+/// One parameter of a file: its numbers, row-major with copies outermost, and its shape when
+/// the file records one (`$shapes`, nested lists, or an `.npz` array).
+#[derive(Clone, Debug, PartialEq)]
+struct FileValue {
+    numbers: Vec<f64>,
+    shape: Option<Vec<usize>>,
+}
+
+/// `[2, 3]`, `[]`: a shape as the messages show it.
+fn shape_text<T: ToString>(shape: &[T]) -> String {
+    let sizes: Vec<String> = shape.iter().map(T::to_string).collect();
+    format!("[{}]", sizes.join(", "))
+}
+
+/// The parameters of a file's bytes: an `.npz` archive (by its zip signature) of one array
+/// per parameter, or a JSON object `{PARAM: value}`, where a value is a number, a row-major
+/// list (the old form), or nested lists (numpy's `tolist()`), and an optional
+/// [`SHAPES_KEY`] gives flat lists their shapes.
+fn read_param_file(bytes: &[u8]) -> Result<Vec<(String, FileValue)>, String> {
+    if crate::npy::is_zip(bytes) {
+        let arrays = crate::npy::read_npz(bytes)?;
+        return Ok(arrays
+            .into_iter()
+            .map(|(name, a)| {
+                (
+                    name,
+                    FileValue {
+                        numbers: a.values,
+                        shape: Some(a.shape),
+                    },
+                )
+            })
+            .collect());
+    }
+    if bytes.starts_with(crate::npy::NPY_MAGIC) {
+        return Err("an .npy file holds one array without a name; save parameters as .npz (`np.savez(\"p.npz\", W=W, b=b)`) or JSON".into());
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| "neither JSON text nor an .npz archive".to_string())?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or("expected one JSON object {\"PARAM\": value, ...}")?;
+    let mut shapes = serde_json::Map::new();
+    if let Some(v) = object.get(SHAPES_KEY) {
+        shapes = v.as_object().cloned().ok_or(format!(
+            "`{SHAPES_KEY}` must be an object {{\"PARAM\": [sizes]}}"
+        ))?;
+    }
+    let mut values = Vec::new();
+    for (name, v) in object {
+        if name == SHAPES_KEY {
+            continue;
+        }
+        if name.starts_with('$') {
+            return Err(format!(
+                "unknown key `{name}`: the only reserved key is `{SHAPES_KEY}`"
+            ));
+        }
+        let (numbers, nested) = json_numbers(name, v)?;
+        let recorded = match shapes.get(name) {
+            None => None,
+            Some(s) => Some(
+                s.as_array()
+                    .and_then(|sizes| {
+                        sizes
+                            .iter()
+                            .map(|x| x.as_u64().and_then(|n| usize::try_from(n).ok()))
+                            .collect::<Option<Vec<usize>>>()
+                    })
+                    .ok_or(format!(
+                        "`{SHAPES_KEY}` of `{name}` must be a list of sizes, e.g. [2, 3]"
+                    ))?,
+            ),
+        };
+        let shape = match (nested, recorded) {
+            (Some(n), Some(r)) if n != r => {
+                return Err(format!(
+                    "`{name}` is nested as {} but `{SHAPES_KEY}` says {}",
+                    shape_text(&n),
+                    shape_text(&r)
+                ))
+            }
+            (n, r) => n.or(r),
+        };
+        if let Some(shape) = &shape {
+            let count = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+            if count != Some(numbers.len()) {
+                return Err(format!(
+                    "`{name}` has {} values but its shape {} holds {}",
+                    numbers.len(),
+                    shape_text(shape),
+                    count.map_or("more than can be counted".into(), |c| c.to_string())
+                ));
+            }
+        }
+        values.push((name.clone(), FileValue { numbers, shape }));
+    }
+    if let Some(name) = shapes.keys().find(|k| !object.contains_key(*k)) {
+        return Err(format!(
+            "`{SHAPES_KEY}` gives a shape for `{name}`, which has no value in the file"
+        ));
+    }
+    Ok(values)
+}
+
+/// Loads `{PARAM: value}` JSON text into `params`; see [`load_param_file`], which also reads
+/// `.npz` archives and locates shape errors.
 pub fn load_params(
     text: &str,
     model: &ir::Model,
@@ -181,11 +312,30 @@ pub fn load_params(
     params: &mut Params,
     maps: &[ParamMap],
 ) -> Result<(), String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let object = value
-        .as_object()
-        .ok_or("expected one JSON object {\"PARAM\": value, ...}")?;
+    load_param_file(text.as_bytes(), "the file", model, program, params, maps)
+        .map_err(|e| e.message)
+}
+
+/// Loads a parameter file (`{PARAM: value}` JSON, number or row-major list with per-layer
+/// copies outermost, or an `.npz` archive), checking names, sizes and, where the file records
+/// them, shapes: a recorded shape must be the param's (one copy) or the param's after an axis
+/// of copies (`[L, ...]`, layers or knots). `file_name` is how messages name the file.
+/// Parameters not named keep their values.
+///
+/// `maps` rename (`W0=W`) and pick one layer of a per-layer value (`W0=W[0]`: a trained
+/// ResNet's first layer is the initial value of an evolving weight). How a value's copies
+/// fill the param's (one copy into every layer, another layer count resampled) is
+/// [`ParamEntry::fit_copies`].
+pub fn load_param_file(
+    bytes: &[u8],
+    file_name: &str,
+    model: &ir::Model,
+    program: &Program,
+    params: &mut Params,
+    maps: &[ParamMap],
+) -> Result<(), ParamsError> {
+    let values = read_param_file(bytes)?;
+    let find = |name: &str| values.iter().find(|(n, _)| n == name).map(|(_, v)| v);
     let layout = program.layout();
     let names: Vec<&str> = layout.entries.iter().map(|e| e.name.as_str()).collect();
     let no_param = |name: &str| {
@@ -195,26 +345,27 @@ pub fn load_params(
     };
     for map in maps {
         if !layout.entries.iter().any(|e| e.name == map.target) {
-            return Err(format!("--map {}: {}", map.target, no_param(&map.target)));
+            return Err(format!("--map {}: {}", map.target, no_param(&map.target)).into());
         }
-        if !object.contains_key(&map.source) {
-            let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-            let hint = crate::diag::suggest(&map.source, keys.iter().copied())
+        if find(&map.source).is_none() {
+            let hint = crate::diag::suggest(&map.source, values.iter().map(|(n, _)| n.as_str()))
                 .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
             return Err(format!(
                 "--map {}={}: the file has no `{}`{hint}",
                 map.target, map.source, map.source
-            ));
+            )
+            .into());
         }
     }
     // Every file name must land somewhere: a param of the same name or a map's source.
-    for name in object.keys() {
+    for (name, _) in &values {
         let mapped = maps.iter().any(|m| &m.source == name);
         if !mapped && !names.contains(&name.as_str()) {
             return Err(format!(
                 "{}; to load it into another param, add `--map TARGET={name}`",
                 no_param(name)
-            ));
+            )
+            .into());
         }
     }
     for entry in &layout.entries {
@@ -223,29 +374,101 @@ pub fn load_params(
             Some(m) => (m.source.as_str(), m.layer),
             None => (entry.name.as_str(), None),
         };
-        let Some(v) = object.get(source) else {
+        let Some(v) = find(source) else {
             continue;
         };
-        let numbers = json_numbers(source, v)?;
-        let values = fit_copies(&entry.name, source, &numbers, entry, layer)?;
+        if let Some(shape) = &v.shape {
+            let copy = entry.shape.dims();
+            let fits = *shape == copy || shape.get(1..) == Some(copy.as_slice());
+            if !fits {
+                let declared = model.params.iter().find(|p| p.name == entry.name);
+                let saved = entry.saved_shape();
+                let model_shape = if saved == copy {
+                    shape_text(&copy)
+                } else {
+                    format!(
+                        "{} ({} copies of {})",
+                        shape_text(&saved),
+                        entry.copies,
+                        shape_text(&copy)
+                    )
+                };
+                let mut stacked = vec!["N".to_string()];
+                stacked.extend(copy.iter().map(usize::to_string));
+                let stacked = shape_text(&stacked);
+                return Err(ParamsError {
+                    message: format!(
+                        "`{source}` in `{file_name}` has shape {}, but the model's `{}` has shape {model_shape}; a file may hold one copy {} or copies stacked outermost {stacked}",
+                        shape_text(shape),
+                        entry.name,
+                        shape_text(&copy),
+                    ),
+                    span: declared.map(|p| p.span),
+                });
+            }
+        }
+        let values = fit_copies(&entry.name, source, &v.numbers, entry, layer)?;
         if values.iter().any(|x| !x.is_finite()) {
-            return Err(format!("param `{source}` holds a non-finite value"));
+            return Err(format!("param `{source}` holds a non-finite value").into());
         }
         params.values_mut()[entry.offset..entry.offset + values.len()].copy_from_slice(&values);
     }
     Ok(())
 }
 
-fn json_numbers(name: &str, v: &serde_json::Value) -> Result<Vec<f64>, String> {
+/// A JSON value's numbers, row-major, and its shape if it is a nested list (a number and a
+/// flat list carry none: the old form, whose shape is the model's).
+fn json_numbers(
+    name: &str,
+    v: &serde_json::Value,
+) -> Result<(Vec<f64>, Option<Vec<usize>>), String> {
+    use serde_json::Value;
+    let not_number = || format!("param `{name}` holds a value that is not a number");
     match v {
-        serde_json::Value::Number(n) => Ok(vec![n.as_f64().unwrap_or(f64::NAN)]),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|x| {
-                x.as_f64()
-                    .ok_or(format!("param `{name}` holds a value that is not a number"))
-            })
-            .collect(),
+        Value::Number(n) => Ok((vec![n.as_f64().unwrap_or(f64::NAN)], None)),
+        Value::Array(items) if !items.iter().any(Value::is_array) => {
+            let numbers = items
+                .iter()
+                .map(|x| x.as_f64().ok_or_else(not_number))
+                .collect::<Result<_, _>>()?;
+            Ok((numbers, None))
+        }
+        Value::Array(_) => {
+            // Nested lists: every list at one depth has the same length, numbers at the bottom.
+            let mut shape = Vec::new();
+            let mut level = v;
+            while let Value::Array(items) = level {
+                shape.push(items.len());
+                match items.first() {
+                    Some(first) => level = first,
+                    None => break,
+                }
+            }
+            let mut numbers = Vec::new();
+            fn walk(
+                v: &Value,
+                depth: usize,
+                shape: &[usize],
+                numbers: &mut Vec<f64>,
+            ) -> Result<(), ()> {
+                match v {
+                    Value::Array(items) if depth < shape.len() && items.len() == shape[depth] => {
+                        items
+                            .iter()
+                            .try_for_each(|x| walk(x, depth + 1, shape, numbers))
+                    }
+                    Value::Number(n) if depth == shape.len() => {
+                        numbers.push(n.as_f64().unwrap_or(f64::NAN));
+                        Ok(())
+                    }
+                    _ => Err(()),
+                }
+            }
+            walk(v, 0, &shape, &mut numbers).map_err(|()| {
+                format!("param `{name}` is a ragged nested list: every row must have the same length and hold numbers")
+            })?;
+            Ok((numbers, Some(shape)))
+        }
         _ => Err(format!(
             "param `{name}` must be a number or a list of numbers"
         )),
