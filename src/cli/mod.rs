@@ -87,9 +87,10 @@ enum Command {
         /// writes).
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = run::Format::Table)]
-        format: run::Format,
+        /// Output format [default: from --out's extension (.csv, .json, .npy, .npz), else
+        /// table]; npy and npz are binary and need --out.
+        #[arg(long, value_enum)]
+        format: Option<run::Format>,
         /// Write the report to this file (atomically) instead of stdout.
         #[arg(long, value_name = "PATH")]
         out: Option<String>,
@@ -99,6 +100,10 @@ enum Command {
         /// Also report the costate p(t) of every state and the Hamiltonian H = p·f − L.
         #[arg(long)]
         costate: bool,
+        /// Report every sample of every data block, one row each: its label, outputs and
+        /// states at the final time, its terms of the loss, and its metrics.
+        #[arg(long, conflicts_with_all = ["sample", "costate"])]
+        all_samples: bool,
     },
     /// Train the parameters with the model's optimizer; writes PARAMS.json.
     Train {
@@ -244,6 +249,7 @@ fn run(cli: Cli) -> u8 {
             out: out_path,
             sample,
             costate,
+            all_samples,
         } => run::run(
             &run::RunArgs {
                 file,
@@ -254,6 +260,7 @@ fn run(cli: Cli) -> u8 {
                 out: out_path,
                 sample,
                 costate,
+                all_samples,
             },
             &mut out,
         ),

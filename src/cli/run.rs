@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::report::{DataSummary, RunReport, RunStats, Series};
+use super::report::{
+    DataSummary, RunReport, RunStats, SampleBlock, SampleGroup, SamplesReport, Series,
+};
 use super::{check_file, write_atomic, Output};
 use crate::compile::{FitError, ParamEntry, Params, Program};
 use crate::data::{self, Dataset};
@@ -25,6 +27,36 @@ pub enum Format {
     Csv,
     /// The JSON object of the spec.
     Json,
+    /// One 2-D `f64` array of the CSV's columns (NumPy `.npy`, binary: needs `--out`).
+    Npy,
+    /// Named arrays (NumPy `.npz`, binary: needs `--out`).
+    Npz,
+}
+
+impl Format {
+    /// The format asked for, else the one `--out`'s extension names (`.csv`, `.json`, `.npy`,
+    /// `.npz`), else a table; a binary format without `--out` is an error.
+    pub fn resolve(format: Option<Format>, out: Option<&str>) -> Result<Format, String> {
+        let by_name = out.and_then(|path| {
+            [
+                ("csv", Format::Csv),
+                ("json", Format::Json),
+                ("npy", Format::Npy),
+                ("npz", Format::Npz),
+            ]
+            .into_iter()
+            .find(|(ext, _)| super::has_extension(path, ext))
+            .map(|(_, f)| f)
+        });
+        let format = format.or(by_name).unwrap_or(Format::Table);
+        if matches!(format, Format::Npy | Format::Npz) && out.is_none() {
+            let ext = if format == Format::Npy { "npy" } else { "npz" };
+            return Err(format!(
+                "--format {ext} writes a binary file: give it with `--out FILE.{ext}`"
+            ));
+        }
+        Ok(format)
+    }
 }
 
 /// Arguments of `nodec run`.
@@ -38,14 +70,16 @@ pub struct RunArgs {
     pub seed: u64,
     /// A parameter file to load.
     pub params: Option<String>,
-    /// Output format.
-    pub format: Format,
+    /// Output format (`None`: from `--out`'s extension, else a table; see [`Format::resolve`]).
+    pub format: Option<Format>,
     /// Write here (atomically) instead of stdout.
     pub out: Option<String>,
     /// Which sample's trajectory to report.
     pub sample: usize,
     /// Also report costates and the Hamiltonian.
     pub costate: bool,
+    /// Report every sample's final states, outputs, costs and metrics instead of one trajectory.
+    pub all_samples: bool,
 }
 
 /// A model compiled with its parameters and data, ready to evaluate.
@@ -645,6 +679,13 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
 
 /// `nodec run`.
 pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
+    let format = match Format::resolve(args.format, args.out.as_deref()) {
+        Ok(format) => format,
+        Err(message) => {
+            out.stderr.push_str(&format!("error: {message}\n"));
+            return 2;
+        }
+    };
     let Some(loaded) = load(
         &args.file,
         &args.overrides,
@@ -654,6 +695,9 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
     ) else {
         return 1;
     };
+    if args.all_samples {
+        return all_samples(&loaded, args, format, out);
+    }
     let model = &loaded.model;
     let has_data = !model.data.is_empty();
     let started = Instant::now();
@@ -727,22 +771,171 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
         ));
         return 1;
     }
-    let text = match args.format {
-        Format::Json => super::report::to_json(&report),
-        Format::Csv => super::report::to_csv(&report),
-        Format::Table => super::report::to_table(&report),
+    let bytes = match format {
+        Format::Json => super::report::to_json(&report).into_bytes(),
+        Format::Csv => super::report::to_csv(&report).into_bytes(),
+        Format::Table => super::report::to_table(&report).into_bytes(),
+        Format::Npy => super::report::to_npy(&report),
+        Format::Npz => match super::report::to_npz(&report) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                out.stderr.push_str(&format!("{}: error: {e}\n", args.file));
+                return 1;
+            }
+        },
     };
+    emit(args, bytes, out)
+}
+
+/// Writes a report to `--out` (atomically) or stdout.
+fn emit(args: &RunArgs, bytes: Vec<u8>, out: &mut Output) -> u8 {
     match &args.out {
         Some(path) => {
-            if let Err(e) = write_atomic(Path::new(path), text.as_bytes()) {
+            if let Err(e) = write_atomic(Path::new(path), &bytes) {
                 out.stderr
                     .push_str(&format!("{path}: error: cannot write the report: {e}\n"));
                 return 1;
             }
         }
-        None => out.stdout.push_str(&text),
+        // `resolve` sends binary formats to a file, so this is text.
+        None => out.stdout.push_str(&String::from_utf8_lossy(&bytes)),
     }
     0
+}
+
+/// Element labels of a value: `x`, `x[0]`, `W[1, 0]`.
+fn element_labels(name: &str, shape: Shape) -> Vec<String> {
+    match shape {
+        Shape::Scalar => vec![name.to_string()],
+        Shape::Vector(n) => (0..n).map(|i| format!("{name}[{i}]")).collect(),
+        Shape::Matrix(m, n) => (0..m * n)
+            .map(|k| format!("{name}[{}, {}]", k / n, k % n))
+            .collect(),
+    }
+}
+
+/// A named value of `shape` with one value per row (saved time or sample).
+fn series(name: &str, shape: Shape, values: Vec<Vec<f64>>) -> Series {
+    Series {
+        name: name.to_string(),
+        len: shape.len(),
+        scalar: shape == Shape::Scalar,
+        dims: shape.dims(),
+        labels: element_labels(name, shape),
+        values,
+    }
+}
+
+/// `nodec run --all-samples`: every data block solved to the final time, and each sample's
+/// label, outputs, final states, loss term, cost terms and metrics, blocks in declaration order
+/// and samples in order. A model without data has one sample, its one trajectory.
+fn all_samples(loaded: &Loaded, args: &RunArgs, format: Format, out: &mut Output) -> u8 {
+    let model = &loaded.model;
+    let has_data = !model.data.is_empty();
+    let offsets = simulate::state_offsets(model);
+    let mut blocks = Vec::new();
+    for (name, dataset) in &loaded.data {
+        let bound = loaded.bind(dataset);
+        let sim = match bound.simulate(model.schedule.as_ref().map(|s| vec![s.t1])) {
+            Ok(sim) => sim,
+            Err(e) => {
+                out.stderr.push_str(&solve_error(loaded, &e, name));
+                return 1;
+            }
+        };
+        let per = bound.per_sample(&sim.solution);
+        let n = sim.solution.n_samples;
+        let mut columns = Vec::new();
+        if let Some(labels) = &dataset.labels {
+            let values = labels.iter().map(|l| vec![*l]).collect();
+            columns.push((SampleGroup::Label, series("label", Shape::Scalar, values)));
+        }
+        let outputs_len: usize = model.outputs.iter().map(|o| o.shape.len()).sum();
+        let mut at = 0;
+        for o in &model.outputs {
+            let len = o.shape.len();
+            let values = (0..n)
+                .map(|s| per.outputs[s * outputs_len + at..][..len].to_vec())
+                .collect();
+            columns.push((SampleGroup::Output, series(&o.name, o.shape, values)));
+            at += len;
+        }
+        for (i, state) in model.states.iter().enumerate() {
+            let values = (0..n)
+                .map(|s| sim.solution.final_state(s)[offsets[i]..offsets[i + 1]].to_vec())
+                .collect();
+            columns.push((SampleGroup::Final, series(&state.name, state.shape, values)));
+        }
+        if !per.costs.is_empty() {
+            // The sample's term of the loss; the penalty belongs to no sample.
+            let values = (0..n)
+                .map(|s| vec![per.costs.iter().map(|(_, v)| v[s]).sum()])
+                .collect();
+            columns.push((SampleGroup::Loss, series("loss", Shape::Scalar, values)));
+        }
+        for (kind, v) in &per.costs {
+            let values = v.iter().map(|x| vec![*x]).collect();
+            columns.push((
+                SampleGroup::Cost,
+                series(kind.name(), Shape::Scalar, values),
+            ));
+        }
+        for (m, v) in model.metrics.iter().zip(&per.metrics) {
+            let values = v.iter().map(|x| vec![*x]).collect();
+            columns.push((SampleGroup::Metric, series(&m.name, Shape::Scalar, values)));
+        }
+        // A non-finite result is refused, as `run` refuses it for one sample.
+        for (group, s) in &columns {
+            if let Some(k) = s
+                .values
+                .iter()
+                .position(|v| v.iter().any(|x| !x.is_finite()))
+            {
+                let label = if group.key() == s.name {
+                    s.name.clone()
+                } else {
+                    format!("{}.{}", group.key(), s.name)
+                };
+                let of = if has_data {
+                    format!(" of sample {k} of `{name}`")
+                } else {
+                    String::new()
+                };
+                out.stderr.push_str(&format!(
+                    "{}: error: `{label}`{of} is not finite; refusing to print it as a result\n",
+                    args.file
+                ));
+                return 1;
+            }
+        }
+        blocks.push(SampleBlock {
+            name: if has_data {
+                name.clone()
+            } else {
+                String::new()
+            },
+            n,
+            columns,
+        });
+    }
+    let report = SamplesReport {
+        model: model.name.clone(),
+        blocks,
+    };
+    let bytes = match format {
+        Format::Json => super::report::samples_to_json(&report).into_bytes(),
+        Format::Csv => super::report::samples_to_csv(&report).into_bytes(),
+        Format::Table => super::report::samples_to_table(&report).into_bytes(),
+        Format::Npy => super::report::samples_to_npy(&report),
+        Format::Npz => match super::report::samples_to_npz(&report) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                out.stderr.push_str(&format!("{}: error: {e}\n", args.file));
+                return 1;
+            }
+        },
+    };
+    emit(args, bytes, out)
 }
 
 fn build_report(
@@ -756,27 +949,15 @@ fn build_report(
     let model = &loaded.model;
     let solution = &sim.solution;
     let offsets = simulate::state_offsets(model);
-    let element_labels = |name: &str, shape: Shape| -> Vec<String> {
-        match shape {
-            Shape::Scalar => vec![name.to_string()],
-            Shape::Vector(n) => (0..n).map(|i| format!("{name}[{i}]")).collect(),
-            Shape::Matrix(m, n) => (0..m * n)
-                .map(|k| format!("{name}[{}, {}]", k / n, k % n))
-                .collect(),
-        }
-    };
     let states = model
         .states
         .iter()
         .enumerate()
-        .map(|(i, s)| Series {
-            name: s.name.clone(),
-            len: s.shape.len(),
-            scalar: s.shape == Shape::Scalar,
-            labels: element_labels(&s.name, s.shape),
-            values: (0..solution.t.len())
+        .map(|(i, s)| {
+            let values = (0..solution.t.len())
                 .map(|k| solution.state(k, sample)[offsets[i]..offsets[i + 1]].to_vec())
-                .collect(),
+                .collect();
+            series(&s.name, s.shape, values)
         })
         .collect();
     // Outputs at every saved time for the reported sample, with its inputs bound.
@@ -784,13 +965,7 @@ fn build_report(
     let mut outputs: Vec<Series> = model
         .outputs
         .iter()
-        .map(|o| Series {
-            name: o.name.clone(),
-            len: o.shape.len(),
-            scalar: o.shape == Shape::Scalar,
-            labels: element_labels(&o.name, o.shape),
-            values: Vec::new(),
-        })
+        .map(|o| series(&o.name, o.shape, Vec::new()))
         .collect();
     if !outputs.is_empty() {
         let bound = loaded.bind(&loaded.data[0].1);
@@ -866,6 +1041,7 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
                 name: s.name.clone(),
                 len,
                 scalar: s.shape == Shape::Scalar,
+                dims: s.shape.dims(),
                 labels: if s.shape == Shape::Scalar {
                     vec![format!("p({})", s.name)]
                 } else {
@@ -881,6 +1057,7 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
         name: "H".into(),
         len: 1,
         scalar: true,
+        dims: vec![],
         labels: vec!["H".into()],
         values: c.hamiltonian.iter().map(|h| vec![*h]).collect(),
     });
