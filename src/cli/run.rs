@@ -575,32 +575,42 @@ fn load_data(
                 let base = Path::new(&file.name).parent().unwrap_or(Path::new("."));
                 let path = base.join(rel);
                 let shown = path.display().to_string();
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        if let Some(d) = data::check_columns(&text, block, &shown) {
-                            out.stderr.push_str(&d.render(file));
+                let cannot_read = |e: std::io::Error| {
+                    Diagnostic::error(block.span, format!("cannot read data file `{shown}`: {e}"))
+                        .render(file)
+                };
+                let parsed = if super::has_extension(rel, "npy") {
+                    match std::fs::read(&path) {
+                        Ok(bytes) => data::parse_npy(&bytes, &block.source, &shown),
+                        Err(e) => {
+                            out.stderr.push_str(&cannot_read(e));
                             return None;
                         }
-                        let parsed = data::parse_csv(&text, &block.source, &shown);
-                        if let (Ok(dataset), Some(schedule)) = (&parsed, &model.schedule) {
-                            if let Some(d) = data::check_times(dataset, block, schedule, &shown) {
-                                out.stderr.push_str(&d.render(file));
-                                if d.severity == Severity::Error {
-                                    return None;
-                                }
-                            }
-                        }
-                        parsed
                     }
-                    Err(e) => {
-                        let d = Diagnostic::error(
-                            block.span,
-                            format!("cannot read data file `{shown}`: {e}"),
-                        );
+                } else {
+                    match std::fs::read_to_string(&path) {
+                        Ok(text) => {
+                            if let Some(d) = data::check_columns(&text, block, &shown) {
+                                out.stderr.push_str(&d.render(file));
+                                return None;
+                            }
+                            data::parse_csv(&text, &block.source, &shown)
+                        }
+                        Err(e) => {
+                            out.stderr.push_str(&cannot_read(e));
+                            return None;
+                        }
+                    }
+                };
+                if let (Ok(dataset), Some(schedule)) = (&parsed, &model.schedule) {
+                    if let Some(d) = data::check_times(dataset, block, schedule, &shown) {
                         out.stderr.push_str(&d.render(file));
-                        return None;
+                        if d.severity == Severity::Error {
+                            return None;
+                        }
                     }
                 }
+                parsed
             }
         };
         match result {
