@@ -1161,6 +1161,83 @@ mod tests {
     }
 
     #[test]
+    fn recorded_and_nested_shapes_load_and_are_checked() {
+        let expected = [1., 2., 1., 2., 3., 4., 3., 4., 5.];
+        let v = loaded(
+            r#"{"A": [1, 2, 3, 4], "c": 5, "$shapes": {"A": [2, 2], "c": []}}"#,
+            &[],
+        );
+        assert_eq!(v.unwrap(), expected);
+        assert_eq!(
+            loaded(r#"{"A": [[1, 2], [3, 4]], "c": 5}"#, &[]).unwrap(),
+            expected
+        );
+        // One copy of a per-layer param, by its shape.
+        let v = loaded(r#"{"A": [1, 2], "$shapes": {"A": [2]}}"#, &[]).unwrap();
+        assert_eq!(v[..8], [1., 2., 1., 2., 1., 2., 1., 2.]);
+        let (model, program, mut params) = program(MODEL);
+        let e = load_param_file(
+            br#"{"A": [1, 2, 3, 4], "$shapes": {"A": [4]}}"#,
+            "p.json",
+            &model,
+            &program,
+            &mut params,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "`A` in `p.json` has shape [4], but the model's `A` has shape [4, 2] (4 copies of [2]); a file may hold one copy [2] or copies stacked outermost [N, 2]"
+        );
+        assert_eq!(e.span, Some(model.params[0].span));
+        for (file, says) in [
+            (
+                r#"{"A": [1, 2], "$shapes": {"A": [3]}}"#,
+                "has 2 values but its shape [3] holds 3",
+            ),
+            (
+                r#"{"$shapes": {"A": [2]}}"#,
+                "which has no value in the file",
+            ),
+            (
+                r#"{"A": [1, 2], "$shapes": {"A": "2"}}"#,
+                "must be a list of sizes",
+            ),
+            (r#"{"A": [[1, 2], [3]]}"#, "ragged"),
+            (
+                r#"{"A": [[1, 2]], "$shapes": {"A": [2]}}"#,
+                "nested as [1, 2] but `$shapes` says [2]",
+            ),
+            (r#"{"$model": "m"}"#, "unknown key `$model`"),
+        ] {
+            let e = loaded(file, &[]).unwrap_err();
+            assert!(e.contains(says), "{file}: {e}");
+        }
+    }
+
+    #[test]
+    fn npz_parameter_files_load_and_npy_is_refused() {
+        use crate::npy::{write_npy, write_npz, Array};
+        let (model, program, mut params) = program(MODEL);
+        let npz = write_npz(&[
+            ("A".into(), Array::new(vec![2, 2], vec![1., 2., 3., 4.])),
+            ("c".into(), Array::new(vec![], vec![5.])),
+        ])
+        .unwrap();
+        load_param_file(&npz, "p.npz", &model, &program, &mut params, &[]).unwrap();
+        assert_eq!(params.values(), [1., 2., 1., 2., 3., 4., 3., 4., 5.]);
+        let npy = write_npy(&Array::new(vec![2], vec![1., 2.]));
+        let e = load_param_file(&npy, "p.npy", &model, &program, &mut params, &[]).unwrap_err();
+        assert!(
+            e.message.contains("save parameters as .npz"),
+            "{}",
+            e.message
+        );
+        let e = load_param_file(&npz[..40], "p.npz", &model, &program, &mut params, &[]);
+        assert!(e.unwrap_err().message.contains("not a readable .npz"));
+    }
+
+    #[test]
     fn bad_names_and_sizes_say_what_to_do() {
         let e = loaded(r#"{"K": [1, 2]}"#, &[]).unwrap_err();
         assert!(
