@@ -219,13 +219,14 @@ fn dtype(descr: &str) -> Result<(Kind, usize, bool), String> {
         _ => ('=', descr),
     };
     let big = order == '>' || (order == '=' && cfg!(target_endian = "big"));
-    let (kind, size) = rest.split_at(rest.len().min(1));
-    let size: usize = size.parse().map_err(|_| unsupported())?;
+    let mut chars = rest.chars();
+    let kind = chars.next();
+    let size: usize = chars.as_str().parse().map_err(|_| unsupported())?;
     let kind = match (kind, size) {
-        ("f", 4 | 8) => Kind::Float,
-        ("i", 1 | 2 | 4 | 8) => Kind::Signed,
-        ("u", 1 | 2 | 4 | 8) => Kind::Unsigned,
-        ("b", 1) => Kind::Bool,
+        (Some('f'), 4 | 8) => Kind::Float,
+        (Some('i'), 1 | 2 | 4 | 8) => Kind::Signed,
+        (Some('u'), 1 | 2 | 4 | 8) => Kind::Unsigned,
+        (Some('b'), 1) => Kind::Bool,
         _ => return Err(unsupported()),
     };
     Ok((kind, size, big))
@@ -621,6 +622,7 @@ mod tests {
         assert!(err(b"\x93NUMPY\x01").contains("truncated"));
         assert!(err(&header("<c16", false, "(1,)")).contains("dtype `<c16` is not supported"));
         assert!(err(&header("<U3", false, "(1,)")).contains("not supported"));
+        assert!(err(&header("<é8", false, "(1,)")).contains("not supported"));
         let mut b = header("<f8", false, "(2,)");
         b.extend_from_slice(&1.0f64.to_le_bytes());
         assert!(err(&b).contains("needs 16 bytes of data, but the file has 8 (truncated)"));
