@@ -11,6 +11,7 @@ pub mod compile;
 pub mod data;
 pub mod diag;
 pub mod ir;
+pub mod npy;
 pub mod optim;
 pub mod rng;
 pub mod sema;

@@ -8,7 +8,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
 use super::report::format_sig;
-use super::run::{load, solve_error, Loaded};
+use super::run::{load, solve_error, Loaded, SHAPES_KEY};
 use super::{write_atomic, Output};
 use crate::compile::ParamLayout;
 use crate::ir::{self, GradientMethod};
@@ -96,6 +96,8 @@ pub struct ParamValues<'a> {
     pub layout: &'a ParamLayout,
     /// Values in the full layout.
     pub values: &'a [f64],
+    /// Whether to add each parameter's shape under [`SHAPES_KEY`].
+    pub shapes: bool,
 }
 
 impl Serialize for ParamValues<'_> {
@@ -108,6 +110,15 @@ impl Serialize for ParamValues<'_> {
             } else {
                 map.serialize_entry(&entry.name, v)?;
             }
+        }
+        if self.shapes {
+            let shapes: serde_json::Map<String, Value> = self
+                .layout
+                .entries
+                .iter()
+                .map(|e| (e.name.clone(), json!(e.saved_shape())))
+                .collect();
+            map.serialize_entry(SHAPES_KEY, &shapes)?;
         }
         map.end()
     }
@@ -196,6 +207,7 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
                     model,
                     layout,
                     values: &g.grad,
+                    shapes: false,
                 },
                 stats: json!({
                     "samples": data.n.max(1),

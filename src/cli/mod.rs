@@ -83,12 +83,14 @@ enum Command {
     Run {
         #[command(flatten)]
         model: ModelArgs,
-        /// Load parameter values from a JSON file {PARAM: value} (as `train` writes).
+        /// Load parameter values from a JSON file {PARAM: value} or an .npz archive (as `train`
+        /// writes).
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = run::Format::Table)]
-        format: run::Format,
+        /// Output format [default: from --out's extension (.csv, .json, .npy, .npz), else
+        /// table]; npy and npz are binary and need --out.
+        #[arg(long, value_enum)]
+        format: Option<run::Format>,
         /// Write the report to this file (atomically) instead of stdout.
         #[arg(long, value_name = "PATH")]
         out: Option<String>,
@@ -98,6 +100,10 @@ enum Command {
         /// Also report the costate p(t) of every state and the Hamiltonian H = p·f − L.
         #[arg(long)]
         costate: bool,
+        /// Report every sample of every data block, one row each: its label, outputs and
+        /// states at the final time, its terms of the loss, and its metrics.
+        #[arg(long, conflicts_with_all = ["sample", "costate"])]
+        all_samples: bool,
     },
     /// Train the parameters with the model's optimizer; writes PARAMS.json.
     Train {
@@ -110,7 +116,8 @@ enum Command {
         /// layers: `--map W0=W[0]` starts an evolving weight at a trained ResNet's first layer.
         #[arg(long = "map", value_name = "TARGET=SOURCE[LAYER]", value_parser = run::parse_param_map, requires = "init")]
         maps: Vec<run::ParamMap>,
-        /// Write the trained parameters here (atomically); stdout if absent.
+        /// Write the trained parameters here (atomically): JSON, or an .npz archive of one
+        /// array per param when the name ends in .npz; JSON on stdout if absent.
         #[arg(long, value_name = "PARAMS.json")]
         out: Option<String>,
         /// Continue from a checkpoint.
@@ -133,7 +140,8 @@ enum Command {
     Grad {
         #[command(flatten)]
         model: ModelArgs,
-        /// Load parameter values from a JSON file {PARAM: value} (as `train` writes).
+        /// Load parameter values from a JSON file {PARAM: value} or an .npz archive (as `train`
+        /// writes).
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
         /// Gradient method (default: the model's `gradient =`, else backprop; adjoint for
@@ -241,6 +249,7 @@ fn run(cli: Cli) -> u8 {
             out: out_path,
             sample,
             costate,
+            all_samples,
         } => run::run(
             &run::RunArgs {
                 file,
@@ -251,6 +260,7 @@ fn run(cli: Cli) -> u8 {
                 out: out_path,
                 sample,
                 costate,
+                all_samples,
             },
             &mut out,
         ),
@@ -384,6 +394,13 @@ fn decode(path: &str, bytes: Vec<u8>) -> Result<SourceFile, String> {
             ))
         }
     }
+}
+
+/// Whether `path`'s extension is `ext`, in any case (`P.NPZ` is an `.npz`).
+pub fn has_extension(path: &str, ext: &str) -> bool {
+    Path::new(path)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
 /// Writes a file atomically: a temporary file beside it, flushed to disk, then renamed over the

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
+use crate::npy::Array;
+
 /// A named quantity saved over time: one row-major value per saved time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
@@ -14,6 +16,8 @@ pub struct Series {
     pub len: usize,
     /// Whether it is declared as a scalar (printed as a number, not a list).
     pub scalar: bool,
+    /// The shape of one value (`[]` for a scalar), for `.npz` arrays.
+    pub dims: Vec<usize>,
     /// Element labels for tables: `x` or `x[0]`, `W[1, 0]`.
     pub labels: Vec<String>,
     /// `values[k]` is the value at the k-th saved time, row-major.
@@ -217,22 +221,262 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// Rows shown at each end of a long table.
-const TABLE_EDGE_ROWS: usize = 5;
-
-/// A table for people: aligned columns, 6 significant digits, the first and last few rows of a
-/// long run with a line saying how many were omitted, then data summaries and statistics.
-pub fn to_table(report: &RunReport) -> String {
+/// A report as one 2-D `f64` array for `.npy`: the CSV's columns, one row per saved time.
+pub fn to_npy(report: &RunReport) -> Vec<u8> {
     let (header, rows) = columns(report);
-    let mut out = String::new();
-    let _ = writeln!(out, "model {}", report.model);
-    if let Some(sample) = report.sample {
-        let _ = writeln!(out, "sample {sample}");
+    let values: Vec<f64> = rows.concat();
+    crate::npy::write_npy(&Array::new(vec![rows.len(), header.len()], values))
+}
+
+/// A report as an `.npz` archive of named arrays, keyed like the JSON's paths: `t` `[T]`,
+/// `states.NAME` and `outputs.NAME` `[T, ...shape]`, with `--costate` `costates.NAME` and
+/// `hamiltonian`.
+pub fn to_npz(report: &RunReport) -> Result<Vec<u8>, String> {
+    let mut arrays = vec![(
+        "t".to_string(),
+        Array::new(vec![report.t.len()], report.t.clone()),
+    )];
+    let over_time = |prefix: &str, s: &Series| {
+        let mut shape = vec![s.values.len()];
+        shape.extend_from_slice(&s.dims);
+        (
+            format!("{prefix}.{}", s.name),
+            Array::new(shape, s.values.concat()),
+        )
+    };
+    arrays.extend(report.states.iter().map(|s| over_time("states", s)));
+    arrays.extend(report.outputs.iter().map(|s| over_time("outputs", s)));
+    if let Some((h, p)) = report.costates.split_last() {
+        arrays.extend(p.iter().map(|s| over_time("costates", s)));
+        arrays.push((
+            "hamiltonian".to_string(),
+            Array::new(vec![h.values.len()], h.values.concat()),
+        ));
     }
+    crate::npy::write_npz(&arrays)
+}
+
+/// What a column of a per-sample report holds; it decides the column's JSON place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleGroup {
+    /// The sample's label (`label`).
+    Label,
+    /// An output at the final time (`outputs.NAME`).
+    Output,
+    /// A state at the final time (`final.NAME`).
+    Final,
+    /// The sample's term of the loss (`loss`).
+    Loss,
+    /// One cost kind's term (`costs.KIND`).
+    Cost,
+    /// A metric (`metrics.NAME`).
+    Metric,
+}
+
+impl SampleGroup {
+    /// The JSON key of the group, and the prefix of its columns' names.
+    pub fn key(self) -> &'static str {
+        match self {
+            SampleGroup::Label => "label",
+            SampleGroup::Output => "outputs",
+            SampleGroup::Final => "final",
+            SampleGroup::Loss => "loss",
+            SampleGroup::Cost => "costs",
+            SampleGroup::Metric => "metrics",
+        }
+    }
+
+    /// Whether the group is one value named by the group (`label`, `loss`), not a map.
+    fn single(self) -> bool {
+        matches!(self, SampleGroup::Label | SampleGroup::Loss)
+    }
+}
+
+/// One data block's samples: columns whose `values[k]` belong to sample `k`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleBlock {
+    /// The block's name (empty for a model without data).
+    pub name: String,
+    /// Its samples.
+    pub n: usize,
+    /// The columns, each in its group: label, outputs, final states, loss, costs, metrics.
+    pub columns: Vec<(SampleGroup, Series)>,
+}
+
+/// Everything `nodec run --all-samples` reports: every block's samples in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplesReport {
+    /// The model's name.
+    pub model: String,
+    /// The data blocks in declaration order.
+    pub blocks: Vec<SampleBlock>,
+}
+
+/// A column's element names: `loss`, `final.x[0]`, `outputs.W[1, 0]`.
+fn sample_labels(group: SampleGroup, s: &Series) -> Vec<String> {
+    if group.single() {
+        return vec![group.key().to_string()];
+    }
+    s.labels
+        .iter()
+        .map(|l| format!("{}.{l}", group.key()))
+        .collect()
+}
+
+/// The header (`data`, `sample`, then every column's elements) and the cells of every row.
+fn sample_rows(report: &SamplesReport) -> (Vec<String>, Vec<(String, Vec<f64>)>) {
+    let mut header = vec!["data".to_string(), "sample".to_string()];
+    if let Some(first) = report.blocks.first() {
+        for (group, s) in &first.columns {
+            header.extend(sample_labels(*group, s));
+        }
+    }
+    let mut rows = Vec::new();
+    for block in &report.blocks {
+        for k in 0..block.n {
+            let mut row = vec![k as f64];
+            for (_, s) in &block.columns {
+                row.extend_from_slice(&s.values[k]);
+            }
+            rows.push((block.name.clone(), row));
+        }
+    }
+    (header, rows)
+}
+
+/// CSV of every sample: a header `data,sample,label,outputs.p,final.x[0],...,loss,costs.terminal,
+/// metrics.accuracy`, then one row per sample, blocks in declaration order.
+pub fn samples_to_csv(report: &SamplesReport) -> String {
+    let (header, rows) = sample_rows(report);
+    let mut out = header
+        .iter()
+        .map(|h| csv_field(h))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push('\n');
+    for (name, row) in rows {
+        out.push_str(&csv_field(&name));
+        for v in row {
+            let _ = write!(out, ",{v}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// JSON of every sample: `{"model", "samples": [{"data", "sample", "label", "outputs": {..},
+/// "final": {..}, "loss", "costs": {..}, "metrics": {..}}, ...]}`, values as in `run`'s JSON.
+pub fn samples_to_json(report: &SamplesReport) -> String {
+    let mut samples = Vec::new();
+    for block in &report.blocks {
+        for k in 0..block.n {
+            let mut row = Map::new();
+            row.insert("data".into(), json!(block.name));
+            row.insert("sample".into(), json!(k));
+            for (group, s) in &block.columns {
+                let v = value_json(s, &s.values[k]);
+                if group.single() {
+                    row.insert(group.key().into(), v);
+                } else if let Value::Object(map) = row
+                    .entry(group.key())
+                    .or_insert_with(|| Value::Object(Map::new()))
+                {
+                    map.insert(s.name.clone(), v);
+                }
+            }
+            // Every row has the same keys in the same order; a map group may be empty.
+            let mut ordered = Map::new();
+            for key in [
+                "data", "sample", "label", "outputs", "final", "loss", "costs", "metrics",
+            ] {
+                match row.remove(key) {
+                    Some(v) => {
+                        ordered.insert(key.into(), v);
+                    }
+                    None if !matches!(key, "label" | "loss") => {
+                        ordered.insert(key.into(), Value::Object(Map::new()));
+                    }
+                    None => {}
+                }
+            }
+            samples.push(Value::Object(ordered));
+        }
+    }
+    let root = json!({"model": report.model, "samples": samples});
+    let mut text = serde_json::to_string_pretty(&root).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Every sample as one 2-D `f64` array for `.npy`: the CSV's columns, with `data` the block's
+/// index (0 for the first block).
+pub fn samples_to_npy(report: &SamplesReport) -> Vec<u8> {
+    let (header, rows) = sample_rows(report);
+    let mut values = Vec::with_capacity(rows.len() * header.len());
+    for (name, row) in &rows {
+        let index = report
+            .blocks
+            .iter()
+            .position(|b| &b.name == name)
+            .unwrap_or(0);
+        values.push(index as f64);
+        values.extend_from_slice(row);
+    }
+    crate::npy::write_npy(&Array::new(vec![rows.len(), header.len()], values))
+}
+
+/// Every sample as an `.npz` archive: `BLOCK/final.x` `[n, ...shape]`, `BLOCK/loss` `[n]`, ...
+/// (keys as the CSV's columns, without `BLOCK/` for a model without data).
+pub fn samples_to_npz(report: &SamplesReport) -> Result<Vec<u8>, String> {
+    let mut arrays = Vec::new();
+    for block in &report.blocks {
+        let prefix = if block.name.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", block.name)
+        };
+        for (group, s) in &block.columns {
+            let key = if group.single() {
+                group.key().to_string()
+            } else {
+                format!("{}.{}", group.key(), s.name)
+            };
+            let mut shape = vec![block.n];
+            shape.extend_from_slice(&s.dims);
+            arrays.push((
+                format!("{prefix}{key}"),
+                Array::new(shape, s.values.concat()),
+            ));
+        }
+    }
+    crate::npy::write_npz(&arrays)
+}
+
+/// Every sample as an aligned table: the first and last few rows when there are many.
+pub fn samples_to_table(report: &SamplesReport) -> String {
+    let (header, rows) = sample_rows(report);
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.iter().map(|v| format_sig(*v)).collect())
+        .map(|(name, row)| {
+            let mut cells = vec![name.clone()];
+            cells.extend(row.iter().enumerate().map(|(j, v)| {
+                if j == 0 {
+                    format!("{v}")
+                } else {
+                    format_sig(*v)
+                }
+            }));
+            cells
+        })
         .collect();
+    let mut out = format!("model {}\n", report.model);
+    aligned(&mut out, &header, &cells, "use --format csv for all");
+    out
+}
+
+/// Writes `header` and `cells` right-aligned in columns, the middle rows of a long table left
+/// out with a line that says how many and `how` to see them.
+fn aligned(out: &mut String, header: &[String], cells: &[Vec<String>], how: &str) {
     let widths: Vec<usize> = header
         .iter()
         .enumerate()
@@ -253,7 +497,7 @@ pub fn to_table(report: &RunReport) -> String {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    let _ = writeln!(out, "{}", line(&header));
+    let _ = writeln!(out, "{}", line(header));
     // Omitting fewer than a few rows saves nothing; show them all then.
     let omitted = match cells.len().saturating_sub(2 * TABLE_EDGE_ROWS) {
         n if n <= 3 => 0,
@@ -261,12 +505,31 @@ pub fn to_table(report: &RunReport) -> String {
     };
     for (k, row) in cells.iter().enumerate() {
         if omitted > 0 && k == TABLE_EDGE_ROWS {
-            let _ = writeln!(out, "... {omitted} rows omitted (use --format csv for all)");
+            let _ = writeln!(out, "... {omitted} rows omitted ({how})");
         }
         if omitted == 0 || k < TABLE_EDGE_ROWS || k >= cells.len() - TABLE_EDGE_ROWS {
             let _ = writeln!(out, "{}", line(row));
         }
     }
+}
+
+/// Rows shown at each end of a long table.
+const TABLE_EDGE_ROWS: usize = 5;
+
+/// A table for people: aligned columns, 6 significant digits, the first and last few rows of a
+/// long run with a line saying how many were omitted, then data summaries and statistics.
+pub fn to_table(report: &RunReport) -> String {
+    let (header, rows) = columns(report);
+    let mut out = String::new();
+    let _ = writeln!(out, "model {}", report.model);
+    if let Some(sample) = report.sample {
+        let _ = writeln!(out, "sample {sample}");
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|v| format_sig(*v)).collect())
+        .collect();
+    aligned(&mut out, &header, &cells, "use --format csv for all");
     for d in &report.data {
         if d.name.is_empty() {
             let _ = write!(out, "\nloss {}", format_sig(d.loss));
@@ -333,6 +596,7 @@ mod tests {
                     name: "x".into(),
                     len: 1,
                     scalar: true,
+                    dims: vec![],
                     labels: vec!["x".into()],
                     values: (0..n)
                         .map(|k| vec![2.0 * (-0.25 * k as f64).exp()])
@@ -342,6 +606,7 @@ mod tests {
                     name: "v".into(),
                     len: 2,
                     scalar: false,
+                    dims: vec![2],
                     labels: vec!["v[0]".into(), "v[1]".into()],
                     values: (0..n).map(|k| vec![k as f64, -1.0]).collect(),
                 },

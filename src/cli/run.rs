@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::report::{DataSummary, RunReport, RunStats, Series};
+use super::report::{
+    DataSummary, RunReport, RunStats, SampleBlock, SampleGroup, SamplesReport, Series,
+};
 use super::{check_file, write_atomic, Output};
 use crate::compile::{FitError, ParamEntry, Params, Program};
 use crate::data::{self, Dataset};
@@ -25,6 +27,36 @@ pub enum Format {
     Csv,
     /// The JSON object of the spec.
     Json,
+    /// One 2-D `f64` array of the CSV's columns (NumPy `.npy`, binary: needs `--out`).
+    Npy,
+    /// Named arrays (NumPy `.npz`, binary: needs `--out`).
+    Npz,
+}
+
+impl Format {
+    /// The format asked for, else the one `--out`'s extension names (`.csv`, `.json`, `.npy`,
+    /// `.npz`), else a table; a binary format without `--out` is an error.
+    pub fn resolve(format: Option<Format>, out: Option<&str>) -> Result<Format, String> {
+        let by_name = out.and_then(|path| {
+            [
+                ("csv", Format::Csv),
+                ("json", Format::Json),
+                ("npy", Format::Npy),
+                ("npz", Format::Npz),
+            ]
+            .into_iter()
+            .find(|(ext, _)| super::has_extension(path, ext))
+            .map(|(_, f)| f)
+        });
+        let format = format.or(by_name).unwrap_or(Format::Table);
+        if matches!(format, Format::Npy | Format::Npz) && out.is_none() {
+            let ext = if format == Format::Npy { "npy" } else { "npz" };
+            return Err(format!(
+                "--format {ext} writes a binary file: give it with `--out FILE.{ext}`"
+            ));
+        }
+        Ok(format)
+    }
 }
 
 /// Arguments of `nodec run`.
@@ -38,14 +70,16 @@ pub struct RunArgs {
     pub seed: u64,
     /// A parameter file to load.
     pub params: Option<String>,
-    /// Output format.
-    pub format: Format,
+    /// Output format (`None`: from `--out`'s extension, else a table; see [`Format::resolve`]).
+    pub format: Option<Format>,
     /// Write here (atomically) instead of stdout.
     pub out: Option<String>,
     /// Which sample's trajectory to report.
     pub sample: usize,
     /// Also report costates and the Hamiltonian.
     pub costate: bool,
+    /// Report every sample's final states, outputs, costs and metrics instead of one trajectory.
+    pub all_samples: bool,
 }
 
 /// A model compiled with its parameters and data, ready to evaluate.
@@ -103,8 +137,8 @@ pub fn load_mapped(
     let compile_seconds = started.elapsed().as_secs_f64();
     let mut params = simulate::initial_params(&model, program.layout(), seed);
     if let Some(params_path) = params_file {
-        let text = match std::fs::read_to_string(params_path) {
-            Ok(text) => text,
+        let bytes = match std::fs::read(params_path) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 out.stderr.push_str(&format!(
                     "{params_path}: error: cannot read the parameter file: {e}\n"
@@ -112,9 +146,15 @@ pub fn load_mapped(
                 return None;
             }
         };
-        if let Err(message) = load_params(&text, &model, &program, &mut params, maps) {
-            out.stderr
-                .push_str(&format!("{params_path}: error: {message}\n"));
+        if let Err(e) = load_param_file(&bytes, params_path, &model, &program, &mut params, maps) {
+            match e.span {
+                Some(span) => out
+                    .stderr
+                    .push_str(&Diagnostic::error(span, e.message).render(&file)),
+                None => out
+                    .stderr
+                    .push_str(&format!("{params_path}: error: {}\n", e.message)),
+            }
             return None;
         }
     }
@@ -167,13 +207,138 @@ pub fn parse_param_map(text: &str) -> Result<ParamMap, String> {
     })
 }
 
-/// Loads `{PARAM: value}` (number or row-major list, per-layer copies outermost), checking
-/// names and sizes. Parameters not named keep their values.
-///
-/// `maps` rename (`W0=W`) and pick one layer of a per-layer value (`W0=W[0]`: a trained
-/// ResNet's first layer is the initial value of an evolving weight). How a value's copies
-/// fill the param's (one copy into every layer, another layer count resampled) is
-/// [`ParamEntry::fit_copies`].
+/// The key of a JSON parameter file that records each parameter's shape: `"$shapes": {PARAM:
+/// [sizes]}` beside the values, which stay `{PARAM: value}` (a `$` cannot start a name).
+pub const SHAPES_KEY: &str = "$shapes";
+
+/// Why a parameter file could not be loaded: the message, and the parameter's declaration when
+/// the file's shape of it disagrees with the model's (the error is then shown there).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamsError {
+    /// What is wrong.
+    pub message: String,
+    /// The declaration of the parameter concerned, for a shape mismatch.
+    pub span: Option<crate::diag::Span>,
+}
+
+impl From<String> for ParamsError {
+    fn from(message: String) -> Self {
+        ParamsError {
+            message,
+            span: None,
+        }
+    }
+}
+
+/// One parameter of a file: its numbers, row-major with copies outermost, and its shape when
+/// the file records one (`$shapes`, nested lists, or an `.npz` array).
+#[derive(Clone, Debug, PartialEq)]
+struct FileValue {
+    numbers: Vec<f64>,
+    shape: Option<Vec<usize>>,
+}
+
+/// `[2, 3]`, `[]`: a shape as the messages show it.
+fn shape_text<T: ToString>(shape: &[T]) -> String {
+    let sizes: Vec<String> = shape.iter().map(T::to_string).collect();
+    format!("[{}]", sizes.join(", "))
+}
+
+/// The parameters of a file's bytes: an `.npz` archive (by its zip signature) of one array
+/// per parameter, or a JSON object `{PARAM: value}`, where a value is a number, a row-major
+/// list (the old form), or nested lists (numpy's `tolist()`), and an optional
+/// [`SHAPES_KEY`] gives flat lists their shapes.
+fn read_param_file(bytes: &[u8]) -> Result<Vec<(String, FileValue)>, String> {
+    if crate::npy::is_zip(bytes) {
+        let arrays = crate::npy::read_npz(bytes)?;
+        return Ok(arrays
+            .into_iter()
+            .map(|(name, a)| {
+                (
+                    name,
+                    FileValue {
+                        numbers: a.values,
+                        shape: Some(a.shape),
+                    },
+                )
+            })
+            .collect());
+    }
+    if bytes.starts_with(crate::npy::NPY_MAGIC) {
+        return Err("an .npy file holds one array without a name; save parameters as .npz (`np.savez(\"p.npz\", W=W, b=b)`) or JSON".into());
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| "neither JSON text nor an .npz archive".to_string())?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or("expected one JSON object {\"PARAM\": value, ...}")?;
+    let mut shapes = serde_json::Map::new();
+    if let Some(v) = object.get(SHAPES_KEY) {
+        shapes = v.as_object().cloned().ok_or(format!(
+            "`{SHAPES_KEY}` must be an object {{\"PARAM\": [sizes]}}"
+        ))?;
+    }
+    let mut values = Vec::new();
+    for (name, v) in object {
+        if name == SHAPES_KEY {
+            continue;
+        }
+        if name.starts_with('$') {
+            return Err(format!(
+                "unknown key `{name}`: the only reserved key is `{SHAPES_KEY}`"
+            ));
+        }
+        let (numbers, nested) = json_numbers(name, v)?;
+        let recorded = match shapes.get(name) {
+            None => None,
+            Some(s) => Some(
+                s.as_array()
+                    .and_then(|sizes| {
+                        sizes
+                            .iter()
+                            .map(|x| x.as_u64().and_then(|n| usize::try_from(n).ok()))
+                            .collect::<Option<Vec<usize>>>()
+                    })
+                    .ok_or(format!(
+                        "`{SHAPES_KEY}` of `{name}` must be a list of sizes, e.g. [2, 3]"
+                    ))?,
+            ),
+        };
+        let shape = match (nested, recorded) {
+            (Some(n), Some(r)) if n != r => {
+                return Err(format!(
+                    "`{name}` is nested as {} but `{SHAPES_KEY}` says {}",
+                    shape_text(&n),
+                    shape_text(&r)
+                ))
+            }
+            (n, r) => n.or(r),
+        };
+        if let Some(shape) = &shape {
+            let count = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+            if count != Some(numbers.len()) {
+                return Err(format!(
+                    "`{name}` has {} values but its shape {} holds {}",
+                    numbers.len(),
+                    shape_text(shape),
+                    count.map_or("more than can be counted".into(), |c| c.to_string())
+                ));
+            }
+        }
+        values.push((name.clone(), FileValue { numbers, shape }));
+    }
+    if let Some(name) = shapes.keys().find(|k| !object.contains_key(*k)) {
+        return Err(format!(
+            "`{SHAPES_KEY}` gives a shape for `{name}`, which has no value in the file"
+        ));
+    }
+    Ok(values)
+}
+
+/// Loads `{PARAM: value}` JSON text into `params`; see [`load_param_file`], which also reads
+/// `.npz` archives and locates shape errors.
 pub fn load_params(
     text: &str,
     model: &ir::Model,
@@ -181,11 +346,30 @@ pub fn load_params(
     params: &mut Params,
     maps: &[ParamMap],
 ) -> Result<(), String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let object = value
-        .as_object()
-        .ok_or("expected one JSON object {\"PARAM\": value, ...}")?;
+    load_param_file(text.as_bytes(), "the file", model, program, params, maps)
+        .map_err(|e| e.message)
+}
+
+/// Loads a parameter file (`{PARAM: value}` JSON, number or row-major list with per-layer
+/// copies outermost, or an `.npz` archive), checking names, sizes and, where the file records
+/// them, shapes: a recorded shape must be the param's (one copy) or the param's after an axis
+/// of copies (`[L, ...]`, layers or knots). `file_name` is how messages name the file.
+/// Parameters not named keep their values.
+///
+/// `maps` rename (`W0=W`) and pick one layer of a per-layer value (`W0=W[0]`: a trained
+/// ResNet's first layer is the initial value of an evolving weight). How a value's copies
+/// fill the param's (one copy into every layer, another layer count resampled) is
+/// [`ParamEntry::fit_copies`].
+pub fn load_param_file(
+    bytes: &[u8],
+    file_name: &str,
+    model: &ir::Model,
+    program: &Program,
+    params: &mut Params,
+    maps: &[ParamMap],
+) -> Result<(), ParamsError> {
+    let values = read_param_file(bytes)?;
+    let find = |name: &str| values.iter().find(|(n, _)| n == name).map(|(_, v)| v);
     let layout = program.layout();
     let names: Vec<&str> = layout.entries.iter().map(|e| e.name.as_str()).collect();
     let no_param = |name: &str| {
@@ -195,26 +379,27 @@ pub fn load_params(
     };
     for map in maps {
         if !layout.entries.iter().any(|e| e.name == map.target) {
-            return Err(format!("--map {}: {}", map.target, no_param(&map.target)));
+            return Err(format!("--map {}: {}", map.target, no_param(&map.target)).into());
         }
-        if !object.contains_key(&map.source) {
-            let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-            let hint = crate::diag::suggest(&map.source, keys.iter().copied())
+        if find(&map.source).is_none() {
+            let hint = crate::diag::suggest(&map.source, values.iter().map(|(n, _)| n.as_str()))
                 .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
             return Err(format!(
                 "--map {}={}: the file has no `{}`{hint}",
                 map.target, map.source, map.source
-            ));
+            )
+            .into());
         }
     }
     // Every file name must land somewhere: a param of the same name or a map's source.
-    for name in object.keys() {
+    for (name, _) in &values {
         let mapped = maps.iter().any(|m| &m.source == name);
         if !mapped && !names.contains(&name.as_str()) {
             return Err(format!(
                 "{}; to load it into another param, add `--map TARGET={name}`",
                 no_param(name)
-            ));
+            )
+            .into());
         }
     }
     for entry in &layout.entries {
@@ -223,29 +408,101 @@ pub fn load_params(
             Some(m) => (m.source.as_str(), m.layer),
             None => (entry.name.as_str(), None),
         };
-        let Some(v) = object.get(source) else {
+        let Some(v) = find(source) else {
             continue;
         };
-        let numbers = json_numbers(source, v)?;
-        let values = fit_copies(&entry.name, source, &numbers, entry, layer)?;
+        if let Some(shape) = &v.shape {
+            let copy = entry.shape.dims();
+            let fits = *shape == copy || shape.get(1..) == Some(copy.as_slice());
+            if !fits {
+                let declared = model.params.iter().find(|p| p.name == entry.name);
+                let saved = entry.saved_shape();
+                let model_shape = if saved == copy {
+                    shape_text(&copy)
+                } else {
+                    format!(
+                        "{} ({} copies of {})",
+                        shape_text(&saved),
+                        entry.copies,
+                        shape_text(&copy)
+                    )
+                };
+                let mut stacked = vec!["N".to_string()];
+                stacked.extend(copy.iter().map(usize::to_string));
+                let stacked = shape_text(&stacked);
+                return Err(ParamsError {
+                    message: format!(
+                        "`{source}` in `{file_name}` has shape {}, but the model's `{}` has shape {model_shape}; a file may hold one copy {} or copies stacked outermost {stacked}",
+                        shape_text(shape),
+                        entry.name,
+                        shape_text(&copy),
+                    ),
+                    span: declared.map(|p| p.span),
+                });
+            }
+        }
+        let values = fit_copies(&entry.name, source, &v.numbers, entry, layer)?;
         if values.iter().any(|x| !x.is_finite()) {
-            return Err(format!("param `{source}` holds a non-finite value"));
+            return Err(format!("param `{source}` holds a non-finite value").into());
         }
         params.values_mut()[entry.offset..entry.offset + values.len()].copy_from_slice(&values);
     }
     Ok(())
 }
 
-fn json_numbers(name: &str, v: &serde_json::Value) -> Result<Vec<f64>, String> {
+/// A JSON value's numbers, row-major, and its shape if it is a nested list (a number and a
+/// flat list carry none: the old form, whose shape is the model's).
+fn json_numbers(
+    name: &str,
+    v: &serde_json::Value,
+) -> Result<(Vec<f64>, Option<Vec<usize>>), String> {
+    use serde_json::Value;
+    let not_number = || format!("param `{name}` holds a value that is not a number");
     match v {
-        serde_json::Value::Number(n) => Ok(vec![n.as_f64().unwrap_or(f64::NAN)]),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|x| {
-                x.as_f64()
-                    .ok_or(format!("param `{name}` holds a value that is not a number"))
-            })
-            .collect(),
+        Value::Number(n) => Ok((vec![n.as_f64().unwrap_or(f64::NAN)], None)),
+        Value::Array(items) if !items.iter().any(Value::is_array) => {
+            let numbers = items
+                .iter()
+                .map(|x| x.as_f64().ok_or_else(not_number))
+                .collect::<Result<_, _>>()?;
+            Ok((numbers, None))
+        }
+        Value::Array(_) => {
+            // Nested lists: every list at one depth has the same length, numbers at the bottom.
+            let mut shape = Vec::new();
+            let mut level = v;
+            while let Value::Array(items) = level {
+                shape.push(items.len());
+                match items.first() {
+                    Some(first) => level = first,
+                    None => break,
+                }
+            }
+            let mut numbers = Vec::new();
+            fn walk(
+                v: &Value,
+                depth: usize,
+                shape: &[usize],
+                numbers: &mut Vec<f64>,
+            ) -> Result<(), ()> {
+                match v {
+                    Value::Array(items) if depth < shape.len() && items.len() == shape[depth] => {
+                        items
+                            .iter()
+                            .try_for_each(|x| walk(x, depth + 1, shape, numbers))
+                    }
+                    Value::Number(n) if depth == shape.len() => {
+                        numbers.push(n.as_f64().unwrap_or(f64::NAN));
+                        Ok(())
+                    }
+                    _ => Err(()),
+                }
+            }
+            walk(v, 0, &shape, &mut numbers).map_err(|()| {
+                format!("param `{name}` is a ragged nested list: every row must have the same length and hold numbers")
+            })?;
+            Ok((numbers, Some(shape)))
+        }
         _ => Err(format!(
             "param `{name}` must be a number or a list of numbers"
         )),
@@ -318,32 +575,42 @@ fn load_data(
                 let base = Path::new(&file.name).parent().unwrap_or(Path::new("."));
                 let path = base.join(rel);
                 let shown = path.display().to_string();
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        if let Some(d) = data::check_columns(&text, block, &shown) {
-                            out.stderr.push_str(&d.render(file));
+                let cannot_read = |e: std::io::Error| {
+                    Diagnostic::error(block.span, format!("cannot read data file `{shown}`: {e}"))
+                        .render(file)
+                };
+                let parsed = if super::has_extension(rel, "npy") {
+                    match std::fs::read(&path) {
+                        Ok(bytes) => data::parse_npy(&bytes, &block.source, &shown),
+                        Err(e) => {
+                            out.stderr.push_str(&cannot_read(e));
                             return None;
                         }
-                        let parsed = data::parse_csv(&text, &block.source, &shown);
-                        if let (Ok(dataset), Some(schedule)) = (&parsed, &model.schedule) {
-                            if let Some(d) = data::check_times(dataset, block, schedule, &shown) {
-                                out.stderr.push_str(&d.render(file));
-                                if d.severity == Severity::Error {
-                                    return None;
-                                }
-                            }
-                        }
-                        parsed
                     }
-                    Err(e) => {
-                        let d = Diagnostic::error(
-                            block.span,
-                            format!("cannot read data file `{shown}`: {e}"),
-                        );
+                } else {
+                    match std::fs::read_to_string(&path) {
+                        Ok(text) => {
+                            if let Some(d) = data::check_columns(&text, block, &shown) {
+                                out.stderr.push_str(&d.render(file));
+                                return None;
+                            }
+                            data::parse_csv(&text, &block.source, &shown)
+                        }
+                        Err(e) => {
+                            out.stderr.push_str(&cannot_read(e));
+                            return None;
+                        }
+                    }
+                };
+                if let (Ok(dataset), Some(schedule)) = (&parsed, &model.schedule) {
+                    if let Some(d) = data::check_times(dataset, block, schedule, &shown) {
                         out.stderr.push_str(&d.render(file));
-                        return None;
+                        if d.severity == Severity::Error {
+                            return None;
+                        }
                     }
                 }
+                parsed
             }
         };
         match result {
@@ -422,6 +689,13 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
 
 /// `nodec run`.
 pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
+    let format = match Format::resolve(args.format, args.out.as_deref()) {
+        Ok(format) => format,
+        Err(message) => {
+            out.stderr.push_str(&format!("error: {message}\n"));
+            return 2;
+        }
+    };
     let Some(loaded) = load(
         &args.file,
         &args.overrides,
@@ -431,6 +705,9 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
     ) else {
         return 1;
     };
+    if args.all_samples {
+        return all_samples(&loaded, args, format, out);
+    }
     let model = &loaded.model;
     let has_data = !model.data.is_empty();
     let started = Instant::now();
@@ -504,22 +781,171 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
         ));
         return 1;
     }
-    let text = match args.format {
-        Format::Json => super::report::to_json(&report),
-        Format::Csv => super::report::to_csv(&report),
-        Format::Table => super::report::to_table(&report),
+    let bytes = match format {
+        Format::Json => super::report::to_json(&report).into_bytes(),
+        Format::Csv => super::report::to_csv(&report).into_bytes(),
+        Format::Table => super::report::to_table(&report).into_bytes(),
+        Format::Npy => super::report::to_npy(&report),
+        Format::Npz => match super::report::to_npz(&report) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                out.stderr.push_str(&format!("{}: error: {e}\n", args.file));
+                return 1;
+            }
+        },
     };
+    emit(args, bytes, out)
+}
+
+/// Writes a report to `--out` (atomically) or stdout.
+fn emit(args: &RunArgs, bytes: Vec<u8>, out: &mut Output) -> u8 {
     match &args.out {
         Some(path) => {
-            if let Err(e) = write_atomic(Path::new(path), text.as_bytes()) {
+            if let Err(e) = write_atomic(Path::new(path), &bytes) {
                 out.stderr
                     .push_str(&format!("{path}: error: cannot write the report: {e}\n"));
                 return 1;
             }
         }
-        None => out.stdout.push_str(&text),
+        // `resolve` sends binary formats to a file, so this is text.
+        None => out.stdout.push_str(&String::from_utf8_lossy(&bytes)),
     }
     0
+}
+
+/// Element labels of a value: `x`, `x[0]`, `W[1, 0]`.
+fn element_labels(name: &str, shape: Shape) -> Vec<String> {
+    match shape {
+        Shape::Scalar => vec![name.to_string()],
+        Shape::Vector(n) => (0..n).map(|i| format!("{name}[{i}]")).collect(),
+        Shape::Matrix(m, n) => (0..m * n)
+            .map(|k| format!("{name}[{}, {}]", k / n, k % n))
+            .collect(),
+    }
+}
+
+/// A named value of `shape` with one value per row (saved time or sample).
+fn series(name: &str, shape: Shape, values: Vec<Vec<f64>>) -> Series {
+    Series {
+        name: name.to_string(),
+        len: shape.len(),
+        scalar: shape == Shape::Scalar,
+        dims: shape.dims(),
+        labels: element_labels(name, shape),
+        values,
+    }
+}
+
+/// `nodec run --all-samples`: every data block solved to the final time, and each sample's
+/// label, outputs, final states, loss term, cost terms and metrics, blocks in declaration order
+/// and samples in order. A model without data has one sample, its one trajectory.
+fn all_samples(loaded: &Loaded, args: &RunArgs, format: Format, out: &mut Output) -> u8 {
+    let model = &loaded.model;
+    let has_data = !model.data.is_empty();
+    let offsets = simulate::state_offsets(model);
+    let mut blocks = Vec::new();
+    for (name, dataset) in &loaded.data {
+        let bound = loaded.bind(dataset);
+        let sim = match bound.simulate(model.schedule.as_ref().map(|s| vec![s.t1])) {
+            Ok(sim) => sim,
+            Err(e) => {
+                out.stderr.push_str(&solve_error(loaded, &e, name));
+                return 1;
+            }
+        };
+        let per = bound.per_sample(&sim.solution);
+        let n = sim.solution.n_samples;
+        let mut columns = Vec::new();
+        if let Some(labels) = &dataset.labels {
+            let values = labels.iter().map(|l| vec![*l]).collect();
+            columns.push((SampleGroup::Label, series("label", Shape::Scalar, values)));
+        }
+        let outputs_len: usize = model.outputs.iter().map(|o| o.shape.len()).sum();
+        let mut at = 0;
+        for o in &model.outputs {
+            let len = o.shape.len();
+            let values = (0..n)
+                .map(|s| per.outputs[s * outputs_len + at..][..len].to_vec())
+                .collect();
+            columns.push((SampleGroup::Output, series(&o.name, o.shape, values)));
+            at += len;
+        }
+        for (i, state) in model.states.iter().enumerate() {
+            let values = (0..n)
+                .map(|s| sim.solution.final_state(s)[offsets[i]..offsets[i + 1]].to_vec())
+                .collect();
+            columns.push((SampleGroup::Final, series(&state.name, state.shape, values)));
+        }
+        if !per.costs.is_empty() {
+            // The sample's term of the loss; the penalty belongs to no sample.
+            let values = (0..n)
+                .map(|s| vec![per.costs.iter().map(|(_, v)| v[s]).sum()])
+                .collect();
+            columns.push((SampleGroup::Loss, series("loss", Shape::Scalar, values)));
+        }
+        for (kind, v) in &per.costs {
+            let values = v.iter().map(|x| vec![*x]).collect();
+            columns.push((
+                SampleGroup::Cost,
+                series(kind.name(), Shape::Scalar, values),
+            ));
+        }
+        for (m, v) in model.metrics.iter().zip(&per.metrics) {
+            let values = v.iter().map(|x| vec![*x]).collect();
+            columns.push((SampleGroup::Metric, series(&m.name, Shape::Scalar, values)));
+        }
+        // A non-finite result is refused, as `run` refuses it for one sample.
+        for (group, s) in &columns {
+            if let Some(k) = s
+                .values
+                .iter()
+                .position(|v| v.iter().any(|x| !x.is_finite()))
+            {
+                let label = if group.key() == s.name {
+                    s.name.clone()
+                } else {
+                    format!("{}.{}", group.key(), s.name)
+                };
+                let of = if has_data {
+                    format!(" of sample {k} of `{name}`")
+                } else {
+                    String::new()
+                };
+                out.stderr.push_str(&format!(
+                    "{}: error: `{label}`{of} is not finite; refusing to print it as a result\n",
+                    args.file
+                ));
+                return 1;
+            }
+        }
+        blocks.push(SampleBlock {
+            name: if has_data {
+                name.clone()
+            } else {
+                String::new()
+            },
+            n,
+            columns,
+        });
+    }
+    let report = SamplesReport {
+        model: model.name.clone(),
+        blocks,
+    };
+    let bytes = match format {
+        Format::Json => super::report::samples_to_json(&report).into_bytes(),
+        Format::Csv => super::report::samples_to_csv(&report).into_bytes(),
+        Format::Table => super::report::samples_to_table(&report).into_bytes(),
+        Format::Npy => super::report::samples_to_npy(&report),
+        Format::Npz => match super::report::samples_to_npz(&report) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                out.stderr.push_str(&format!("{}: error: {e}\n", args.file));
+                return 1;
+            }
+        },
+    };
+    emit(args, bytes, out)
 }
 
 fn build_report(
@@ -533,27 +959,15 @@ fn build_report(
     let model = &loaded.model;
     let solution = &sim.solution;
     let offsets = simulate::state_offsets(model);
-    let element_labels = |name: &str, shape: Shape| -> Vec<String> {
-        match shape {
-            Shape::Scalar => vec![name.to_string()],
-            Shape::Vector(n) => (0..n).map(|i| format!("{name}[{i}]")).collect(),
-            Shape::Matrix(m, n) => (0..m * n)
-                .map(|k| format!("{name}[{}, {}]", k / n, k % n))
-                .collect(),
-        }
-    };
     let states = model
         .states
         .iter()
         .enumerate()
-        .map(|(i, s)| Series {
-            name: s.name.clone(),
-            len: s.shape.len(),
-            scalar: s.shape == Shape::Scalar,
-            labels: element_labels(&s.name, s.shape),
-            values: (0..solution.t.len())
+        .map(|(i, s)| {
+            let values = (0..solution.t.len())
                 .map(|k| solution.state(k, sample)[offsets[i]..offsets[i + 1]].to_vec())
-                .collect(),
+                .collect();
+            series(&s.name, s.shape, values)
         })
         .collect();
     // Outputs at every saved time for the reported sample, with its inputs bound.
@@ -561,13 +975,7 @@ fn build_report(
     let mut outputs: Vec<Series> = model
         .outputs
         .iter()
-        .map(|o| Series {
-            name: o.name.clone(),
-            len: o.shape.len(),
-            scalar: o.shape == Shape::Scalar,
-            labels: element_labels(&o.name, o.shape),
-            values: Vec::new(),
-        })
+        .map(|o| series(&o.name, o.shape, Vec::new()))
         .collect();
     if !outputs.is_empty() {
         let bound = loaded.bind(&loaded.data[0].1);
@@ -643,6 +1051,7 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
                 name: s.name.clone(),
                 len,
                 scalar: s.shape == Shape::Scalar,
+                dims: s.shape.dims(),
                 labels: if s.shape == Shape::Scalar {
                     vec![format!("p({})", s.name)]
                 } else {
@@ -658,6 +1067,7 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
         name: "H".into(),
         len: 1,
         scalar: true,
+        dims: vec![],
         labels: vec!["H".into()],
         values: c.hamiltonian.iter().map(|h| vec![*h]).collect(),
     });
@@ -748,6 +1158,83 @@ mod tests {
         // One file name may feed two params; a scalar picks one element as its "layer".
         let v = loaded(r#"{"B": [1, 2, 3, 4, 5, 6, 7, 8]}"#, &["A=B", "c=B[3]"]).unwrap();
         assert_eq!(v, [1., 2., 3., 4., 5., 6., 7., 8., 4.]);
+    }
+
+    #[test]
+    fn recorded_and_nested_shapes_load_and_are_checked() {
+        let expected = [1., 2., 1., 2., 3., 4., 3., 4., 5.];
+        let v = loaded(
+            r#"{"A": [1, 2, 3, 4], "c": 5, "$shapes": {"A": [2, 2], "c": []}}"#,
+            &[],
+        );
+        assert_eq!(v.unwrap(), expected);
+        assert_eq!(
+            loaded(r#"{"A": [[1, 2], [3, 4]], "c": 5}"#, &[]).unwrap(),
+            expected
+        );
+        // One copy of a per-layer param, by its shape.
+        let v = loaded(r#"{"A": [1, 2], "$shapes": {"A": [2]}}"#, &[]).unwrap();
+        assert_eq!(v[..8], [1., 2., 1., 2., 1., 2., 1., 2.]);
+        let (model, program, mut params) = program(MODEL);
+        let e = load_param_file(
+            br#"{"A": [1, 2, 3, 4], "$shapes": {"A": [4]}}"#,
+            "p.json",
+            &model,
+            &program,
+            &mut params,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "`A` in `p.json` has shape [4], but the model's `A` has shape [4, 2] (4 copies of [2]); a file may hold one copy [2] or copies stacked outermost [N, 2]"
+        );
+        assert_eq!(e.span, Some(model.params[0].span));
+        for (file, says) in [
+            (
+                r#"{"A": [1, 2], "$shapes": {"A": [3]}}"#,
+                "has 2 values but its shape [3] holds 3",
+            ),
+            (
+                r#"{"$shapes": {"A": [2]}}"#,
+                "which has no value in the file",
+            ),
+            (
+                r#"{"A": [1, 2], "$shapes": {"A": "2"}}"#,
+                "must be a list of sizes",
+            ),
+            (r#"{"A": [[1, 2], [3]]}"#, "ragged"),
+            (
+                r#"{"A": [[1, 2]], "$shapes": {"A": [2]}}"#,
+                "nested as [1, 2] but `$shapes` says [2]",
+            ),
+            (r#"{"$model": "m"}"#, "unknown key `$model`"),
+        ] {
+            let e = loaded(file, &[]).unwrap_err();
+            assert!(e.contains(says), "{file}: {e}");
+        }
+    }
+
+    #[test]
+    fn npz_parameter_files_load_and_npy_is_refused() {
+        use crate::npy::{write_npy, write_npz, Array};
+        let (model, program, mut params) = program(MODEL);
+        let npz = write_npz(&[
+            ("A".into(), Array::new(vec![2, 2], vec![1., 2., 3., 4.])),
+            ("c".into(), Array::new(vec![], vec![5.])),
+        ])
+        .unwrap();
+        load_param_file(&npz, "p.npz", &model, &program, &mut params, &[]).unwrap();
+        assert_eq!(params.values(), [1., 2., 1., 2., 3., 4., 3., 4., 5.]);
+        let npy = write_npy(&Array::new(vec![2], vec![1., 2.]));
+        let e = load_param_file(&npy, "p.npy", &model, &program, &mut params, &[]).unwrap_err();
+        assert!(
+            e.message.contains("save parameters as .npz"),
+            "{}",
+            e.message
+        );
+        let e = load_param_file(&npz[..40], "p.npz", &model, &program, &mut params, &[]);
+        assert!(e.unwrap_err().message.contains("not a readable .npz"));
     }
 
     #[test]

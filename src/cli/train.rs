@@ -11,6 +11,7 @@ use super::grad::{gradient_error, ParamValues};
 use super::report::format_sig;
 use super::run::{load_mapped, Loaded};
 use super::{write_atomic, Output};
+use crate::npy::{write_npz, Array};
 use crate::sema::Overrides;
 use crate::sens::{self, GradientOptions};
 use crate::train::{Checkpoint, EpochSummary, TrainError, Trainer};
@@ -55,16 +56,46 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
-/// `{PARAM: value}` as `--params` reads it.
+/// `{PARAM: value}` as `--params` reads it, with each parameter's shape under
+/// [`super::run::SHAPES_KEY`] (copies outermost for `per layer` and `on knots` params).
 fn params_json(loaded: &Loaded, values: &[f64]) -> String {
     let values = ParamValues {
         model: &loaded.model,
         layout: loaded.program.layout(),
         values,
+        shapes: true,
     };
     let mut text = serde_json::to_string_pretty(&values).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// An `.npz` archive of one array per parameter, shaped as [`ParamEntry::saved_shape`] says.
+///
+/// [`ParamEntry::saved_shape`]: crate::compile::ParamEntry::saved_shape
+fn params_npz(loaded: &Loaded, values: &[f64]) -> Result<Vec<u8>, String> {
+    let arrays: Vec<(String, Array)> = loaded
+        .program
+        .layout()
+        .entries
+        .iter()
+        .map(|e| {
+            let v = &values[e.offset..e.offset + e.len() * e.copies];
+            (e.name.clone(), Array::new(e.saved_shape(), v.to_vec()))
+        })
+        .collect();
+    write_npz(&arrays)
+}
+
+/// Writes the parameters to `path` atomically: an `.npz` archive when the name ends in
+/// `.npz`, else JSON.
+fn write_params(loaded: &Loaded, values: &[f64], path: &str) -> Result<(), String> {
+    let bytes = if super::has_extension(path, "npz") {
+        params_npz(loaded, values)?
+    } else {
+        params_json(loaded, values).into_bytes()
+    };
+    write_atomic(Path::new(path), &bytes).map_err(|e| e.to_string())
 }
 
 fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize, steps_per_second: f64) -> String {
@@ -246,17 +277,14 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                     "the starting parameters".to_string()
                 };
                 match &args.out {
-                    Some(path) => {
-                        match write_atomic(Path::new(path), params_json(&loaded, values).as_bytes())
-                        {
-                            Ok(()) => out
-                                .stderr
-                                .push_str(&format!("{which}, the best so far, are in {path}\n")),
-                            Err(e) => out.stderr.push_str(&format!(
-                                "{path}: error: cannot write the parameters: {e}\n"
-                            )),
-                        }
-                    }
+                    Some(path) => match write_params(&loaded, values, path) {
+                        Ok(()) => out
+                            .stderr
+                            .push_str(&format!("{which}, the best so far, are in {path}\n")),
+                        Err(e) => out.stderr.push_str(&format!(
+                            "{path}: error: cannot write the parameters: {e}\n"
+                        )),
+                    },
                     None => out.stdout.push_str(&params_json(&loaded, values)),
                 }
                 if Path::new(&checkpoint_path).exists() {
@@ -338,7 +366,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     }
     let values = trainer.params().values().to_vec();
     if let Some(path) = &args.out {
-        if let Err(e) = write_atomic(Path::new(path), params_json(&loaded, &values).as_bytes()) {
+        if let Err(e) = write_params(&loaded, &values, path) {
             out.stderr.push_str(&format!(
                 "{path}: error: cannot write the parameters: {e}\n"
             ));

@@ -43,6 +43,17 @@ impl ParamEntry {
         self.len() == 0
     }
 
+    /// The shape of all its values as a parameter file records it: one copy's axes, after an
+    /// axis of copies (layers or knots, outermost) for a `per layer` or `on knots` param, so
+    /// `[10, 8, 2]` for `param K[8, 2] per layer` under 10 layers and `[]` for a scalar.
+    pub fn saved_shape(&self) -> Vec<usize> {
+        let mut shape = self.shape.dims();
+        if !matches!(self.time, ParamTime::Constant) {
+            shape.insert(0, self.copies);
+        }
+        shape
+    }
+
     /// The values of every copy of this parameter from `numbers`, values saved for another
     /// model (whole copies, copies outermost): copy `layer` of them repeated into every copy,
     /// or without a layer, all copies as they are when the counts agree, one copy repeated into

@@ -418,15 +418,7 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
                 });
             }
             let data = Dataset::samples(n, dim, inputs, label.map(|_| labels));
-            let mut order: Vec<usize> = match shuffle {
-                Some(seed) => Rng::new(*seed).permutation(n),
-                None => (0..n).collect(),
-            };
-            if let Some((a, b)) = *keep {
-                check_rows((a, b), n, file)?;
-                order = order[a..b].to_vec();
-            }
-            Ok(data.select(&order))
+            keep_rows(data, *shuffle, *keep, file)
         }
         DataSource::Series {
             t,
@@ -464,18 +456,53 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
                     file: file.to_string(),
                 });
             }
-            let dim = end - start;
-            if let Some((a, b)) = *keep {
-                check_rows((a, b), times.len(), file)?;
-                // A window of the series, e.g. a short one to fit first.
-                times = times[a..b].to_vec();
-                observed = observed[a * dim..b * dim].to_vec();
-            }
-            Ok(Dataset::series(times, dim, observed))
+            window(times, end - start, observed, *keep, file)
         }
         _ => Err(DataError::WrongSource {
             expected: "a `csv` or `series` data source",
         }),
+    }
+}
+
+/// A `csv` block's samples after `shuffle = SEED` permuted them and `rows = A..B` kept a range
+/// of that order (see [`super::parse_csv`]).
+pub(super) fn keep_rows(
+    data: Dataset,
+    shuffle: Option<u64>,
+    keep: Option<(usize, usize)>,
+    file: &str,
+) -> Result<Dataset, DataError> {
+    let n = data.n;
+    let mut order: Vec<usize> = match shuffle {
+        Some(seed) => Rng::new(seed).permutation(n),
+        None => (0..n).collect(),
+    };
+    if let Some((a, b)) = keep {
+        check_rows((a, b), n, file)?;
+        order = order[a..b].to_vec();
+    }
+    Ok(data.select(&order))
+}
+
+/// A `series` block's observations, `rows = A..B` keeping a window of them (e.g. a short one
+/// to fit first).
+pub(super) fn window(
+    times: Vec<f64>,
+    dim: usize,
+    observed: Vec<f64>,
+    keep: Option<(usize, usize)>,
+    file: &str,
+) -> Result<Dataset, DataError> {
+    match keep {
+        Some((a, b)) => {
+            check_rows((a, b), times.len(), file)?;
+            Ok(Dataset::series(
+                times[a..b].to_vec(),
+                dim,
+                observed[a * dim..b * dim].to_vec(),
+            ))
+        }
+        None => Ok(Dataset::series(times, dim, observed)),
     }
 }
 

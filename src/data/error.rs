@@ -166,6 +166,14 @@ pub enum DataError {
         /// Data rows in the file.
         rows: usize,
     },
+    /// An `.npy` data file that cannot be read or used: its format, shape, a named column (an
+    /// array has no header), a value that is not finite or times that do not increase.
+    Npy {
+        /// The file.
+        file: String,
+        /// What is wrong, with the row and column (0-based) where there is one.
+        message: String,
+    },
     /// The wrong kind of source for the function: a file source passed to `generate`, or a
     /// generator passed to `parse_csv`.
     WrongSource {
@@ -225,7 +233,8 @@ impl DataError {
             | DuplicateColumn { file, .. }
             | ColumnOutOfRange { file, .. }
             | EmptyColumnRange { file, .. }
-            | RowsOutOfRange { file, .. } => Some(file),
+            | RowsOutOfRange { file, .. }
+            | Npy { file, .. } => Some(file),
             WrongSource { .. }
             | InvalidArgument { .. }
             | InputWidth { .. }
@@ -346,6 +355,7 @@ impl DataError {
                     )
                 }
             }
+            Npy { message, .. } => message.clone(),
             WrongSource { expected } => format!("expected {expected}"),
             InvalidArgument { source, message } => format!("`{source}`: {message}"),
             InputWidth { dim, width } => format!(

@@ -13,10 +13,12 @@
 //! Before a file's rows are parsed, [`check_columns`] checks what a column range with a name
 //! selects against the model, and after, [`check_times`] a series' times against the schedule.
 //!
-//! **API boundary:** [`Dataset`], [`DataError`], [`generate`], [`parse_csv`], [`batches`],
+//! **API boundary:** [`Dataset`], [`DataError`], [`generate`], [`parse_csv`], [`parse_npy`],
+//! [`batches`],
 //! [`file_path`], [`check_columns`], [`check_times`] and the generator functions; the CSV
 //! reader's internals stay private.
 
+mod array;
 mod bind;
 mod csv;
 mod error;
@@ -327,6 +329,14 @@ fn eval_labels(
 /// and column.
 pub fn parse_csv(text: &str, source: &DataSource, file_name: &str) -> Result<Dataset, DataError> {
     csv::parse(text, source, file_name)
+}
+
+/// Parses the bytes of a `csv(...)` or `series(...)` file whose name ends in `.npy` (read by
+/// `cli`): a NumPy array of rows × columns (a 1-D array is one column) whose columns the block
+/// selects by index, as [`parse_csv`] does for CSV text. Errors name the file, and a value's
+/// row and column.
+pub fn parse_npy(bytes: &[u8], source: &DataSource, file_name: &str) -> Result<Dataset, DataError> {
+    array::parse(bytes, source, file_name)
 }
 
 /// One epoch's mini-batches: sample indices, each batch in drawing order.

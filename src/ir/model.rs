@@ -30,6 +30,15 @@ impl Shape {
     pub fn is_empty(self) -> bool {
         self.len() == 0
     }
+
+    /// The sizes of its axes, as numpy gives an array's shape: `[]` for a scalar.
+    pub fn dims(self) -> Vec<usize> {
+        match self {
+            Shape::Scalar => Vec::new(),
+            Shape::Vector(n) => vec![n],
+            Shape::Matrix(m, n) => vec![m, n],
+        }
+    }
 }
 
 impl std::fmt::Display for Shape {

@@ -765,6 +765,108 @@ impl Bound<'_> {
     }
 }
 
+/// Each sample's share of a [`Simulation`]'s results at the final time, for reporting every
+/// sample (`nodec run --all-samples`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerSample {
+    /// Each cost kind but the penalty (which belongs to no sample), in the order the program
+    /// lists them, with one value per sample: the terms whose mean [`Simulation::costs`] holds.
+    pub costs: Vec<(CostKind, Vec<f64>)>,
+    /// `metrics[m][s]`: metric `m` of sample `s`, metrics in declaration order.
+    pub metrics: Vec<Vec<f64>>,
+    /// Every output at the final time, sample-major: sample `s`'s outputs, concatenated in
+    /// declaration order, are `outputs[s * outputs_len..][..outputs_len]`.
+    pub outputs: Vec<f64>,
+}
+
+impl Bound<'_> {
+    /// The per-sample costs, metrics and final outputs of `solution` (a solve of this data,
+    /// states with the quadrature component), evaluated block by block in sample order like
+    /// [`Bound::summarize`].
+    pub fn per_sample(&self, solution: &solve::Solution) -> PerSample {
+        let Bound {
+            program,
+            params,
+            data,
+            ..
+        } = *self;
+        let t1 = self.schedule().t1;
+        let system = self.system();
+        let n = solution.n_samples;
+        let dim = program.dim();
+        let kinds: Vec<CostKind> = program
+            .cost_kinds()
+            .iter()
+            .copied()
+            .filter(|k| *k != CostKind::Penalty)
+            .collect();
+        let mut costs: Vec<(CostKind, Vec<f64>)> =
+            kinds.iter().map(|k| (*k, Vec::with_capacity(n))).collect();
+        let mut metrics = vec![Vec::with_capacity(n); program.metrics_len()];
+        let outputs_len = program.outputs_len();
+        let mut outputs = vec![0.0; n * outputs_len];
+        let width = solve::BLOCK_WIDTH;
+        for start in (0..n).step_by(width) {
+            let end = (start + width).min(n);
+            let w = end - start;
+            let mut ws = system.workspace(start..end);
+            let mut block = vec![0.0; dim * w];
+            for s in 0..w {
+                let y = solution.final_state(start + s);
+                for i in 0..dim {
+                    block[i * w + s] = y[i];
+                }
+            }
+            let times = vec![t1; w];
+            let mut out = vec![0.0; w];
+            for (kind, values) in costs.iter_mut() {
+                match kind {
+                    CostKind::Running => {
+                        values.extend((start..end).map(|s| solution.final_state(s)[dim]));
+                    }
+                    CostKind::Terminal => {
+                        program.cost(*kind, params, &times, &block, &mut out, &mut ws.inner);
+                        values.extend_from_slice(&out);
+                    }
+                    CostKind::Observed => {
+                        for s in start..end {
+                            let v = observed_cost(
+                                program,
+                                params,
+                                data,
+                                solution,
+                                &mut ws.inner,
+                                s..s + 1,
+                            );
+                            values.push(v);
+                        }
+                    }
+                    CostKind::Penalty => {}
+                }
+            }
+            let mut m = vec![0.0; program.metrics_len() * w];
+            program.metrics(params, &times, &block, &mut m, &mut ws.inner);
+            for (k, values) in metrics.iter_mut().enumerate() {
+                values.extend_from_slice(&m[k * w..(k + 1) * w]);
+            }
+            if outputs_len > 0 {
+                let mut o = vec![0.0; outputs_len * w];
+                program.outputs(params, &times, &block, &mut o, &mut ws.inner);
+                for s in 0..w {
+                    for j in 0..outputs_len {
+                        outputs[(start + s) * outputs_len + j] = o[j * w + s];
+                    }
+                }
+            }
+        }
+        PerSample {
+            costs,
+            metrics,
+            outputs,
+        }
+    }
+}
+
 /// The observed cost summed over a series' observation times (for the samples `samples`, which
 /// for a series is the one trajectory).
 fn observed_cost(

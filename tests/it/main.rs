@@ -19,6 +19,8 @@ mod grad_adjoint;
 mod grad_forward;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
+/// Results for other tools: parameter files with shapes, `run --all-samples`, `.npy`/`.npz`.
+mod results;
 /// Reverse time: backward schedules against closed forms, orders and finite differences.
 mod reverse;
 /// `nodec run` end to end.

@@ -1,0 +1,195 @@
+//! A NumPy `.npy` array to a [`Dataset`]: `csv(...)` and `series(...)` blocks whose file ends in
+//! `.npy` read a 2-D array of numbers (rows × columns; a 1-D array is one column) instead of
+//! CSV text. Columns are named by index only (an array has no header); the blocks' arguments
+//! mean what they mean for CSV, and only the values a block uses must be finite.
+
+use super::csv::{keep_rows, window};
+use super::{DataError, Dataset};
+use crate::ir::{Column, DataSource};
+
+/// See [`super::parse_npy`].
+pub(super) fn parse(bytes: &[u8], source: &DataSource, file: &str) -> Result<Dataset, DataError> {
+    let error = |message: String| DataError::Npy {
+        file: file.to_string(),
+        message,
+    };
+    let array = crate::npy::read_npy(bytes).map_err(error)?;
+    let (rows, width) = match array.shape[..] {
+        [n] => (n, 1),
+        [n, w] => (n, w),
+        _ => {
+            return Err(error(format!(
+                "a data array must have 2 axes (rows × columns), this one has shape {:?}",
+                array.shape
+            )))
+        }
+    };
+    if rows == 0 {
+        return Err(DataError::NoRows {
+            file: file.to_string(),
+        });
+    }
+    let index = |column: &Column, role: &'static str| match column {
+        Column::Index(c) if *c < width => Ok(*c),
+        Column::Index(c) => Err(DataError::ColumnOutOfRange {
+            file: file.to_string(),
+            role,
+            column: *c,
+            width,
+        }),
+        Column::Name(name) => Err(error(format!(
+            "{role} column `{name}` is named, but an .npy array has no header: use a column index"
+        ))),
+    };
+    let range = |(start, end): &(Column, Column), role: &'static str| {
+        let start = index(start, role)?;
+        // The end is exclusive, so it may be the width itself.
+        let end = match end {
+            Column::Index(e) if *e == width => width,
+            other => index(other, role)?,
+        };
+        if start >= end {
+            return Err(DataError::EmptyColumnRange {
+                file: file.to_string(),
+                role,
+                start,
+                end,
+            });
+        }
+        Ok((start, end))
+    };
+    let value = |r: usize, c: usize| {
+        let v = array.values[r * width + c];
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(error(format!(
+                "row {r}, column {c} holds {v}; every value a data block uses must be finite"
+            )))
+        }
+    };
+    match source {
+        DataSource::Csv {
+            input,
+            label,
+            shuffle,
+            rows: keep,
+            ..
+        } => {
+            let (start, end) = range(input, "input")?;
+            let label = label.as_ref().map(|c| index(c, "label")).transpose()?;
+            let mut inputs = Vec::with_capacity(rows * (end - start));
+            let mut labels = Vec::with_capacity(if label.is_some() { rows } else { 0 });
+            for r in 0..rows {
+                for c in start..end {
+                    inputs.push(value(r, c)?);
+                }
+                if let Some(c) = label {
+                    labels.push(value(r, c)?);
+                }
+            }
+            let data = Dataset::samples(rows, end - start, inputs, label.map(|_| labels));
+            keep_rows(data, *shuffle, *keep, file)
+        }
+        DataSource::Series {
+            t,
+            values,
+            rows: keep,
+            ..
+        } => {
+            let t = index(t, "time")?;
+            let (start, end) = range(values, "value")?;
+            let mut times: Vec<f64> = Vec::with_capacity(rows);
+            let mut observed = Vec::with_capacity(rows * (end - start));
+            for r in 0..rows {
+                let time = value(r, t)?;
+                if let Some(&previous) = times.last() {
+                    if time <= previous {
+                        return Err(error(format!(
+                            "row {r}: the time {time} does not increase after {previous}; a series' times must increase strictly"
+                        )));
+                    }
+                }
+                times.push(time);
+                for c in start..end {
+                    observed.push(value(r, c)?);
+                }
+            }
+            window(times, end - start, observed, *keep, file)
+        }
+        _ => Err(DataError::WrongSource {
+            expected: "a `csv` or `series` data source",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::npy::{write_npy, Array};
+
+    fn csv(input: (usize, usize), label: Option<usize>) -> DataSource {
+        DataSource::Csv {
+            path: "x.npy".into(),
+            input: (Column::Index(input.0), Column::Index(input.1)),
+            label: label.map(Column::Index),
+            shuffle: None,
+            rows: None,
+        }
+    }
+
+    #[test]
+    fn rows_and_columns_become_samples() {
+        let bytes = write_npy(&Array::new(vec![3, 3], (0..9).map(f64::from).collect()));
+        let d = parse(&bytes, &csv((0, 2), Some(2)), "x.npy").unwrap();
+        assert_eq!((d.n, d.input_dim), (3, 2));
+        assert_eq!(d.inputs, [0., 1., 3., 4., 6., 7.]);
+        assert_eq!(d.labels, Some(vec![2., 5., 8.]));
+        let series = DataSource::Series {
+            path: "x.npy".into(),
+            t: Column::Index(0),
+            values: (Column::Index(1), Column::Index(3)),
+            rows: Some((1, 3)),
+        };
+        let d = parse(&bytes, &series, "x.npy").unwrap();
+        assert_eq!(d.times, Some(vec![3., 6.]));
+        assert_eq!(d.observed, Some(vec![4., 5., 7., 8.]));
+    }
+
+    #[test]
+    fn bad_arrays_name_the_file_and_the_place() {
+        let err = |bytes: &[u8], source: &DataSource| {
+            parse(bytes, source, "x.npy").unwrap_err().to_string()
+        };
+        let mut values: Vec<f64> = (0..6).map(f64::from).collect();
+        values[4] = f64::NAN;
+        let bytes = write_npy(&Array::new(vec![3, 2], values));
+        assert_eq!(
+            err(&bytes, &csv((0, 1), None)),
+            "x.npy: error: row 2, column 0 holds NaN; every value a data block uses must be finite"
+        );
+        // A NaN in a column the block does not use is no error.
+        let ok = parse(&bytes, &csv((1, 2), None), "x.npy").unwrap();
+        assert_eq!(ok.inputs, [1., 3., 5.]);
+        assert!(err(&bytes, &csv((0, 3), None)).contains("out of range"));
+        let named = DataSource::Csv {
+            path: "x.npy".into(),
+            input: (Column::Name("a".into()), Column::Index(2)),
+            label: None,
+            shuffle: None,
+            rows: None,
+        };
+        assert!(err(&bytes, &named).contains("no header: use a column index"));
+        let cube = write_npy(&Array::new(vec![1, 1, 1], vec![0.0]));
+        assert!(err(&cube, &csv((0, 1), None)).contains("2 axes"));
+        assert!(err(b"junk", &csv((0, 1), None)).starts_with("x.npy: error: not an .npy file"));
+        let down = write_npy(&Array::new(vec![2, 2], vec![1., 0., 0., 0.]));
+        let series = DataSource::Series {
+            path: "x.npy".into(),
+            t: Column::Index(0),
+            values: (Column::Index(1), Column::Index(2)),
+            rows: None,
+        };
+        assert!(err(&down, &series).contains("row 1: the time 0 does not increase after 1"));
+    }
+}
