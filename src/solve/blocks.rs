@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 /// Runs `work` on every block of `n` samples (blocks of `width`) on the current rayon pool
 /// and calls `fold` with each block's samples and result, in block order. When `fold`
@@ -38,13 +38,40 @@ pub(crate) fn in_order<R: Send>(
         fold,
         stopped: false,
     });
+    let workers = rayon::current_num_threads().clamp(1, n_blocks.max(1));
+    // A block starts only within this distance of the next one to fold, so a slow block
+    // cannot let the others pile up results behind it.
+    let window = 2 * workers;
+    let folded = Condvar::new();
     let worker = || loop {
         let b = next.fetch_add(1, Ordering::Relaxed);
         if b >= n_blocks || stop.load(Ordering::Relaxed) {
             break;
         }
-        let result = work(block(b));
-        // A panic in `fold` poisons the lock; the scope re-raises the panic itself.
+        {
+            // A panic in `fold` poisons the lock; the scope re-raises the panic itself.
+            let Ok(f) = folding.lock() else { break };
+            let Ok(f) = folded.wait_while(f, |f| b >= f.next + window && !f.stopped) else {
+                break;
+            };
+            if f.stopped {
+                break;
+            }
+        }
+        let result = {
+            // If `work` panics, the workers waiting for this block must not wait forever: the
+            // batch stops and the scope re-raises the panic.
+            let on_panic = OnPanic(|| {
+                if let Ok(mut f) = folding.lock() {
+                    f.stopped = true;
+                }
+                stop.store(true, Ordering::Relaxed);
+                folded.notify_all();
+            });
+            let result = work(block(b));
+            std::mem::forget(on_panic);
+            result
+        };
         let Ok(mut f) = folding.lock() else { break };
         if f.stopped {
             break;
@@ -63,8 +90,8 @@ pub(crate) fn in_order<R: Send>(
                 break;
             }
         }
+        folded.notify_all();
     };
-    let workers = rayon::current_num_threads().clamp(1, n_blocks.max(1));
     if workers == 1 {
         worker();
     } else {
@@ -73,6 +100,15 @@ pub(crate) fn in_order<R: Send>(
                 s.spawn(|_| worker());
             }
         });
+    }
+}
+
+/// Runs its closure when dropped during a panic's unwinding.
+struct OnPanic<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnPanic<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }
 
@@ -116,6 +152,72 @@ mod tests {
         }
     }
 
+    /// Results alive at once stay near the number of threads, however many blocks there are:
+    /// what keeps a batch's gradient from holding one parameter-sized vector per block.
+    #[test]
+    fn few_results_are_alive_at_once() {
+        struct Alive<'a>(&'a AtomicUsize);
+        impl Drop for Alive<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let alive = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+            .install(|| {
+                in_order(
+                    200,
+                    1,
+                    |r| {
+                        // Now and then a slow block, which the others must not run far ahead of.
+                        let micros = if r.start % 50 == 0 { 5_000 } else { 10 };
+                        std::thread::sleep(std::time::Duration::from_micros(micros));
+                        let now = alive.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        Alive(&alive)
+                    },
+                    |_, result| {
+                        drop(result);
+                        true
+                    },
+                )
+            });
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            most <= 4,
+            "{most} results alive at once (window 2 × 2 threads)"
+        );
+    }
+
+    /// A panicking block stops the batch and the panic reaches the caller; nobody waits forever.
+    #[test]
+    fn a_panicking_block_does_not_hang_the_others() {
+        let caught = std::panic::catch_unwind(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap()
+                .install(|| {
+                    in_order(
+                        100,
+                        1,
+                        |r| {
+                            if r.start == 0 {
+                                std::thread::sleep(std::time::Duration::from_millis(5));
+                                panic!("block 0 fails");
+                            }
+                        },
+                        |_, ()| true,
+                    )
+                })
+        });
+        assert!(caught.is_err());
+    }
+
     /// A fold that asks to stop sees no later block than those already running.
     #[test]
     fn a_failed_block_stops_the_rest() {
@@ -139,6 +241,7 @@ mod tests {
                 )
             });
         assert_eq!(folded, 4, "blocks 0..=3 folded, then the batch stops");
-        assert!(started.load(Ordering::Relaxed) < 10);
+        // Blocks start at most a window (2 × 2 threads) beyond the last one folded.
+        assert!(started.load(Ordering::Relaxed) <= 8);
     }
 }
