@@ -174,9 +174,39 @@ pub fn init_param(init: &ParamInit, len: usize, rng: &mut Rng) -> Vec<f64> {
     match init {
         ParamInit::Values(values) if values.is_empty() => vec![0.0; len],
         ParamInit::Values(values) => (0..len).map(|i| values[i % values.len()]).collect(),
-        ParamInit::Normal { mean, std } => (0..len).map(|_| rng.normal(*mean, *std)).collect(),
-        ParamInit::Uniform { lo, hi } => (0..len).map(|_| rng.uniform(*lo, *hi)).collect(),
+        ParamInit::Normal { mean, std } => draws(rng, len, 4, |r| r.normal(*mean, *std)),
+        ParamInit::Uniform { lo, hi } => draws(rng, len, 2, |r| r.uniform(*lo, *hi)),
     }
+}
+
+/// Draws per parallel piece of a long [`draws`].
+const DRAWS_PER_PIECE: usize = 1 << 14;
+
+/// `len` draws of `draw`, each using exactly `words` 32-bit words of the stream, in order, and
+/// `rng` moved past them all. A wide layer has hundreds of thousands of weights: the pieces are
+/// drawn in parallel, each from a copy of the generator set to the word where its first draw
+/// starts, so the values are those of drawing one after another.
+fn draws(
+    rng: &mut Rng,
+    len: usize,
+    words: u128,
+    draw: impl Fn(&mut Rng) -> f64 + Sync,
+) -> Vec<f64> {
+    use rayon::prelude::*;
+    let start = rng.inner.get_word_pos();
+    let mut out = vec![0.0; len];
+    out.par_chunks_mut(DRAWS_PER_PIECE)
+        .enumerate()
+        .for_each(|(piece, values)| {
+            let mut r = rng.clone();
+            r.inner
+                .set_word_pos(start + (piece * DRAWS_PER_PIECE) as u128 * words);
+            for v in values {
+                *v = draw(&mut r);
+            }
+        });
+    rng.inner.set_word_pos(start + len as u128 * words);
+    out
 }
 
 #[cfg(test)]
@@ -289,6 +319,37 @@ mod tests {
         assert_ne!(first(a.fork(3)), first(a.fork(4)));
         assert_ne!(first(a.fork(0)), first(a.clone()));
         assert_ne!(first(Rng::new(2).fork(3)), first(a.fork(3)));
+    }
+
+    /// Drawn in parallel pieces, the values and the generator's end position are those of
+    /// drawing one after another.
+    #[test]
+    fn long_draws_are_the_sequential_draws() {
+        let len = 3 * DRAWS_PER_PIECE + 17;
+        for init in [
+            ParamInit::Normal {
+                mean: 0.5,
+                std: 2.0,
+            },
+            ParamInit::Uniform { lo: -1.0, hi: 3.0 },
+        ] {
+            let mut parallel = Rng::new(9);
+            parallel.next_u64();
+            let mut sequential = parallel.clone();
+            let got = init_param(&init, len, &mut parallel);
+            let expected: Vec<f64> = (0..len)
+                .map(|_| match init {
+                    ParamInit::Normal { mean, std } => sequential.normal(mean, std),
+                    ParamInit::Uniform { lo, hi } => sequential.uniform(lo, hi),
+                    ParamInit::Values(_) => unreachable!(),
+                })
+                .collect();
+            assert!(got
+                .iter()
+                .zip(&expected)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert_eq!(parallel.next_u64(), sequential.next_u64());
+        }
     }
 
     #[test]
