@@ -90,9 +90,10 @@ for model in "${models[@]}"; do
                     work="$(json_number gradient_seconds "$scratch/out")"
                     ;;
                 train)
-                    # `train` reports no compile time; the log's `seconds` column (second from
-                    # the end) is the epoch's training time.
-                    work="$(tail -n 1 "$scratch/log.best" | awk -F, '{print $(NF-1)}')"
+                    # `train` reports no compile time; the log's `seconds` column is the epoch's
+                    # training time (found by its header: columns are added over time).
+                    work="$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "seconds") c = i }
+                        END { print $c }' "$scratch/log.best")"
                     ;;
             esac
         fi
