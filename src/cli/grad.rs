@@ -145,6 +145,9 @@ pub fn peak_rss_mib() -> Option<f64> {
 
 /// `nodec grad`.
 pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
+    if !super::outputs_writable([&args.out], out) {
+        return 2;
+    }
     let Some(loaded) = load(
         &args.file,
         &args.overrides,

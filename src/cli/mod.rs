@@ -406,13 +406,12 @@ pub fn has_extension(path: &str, ext: &str) -> bool {
 /// Writes a file atomically: a temporary file beside it, flushed to disk, then renamed over the
 /// target, so a reader (or a crash) never sees half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    check_output(path).map_err(std::io::Error::other)?;
+    let dir = output_dir(path);
     let name = path
         .file_name()
         .map_or("out".into(), |n| n.to_string_lossy().into_owned());
+    remove_stale_temporaries(dir, &name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -424,6 +423,95 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Checks every output path given ([`check_output`]), reporting each refusal; `false` if any.
+fn outputs_writable<const N: usize>(paths: [&Option<String>; N], out: &mut Output) -> bool {
+    let mut ok = true;
+    for path in paths.into_iter().flatten() {
+        if let Err(e) = check_output(Path::new(path)) {
+            out.stderr.push_str(&format!("{path}: error: {e}\n"));
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// The directory an output file is written in.
+fn output_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether `path` may be written by [`write_atomic`]: absent or a regular file, in a directory
+/// where a file can be created. A rename over a symlink, FIFO or device would replace it with
+/// a regular file (as root, `--out /dev/null` would delete the device node), so those are
+/// refused rather than followed. Commands check their outputs before any work starts, so that
+/// hours of training are not lost to an output that cannot be written.
+pub fn check_output(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => {
+            let kind = meta.file_type();
+            let what = if kind.is_file() {
+                None
+            } else if kind.is_symlink() {
+                Some("a symbolic link")
+            } else if kind.is_dir() {
+                Some("a directory")
+            } else {
+                Some("a device, FIFO or socket")
+            };
+            if let Some(what) = what {
+                return Err(format!(
+                    "`{shown}` is {what}; nodec writes only regular files (it replaces them whole, through a temporary file), so choose the path of a file"
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot write `{shown}`: {e}")),
+    }
+    let dir = output_dir(path);
+    let probe = dir.join(format!(".nodec-probe.{}.tmp", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "cannot write `{shown}`: the directory `{}` does not take new files ({e})",
+            dir.display()
+        )),
+    }
+}
+
+/// Removes `.NAME.PID.tmp` files that [`write_atomic`] left for `name` when a process was killed
+/// while writing: those whose process no longer runs (known on Linux through `/proc`; elsewhere
+/// nothing is removed).
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -441,6 +529,47 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
         assert!(write_atomic(&dir.join("missing/x.json"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Only regular files are replaced; `/dev/null`'s metadata is enough to refuse it (nothing
+    /// in `/dev` is written).
+    #[test]
+    fn outputs_that_are_not_regular_files_are_refused() {
+        let refused = check_output(Path::new("/dev/null")).unwrap_err();
+        assert!(refused.contains("device, FIFO or socket"), "{refused}");
+        let dir = std::env::temp_dir().join(format!("nodec-outputs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(check_output(&dir).unwrap_err().contains("a directory"));
+        let target = dir.join("target.json");
+        std::fs::write(&target, "kept").unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(write_atomic(&link, b"new").is_err());
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");
+        assert!(check_output(&dir.join("absent.json")).is_ok());
+        assert!(check_output(&dir.join("no/such/dir.json")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A temporary left by a killed writer goes at the next write of the same file; one whose
+    /// process still runs (this one) stays.
+    #[test]
+    fn stale_temporaries_are_removed_on_the_next_write() {
+        let dir = std::env::temp_dir().join(format!("nodec-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Process ids are below 2^22 on Linux, so this one never runs.
+        let stale = dir.join(".out.json.4294967.tmp");
+        let live = dir.join(format!(".other.json.{}.tmp", std::process::id()));
+        std::fs::write(&stale, "partial").unwrap();
+        std::fs::write(&live, "in progress").unwrap();
+        write_atomic(&dir.join("out.json"), b"whole").unwrap();
+        assert!(!stale.exists());
+        assert!(live.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -696,6 +696,9 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
             return 2;
         }
     };
+    if !super::outputs_writable([&args.out], out) {
+        return 2;
+    }
     let Some(loaded) = load(
         &args.file,
         &args.overrides,

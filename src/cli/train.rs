@@ -112,6 +112,9 @@ fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize, steps_per_seco
 
 /// `nodec train`.
 pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
+    if !super::outputs_writable([&args.out, &args.log, &args.checkpoint], out) {
+        return 2;
+    }
     let Some(loaded) = load_mapped(
         &args.file,
         &args.overrides,
@@ -163,6 +166,11 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             args.out.as_deref().unwrap_or(model.name.as_str())
         )
     });
+    // The default path is written only when asked for checkpoints (or on Ctrl-C).
+    let asked = args.checkpoint.is_some() || args.checkpoint_every > 0;
+    if asked && !super::outputs_writable([&Some(checkpoint_path.clone())], out) {
+        return 2;
+    }
     let write_checkpoint = |checkpoint: &Checkpoint| -> Result<(), String> {
         let text = serde_json::to_string(checkpoint).map_err(|e| e.to_string())?;
         write_atomic(Path::new(&checkpoint_path), text.as_bytes()).map_err(|e| e.to_string())

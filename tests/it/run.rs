@@ -527,3 +527,75 @@ fn a_span_shortened_with_set_warns_of_the_observations_it_leaves_out() {
         "{stderr}"
     );
 }
+
+/// `--out`, `--log` and `--checkpoint` never replace a FIFO or a symlink (a rename over them
+/// would turn them into regular files): the command refuses before any work, exit 2, and
+/// leaves them as they were. An output directory that does not exist is refused before
+/// training starts, not after it ends.
+#[test]
+fn outputs_that_are_not_regular_files_are_refused_and_left_untouched() {
+    let dir = root().join(format!("target/outputs-tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let target = dir.join("target.json");
+    std::fs::write(&target, "kept").unwrap();
+    let link = dir.join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let mut paths = vec![link.clone()];
+    if made.is_ok_and(|s| s.success()) {
+        paths.push(fifo.clone());
+    } else {
+        eprintln!("note: no mkfifo on this machine; the FIFO case is skipped");
+    }
+    for path in &paths {
+        let p = path.to_str().unwrap();
+        for args in [
+            vec!["run", "models/decay.node", "--format", "csv", "--out", p],
+            vec!["grad", "models/decay_fit.node", "--out", p],
+            vec!["train", "models/decay_fit.node", "--quiet", "--log", p],
+            vec![
+                "train",
+                "models/decay_fit.node",
+                "--quiet",
+                "--checkpoint",
+                p,
+            ],
+        ] {
+            let out = nodec(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("nodec writes only regular files"),
+                "{stderr}"
+            );
+        }
+    }
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");
+    if paths.len() == 2 {
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
+    let missing = dir.join("no/such/dir/params.json");
+    let out = nodec(&[
+        "train",
+        "models/decay_fit.node",
+        "--quiet",
+        "--out",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not take new files"), "{stderr}");
+    // Nothing but the three files made above: no temporaries, no probes.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1 + paths.len());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
