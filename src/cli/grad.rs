@@ -66,6 +66,8 @@ pub struct GradArgs {
     pub format: Format,
     /// Write here (atomically) instead of stdout.
     pub out: Option<String>,
+    /// Leave wall times and memory out of the report.
+    pub no_timings: bool,
 }
 
 /// The name of a gradient method as the spec spells it.
@@ -220,11 +222,14 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
                     "jac_evals": s.jac_evals,
                     "vjp_evals": s.vjp_evals,
                     "jvp_evals": s.jvp_evals,
-                    "compile_seconds": loaded.compile_seconds,
-                    "gradient_seconds": seconds,
-                    "peak_rss_mib": peak_rss_mib(),
                 }),
             };
+            let mut root = root;
+            if !args.no_timings {
+                root.stats["compile_seconds"] = json!(loaded.compile_seconds);
+                root.stats["gradient_seconds"] = json!(seconds);
+                root.stats["peak_rss_mib"] = json!(peak_rss_mib());
+            }
             let mut text = serde_json::to_string_pretty(&root).unwrap_or_default();
             text.push('\n');
             text
@@ -275,9 +280,15 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
             }
             let s = &g.stats;
             text.push_str(&format!(
-                "\nsteps {}, rhs evaluations {}, vjps {}, jvps {}\ntime: parse+compile {:.3} s, gradient {:.3} s\n",
-                s.steps, s.rhs_evals, s.vjp_evals, s.jvp_evals, loaded.compile_seconds, seconds
+                "\nsteps {}, rhs evaluations {}, vjps {}, jvps {}\n",
+                s.steps, s.rhs_evals, s.vjp_evals, s.jvp_evals
             ));
+            if !args.no_timings {
+                text.push_str(&format!(
+                    "time: parse+compile {:.3} s, gradient {:.3} s\n",
+                    loaded.compile_seconds, seconds
+                ));
+            }
             text
         }
     };

@@ -104,6 +104,10 @@ enum Command {
         /// states at the final time, its terms of the loss, and its metrics.
         #[arg(long, conflicts_with_all = ["sample", "costate"])]
         all_samples: bool,
+        /// Leave wall times and memory out of the report, so that identical runs print
+        /// identical bytes (for diffing outputs).
+        #[arg(long)]
+        no_timings: bool,
     },
     /// Train the parameters with the model's optimizer; writes PARAMS.json.
     Train {
@@ -160,6 +164,10 @@ enum Command {
         /// Write the report to this file (atomically) instead of stdout.
         #[arg(long, value_name = "PATH")]
         out: Option<String>,
+        /// Leave wall times and memory out of the report, so that identical runs print
+        /// identical bytes (for diffing outputs).
+        #[arg(long)]
+        no_timings: bool,
     },
 }
 
@@ -250,6 +258,7 @@ fn run(cli: Cli) -> u8 {
             sample,
             costate,
             all_samples,
+            no_timings,
         } => run::run(
             &run::RunArgs {
                 file,
@@ -261,6 +270,7 @@ fn run(cli: Cli) -> u8 {
                 sample,
                 costate,
                 all_samples,
+                no_timings,
             },
             &mut out,
         ),
@@ -298,6 +308,7 @@ fn run(cli: Cli) -> u8 {
             forward_limit,
             format,
             out: out_path,
+            no_timings,
         } => grad::grad(
             &grad::GradArgs {
                 file,
@@ -309,6 +320,7 @@ fn run(cli: Cli) -> u8 {
                 forward_limit,
                 format,
                 out: out_path,
+                no_timings,
             },
             &mut out,
         ),

@@ -41,6 +41,8 @@ pub struct RunStats {
     pub compile_seconds: f64,
     /// Seconds spent solving.
     pub solve_seconds: f64,
+    /// Whether the two times above are reported (`--no-timings` leaves them out).
+    pub timings: bool,
 }
 
 /// Loss, costs and metrics over one data block.
@@ -148,18 +150,18 @@ pub fn to_json(report: &RunReport) -> String {
         }
     }
     let s = &report.stats;
-    root.insert(
-        "stats".into(),
-        json!({
-            "steps": s.steps,
-            "rejected": s.rejected,
-            "rhs_evals": s.rhs_evals,
-            "jac_evals": s.jac_evals,
-            "lu_decompositions": s.lu_decompositions,
-            "compile_seconds": s.compile_seconds,
-            "solve_seconds": s.solve_seconds,
-        }),
-    );
+    let mut stats = json!({
+        "steps": s.steps,
+        "rejected": s.rejected,
+        "rhs_evals": s.rhs_evals,
+        "jac_evals": s.jac_evals,
+        "lu_decompositions": s.lu_decompositions,
+    });
+    if s.timings {
+        stats["compile_seconds"] = json!(s.compile_seconds);
+        stats["solve_seconds"] = json!(s.solve_seconds);
+    }
+    root.insert("stats".into(), stats);
     let mut text = serde_json::to_string_pretty(&Value::Object(root)).unwrap_or_default();
     text.push('\n');
     text
@@ -553,11 +555,13 @@ pub fn to_table(report: &RunReport) -> String {
         "\nsteps {}, rejected {}, rhs evaluations {}, jacobians {}, LU factorizations {}",
         s.steps, s.rejected, s.rhs_evals, s.jac_evals, s.lu_decompositions
     );
-    let _ = writeln!(
-        out,
-        "time: parse+compile {:.3} s, solve {:.3} s",
-        s.compile_seconds, s.solve_seconds
-    );
+    if s.timings {
+        let _ = writeln!(
+            out,
+            "time: parse+compile {:.3} s, solve {:.3} s",
+            s.compile_seconds, s.solve_seconds
+        );
+    }
     out
 }
 

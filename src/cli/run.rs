@@ -80,6 +80,8 @@ pub struct RunArgs {
     pub costate: bool,
     /// Report every sample's final states, outputs, costs and metrics instead of one trajectory.
     pub all_samples: bool,
+    /// Leave wall times out of the report.
+    pub no_timings: bool,
 }
 
 /// A model compiled with its parameters and data, ready to evaluate.
@@ -768,6 +770,7 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
     let Some(sim) = first else { return 1 };
     let sample = if has_data { args.sample } else { 0 };
     let mut report = build_report(&loaded, &sim, sample, has_data, summaries, solve_seconds);
+    report.stats.timings = !args.no_timings;
     if args.costate {
         match costate_series(&loaded, sample) {
             Ok(series) => report.costates = series,
@@ -1012,6 +1015,7 @@ fn build_report(
             lu_decompositions: s.lu_decompositions,
             compile_seconds: loaded.compile_seconds,
             solve_seconds,
+            timings: true,
         },
     }
 }

@@ -598,3 +598,29 @@ fn outputs_that_are_not_regular_files_are_refused_and_left_untouched() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1 + paths.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With `--no-timings`, two identical runs print identical bytes (the JSON `stats` keep their
+/// counts and drop wall times and memory); without it the reports carry the times.
+#[test]
+fn no_timings_makes_identical_runs_print_identical_bytes() {
+    for (command, model, timing_key) in [
+        ("run", "models/lorenz.node", "solve_seconds"),
+        ("grad", "models/decay_fit.node", "gradient_seconds"),
+    ] {
+        let report = |extra: &[&str]| {
+            let mut args = vec![command, model, "--format", "json"];
+            args.extend_from_slice(extra);
+            let out = nodec(&args);
+            assert!(out.status.success(), "{command} {model}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let timed = report(&[]);
+        assert!(timed.contains(timing_key), "{timed}");
+        let (a, b) = (report(&["--no-timings"]), report(&["--no-timings"]));
+        assert_eq!(a, b);
+        for key in ["seconds", "rss"] {
+            assert!(!a.contains(key), "{command}: {key} in {a}");
+        }
+        assert!(a.contains("\"steps\""), "the counts stay: {a}");
+    }
+}
