@@ -441,9 +441,25 @@ pub fn load_param_file(
                 });
             }
         }
-        let values = fit_copies(&entry.name, source, &v.numbers, entry, layer)?;
+        let values = fit_copies(&entry.name, source, file_name, &v.numbers, entry, layer).map_err(
+            |message| ParamsError {
+                message,
+                span: model
+                    .params
+                    .iter()
+                    .find(|p| p.name == entry.name)
+                    .map(|p| p.span),
+            },
+        )?;
         if values.iter().any(|x| !x.is_finite()) {
-            return Err(format!("param `{source}` holds a non-finite value").into());
+            return Err(ParamsError {
+                message: format!("param `{source}` in `{file_name}` holds a non-finite value"),
+                span: model
+                    .params
+                    .iter()
+                    .find(|p| p.name == entry.name)
+                    .map(|p| p.span),
+            });
         }
         params.values_mut()[entry.offset..entry.offset + values.len()].copy_from_slice(&values);
     }
@@ -514,6 +530,7 @@ fn json_numbers(
 fn fit_copies(
     target: &str,
     source: &str,
+    file_name: &str,
     numbers: &[f64],
     entry: &ParamEntry,
     layer: Option<usize>,
@@ -534,20 +551,24 @@ fn fit_copies(
     let count = |n: usize| format!("{n} value{}", if n == 1 { "" } else { "s" });
     entry.fit_copies(numbers, layer).map_err(|e| match e {
         FitError::Ragged { values } => {
-            format!("param `{source}` has {} but {}", count(values), takes())
+            format!(
+                "param `{source}` in `{file_name}` has {} but {}",
+                count(values),
+                takes()
+            )
         }
         FitError::NoLayer {
             layer: k,
             copies: source_copies,
         } => format!(
-            "`{source}[{k}]`: `{source}` has {source_copies} layer{} of {len} values",
+            "`{source}[{k}]`: `{source}` in `{file_name}` has {source_copies} layer{} of {len} values",
             if source_copies == 1 { "" } else { "s" }
         ),
         FitError::Copies {
             values,
             copies: source_copies,
         } => format!(
-            "param `{source}` has {} ({source_copies} copies of {len}) but {}{}",
+            "param `{source}` in `{file_name}` has {} ({source_copies} copies of {len}) but {}{}",
             count(values),
             takes(),
             if copies == 1 {
@@ -1251,6 +1272,9 @@ mod tests {
         let e = loaded(r#"{"c": [1, 2]}"#, &[]).unwrap_err();
         assert!(e.contains("`--map c=c[0]`"), "{e}");
         let e = loaded(r#"{"W": [1, 2]}"#, &["A=W[1]"]).unwrap_err();
-        assert!(e.contains("`W[1]`: `W` has 1 layer of 2 values"), "{e}");
+        assert!(
+            e.contains("`W[1]`: `W` in `the file` has 1 layer of 2 values"),
+            "{e}"
+        );
     }
 }

@@ -262,9 +262,7 @@ fn params_files_are_loaded_by_name_and_checked() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(
-            "param `K1` has 3 values but the model's `K1` takes 160 ([8, 2] × 10 copies)"
-        ),
+        stderr.contains("has 3 values but the model's `K1` takes 160 ([8, 2] × 10 copies)"),
         "{stderr}"
     );
 }
