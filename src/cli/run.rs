@@ -600,6 +600,7 @@ fn load_data(
                     Diagnostic::error(block.span, format!("cannot read data file `{shown}`: {e}"))
                         .render(file)
                 };
+                let mut csv_text = None;
                 let parsed = if super::has_extension(rel, "npy") {
                     match std::fs::read(&path) {
                         Ok(bytes) => data::parse_npy(&bytes, &block.source, &shown),
@@ -615,7 +616,9 @@ fn load_data(
                                 out.stderr.push_str(&d.render(file));
                                 return None;
                             }
-                            data::parse_csv(&text, &block.source, &shown)
+                            let parsed = data::parse_csv(&text, &block.source, &shown);
+                            csv_text = Some(text);
+                            parsed
                         }
                         Err(e) => {
                             out.stderr.push_str(&cannot_read(e));
@@ -623,6 +626,16 @@ fn load_data(
                         }
                     }
                 };
+                if let Ok(dataset) = &parsed {
+                    let text = csv_text.as_deref();
+                    let source = format!("`{shown}`");
+                    if let Some(d) =
+                        data::check_labels(dataset, block, &model.labels, text, &source)
+                    {
+                        out.stderr.push_str(&d.render(file));
+                        return None;
+                    }
+                }
                 if let (Ok(dataset), Some(schedule)) = (&parsed, &model.schedule) {
                     if let Some(d) = data::check_times(dataset, block, schedule, &shown) {
                         out.stderr.push_str(&d.render(file));
@@ -634,6 +647,14 @@ fn load_data(
                 parsed
             }
         };
+        if let (Ok(dataset), None) = (&result, data::file_path(&block.source)) {
+            // A generated set's labels, against the classes too (`spirals` has 2).
+            let name = format!("the `{}` data", block.name);
+            if let Some(d) = data::check_labels(dataset, block, &model.labels, None, &name) {
+                out.stderr.push_str(&d.render(file));
+                return None;
+            }
+        }
         match result {
             Ok(dataset) => blocks.push((block.name.clone(), dataset)),
             Err(e) => {

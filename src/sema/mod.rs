@@ -543,6 +543,7 @@ impl<'a> Checker<'a> {
             .map(|name| ir::Label {
                 name: name.name.clone(),
                 span: name.span,
+                classes: None,
             })
             .collect();
     }
