@@ -8,7 +8,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
 use super::report::format_sig;
-use super::run::{load, solve_error, Loaded, SHAPES_KEY};
+use super::run::{load_mapped, solve_error, Loaded, SHAPES_KEY};
 use super::{write_atomic, Output};
 use crate::compile::ParamLayout;
 use crate::ir::{self, GradientMethod};
@@ -56,6 +56,8 @@ pub struct GradArgs {
     pub seed: u64,
     /// A parameter file to load.
     pub params: Option<String>,
+    /// `--params-partial`: the file may leave params out.
+    pub params_partial: bool,
     /// The method; `None`: the model's `gradient =`, else the default for its schedule.
     pub method: Option<MethodArg>,
     /// Backprop: steps per checkpoint segment.
@@ -145,11 +147,13 @@ pub fn peak_rss_mib() -> Option<f64> {
 
 /// `nodec grad`.
 pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
-    let Some(loaded) = load(
+    let Some(loaded) = load_mapped(
         &args.file,
         &args.overrides,
         args.seed,
         args.params.as_deref(),
+        &[],
+        args.params_partial,
         out,
     ) else {
         return 1;

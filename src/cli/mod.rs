@@ -84,9 +84,12 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
         /// Load parameter values from a JSON file {PARAM: value} or an .npz archive (as `train`
-        /// writes).
+        /// writes). It must give every param, each once.
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
+        /// Accept a --params file that leaves params out: they keep their initial values.
+        #[arg(long, requires = "params")]
+        params_partial: bool,
         /// Output format [default: from --out's extension (.csv, .json, .npy, .npz), else
         /// table]; npy and npz are binary and need --out.
         #[arg(long, value_enum)]
@@ -109,9 +112,13 @@ enum Command {
     Train {
         #[command(flatten)]
         model: ModelArgs,
-        /// Start from these parameter values (by name, shapes checked).
+        /// Start from these parameter values (by name, shapes checked); the file must give
+        /// every param, each once.
         #[arg(long, visible_alias = "params", value_name = "PARAMS.json")]
         init: Option<String>,
+        /// Accept an --init file that leaves params out: they keep their initial values.
+        #[arg(long, requires = "init")]
+        params_partial: bool,
         /// Initialise param TARGET from SOURCE of the --init file, optionally from one of its
         /// layers: `--map W0=W[0]` starts an evolving weight at a trained ResNet's first layer.
         #[arg(long = "map", value_name = "TARGET=SOURCE[LAYER]", value_parser = run::parse_param_map, requires = "init")]
@@ -141,9 +148,12 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
         /// Load parameter values from a JSON file {PARAM: value} or an .npz archive (as `train`
-        /// writes).
+        /// writes). It must give every param, each once.
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
+        /// Accept a --params file that leaves params out: they keep their initial values.
+        #[arg(long, requires = "params")]
+        params_partial: bool,
         /// Gradient method (default: the model's `gradient =`, else backprop; adjoint for
         /// rodas4 and bdf).
         #[arg(long, value_enum)]
@@ -245,6 +255,7 @@ fn run(cli: Cli) -> u8 {
         Command::Run {
             model: ModelArgs { file, set, seed },
             params,
+            params_partial,
             format,
             out: out_path,
             sample,
@@ -256,6 +267,7 @@ fn run(cli: Cli) -> u8 {
                 overrides: Overrides { values: set },
                 seed,
                 params,
+                params_partial,
                 format,
                 out: out_path,
                 sample,
@@ -267,6 +279,7 @@ fn run(cli: Cli) -> u8 {
         Command::Train {
             model: ModelArgs { file, set, seed },
             init,
+            params_partial,
             maps,
             out: out_path,
             resume,
@@ -280,6 +293,7 @@ fn run(cli: Cli) -> u8 {
                 overrides: Overrides { values: set },
                 seed,
                 init,
+                params_partial,
                 maps,
                 out: out_path,
                 resume,
@@ -293,6 +307,7 @@ fn run(cli: Cli) -> u8 {
         Command::Grad {
             model: ModelArgs { file, set, seed },
             params,
+            params_partial,
             method,
             segment,
             forward_limit,
@@ -304,6 +319,7 @@ fn run(cli: Cli) -> u8 {
                 overrides: Overrides { values: set },
                 seed,
                 params,
+                params_partial,
                 method,
                 segment,
                 forward_limit,

@@ -70,6 +70,8 @@ pub struct RunArgs {
     pub seed: u64,
     /// A parameter file to load.
     pub params: Option<String>,
+    /// `--params-partial`: the file may leave params out.
+    pub params_partial: bool,
     /// Output format (`None`: from `--out`'s extension, else a table; see [`Format::resolve`]).
     pub format: Option<Format>,
     /// Write here (atomically) instead of stdout.
@@ -111,6 +113,7 @@ impl Loaded {
 }
 
 /// Reads, checks, compiles a model and loads its parameters and data; errors are rendered.
+/// The parameter file must give every parameter.
 pub fn load(
     path: &str,
     overrides: &Overrides,
@@ -118,16 +121,19 @@ pub fn load(
     params_file: Option<&str>,
     out: &mut Output,
 ) -> Option<Loaded> {
-    load_mapped(path, overrides, seed, params_file, &[], out)
+    load_mapped(path, overrides, seed, params_file, &[], false, out)
 }
 
-/// [`load`] with `--map` renamings of the parameter file (see [`load_params`]).
+/// [`load`] with `--map` renamings of the parameter file (see [`load_params`]), and with
+/// `partial` (`--params-partial`), a file that leaves parameters out (they keep their
+/// initial values).
 pub fn load_mapped(
     path: &str,
     overrides: &Overrides,
     seed: u64,
     params_file: Option<&str>,
     maps: &[ParamMap],
+    partial: bool,
     out: &mut Output,
 ) -> Option<Loaded> {
     let started = Instant::now();
@@ -146,7 +152,15 @@ pub fn load_mapped(
                 return None;
             }
         };
-        if let Err(e) = load_param_file(&bytes, params_path, &model, &program, &mut params, maps) {
+        if let Err(e) = load_param_file(
+            &bytes,
+            params_path,
+            &model,
+            &program,
+            &mut params,
+            maps,
+            partial,
+        ) {
             match e.span {
                 Some(span) => out
                     .stderr
@@ -271,6 +285,12 @@ fn read_param_file(bytes: &[u8]) -> Result<Vec<(String, FileValue)>, String> {
         .map_err(|_| "neither JSON text nor an .npz archive".to_string())?;
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    // `serde_json` keeps the last of two equal keys: one of the values would be dropped unseen.
+    serde::de::DeserializeSeed::deserialize(
+        NoDuplicateKeys,
+        &mut serde_json::Deserializer::from_str(text),
+    )
+    .map_err(|e| e.to_string())?;
     let object = value
         .as_object()
         .ok_or("expected one JSON object {\"PARAM\": value, ...}")?;
@@ -337,8 +357,70 @@ fn read_param_file(bytes: &[u8]) -> Result<Vec<(String, FileValue)>, String> {
     Ok(values)
 }
 
-/// Loads `{PARAM: value}` JSON text into `params`; see [`load_param_file`], which also reads
-/// `.npz` archives and locates shape errors.
+/// Walks JSON text and fails on the first object that holds a key twice, with the key and the
+/// place of its second occurrence.
+struct NoDuplicateKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicateKeys {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(NoDuplicateKeys)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{key}` appears twice; give each parameter once"
+                )));
+            }
+            map.next_value_seed(NoDuplicateKeys)?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads `{PARAM: value}` JSON text into `params`, some or all of them; see
+/// [`load_param_file`], which also reads `.npz` archives and locates shape errors.
 pub fn load_params(
     text: &str,
     model: &ir::Model,
@@ -346,15 +428,24 @@ pub fn load_params(
     params: &mut Params,
     maps: &[ParamMap],
 ) -> Result<(), String> {
-    load_param_file(text.as_bytes(), "the file", model, program, params, maps)
-        .map_err(|e| e.message)
+    load_param_file(
+        text.as_bytes(),
+        "the file",
+        model,
+        program,
+        params,
+        maps,
+        true,
+    )
+    .map_err(|e| e.message)
 }
 
 /// Loads a parameter file (`{PARAM: value}` JSON, number or row-major list with per-layer
 /// copies outermost, or an `.npz` archive), checking names, sizes and, where the file records
 /// them, shapes: a recorded shape must be the param's (one copy) or the param's after an axis
 /// of copies (`[L, ...]`, layers or knots). `file_name` is how messages name the file.
-/// Parameters not named keep their values.
+/// A file must give every parameter of the model (a value, or a map's source); with `partial`
+/// (`--params-partial`), the parameters it leaves out keep their values.
 ///
 /// `maps` rename (`W0=W`) and pick one layer of a per-layer value (`W0=W[0]`: a trained
 /// ResNet's first layer is the initial value of an evolving weight). How a value's copies
@@ -367,6 +458,7 @@ pub fn load_param_file(
     program: &Program,
     params: &mut Params,
     maps: &[ParamMap],
+    partial: bool,
 ) -> Result<(), ParamsError> {
     let values = read_param_file(bytes)?;
     let find = |name: &str| values.iter().find(|(n, _)| n == name).map(|(_, v)| v);
@@ -462,6 +554,34 @@ pub fn load_param_file(
             });
         }
         params.values_mut()[entry.offset..entry.offset + values.len()].copy_from_slice(&values);
+    }
+    if !partial {
+        let missing: Vec<&str> = layout
+            .entries
+            .iter()
+            .filter(|e| !maps.iter().any(|m| m.target == e.name) && find(&e.name).is_none())
+            .map(|e| e.name.as_str())
+            .collect();
+        if let Some(first) = missing.first() {
+            let span = model
+                .params
+                .iter()
+                .find(|p| p.name == *first)
+                .map(|p| p.span);
+            let missing: Vec<String> = missing.iter().map(|n| format!("`{n}`")).collect();
+            let (s, them) = if missing.len() == 1 {
+                ("", "it")
+            } else {
+                ("s", "them")
+            };
+            let message = format!(
+                "`{file_name}` has no value for param{s} {} of the model `{}`; add {them} to the file, or pass `--params-partial` to keep {} initial value{s}",
+                missing.join(", "),
+                model.name,
+                if missing.len() == 1 { "its" } else { "their" },
+            );
+            return Err(ParamsError { message, span });
+        }
     }
     Ok(())
 }
@@ -738,11 +858,13 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
             return 2;
         }
     };
-    let Some(loaded) = load(
+    let Some(loaded) = load_mapped(
         &args.file,
         &args.overrides,
         args.seed,
         args.params.as_deref(),
+        &[],
+        args.params_partial,
         out,
     ) else {
         return 1;
@@ -1225,6 +1347,7 @@ mod tests {
             &program,
             &mut params,
             &[],
+            true,
         )
         .unwrap_err();
         assert_eq!(
@@ -1266,16 +1389,25 @@ mod tests {
             ("c".into(), Array::new(vec![], vec![5.])),
         ])
         .unwrap();
-        load_param_file(&npz, "p.npz", &model, &program, &mut params, &[]).unwrap();
+        load_param_file(&npz, "p.npz", &model, &program, &mut params, &[], false).unwrap();
         assert_eq!(params.values(), [1., 2., 1., 2., 3., 4., 3., 4., 5.]);
         let npy = write_npy(&Array::new(vec![2], vec![1., 2.]));
-        let e = load_param_file(&npy, "p.npy", &model, &program, &mut params, &[]).unwrap_err();
+        let e =
+            load_param_file(&npy, "p.npy", &model, &program, &mut params, &[], true).unwrap_err();
         assert!(
             e.message.contains("save parameters as .npz"),
             "{}",
             e.message
         );
-        let e = load_param_file(&npz[..40], "p.npz", &model, &program, &mut params, &[]);
+        let e = load_param_file(
+            &npz[..40],
+            "p.npz",
+            &model,
+            &program,
+            &mut params,
+            &[],
+            true,
+        );
         assert!(e.unwrap_err().message.contains("not a readable .npz"));
     }
 

@@ -27,6 +27,8 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Initial parameter values by name.
     pub init: Option<String>,
+    /// `--params-partial`: the `init` file may leave params out.
+    pub params_partial: bool,
     /// `--map` renamings of the `init` file.
     pub maps: Vec<super::run::ParamMap>,
     /// Where the trained parameters go.
@@ -118,6 +120,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
         args.seed,
         args.init.as_deref(),
         &args.maps,
+        args.params_partial,
         out,
     ) else {
         return 1;

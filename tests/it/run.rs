@@ -525,3 +525,56 @@ fn a_span_shortened_with_set_warns_of_the_observations_it_leaves_out() {
         "{stderr}"
     );
 }
+
+/// A parameter file must give every param once: a missing one is an error naming it, unless
+/// `--params-partial`; a key given twice (which JSON readers resolve to the last) is an error
+/// naming the key and its place.
+#[test]
+fn params_files_give_every_param_once() {
+    let model = write_model(
+        "two_params.node",
+        "param a = 0.1\nparam b = 0.2\nstate x = 1\ndx/dt = -a * x + b\nschedule rk4(t = [0, 1], steps = 4)\ncost terminal = x^2\n",
+    );
+    let partial = write_model("partial.json", r#"{"a": 0.5}"#);
+    for command in ["run", "grad"] {
+        let out = nodec(&[command, &model, "--params", &partial]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("two_params.node:2:1: error: `")
+                && stderr.contains("partial.json` has no value for param `b` of the model `two_params`; add it to the file, or pass `--params-partial`"),
+            "{command}: {stderr}"
+        );
+        let out = nodec(&[command, &model, "--params", &partial, "--params-partial"]);
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // `b` keeps its declared value.
+    let v = run_json(&[&model, "--params", &partial, "--params-partial"]);
+    let w = run_json(&[&model, "--set", "a=0.5"]);
+    assert_eq!(v["final"], w["final"]);
+    // `--params-partial` needs a file to apply to.
+    let out = nodec(&["run", &model, "--params-partial"]);
+    assert_eq!(out.status.code(), Some(2));
+    let twice = write_model("twice.json", "{\"a\": 0.5,\n \"b\": 1,\n \"a\": 0.7}");
+    let out = nodec(&["run", &model, "--params", &twice]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "twice.json: error: the key `a` appears twice; give each parameter once at line 3"
+        ),
+        "{stderr}"
+    );
+    // In `$shapes` too.
+    let twice = write_model(
+        "twice_shapes.json",
+        r#"{"a": 0.5, "b": 1, "$shapes": {"a": [], "a": []}}"#,
+    );
+    let out = nodec(&["run", &model, "--params", &twice]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the key `a` appears twice"), "{stderr}");
+}
