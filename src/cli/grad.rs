@@ -8,7 +8,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
 use super::report::format_sig;
-use super::run::{load_mapped, solve_error, Loaded, SHAPES_KEY};
+use super::run::{declaration, load_mapped, not_finite_error, solve_error, Loaded, SHAPES_KEY};
 use super::{write_atomic, Output};
 use crate::compile::ParamLayout;
 use crate::ir::{self, GradientMethod};
@@ -184,19 +184,30 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
     let seconds = started.elapsed().as_secs_f64();
     let layout = loaded.program.layout();
     if !g.simulation.loss.is_finite() {
-        out.stderr.push_str(&format!(
-            "{}: error: the loss is not finite; refusing to print it as a result\n",
-            args.file
-        ));
+        // At the first cost that is not finite.
+        let cost = g.simulation.costs.iter().find(|(_, v)| !v.is_finite());
+        let span = cost
+            .and_then(|(kind, _)| declaration(model, "costs", kind.name()))
+            .or_else(|| model.costs.first().map(|c| c.span));
+        let bad = match cost {
+            Some((kind, _)) => format!("the loss (its `{}` cost)", kind.name()),
+            None => "the loss".to_string(),
+        };
+        out.stderr
+            .push_str(&not_finite_error(&loaded, &args.file, &bad, span));
         return 1;
     }
     for entry in &layout.entries {
         let values = &g.grad[entry.offset..entry.offset + entry.len() * entry.copies];
         if values.iter().any(|v| !v.is_finite()) {
-            out.stderr.push_str(&format!(
-                "{}: error: the gradient of `{}` is not finite; refusing to print it as a result\n",
-                args.file, entry.name
-            ));
+            let span = model
+                .params
+                .iter()
+                .find(|p| p.name == entry.name)
+                .map(|p| p.span);
+            let bad = format!("the gradient of `{}`", entry.name);
+            out.stderr
+                .push_str(&not_finite_error(&loaded, &args.file, &bad, span));
             return 1;
         }
     }

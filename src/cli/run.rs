@@ -10,7 +10,7 @@ use super::report::{
 use super::{check_file, write_atomic, Output};
 use crate::compile::{FitError, ParamEntry, Params, Program};
 use crate::data::{self, Dataset};
-use crate::diag::{Diagnostic, Severity, SourceFile};
+use crate::diag::{Diagnostic, Severity, SourceFile, Span};
 use crate::ir::{self, Shape};
 use crate::sema::Overrides;
 use crate::sens::{self, GradientOptions};
@@ -777,8 +777,19 @@ fn load_data(
         }
         match result {
             Ok(dataset) => blocks.push((block.name.clone(), dataset)),
-            Err(e) => {
+            // An error at a place in a data file is shown there; any other (a column the header
+            // lacks, a generated set too large) at the data block, naming the file.
+            Err(e) if e.position().is_some() => {
                 out.stderr.push_str(&format!("{e}\n"));
+                return None;
+            }
+            Err(e) => {
+                let message = match e.file() {
+                    Some(f) => format!("`{f}`: {}", e.message()),
+                    None => format!("data `{}`: {}", block.name, e.message()),
+                };
+                out.stderr
+                    .push_str(&Diagnostic::error(block.span, message).render(file));
                 return None;
             }
         }
@@ -938,11 +949,9 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
             }
         }
     }
-    if let Some(bad) = non_finite(&report) {
-        out.stderr.push_str(&format!(
-            "{}: error: {bad} is not finite; refusing to print it as a result\n",
-            args.file
-        ));
+    if let Some((bad, span)) = non_finite(&report, &loaded.model) {
+        out.stderr
+            .push_str(&not_finite_error(&loaded, &args.file, &bad, span));
         return 1;
     }
     let bytes = match format {
@@ -1075,10 +1084,10 @@ fn all_samples(loaded: &Loaded, args: &RunArgs, format: Format, out: &mut Output
                 } else {
                     String::new()
                 };
-                out.stderr.push_str(&format!(
-                    "{}: error: `{label}`{of} is not finite; refusing to print it as a result\n",
-                    args.file
-                ));
+                let span = declaration(model, group.key(), &s.name);
+                let bad = format!("`{label}`{of}");
+                out.stderr
+                    .push_str(&not_finite_error(&loaded, &args.file, &bad, span));
                 return 1;
             }
         }
@@ -1238,26 +1247,88 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
     Ok(series)
 }
 
-/// The first non-finite reported number, named.
-fn non_finite(report: &RunReport) -> Option<String> {
-    for s in report
-        .states
-        .iter()
-        .chain(&report.outputs)
-        .chain(&report.costates)
-    {
-        if s.values.iter().flatten().any(|v| !v.is_finite()) {
-            return Some(format!("`{}`", s.name));
+/// The error for a result that is not finite (`bad` names it), at the declaration it comes
+/// from when there is one, else at the model file.
+pub fn not_finite_error(loaded: &Loaded, path: &str, bad: &str, span: Option<Span>) -> String {
+    let message = format!("{bad} is not finite; refusing to print it as a result");
+    match span {
+        Some(span) => Diagnostic::error(span, message)
+            .with_help("it overflowed or is 0/0 or ∞ − ∞: check this expression, the parameters and the data, or use a shorter time span")
+            .render(&loaded.file),
+        None => format!("{path}: error: {message}\n"),
+    }
+}
+
+/// Where the reported value `name` of `group` (`states`, `outputs`, `costs`, `metrics`, as
+/// the JSON report keys them) is declared: a state's equation, an output, a cost or a metric.
+pub fn declaration(model: &ir::Model, group: &str, name: &str) -> Option<Span> {
+    match group {
+        "states" | "final" => model
+            .states
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.equation_span),
+        "outputs" => model
+            .outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.span),
+        "metrics" => model
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.span),
+        "costs" => model
+            .costs
+            .iter()
+            .find(|c| c.kind.name() == name)
+            .map(|c| c.span),
+        "loss" => model.costs.first().map(|c| c.span),
+        _ => None,
+    }
+}
+
+/// The first non-finite reported number, named (with its saved time for a series), and its
+/// declaration ([`declaration`]). A non-finite loss is shown at its first non-finite cost.
+fn non_finite(report: &RunReport, model: &ir::Model) -> Option<(String, Option<Span>)> {
+    let groups = [
+        ("states", &report.states),
+        ("outputs", &report.outputs),
+        ("costates", &report.costates),
+    ];
+    for (group, series) in groups {
+        for s in series {
+            if let Some(k) = s
+                .values
+                .iter()
+                .position(|v| v.iter().any(|x| !x.is_finite()))
+            {
+                let at = report
+                    .t
+                    .get(k)
+                    .map_or(String::new(), |t| format!(" at t = {t}"));
+                return Some((
+                    format!("`{}`{at}", s.name),
+                    declaration(model, group, &s.name),
+                ));
+            }
         }
     }
     for d in &report.data {
+        let cost = d.costs.iter().find(|(_, v)| !v.is_finite());
         if !d.loss.is_finite() {
-            return Some(format!("the loss on `{}`", d.name));
+            let span = cost
+                .and_then(|(name, _)| declaration(model, "costs", name))
+                .or_else(|| model.costs.first().map(|c| c.span));
+            return Some((format!("the loss on `{}`", d.name), span));
         }
-        for (name, v) in d.costs.iter().chain(&d.metrics) {
-            if !v.is_finite() {
-                return Some(format!("`{name}` on `{}`", d.name));
-            }
+        if let Some((name, _)) = cost {
+            let span = declaration(model, "costs", name);
+            return Some((format!("`{name}` on `{}`", d.name), span));
+        }
+        if let Some((name, _)) = d.metrics.iter().find(|(_, v)| !v.is_finite()) {
+            let span = declaration(model, "metrics", name);
+            return Some((format!("`{name}` on `{}`", d.name), span));
         }
     }
     None
