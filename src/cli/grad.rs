@@ -178,7 +178,7 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
         Ok(g) => g,
         Err(e) => {
             out.stderr.push_str(&gradient_error(&loaded, &e, block));
-            return 1;
+            return super::exit::gradient(&e);
         }
     };
     let seconds = started.elapsed().as_secs_f64();

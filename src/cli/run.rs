@@ -906,7 +906,7 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
             Ok(sim) => sim,
             Err(e) => {
                 out.stderr.push_str(&solve_error(&loaded, &e, name));
-                return 1;
+                return super::exit::solve(&e);
             }
         };
         if has_data || !model.costs.is_empty() || !model.metrics.is_empty() {
@@ -1023,7 +1023,7 @@ fn all_samples(loaded: &Loaded, args: &RunArgs, format: Format, out: &mut Output
             Ok(sim) => sim,
             Err(e) => {
                 out.stderr.push_str(&solve_error(loaded, &e, name));
-                return 1;
+                return super::exit::solve(&e);
             }
         };
         let per = bound.per_sample(&sim.solution);

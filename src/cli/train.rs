@@ -229,13 +229,13 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                             "interrupted in epoch {}: checkpoint written to {checkpoint_path}; continue with --resume {checkpoint_path}\n",
                             trainer.state.epoch + 1
                         ));
-                        130
+                        super::exit::INTERRUPTED
                     }
                     Err(e) => {
                         out.stderr.push_str(&format!(
                             "{checkpoint_path}: error: cannot write the checkpoint: {e}\n"
                         ));
-                        130
+                        super::exit::INTERRUPTED
                     }
                 };
             }
@@ -294,7 +294,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                     out.stderr
                         .push_str(&format!("the last good checkpoint is {checkpoint_path}\n"));
                 }
-                return 1;
+                return super::exit::train(&e);
             }
         };
         if args.log.is_some() {
@@ -402,7 +402,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             Err(e) => {
                 out.stderr
                     .push_str(&super::run::solve_error(&loaded, &e, name));
-                return 1;
+                return super::exit::solve(&e);
             }
         }
     }

@@ -146,7 +146,7 @@ fn a_blow_up_points_at_the_equation() {
     )
     .unwrap();
     let out = nodec(&["run", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("blowup.node:2:1: error: state x became infinite or NaN at t = "),
@@ -289,7 +289,7 @@ fn solver_failures_are_located_errors() {
         std::fs::write(&path, text).unwrap();
         let out = nodec(&["run", path.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(out.status.code(), Some(3), "{name}: {stderr}");
         assert!(stderr.contains(expected), "{name}: {stderr}");
         assert!(out.stdout.is_empty());
     }

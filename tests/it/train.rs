@@ -273,7 +273,7 @@ fn consecutive_failed_solves_stop_training_and_keep_the_best_parameters() {
     let params = tmp("blowup_all.json");
     let _ = std::fs::remove_file(&params);
     let out = train(&[&path, "--quiet", "--out", &params], "2");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("training stopped in epoch 1, mini-batch 3: 3 solves in a row failed"),
@@ -308,7 +308,7 @@ train sgd(lr = 1000, epochs = 50)
     let path = tmp("diverge.node");
     std::fs::write(&path, text).unwrap();
     let out = train(&[&path, "--quiet"], "2");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("diverged in epoch"), "{err}");
     assert!(err.contains("smaller learning rate"), "{err}");
