@@ -1087,7 +1087,7 @@ fn all_samples(loaded: &Loaded, args: &RunArgs, format: Format, out: &mut Output
                 let span = declaration(model, group.key(), &s.name);
                 let bad = format!("`{label}`{of}");
                 out.stderr
-                    .push_str(&not_finite_error(&loaded, &args.file, &bad, span));
+                    .push_str(&not_finite_error(loaded, &args.file, &bad, span));
                 return 1;
             }
         }
