@@ -8,7 +8,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
 use super::report::format_sig;
-use super::run::{load, solve_error, Loaded, SHAPES_KEY};
+use super::run::{declaration, load_mapped, not_finite_error, solve_error, Loaded, SHAPES_KEY};
 use super::{write_atomic, Output};
 use crate::compile::ParamLayout;
 use crate::ir::{self, GradientMethod};
@@ -56,6 +56,8 @@ pub struct GradArgs {
     pub seed: u64,
     /// A parameter file to load.
     pub params: Option<String>,
+    /// `--params-partial`: the file may leave params out.
+    pub params_partial: bool,
     /// The method; `None`: the model's `gradient =`, else the default for its schedule.
     pub method: Option<MethodArg>,
     /// Backprop: steps per checkpoint segment.
@@ -148,13 +150,15 @@ pub fn peak_rss_mib() -> Option<f64> {
 /// `nodec grad`.
 pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
     if !super::outputs_writable([&args.out], out) {
-        return 2;
+        return super::exit::MODEL;
     }
-    let Some(loaded) = load(
+    let Some(loaded) = load_mapped(
         &args.file,
         &args.overrides,
         args.seed,
         args.params.as_deref(),
+        &[],
+        args.params_partial,
         out,
     ) else {
         return 1;
@@ -179,25 +183,36 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
         Ok(g) => g,
         Err(e) => {
             out.stderr.push_str(&gradient_error(&loaded, &e, block));
-            return 1;
+            return super::exit::gradient(&e);
         }
     };
     let seconds = started.elapsed().as_secs_f64();
     let layout = loaded.program.layout();
     if !g.simulation.loss.is_finite() {
-        out.stderr.push_str(&format!(
-            "{}: error: the loss is not finite; refusing to print it as a result\n",
-            args.file
-        ));
+        // At the first cost that is not finite.
+        let cost = g.simulation.costs.iter().find(|(_, v)| !v.is_finite());
+        let span = cost
+            .and_then(|(kind, _)| declaration(model, "costs", kind.name()))
+            .or_else(|| model.costs.first().map(|c| c.span));
+        let bad = match cost {
+            Some((kind, _)) => format!("the loss (its `{}` cost)", kind.name()),
+            None => "the loss".to_string(),
+        };
+        out.stderr
+            .push_str(&not_finite_error(&loaded, &args.file, &bad, span));
         return 1;
     }
     for entry in &layout.entries {
         let values = &g.grad[entry.offset..entry.offset + entry.len() * entry.copies];
         if values.iter().any(|v| !v.is_finite()) {
-            out.stderr.push_str(&format!(
-                "{}: error: the gradient of `{}` is not finite; refusing to print it as a result\n",
-                args.file, entry.name
-            ));
+            let span = model
+                .params
+                .iter()
+                .find(|p| p.name == entry.name)
+                .map(|p| p.span);
+            let bad = format!("the gradient of `{}`", entry.name);
+            out.stderr
+                .push_str(&not_finite_error(&loaded, &args.file, &bad, span));
             return 1;
         }
     }

@@ -1,7 +1,7 @@
 //! The command line: arguments, file IO, rendering of diagnostics and reports, exit codes.
 //!
-//! Only this module touches files, the terminal and the process environment. Exit codes:
-//! 0 success, 1 a model or run error, 2 a bad command line.
+//! Only this module touches files, the terminal and the process environment. Exit codes are
+//! [`exit`]'s, documented in `nodec --help`.
 
 pub mod grad;
 pub mod report;
@@ -17,6 +17,62 @@ use clap::{Parser, Subcommand};
 use crate::diag::SourceFile;
 use crate::sema::Overrides;
 
+/// The exit codes, for scripts (listed in `nodec --help`).
+pub mod exit {
+    use crate::sens::GradientError;
+    use crate::solve::SolveError;
+    use crate::train::TrainError;
+
+    /// Success.
+    pub const OK: u8 = 0;
+    /// An error in the model, its data or parameter files, or a file that cannot be read or
+    /// written.
+    pub const MODEL: u8 = 1;
+    /// A bad command line.
+    pub const USAGE: u8 = 2;
+    /// The numerics failed: a solve (step limit, Newton, blow-up), a gradient's solve, or a
+    /// training run that diverged or whose solves kept failing.
+    pub const SOLVER: u8 = 3;
+    /// Interrupted with Ctrl-C (`train` writes its checkpoint first), as shells report SIGINT.
+    pub const INTERRUPTED: u8 = 130;
+
+    /// The code of a failed solve: options the solver refuses are the model's error.
+    pub fn solve(e: &SolveError) -> u8 {
+        match e {
+            SolveError::InvalidOptions(_) => MODEL,
+            _ => SOLVER,
+        }
+    }
+
+    /// The code of a failed gradient.
+    pub fn gradient(e: &GradientError) -> u8 {
+        match e {
+            GradientError::Solve(e) => solve(e),
+            GradientError::Unavailable(_) | GradientError::ForwardLimit { .. } => MODEL,
+        }
+    }
+
+    /// The code of a failed training run.
+    pub fn train(e: &TrainError) -> u8 {
+        match e {
+            TrainError::Gradient(e) => gradient(e),
+            TrainError::Failures { error, .. } => gradient(error),
+            TrainError::Diverged { .. } | TrainError::LineSearch(_) => SOLVER,
+            TrainError::Unsupported(_) => MODEL,
+        }
+    }
+}
+
+/// What `nodec --help` says of exit codes.
+const EXIT_CODES_HELP: &str = "Exit codes:
+  0    success
+  1    an error in the model, its data or parameter files (parse, check, data, --params), or
+       a file that cannot be read or written
+  2    a bad command line
+  3    the numerics failed: a solve (step limit, Newton, blow-up), a gradient's solve, or a
+       training run that diverged or whose solves kept failing
+  130  interrupted with Ctrl-C (train writes its checkpoint first)";
+
 /// Largest model file accepted; real models are a few kilobytes.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
@@ -27,7 +83,8 @@ const STACK_BYTES: usize = 256 << 20;
 #[command(
     name = "nodec",
     version,
-    about = "Compile, solve, differentiate and train continuous-time models written in .node files"
+    about = "Compile, solve, differentiate and train continuous-time models written in .node files",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -84,9 +141,12 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
         /// Load parameter values from a JSON file {PARAM: value} or an .npz archive (as `train`
-        /// writes).
+        /// writes). It must give every param, each once.
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
+        /// Accept a --params file that leaves params out: they keep their initial values.
+        #[arg(long, requires = "params")]
+        params_partial: bool,
         /// Output format [default: from --out's extension (.csv, .json, .npy, .npz), else
         /// table]; npy and npz are binary and need --out.
         #[arg(long, value_enum)]
@@ -113,9 +173,13 @@ enum Command {
     Train {
         #[command(flatten)]
         model: ModelArgs,
-        /// Start from these parameter values (by name, shapes checked).
+        /// Start from these parameter values (by name, shapes checked); the file must give
+        /// every param, each once.
         #[arg(long, visible_alias = "params", value_name = "PARAMS.json")]
         init: Option<String>,
+        /// Accept an --init file that leaves params out: they keep their initial values.
+        #[arg(long, requires = "init")]
+        params_partial: bool,
         /// Initialise param TARGET from SOURCE of the --init file, optionally from one of its
         /// layers: `--map W0=W[0]` starts an evolving weight at a trained ResNet's first layer.
         #[arg(long = "map", value_name = "TARGET=SOURCE[LAYER]", value_parser = run::parse_param_map, requires = "init")]
@@ -145,9 +209,12 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
         /// Load parameter values from a JSON file {PARAM: value} or an .npz archive (as `train`
-        /// writes).
+        /// writes). It must give every param, each once.
         #[arg(long, value_name = "PARAMS.json")]
         params: Option<String>,
+        /// Accept a --params file that leaves params out: they keep their initial values.
+        #[arg(long, requires = "params")]
+        params_partial: bool,
         /// Gradient method (default: the model's `gradient =`, else backprop; adjoint for
         /// rodas4 and bdf).
         #[arg(long, value_enum)]
@@ -180,7 +247,11 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -191,7 +262,7 @@ pub fn main() -> ExitCode {
         .spawn(move || run(cli));
     match worker.map(|handle| handle.join()) {
         Ok(Ok(code)) => ExitCode::from(code),
-        _ => ExitCode::from(1),
+        _ => ExitCode::from(exit::MODEL),
     }
 }
 
@@ -253,6 +324,7 @@ fn run(cli: Cli) -> u8 {
         Command::Run {
             model: ModelArgs { file, set, seed },
             params,
+            params_partial,
             format,
             out: out_path,
             sample,
@@ -265,6 +337,7 @@ fn run(cli: Cli) -> u8 {
                 overrides: Overrides { values: set },
                 seed,
                 params,
+                params_partial,
                 format,
                 out: out_path,
                 sample,
@@ -277,6 +350,7 @@ fn run(cli: Cli) -> u8 {
         Command::Train {
             model: ModelArgs { file, set, seed },
             init,
+            params_partial,
             maps,
             out: out_path,
             resume,
@@ -290,6 +364,7 @@ fn run(cli: Cli) -> u8 {
                 overrides: Overrides { values: set },
                 seed,
                 init,
+                params_partial,
                 maps,
                 out: out_path,
                 resume,
@@ -303,6 +378,7 @@ fn run(cli: Cli) -> u8 {
         Command::Grad {
             model: ModelArgs { file, set, seed },
             params,
+            params_partial,
             method,
             segment,
             forward_limit,
@@ -315,6 +391,7 @@ fn run(cli: Cli) -> u8 {
                 overrides: Overrides { values: set },
                 seed,
                 params,
+                params_partial,
                 method,
                 segment,
                 forward_limit,

@@ -10,7 +10,7 @@ use super::report::{
 use super::{check_file, write_atomic, Output};
 use crate::compile::{FitError, ParamEntry, Params, Program};
 use crate::data::{self, Dataset};
-use crate::diag::{Diagnostic, Severity, SourceFile};
+use crate::diag::{Diagnostic, Severity, SourceFile, Span};
 use crate::ir::{self, Shape};
 use crate::sema::Overrides;
 use crate::sens::{self, GradientOptions};
@@ -70,6 +70,8 @@ pub struct RunArgs {
     pub seed: u64,
     /// A parameter file to load.
     pub params: Option<String>,
+    /// `--params-partial`: the file may leave params out.
+    pub params_partial: bool,
     /// Output format (`None`: from `--out`'s extension, else a table; see [`Format::resolve`]).
     pub format: Option<Format>,
     /// Write here (atomically) instead of stdout.
@@ -113,6 +115,7 @@ impl Loaded {
 }
 
 /// Reads, checks, compiles a model and loads its parameters and data; errors are rendered.
+/// The parameter file must give every parameter.
 pub fn load(
     path: &str,
     overrides: &Overrides,
@@ -120,16 +123,19 @@ pub fn load(
     params_file: Option<&str>,
     out: &mut Output,
 ) -> Option<Loaded> {
-    load_mapped(path, overrides, seed, params_file, &[], out)
+    load_mapped(path, overrides, seed, params_file, &[], false, out)
 }
 
-/// [`load`] with `--map` renamings of the parameter file (see [`load_params`]).
+/// [`load`] with `--map` renamings of the parameter file (see [`load_params`]), and with
+/// `partial` (`--params-partial`), a file that leaves parameters out (they keep their
+/// initial values).
 pub fn load_mapped(
     path: &str,
     overrides: &Overrides,
     seed: u64,
     params_file: Option<&str>,
     maps: &[ParamMap],
+    partial: bool,
     out: &mut Output,
 ) -> Option<Loaded> {
     let started = Instant::now();
@@ -148,7 +154,15 @@ pub fn load_mapped(
                 return None;
             }
         };
-        if let Err(e) = load_param_file(&bytes, params_path, &model, &program, &mut params, maps) {
+        if let Err(e) = load_param_file(
+            &bytes,
+            params_path,
+            &model,
+            &program,
+            &mut params,
+            maps,
+            partial,
+        ) {
             match e.span {
                 Some(span) => out
                     .stderr
@@ -273,6 +287,12 @@ fn read_param_file(bytes: &[u8]) -> Result<Vec<(String, FileValue)>, String> {
         .map_err(|_| "neither JSON text nor an .npz archive".to_string())?;
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    // `serde_json` keeps the last of two equal keys: one of the values would be dropped unseen.
+    serde::de::DeserializeSeed::deserialize(
+        NoDuplicateKeys,
+        &mut serde_json::Deserializer::from_str(text),
+    )
+    .map_err(|e| e.to_string())?;
     let object = value
         .as_object()
         .ok_or("expected one JSON object {\"PARAM\": value, ...}")?;
@@ -339,8 +359,70 @@ fn read_param_file(bytes: &[u8]) -> Result<Vec<(String, FileValue)>, String> {
     Ok(values)
 }
 
-/// Loads `{PARAM: value}` JSON text into `params`; see [`load_param_file`], which also reads
-/// `.npz` archives and locates shape errors.
+/// Walks JSON text and fails on the first object that holds a key twice, with the key and the
+/// place of its second occurrence.
+struct NoDuplicateKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicateKeys {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(NoDuplicateKeys)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{key}` appears twice; give each parameter once"
+                )));
+            }
+            map.next_value_seed(NoDuplicateKeys)?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads `{PARAM: value}` JSON text into `params`, some or all of them; see
+/// [`load_param_file`], which also reads `.npz` archives and locates shape errors.
 pub fn load_params(
     text: &str,
     model: &ir::Model,
@@ -348,15 +430,24 @@ pub fn load_params(
     params: &mut Params,
     maps: &[ParamMap],
 ) -> Result<(), String> {
-    load_param_file(text.as_bytes(), "the file", model, program, params, maps)
-        .map_err(|e| e.message)
+    load_param_file(
+        text.as_bytes(),
+        "the file",
+        model,
+        program,
+        params,
+        maps,
+        true,
+    )
+    .map_err(|e| e.message)
 }
 
 /// Loads a parameter file (`{PARAM: value}` JSON, number or row-major list with per-layer
 /// copies outermost, or an `.npz` archive), checking names, sizes and, where the file records
 /// them, shapes: a recorded shape must be the param's (one copy) or the param's after an axis
 /// of copies (`[L, ...]`, layers or knots). `file_name` is how messages name the file.
-/// Parameters not named keep their values.
+/// A file must give every parameter of the model (a value, or a map's source); with `partial`
+/// (`--params-partial`), the parameters it leaves out keep their values.
 ///
 /// `maps` rename (`W0=W`) and pick one layer of a per-layer value (`W0=W[0]`: a trained
 /// ResNet's first layer is the initial value of an evolving weight). How a value's copies
@@ -369,6 +460,7 @@ pub fn load_param_file(
     program: &Program,
     params: &mut Params,
     maps: &[ParamMap],
+    partial: bool,
 ) -> Result<(), ParamsError> {
     let values = read_param_file(bytes)?;
     let find = |name: &str| values.iter().find(|(n, _)| n == name).map(|(_, v)| v);
@@ -443,11 +535,55 @@ pub fn load_param_file(
                 });
             }
         }
-        let values = fit_copies(&entry.name, source, &v.numbers, entry, layer)?;
+        let values = fit_copies(&entry.name, source, file_name, &v.numbers, entry, layer).map_err(
+            |message| ParamsError {
+                message,
+                span: model
+                    .params
+                    .iter()
+                    .find(|p| p.name == entry.name)
+                    .map(|p| p.span),
+            },
+        )?;
         if values.iter().any(|x| !x.is_finite()) {
-            return Err(format!("param `{source}` holds a non-finite value").into());
+            return Err(ParamsError {
+                message: format!("param `{source}` in `{file_name}` holds a non-finite value"),
+                span: model
+                    .params
+                    .iter()
+                    .find(|p| p.name == entry.name)
+                    .map(|p| p.span),
+            });
         }
         params.values_mut()[entry.offset..entry.offset + values.len()].copy_from_slice(&values);
+    }
+    if !partial {
+        let missing: Vec<&str> = layout
+            .entries
+            .iter()
+            .filter(|e| !maps.iter().any(|m| m.target == e.name) && find(&e.name).is_none())
+            .map(|e| e.name.as_str())
+            .collect();
+        if let Some(first) = missing.first() {
+            let span = model
+                .params
+                .iter()
+                .find(|p| p.name == *first)
+                .map(|p| p.span);
+            let missing: Vec<String> = missing.iter().map(|n| format!("`{n}`")).collect();
+            let (s, them) = if missing.len() == 1 {
+                ("", "it")
+            } else {
+                ("s", "them")
+            };
+            let message = format!(
+                "`{file_name}` has no value for param{s} {} of the model `{}`; add {them} to the file, or pass `--params-partial` to keep {} initial value{s}",
+                missing.join(", "),
+                model.name,
+                if missing.len() == 1 { "its" } else { "their" },
+            );
+            return Err(ParamsError { message, span });
+        }
     }
     Ok(())
 }
@@ -516,6 +652,7 @@ fn json_numbers(
 fn fit_copies(
     target: &str,
     source: &str,
+    file_name: &str,
     numbers: &[f64],
     entry: &ParamEntry,
     layer: Option<usize>,
@@ -536,20 +673,24 @@ fn fit_copies(
     let count = |n: usize| format!("{n} value{}", if n == 1 { "" } else { "s" });
     entry.fit_copies(numbers, layer).map_err(|e| match e {
         FitError::Ragged { values } => {
-            format!("param `{source}` has {} but {}", count(values), takes())
+            format!(
+                "param `{source}` in `{file_name}` has {} but {}",
+                count(values),
+                takes()
+            )
         }
         FitError::NoLayer {
             layer: k,
             copies: source_copies,
         } => format!(
-            "`{source}[{k}]`: `{source}` has {source_copies} layer{} of {len} values",
+            "`{source}[{k}]`: `{source}` in `{file_name}` has {source_copies} layer{} of {len} values",
             if source_copies == 1 { "" } else { "s" }
         ),
         FitError::Copies {
             values,
             copies: source_copies,
         } => format!(
-            "param `{source}` has {} ({source_copies} copies of {len}) but {}{}",
+            "param `{source}` in `{file_name}` has {} ({source_copies} copies of {len}) but {}{}",
             count(values),
             takes(),
             if copies == 1 {
@@ -581,6 +722,7 @@ fn load_data(
                     Diagnostic::error(block.span, format!("cannot read data file `{shown}`: {e}"))
                         .render(file)
                 };
+                let mut csv_text = None;
                 let parsed = if super::has_extension(rel, "npy") {
                     match std::fs::read(&path) {
                         Ok(bytes) => data::parse_npy(&bytes, &block.source, &shown),
@@ -596,7 +738,9 @@ fn load_data(
                                 out.stderr.push_str(&d.render(file));
                                 return None;
                             }
-                            data::parse_csv(&text, &block.source, &shown)
+                            let parsed = data::parse_csv(&text, &block.source, &shown);
+                            csv_text = Some(text);
+                            parsed
                         }
                         Err(e) => {
                             out.stderr.push_str(&cannot_read(e));
@@ -604,6 +748,16 @@ fn load_data(
                         }
                     }
                 };
+                if let Ok(dataset) = &parsed {
+                    let text = csv_text.as_deref();
+                    let source = format!("`{shown}`");
+                    if let Some(d) =
+                        data::check_labels(dataset, block, &model.labels, text, &source)
+                    {
+                        out.stderr.push_str(&d.render(file));
+                        return None;
+                    }
+                }
                 if let (Ok(dataset), Some(schedule)) = (&parsed, &model.schedule) {
                     if let Some(d) = data::check_times(dataset, block, schedule, &shown) {
                         out.stderr.push_str(&d.render(file));
@@ -615,10 +769,29 @@ fn load_data(
                 parsed
             }
         };
+        if let (Ok(dataset), None) = (&result, data::file_path(&block.source)) {
+            // A generated set's labels, against the classes too (`spirals` has 2).
+            let name = format!("the `{}` data", block.name);
+            if let Some(d) = data::check_labels(dataset, block, &model.labels, None, &name) {
+                out.stderr.push_str(&d.render(file));
+                return None;
+            }
+        }
         match result {
             Ok(dataset) => blocks.push((block.name.clone(), dataset)),
-            Err(e) => {
+            // An error at a place in a data file is shown there; any other (a column the header
+            // lacks, a generated set too large) at the data block, naming the file.
+            Err(e) if e.position().is_some() => {
                 out.stderr.push_str(&format!("{e}\n"));
+                return None;
+            }
+            Err(e) => {
+                let message = match e.file() {
+                    Some(f) => format!("`{f}`: {}", e.message()),
+                    None => format!("data `{}`: {}", block.name, e.message()),
+                };
+                out.stderr
+                    .push_str(&Diagnostic::error(block.span, message).render(file));
                 return None;
             }
         }
@@ -699,13 +872,15 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
         }
     };
     if !super::outputs_writable([&args.out], out) {
-        return 2;
+        return super::exit::MODEL;
     }
-    let Some(loaded) = load(
+    let Some(loaded) = load_mapped(
         &args.file,
         &args.overrides,
         args.seed,
         args.params.as_deref(),
+        &[],
+        args.params_partial,
         out,
     ) else {
         return 1;
@@ -736,7 +911,7 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
             Ok(sim) => sim,
             Err(e) => {
                 out.stderr.push_str(&solve_error(&loaded, &e, name));
-                return 1;
+                return super::exit::solve(&e);
             }
         };
         if has_data || !model.costs.is_empty() || !model.metrics.is_empty() {
@@ -780,11 +955,9 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
             }
         }
     }
-    if let Some(bad) = non_finite(&report) {
-        out.stderr.push_str(&format!(
-            "{}: error: {bad} is not finite; refusing to print it as a result\n",
-            args.file
-        ));
+    if let Some((bad, span)) = non_finite(&report, &loaded.model) {
+        out.stderr
+            .push_str(&not_finite_error(&loaded, &args.file, &bad, span));
         return 1;
     }
     let bytes = match format {
@@ -856,7 +1029,7 @@ fn all_samples(loaded: &Loaded, args: &RunArgs, format: Format, out: &mut Output
             Ok(sim) => sim,
             Err(e) => {
                 out.stderr.push_str(&solve_error(loaded, &e, name));
-                return 1;
+                return super::exit::solve(&e);
             }
         };
         let per = bound.per_sample(&sim.solution);
@@ -917,10 +1090,10 @@ fn all_samples(loaded: &Loaded, args: &RunArgs, format: Format, out: &mut Output
                 } else {
                     String::new()
                 };
-                out.stderr.push_str(&format!(
-                    "{}: error: `{label}`{of} is not finite; refusing to print it as a result\n",
-                    args.file
-                ));
+                let span = declaration(model, group.key(), &s.name);
+                let bad = format!("`{label}`{of}");
+                out.stderr
+                    .push_str(&not_finite_error(loaded, &args.file, &bad, span));
                 return 1;
             }
         }
@@ -1081,26 +1254,88 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
     Ok(series)
 }
 
-/// The first non-finite reported number, named.
-fn non_finite(report: &RunReport) -> Option<String> {
-    for s in report
-        .states
-        .iter()
-        .chain(&report.outputs)
-        .chain(&report.costates)
-    {
-        if s.values.iter().flatten().any(|v| !v.is_finite()) {
-            return Some(format!("`{}`", s.name));
+/// The error for a result that is not finite (`bad` names it), at the declaration it comes
+/// from when there is one, else at the model file.
+pub fn not_finite_error(loaded: &Loaded, path: &str, bad: &str, span: Option<Span>) -> String {
+    let message = format!("{bad} is not finite; refusing to print it as a result");
+    match span {
+        Some(span) => Diagnostic::error(span, message)
+            .with_help("it overflowed or is 0/0 or ∞ − ∞: check this expression, the parameters and the data, or use a shorter time span")
+            .render(&loaded.file),
+        None => format!("{path}: error: {message}\n"),
+    }
+}
+
+/// Where the reported value `name` of `group` (`states`, `outputs`, `costs`, `metrics`, as
+/// the JSON report keys them) is declared: a state's equation, an output, a cost or a metric.
+pub fn declaration(model: &ir::Model, group: &str, name: &str) -> Option<Span> {
+    match group {
+        "states" | "final" => model
+            .states
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.equation_span),
+        "outputs" => model
+            .outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.span),
+        "metrics" => model
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.span),
+        "costs" => model
+            .costs
+            .iter()
+            .find(|c| c.kind.name() == name)
+            .map(|c| c.span),
+        "loss" => model.costs.first().map(|c| c.span),
+        _ => None,
+    }
+}
+
+/// The first non-finite reported number, named (with its saved time for a series), and its
+/// declaration ([`declaration`]). A non-finite loss is shown at its first non-finite cost.
+fn non_finite(report: &RunReport, model: &ir::Model) -> Option<(String, Option<Span>)> {
+    let groups = [
+        ("states", &report.states),
+        ("outputs", &report.outputs),
+        ("costates", &report.costates),
+    ];
+    for (group, series) in groups {
+        for s in series {
+            if let Some(k) = s
+                .values
+                .iter()
+                .position(|v| v.iter().any(|x| !x.is_finite()))
+            {
+                let at = report
+                    .t
+                    .get(k)
+                    .map_or(String::new(), |t| format!(" at t = {t}"));
+                return Some((
+                    format!("`{}`{at}", s.name),
+                    declaration(model, group, &s.name),
+                ));
+            }
         }
     }
     for d in &report.data {
+        let cost = d.costs.iter().find(|(_, v)| !v.is_finite());
         if !d.loss.is_finite() {
-            return Some(format!("the loss on `{}`", d.name));
+            let span = cost
+                .and_then(|(name, _)| declaration(model, "costs", name))
+                .or_else(|| model.costs.first().map(|c| c.span));
+            return Some((format!("the loss on `{}`", d.name), span));
         }
-        for (name, v) in d.costs.iter().chain(&d.metrics) {
-            if !v.is_finite() {
-                return Some(format!("`{name}` on `{}`", d.name));
-            }
+        if let Some((name, _)) = cost {
+            let span = declaration(model, "costs", name);
+            return Some((format!("`{name}` on `{}`", d.name), span));
+        }
+        if let Some((name, _)) = d.metrics.iter().find(|(_, v)| !v.is_finite()) {
+            let span = declaration(model, "metrics", name);
+            return Some((format!("`{name}` on `{}`", d.name), span));
         }
     }
     None
@@ -1190,6 +1425,7 @@ mod tests {
             &program,
             &mut params,
             &[],
+            true,
         )
         .unwrap_err();
         assert_eq!(
@@ -1231,16 +1467,25 @@ mod tests {
             ("c".into(), Array::new(vec![], vec![5.])),
         ])
         .unwrap();
-        load_param_file(&npz, "p.npz", &model, &program, &mut params, &[]).unwrap();
+        load_param_file(&npz, "p.npz", &model, &program, &mut params, &[], false).unwrap();
         assert_eq!(params.values(), [1., 2., 1., 2., 3., 4., 3., 4., 5.]);
         let npy = write_npy(&Array::new(vec![2], vec![1., 2.]));
-        let e = load_param_file(&npy, "p.npy", &model, &program, &mut params, &[]).unwrap_err();
+        let e =
+            load_param_file(&npy, "p.npy", &model, &program, &mut params, &[], true).unwrap_err();
         assert!(
             e.message.contains("save parameters as .npz"),
             "{}",
             e.message
         );
-        let e = load_param_file(&npz[..40], "p.npz", &model, &program, &mut params, &[]);
+        let e = load_param_file(
+            &npz[..40],
+            "p.npz",
+            &model,
+            &program,
+            &mut params,
+            &[],
+            true,
+        );
         assert!(e.unwrap_err().message.contains("not a readable .npz"));
     }
 
@@ -1258,6 +1503,9 @@ mod tests {
         let e = loaded(r#"{"c": [1, 2]}"#, &[]).unwrap_err();
         assert!(e.contains("`--map c=c[0]`"), "{e}");
         let e = loaded(r#"{"W": [1, 2]}"#, &["A=W[1]"]).unwrap_err();
-        assert!(e.contains("`W[1]`: `W` has 1 layer of 2 values"), "{e}");
+        assert!(
+            e.contains("`W[1]`: `W` in `the file` has 1 layer of 2 values"),
+            "{e}"
+        );
     }
 }

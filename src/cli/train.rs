@@ -27,6 +27,8 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Initial parameter values by name.
     pub init: Option<String>,
+    /// `--params-partial`: the `init` file may leave params out.
+    pub params_partial: bool,
     /// `--map` renamings of the `init` file.
     pub maps: Vec<super::run::ParamMap>,
     /// Where the trained parameters go.
@@ -113,7 +115,7 @@ fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize, steps_per_seco
 /// `nodec train`.
 pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     if !super::outputs_writable([&args.out, &args.log, &args.checkpoint], out) {
-        return 2;
+        return super::exit::MODEL;
     }
     let Some(loaded) = load_mapped(
         &args.file,
@@ -121,6 +123,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
         args.seed,
         args.init.as_deref(),
         &args.maps,
+        args.params_partial,
         out,
     ) else {
         return 1;
@@ -169,7 +172,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     // The default path is written only when asked for checkpoints (or on Ctrl-C).
     let asked = args.checkpoint.is_some() || args.checkpoint_every > 0;
     if asked && !super::outputs_writable([&Some(checkpoint_path.clone())], out) {
-        return 2;
+        return super::exit::MODEL;
     }
     let write_checkpoint = |checkpoint: &Checkpoint| -> Result<(), String> {
         let text = serde_json::to_string(checkpoint).map_err(|e| e.to_string())?;
@@ -234,13 +237,13 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                             "interrupted in epoch {}: checkpoint written to {checkpoint_path}; continue with --resume {checkpoint_path}\n",
                             trainer.state.epoch + 1
                         ));
-                        130
+                        super::exit::INTERRUPTED
                     }
                     Err(e) => {
                         out.stderr.push_str(&format!(
                             "{checkpoint_path}: error: cannot write the checkpoint: {e}\n"
                         ));
-                        130
+                        super::exit::INTERRUPTED
                     }
                 };
             }
@@ -299,7 +302,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                     out.stderr
                         .push_str(&format!("the last good checkpoint is {checkpoint_path}\n"));
                 }
-                return 1;
+                return super::exit::train(&e);
             }
         };
         if args.log.is_some() {
@@ -407,7 +410,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             Err(e) => {
                 out.stderr
                     .push_str(&super::run::solve_error(&loaded, &e, name));
-                return 1;
+                return super::exit::solve(&e);
             }
         }
     }

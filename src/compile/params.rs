@@ -62,7 +62,8 @@ impl ParamEntry {
     /// network trained with `M` layers starts a run with `L` at the same function of time.
     pub fn fit_copies(&self, numbers: &[f64], layer: Option<usize>) -> Result<Vec<f64>, FitError> {
         let (len, copies) = (self.len().max(1), self.copies);
-        if !numbers.len().is_multiple_of(len) {
+        // No values are no copy at all (`[]`), not zero copies to resample from.
+        if numbers.is_empty() || !numbers.len().is_multiple_of(len) {
             return Err(FitError::Ragged {
                 values: numbers.len(),
             });
@@ -99,7 +100,7 @@ impl ParamEntry {
 /// Why saved values do not fit a parameter's copies ([`ParamEntry::fit_copies`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FitError {
-    /// The values are not a whole number of copies.
+    /// The values are not a whole number of copies, or there are none.
     Ragged {
         /// How many values there are.
         values: usize,
@@ -478,6 +479,15 @@ mod tests {
         assert_eq!(
             entry.fit_copies(&[1., 2., 3.], None),
             Err(FitError::Ragged { values: 3 })
+        );
+        // `[]` is no copy, for a per-layer param as for any other (it used to panic).
+        assert_eq!(
+            entry.fit_copies(&[], None),
+            Err(FitError::Ragged { values: 0 })
+        );
+        assert_eq!(
+            entry.fit_copies(&[], Some(0)),
+            Err(FitError::Ragged { values: 0 })
         );
         assert_eq!(
             entry.fit_copies(&[1., 2.], Some(1)),

@@ -113,6 +113,56 @@ pub fn check_times(
     )
 }
 
+/// The error when a label that `cross_entropy` reads as a class index ([`ir::Label::classes`])
+/// is bound to a value that is no class, an integer in `0..classes` (7 of 3 classes, −1, 2.5,
+/// 1e300): `cross_entropy` would silently compare it with no class. At the data block, naming
+/// the file, the row (its line when `text` is the CSV file the samples were parsed from) and
+/// the value. `source` names the data as messages show it: "`data/points.csv`", "the `train`
+/// data".
+pub fn check_labels(
+    data: &Dataset,
+    block: &ir::DataBlock,
+    labels: &[ir::Label],
+    text: Option<&str>,
+    source: &str,
+) -> Option<Diagnostic> {
+    // A data set's labels bind the model's first label.
+    let label = labels.first()?;
+    let classes = label.classes?;
+    let values = data.labels.as_ref()?;
+    let mut bad = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !ir::is_class(**v, classes));
+    let (sample, &value) = bad.next()?;
+    let others = bad.count();
+    let line = text
+        .and_then(|t| csv::sample_lines(t, &block.source, source))
+        .and_then(|lines| lines.get(sample).copied());
+    let place = match line {
+        Some(line) => format!("{source} line {line}"),
+        None => format!("sample {sample} of {source}"),
+    };
+    let more = match others {
+        0 => String::new(),
+        1 => " (and 1 more row)".to_string(),
+        n => format!(" (and {n} more rows)"),
+    };
+    Some(
+        Diagnostic::error(
+            block.span,
+            format!(
+                "{place}: label `{}` = {value} is not a class of `cross_entropy`, which has {classes} classes{more}",
+                label.name
+            ),
+        )
+        .with_help(format!(
+            "a class is an index {}, one per logit, counted from 0",
+            ir::classes_text(classes)
+        )),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

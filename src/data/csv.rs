@@ -464,6 +464,43 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
     }
 }
 
+/// The 1-based line of the file each sample of a `csv` block's [`parse`] comes from, in the
+/// samples' order (after `shuffle` and `rows`), so that a check of the parsed values can point
+/// at the row; `None` for another source or a file [`parse`] refuses.
+pub(super) fn sample_lines(text: &str, source: &DataSource, file: &str) -> Option<Vec<usize>> {
+    let DataSource::Csv {
+        shuffle,
+        rows: keep,
+        ..
+    } = source
+    else {
+        return None;
+    };
+    let Head {
+        first,
+        second,
+        header,
+        rest,
+        ..
+    } = head(text, file).ok()?;
+    let mut lines = Vec::new();
+    if header.is_none() {
+        lines.push(first.line);
+    }
+    lines.extend(second.map(|r| r.line));
+    lines.extend(rest.map(|(line, _)| line));
+    let n = lines.len();
+    let numbers = lines.into_iter().map(|l| l as f64).collect();
+    let kept = keep_rows(
+        Dataset::samples(n, 0, Vec::new(), Some(numbers)),
+        *shuffle,
+        *keep,
+        file,
+    )
+    .ok()?;
+    Some(kept.labels?.into_iter().map(|l| l as usize).collect())
+}
+
 /// A `csv` block's samples after `shuffle = SEED` permuted them and `rows = A..B` kept a range
 /// of that order (see [`super::parse_csv`]).
 pub(super) fn keep_rows(

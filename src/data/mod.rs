@@ -26,7 +26,7 @@ mod toy;
 
 use std::cell::RefCell;
 
-pub use bind::{check_columns, check_times};
+pub use bind::{check_columns, check_labels, check_times};
 pub use error::DataError;
 pub use toy::{annulus, checkerboard, circles, gaussians, moons, normal, spirals, uniform};
 

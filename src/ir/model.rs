@@ -443,6 +443,30 @@ pub struct Label {
     pub name: String,
     /// The declaration.
     pub span: Span,
+    /// The number of classes when `cross_entropy(logits, LABEL)` reads it as a class index
+    /// (the fewest, if several calls do): every value bound to it must then be an integer in
+    /// `0..classes`, which the data is checked against before anything is solved.
+    pub classes: Option<usize>,
+}
+
+/// Whether `value` is a class index of `classes` classes: an integer in `0..classes` (so not
+/// NaN, −1, 2.5 or 1e300), which `cross_entropy` needs of its class argument.
+pub fn is_class(value: f64, classes: usize) -> bool {
+    value >= 0.0 && value < classes as f64 && value.fract() == 0.0
+}
+
+/// The class indices of `classes` classes as messages list them: `0, 1 or 2`, or
+/// `from 0 to 9` when there are many.
+pub fn classes_text(classes: usize) -> String {
+    match classes {
+        0 => "(none)".into(),
+        1 => "0".into(),
+        2..=5 => {
+            let first: Vec<String> = (0..classes - 1).map(|k| k.to_string()).collect();
+            format!("{} or {}", first.join(", "), classes - 1)
+        }
+        _ => format!("from 0 to {}", classes - 1),
+    }
 }
 
 /// Which part of the loss a cost is.

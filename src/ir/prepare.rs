@@ -310,6 +310,7 @@ mod tests {
         m.labels.push(Label {
             name: "y".to_string(),
             span: Span::default(),
+            classes: None,
         });
         let p = &mut m.pool;
         let pv = |p: &mut Pool, param: u32, elem: usize| {

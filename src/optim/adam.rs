@@ -45,6 +45,20 @@ impl Adam {
         self.t
     }
 
+    /// Whether this state (read from a checkpoint) fits `n` parameters: both moments must hold
+    /// one value per parameter, or [`Adam::step`] would panic.
+    pub fn check_len(&self, n: usize) -> Result<(), String> {
+        for (name, moment) in [("first moment m", &self.m), ("second moment v", &self.v)] {
+            if moment.len() != n {
+                return Err(format!(
+                    "Adam's {name} holds {} values, but the model has {n} parameter values",
+                    moment.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// One update of `params` with gradient `grad` and learning rate (step size α) `lr`:
     ///
     /// ```text

@@ -196,6 +196,35 @@ impl Lbfgs {
         self.s.len()
     }
 
+    /// Whether this state (read from a checkpoint) fits `n` parameters: as many `s` as `y`
+    /// pairs, each pair and the current point's parameters and gradient of length `n`.
+    pub fn check_len(&self, n: usize) -> Result<(), String> {
+        let model = format!("the model has {n} parameter values");
+        if self.s.len() != self.y.len() {
+            return Err(format!(
+                "L-BFGS's history holds {} steps s but {} gradient differences y",
+                self.s.len(),
+                self.y.len()
+            ));
+        }
+        if let Some(v) = self.s.iter().chain(&self.y).find(|v| v.len() != n) {
+            return Err(format!(
+                "an L-BFGS curvature pair holds {} values, but {model}",
+                v.len()
+            ));
+        }
+        if let Some(p) = &self.point {
+            if p.x.len() != n || p.g.len() != n {
+                return Err(format!(
+                    "L-BFGS's current point holds {} parameters and {} gradient values, but {model}",
+                    p.x.len(),
+                    p.g.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets the history and the current point, as if new (settings are kept).
     pub fn reset(&mut self) {
         self.s.clear();

@@ -177,6 +177,18 @@ impl OptimizerState {
         }
     }
 
+    /// Whether this state (read from a checkpoint) fits `n` parameter values: every buffer the
+    /// update reads has one value per parameter. A checkpoint edited by hand or written for
+    /// another model is refused here rather than panicking in `step`.
+    pub fn check_len(&self, n: usize) -> Result<(), String> {
+        match self {
+            OptimizerState::Adam(adam) => adam.check_len(n),
+            OptimizerState::Sgd(sgd) => sgd.check_len(n),
+            OptimizerState::Lbfgs(lbfgs) => lbfgs.check_len(n),
+            OptimizerState::Msa(_) => Ok(()),
+        }
+    }
+
     /// The optimizer's name as a `train` declaration spells it.
     pub fn name(&self) -> &'static str {
         match self {

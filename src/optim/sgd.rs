@@ -29,6 +29,18 @@ impl Sgd {
         }
     }
 
+    /// Whether this state (read from a checkpoint) fits `n` parameters: the momentum buffer
+    /// must hold one value per parameter, or [`Sgd::step`] would panic.
+    pub fn check_len(&self, n: usize) -> Result<(), String> {
+        if self.velocity.len() != n {
+            return Err(format!(
+                "SGD's momentum buffer holds {} values, but the model has {n} parameter values",
+                self.velocity.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// One update of `params` with gradient `grad` and learning rate `lr`:
     ///
     /// ```text

@@ -372,9 +372,39 @@ pub(crate) fn call<'a>(checker: &mut Checker<'a>, call: &'a ast::Call, scope: &S
                 return cross_entropy_shapes(checker, span, sa, sb);
             }
             // logsumexp(z) − z[class], with the class read at run time through indicators
-            // `[class == k]`.
-            let pool = &mut checker.model.tensors;
+            // `[class == k]`, which a class outside `0..n` would silently miss: a literal class
+            // is checked here, a label's values when the data is bound (`data::check_labels`).
             let class = b.id().expect("errors filtered");
+            match checker.model.tensors.node(class) {
+                TNode::Const(bits) => {
+                    let c = f64::from_bits(*bits);
+                    if !crate::ir::is_class(c, n) {
+                        let c = if c.abs() < 1e15 {
+                            c.to_string()
+                        } else {
+                            format!("{c:e}")
+                        };
+                        checker.diags.push(
+                            Diagnostic::error(
+                                args[1].span,
+                                format!(
+                                    "`cross_entropy` with {n} logits takes a class index {}, found {c}",
+                                    crate::ir::classes_text(n)
+                                ),
+                            )
+                            .with_help("classes are counted from 0, one per logit"),
+                        );
+                        return Value::Error;
+                    }
+                }
+                TNode::Leaf(Leaf::Label(i)) => {
+                    if let Some(label) = checker.model.labels.get_mut(*i as usize) {
+                        label.classes = Some(label.classes.map_or(n, |c| c.min(n)));
+                    }
+                }
+                _ => {}
+            }
+            let pool = &mut checker.model.tensors;
             let lse = logsumexp(pool, x);
             let ks: Vec<f64> = (0..n).map(|k| k as f64).collect();
             let ks = pool.literal(&ks, sa);

@@ -262,7 +262,35 @@ pub(crate) fn schedule<'a>(
     let save = match arg("save") {
         None => Save::Default,
         Some(e) => match checker.lower_const_value(e, "`save`") {
-            Some((Shape::Scalar, v)) if v[0] > 0.0 => Save::Every(v[0]),
+            Some((Shape::Scalar, v)) if v[0] > 0.0 => {
+                let (dt, length) = (v[0], (t1 - t0).abs());
+                // The points `t0 + k·dt` that `simulate` lays out, counted before any allocation.
+                let count = (length / dt + 1e-9).floor() + 1.0;
+                if count > super::MAX_ELEMENTS as f64 {
+                    let count = if count < 1e15 {
+                        format!("{count}")
+                    } else {
+                        // Past `f64`'s range (`save = 1e-320`), the order of magnitude.
+                        format!("about 1e{:.0}", length.log10() - dt.log10())
+                    };
+                    checker.diags.push(
+                        Diagnostic::error(
+                            e.span,
+                            format!(
+                                "the save interval {dt:e} makes {count} save points over [{t0}, {t1}], more than the limit of {}",
+                                super::MAX_ELEMENTS
+                            ),
+                        )
+                        .with_help(format!(
+                            "save less often: an interval of {:.2e} or more stays within the limit",
+                            1.01 * length / (super::MAX_ELEMENTS - 1) as f64
+                        )),
+                    );
+                    Save::Default
+                } else {
+                    Save::Every(dt)
+                }
+            }
             Some((Shape::Scalar, v)) => {
                 checker.diags.error(
                     e.span,

@@ -249,7 +249,8 @@ impl<'a> Checker<'a> {
 
     fn run(&mut self) {
         if self.ast.decls.is_empty() && self.ast.broken.is_empty() {
-            self.diags.push(Diagnostic::global_error(
+            self.diags.push(Diagnostic::error(
+                Span::new(0, 0),
                 "the file declares nothing: a model needs at least a `state`, its equation and a `schedule`",
             ));
             return;
@@ -543,6 +544,7 @@ impl<'a> Checker<'a> {
             .map(|name| ir::Label {
                 name: name.name.clone(),
                 span: name.span,
+                classes: None,
             })
             .collect();
     }

@@ -251,9 +251,23 @@ pub(crate) fn describe(error: &Error<Rule>, cx: &Context<'_>) -> Diagnostic {
     };
     let diag = Diagnostic::error(span, message);
     match found_index {
-        Some(i) => number_dot_help(diag, cx, i),
+        Some(i) => power_help(number_dot_help(diag, cx, i), cx, i),
         None => diag,
     }
+}
+
+/// A help for Python's power operator: `x ** 2` stops at its second `*`.
+fn power_help(diag: Diagnostic, cx: &Context<'_>, i: usize) -> Diagnostic {
+    let text = cx.text;
+    let star = cx.tokens[i];
+    let after_star = i
+        .checked_sub(1)
+        .map(|j| cx.tokens[j])
+        .is_some_and(|p| p.is_punct(text, "*") && p.end == star.start);
+    if star.is_punct(text, "**") || (star.is_punct(text, "*") && after_star) {
+        return diag.with_help("nodec writes powers as `x ^ 2`: replace `**` with `^`");
+    }
+    diag
 }
 
 /// A help for a dot that was meant as part of a number: `.5` or `2.`.

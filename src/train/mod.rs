@@ -251,6 +251,11 @@ impl<'a> Trainer<'a> {
                 "the checkpoint was written by `{saved}`, but the model trains with `{ours}`"
             )));
         }
+        checkpoint
+            .state
+            .optimizer
+            .check_len(n)
+            .map_err(TrainError::Unsupported)?;
         self.params.values_mut().copy_from_slice(&checkpoint.params);
         self.state = checkpoint.state;
         Ok(())

@@ -428,7 +428,7 @@ fn csv_blocks_read_npy_arrays() {
     let a = json_of(&["run", "models/digits_odenet.node", "--format", "json"]);
     let b = json_of(&["run", &model, "--format", "json"]);
     assert_eq!(a["data"], b["data"]);
-    // A truncated array is an error that names the file.
+    // A truncated array is an error at the data block that names the file.
     std::fs::write(
         &npy,
         &write_npy(&Array::new(vec![2, 2], vec![0.0; 4]))[..100],
@@ -438,7 +438,9 @@ fn csv_blocks_read_npy_arrays() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("digits.npy: error: ") && stderr.contains("truncated"),
+        stderr.contains("digits_npy.node:33:1: error: `")
+            && stderr.contains("digits.npy`: ")
+            && stderr.contains("truncated"),
         "{stderr}"
     );
 }

@@ -146,7 +146,7 @@ fn a_blow_up_points_at_the_equation() {
     )
     .unwrap();
     let out = nodec(&["run", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("blowup.node:2:1: error: state x became infinite or NaN at t = "),
@@ -262,9 +262,7 @@ fn params_files_are_loaded_by_name_and_checked() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(
-            "param `K1` has 3 values but the model's `K1` takes 160 ([8, 2] × 10 copies)"
-        ),
+        stderr.contains("has 3 values but the model's `K1` takes 160 ([8, 2] × 10 copies)"),
         "{stderr}"
     );
 }
@@ -291,7 +289,7 @@ fn solver_failures_are_located_errors() {
         std::fs::write(&path, text).unwrap();
         let out = nodec(&["run", path.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(out.status.code(), Some(3), "{name}: {stderr}");
         assert!(stderr.contains(expected), "{name}: {stderr}");
         assert!(out.stdout.is_empty());
     }
@@ -529,7 +527,7 @@ fn a_span_shortened_with_set_warns_of_the_observations_it_leaves_out() {
 }
 
 /// `--out`, `--log` and `--checkpoint` never replace a FIFO or a symlink (a rename over them
-/// would turn them into regular files): the command refuses before any work, exit 2, and
+/// would turn them into regular files): the command refuses before any work, exit 1, and
 /// leaves them as they were. An output directory that does not exist is refused before
 /// training starts, not after it ends.
 #[test]
@@ -563,7 +561,7 @@ fn outputs_that_are_not_regular_files_are_refused_and_left_untouched() {
             ],
         ] {
             let out = nodec(&args);
-            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(
                 stderr.contains("nodec writes only regular files"),
@@ -591,7 +589,7 @@ fn outputs_that_are_not_regular_files_are_refused_and_left_untouched() {
         "--out",
         missing.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not take new files"), "{stderr}");
     // Nothing but the three files made above: no temporaries, no probes.
@@ -623,4 +621,56 @@ fn no_timings_makes_identical_runs_print_identical_bytes() {
         }
         assert!(a.contains("\"steps\""), "the counts stay: {a}");
     }
+
+/// A parameter file must give every param once: a missing one is an error naming it, unless
+/// `--params-partial`; a key given twice (which JSON readers resolve to the last) is an error
+/// naming the key and its place.
+#[test]
+fn params_files_give_every_param_once() {
+    let model = write_model(
+        "two_params.node",
+        "param a = 0.1\nparam b = 0.2\nstate x = 1\ndx/dt = -a * x + b\nschedule rk4(t = [0, 1], steps = 4)\ncost terminal = x^2\n",
+    );
+    let partial = write_model("partial.json", r#"{"a": 0.5}"#);
+    for command in ["run", "grad"] {
+        let out = nodec(&[command, &model, "--params", &partial]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("two_params.node:2:1: error: `")
+                && stderr.contains("partial.json` has no value for param `b` of the model `two_params`; add it to the file, or pass `--params-partial`"),
+            "{command}: {stderr}"
+        );
+        let out = nodec(&[command, &model, "--params", &partial, "--params-partial"]);
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // `b` keeps its declared value.
+    let v = run_json(&[&model, "--params", &partial, "--params-partial"]);
+    let w = run_json(&[&model, "--set", "a=0.5"]);
+    assert_eq!(v["final"], w["final"]);
+    // `--params-partial` needs a file to apply to.
+    let out = nodec(&["run", &model, "--params-partial"]);
+    assert_eq!(out.status.code(), Some(2));
+    let twice = write_model("twice.json", "{\"a\": 0.5,\n \"b\": 1,\n \"a\": 0.7}");
+    let out = nodec(&["run", &model, "--params", &twice]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "twice.json: error: the key `a` appears twice; give each parameter once at line 3"
+        ),
+        "{stderr}"
+    );
+    // In `$shapes` too.
+    let twice = write_model(
+        "twice_shapes.json",
+        r#"{"a": 0.5, "b": 1, "$shapes": {"a": [], "a": []}}"#,
+    );
+    let out = nodec(&["run", &model, "--params", &twice]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the key `a` appears twice"), "{stderr}");
 }

@@ -273,7 +273,7 @@ fn consecutive_failed_solves_stop_training_and_keep_the_best_parameters() {
     let params = tmp("blowup_all.json");
     let _ = std::fs::remove_file(&params);
     let out = train(&[&path, "--quiet", "--out", &params], "2");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("training stopped in epoch 1, mini-batch 3: 3 solves in a row failed"),
@@ -308,7 +308,7 @@ train sgd(lr = 1000, epochs = 50)
     let path = tmp("diverge.node");
     std::fs::write(&path, text).unwrap();
     let out = train(&[&path, "--quiet"], "2");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("diverged in epoch"), "{err}");
     assert!(err.contains("smaller learning rate"), "{err}");
@@ -369,6 +369,8 @@ fn a_trained_resnets_layers_initialise_an_evolving_weight() {
         "--quiet",
         "--init",
         &trained,
+        // `A` and `B` are not in the ResNet's file: they keep their initial values.
+        "--params-partial",
         "--map",
         "W0=W[0]",
         "--map",
@@ -682,4 +684,85 @@ fn without_a_terminal_progress_is_plain_lines_then_a_summary() {
     );
     assert!(err.contains("\ntrain (512 samples): loss "), "{err}");
     assert!(err.contains("trained 200 epochs in "), "{err}");
+}
+
+/// A checkpoint whose optimizer buffers do not match the model's parameter count (edited by
+/// hand, or written for another model of the same name) is refused with an error naming the
+/// checkpoint file, for Adam's moments, SGD's momentum and L-BFGS's history; it used to panic.
+#[test]
+fn a_checkpoint_with_mismatched_optimizer_buffers_is_refused() {
+    let source = std::fs::read_to_string(root().join("models/decay_fit.node"))
+        .unwrap()
+        .replace(
+            "data/decay_obs.csv",
+            root().join("models/data/decay_obs.csv").to_str().unwrap(),
+        );
+    for (name, optimizer) in [
+        ("adam", "adam(lr = 0.01, epochs = 2)"),
+        ("sgd", "sgd(lr = 0.01, momentum = 0.9, epochs = 2)"),
+        ("lbfgs", "lbfgs(iters = 2, history = 5)"),
+    ] {
+        let model = tmp(&format!("ckpt_{name}.node"));
+        let text = source.replace("lbfgs(iters = 50, history = 5)", optimizer);
+        assert!(text.contains(optimizer));
+        std::fs::write(&model, text).unwrap();
+        let ckpt = tmp(&format!("ckpt_{name}.ckpt.json"));
+        let out = train(
+            &[
+                &model,
+                "--quiet",
+                "--checkpoint-every",
+                "1",
+                "--checkpoint",
+                &ckpt,
+                "--out",
+                &tmp(&format!("ckpt_{name}.json")),
+            ],
+            "1",
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // One value more in every list of numbers of the optimizer's state.
+        fn grow(v: &mut serde_json::Value) -> usize {
+            match v {
+                serde_json::Value::Array(items) if items.iter().all(|x| x.is_number()) => {
+                    items.push(serde_json::json!(0.5));
+                    1
+                }
+                serde_json::Value::Array(items) => items.iter_mut().map(grow).sum(),
+                serde_json::Value::Object(map) => map.values_mut().map(grow).sum(),
+                _ => 0,
+            }
+        }
+        let mut state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+        assert!(
+            grow(&mut state["state"]["optimizer"]) > 0,
+            "{name}: {state}"
+        );
+        std::fs::write(&ckpt, state.to_string()).unwrap();
+        let out = train(
+            &[
+                &model,
+                "--quiet",
+                "--resume",
+                &ckpt,
+                "--out",
+                &tmp("x.json"),
+            ],
+            "1",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "{ckpt}: error: cannot resume from this checkpoint: "
+            )) && stderr.contains("but the model has 1 parameter values"),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
 }
