@@ -12,12 +12,29 @@ use crate::ir::{self, Column, DataSource};
 /// ([`ir::ColumnBinding`]). Ranges of two indices were checked by `sema`. A file whose header
 /// or columns do not resolve gives `None` here: [`super::parse_csv`] reports it.
 pub fn check_columns(text: &str, block: &ir::DataBlock, file: &str) -> Option<Diagnostic> {
-    let binding = block.columns.as_ref()?;
-    let range = match &block.source {
-        DataSource::Csv { input, .. } => input,
-        DataSource::Series { values, .. } => values,
+    let (range, role) = match &block.source {
+        DataSource::Csv { input, .. } => (input, "input"),
+        DataSource::Series { values, input, .. } => {
+            if let (Some(input), Some(binding)) = (input, &block.input_columns) {
+                if let Some(d) = check_range(text, input, "input", binding, file) {
+                    return Some(d);
+                }
+            }
+            (values, "value")
+        }
         _ => return None,
     };
+    check_range(text, range, role, block.columns.as_ref()?, file)
+}
+
+/// [`check_columns`] for one range and what it binds.
+fn check_range(
+    text: &str,
+    range: &(Column, Column),
+    role: &'static str,
+    binding: &ir::ColumnBinding,
+    file: &str,
+) -> Option<Diagnostic> {
     if matches!(range, (Column::Index(_), Column::Index(_))) {
         return None;
     }
@@ -26,7 +43,7 @@ pub fn check_columns(text: &str, block: &ir::DataBlock, file: &str) -> Option<Di
         width,
         start,
         end,
-    } = csv::selection(text, &block.source, file).ok()?;
+    } = csv::selection(text, range, role, file).ok()?;
     let selected = end - start;
     let wanted = start + binding.elements;
     let fix = if binding.elements == 0 {
@@ -81,9 +98,30 @@ pub fn check_times(
             ),
         ));
     }
+    let (lo, hi) = (t0.min(t1), t0.max(t1));
+    if data.trajectories.is_some() {
+        // Each trajectory's times increase, the file's need not: cover them all.
+        let min = times.iter().copied().fold(lo, f64::min);
+        let max = times.iter().copied().fold(hi, f64::max);
+        let span = if t1 >= t0 {
+            format!("[{min}, {max}]")
+        } else {
+            format!("[{max}, {min}]")
+        };
+        return Some(
+            Diagnostic::error(
+                block.span,
+                format!(
+                    "{of} in `{file}` lie outside the schedule's span [{t0}, {t1}]; the first is t = {first}"
+                ),
+            )
+            .with_help(format!(
+                "the span must cover every trajectory's observation times: `t = {span}`"
+            )),
+        );
+    }
     // Times increase, so the rows inside the span are the leading ones when rows run past its
     // later end.
-    let (lo, hi) = (t0.min(t1), t0.max(t1));
     let inside = times.iter().take_while(|t| **t <= hi).count();
     let help = if t1 > t0 && first < t0 {
         format!("the initial state is at t = {t0} and nothing is solved before it: start the span earlier or remove those rows")
@@ -127,7 +165,10 @@ mod tests {
                 t: Column::Index(0),
                 values,
                 rows: None,
+                traj: None,
+                input: None,
             },
+            input_columns: None,
             columns: Some(ColumnBinding {
                 span: Span::new(0, 1),
                 elements,
