@@ -180,7 +180,12 @@ fn lotka_volterra_fit_recovers_the_rates_from_five_experiments() {
     let params = train("models/lotka_volterra_fit.node", &[], "lotka_volterra.json");
     let fitted: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&params).unwrap()).unwrap();
-    let truth = [("alpha", 1.1), ("beta", 0.4), ("gamma", 0.4), ("delta", 0.1)];
+    let truth = [
+        ("alpha", 1.1),
+        ("beta", 0.4),
+        ("gamma", 0.4),
+        ("delta", 0.1),
+    ];
     for (name, value) in truth {
         let got = fitted[name].as_f64().unwrap();
         assert!(

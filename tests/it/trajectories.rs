@@ -293,3 +293,88 @@ fn trajectory_errors_are_located() {
         Err(DataError::ColumnOutOfRange { column: 7, .. })
     ));
 }
+
+/// `sema`'s checks of a series' `input` columns: they need an `input` declaration, a range of
+/// two indices must select the inputs' size, and they bind the model's inputs.
+#[test]
+fn series_input_columns_are_checked_against_the_inputs() {
+    let check = |decls: &str, data: &str| {
+        let text = format!(
+            "{decls}\nobserved xobs[2]\ndx/dt = -x\nschedule rk4(t = [0, 1], steps = 4)\n\
+             data obs = {data}\ncost observed = sum((x - xobs)^2)\n"
+        );
+        let file = nodec::diag::SourceFile::new("m.node", &text);
+        let (_, diags) = nodec::check_source(&file, &Overrides::default(), "m");
+        diags
+            .iter()
+            .filter(|d| d.severity == nodec::diag::Severity::Error)
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+    };
+    let with_input = "input x0[2]\nstate x[2] = x0";
+    assert_eq!(
+        check(
+            with_input,
+            "series(\"f.csv\", t = 1, values = 2..4, traj = 0, input = 4..6)"
+        ),
+        Vec::<String>::new()
+    );
+    let errors = check(
+        with_input,
+        "series(\"f.csv\", t = 1, values = 2..4, traj = 0, input = 4..5)",
+    );
+    assert!(
+        errors.len() == 1
+            && errors[0].contains("`4..5` selects 1 column")
+            && errors[0].contains("`x0` has 2 elements"),
+        "{errors:?}"
+    );
+    let errors = check(
+        "state x[2] = [1, 0]",
+        "series(\"f.csv\", t = 1, values = 2..4, traj = 0, input = 4..6)",
+    );
+    assert!(
+        errors.len() == 1 && errors[0].contains("need an `input` declaration"),
+        "{errors:?}"
+    );
+    // Without `input =`, a series binds no inputs.
+    let errors = check(
+        with_input,
+        "series(\"f.csv\", t = 1, values = 2..4, traj = 0)",
+    );
+    assert!(
+        errors.len() == 1 && errors[0].contains("input `x0` is not bound to any data"),
+        "{errors:?}"
+    );
+}
+
+/// `nodec train` cuts mini-batches of trajectories, and `run --all-samples` reports one row
+/// per trajectory.
+#[test]
+fn trajectories_train_in_mini_batches_and_report_per_sample() {
+    write("two.csv", &two_file());
+    let path = write(
+        "batches.node",
+        &(model(
+            "x0",
+            "input x0[2]",
+            "series(\"two.csv\", t = \"t\", values = \"u\"..\"u0\", traj = \"exp\", input = \"u0\"..6)",
+            "rk4(t = [0, 3], steps = 30)",
+        ) + "train adam(lr = 0.01, epochs = 3, batch = 1, seed = 1)\n"),
+    );
+    let out = crate::support::nodec(&["train", &path, "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = crate::support::nodec(&["run", &path, "--all-samples", "--format", "csv"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("obs,")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+}
