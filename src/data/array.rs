@@ -223,6 +223,45 @@ mod tests {
     }
 
     #[test]
+    fn a_trajectory_column_groups_rows_into_samples() {
+        // Columns: trajectory, t, value, input.
+        let rows = [
+            [7., 0.5, 1., 10.],
+            [3., 0.1, 2., 20.],
+            [7., 1.5, 3., 10.],
+            [3., 0.2, 4., 20.],
+        ];
+        let bytes = write_npy(&Array::new(vec![4, 4], rows.concat()));
+        let series = |input_end| DataSource::Series {
+            path: "x.npy".into(),
+            t: Column::Index(1),
+            values: (Column::Index(2), Column::Index(3)),
+            rows: None,
+            traj: Some(Column::Index(0)),
+            input: Some((Column::Index(3), Column::Index(input_end))),
+        };
+        let d = parse(&bytes, &series(4), "x.npy").unwrap();
+        assert_eq!(d.n, 2);
+        assert_eq!(d.trajectories, Some(vec![0..2, 2..4]));
+        assert_eq!(d.times, Some(vec![0.5, 1.5, 0.1, 0.2]));
+        assert_eq!(d.inputs, [10., 20.]);
+        let mut bad = rows;
+        bad[3][3] = 21.;
+        let bytes = write_npy(&Array::new(vec![4, 4], bad.concat()));
+        assert_eq!(
+            parse(&bytes, &series(4), "x.npy").unwrap_err().to_string(),
+            "x.npy: error: row 3, column 3: the input 21 differs from 20 on the first row of trajectory 3; a trajectory's inputs must be constant"
+        );
+        let mut bad = rows;
+        bad[2][1] = 0.5;
+        let bytes = write_npy(&Array::new(vec![4, 4], bad.concat()));
+        assert_eq!(
+            parse(&bytes, &series(4), "x.npy").unwrap_err().to_string(),
+            "x.npy: error: row 2: the time 0.5 does not increase after 0.5; the times of trajectory 7 must increase strictly"
+        );
+    }
+
+    #[test]
     fn bad_arrays_name_the_file_and_the_place() {
         let err = |bytes: &[u8], source: &DataSource| {
             parse(bytes, source, "x.npy").unwrap_err().to_string()

@@ -238,6 +238,36 @@ mod tests {
     }
 
     #[test]
+    fn trajectories_outside_the_span_ask_for_a_span_that_covers_them_all() {
+        let block = series((Column::Index(1), Column::Index(2)), 1);
+        // Two trajectories: 0.5..3 and 0.2..1.
+        let data = Dataset::trajectories(
+            vec![0.5, 3.0, 0.2, 1.0],
+            1,
+            vec![0.0; 4],
+            vec![0..2, 2..4],
+            0,
+            Vec::new(),
+        );
+        let file = crate::diag::SourceFile::new(
+            "m.node",
+            "state x = 1\ndx/dt = -x\nschedule rk4(t = [0, 2], steps = 4)\n",
+        );
+        let (model, _) = crate::check_source(&file, &Default::default(), "m");
+        let schedule = model.schedule.expect("the model has a schedule");
+        let d = check_times(&data, &block, &schedule, "f.csv").expect("t = 3 is outside");
+        assert!(
+            d.message.starts_with("1 of the 4 observation times"),
+            "{}",
+            d.message
+        );
+        assert_eq!(
+            d.help,
+            ["the span must cover every trajectory's observation times: `t = [0, 3]`"]
+        );
+    }
+
+    #[test]
     fn times_outside_a_backward_span_are_an_error_with_its_own_help() {
         let block = series((Column::Index(1), Column::Index(2)), 1);
         let data = Dataset::series(vec![-1.0, 0.0, 1.0, 2.0, 3.0], 1, vec![0.0; 5]);
