@@ -391,7 +391,10 @@ fn eval_labels(
 /// within the data rows (the header is not a row).
 ///
 /// For `series`: the `t` column gives the times, which must increase strictly, and the
-/// `values` columns the observations at each time.
+/// `values` columns the observations at each time. With `traj = COL`, each distinct value of
+/// that column is one trajectory (a sample), in order of first appearance, whose times must
+/// increase strictly within it (`rows = A..B` keeps file rows before they are grouped); with
+/// `input = A..B`, each trajectory's inputs are its first row's, the same on its other rows.
 ///
 /// The format, header detection and what counts as an error are described in the `csv`
 /// submodule docs and `docs/data.md`; every error names the file, and a cell's error its line
