@@ -1204,7 +1204,7 @@ fn costate_series(loaded: &Loaded, sample: usize) -> Result<Vec<Series>, String>
         ));
     }
     let (name, dataset) = &loaded.data[0];
-    let one = if dataset.times.is_some() || dataset.n == 0 {
+    let one = if (dataset.times.is_some() && dataset.trajectories.is_none()) || dataset.n == 0 {
         dataset.clone()
     } else {
         dataset.select(&[sample])

@@ -3,7 +3,7 @@
 //! CSV text. Columns are named by index only (an array has no header); the blocks' arguments
 //! mean what they mean for CSV, and only the values a block uses must be finite.
 
-use super::csv::{keep_rows, window};
+use super::csv::{assemble, keep_rows, window, SeriesError, SeriesProblem, SeriesRow};
 use super::{DataError, Dataset};
 use crate::ir::{Column, DataSource};
 
@@ -95,6 +95,70 @@ pub(super) fn parse(bytes: &[u8], source: &DataSource, file: &str) -> Result<Dat
             t,
             values,
             rows: keep,
+            traj,
+            input,
+            ..
+        } if traj.is_some() || input.is_some() => {
+            let t = index(t, "time")?;
+            let (start, end) = range(values, "value")?;
+            let traj = traj.as_ref().map(|c| index(c, "trajectory")).transpose()?;
+            let input = input
+                .as_ref()
+                .map(|r| range(r, "input"))
+                .transpose()?
+                .unwrap_or((0, 0));
+            let mut parsed = Vec::with_capacity(rows);
+            for r in 0..rows {
+                parsed.push(SeriesRow {
+                    time: value(r, t)?,
+                    values: (start..end)
+                        .map(|c| value(r, c))
+                        .collect::<Result<_, _>>()?,
+                    inputs: (input.0..input.1)
+                        .map(|c| value(r, c))
+                        .collect::<Result<_, _>>()?,
+                    key: traj
+                        .map(|c| value(r, c))
+                        .transpose()?
+                        .map(|k| format!("{k}")),
+                });
+            }
+            assemble(
+                parsed,
+                end - start,
+                input.1 - input.0,
+                traj.is_some(),
+                *keep,
+                file,
+            )
+            .map_err(|e| match e {
+                SeriesError::Data(d) => d,
+                SeriesError::At(SeriesProblem::Time {
+                    row,
+                    previous,
+                    time,
+                    trajectory,
+                }) => error(format!(
+                    "row {row}: the time {time} does not increase after {previous}; the times of {} must increase strictly",
+                    trajectory.map_or("a series".to_string(), |t| format!("trajectory {t}"))
+                )),
+                SeriesError::At(SeriesProblem::Input {
+                    row,
+                    index,
+                    first,
+                    value,
+                    trajectory,
+                }) => error(format!(
+                    "row {row}, column {}: the input {value} differs from {first} on the first row of {}; a trajectory's inputs must be constant",
+                    input.0 + index,
+                    trajectory.map_or("the series".to_string(), |t| format!("trajectory {t}"))
+                )),
+            })
+        }
+        DataSource::Series {
+            t,
+            values,
+            rows: keep,
             ..
         } => {
             let t = index(t, "time")?;
@@ -150,10 +214,51 @@ mod tests {
             t: Column::Index(0),
             values: (Column::Index(1), Column::Index(3)),
             rows: Some((1, 3)),
+            traj: None,
+            input: None,
         };
         let d = parse(&bytes, &series, "x.npy").unwrap();
         assert_eq!(d.times, Some(vec![3., 6.]));
         assert_eq!(d.observed, Some(vec![4., 5., 7., 8.]));
+    }
+
+    #[test]
+    fn a_trajectory_column_groups_rows_into_samples() {
+        // Columns: trajectory, t, value, input.
+        let rows = [
+            [7., 0.5, 1., 10.],
+            [3., 0.1, 2., 20.],
+            [7., 1.5, 3., 10.],
+            [3., 0.2, 4., 20.],
+        ];
+        let bytes = write_npy(&Array::new(vec![4, 4], rows.concat()));
+        let series = |input_end| DataSource::Series {
+            path: "x.npy".into(),
+            t: Column::Index(1),
+            values: (Column::Index(2), Column::Index(3)),
+            rows: None,
+            traj: Some(Column::Index(0)),
+            input: Some((Column::Index(3), Column::Index(input_end))),
+        };
+        let d = parse(&bytes, &series(4), "x.npy").unwrap();
+        assert_eq!(d.n, 2);
+        assert_eq!(d.trajectories, Some(vec![0..2, 2..4]));
+        assert_eq!(d.times, Some(vec![0.5, 1.5, 0.1, 0.2]));
+        assert_eq!(d.inputs, [10., 20.]);
+        let mut bad = rows;
+        bad[3][3] = 21.;
+        let bytes = write_npy(&Array::new(vec![4, 4], bad.concat()));
+        assert_eq!(
+            parse(&bytes, &series(4), "x.npy").unwrap_err().to_string(),
+            "x.npy: error: row 3, column 3: the input 21 differs from 20 on the first row of trajectory 3; a trajectory's inputs must be constant"
+        );
+        let mut bad = rows;
+        bad[2][1] = 0.5;
+        let bytes = write_npy(&Array::new(vec![4, 4], bad.concat()));
+        assert_eq!(
+            parse(&bytes, &series(4), "x.npy").unwrap_err().to_string(),
+            "x.npy: error: row 2: the time 0.5 does not increase after 0.5; the times of trajectory 7 must increase strictly"
+        );
     }
 
     #[test]
@@ -189,6 +294,8 @@ mod tests {
             t: Column::Index(0),
             values: (Column::Index(1), Column::Index(2)),
             rows: None,
+            traj: None,
+            input: None,
         };
         assert!(err(&down, &series).contains("row 1: the time 0 does not increase after 1"));
     }

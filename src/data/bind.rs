@@ -12,12 +12,29 @@ use crate::ir::{self, Column, DataSource};
 /// ([`ir::ColumnBinding`]). Ranges of two indices were checked by `sema`. A file whose header
 /// or columns do not resolve gives `None` here: [`super::parse_csv`] reports it.
 pub fn check_columns(text: &str, block: &ir::DataBlock, file: &str) -> Option<Diagnostic> {
-    let binding = block.columns.as_ref()?;
-    let range = match &block.source {
-        DataSource::Csv { input, .. } => input,
-        DataSource::Series { values, .. } => values,
+    let (range, role) = match &block.source {
+        DataSource::Csv { input, .. } => (input, "input"),
+        DataSource::Series { values, input, .. } => {
+            if let (Some(input), Some(binding)) = (input, &block.input_columns) {
+                if let Some(d) = check_range(text, input, "input", binding, file) {
+                    return Some(d);
+                }
+            }
+            (values, "value")
+        }
         _ => return None,
     };
+    check_range(text, range, role, block.columns.as_ref()?, file)
+}
+
+/// [`check_columns`] for one range and what it binds.
+fn check_range(
+    text: &str,
+    range: &(Column, Column),
+    role: &'static str,
+    binding: &ir::ColumnBinding,
+    file: &str,
+) -> Option<Diagnostic> {
     if matches!(range, (Column::Index(_), Column::Index(_))) {
         return None;
     }
@@ -26,7 +43,7 @@ pub fn check_columns(text: &str, block: &ir::DataBlock, file: &str) -> Option<Di
         width,
         start,
         end,
-    } = csv::selection(text, &block.source, file).ok()?;
+    } = csv::selection(text, range, role, file).ok()?;
     let selected = end - start;
     let wanted = start + binding.elements;
     let fix = if binding.elements == 0 {
@@ -81,9 +98,30 @@ pub fn check_times(
             ),
         ));
     }
+    let (lo, hi) = (t0.min(t1), t0.max(t1));
+    if data.trajectories.is_some() {
+        // Each trajectory's times increase, the file's need not: cover them all.
+        let min = times.iter().copied().fold(lo, f64::min);
+        let max = times.iter().copied().fold(hi, f64::max);
+        let span = if t1 >= t0 {
+            format!("[{min}, {max}]")
+        } else {
+            format!("[{max}, {min}]")
+        };
+        return Some(
+            Diagnostic::error(
+                block.span,
+                format!(
+                    "{of} in `{file}` lie outside the schedule's span [{t0}, {t1}]; the first is t = {first}"
+                ),
+            )
+            .with_help(format!(
+                "the span must cover every trajectory's observation times: `t = {span}`"
+            )),
+        );
+    }
     // Times increase, so the rows inside the span are the leading ones when rows run past its
     // later end.
-    let (lo, hi) = (t0.min(t1), t0.max(t1));
     let inside = times.iter().take_while(|t| **t <= hi).count();
     let help = if t1 > t0 && first < t0 {
         format!("the initial state is at t = {t0} and nothing is solved before it: start the span earlier or remove those rows")
@@ -177,7 +215,10 @@ mod tests {
                 t: Column::Index(0),
                 values,
                 rows: None,
+                traj: None,
+                input: None,
             },
+            input_columns: None,
             columns: Some(ColumnBinding {
                 span: Span::new(0, 1),
                 elements,
@@ -244,6 +285,36 @@ mod tests {
         schedule.t0 = 3.0;
         schedule.t1 = -1.0;
         assert_eq!(check_times(&data, &block, &schedule, "f.csv"), None);
+    }
+
+    #[test]
+    fn trajectories_outside_the_span_ask_for_a_span_that_covers_them_all() {
+        let block = series((Column::Index(1), Column::Index(2)), 1);
+        // Two trajectories: 0.5..3 and 0.2..1.
+        let data = Dataset::trajectories(
+            vec![0.5, 3.0, 0.2, 1.0],
+            1,
+            vec![0.0; 4],
+            vec![0..2, 2..4],
+            0,
+            Vec::new(),
+        );
+        let file = crate::diag::SourceFile::new(
+            "m.node",
+            "state x = 1\ndx/dt = -x\nschedule rk4(t = [0, 2], steps = 4)\n",
+        );
+        let (model, _) = crate::check_source(&file, &Default::default(), "m");
+        let schedule = model.schedule.expect("the model has a schedule");
+        let d = check_times(&data, &block, &schedule, "f.csv").expect("t = 3 is outside");
+        assert!(
+            d.message.starts_with("1 of the 4 observation times"),
+            "{}",
+            d.message
+        );
+        assert_eq!(
+            d.help,
+            ["the span must cover every trajectory's observation times: `t = [0, 3]`"]
+        );
     }
 
     #[test]

@@ -322,27 +322,16 @@ pub(super) struct Selection {
     pub end: usize,
 }
 
-/// The [`Selection`] of a file block, from the file's first rows alone; see
-/// [`super::check_columns`].
+/// The [`Selection`] of a file block's column `range` (its `role` for errors), from the file's
+/// first rows alone; see [`super::check_columns`].
 pub(super) fn selection(
     text: &str,
-    source: &DataSource,
+    range: &(Column, Column),
+    role: &'static str,
     file: &str,
 ) -> Result<Selection, DataError> {
     let Head { header, width, .. } = head(text, file)?;
-    let (start, end) = match source {
-        DataSource::Csv { input, .. } => {
-            resolve_range(input, "input", header.as_deref(), width, file)?
-        }
-        DataSource::Series { values, .. } => {
-            resolve_range(values, "value", header.as_deref(), width, file)?
-        }
-        _ => {
-            return Err(DataError::WrongSource {
-                expected: "a `csv` or `series` data source",
-            })
-        }
-    };
+    let (start, end) = resolve_range(range, role, header.as_deref(), width, file)?;
     Ok(Selection {
         header,
         width,
@@ -424,6 +413,8 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
             t,
             values,
             rows: keep,
+            traj: None,
+            input: None,
             ..
         } => {
             let t = resolve_one(t, "time", header, width, file)?;
@@ -443,6 +434,7 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
                             column: cell.column,
                             previous,
                             time,
+                            trajectory: None,
                         });
                     }
                 }
@@ -457,6 +449,91 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
                 });
             }
             window(times, end - start, observed, *keep, file)
+        }
+        DataSource::Series {
+            t,
+            values,
+            rows: keep,
+            traj,
+            input,
+            ..
+        } => {
+            let t = resolve_one(t, "time", header, width, file)?;
+            let values = resolve_range(values, "value", header, width, file)?;
+            let traj = match traj {
+                Some(c) => Some(resolve_one(c, "trajectory", header, width, file)?),
+                None => None,
+            };
+            let input = match input {
+                Some(r) => resolve_range(r, "input", header, width, file)?,
+                None => (0, 0),
+            };
+            let mut parsed = Vec::new();
+            let mut places = Vec::new();
+            for row in rows {
+                let row = row?;
+                check_width(&row)?;
+                let cells = |(a, b): (usize, usize)| -> Result<Vec<f64>, DataError> {
+                    (a..b)
+                        .map(|f| number(&row.cells[f], &row, f, header, file))
+                        .collect()
+                };
+                parsed.push(SeriesRow {
+                    time: number(&row.cells[t], &row, t, header, file)?,
+                    values: cells(values)?,
+                    inputs: cells(input)?,
+                    key: traj.map(|c| row.cells[c].text.trim().to_string()),
+                });
+                let column = |f: usize| row.cells[f].column;
+                places.push((
+                    row.line,
+                    column(t),
+                    (input.0..input.1).map(column).collect::<Vec<_>>(),
+                ));
+            }
+            let located = |problem: SeriesProblem| match problem {
+                SeriesProblem::Time {
+                    row,
+                    previous,
+                    time,
+                    trajectory,
+                } => DataError::TimesNotIncreasing {
+                    file: file.to_string(),
+                    line: places[row].0,
+                    column: places[row].1,
+                    previous,
+                    time,
+                    trajectory,
+                },
+                SeriesProblem::Input {
+                    row,
+                    index,
+                    first,
+                    value,
+                    trajectory,
+                } => DataError::InputNotConstant {
+                    file: file.to_string(),
+                    line: places[row].0,
+                    column: places[row].2[index],
+                    field: input.0 + index,
+                    name: header.and_then(|h| h.get(input.0 + index)).cloned(),
+                    trajectory,
+                    first,
+                    value,
+                },
+            };
+            assemble(
+                parsed,
+                values.1 - values.0,
+                input.1 - input.0,
+                traj.is_some(),
+                *keep,
+                file,
+            )
+            .map_err(|e| match e {
+                SeriesError::Data(d) => d,
+                SeriesError::At(p) => located(p),
+            })
         }
         _ => Err(DataError::WrongSource {
             expected: "a `csv` or `series` data source",
@@ -541,6 +618,124 @@ pub(super) fn window(
         }
         None => Ok(Dataset::series(times, dim, observed)),
     }
+}
+
+/// One data row of a `series` with a trajectory column or input columns, parsed.
+pub(super) struct SeriesRow {
+    pub time: f64,
+    pub values: Vec<f64>,
+    pub inputs: Vec<f64>,
+    /// The trajectory column's cell (its text; for an array, the number as written by `{}`).
+    pub key: Option<String>,
+}
+
+/// What is wrong with a parsed row (0-based among all data rows), for the caller to locate.
+pub(super) enum SeriesProblem {
+    /// A time does not increase within its trajectory.
+    Time {
+        row: usize,
+        previous: f64,
+        time: f64,
+        trajectory: Option<String>,
+    },
+    /// Input `index` (within the input columns) differs from the trajectory's first row.
+    Input {
+        row: usize,
+        index: usize,
+        first: f64,
+        value: f64,
+        trajectory: Option<String>,
+    },
+}
+
+pub(super) enum SeriesError {
+    Data(DataError),
+    At(SeriesProblem),
+}
+
+/// A series' rows to a [`Dataset`] when it has a trajectory column or input columns.
+///
+/// With a trajectory column, `rows = A..B` keeps data rows `A..B` of the file first; the rows
+/// are then grouped by the column's value, trajectories in order of first appearance, each
+/// trajectory's rows in file order, its times increasing strictly. Without one the series is
+/// one trajectory (`rows` keeps a window of it after the times were checked, as without
+/// inputs). A trajectory's inputs are its first row's and must be the same on its other rows.
+pub(super) fn assemble(
+    rows: Vec<SeriesRow>,
+    obs_dim: usize,
+    input_dim: usize,
+    has_traj: bool,
+    keep: Option<(usize, usize)>,
+    file: &str,
+) -> Result<Dataset, SeriesError> {
+    if rows.is_empty() {
+        return Err(SeriesError::Data(DataError::NoRows {
+            file: file.to_string(),
+        }));
+    }
+    let (first, last) = match keep {
+        Some((a, b)) if has_traj => {
+            check_rows((a, b), rows.len(), file).map_err(SeriesError::Data)?;
+            (a, b)
+        }
+        _ => (0, rows.len()),
+    };
+    // Trajectories in order of first appearance, each its rows' indices.
+    let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+    let mut index: std::collections::HashMap<Option<String>, usize> =
+        std::collections::HashMap::new();
+    for (r, row) in rows.iter().enumerate().take(last).skip(first) {
+        let g = *index.entry(row.key.clone()).or_insert_with(|| {
+            groups.push((row.key.clone(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(r);
+    }
+    let mut times = Vec::with_capacity(last - first);
+    let mut observed = Vec::with_capacity((last - first) * obs_dim);
+    let mut inputs = Vec::with_capacity(groups.len() * input_dim);
+    let mut ranges = Vec::with_capacity(groups.len());
+    for (key, members) in &groups {
+        let start = times.len();
+        let head = &rows[members[0]];
+        for &r in members {
+            let row = &rows[r];
+            if let Some(&previous) = times[start..].last() {
+                if row.time <= previous {
+                    return Err(SeriesError::At(SeriesProblem::Time {
+                        row: r,
+                        previous,
+                        time: row.time,
+                        trajectory: key.clone(),
+                    }));
+                }
+            }
+            for (i, (&value, &first)) in row.inputs.iter().zip(&head.inputs).enumerate() {
+                if value != first {
+                    return Err(SeriesError::At(SeriesProblem::Input {
+                        row: r,
+                        index: i,
+                        first,
+                        value,
+                        trajectory: key.clone(),
+                    }));
+                }
+            }
+            times.push(row.time);
+            observed.extend_from_slice(&row.values);
+        }
+        inputs.extend_from_slice(&head.inputs);
+        ranges.push(start..times.len());
+    }
+    if has_traj {
+        return Ok(Dataset::trajectories(
+            times, obs_dim, observed, ranges, input_dim, inputs,
+        ));
+    }
+    let mut data = window(times, obs_dim, observed, keep, file).map_err(SeriesError::Data)?;
+    data.input_dim = input_dim;
+    data.inputs = inputs;
+    Ok(data)
 }
 
 /// `rows = A..B` must select at least one of the file's `n` rows.

@@ -100,6 +100,28 @@ pub enum DataError {
         previous: f64,
         /// The time on this row.
         time: f64,
+        /// The trajectory, for a series with a trajectory column.
+        trajectory: Option<String>,
+    },
+    /// An input cell of a series differs from the trajectory's first row: a trajectory's
+    /// inputs (its initial conditions) are constant.
+    InputNotConstant {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column of the cell.
+        column: usize,
+        /// 0-based field.
+        field: usize,
+        /// Its header name.
+        name: Option<String>,
+        /// The trajectory (`None`: the series is one trajectory).
+        trajectory: Option<String>,
+        /// The value on the trajectory's first row.
+        first: f64,
+        /// The value on this row.
+        value: f64,
     },
     /// The file has no data rows.
     NoRows {
@@ -227,6 +249,7 @@ impl DataError {
             | UnclosedQuote { file, .. }
             | TextAfterQuote { file, .. }
             | TimesNotIncreasing { file, .. }
+            | InputNotConstant { file, .. }
             | NoRows { file }
             | UnknownColumn { file, .. }
             | NoHeader { file, .. }
@@ -255,7 +278,8 @@ impl DataError {
             | AmbiguousHeader { line, column, .. }
             | UnclosedQuote { line, column, .. }
             | TextAfterQuote { line, column, .. }
-            | TimesNotIncreasing { line, column, .. } => Some((*line, *column)),
+            | TimesNotIncreasing { line, column, .. }
+            | InputNotConstant { line, column, .. } => Some((*line, *column)),
             _ => None,
         }
     }
@@ -310,8 +334,34 @@ impl DataError {
                 "unexpected text after a closing quote; expected `,` or the end of the line"
                     .to_string()
             }
-            TimesNotIncreasing { previous, time, .. } => format!(
-                "the times of a series must increase, but {time} follows {previous}"
+            TimesNotIncreasing {
+                previous,
+                time,
+                trajectory: None,
+                ..
+            } => format!("the times of a series must increase, but {time} follows {previous}"),
+            TimesNotIncreasing {
+                previous,
+                time,
+                trajectory: Some(traj),
+                ..
+            } => format!(
+                "the times of trajectory `{traj}` must increase, but {time} follows {previous}"
+            ),
+            InputNotConstant {
+                field,
+                name,
+                trajectory,
+                first,
+                value,
+                ..
+            } => format!(
+                "input {} is {value} here but {first} on the first row of {}; a trajectory's inputs must be constant",
+                column_name(field, name),
+                match trajectory {
+                    Some(t) => format!("trajectory `{t}`"),
+                    None => "the series".to_string(),
+                }
             ),
             NoRows { .. } => "the file has no data rows".to_string(),
             UnknownColumn {

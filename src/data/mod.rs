@@ -25,6 +25,7 @@ mod error;
 mod toy;
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 pub use bind::{check_columns, check_labels, check_times};
 pub use error::DataError;
@@ -41,8 +42,10 @@ pub const MAX_VALUES: usize = 1 << 27;
 ///
 /// A sample set (`csv` and every generator) has `n` samples of `input_dim` inputs each, with
 /// an optional label per sample; the series fields are `None`. A `series` block is one
-/// trajectory observed at several times: `n = 1`, `input_dim = 0`, and `times`/`observed`
-/// hold the observations.
+/// trajectory observed at several times: `n = 1`, `input_dim = 0` (or the width of its
+/// `input` columns), and `times`/`observed` hold the observations. A `series` with a
+/// trajectory column (`traj = COL`) holds `n` trajectories, the samples: `trajectories[i]` is
+/// the range of sample `i`'s rows in `times`/`observed`, and its inputs come from its first row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     /// Number of samples.
@@ -60,6 +63,10 @@ pub struct Dataset {
     pub observed: Option<Vec<f64>>,
     /// Observed values per time (0 without a series).
     pub obs_dim: usize,
+    /// A series of several trajectories: sample `i`'s rows of `times` and `observed`, ranges
+    /// that follow each other; each trajectory's times increase strictly. `None`: every sample
+    /// is observed at every time (a single trajectory).
+    pub trajectories: Option<Vec<Range<usize>>>,
 }
 
 impl Dataset {
@@ -80,6 +87,7 @@ impl Dataset {
             times: None,
             observed: None,
             obs_dim: 0,
+            trajectories: None,
         }
     }
 
@@ -94,7 +102,52 @@ impl Dataset {
             times: Some(times),
             observed: Some(observed),
             obs_dim,
+            trajectories: None,
         }
+    }
+
+    /// A series of `trajectories.len()` trajectories (the samples), sample `i` observed at
+    /// `times[trajectories[i]]`, with `input_dim` inputs per sample in `inputs`.
+    pub fn trajectories(
+        times: Vec<f64>,
+        obs_dim: usize,
+        observed: Vec<f64>,
+        trajectories: Vec<Range<usize>>,
+        input_dim: usize,
+        inputs: Vec<f64>,
+    ) -> Dataset {
+        debug_assert_eq!(observed.len(), times.len() * obs_dim);
+        debug_assert_eq!(inputs.len(), trajectories.len() * input_dim);
+        Dataset {
+            n: trajectories.len(),
+            input_dim,
+            inputs,
+            labels: None,
+            times: Some(times),
+            observed: Some(observed),
+            obs_dim,
+            trajectories: Some(trajectories),
+        }
+    }
+
+    /// The rows of `times`/`observed` at which sample `i` is observed: its own trajectory's,
+    /// or every row when the series is one trajectory.
+    pub fn observation_rows(&self, i: usize) -> Range<usize> {
+        match &self.trajectories {
+            Some(t) => t.get(i).cloned().unwrap_or(0..0),
+            None => 0..self.times.as_ref().map_or(0, Vec::len),
+        }
+    }
+
+    /// The row of sample `i`'s observation at time `t`, if it has one.
+    pub fn observation_at(&self, i: usize, t: f64) -> Option<usize> {
+        let times = self.times.as_ref()?;
+        let rows = self.observation_rows(i);
+        let start = rows.start;
+        times[rows]
+            .binary_search_by(|s| s.total_cmp(&t))
+            .ok()
+            .map(|k| start + k)
     }
 
     /// Sample `i`'s inputs.
@@ -108,11 +161,26 @@ impl Dataset {
     }
 
     /// The samples at `indices`, in that order (a mini-batch, or a row selection); series
-    /// fields are copied unchanged.
+    /// fields are copied unchanged, except that a series of trajectories keeps those
+    /// trajectories' rows.
     pub fn select(&self, indices: &[usize]) -> Dataset {
         let mut inputs = Vec::with_capacity(indices.len() * self.input_dim);
         for &i in indices {
             inputs.extend_from_slice(self.input(i));
+        }
+        if let (Some(ranges), Some(times), Some(observed)) =
+            (&self.trajectories, &self.times, &self.observed)
+        {
+            let d = self.obs_dim;
+            let (mut t, mut o, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+            for &i in indices {
+                let r = ranges[i].clone();
+                let start = t.len();
+                t.extend_from_slice(&times[r.clone()]);
+                o.extend_from_slice(&observed[r.start * d..r.end * d]);
+                kept.push(start..t.len());
+            }
+            return Dataset::trajectories(t, d, o, kept, self.input_dim, inputs);
         }
         Dataset {
             n: indices.len(),
@@ -125,6 +193,7 @@ impl Dataset {
             times: self.times.clone(),
             observed: self.observed.clone(),
             obs_dim: self.obs_dim,
+            trajectories: None,
         }
     }
 }
@@ -322,7 +391,10 @@ fn eval_labels(
 /// within the data rows (the header is not a row).
 ///
 /// For `series`: the `t` column gives the times, which must increase strictly, and the
-/// `values` columns the observations at each time.
+/// `values` columns the observations at each time. With `traj = COL`, each distinct value of
+/// that column is one trajectory (a sample), in order of first appearance, whose times must
+/// increase strictly within it (`rows = A..B` keeps file rows before they are grouped); with
+/// `input = A..B`, each trajectory's inputs are its first row's, the same on its other rows.
 ///
 /// The format, header detection and what counts as an error are described in the `csv`
 /// submodule docs and `docs/data.md`; every error names the file, and a cell's error its line
@@ -433,6 +505,8 @@ mod tests {
             t: ir::Column::Index(0),
             values: (ir::Column::Index(1), ir::Column::Index(2)),
             rows: None,
+            traj: None,
+            input: None,
         };
         assert!(matches!(
             generate(&csv, &pool, &[]),

@@ -817,6 +817,11 @@ pub enum DataSource {
         values: (Column, Column),
         /// Keep only observation rows `start..end` (a window of the series), if given.
         rows: Option<(usize, usize)>,
+        /// The trajectory column: each distinct value is one trajectory (a sample), in order
+        /// of first appearance.
+        traj: Option<Column>,
+        /// Input columns `start..end`: each trajectory's inputs, from its first row.
+        input: Option<(Column, Column)>,
     },
 }
 
@@ -830,6 +835,8 @@ pub struct DataBlock {
     /// What a `csv` or `series` block's column range binds (`None` for generators, and when
     /// the model declares nothing it could bind or a declaration's shape is in error).
     pub columns: Option<ColumnBinding>,
+    /// What a `series` block's `input` range binds: the model's inputs.
+    pub input_columns: Option<ColumnBinding>,
     /// The declaration.
     pub span: Span,
 }

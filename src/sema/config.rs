@@ -701,7 +701,7 @@ fn column_binding(checker: &Checker, span: Span, observed: bool) -> Option<Colum
 pub(crate) fn data_source<'a>(
     checker: &mut Checker<'a>,
     call: &'a ast::Call,
-) -> Option<(DataSource, Option<ColumnBinding>)> {
+) -> Option<(DataSource, Option<ColumnBinding>, Option<ColumnBinding>)> {
     let name = call.name.name.as_str();
     let what = format!("`{name}`");
     if let Some(&(_, kind)) = TOYS.iter().find(|(n, _)| *n == name) {
@@ -734,6 +734,7 @@ pub(crate) fn data_source<'a>(
                 seed,
                 factor,
             },
+            None,
             None,
         ));
     }
@@ -775,6 +776,7 @@ pub(crate) fn data_source<'a>(
                     mean,
                     std,
                 },
+                None,
                 None,
             ))
         }
@@ -839,6 +841,7 @@ pub(crate) fn data_source<'a>(
                     label,
                 },
                 None,
+                None,
             ))
         }
         "csv" => {
@@ -867,14 +870,42 @@ pub(crate) fn data_source<'a>(
                     rows,
                 },
                 columns,
+                None,
             ))
         }
         "series" => {
-            let args = bind_args(checker, call, &what, &["path", "t", "values", "rows"], 3)?;
+            let args = bind_args(
+                checker,
+                call,
+                &what,
+                &["path", "t", "values", "rows", "traj", "input"],
+                3,
+            )?;
             let path = path(checker, args[0]?)?;
             let t = column(checker, args[1]?, "the time column")?;
             let values = column_range(checker, args[2]?, "a value column")?;
             let rows = row_range(checker, args[3])?;
+            let traj = match args[4] {
+                Some(e) => Some(column(checker, e, "the trajectory column")?),
+                None => None,
+            };
+            let (input, input_columns) = match args[5] {
+                Some(e) if checker.inputs.is_empty() => {
+                    checker.diags.push(
+                        Diagnostic::error(
+                            e.span,
+                            "`input` columns need an `input` declaration to bind them to",
+                        )
+                        .with_help("declare one, e.g. `input x0[2]`, and read it in the model"),
+                    );
+                    return None;
+                }
+                Some(e) => (
+                    Some(column_range(checker, e, "an input column")?),
+                    column_binding(checker, e.span, false),
+                ),
+                None => (None, None),
+            };
             let columns = column_binding(checker, args[2]?.span, true);
             Some((
                 DataSource::Series {
@@ -882,8 +913,11 @@ pub(crate) fn data_source<'a>(
                     t,
                     values,
                     rows,
+                    traj,
+                    input,
                 },
                 columns,
+                input_columns,
             ))
         }
         _ => {
@@ -916,11 +950,14 @@ fn row_range<'a>(
 
 /// The width check of a column range whose ends are both indices; a range with a name waits
 /// for the file's header (`data::check_columns`).
-fn check_index_range(block: &ir::DataBlock, range: &(Column, Column)) -> Option<Diagnostic> {
+fn check_index_range(
+    binding: Option<&ColumnBinding>,
+    range: &(Column, Column),
+) -> Option<Diagnostic> {
     let (Column::Index(a), Column::Index(b)) = range else {
         return None;
     };
-    let binding = block.columns.as_ref()?;
+    let binding = binding?;
     let fix = if binding.elements == 0 {
         format!("declare them with `observed NAME[{}]`", b - a)
     } else {
@@ -966,11 +1003,14 @@ pub(crate) fn check_data_shapes(checker: &mut Checker) {
                 (Some(*dim), Some(label.is_some()), "`uniform`")
             }
             DataSource::Csv { input, label, .. } => {
-                problems.extend(check_index_range(block, input));
+                problems.extend(check_index_range(block.columns.as_ref(), input));
                 (None, Some(label.is_some()), "this csv")
             }
-            DataSource::Series { values, .. } => {
-                problems.extend(check_index_range(block, values));
+            DataSource::Series { values, input, .. } => {
+                problems.extend(check_index_range(block.columns.as_ref(), values));
+                if let Some(input) = input {
+                    problems.extend(check_index_range(block.input_columns.as_ref(), input));
+                }
                 (None, None, "a series")
             }
         };

@@ -810,11 +810,14 @@ impl<'a> Checker<'a> {
                         );
                         continue;
                     }
-                    if let Some((source, columns)) = config::data_source(self, source) {
+                    if let Some((source, columns, input_columns)) =
+                        config::data_source(self, source)
+                    {
                         self.model.data.push(ir::DataBlock {
                             name: name.name.clone(),
                             source,
                             columns,
+                            input_columns,
                             span: decl.span,
                         });
                     }
@@ -1003,7 +1006,11 @@ impl<'a> Checker<'a> {
             .count();
         let all_lowered = declared == self.model.data.len() && !self.broken("data");
         let is_series = |b: &ir::DataBlock| matches!(b.source, ir::DataSource::Series { .. });
-        let gives_inputs = self.model.data.iter().any(|b| !is_series(b));
+        let gives_inputs = self
+            .model
+            .data
+            .iter()
+            .any(|b| !matches!(b.source, ir::DataSource::Series { input: None, .. }));
         let gives_observed = self.model.data.iter().any(is_series);
         if let (Some(first), true, false) = (self.inputs.first(), all_lowered, gives_inputs) {
             let mut d = Diagnostic::error(
@@ -1011,7 +1018,7 @@ impl<'a> Checker<'a> {
                 format!("input `{}` is not bound to any data", first.name.name),
             );
             d = if gives_observed {
-                d.with_help("a `series` binds observed values, not inputs: add a `csv` or generated data block for the inputs")
+                d.with_help("a `series` binds observed values, and inputs only with `input = A..B` columns: add them, or a `csv` or generated data block for the inputs")
             } else {
                 d.with_help(
                     "add a data block, e.g. `data train = moons(n = 512, noise = 0.1, seed = 1)`",

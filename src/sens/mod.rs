@@ -130,6 +130,7 @@ impl From<SolveError> for GradientError {
 
 /// The model's loss terms at the save times.
 pub struct ModelObjective<'a> {
+    system: WithQuadrature<'a>,
     program: &'a Program,
     params: &'a Params,
     data: &'a Dataset,
@@ -144,6 +145,7 @@ impl<'a> ModelObjective<'a> {
     pub fn new(bound: &Bound<'a>) -> Self {
         let kinds = bound.program.cost_kinds();
         ModelObjective {
+            system: bound.system(),
             program: bound.program,
             params: bound.params,
             data: bound.data,
@@ -192,7 +194,9 @@ impl Objective<WithQuadrature<'_>> for ModelObjective<'_> {
                 cot[n..n + width].fill(1.0);
             }
         }
-        if self.observed {
+        if self.observed && self.data.trajectories.is_some() {
+            total += self.observed_by_trajectory(t, y, samples, cot, grad, ws);
+        } else if self.observed {
             if let (Some(obs_times), Some(observed)) = (&self.data.times, &self.data.observed) {
                 for (k, _) in obs_times.iter().enumerate().filter(|(_, &s)| s == t) {
                     let row = &observed[k * self.data.obs_dim..(k + 1) * self.data.obs_dim];
@@ -212,6 +216,81 @@ impl Objective<WithQuadrature<'_>> for ModelObjective<'_> {
                         *c += v;
                     }
                 }
+            }
+        }
+        total
+    }
+}
+
+impl ModelObjective<'_> {
+    /// The observed costs at `t` of a series of trajectories, each sample charged only if its
+    /// own trajectory is observed at `t`: the whole block at once when every lane is, else lane
+    /// by lane at width 1 (so a lane without an observation adds nothing to the parameter
+    /// gradient, which the kernels reduce over the lanes). Adds to `cot` and `grad`.
+    fn observed_by_trajectory(
+        &self,
+        t: f64,
+        y: &[f64],
+        samples: Range<usize>,
+        cot: &mut [f64],
+        grad: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) -> f64 {
+        let Some(observed) = &self.data.observed else {
+            return 0.0;
+        };
+        let d = self.data.obs_dim;
+        let width = samples.len();
+        let dim = self.program.dim();
+        let n = dim * width;
+        let rows: Vec<Option<usize>> = samples.map(|s| self.data.observation_at(s, t)).collect();
+        if rows.iter().all(Option::is_none) {
+            return 0.0;
+        }
+        if rows.iter().all(Option::is_some) {
+            let bound: Vec<f64> = rows
+                .iter()
+                .flatten()
+                .flat_map(|&k| observed[k * d..(k + 1) * d].iter().copied())
+                .collect();
+            let mut values = vec![0.0; (1 + dim) * width];
+            ws.program_workspace().bind_observed(&bound);
+            self.program.cost_grad(
+                CostKind::Observed,
+                self.params,
+                &vec![t; width],
+                &y[..n],
+                &mut values,
+                grad,
+                ws.program_workspace(),
+            );
+            for (c, v) in cot[..n].iter_mut().zip(&values[width..]) {
+                *c += v;
+            }
+            return values[..width].iter().sum();
+        }
+        let mut total = 0.0;
+        let mut lane_y = vec![0.0; dim];
+        let mut values = vec![0.0; 1 + dim];
+        for (lane, row) in rows.iter().enumerate() {
+            let Some(k) = *row else { continue };
+            for (i, v) in lane_y.iter_mut().enumerate() {
+                *v = y[i * width + lane];
+            }
+            let lw = self.system.lane_workspace(ws, lane);
+            lw.bind_observed(&observed[k * d..(k + 1) * d]);
+            self.program.cost_grad(
+                CostKind::Observed,
+                self.params,
+                &[t],
+                &lane_y,
+                &mut values,
+                grad,
+                lw,
+            );
+            total += values[0];
+            for i in 0..dim {
+                cot[i * width + lane] += values[1 + i];
             }
         }
         total

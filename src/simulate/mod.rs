@@ -221,6 +221,28 @@ impl<'a> WithQuadrature<'a> {
 }
 
 impl WithQuadrature<'_> {
+    /// A width-1 program workspace bound to lane `lane` of `ws`'s block (that sample's inputs
+    /// and labels), for a cost that only some lanes carry.
+    pub fn lane_workspace<'w>(
+        &self,
+        ws: &'w mut QuadratureWorkspace,
+        lane: usize,
+    ) -> &'w mut Workspace {
+        let sample = ws.first + lane;
+        let rows = |data: &[f64], len: usize| -> (usize, usize) {
+            let start = (sample * len).min(data.len());
+            (start, (start + len).min(data.len()))
+        };
+        let w = ws
+            .lane
+            .get_or_insert_with(|| Box::new(self.program.workspace(1)));
+        let (a, b) = rows(self.inner.inputs, self.program.input_len());
+        w.bind_inputs(&self.inner.inputs[a..b]);
+        let (a, b) = rows(self.inner.labels, self.program.label_len());
+        w.bind_labels(&self.inner.labels[a..b]);
+        w
+    }
+
     /// The quadrature component of `dy`: the running cost, when there is one.
     fn add_running_cost(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
         if !self.running {
@@ -622,13 +644,19 @@ impl Bound<'_> {
         }
         // A series is observed at its times: the solver steps onto them exactly and saves there,
         // in the order of integration (a backward span visits them from the last).
-        let observation_times: Vec<f64> = data
+        let mut observation_times: Vec<f64> = data
             .times
             .iter()
             .flatten()
             .copied()
             .filter(|t| schedule.contains(*t))
             .collect();
+        if data.trajectories.is_some() {
+            // Every sample is solved to the union of the trajectories' times; each is charged
+            // only at its own (see `observed_cost`).
+            observation_times.sort_by(f64::total_cmp);
+            observation_times.dedup();
+        }
         if !observation_times.is_empty() {
             options.stops = observation_times.clone();
             let mut save = if options.save.is_empty() {
@@ -723,14 +751,8 @@ impl Bound<'_> {
                         sums[k] += out.iter().sum::<f64>();
                     }
                     CostKind::Observed => {
-                        sums[k] += observed_cost(
-                            program,
-                            params,
-                            data,
-                            &solution,
-                            &mut ws.inner,
-                            start..end,
-                        );
+                        sums[k] +=
+                            observed_cost(program, params, data, &solution, &system, start..end);
                     }
                     CostKind::Penalty => {}
                 }
@@ -830,14 +852,8 @@ impl Bound<'_> {
                     }
                     CostKind::Observed => {
                         for s in start..end {
-                            let v = observed_cost(
-                                program,
-                                params,
-                                data,
-                                solution,
-                                &mut ws.inner,
-                                s..s + 1,
-                            );
+                            let v =
+                                observed_cost(program, params, data, solution, &system, s..s + 1);
                             values.push(v);
                         }
                     }
@@ -868,13 +884,15 @@ impl Bound<'_> {
 }
 
 /// The observed cost summed over a series' observation times (for the samples `samples`, which
-/// for a series is the one trajectory).
+/// for a series is the one trajectory, or some of its trajectories): each sample is charged
+/// at its own observation times ([`Dataset::observation_rows`]) that the solution holds, on a
+/// width-1 workspace bound to that sample.
 fn observed_cost(
     program: &Program,
     params: &Params,
     data: &Dataset,
     solution: &solve::Solution,
-    ws: &mut Workspace,
+    system: &WithQuadrature<'_>,
     samples: Range<usize>,
 ) -> f64 {
     let (Some(times), Some(observed)) = (&data.times, &data.observed) else {
@@ -884,13 +902,16 @@ fn observed_cost(
     let mut total = 0.0;
     let mut out = [0.0];
     for sample in samples {
-        for (k, t) in times.iter().enumerate() {
-            let Some(index) = solution.t.iter().position(|s| s == t) else {
+        let mut ws = system.workspace(sample..sample + 1);
+        for k in data.observation_rows(sample) {
+            let t = times[k];
+            let Some(index) = solution.t.iter().position(|s| *s == t) else {
                 continue;
             };
             let y = &solution.state(index, sample)[..dim];
-            ws.bind_observed(&observed[k * data.obs_dim..(k + 1) * data.obs_dim]);
-            program.cost(CostKind::Observed, params, &[*t], y, &mut out, ws);
+            ws.inner
+                .bind_observed(&observed[k * data.obs_dim..(k + 1) * data.obs_dim]);
+            program.cost(CostKind::Observed, params, &[t], y, &mut out, &mut ws.inner);
             total += out[0];
         }
     }

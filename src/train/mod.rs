@@ -289,7 +289,9 @@ impl<'a> Trainer<'a> {
         let lr = self.hyper.lr_at(self.state.epoch);
         while self.state.batch < batches.len() {
             let indices = &batches[self.state.batch];
-            let subset = if self.data.times.is_some() || self.data.n == 0 {
+            let subset = if (self.data.times.is_some() && self.data.trajectories.is_none())
+                || self.data.n == 0
+            {
                 self.data.clone()
             } else {
                 self.data.select(indices)

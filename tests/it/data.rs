@@ -759,6 +759,8 @@ fn series_rows_keep_a_window() {
         t: Column::Index(0),
         values: (Column::Index(1), Column::Index(3)),
         rows,
+        traj: None,
+        input: None,
     };
     let text = "t,x,y\n0,1,2\n0.5,3,4\n1,5,6\n";
     let d = data::parse_csv(text, &series(Some((1, 3))), "obs.csv").unwrap();
@@ -778,6 +780,8 @@ fn series_gives_times_and_observations() {
         t,
         values: (Column::Name("x".into()), Column::Index(3)),
         rows: None,
+        traj: None,
+        input: None,
     };
     let text = "t,x,y\n0,1,2\n0.5,3,4\n1,5,6\n";
     let d = data::parse_csv(text, &series(Column::Name("t".into())), "obs.csv").unwrap();

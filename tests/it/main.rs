@@ -36,3 +36,5 @@ mod train_models;
 /// `nodec train` with `msa`, the method of successive approximations: against Adam on
 /// `models/msa_sin.node`, refusals, thread-count and resume determinism.
 mod train_msa;
+/// Several trajectories in one series: against single runs, parsing and errors.
+mod trajectories;
