@@ -621,6 +621,7 @@ fn no_timings_makes_identical_runs_print_identical_bytes() {
         }
         assert!(a.contains("\"steps\""), "the counts stay: {a}");
     }
+}
 
 /// A parameter file must give every param once: a missing one is an error naming it, unless
 /// `--params-partial`; a key given twice (which JSON readers resolve to the last) is an error
