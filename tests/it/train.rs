@@ -766,3 +766,79 @@ fn a_checkpoint_with_mismatched_optimizer_buffers_is_refused() {
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
 }
+
+/// Twenty `kill -9`s at spread-out moments of a training run (checkpoints every epoch), each
+/// followed by `--resume` from whatever checkpoint is on disk (or a fresh start if none was
+/// written yet), end in the uninterrupted run's parameters to the bit; the temporaries of the
+/// writes the kills cut short are gone after the next writes.
+#[test]
+fn training_killed_twenty_times_resumes_to_the_same_bits() {
+    let dir = root().join(format!("target/kill9-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let model = path("resnet.node");
+    std::fs::write(
+        &model,
+        std::fs::read_to_string(root().join("models/resnet_euler.node"))
+            .unwrap()
+            .replace("epochs = 200", "epochs = 60"),
+    )
+    .unwrap();
+    let (ckpt, out, whole) = (
+        path("run.ckpt.json"),
+        path("params.json"),
+        path("whole.json"),
+    );
+    let start = |threads: &str| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"));
+        command
+            .args(["train", &model, "--quiet", "--checkpoint-every", "1"])
+            .args(["--checkpoint", &ckpt, "--out", &out])
+            .env("RAYON_NUM_THREADS", threads)
+            .current_dir(root())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if std::path::Path::new(&ckpt).exists() {
+            command.args(["--resume", &ckpt]);
+        }
+        command.spawn().expect("nodec starts")
+    };
+    let mut kills = 0;
+    let mut finished_early = false;
+    for i in 0..20u64 {
+        let mut child = start(if i % 2 == 0 { "2" } else { "1" });
+        // Spread over process start, compilation and a few epochs.
+        std::thread::sleep(std::time::Duration::from_millis(15 + (i * 37) % 120));
+        if child.try_wait().unwrap().is_some() {
+            finished_early = true;
+            break;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        kills += 1;
+    }
+    // Finish from the last checkpoint.
+    let status = start("2").wait().unwrap();
+    assert!(status.success(), "the last resume finishes");
+    assert!(kills >= 10 || finished_early, "only {kills} kills landed");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
+        .args(["train", &model, "--quiet", "--out", &whole])
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(&whole).unwrap(),
+        std::fs::read_to_string(&out).unwrap(),
+        "after {kills} kills"
+    );
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporaries left: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
