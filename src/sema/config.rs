@@ -42,6 +42,28 @@ fn positive_usize<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr, what: &str) -
     Some(n)
 }
 
+/// A generated data set of `n` samples of `dim` values must fit in the data limit; checked
+/// before anything of that size (a per-component mean) is built.
+fn generated_size(checker: &mut Checker<'_>, span: Span, n: usize, dim: usize) -> Option<()> {
+    let limit = crate::data::MAX_VALUES;
+    match n.checked_mul(dim) {
+        Some(v) if v <= limit => Some(()),
+        _ => {
+            checker.diags.push(
+                Diagnostic::error(
+                    span,
+                    format!(
+                        "{n} samples of {dim} values make {} numbers, more than the data limit of {limit}",
+                        n as u128 * dim as u128
+                    ),
+                )
+                .with_help("generate fewer samples or fewer values per sample"),
+            );
+            None
+        }
+    }
+}
+
 fn positive_number<'a>(checker: &mut Checker<'a>, e: &'a ast::Expr, what: &str) -> Option<f64> {
     let v = checker.const_number(e, what)?;
     if v <= 0.0 {
@@ -260,6 +282,25 @@ pub(crate) fn schedule<'a>(
         }
     }
     let save = match arg("save") {
+        // A fixed-step schedule saves every step by default: that many points per sample must
+        // fit, or the solve would abort on allocation long after the check passed.
+        None if steps.is_some_and(|n| n >= super::MAX_ELEMENTS) => {
+            let (n, e) = (steps.unwrap_or(0), arg("steps"));
+            if let Some(e) = e {
+                checker.diags.push(
+                    Diagnostic::error(
+                        e.span,
+                        format!(
+                            "{n} steps saved at every step make {} save points per sample, more than the limit of {}",
+                            n as u128 + 1,
+                            super::MAX_ELEMENTS
+                        ),
+                    )
+                    .with_help("save fewer points: add `save = DT` (a time interval) or `save = [t, ...]`"),
+                );
+            }
+            Save::Default
+        }
         None => Save::Default,
         Some(e) => match checker.lower_const_value(e, "`save`") {
             Some((Shape::Scalar, v)) if v[0] > 0.0 => {
@@ -749,6 +790,8 @@ pub(crate) fn data_source<'a>(
             )?;
             let n = positive_usize(checker, args[0]?, "`n`")?;
             let dim = positive_usize(checker, args[1]?, "`dim`")?;
+            generated_size(checker, call.span, n, dim)?;
+            generated_size(checker, call.span, n, dim)?;
             let seed = seed(checker, args[2]);
             let mean = match args[3] {
                 None => vec![0.0; dim],
