@@ -411,6 +411,30 @@ pub(crate) fn schedule<'a>(
     if let (Some(q), Some(p)) = (position, momentum) {
         check_leapfrog_split(checker, q, p, span);
     }
+    // Every layer's copy of a per-layer parameter is stored: the copies must fit the element
+    // limit, checked here rather than when the values are allocated.
+    if let Some(copies) = layers.or(steps) {
+        for p in &checker.model.params {
+            let total = copies as u128 * p.shape.len() as u128;
+            if p.time == ParamTime::PerLayer && total > super::MAX_ELEMENTS as u128 {
+                checker.diags.push(
+                    Diagnostic::error(
+                        p.span,
+                        format!(
+                            "per-layer param `{}` has {copies} copies of {} values ({total} in all), more than the limit of {}",
+                            p.name,
+                            p.shape.len(),
+                            super::MAX_ELEMENTS
+                        ),
+                    )
+                    .with_help(format!(
+                        "use fewer layers: `layers = N` on the {} schedule shares each copy among steps / N steps",
+                        method.name()
+                    )),
+                );
+            }
+        }
+    }
     // Per-layer parameters need a number of layers.
     if layers.is_none() && steps.is_none() {
         for p in &checker.model.params {
