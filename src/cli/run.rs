@@ -145,6 +145,20 @@ pub fn load_mapped(
     let compile_seconds = started.elapsed().as_secs_f64();
     let mut params = simulate::initial_params(&model, program.layout(), seed);
     if let Some(params_path) = params_file {
+        // Parsed, a JSON number costs several times its text: a file far larger than the
+        // model's parameters could need is refused before it is read.
+        let limit = (16u64 << 20).max(4 * 64 * program.layout().total as u64);
+        if let Ok(meta) = std::fs::metadata(params_path) {
+            if meta.len() > limit {
+                out.stderr.push_str(&format!(
+                    "{params_path}: error: the parameter file has {} bytes, more than the {limit} that the {} parameter values of `{}` could need (4 × 64 bytes each, or 16 MiB); is it the right file?\n",
+                    meta.len(),
+                    program.layout().total,
+                    model.name
+                ));
+                return None;
+            }
+        }
         let bytes = match std::fs::read(params_path) {
             Ok(bytes) => bytes,
             Err(e) => {

@@ -675,3 +675,18 @@ fn params_files_give_every_param_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the key `a` appears twice"), "{stderr}");
 }
+
+/// A parameter file far larger than the model's parameters could need is refused before it
+/// is read and parsed (a 500 MB file used to exhaust memory in the JSON parser).
+#[test]
+fn an_oversized_parameter_file_is_refused_before_reading() {
+    let path = write_model("oversized.json", &" ".repeat((16 << 20) + 1));
+    let out = nodec(&["run", "models/decay.node", "--params", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the parameter file has 16777217 bytes, more than the 16777216"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
