@@ -730,13 +730,7 @@ impl Bound<'_> {
             let end = (start + width).min(n);
             let w = end - start;
             let mut ws = system.workspace(start..end);
-            let mut block = vec![0.0; dim * w];
-            for s in 0..w {
-                let y = solution.final_state(start + s);
-                for i in 0..dim {
-                    block[i * w + s] = y[i];
-                }
-            }
+            let block = solution.final_block(start..end, dim);
             let times = vec![t1; w];
             let mut out = vec![0.0; w];
             for (k, kind) in kinds.iter().enumerate() {
@@ -832,13 +826,7 @@ impl Bound<'_> {
             let end = (start + width).min(n);
             let w = end - start;
             let mut ws = system.workspace(start..end);
-            let mut block = vec![0.0; dim * w];
-            for s in 0..w {
-                let y = solution.final_state(start + s);
-                for i in 0..dim {
-                    block[i * w + s] = y[i];
-                }
-            }
+            let block = solution.final_block(start..end, dim);
             let times = vec![t1; w];
             let mut out = vec![0.0; w];
             for (kind, values) in costs.iter_mut() {

@@ -465,6 +465,20 @@ impl Solution {
     pub fn final_state(&self, sample: usize) -> &[f64] {
         self.state(self.t.len() - 1, sample)
     }
+
+    /// The first `dim` components of the final states of `samples`, component-major as a
+    /// block's kernels read them.
+    pub fn final_block(&self, samples: Range<usize>, dim: usize) -> Vec<f64> {
+        let w = samples.len();
+        let mut block = vec![0.0; dim * w];
+        for (s, sample) in samples.enumerate() {
+            let y = self.final_state(sample);
+            for i in 0..dim {
+                block[i * w + s] = y[i];
+            }
+        }
+        block
+    }
 }
 
 /// Why a solve failed. Samples are numbered from 0 in the batch; when several samples fail,
