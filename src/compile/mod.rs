@@ -1427,7 +1427,16 @@ impl Program {
             y,
             ..Blocks::default()
         };
-        self.run(K::EventConds as usize, params, t, blocks, None, out, None, ws);
+        self.run(
+            K::EventConds as usize,
+            params,
+            t,
+            blocks,
+            None,
+            out,
+            None,
+            ws,
+        );
     }
 
     /// Every event's assigned values, events and assignments in order, one row of `width` each.
@@ -1443,7 +1452,16 @@ impl Program {
             y,
             ..Blocks::default()
         };
-        self.run(K::EventJumps as usize, params, t, blocks, None, out, None, ws);
+        self.run(
+            K::EventJumps as usize,
+            params,
+            t,
+            blocks,
+            None,
+            out,
+            None,
+            ws,
+        );
     }
 
     /// LM-ResNet's coefficient `k` at `t` (0 without one).

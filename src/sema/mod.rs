@@ -829,10 +829,7 @@ impl<'a> Checker<'a> {
                     let _ = first;
                     self.diags.error(
                         a.span,
-                        format!(
-                            "event `{}` assigns `{}` twice",
-                            name.name, a.target.name
-                        ),
+                        format!("event `{}` assigns `{}` twice", name.name, a.target.name),
                     );
                     ok = false;
                     continue;

@@ -20,9 +20,9 @@
 )]
 
 use super::events;
-use super::EventHit;
 use super::tableau::{self, Dense, EmbeddedRk, DOPRI5_DENSE, TSIT5_INTERP};
 use super::timeline::Timeline;
+use super::EventHit;
 use super::{Method, SolveError, SolverOptions, Stats, System};
 
 /// Safety factor of the step-size controller (Hairer's `SAFE`).
@@ -516,8 +516,7 @@ pub(crate) fn solve<S: System>(
                         continue;
                     }
                     let remaining = (tl.landings[lane.landing].t - te).abs();
-                    let guess =
-                        hinit_guess(&y, &k[0], width, s, rtol, atol, hmax.min(remaining));
+                    let guess = hinit_guess(&y, &k[0], width, s, rtol, atol, hmax.min(remaining));
                     let h0 = dir * guess.0;
                     for i in 0..dim {
                         stage[i] = y[i] + h0 * k[0][i];
