@@ -788,15 +788,20 @@ impl<'a> Checker<'a> {
                     Some((idx, ispan)) => {
                         let dims = state_shape.dims();
                         if idx.len() != dims.len() {
-                            self.diags.error(
-                                *ispan,
+                            let message = if dims.is_empty() {
+                                format!(
+                                    "state `{}` is a scalar: assign it whole, without an index",
+                                    a.target.name
+                                )
+                            } else {
                                 format!(
                                     "state `{}` is {state_shape}: an element needs {} {}",
                                     a.target.name,
                                     dims.len(),
                                     if dims.len() == 1 { "index" } else { "indices" }
-                                ),
-                            );
+                                )
+                            };
+                            self.diags.error(*ispan, message);
                             ok = false;
                             continue;
                         }
