@@ -269,3 +269,32 @@ fn stiff_methods_and_gradients_are_refused_with_located_errors() {
         );
     }
 }
+
+/// A model too wide for the scalar IR runs its events on tensor kernels: the jump resets `y`
+/// (so it crosses its threshold every `ln 4 / k`) and assigns one element of a vector state.
+#[test]
+fn events_run_on_tensor_kernels_too() {
+    let path = write_model(
+        "wide.node",
+        "param W[200, 200] ~ normal(0, 0.01)\nstate x[200] = 1\nstate y = 4\n\
+         dx/dt = tanh(W * x)\ndy/dt = -0.5 * y\n\
+         event reset when y - 1 crosses 0 falling -> y = 4, x[3] = 7\n\
+         schedule dopri5(t = [0, 6], rtol = 1e-12, atol = 1e-12)\n",
+    );
+    let out = nodec(&["ir", &path, "--stats"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tensor kernels"),
+        "the model should be too wide for the scalar IR"
+    );
+    let v = run_json(&path);
+    let period = 4.0f64.ln() / 0.5;
+    let got: Vec<f64> = events(&v).iter().map(|e| e.1).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (i, t) in got.iter().enumerate() {
+        let want = period * (i + 1) as f64;
+        assert!((t - want).abs() < 1e-8, "reset at {t}, expected {want}");
+    }
+    let y = v["final"]["y"].as_f64().unwrap();
+    let want = 4.0 * (-0.5 * (6.0 - 2.0 * period)).exp();
+    assert!((y - want).abs() < 1e-8, "y(6) = {y}, exact {want}");
+}
