@@ -77,6 +77,9 @@ pub struct RunReport {
     pub costates: Vec<Series>,
     /// One summary per data block (training block first), empty for a model without data.
     pub data: Vec<DataSummary>,
+    /// The reported sample's events in time order: name, time and whether it stopped the
+    /// sample; `None` for a model without events (and then nothing is printed).
+    pub events: Option<Vec<(String, f64, bool)>>,
     /// Solver statistics.
     pub stats: RunStats,
 }
@@ -148,6 +151,19 @@ pub fn to_json(report: &RunReport) -> String {
         if !blocks.is_empty() {
             root.insert("data".into(), Value::Object(blocks));
         }
+    }
+    if let Some(events) = &report.events {
+        let list: Vec<Value> = events
+            .iter()
+            .map(|(name, t, stop)| {
+                if *stop {
+                    json!({ "name": name, "t": t, "terminate": true })
+                } else {
+                    json!({ "name": name, "t": t })
+                }
+            })
+            .collect();
+        root.insert("events".into(), Value::Array(list));
     }
     let s = &report.stats;
     let mut stats = json!({
@@ -549,6 +565,19 @@ pub fn to_table(report: &RunReport) -> String {
         }
         out.push('\n');
     }
+    if let Some(events) = &report.events {
+        const SHOWN: usize = 10;
+        let _ = write!(out, "\nevents: {}", events.len());
+        for (i, (name, t, stop)) in events.iter().enumerate().take(SHOWN) {
+            let sep = if i == 0 { " — " } else { ", " };
+            let what = if *stop { " (terminated)" } else { "" };
+            let _ = write!(out, "{sep}{name} at t = {}{what}", format_sig(*t));
+        }
+        if events.len() > SHOWN {
+            let _ = write!(out, ", … (use --format json for all)");
+        }
+        out.push('\n');
+    }
     let s = &report.stats;
     let _ = writeln!(
         out,
@@ -592,6 +621,7 @@ mod tests {
 
     fn report(n: usize) -> RunReport {
         RunReport {
+            events: None,
             model: "m".into(),
             sample: None,
             t: (0..n).map(|k| k as f64 * 0.5).collect(),

@@ -869,6 +869,16 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
             format!("backprop through `{method}` is not supported"),
             "use `--method adjoint` (or `--method forward` for a few parameters)",
         ),
+        SolveError::InvalidOptions(OptionsError::EventGradients) => (
+            model.events.first().map_or(schedule_span, |e| e.span),
+            "gradients through events are not supported yet".to_string(),
+            "`nodec run` solves the model with its events; gradients (`grad`, `train`) need a model without events for now",
+        ),
+        SolveError::InvalidOptions(OptionsError::EventsMethod { method }) => (
+            schedule_span,
+            format!("events need an explicit Runge–Kutta method for now, not `{method}`"),
+            "use `euler`, `midpoint`, `heun` or `rk4` (fixed step), or `bosh3`, `dopri5` or `tsit5` (adaptive)",
+        ),
         other => (schedule_span, format!("the solver rejected its options: {other}"), "check the schedule's arguments"),
     };
     Diagnostic::error(span, message)
@@ -1194,6 +1204,20 @@ fn build_report(
         outputs,
         costates: Vec::new(),
         data,
+        events: (!model.events.is_empty()).then(|| {
+            solution
+                .events
+                .get(sample)
+                .map(|hits| {
+                    hits.iter()
+                        .filter_map(|h| {
+                            let e = model.events.get(h.event)?;
+                            Some((e.name.clone(), h.t, e.terminate))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }),
         stats: RunStats {
             steps: s.steps,
             rejected: s.rejected,

@@ -54,9 +54,11 @@ enum K {
     LmCoefParam,
     MsaMixed,
     VjpSaved,
+    EventConds,
+    EventJumps,
 }
 
-const FIXED_KERNELS: usize = 16;
+const FIXED_KERNELS: usize = 18;
 
 /// A compiled kernel: the scalar tape, which small models run (as native code where it pays),
 /// or tensor operations, whose size follows the model's text rather than its widths.
@@ -185,6 +187,43 @@ pub struct Program {
     /// Registers of `Rhs` that `VjpSaved` reads (row `i` of its `SAVED` bank is register
     /// `saved_rows[i]`); empty when the VJP recomputes everything.
     saved_rows: Vec<u32>,
+    /// The model's events, in declaration order (empty for most models).
+    events: Vec<EventInfo>,
+}
+
+/// An event as the compiled program runs it: [`Program::event_conditions`] row `i` is its
+/// condition, and its assigned values are rows `jump_offset..` of [`Program::event_jumps`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventInfo {
+    /// The event's name.
+    pub name: String,
+    /// `1` rising, `-1` falling, `0` both.
+    pub direction: i8,
+    /// Whether the event stops the sample.
+    pub terminate: bool,
+    /// Assignment targets: (offset in the state, elements).
+    pub targets: Vec<(usize, usize)>,
+    /// The first row of this event's values in [`Program::event_jumps`].
+    pub jump_offset: usize,
+}
+
+fn event_specs(model: &ir::Model) -> Vec<EventInfo> {
+    let mut offset = 0;
+    model
+        .events
+        .iter()
+        .map(|e| {
+            let info = EventInfo {
+                name: e.name.clone(),
+                direction: e.direction,
+                terminate: e.terminate,
+                targets: e.targets.clone(),
+                jump_offset: offset,
+            };
+            offset += e.targets.iter().map(|t| t.1).sum::<usize>();
+            info
+        })
+        .collect()
 }
 
 /// Per-kernel cache of the uniform file: valid while the parameters' generation and the piece
@@ -380,6 +419,16 @@ impl Program {
         kernels[K::LmCoef as usize] = b.kernel(&lm_k, &[]);
         kernels[K::LmCoefParam as usize] = b.kernel(&[], &d.lm_k_param);
         kernels[K::MsaMixed as usize] = b.kernel(&[], &d.msa_mixed_param);
+        if !model.events.is_empty() {
+            let conds: Vec<ir::ExprId> = model.events.iter().map(|e| e.cond).collect();
+            let jumps: Vec<ir::ExprId> = model
+                .events
+                .iter()
+                .flat_map(|e| e.jumps.iter().copied())
+                .collect();
+            kernels[K::EventConds as usize] = b.kernel(&conds, &[]);
+            kernels[K::EventJumps as usize] = b.kernel(&jumps, &[]);
+        }
         let saved_rows = if fuse {
             Self::vjp_reading_rhs(&mut b, &mut kernels, &d.vjp_state, &d.vjp_param)
         } else {
@@ -415,6 +464,7 @@ impl Program {
             has_lm_k: !lm_k.is_empty(),
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
             saved_rows,
+            events: event_specs(model),
         }
     }
 
@@ -447,6 +497,10 @@ impl Program {
         kernels[K::LmCoef as usize] = build(&lm_k, &[]);
         kernels[K::LmCoefParam as usize] = build(&[], &d.lm_k_param);
         kernels[K::MsaMixed as usize] = build(&[], &d.msa_mixed_param);
+        if !model.events.is_empty() {
+            kernels[K::EventConds as usize] = build(&roots.event_conds, &[]);
+            kernels[K::EventJumps as usize] = build(&roots.event_jumps, &[]);
+        }
         let saved_rows = Self::tensor_vjp_reading_rhs(model, &leaves, &mut kernels);
         let mut costs = Vec::new();
         for c in &d.costs {
@@ -476,6 +530,7 @@ impl Program {
             has_lm_k: roots.lm_k.is_some(),
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
             saved_rows,
+            events: event_specs(model),
         }
     }
 
@@ -1352,6 +1407,61 @@ impl Program {
             ..Blocks::default()
         };
         self.run(K::Outputs as usize, params, t, blocks, None, out, None, ws);
+    }
+
+    /// The model's events (empty for a model without any).
+    pub fn events(&self) -> &[EventInfo] {
+        &self.events
+    }
+
+    /// Every event's condition, one row of `width` each.
+    pub fn event_conditions(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(
+            K::EventConds as usize,
+            params,
+            t,
+            blocks,
+            None,
+            out,
+            None,
+            ws,
+        );
+    }
+
+    /// Every event's assigned values, events and assignments in order, one row of `width` each.
+    pub fn event_jumps(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(
+            K::EventJumps as usize,
+            params,
+            t,
+            blocks,
+            None,
+            out,
+            None,
+            ws,
+        );
     }
 
     /// LM-ResNet's coefficient `k` at `t` (0 without one).

@@ -91,6 +91,8 @@ pub struct Model {
     pub metrics: Vec<Output>,
     /// Outputs, evaluated at every saved time.
     pub outputs: Vec<Output>,
+    /// Events (`event NAME when EXPR crosses 0 ...`), in declaration order.
+    pub events: Vec<Event>,
     /// How time is discretized; `None` when the model declares no schedule.
     pub schedule: Option<Schedule>,
     /// Data blocks in declaration order.
@@ -197,6 +199,10 @@ impl Model {
             for o in self.metrics.iter().chain(&self.outputs) {
                 roots.extend_from_slice(&o.value);
             }
+            for e in &self.events {
+                roots.push(e.cond);
+                roots.extend_from_slice(&e.jumps);
+            }
         }
         roots.extend(self.schedule.as_ref().and_then(|s| s.lm_k));
         for d in &self.data {
@@ -219,6 +225,10 @@ impl Model {
             self.costs.iter_mut().for_each(|c| c.value = f(c.value));
             for o in self.metrics.iter_mut().chain(self.outputs.iter_mut()) {
                 o.value.iter_mut().for_each(|r| *r = f(*r));
+            }
+            for e in &mut self.events {
+                e.cond = f(e.cond);
+                e.jumps.iter_mut().for_each(|r| *r = f(*r));
             }
         }
         if let Some(k) = self.schedule.as_mut().and_then(|s| s.lm_k.as_mut()) {
@@ -515,6 +525,28 @@ pub struct Output {
     pub shape: Shape,
     /// Value per element.
     pub value: Vec<ExprId>,
+    /// The declaration.
+    pub span: Span,
+}
+
+/// An `event`: a scalar condition whose zero crossings (in `direction`) stop the sample or
+/// make the state jump. The expressions are [`ExprId::DEFERRED`] / empty until the scalar IR
+/// is expanded; their tensor roots are [`super::tensor::TensorRoots::event_conds`] and
+/// `event_jumps`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Its name.
+    pub name: String,
+    /// `1` rising, `-1` falling, `0` both.
+    pub direction: i8,
+    /// `-> terminate`; otherwise a jump.
+    pub terminate: bool,
+    /// Each assignment's target as (offset in the state vector, elements), in source order.
+    pub targets: Vec<(usize, usize)>,
+    /// The condition (one scalar).
+    pub cond: ExprId,
+    /// The assigned values, the targets' elements concatenated.
+    pub jumps: Vec<ExprId>,
     /// The declaration.
     pub span: Span,
 }

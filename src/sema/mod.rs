@@ -699,6 +699,181 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// `event NAME when COND crosses 0 [rising|falling] -> ACTION`: the condition is a scalar of
+    /// states, parameters, inputs and time; each jump target is a state (whole or one element)
+    /// assigned a value of its shape (a scalar broadcasts over a whole state).
+    fn lower_event(
+        &mut self,
+        name: &ast::Ident,
+        cond: &'a ast::Expr,
+        level: (f64, Span),
+        direction: ast::Direction,
+        action: &'a ast::EventAction,
+        span: Span,
+    ) {
+        let mut ok = true;
+        if level.0 != 0.0 {
+            self.diags.push(
+                Diagnostic::error(level.1, "an event's condition crosses 0")
+                    .with_help("move the level into the condition: `when EXPR - LEVEL crosses 0`"),
+            );
+            ok = false;
+        }
+        let cond_id = match self.lower_top(cond) {
+            Value::Tensor {
+                shape: Shape::Scalar,
+                id,
+            } => {
+                ok &= self.require_leaves(&[id], cond.span, "an event's condition", |l| {
+                    !matches!(l, Leaf::Observed(_) | Leaf::Label(_))
+                });
+                Some(id)
+            }
+            Value::Tensor { shape, .. } => {
+                self.diags.error(
+                    cond.span,
+                    format!("an event's condition must be a scalar, found {shape}"),
+                );
+                None
+            }
+            Value::Error => None,
+        };
+        let mut targets = Vec::new();
+        let mut jumps = Vec::new();
+        let mut seen: Vec<(usize, usize, Span)> = Vec::new();
+        let terminate = matches!(action, ast::EventAction::Terminate);
+        if let ast::EventAction::Jump(assigns) = action {
+            for a in assigns {
+                let i = match self.symbols.get(&a.target.name) {
+                    Some(Symbol::State(i)) => *i,
+                    Some(Symbol::Broken) => {
+                        ok = false;
+                        continue;
+                    }
+                    Some(other) => {
+                        self.diags.error(
+                            a.target.span,
+                            format!(
+                                "an event assigns states; `{}` is a {}",
+                                a.target.name,
+                                other.kind_name()
+                            ),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    None => {
+                        let states: Vec<&str> =
+                            self.model.states.iter().map(|s| s.name.as_str()).collect();
+                        let mut d = Diagnostic::error(
+                            a.target.span,
+                            format!("unknown state `{}` in event `{}`", a.target.name, name.name),
+                        );
+                        if let Some(g) = crate::diag::suggest(&a.target.name, states) {
+                            d = d.with_help(format!("did you mean `{g}`?"));
+                        }
+                        self.diags.push(d);
+                        ok = false;
+                        continue;
+                    }
+                };
+                let Some(state) = self.model.states.get(i) else {
+                    ok = false;
+                    continue;
+                };
+                let state_shape = state.shape;
+                let base: usize = self.model.states[..i].iter().map(|s| s.shape.len()).sum();
+                let (offset, len, shape) = match &a.index {
+                    None => (base, state_shape.len(), state_shape),
+                    Some((idx, ispan)) => {
+                        let dims = state_shape.dims();
+                        if idx.len() != dims.len() {
+                            let message = if dims.is_empty() {
+                                format!(
+                                    "state `{}` is a scalar: assign it whole, without an index",
+                                    a.target.name
+                                )
+                            } else {
+                                format!(
+                                    "state `{}` is {state_shape}: an element needs {} {}",
+                                    a.target.name,
+                                    dims.len(),
+                                    if dims.len() == 1 { "index" } else { "indices" }
+                                )
+                            };
+                            self.diags.error(*ispan, message);
+                            ok = false;
+                            continue;
+                        }
+                        let mut flat = 0;
+                        let mut good = true;
+                        for (e, &d) in idx.iter().zip(&dims) {
+                            match self.const_index(e) {
+                                Some(v) if v < d => flat = flat * d + v,
+                                Some(v) => {
+                                    self.diags.error(
+                                        e.span,
+                                        format!("index {v} is out of range for a dimension of {d}"),
+                                    );
+                                    good = false;
+                                }
+                                None => good = false,
+                            }
+                        }
+                        if !good {
+                            ok = false;
+                            continue;
+                        }
+                        (base + flat, 1, Shape::Scalar)
+                    }
+                };
+                if let Some(&(_, _, first)) = seen
+                    .iter()
+                    .find(|&&(o, l, _)| o < offset + len && offset < o + l)
+                {
+                    let _ = first;
+                    self.diags.error(
+                        a.span,
+                        format!("event `{}` assigns `{}` twice", name.name, a.target.name),
+                    );
+                    ok = false;
+                    continue;
+                }
+                seen.push((offset, len, a.span));
+                let v = self.lower_top(&a.value);
+                let what = format!("the value assigned to `{}`", a.target.name);
+                let Some(id) = self.conform(v, Some(shape), a.value.span, &what) else {
+                    ok = false;
+                    continue;
+                };
+                ok &= self.require_leaves(&[id], a.value.span, "an event's assignment", |l| {
+                    !matches!(l, Leaf::Observed(_) | Leaf::Label(_))
+                });
+                targets.push((offset, len));
+                jumps.push(id);
+            }
+        }
+        let Some(cond_id) = cond_id else { return };
+        if !ok {
+            return;
+        }
+        self.model.tensor_roots.event_conds.push(cond_id);
+        self.model.tensor_roots.event_jumps.extend(jumps);
+        self.model.events.push(ir::Event {
+            name: name.name.clone(),
+            direction: match direction {
+                ast::Direction::Both => 0,
+                ast::Direction::Rising => 1,
+                ast::Direction::Falling => -1,
+            },
+            terminate,
+            targets,
+            cond: ExprId::DEFERRED,
+            jumps: Vec::new(),
+            span,
+        });
+    }
+
     /// A value made to fit a declared shape: equal shapes pass, a scalar broadcasts.
     fn conform(
         &mut self,
@@ -730,9 +905,26 @@ impl<'a> Checker<'a> {
         let mut train_seen = false;
         let mut output_names: HashSet<&str> = HashSet::new();
         let mut metric_names: HashSet<&str> = HashSet::new();
+        let mut event_names: HashSet<&str> = HashSet::new();
         for decl in &ast.decls {
             match &decl.kind {
                 DeclKind::Cost { kind, value } => self.lower_cost(kind, value, decl.span),
+                DeclKind::Event {
+                    name,
+                    cond,
+                    level,
+                    direction,
+                    action,
+                } => {
+                    if !event_names.insert(&name.name) {
+                        self.diags.error(
+                            name.span,
+                            format!("event `{}` is declared twice", name.name),
+                        );
+                        continue;
+                    }
+                    self.lower_event(name, cond, *level, *direction, action, decl.span);
+                }
                 DeclKind::Metric { name, value } | DeclKind::Output { name, value } => {
                     let is_metric = matches!(decl.kind, DeclKind::Metric { .. });
                     let names = if is_metric {

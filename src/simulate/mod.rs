@@ -409,6 +409,20 @@ impl System for WithQuadrature<'_> {
     fn is_autonomous(&self) -> bool {
         self.inner.is_autonomous()
     }
+
+    fn events(&self) -> &[crate::solve::EventSpec] {
+        self.inner.events()
+    }
+
+    fn event_conditions(&self, t: &[f64], y: &[f64], g: &mut [f64], ws: &mut QuadratureWorkspace) {
+        let n = self.state_dim() * t.len();
+        self.inner.event_conditions(t, &y[..n], g, &mut ws.inner);
+    }
+
+    fn event_jumps(&self, t: &[f64], y: &[f64], v: &mut [f64], ws: &mut QuadratureWorkspace) {
+        let n = self.state_dim() * t.len();
+        self.inner.event_jumps(t, &y[..n], v, &mut ws.inner);
+    }
 }
 
 impl Sensitivity for WithQuadrature<'_> {

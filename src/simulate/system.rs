@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use crate::compile::{Params, Program, Workspace};
-use crate::solve::System;
+use crate::solve::{EventSpec, System};
 
 /// A [`Program`] with parameters and a data set's per-sample inputs and labels, implementing
 /// [`System`]. Inputs and labels are sample-major (`inputs[s * input_len + i]`); the workspace
@@ -23,6 +23,8 @@ pub struct ModelSystem<'a> {
     pub labels: &'a [f64],
     /// LM-ResNet's `k` at the start of each layer (empty without `k`).
     lm_k: Vec<f64>,
+    /// The model's events as the solvers see them (empty for most models).
+    events: Vec<EventSpec>,
 }
 
 impl<'a> ModelSystem<'a> {
@@ -41,12 +43,23 @@ impl<'a> ModelSystem<'a> {
                 .map(|t| program.lm_k(params, t, &mut ws))
                 .collect();
         }
+        let events = program
+            .events()
+            .iter()
+            .map(|e| EventSpec {
+                direction: e.direction,
+                terminate: e.terminate,
+                targets: e.targets.clone(),
+                jump_offset: e.jump_offset,
+            })
+            .collect();
         ModelSystem {
             program,
             params,
             inputs,
             labels,
             lm_k,
+            events,
         }
     }
 
@@ -109,5 +122,17 @@ impl System for ModelSystem<'_> {
 
     fn is_autonomous(&self) -> bool {
         self.program.is_autonomous()
+    }
+
+    fn events(&self) -> &[EventSpec] {
+        &self.events
+    }
+
+    fn event_conditions(&self, t: &[f64], y: &[f64], g: &mut [f64], ws: &mut Workspace) {
+        self.program.event_conditions(self.params, t, y, g, ws);
+    }
+
+    fn event_jumps(&self, t: &[f64], y: &[f64], values: &mut [f64], ws: &mut Workspace) {
+        self.program.event_jumps(self.params, t, y, values, ws);
     }
 }

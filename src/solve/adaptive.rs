@@ -19,8 +19,10 @@
     reason = "index loops mirror the formulas over components and lanes"
 )]
 
+use super::events;
 use super::tableau::{self, Dense, EmbeddedRk, DOPRI5_DENSE, TSIT5_INTERP};
 use super::timeline::Timeline;
+use super::EventHit;
 use super::{Method, SolveError, SolverOptions, Stats, System};
 
 /// Safety factor of the step-size controller (Hairer's `SAFE`).
@@ -149,6 +151,7 @@ pub(crate) fn solve<S: System>(
     stats: &mut Stats,
     failures: &mut [Option<SolveError>],
     mut recorder: Option<&mut dyn Recorder>,
+    mut hits: Option<&mut Vec<EventHit>>,
 ) {
     let width = samples.len();
     let tab = embedded(&options.method);
@@ -190,6 +193,17 @@ pub(crate) fn solve<S: System>(
         lane.active = false;
         *failure = Some(e);
     };
+
+    // Events (one sample at a time, see `events.rs`): the conditions at each step's ends.
+    let specs = if hits.is_some() { sys.events() } else { &[] };
+    debug_assert!(specs.is_empty() || width == 1);
+    let ne = specs.len();
+    let (mut g_old, mut g_new, mut g_tmp) = (vec![0.0; ne], vec![0.0; ne], vec![0.0; ne]);
+    let mut ev_y = vec![0.0; if ne > 0 { dim } else { 0 }];
+    let mut jumps = vec![0.0; events::jumps_len(specs)];
+    if ne > 0 {
+        sys.event_conditions(&[tl.t0], &y, &mut g_old, &mut ws);
+    }
 
     // f(t0, y0) and the save times at t0.
     sys.rhs(&tstage, &y, &mut k[0], &mut ws);
@@ -402,6 +416,132 @@ pub(crate) fn solve<S: System>(
             stats.steps += 1;
             let landing = tl.landings[lane.landing];
             let t_new = if lane.clipped { landing.t } else { lane.t + hs };
+            if ne > 0 {
+                sys.event_conditions(&[t_new], &ynew, &mut g_new, &mut ws);
+                let t_start = lane.t;
+                let found = events::locate(
+                    specs,
+                    &g_old,
+                    &g_new,
+                    events::theta_tol(t_start, hs),
+                    |theta, e| {
+                        for (i, v) in ev_y.iter_mut().enumerate() {
+                            *v = dense(tab, theta, hs, &y, &ynew, &k, i);
+                        }
+                        sys.event_conditions(&[t_start + theta * hs], &ev_y, &mut g_tmp, &mut ws);
+                        g_tmp[e]
+                    },
+                );
+                if let Some((e, theta)) = found {
+                    let te = if theta >= 1.0 {
+                        t_new
+                    } else {
+                        t_start + theta * hs
+                    };
+                    for (i, v) in ev_y.iter_mut().enumerate() {
+                        *v = if theta >= 1.0 {
+                            ynew[i]
+                        } else {
+                            dense(tab, theta, hs, &y, &ynew, &k, i)
+                        };
+                    }
+                    while let Some(&ts) = tl.save.get(lane.next_save) {
+                        if (ts - te) * dir > 0.0 {
+                            break;
+                        }
+                        if ts == te {
+                            write_lane(out, lane.next_save, s, width, dim, |m| ev_y[m]);
+                        } else {
+                            let th = (ts - t_start) / hs;
+                            write_lane(out, lane.next_save, s, width, dim, |m| {
+                                dense(tab, th, hs, &y, &ynew, &k, m)
+                            });
+                        }
+                        lane.next_save += 1;
+                    }
+                    if let Some(h) = hits.as_deref_mut() {
+                        h.push(EventHit { event: e, t: te });
+                    }
+                    if specs[e].terminate {
+                        while lane.next_save < tl.save.len() {
+                            write_lane(out, lane.next_save, s, width, dim, |m| ev_y[m]);
+                            lane.next_save += 1;
+                        }
+                        lane.active = false;
+                        continue;
+                    }
+                    sys.event_jumps(&[te], &ev_y, &mut jumps, &mut ws);
+                    y.copy_from_slice(&ev_y);
+                    events::apply_jump(&specs[e], &jumps, &mut y);
+                    // A save time at the event holds the state after the jump.
+                    if lane.next_save > 0 && tl.save[lane.next_save - 1] == te {
+                        write_lane(out, lane.next_save - 1, s, width, dim, |m| y[m]);
+                    }
+                    lane.t = te;
+                    if let Some(i) = (0..dim).find(|&i| !y[i].is_finite()) {
+                        fail(
+                            lane,
+                            &mut failures[s],
+                            SolveError::NonFinite {
+                                t: te,
+                                sample: s,
+                                component: i,
+                            },
+                        );
+                        continue;
+                    }
+                    lane.facold = 1e-4;
+                    lane.reject = false;
+                    if lane.clipped && te == landing.t {
+                        lane.landing += 1;
+                        if lane.landing == tl.landings.len() {
+                            lane.active = false;
+                            continue;
+                        }
+                    }
+                    // Restart with a fresh step (Hairer's HINIT at the new state), so that
+                    // the first step cannot leap over a return of the condition to zero.
+                    let tf = tl.start_time(te);
+                    sys.rhs(&[tf], &y, &mut k[0], &mut ws);
+                    stats.rhs_evals += 1;
+                    times[s] = tf;
+                    lane.needs_k1 = false;
+                    if let Some(i) = (0..dim).find(|&i| !k[0][i].is_finite()) {
+                        let e = SolveError::NonFinite {
+                            t: te,
+                            sample: s,
+                            component: i,
+                        };
+                        fail(lane, &mut failures[s], e);
+                        continue;
+                    }
+                    let remaining = (tl.landings[lane.landing].t - te).abs();
+                    let guess = hinit_guess(&y, &k[0], width, s, rtol, atol, hmax.min(remaining));
+                    let h0 = dir * guess.0;
+                    for i in 0..dim {
+                        stage[i] = y[i] + h0 * k[0][i];
+                    }
+                    let tp = tl.stage_time(te + h0, te + 0.5 * h0, h0);
+                    sys.rhs(&[tp], &stage, &mut k[1], &mut ws);
+                    stats.rhs_evals += 1;
+                    lane.h = dir
+                        * hinit_finish(
+                            &y,
+                            &k[0],
+                            &k[1],
+                            width,
+                            s,
+                            guess,
+                            tab.q + 1,
+                            rtol,
+                            atol,
+                            hmax,
+                        );
+                    sys.event_conditions(&[te], &y, &mut g_old, &mut ws);
+                    continue;
+                }
+                g_old.copy_from_slice(&g_new);
+            }
             while let Some(&ts) = tl.save.get(lane.next_save) {
                 if (ts - t_new) * dir > 0.0 {
                     break;

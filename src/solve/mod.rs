@@ -53,6 +53,7 @@ mod adjoint;
 mod backprop;
 mod bdf;
 pub(crate) mod blocks;
+mod events;
 mod fixed;
 mod implicit;
 mod linalg;
@@ -152,6 +153,48 @@ pub trait System: Sync {
     fn is_autonomous(&self) -> bool {
         false
     }
+
+    /// The system's events (see [`EventSpec`]); empty, the default, for a system without any,
+    /// and then no solver does any event work.
+    fn events(&self) -> &[EventSpec] {
+        &[]
+    }
+
+    /// Writes every event's condition `g_e(t, y)` for a block, one row of `width` per event.
+    fn event_conditions(&self, t: &[f64], y: &[f64], g: &mut [f64], ws: &mut Self::Workspace) {
+        let _ = (t, y, g, ws);
+    }
+
+    /// Writes every event's assigned values at `(t, y)` for a block, one row of `width` per
+    /// value ([`EventSpec::jump_offset`]).
+    fn event_jumps(&self, t: &[f64], y: &[f64], values: &mut [f64], ws: &mut Self::Workspace) {
+        let _ = (t, y, values, ws);
+    }
+}
+
+/// An event as the solvers see it: a zero crossing of a scalar condition `g(t, y)` in a given
+/// direction, located in the step where `g` changes sign, that stops the sample or assigns new
+/// values to parts of the state (and the integration restarts there).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventSpec {
+    /// `1`: only crossings from negative to positive; `-1`: from positive to negative; `0`:
+    /// both.
+    pub direction: i8,
+    /// Whether the event stops the sample (its later save times hold the state at the event).
+    pub terminate: bool,
+    /// The jump's targets: (offset in the state, elements), in the order of its values.
+    pub targets: Vec<(usize, usize)>,
+    /// The row of this event's first value in [`System::event_jumps`].
+    pub jump_offset: usize,
+}
+
+/// One event that happened: which (index into [`System::events`]) and when.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventHit {
+    /// The event's index.
+    pub event: usize,
+    /// Its time.
+    pub t: f64,
 }
 
 /// A [`System`] whose right-hand side can also be differentiated with respect to the state and
@@ -452,6 +495,8 @@ pub struct Solution {
     pub n_samples: usize,
     /// Work counts summed over all samples.
     pub stats: Stats,
+    /// Each sample's events in time order; empty (no rows at all) for a system without events.
+    pub events: Vec<Vec<EventHit>>,
 }
 
 impl Solution {
@@ -549,6 +594,13 @@ pub enum OptionsError {
     },
     /// Leapfrog position and momentum ranges are empty, overlap or exceed the state.
     LeapfrogRanges,
+    /// The system has events and the method cannot locate them yet.
+    EventsMethod {
+        /// The method's name.
+        method: &'static str,
+    },
+    /// Gradients through events are not supported yet.
+    EventGradients,
     /// Backprop (the discrete adjoint) is not available for this method (RODAS4 and BDF, whose
     /// exact discrete gradient needs second derivatives of the field).
     NoBackprop {
@@ -618,6 +670,14 @@ impl fmt::Display for OptionsError {
                     "leapfrog position and momentum ranges must be disjoint and in range"
                 )
             }
+            OptionsError::EventsMethod { method } => write!(
+                f,
+                "events need an explicit Runge–Kutta method for now (`euler`, `midpoint`, `heun`, `rk4`, `bosh3`, `dopri5` or `tsit5`), not `{method}`"
+            ),
+            OptionsError::EventGradients => write!(
+                f,
+                "gradients through events are not supported yet; `run` the model, or remove its events to compute gradients"
+            ),
             OptionsError::NoBackprop { method } => write!(
                 f,
                 "backprop through `{method}` is not supported (its exact discrete gradient needs second derivatives of the field); use `--method adjoint`"
@@ -635,6 +695,8 @@ struct BlockResult {
     out: Vec<f64>,
     stats: Stats,
     error: Option<SolveError>,
+    /// Each sample's events (empty without events).
+    events: Vec<Vec<EventHit>>,
 }
 
 /// Integrates `n_samples` samples from the sample-major initial values `y0`
@@ -669,9 +731,16 @@ pub fn solve_batch<S: System>(
         }
     }
 
+    let has_events = !system.events().is_empty();
+    if has_events && !events::method_supported(&options.method) {
+        return Err(SolveError::InvalidOptions(OptionsError::EventsMethod {
+            method: options.method.name(),
+        }));
+    }
     // Blocks are copied into place in block order as they finish: the only place they meet.
     let n_save = timeline.save.len();
     let mut y = vec![0.0; n_save * n_samples * dim];
+    let mut hits: Vec<Vec<EventHit>> = Vec::new();
     let mut stats = Stats::default();
     let mut error: Option<SolveError> = None;
     blocks::in_order(
@@ -694,6 +763,7 @@ pub fn solve_batch<S: System>(
             if error.is_none() {
                 error = r.error;
             }
+            hits.extend(r.events);
             for k in 0..n_save {
                 let dst = (k * n_samples + first) * dim;
                 let src = k * width * dim;
@@ -710,6 +780,7 @@ pub fn solve_batch<S: System>(
             dim,
             n_samples,
             stats,
+            events: hits,
         }),
     }
 }
@@ -777,6 +848,9 @@ fn gradient_batch<S: Sensitivity, O: Objective<S>>(
     continuous: bool,
 ) -> Result<Backprop, SolveError> {
     let dim = system.dim();
+    if !system.events().is_empty() {
+        return Err(SolveError::InvalidOptions(OptionsError::EventGradients));
+    }
     let timeline = Timeline::new(system, options).map_err(SolveError::InvalidOptions)?;
     if y0.len() != dim * n_samples {
         return Err(SolveError::InvalidOptions(OptionsError::InitialLength {
@@ -858,6 +932,7 @@ fn gradient_batch<S: Sensitivity, O: Objective<S>>(
             dim,
             n_samples,
             stats,
+            events: Vec::new(),
         },
         costates,
     })
@@ -878,9 +953,36 @@ fn solve_block<S: System>(
     // Per-sample failures, indexed within the block; the lowest one is reported.
     let mut failures: Vec<Option<SolveError>> = vec![None; width];
 
+    let mut hits = Vec::new();
+    if !system.events().is_empty() {
+        hits = vec![Vec::new(); width];
+    }
     if timeline.t0 == timeline.t1 {
         for k in 0..timeline.save.len() {
             out[k * width * dim..(k + 1) * width * dim].copy_from_slice(y0);
+        }
+    } else if !hits.is_empty() {
+        // Events: each sample on its own (width 1), so that its steps stop at its events.
+        let mut one = vec![0.0; timeline.save.len() * dim];
+        for s in 0..width {
+            let y0s = &y0[s * dim..(s + 1) * dim];
+            let mut failure = [None];
+            events::solve_sample(
+                system,
+                options,
+                timeline,
+                y0s,
+                first + s,
+                &mut one,
+                &mut stats,
+                &mut failure,
+                &mut hits[s],
+            );
+            failures[s] = failure[0].take().map(|e| renumber(e, s));
+            for k in 0..timeline.save.len() {
+                let dst = (k * width + s) * dim;
+                out[dst..dst + dim].copy_from_slice(&one[k * dim..(k + 1) * dim]);
+            }
         }
     } else {
         match &options.method {
@@ -895,6 +997,7 @@ fn solve_block<S: System>(
                     &mut out,
                     &mut stats,
                     &mut failures,
+                    None,
                     None,
                 );
             }
@@ -942,7 +1045,12 @@ fn solve_block<S: System>(
         .flatten()
         .next()
         .map(|e| renumber(e, first));
-    BlockResult { out, stats, error }
+    BlockResult {
+        out,
+        stats,
+        error,
+        events: hits,
+    }
 }
 
 /// Sample-major rows to a component-major block.

@@ -158,6 +158,7 @@ pub(crate) fn adaptive_block<S: Sensitivity, O: Objective<S>>(
             &mut stats,
             &mut failures,
             Some(&mut log),
+            None,
         );
         if let Some(e) = failures.into_iter().flatten().next() {
             return Err(renumber(e, first));
@@ -513,6 +514,7 @@ fn continuous_lane<S: Sensitivity>(
                     &mut zout,
                     &mut bstats,
                     &mut failures,
+                    None,
                     None,
                 );
                 failures[0].take().map_or(Ok(()), Err)

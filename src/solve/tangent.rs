@@ -73,6 +73,9 @@ pub fn forward_batch<S: Sensitivity, O: Objective<S>>(
     n_samples: usize,
 ) -> Result<Forward, SolveError> {
     let dim = system.dim();
+    if !system.events().is_empty() {
+        return Err(SolveError::InvalidOptions(OptionsError::EventGradients));
+    }
     let np = system.n_params();
     let m = directions.len().checked_div(np).unwrap_or(0);
     for (expected, found) in [(dim * n_samples, y0.len()), (m * dim * n_samples, s0.len())] {
@@ -258,6 +261,7 @@ fn group<S: Sensitivity, O: Objective<S>>(
             dim,
             n_samples: n,
             stats: solution.stats,
+            events: Vec::new(),
         },
     })
 }
@@ -344,6 +348,7 @@ fn fixed_batch<S: Sensitivity>(
         dim,
         n_samples: n,
         stats,
+        events: Vec::new(),
     })
 }
 

@@ -159,6 +159,52 @@ pub enum DeclKind {
         /// Its value at each saved time.
         value: Expr,
     },
+    /// `event NAME when EXPR crosses 0 [rising | falling] -> ACTION`
+    Event {
+        /// The event's name.
+        name: Ident,
+        /// The condition whose zero crossing is the event.
+        cond: Expr,
+        /// The level after `crosses` as written (sema requires 0), with its span.
+        level: (f64, Span),
+        /// Which crossings count.
+        direction: Direction,
+        /// What happens at the event.
+        action: EventAction,
+    },
+}
+
+/// Which zero crossings of an event's condition count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Both directions (nothing written).
+    Both,
+    /// `rising`: from negative to positive.
+    Rising,
+    /// `falling`: from positive to negative.
+    Falling,
+}
+
+/// What an event does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventAction {
+    /// `-> terminate`: the sample stops.
+    Terminate,
+    /// `-> STATE = EXPR, ...`: the state jumps (all right-hand sides read the state before it).
+    Jump(Vec<Assign>),
+}
+
+/// `STATE = EXPR` or `STATE[I] = EXPR` in an event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assign {
+    /// The state assigned.
+    pub target: Ident,
+    /// Constant indices of one element, with the span of `[...]`.
+    pub index: Option<(Vec<Expr>, Span)>,
+    /// The new value.
+    pub value: Expr,
+    /// The whole assignment.
+    pub span: Span,
 }
 
 /// `[n]` or `[m, n]`: dimension expressions, evaluated as constants by sema.

@@ -346,6 +346,7 @@ fn context(cx: &Context<'_>, decl: &str, prev: usize) -> After {
         "data" => "data block",
         "metric" => "metric",
         "output" => "output",
+        "event" => "event",
         _ => "",
     };
     let prev_text = tok(prev).unwrap_or("");

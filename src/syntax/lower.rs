@@ -67,6 +67,10 @@ fn is_token(rule: Rule) -> bool {
             | Rule::kw_knots
             | Rule::kw_for
             | Rule::kw_in
+            | Rule::kw_event
+            | Rule::kw_when
+            | Rule::kw_crosses
+            | Rule::arrow
     )
 }
 
@@ -301,6 +305,70 @@ impl Lowerer {
                 DeclKind::Output {
                     name: self.ident(n),
                     value: self.expr(value)?,
+                }
+            }
+            // event_decl = { kw_event ~ ident ~ kw_when ~ expr ~ kw_crosses ~ number
+            //                ~ (rising | falling)? ~ arrow ~ (kw_terminate | event_assign, ...) }
+            Rule::event_decl => {
+                let name = self.ident(first);
+                let cond = self.expr(it.next().expect("grammar: event has a condition"))?;
+                let level = it.next().expect("grammar: event has a level");
+                let level_span = self.span(&level);
+                let level_value: f64 = level.as_str().parse().unwrap_or(f64::NAN);
+                let mut direction = super::ast::Direction::Both;
+                let mut action = super::ast::EventAction::Jump(Vec::new());
+                for p in it.by_ref() {
+                    match p.as_rule() {
+                        Rule::rising => direction = super::ast::Direction::Rising,
+                        Rule::falling => direction = super::ast::Direction::Falling,
+                        Rule::kw_terminate => action = super::ast::EventAction::Terminate,
+                        Rule::event_assign => {
+                            let span = self.span(&p);
+                            let mut parts = items(p);
+                            let target = self.ident(parts.next().expect("grammar: a target"));
+                            let mut index = None;
+                            let mut value = None;
+                            for q in parts {
+                                match q.as_rule() {
+                                    Rule::index => {
+                                        let ispan = self.span(&q);
+                                        let mut idx = Vec::new();
+                                        for item in items(q) {
+                                            let item_span = self.span(&item);
+                                            let inner: Vec<_> = item.into_inner().collect();
+                                            if inner.len() != 1 || inner[0].as_rule() != Rule::expr
+                                            {
+                                                return Err(Diagnostic::error(
+                                                    item_span,
+                                                    "an event assigns a whole state or one element (`x[1] = ...`), not a slice",
+                                                ));
+                                            }
+                                            idx.push(self.expr(inner[0].clone())?);
+                                        }
+                                        index = Some((idx, ispan));
+                                    }
+                                    Rule::expr => value = Some(self.expr(q)?),
+                                    other => unreachable!("grammar: {other:?} in an assignment"),
+                                }
+                            }
+                            if let super::ast::EventAction::Jump(list) = &mut action {
+                                list.push(super::ast::Assign {
+                                    target,
+                                    index,
+                                    value: value.expect("grammar: an assignment has a value"),
+                                    span,
+                                });
+                            }
+                        }
+                        other => unreachable!("grammar: {other:?} in an event"),
+                    }
+                }
+                DeclKind::Event {
+                    name,
+                    cond,
+                    level: (level_value, level_span),
+                    direction,
+                    action,
                 }
             }
             other => unreachable!("grammar: {other:?} is not a declaration"),

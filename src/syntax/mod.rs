@@ -27,9 +27,9 @@ use crate::diag::{Diagnostic, Diagnostics, SourceFile, Span};
 pub use print::to_sexpr;
 
 /// The declaration keywords, in the spec's order.
-pub const KEYWORDS: [&str; 15] = [
+pub const KEYWORDS: [&str; 16] = [
     "model", "const", "param", "state", "input", "label", "observed", "let", "fn", "schedule",
-    "cost", "data", "train", "metric", "output",
+    "cost", "data", "train", "metric", "output", "event",
 ];
 
 mod parser {

@@ -9,6 +9,8 @@ mod compile;
 mod data;
 /// Symbolic derivatives of every model against finite differences and each other.
 mod derivatives;
+/// Events: bounce times, terminate and dosing against closed forms; refusals.
+mod events;
 /// Property tests: no input makes `check` panic.
 mod fuzz;
 /// Gradients through the solve against finite differences and theory.

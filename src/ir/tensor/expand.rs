@@ -39,6 +39,8 @@ pub fn expand_scalar(model: &mut Model) {
             Slot::Cost(i) => model.costs[i].value = elements[0],
             Slot::Metric(i) => model.metrics[i].value = elements,
             Slot::Output(i) => model.outputs[i].value = elements,
+            Slot::EventCond(i) => model.events[i].cond = elements[0],
+            Slot::EventJump(i) => model.events[i].jumps.extend(elements),
             Slot::LmK => {
                 if let Some(s) = model.schedule.as_mut() {
                     s.lm_k = Some(elements[0]);
@@ -68,6 +70,10 @@ pub(crate) enum Slot {
     Metric(usize),
     /// `outputs[i].value`
     Output(usize),
+    /// `events[i].cond`
+    EventCond(usize),
+    /// One assignment of `events[i].jumps`, appended in order.
+    EventJump(usize),
     /// `schedule.lm_k`
     LmK,
     /// The label of `data[i]`'s `uniform` source.
@@ -100,6 +106,14 @@ pub(crate) fn scalar_roots(model: &Model) -> Vec<(Slot, Span, TId)> {
     }
     for (i, o) in model.outputs.iter().enumerate() {
         rest.push((Slot::Output(i), o.span, roots.outputs[i]));
+    }
+    let mut jump = 0;
+    for (i, e) in model.events.iter().enumerate() {
+        rest.push((Slot::EventCond(i), e.span, roots.event_conds[i]));
+        for _ in &e.targets {
+            rest.push((Slot::EventJump(i), e.span, roots.event_jumps[jump]));
+            jump += 1;
+        }
     }
     if let (Some(id), Some(schedule)) = (roots.lm_k, &model.schedule) {
         rest.push((Slot::LmK, schedule.span, id));

@@ -21,6 +21,10 @@ pub struct TensorRoots {
     pub metrics: Vec<TId>,
     /// Each output.
     pub outputs: Vec<TId>,
+    /// Each event's condition (a scalar).
+    pub event_conds: Vec<TId>,
+    /// Every event's assigned values, events in order, assignments in source order.
+    pub event_jumps: Vec<TId>,
     /// LM-ResNet's coefficient, if the schedule has one.
     pub lm_k: Option<TId>,
     /// `uniform`'s `label = EXPR` by index of its block in [`Model::data`]. Not a root of
@@ -115,6 +119,8 @@ impl TensorRoots {
         .copied()
         .collect();
         out.extend(self.lm_k);
+        out.extend(&self.event_conds);
+        out.extend(&self.event_jumps);
         out
     }
 

@@ -1,0 +1,300 @@
+//! Events (`event NAME when EXPR crosses 0 ... -> terminate | STATE = EXPR`): event times and
+//! states against closed forms, with adaptive and fixed-step methods, and their refusals.
+
+use serde_json::Value;
+
+use crate::support::{nodec, root};
+
+fn write_model(name: &str, text: &str) -> String {
+    let dir = root().join("target/events-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn run_json(path: &str) -> Value {
+    let out = nodec(&["run", path, "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("run prints JSON")
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// The reported events as (name, t).
+fn events(v: &Value) -> Vec<(String, f64)> {
+    v["events"]
+        .as_array()
+        .expect("a model with events reports them")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["t"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+const BALL: &str = "model ball
+const g = 9.81
+param e = 0.8
+state h = 10
+state v = 0
+dh/dt = v
+dv/dt = -g
+event bounce when h crosses 0 falling -> v = -e * v
+";
+
+/// Bounce times of a ball dropped from `h0`: `t1 = sqrt(2 h0 / g)`, then flights of
+/// `2 e^k v1 / g` with `v1 = g t1`.
+fn bounce_times(h0: f64, g: f64, e: f64, n: usize) -> Vec<f64> {
+    let t1 = (2.0 * h0 / g).sqrt();
+    let v1 = g * t1;
+    let mut t = vec![t1];
+    for k in 1..n {
+        t.push(t[k - 1] + 2.0 * e.powi(k as i32) * v1 / g);
+    }
+    t
+}
+
+/// The bouncing ball's bounce times match the closed form to 1e-8, with dopri5 at a tight
+/// tolerance and with rk4 at small steps (located on the cubic Hermite interpolant), and the
+/// height between bounces follows the parabola of the last bounce.
+#[test]
+fn bouncing_ball_bounce_times_match_the_closed_form() {
+    let (h0, g, e) = (10.0, 9.81, 0.8);
+    let exact = bounce_times(h0, g, e, 12);
+    let t_end = 10.0;
+    for (name, schedule) in [
+        (
+            "ball_dopri5.node",
+            "schedule dopri5(t = [0, 10], rtol = 1e-12, atol = 1e-12, save = [2.5, 10])\n",
+        ),
+        (
+            "ball_tsit5.node",
+            "schedule tsit5(t = [0, 10], rtol = 1e-12, atol = 1e-12, save = [2.5, 10])\n",
+        ),
+        (
+            "ball_rk4.node",
+            "schedule rk4(t = [0, 10], steps = 20000, save = [2.5, 10])\n",
+        ),
+    ] {
+        let path = write_model(name, &format!("{BALL}{schedule}"));
+        let v = run_json(&path);
+        let got = events(&v);
+        let expected: Vec<f64> = exact.iter().copied().filter(|&t| t <= t_end).collect();
+        assert_eq!(got.len(), expected.len(), "{name}: {got:?}");
+        for ((n, t), want) in got.iter().zip(&expected) {
+            assert_eq!(n, "bounce");
+            assert!(
+                (t - want).abs() < 1e-8,
+                "{name}: bounce at {t}, exact {want}"
+            );
+        }
+        // h(2.5) after the first bounce: h = v1 e (t − t1) − g (t − t1)² / 2.
+        let t1 = exact[0];
+        let v1 = g * t1;
+        let dt = 2.5 - t1;
+        let h = numbers(&v["states"]["h"]);
+        let want = e * v1 * dt - 0.5 * g * dt * dt;
+        assert!(
+            (h[0] - want).abs() < 1e-8,
+            "{name}: h(2.5) = {}, exact {want}",
+            h[0]
+        );
+    }
+}
+
+/// A terminate event stops the sample at `t = ln(x0/c)/k`; later save times hold the state at
+/// the event (`x = c`), and the report marks it.
+#[test]
+fn a_terminate_event_stops_the_sample_at_the_threshold() {
+    let (x0, k, c) = (4.0f64, 0.5, 1.0);
+    for schedule in [
+        "schedule dopri5(t = [0, 10], rtol = 1e-10, atol = 1e-12, save = 1)",
+        "schedule rk4(t = [0, 10], steps = 10000, save = 1)",
+    ] {
+        let path = write_model(
+            "stop.node",
+            &format!(
+                "param k = {k}\nstate x = {x0}\ndx/dt = -k * x\n\
+                 event low when x - {c} crosses 0 falling -> terminate\n{schedule}\n"
+            ),
+        );
+        let v = run_json(&path);
+        let exact = (x0 / c).ln() / k;
+        let got = events(&v);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!((got[0].1 - exact).abs() < 1e-8, "{} vs {exact}", got[0].1);
+        assert_eq!(v["events"][0]["terminate"], Value::Bool(true));
+        let t = numbers(&v["t"]);
+        let x = numbers(&v["states"]["x"]);
+        for (ti, xi) in t.iter().zip(&x) {
+            let want = if *ti < exact { x0 * (-k * ti).exp() } else { c };
+            assert!((xi - want).abs() < 1e-8, "x({ti}) = {xi}, expected {want}");
+        }
+    }
+}
+
+/// One-compartment pharmacokinetics with a dose `D` every 12 hours: `a(t) = D Σ_{n ≤ t/12}
+/// exp(−k (t − 12 n))` (doses at 0, 12, 24, 36). Written twice: a clock state reset by the
+/// jump, and a condition on `t` (`sin(π t / 12)` crosses 0 in both directions).
+#[test]
+fn a_dose_every_12_hours_matches_the_one_compartment_solution() {
+    let (k, dose) = (0.1f64, 100.0);
+    let exact = |t: f64| -> f64 {
+        (0..4)
+            .map(|n| 12.0 * n as f64)
+            .filter(|&tn| tn <= t)
+            .map(|tn| dose * (-k * (t - tn)).exp())
+            .sum()
+    };
+    let save: Vec<f64> = (0..47).map(|i| 0.5 + i as f64).collect();
+    let save_text = save
+        .iter()
+        .map(|t| format!("{t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let clock = "const k = 0.1\nconst D = 100\nstate a = D\nstate clock = 0\n\
+                 da/dt = -k * a\ndclock/dt = 1\n\
+                 event dose when clock - 12 crosses 0 rising -> a = a + D, clock = 0\n";
+    let timer = "const k = 0.1\nconst D = 100\nstate a = D\nda/dt = -k * a\n\
+                 event dose when sin(pi * t / 12) crosses 0 -> a = a + D\n";
+    for (name, body) in [("clock", clock), ("timer", timer)] {
+        for schedule in [
+            format!(
+                "schedule dopri5(t = [0, 47], rtol = 1e-11, atol = 1e-11, save = [{save_text}])"
+            ),
+            format!("schedule rk4(t = [0, 47], steps = 4700, save = [{save_text}])"),
+        ] {
+            let path = write_model("dose.node", &format!("{body}{schedule}\n"));
+            let v = run_json(&path);
+            let got = events(&v);
+            let times: Vec<f64> = got.iter().map(|e| e.1).collect();
+            assert_eq!(times.len(), 3, "{name}: {got:?}");
+            for (t, want) in times.iter().zip([12.0, 24.0, 36.0]) {
+                assert!(
+                    (t - want).abs() < 1e-8,
+                    "{name}: dose at {t}, expected {want}"
+                );
+            }
+            let a = numbers(&v["states"]["a"]);
+            for (t, ai) in save.iter().zip(&a) {
+                let want = exact(*t);
+                assert!(
+                    (ai - want).abs() < 1e-7 * want,
+                    "{name} {schedule}: a({t}) = {ai}, exact {want}"
+                );
+            }
+        }
+    }
+}
+
+/// Events are per sample: with an input initial height, each sample bounces at its own times.
+#[test]
+fn each_sample_has_its_own_events() {
+    let data = root().join("target/events-tmp/heights.csv");
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    std::fs::write(&data, "h0\n5\n20\n").unwrap();
+    let path = write_model(
+        "balls.node",
+        &format!(
+            "const g = 9.81\nparam e = 0.8\ninput h0\nstate h = h0\nstate v = 0\n\
+             dh/dt = v\ndv/dt = -g\n\
+             event bounce when h crosses 0 falling -> v = -e * v\n\
+             schedule dopri5(t = [0, 3], rtol = 1e-12, atol = 1e-12)\n\
+             data train = csv(\"{}\", input = 0)\n",
+            data.display()
+        ),
+    );
+    for (sample, h0) in [(0usize, 5.0), (1, 20.0)] {
+        let s = sample.to_string();
+        let out = nodec(&["run", &path, "--format", "json", "--sample", &s]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let exact: Vec<f64> = bounce_times(h0, 9.81, 0.8, 10)
+            .into_iter()
+            .filter(|&t| t <= 3.0)
+            .collect();
+        let got: Vec<f64> = events(&v).iter().map(|e| e.1).collect();
+        assert_eq!(got.len(), exact.len(), "sample {sample}: {got:?}");
+        for (t, want) in got.iter().zip(&exact) {
+            assert!((t - want).abs() < 1e-8);
+        }
+    }
+}
+
+/// Stiff methods and gradients are refused with located errors (not silently wrong).
+#[test]
+fn stiff_methods_and_gradients_are_refused_with_located_errors() {
+    let path = write_model(
+        "ball_rodas.node",
+        &format!("{BALL}schedule rodas4(t = [0, 10])\n"),
+    );
+    let out = nodec(&["run", &path]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ball_rodas.node:9:1: error: events need an explicit"),
+        "{err}"
+    );
+    let path = write_model(
+        "ball_grad.node",
+        &format!("{BALL}schedule dopri5(t = [0, 3])\ncost terminal = h^2\n"),
+    );
+    for method in ["backprop", "adjoint", "forward"] {
+        let out = nodec(&["grad", &path, "--method", method]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{method}: {err}");
+        assert!(
+            err.contains(
+                "ball_grad.node:8:1: error: gradients through events are not supported yet"
+            ),
+            "{method}: {err}"
+        );
+    }
+}
+
+/// A model too wide for the scalar IR runs its events on tensor kernels: the jump resets `y`
+/// (so it crosses its threshold every `ln 4 / k`) and assigns one element of a vector state.
+#[test]
+fn events_run_on_tensor_kernels_too() {
+    let path = write_model(
+        "wide.node",
+        "param W[200, 200] ~ normal(0, 0.01)\nstate x[200] = 1\nstate y = 4\n\
+         dx/dt = tanh(W * x)\ndy/dt = -0.5 * y\n\
+         event reset when y - 1 crosses 0 falling -> y = 4, x[3] = 7\n\
+         schedule dopri5(t = [0, 6], rtol = 1e-12, atol = 1e-12)\n",
+    );
+    let out = nodec(&["ir", &path, "--stats"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tensor kernels"),
+        "the model should be too wide for the scalar IR"
+    );
+    let v = run_json(&path);
+    let period = 4.0f64.ln() / 0.5;
+    let got: Vec<f64> = events(&v).iter().map(|e| e.1).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (i, t) in got.iter().enumerate() {
+        let want = period * (i + 1) as f64;
+        assert!((t - want).abs() < 1e-8, "reset at {t}, expected {want}");
+    }
+    let y = v["final"]["y"].as_f64().unwrap();
+    let want = 4.0 * (-0.5 * (6.0 - 2.0 * period)).exp();
+    assert!((y - want).abs() < 1e-8, "y(6) = {y}, exact {want}");
+}
