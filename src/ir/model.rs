@@ -906,6 +906,8 @@ pub struct Shooting {
     pub segments: usize,
     /// The continuity penalty's weight `W` (default 1).
     pub continuity: f64,
+    /// Epochs (L-BFGS: iterations) of single shooting after the shooting ones (default 0).
+    pub polish: usize,
     /// The `shooting` argument, where data-dependent errors point.
     pub span: Span,
 }

@@ -474,7 +474,7 @@ pub(crate) fn train<'a>(
     call: &'a ast::Call,
     span: Span,
 ) -> Option<ir::Train> {
-    const COMMON: [&str; 7] = [
+    const COMMON: [&str; 8] = [
         "gradient",
         "lr_decay",
         "decay_every",
@@ -482,6 +482,7 @@ pub(crate) fn train<'a>(
         "max_failures",
         "shooting",
         "continuity",
+        "polish",
     ];
     let (optimizer, positional): (Optimizer, &[&str]) = match call.name.name.as_str() {
         "adam" => (Optimizer::Adam, &["lr", "epochs", "batch", "seed"]),
@@ -560,11 +561,15 @@ pub(crate) fn train<'a>(
     };
     let shooting = match arg("shooting") {
         None => {
-            if let Some(e) = arg("continuity") {
-                checker.diags.error(
-                    e.span,
-                    "`continuity` weighs the multiple-shooting penalty: it needs `shooting = N`",
-                );
+            for name in ["continuity", "polish"] {
+                if let Some(e) = arg(name) {
+                    checker.diags.error(
+                        e.span,
+                        format!(
+                            "`{name}` is an argument of multiple shooting: it needs `shooting = N`"
+                        ),
+                    );
+                }
             }
             None
         }
@@ -580,6 +585,9 @@ pub(crate) fn train<'a>(
             continuity: arg("continuity")
                 .and_then(|c| positive_number(checker, c, "`continuity`"))
                 .unwrap_or(1.0),
+            polish: arg("polish")
+                .and_then(|p| checker.const_usize(p, "`polish`"))
+                .unwrap_or(0),
             span: e.span,
         }),
     };

@@ -260,6 +260,10 @@ impl<'a> Trainer<'a> {
     /// Continues from a checkpoint.
     pub fn resume(&mut self, checkpoint: Checkpoint) -> Result<(), TrainError> {
         let n = self.params.values().len();
+        // A checkpoint written in the polish epochs holds no starts.
+        if checkpoint.starts.is_empty() && checkpoint.state.epoch >= self.shooting_epochs() {
+            self.end_shooting();
+        }
         if checkpoint.starts.len() != self.starts.len() {
             return Err(TrainError::Unsupported(format!(
                 "the checkpoint holds {} multiple-shooting segment start values, but the model's `shooting` needs {}",
@@ -298,9 +302,27 @@ impl<'a> Trainer<'a> {
 
     /// Epochs the run has in total (L-BFGS: iterations).
     pub fn epochs(&self) -> usize {
+        self.shooting_epochs() + self.train.shooting.as_ref().map_or(0, |s| s.polish)
+    }
+
+    /// Epochs (L-BFGS: iterations) before multiple shooting's single-shooting polish.
+    fn shooting_epochs(&self) -> usize {
         match self.train.optimizer {
             ir::Optimizer::Lbfgs => self.train.iters.max(1),
             _ => self.train.epochs,
+        }
+    }
+
+    /// Multiple shooting is over (or was never on): drops the segment starts and gives the
+    /// optimizer a fresh state over the parameters alone for the polish epochs.
+    fn end_shooting(&mut self) {
+        if self.shooting.take().is_some() {
+            self.starts.clear();
+            self.state.optimizer = OptimizerState::new(
+                self.train.optimizer,
+                self.params.values().len(),
+                &self.hyper,
+            );
         }
     }
 
@@ -315,6 +337,9 @@ impl<'a> Trainer<'a> {
         &mut self,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<EpochSummary>, TrainError> {
+        if self.shooting.is_some() && self.state.epoch >= self.shooting_epochs() {
+            self.end_shooting();
+        }
         if self.train.optimizer == ir::Optimizer::Lbfgs {
             return self.lbfgs_iteration().map(Some);
         }

@@ -327,3 +327,84 @@ fn rows_of(data: &Dataset, i: usize, len: usize) -> std::ops::Range<usize> {
 fn rows_at(rows: std::ops::Range<usize>, times: &[f64], t: f64) -> Vec<usize> {
     rows.filter(|&r| times[r] == t).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::SourceFile;
+    use crate::sema::Overrides;
+
+    /// Two trajectories with their own times and initial states, three segments each, a
+    /// penalty and a continuity weight of 2; fixed steps, so that finite differences see the
+    /// same steps as the gradient.
+    const SOURCE: &str = "model small
+param a = 0.7
+param b = 0.3
+input x0[2]
+state x[2] = x0
+observed xo[2]
+dx/dt = [a * x[0] - b * x[0] * x[1], b * x[0] * x[1] - a * x[1]]
+schedule rk4(t = [0, 2], steps = 40)
+data obs = series(\"f.csv\", t = 1, values = 2..4, traj = 0, input = 4..6)
+cost observed = sum((x - xo)^2)
+cost penalty = 1e-2 * a^2
+train adam(lr = 0.01, epochs = 1, shooting = 3, continuity = 2)
+";
+
+    #[test]
+    fn the_gradient_of_params_and_segment_starts_matches_finite_differences() {
+        let file = SourceFile::new("small.node", SOURCE);
+        let (model, diags) = crate::check_source(&file, &Overrides::default(), "small");
+        assert!(!diags.has_errors(), "{}", diags.render(&file));
+        let model = crate::prepare(model);
+        let program = Program::compile(&model);
+        let mut params = crate::simulate::initial_params(&model, program.layout(), 0);
+        let times = vec![0.3, 0.6, 1.0, 1.4, 2.0, 0.5, 1.0, 1.5, 1.8];
+        let observed: Vec<f64> = (0..times.len() * 2)
+            .map(|k| 1.0 + 0.3 * (k as f64 * 0.7).sin())
+            .collect();
+        let data = Dataset::trajectories(
+            times,
+            2,
+            observed,
+            vec![0..5, 5..9],
+            2,
+            vec![1.0, 0.5, 0.8, 1.2],
+        );
+        let options = GradientOptions::new(ir::GradientMethod::Backprop);
+        let bound = Bound::new(&model, &program, &params, &data);
+        let (mut plan, starts) = Plan::new(bound, &options).unwrap().expect("shooting = 3");
+        // Two free starts per trajectory, read from the observations; moved off them.
+        assert_eq!(starts.len(), 2 * 2 * 2);
+        let starts: Vec<f64> = starts
+            .iter()
+            .enumerate()
+            .map(|(k, s)| s + 0.05 * k as f64)
+            .collect();
+        let all = [0, 1];
+        let e = plan
+            .evaluate(&program, &params, &starts, &all, &options)
+            .unwrap();
+        let p = params.values().len();
+        assert_eq!(e.grad.len(), p + starts.len());
+        let x: Vec<f64> = params.values().iter().chain(&starts).copied().collect();
+        let mut loss_at = |x: &[f64]| {
+            params.values_mut().copy_from_slice(&x[..p]);
+            plan.evaluate(&program, &params, &x[p..], &all, &options)
+                .unwrap()
+                .loss
+        };
+        for j in 0..x.len() {
+            let h = 1e-6;
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[j] += h;
+            down[j] -= h;
+            let fd = (loss_at(&up) - loss_at(&down)) / (2.0 * h);
+            assert!(
+                (fd - e.grad[j]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                "coordinate {j}: gradient {}, finite differences {fd}",
+                e.grad[j]
+            );
+        }
+    }
+}
