@@ -109,7 +109,7 @@ impl Plan {
         let dir = schedule.direction();
         let trajectories: Vec<std::ops::Range<usize>> = match &data.trajectories {
             Some(t) => t.clone(),
-            None => vec![0..times.len()],
+            None => std::iter::once(0..times.len()).collect(),
         };
         let from_observations = d == dim;
         let mut pieces = Vec::new();
@@ -169,8 +169,14 @@ impl Plan {
                     .flat_map(|&r| observed[r * d..(r + 1) * d].iter().copied())
                     .collect();
                 let len = t.len();
-                let one =
-                    Dataset::trajectories(t, d, o, vec![0..len], data.input_dim, inputs.clone());
+                let one = Dataset::trajectories(
+                    t,
+                    d,
+                    o,
+                    std::iter::once(0..len).collect(),
+                    data.input_dim,
+                    inputs.clone(),
+                );
                 let start = (k > 0).then(|| {
                     let offset = starts.len();
                     if from_observations {
