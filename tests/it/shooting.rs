@@ -208,4 +208,22 @@ fn a_shooting_the_data_cannot_carry_is_a_located_error() {
         stderr.contains("lv_zero.node:27:46: error: `shooting` must be positive"),
         "{stderr}"
     );
+    // Generated samples are not a series to split.
+    let text = std::fs::read_to_string(root().join("models/resnet_euler.node"))
+        .unwrap()
+        .replace(
+            "train adam(lr = 0.02, epochs = 200, batch = 64, seed = 2)",
+            "train adam(lr = 0.02, epochs = 2, shooting = 2)",
+        );
+    let model = tmp("resnet_shooting.node");
+    std::fs::write(&model, text).unwrap();
+    let o = train(&model, &tmp("resnet_shooting.json"), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(
+            "resnet_shooting.node:27:46: error: `shooting` splits the trajectories of a `series`"
+        ),
+        "{stderr}"
+    );
 }
