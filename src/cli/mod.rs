@@ -58,7 +58,7 @@ pub mod exit {
             TrainError::Gradient(e) => gradient(e),
             TrainError::Failures { error, .. } => gradient(error),
             TrainError::Diverged { .. } | TrainError::LineSearch(_) => SOLVER,
-            TrainError::Unsupported(_) => MODEL,
+            TrainError::Unsupported(_) | TrainError::Located { .. } => MODEL,
         }
     }
 }

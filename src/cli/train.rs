@@ -11,6 +11,7 @@ use super::grad::{gradient_error, ParamValues};
 use super::report::format_sig;
 use super::run::{load_mapped, Loaded};
 use super::{write_atomic, Output};
+use crate::diag::Diagnostic;
 use crate::npy::{write_npz, Array};
 use crate::sema::Overrides;
 use crate::sens::{self, GradientOptions};
@@ -141,6 +142,11 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     let options = GradientOptions::new(sens::default_method(model));
     let mut trainer = match Trainer::new(loaded.bind(data), options) {
         Ok(t) => t,
+        Err(TrainError::Located { span, message }) => {
+            out.stderr
+                .push_str(&Diagnostic::error(span, message).render(&loaded.file));
+            return 1;
+        }
         Err(e) => {
             out.stderr.push_str(&format!("{}: error: {e}\n", args.file));
             return 1;

@@ -924,6 +924,22 @@ pub struct Train {
     pub max_failures: usize,
     /// Gradient method, if the model names one.
     pub gradient: Option<GradientMethod>,
+    /// Multiple shooting (`shooting = N`, `continuity = W`), if asked for.
+    pub shooting: Option<Shooting>,
     /// The declaration.
+    pub span: Span,
+}
+
+/// `train ...(shooting = N, continuity = W)`: each trajectory of a series is split into `N`
+/// segments with trainable starts, and `W · Σ |x_k(end) − s_{k+1}|²` joins the loss.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shooting {
+    /// Segments per trajectory (≥ 1; 1 is single shooting).
+    pub segments: usize,
+    /// The continuity penalty's weight `W` (default 1).
+    pub continuity: f64,
+    /// Epochs (L-BFGS: iterations) of single shooting after the shooting ones (default 0).
+    pub polish: usize,
+    /// The `shooting` argument, where data-dependent errors point.
     pub span: Span,
 }

@@ -539,12 +539,15 @@ pub(crate) fn train<'a>(
     call: &'a ast::Call,
     span: Span,
 ) -> Option<ir::Train> {
-    const COMMON: [&str; 5] = [
+    const COMMON: [&str; 8] = [
         "gradient",
         "lr_decay",
         "decay_every",
         "weight_decay",
         "max_failures",
+        "shooting",
+        "continuity",
+        "polish",
     ];
     let (optimizer, positional): (Optimizer, &[&str]) = match call.name.name.as_str() {
         "adam" => (Optimizer::Adam, &["lr", "epochs", "batch", "seed"]),
@@ -621,6 +624,38 @@ pub(crate) fn train<'a>(
                 .is_some_and(|v| v != 0.0),
         },
     };
+    let shooting = match arg("shooting") {
+        None => {
+            for name in ["continuity", "polish"] {
+                if let Some(e) = arg(name) {
+                    checker.diags.error(
+                        e.span,
+                        format!(
+                            "`{name}` is an argument of multiple shooting: it needs `shooting = N`"
+                        ),
+                    );
+                }
+            }
+            None
+        }
+        Some(e) if optimizer == Optimizer::Msa => {
+            checker.diags.error(
+                e.span,
+                "`msa` cannot do multiple shooting; use `adam`, `sgd` or `lbfgs`",
+            );
+            None
+        }
+        Some(e) => positive_usize(checker, e, "`shooting`").map(|segments| ir::Shooting {
+            segments,
+            continuity: arg("continuity")
+                .and_then(|c| positive_number(checker, c, "`continuity`"))
+                .unwrap_or(1.0),
+            polish: arg("polish")
+                .and_then(|p| checker.const_usize(p, "`polish`"))
+                .unwrap_or(0),
+            span: e.span,
+        }),
+    };
     let train = ir::Train {
         optimizer,
         lr,
@@ -645,6 +680,7 @@ pub(crate) fn train<'a>(
             .and_then(|e| positive_usize(checker, e, "`max_failures`"))
             .unwrap_or(10),
         gradient,
+        shooting,
         span,
     };
     if !(0.0..1.0).contains(&train.momentum) {

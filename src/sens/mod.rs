@@ -138,6 +138,8 @@ pub struct ModelObjective<'a> {
     running: bool,
     terminal: bool,
     observed: bool,
+    /// Multiple shooting: `(W, s)` charges `W · |x(t1) − s|²` at the final time (one sample).
+    continuity: Option<(f64, &'a [f64])>,
 }
 
 impl<'a> ModelObjective<'a> {
@@ -153,6 +155,7 @@ impl<'a> ModelObjective<'a> {
             running: kinds.contains(&CostKind::Running),
             terminal: kinds.contains(&CostKind::Terminal),
             observed: kinds.contains(&CostKind::Observed),
+            continuity: None,
         }
     }
 }
@@ -192,6 +195,14 @@ impl Objective<WithQuadrature<'_>> for ModelObjective<'_> {
             if self.running {
                 total += y[n..n + width].iter().sum::<f64>();
                 cot[n..n + width].fill(1.0);
+            }
+            if let Some((weight, target)) = self.continuity {
+                // One sample (a segment of multiple shooting): component-major is sample-major.
+                for (i, &s) in target.iter().enumerate().take(dim.min(n)) {
+                    let r = y[i * width] - s;
+                    total += weight * r * r;
+                    cot[i * width] += 2.0 * weight * r;
+                }
             }
         }
         if self.observed && self.data.trajectories.is_some() {
@@ -321,6 +332,50 @@ pub fn costate_method(model: &ir::Model) -> GradientMethod {
 
 /// The gradient of a bound model's loss on its data with respect to every parameter copy.
 pub fn gradient(bound: &Bound<'_>, options: &GradientOptions) -> Result<Gradient, GradientError> {
+    gradient_of(bound, options, Segment::default())
+}
+
+/// A segment of multiple shooting (`train ...(shooting = N)`): how its gradient differs from
+/// the whole model's. The default is the whole model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Segment<'a> {
+    /// The initial states, sample-major over the model's state components, in place of the
+    /// model's: then they are free variables (nothing flows into the parameters through
+    /// `init`; their gradient is [`Gradient::initial_cotangent`]).
+    pub start: Option<&'a [f64]>,
+    /// `(W, s)`: adds `W · |x(t1) − s|²` to the (one) sample's loss and its cotangent at `t1`.
+    /// [`Gradient::simulation`] does not include it; the caller evaluates it from the final state.
+    pub continuity: Option<(f64, &'a [f64])>,
+    /// Leaves the penalty out of [`Gradient::grad`] (the caller adds it once for all segments).
+    pub no_penalty: bool,
+}
+
+/// [`gradient`] of one segment of multiple shooting; [`Segment::default`] is [`gradient`].
+pub fn segment_gradient(
+    bound: &Bound<'_>,
+    options: &GradientOptions,
+    segment: Segment<'_>,
+) -> Result<Gradient, GradientError> {
+    if segment.start.is_some() || segment.continuity.is_some() {
+        if options.method == GradientMethod::Forward {
+            return Err(GradientError::Unavailable(
+                "multiple shooting needs the gradient of the segment starts: use `gradient = backprop` or `gradient = adjoint`",
+            ));
+        }
+        if options.costates {
+            return Err(GradientError::Unavailable(
+                "costates are not reported for multiple shooting",
+            ));
+        }
+    }
+    gradient_of(bound, options, segment)
+}
+
+fn gradient_of(
+    bound: &Bound<'_>,
+    options: &GradientOptions,
+    segment: Segment<'_>,
+) -> Result<Gradient, GradientError> {
     let (program, params) = (bound.program, bound.params);
     let schedule = bound.schedule();
     // Only the times that carry costs are needed, unless costates are reported.
@@ -329,12 +384,20 @@ pub fn gradient(bound: &Bound<'_>, options: &GradientOptions) -> Result<Gradient
     } else {
         Some(vec![schedule.t1])
     };
-    let setup = bound.setup(save);
+    let mut setup = bound.setup(save);
     let system = bound.system();
-    let objective = ModelObjective::new(bound);
+    let mut objective = ModelObjective::new(bound);
+    objective.continuity = segment.continuity;
     let full = system.dim();
     let dim = program.dim();
     let n = setup.n;
+    if let Some(start) = segment.start {
+        for s in 0..n {
+            for i in 0..dim {
+                setup.y0[s * full + i] = start.get(s * dim + i).copied().unwrap_or(0.0);
+            }
+        }
+    }
 
     let (mut grad, lambda0, solution, costates) = match options.method {
         GradientMethod::Backprop => {
@@ -359,9 +422,10 @@ pub fn gradient(bound: &Bound<'_>, options: &GradientOptions) -> Result<Gradient
     };
     let mut stats = solution.stats;
 
-    // Through the initial states, block by block in order.
+    // Through the initial states, block by block in order (free starts: not at all).
     let width = solve::BLOCK_WIDTH;
-    for start in (0..n).step_by(width) {
+    let init_starts = if segment.start.is_some() { n } else { 0 };
+    for start in (init_starts..n).step_by(width) {
         let end = (start + width).min(n);
         let w = end - start;
         let mut ws = system.workspace(start..end);
@@ -378,8 +442,10 @@ pub fn gradient(bound: &Bound<'_>, options: &GradientOptions) -> Result<Gradient
     for g in grad.iter_mut() {
         *g *= scale;
     }
-    let mut ws = program.workspace(1);
-    program.penalty(params, Some(&mut grad), &mut ws);
+    if !segment.no_penalty {
+        let mut ws = program.workspace(1);
+        program.penalty(params, Some(&mut grad), &mut ws);
+    }
 
     let initial_cotangent = (0..n)
         .flat_map(|s| lambda0[s * full..s * full + dim].iter().copied())

@@ -10,6 +10,7 @@
 //! the epoch's batches are re-drawn from the saved shuffler state and the finished ones skipped.
 
 mod msa;
+mod shooting;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,9 @@ pub struct Checkpoint {
     pub state: TrainState,
     /// Parameter values (full layout).
     pub params: Vec<f64>,
+    /// Multiple shooting: the trainable segment starts (see [`shooting`]); absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub starts: Vec<f64>,
 }
 
 /// The loop state besides the parameters.
@@ -111,6 +115,13 @@ pub enum TrainError {
     },
     /// The optimizer cannot be used here.
     Unsupported(String),
+    /// A `train` argument does not fit the data (multiple shooting): at the argument.
+    Located {
+        /// The argument.
+        span: crate::diag::Span,
+        /// What is wrong.
+        message: String,
+    },
     /// L-BFGS found no acceptable step.
     LineSearch(String),
     /// `max_failures` consecutive solves failed.
@@ -137,6 +148,7 @@ impl std::fmt::Display for TrainError {
                 "training diverged in epoch {epoch}: {term} became infinite or NaN; try a smaller learning rate"
             ),
             TrainError::Unsupported(why) => write!(f, "{why}"),
+            TrainError::Located { message, .. } => write!(f, "{message}"),
             TrainError::LineSearch(why) => write!(f, "L-BFGS stopped: {why}"),
             TrainError::Failures {
                 epoch,
@@ -174,6 +186,10 @@ pub struct Trainer<'a> {
     params: Params,
     /// `msa`'s layers and grid-saving model (`None` for the other optimizers).
     msa: Option<msa::Plan>,
+    /// Multiple shooting's segments (`None`: single shooting).
+    shooting: Option<shooting::Plan>,
+    /// Multiple shooting's trainable segment starts (empty without it).
+    starts: Vec<f64>,
     /// The loop state (what a checkpoint stores).
     pub state: TrainState,
 }
@@ -197,7 +213,15 @@ impl<'a> Trainer<'a> {
             ir::Optimizer::Msa => Some(msa::plan(model, program, &gradient)?),
             _ => None,
         };
-        let optimizer = OptimizerState::new(train.optimizer, params.values().len(), &hyper);
+        let (shooting, starts) = match shooting::Plan::new(start, &gradient)? {
+            Some((plan, starts)) => (Some(plan), starts),
+            None => (None, Vec::new()),
+        };
+        let optimizer = OptimizerState::new(
+            train.optimizer,
+            params.values().len() + starts.len(),
+            &hyper,
+        );
         // The shuffler has its own stream, apart from parameter initialisation.
         let shuffler = Rng::new(train.seed).fork(1).state();
         let state = TrainState {
@@ -218,6 +242,8 @@ impl<'a> Trainer<'a> {
             gradient,
             params,
             msa,
+            shooting,
+            starts,
             state,
         })
     }
@@ -227,12 +253,24 @@ impl<'a> Trainer<'a> {
         Checkpoint {
             state: self.state.clone(),
             params: self.params.values().to_vec(),
+            starts: self.starts.clone(),
         }
     }
 
     /// Continues from a checkpoint.
     pub fn resume(&mut self, checkpoint: Checkpoint) -> Result<(), TrainError> {
         let n = self.params.values().len();
+        // A checkpoint written in the polish epochs holds no starts.
+        if checkpoint.starts.is_empty() && checkpoint.state.epoch >= self.shooting_epochs() {
+            self.end_shooting();
+        }
+        if checkpoint.starts.len() != self.starts.len() {
+            return Err(TrainError::Unsupported(format!(
+                "the checkpoint holds {} multiple-shooting segment start values, but the model's `shooting` needs {}",
+                checkpoint.starts.len(),
+                self.starts.len(),
+            )));
+        }
         if checkpoint.state.model != self.model.name || checkpoint.params.len() != n {
             return Err(TrainError::Unsupported(format!(
                 "the checkpoint belongs to model `{}` with {} parameter values, not to `{}` with {n}",
@@ -254,18 +292,37 @@ impl<'a> Trainer<'a> {
         checkpoint
             .state
             .optimizer
-            .check_len(n)
+            .check_len(n + self.starts.len())
             .map_err(TrainError::Unsupported)?;
         self.params.values_mut().copy_from_slice(&checkpoint.params);
+        self.starts.copy_from_slice(&checkpoint.starts);
         self.state = checkpoint.state;
         Ok(())
     }
 
     /// Epochs the run has in total (L-BFGS: iterations).
     pub fn epochs(&self) -> usize {
+        self.shooting_epochs() + self.train.shooting.as_ref().map_or(0, |s| s.polish)
+    }
+
+    /// Epochs (L-BFGS: iterations) before multiple shooting's single-shooting polish.
+    fn shooting_epochs(&self) -> usize {
         match self.train.optimizer {
             ir::Optimizer::Lbfgs => self.train.iters.max(1),
             _ => self.train.epochs,
+        }
+    }
+
+    /// Multiple shooting is over (or was never on): drops the segment starts and gives the
+    /// optimizer a fresh state over the parameters alone for the polish epochs.
+    fn end_shooting(&mut self) {
+        if self.shooting.take().is_some() {
+            self.starts.clear();
+            self.state.optimizer = OptimizerState::new(
+                self.train.optimizer,
+                self.params.values().len(),
+                &self.hyper,
+            );
         }
     }
 
@@ -280,8 +337,14 @@ impl<'a> Trainer<'a> {
         &mut self,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<EpochSummary>, TrainError> {
+        if self.shooting.is_some() && self.state.epoch >= self.shooting_epochs() {
+            self.end_shooting();
+        }
         if self.train.optimizer == ir::Optimizer::Lbfgs {
             return self.lbfgs_iteration().map(Some);
+        }
+        if self.shooting.is_some() {
+            return self.shooting_epoch(stop);
         }
         let epoch = self.state.epoch + 1;
         let mut shuffler = Rng::from_state(&self.state.shuffler);
@@ -357,6 +420,166 @@ impl<'a> Trainer<'a> {
         Ok(Some(summary))
     }
 
+    /// [`Trainer::run_epoch`] under multiple shooting: each mini-batch of trajectories is
+    /// evaluated segment by segment ([`shooting::Plan::evaluate`]) and the optimizer steps the
+    /// parameters and the segment starts together.
+    fn shooting_epoch(
+        &mut self,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<EpochSummary>, TrainError> {
+        let epoch = self.state.epoch + 1;
+        let mut shuffler = Rng::from_state(&self.state.shuffler);
+        let batches = data::batches(self.data.n.max(1), self.train.batch, &mut shuffler);
+        let lr = self.hyper.lr_at(self.state.epoch);
+        let p = self.params.values().len();
+        while self.state.batch < batches.len() {
+            let indices = &batches[self.state.batch];
+            let plan = self
+                .shooting
+                .as_mut()
+                .expect("shooting_epoch runs with a plan");
+            let e = match plan.evaluate(
+                self.program,
+                &self.params,
+                &self.starts,
+                indices,
+                &self.gradient,
+            ) {
+                Ok(e) => e,
+                Err(GradientError::Solve(e)) if !matches!(e, SolveError::InvalidOptions(_)) => {
+                    self.reject(epoch, indices, e)?;
+                    self.state.batch += 1;
+                    if self.state.batch < batches.len() && stop() {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(TrainError::Gradient(e)),
+            };
+            self.state.failures = 0;
+            check_evaluation(epoch, &e)?;
+            let weight = indices.len() as f64;
+            let sums = &mut self.state.sums;
+            if sums.costs.is_empty() {
+                sums.costs = vec![0.0; e.costs.len()];
+                sums.metrics = vec![0.0; e.metrics.len()];
+            }
+            sums.samples += indices.len();
+            sums.loss += weight * e.loss;
+            for (s, (_, v)) in sums.costs.iter_mut().zip(&e.costs) {
+                *s += weight * v;
+            }
+            for (s, v) in sums.metrics.iter_mut().zip(&e.metrics) {
+                *s += weight * v;
+            }
+            sums.grad_norm += e.grad.iter().map(|x| x * x).sum::<f64>().sqrt();
+            sums.batches += 1;
+            sums.rhs_evals += e.rhs_evals;
+            let mut x: Vec<f64> = self
+                .params
+                .values()
+                .iter()
+                .chain(&self.starts)
+                .copied()
+                .collect();
+            self.state
+                .optimizer
+                .step(&mut x, &e.grad, lr)
+                .map_err(|e| TrainError::Unsupported(e.to_string()))?;
+            self.params.values_mut().copy_from_slice(&x[..p]);
+            self.starts.copy_from_slice(&x[p..]);
+            self.state.batch += 1;
+            if self.state.batch < batches.len() && stop() {
+                return Ok(None);
+            }
+        }
+        let summary = self.finish_epoch(epoch);
+        self.state.shuffler = shuffler.state();
+        Ok(Some(summary))
+    }
+
+    /// One full-batch L-BFGS iteration under multiple shooting, over the parameters and the
+    /// segment starts.
+    fn lbfgs_shooting_iteration(&mut self) -> Result<EpochSummary, TrainError> {
+        let epoch = self.state.epoch + 1;
+        let OptimizerState::Lbfgs(lbfgs) = &mut self.state.optimizer else {
+            unreachable!("run_epoch dispatches L-BFGS only")
+        };
+        let plan = self.shooting.as_mut().expect("called with a plan");
+        let (program, gradient) = (self.program, &self.gradient);
+        let all: Vec<usize> = (0..self.data.n.max(1)).collect();
+        let p = self.params.values().len();
+        let mut params = self.params.clone();
+        let mut evals = 0u64;
+        let max_failures = self.train.max_failures;
+        let (mut rejected, mut in_a_row) = (0usize, 0usize);
+        let mut objective = |x: &[f64]| -> Result<(f64, Vec<f64>), GradientError> {
+            params.values_mut().copy_from_slice(&x[..p]);
+            match plan.evaluate(program, &params, &x[p..], &all, gradient) {
+                Ok(e) => {
+                    in_a_row = 0;
+                    evals += e.rhs_evals;
+                    Ok((e.loss, e.grad))
+                }
+                Err(GradientError::Solve(e))
+                    if !matches!(e, SolveError::InvalidOptions(_))
+                        && in_a_row + 1 < max_failures =>
+                {
+                    in_a_row += 1;
+                    rejected += 1;
+                    Ok((f64::INFINITY, vec![f64::NAN; x.len()]))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let mut x: Vec<f64> = self
+            .params
+            .values()
+            .iter()
+            .chain(&self.starts)
+            .copied()
+            .collect();
+        let converged = match lbfgs.step(&mut x, &mut objective) {
+            Ok(step) => step.converged,
+            Err(LineSearchError::Objective(GradientError::Solve(e)))
+                if !matches!(e, SolveError::InvalidOptions(_)) =>
+            {
+                return Err(TrainError::Failures {
+                    epoch,
+                    batch: 1,
+                    failures: in_a_row + 1,
+                    error: GradientError::Solve(e),
+                    params: summarize(program, &params),
+                });
+            }
+            Err(LineSearchError::Objective(e)) => return Err(TrainError::Gradient(e)),
+            Err(LineSearchError::NoWolfePoint { .. }) => true,
+            Err(e) => return Err(TrainError::LineSearch(format!("{e}"))),
+        };
+        self.params.values_mut().copy_from_slice(&x[..p]);
+        self.starts.copy_from_slice(&x[p..]);
+        let grad_norm = lbfgs
+            .grad()
+            .map_or(0.0, |g| g.iter().map(|v| v * v).sum::<f64>().sqrt());
+        // Costs and metrics at the accepted point.
+        let e = plan
+            .evaluate(program, &self.params, &self.starts, &all, gradient)
+            .map_err(TrainError::Gradient)?;
+        check_evaluation(epoch, &e)?;
+        self.state.epoch = epoch;
+        Ok(EpochSummary {
+            epoch,
+            loss: e.loss,
+            costs: e.costs,
+            metrics: e.metrics,
+            grad_norm,
+            rhs_evals: evals + e.rhs_evals,
+            steps: 1,
+            converged,
+            skipped: rejected,
+        })
+    }
+
     /// Counts a failed solve of the mini-batch `indices`, and stops training once
     /// `max_failures` have failed in a row.
     fn reject(&mut self, epoch: usize, indices: &[usize], e: SolveError) -> Result<(), TrainError> {
@@ -400,6 +623,9 @@ impl<'a> Trainer<'a> {
 
     /// One full-batch L-BFGS iteration with its Wolfe line search.
     fn lbfgs_iteration(&mut self) -> Result<EpochSummary, TrainError> {
+        if self.shooting.is_some() {
+            return self.lbfgs_shooting_iteration();
+        }
         let epoch = self.state.epoch + 1;
         let OptimizerState::Lbfgs(lbfgs) = &mut self.state.optimizer else {
             unreachable!("run_epoch dispatches L-BFGS only")
@@ -543,6 +769,27 @@ fn check_finite(epoch: usize, sim: &Simulation) -> Result<(), TrainError> {
                 format!("the {} cost", k.name())
             });
         return Err(TrainError::Diverged { epoch, term });
+    }
+    Ok(())
+}
+
+/// [`check_gradient`] under multiple shooting.
+fn check_evaluation(epoch: usize, e: &shooting::Evaluation) -> Result<(), TrainError> {
+    if !e.loss.is_finite() {
+        let term = e
+            .costs
+            .iter()
+            .find(|(_, v)| !v.is_finite())
+            .map_or("the continuity penalty".to_string(), |(k, _)| {
+                format!("the {} cost", k.name())
+            });
+        return Err(TrainError::Diverged { epoch, term });
+    }
+    if e.grad.iter().any(|v| !v.is_finite()) {
+        return Err(TrainError::Diverged {
+            epoch,
+            term: "the gradient".into(),
+        });
     }
     Ok(())
 }

@@ -27,6 +27,8 @@ mod results;
 mod reverse;
 /// `nodec run` end to end.
 mod run;
+/// Multiple shooting: single shooting to the bit at N = 1, a poor start recovered, resume.
+mod shooting;
 /// Shared helpers: paths, running the binary, loading models.
 mod support;
 /// The tensor IR and its derivatives against the scalar IR, and its size against width.
