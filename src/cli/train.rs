@@ -102,6 +102,13 @@ fn write_params(loaded: &Loaded, values: &[f64], path: &str) -> Result<(), Strin
 }
 
 fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize, steps_per_second: f64) -> String {
+    if s.steps == 0 {
+        // Every mini-batch failed to solve: there is no loss to report, not a loss of 0.
+        return format!(
+            "epoch {}/{epochs}: no mini-batch solved, {} failed solves skipped",
+            s.epoch, s.skipped
+        );
+    }
     let mut line = format!("epoch {}/{epochs}: loss {}", s.epoch, format_sig(s.loss));
     for (m, v) in loaded.model.metrics.iter().zip(&s.metrics) {
         line.push_str(&format!(", {} {}", m.name, format_sig(*v)));
@@ -327,7 +334,8 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                 summary.skipped
             ));
         }
-        if summary.loss.is_finite() && summary.loss < best.0 {
+        // An epoch whose every mini-batch was skipped has no loss (its sums are empty).
+        if summary.steps > 0 && summary.loss.is_finite() && summary.loss < best.0 {
             best = (
                 summary.loss,
                 summary.epoch,

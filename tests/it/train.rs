@@ -848,3 +848,30 @@ fn training_killed_twenty_times_resumes_to_the_same_bits() {
     assert!(left.is_empty(), "temporaries left: {left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An epoch in which every mini-batch fails to solve has no loss: its progress line says so
+/// (not "loss 0"), and it never counts as the best so far, so the starting parameters stay the
+/// best when training then stops.
+#[test]
+fn an_epoch_without_a_solved_mini_batch_is_not_the_best() {
+    let path = tmp("blowup_epoch.node");
+    // Every sample blows up; 40 failures in a row stop training in epoch 2 of 32 batches each.
+    std::fs::write(
+        &path,
+        blow_up_model("3", ", max_failures = 40").replace("lo = -1", "lo = 2.5"),
+    )
+    .unwrap();
+    let params = tmp("blowup_epoch.json");
+    let out = train(&[&path, "--out", &params], "2");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("epoch 1/2: no mini-batch solved, 32 failed solves skipped"),
+        "{err}"
+    );
+    assert!(!err.contains("loss 0"), "{err}");
+    assert!(
+        err.contains("the starting parameters, the best so far"),
+        "{err}"
+    );
+}
