@@ -1386,11 +1386,7 @@ impl Program {
         out: &mut [f64],
         ws: &mut Workspace,
     ) {
-        let blocks = Blocks {
-            y,
-            ..Blocks::default()
-        };
-        self.run(K::Metrics as usize, params, t, blocks, None, out, None, ws);
+        self.run_on_states(K::Metrics, params, t, y, out, ws);
     }
 
     /// All outputs concatenated, `outputs_len` rows of `width`.
@@ -1402,11 +1398,24 @@ impl Program {
         out: &mut [f64],
         ws: &mut Workspace,
     ) {
+        self.run_on_states(K::Outputs, params, t, y, out, ws);
+    }
+
+    /// Runs a value-only kernel (no tangent, cotangent or gradient) on a block of states.
+    fn run_on_states(
+        &self,
+        k: K,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
         let blocks = Blocks {
             y,
             ..Blocks::default()
         };
-        self.run(K::Outputs as usize, params, t, blocks, None, out, None, ws);
+        self.run(k as usize, params, t, blocks, None, out, None, ws);
     }
 
     /// The model's events (empty for a model without any).
@@ -1423,20 +1432,7 @@ impl Program {
         out: &mut [f64],
         ws: &mut Workspace,
     ) {
-        let blocks = Blocks {
-            y,
-            ..Blocks::default()
-        };
-        self.run(
-            K::EventConds as usize,
-            params,
-            t,
-            blocks,
-            None,
-            out,
-            None,
-            ws,
-        );
+        self.run_on_states(K::EventConds, params, t, y, out, ws);
     }
 
     /// Every event's assigned values, events and assignments in order, one row of `width` each.
@@ -1448,20 +1444,7 @@ impl Program {
         out: &mut [f64],
         ws: &mut Workspace,
     ) {
-        let blocks = Blocks {
-            y,
-            ..Blocks::default()
-        };
-        self.run(
-            K::EventJumps as usize,
-            params,
-            t,
-            blocks,
-            None,
-            out,
-            None,
-            ws,
-        );
+        self.run_on_states(K::EventJumps, params, t, y, out, ws);
     }
 
     /// LM-ResNet's coefficient `k` at `t` (0 without one).
