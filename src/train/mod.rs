@@ -77,6 +77,25 @@ pub struct EpochSums {
     pub skipped: usize,
 }
 
+impl EpochSums {
+    /// Adds a mini-batch of `samples` samples: its loss, costs and metrics weighted by its size.
+    fn add(&mut self, samples: usize, loss: f64, costs: &[(CostKind, f64)], metrics: &[f64]) {
+        let weight = samples as f64;
+        if self.costs.is_empty() {
+            self.costs = vec![0.0; costs.len()];
+            self.metrics = vec![0.0; metrics.len()];
+        }
+        self.samples += samples;
+        self.loss += weight * loss;
+        for (s, (_, v)) in self.costs.iter_mut().zip(costs) {
+            *s += weight * v;
+        }
+        for (s, v) in self.metrics.iter_mut().zip(metrics) {
+            *s += weight * v;
+        }
+    }
+}
+
 /// One finished epoch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochSummary {
@@ -381,20 +400,13 @@ impl<'a> Trainer<'a> {
             };
             self.state.failures = 0;
             check_gradient(epoch, &g)?;
-            let weight = indices.len() as f64;
             let sums = &mut self.state.sums;
-            if sums.costs.is_empty() {
-                sums.costs = vec![0.0; g.simulation.costs.len()];
-                sums.metrics = vec![0.0; g.simulation.metrics.len()];
-            }
-            sums.samples += indices.len();
-            sums.loss += weight * g.simulation.loss;
-            for (s, (_, v)) in sums.costs.iter_mut().zip(&g.simulation.costs) {
-                *s += weight * v;
-            }
-            for (s, v) in sums.metrics.iter_mut().zip(&g.simulation.metrics) {
-                *s += weight * v;
-            }
+            sums.add(
+                indices.len(),
+                g.simulation.loss,
+                &g.simulation.costs,
+                &g.simulation.metrics,
+            );
             sums.grad_norm += g.grad.iter().map(|x| x * x).sum::<f64>().sqrt();
             sums.batches += 1;
             sums.rhs_evals += g.stats.rhs_evals;
@@ -458,20 +470,8 @@ impl<'a> Trainer<'a> {
             };
             self.state.failures = 0;
             check_evaluation(epoch, &e)?;
-            let weight = indices.len() as f64;
             let sums = &mut self.state.sums;
-            if sums.costs.is_empty() {
-                sums.costs = vec![0.0; e.costs.len()];
-                sums.metrics = vec![0.0; e.metrics.len()];
-            }
-            sums.samples += indices.len();
-            sums.loss += weight * e.loss;
-            for (s, (_, v)) in sums.costs.iter_mut().zip(&e.costs) {
-                *s += weight * v;
-            }
-            for (s, v) in sums.metrics.iter_mut().zip(&e.metrics) {
-                *s += weight * v;
-            }
+            sums.add(indices.len(), e.loss, &e.costs, &e.metrics);
             sums.grad_norm += e.grad.iter().map(|x| x * x).sum::<f64>().sqrt();
             sums.batches += 1;
             sums.rhs_evals += e.rhs_evals;
