@@ -1,4 +1,4 @@
-//! NumPy's `.npy` and `.npz` files of numbers, written and read without a dependency.
+//! NumPy's `.npy` and `.npz` files of numbers, read and written here; only inflating is a dependency's.
 //!
 //! `.npy` is [format 1.0](https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html):
 //! the magic `\x93NUMPY`, the version (1, 0), a little-endian `u16` header length, and a
@@ -9,9 +9,9 @@
 //! `b1` in either byte order, converting to `f64` (integers above 2⁵³ round).
 //!
 //! `.npz` is a zip archive of `.npy` files, one per named array (`np.savez`). nodec writes
-//! entries stored without compression, as `np.savez` does; it reads stored entries (zip64
-//! extra fields included, CRC-32 checked) and refuses compressed ones
-//! (`np.savez_compressed`) with a message that says so.
+//! entries stored without compression, as `np.savez` does; it reads stored and deflated entries
+//! (`np.savez_compressed`), zip64 extra fields included, CRC-32 checked; inflating is
+//! `miniz_oxide`'s.
 //!
 //! Every malformed file is an `Err` with a message that says what is wrong; nothing here
 //! panics on its input or touches files (`cli` reads and writes them).
@@ -467,6 +467,10 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     })
 }
 
+/// Zip entry methods: `np.savez` stores, `np.savez_compressed` deflates.
+const STORED: u16 = 0;
+const DEFLATED: u16 = 8;
+
 /// Reads the arrays of an `.npz` archive, in the archive's order, names without `.npy`.
 pub fn read_npz(bytes: &[u8]) -> Result<Vec<(String, Array)>, String> {
     let corrupt = |what: &str| format!("not a readable .npz archive: {what}");
@@ -529,10 +533,10 @@ pub fn read_npz(bytes: &[u8]) -> Result<Vec<(String, Array)>, String> {
             e += 4 + len;
         }
         at += 46 + name_len + extra_len + comment_len;
-        if method != 0 {
-            return Err(format!(
-                "`{name}` is compressed (np.savez_compressed); nodec reads uncompressed archives: save with np.savez"
-            ));
+        if method != STORED && method != DEFLATED {
+            return Err(corrupt(&format!(
+                "`{name}` uses zip compression method {method}; nodec reads stored and deflated entries (np.savez, np.savez_compressed)"
+            )));
         }
         let offset = usize::try_from(offset).map_err(|_| truncated())?;
         let data_truncated = || corrupt(&format!("`{name}` is truncated"));
@@ -542,11 +546,21 @@ pub fn read_npz(bytes: &[u8]) -> Result<Vec<(String, Array)>, String> {
         let local_name = usize::from(u16_at(bytes, offset + 26).ok_or_else(data_truncated)?);
         let local_extra = usize::from(u16_at(bytes, offset + 28).ok_or_else(data_truncated)?);
         let start = offset + 30 + local_name + local_extra;
-        let len = usize::try_from(size).map_err(|_| data_truncated())?;
-        let data = bytes
-            .get(start..start.saturating_add(len))
+        let stored_len = usize::try_from(compressed).map_err(|_| data_truncated())?;
+        let stored = bytes
+            .get(start..start.saturating_add(stored_len))
             .ok_or_else(data_truncated)?;
-        if compressed != size || crc32(data) != crc {
+        let size = usize::try_from(size).map_err(|_| data_truncated())?;
+        let inflated;
+        let data = if method == DEFLATED {
+            // The declared size bounds the output, so a crafted archive cannot inflate past it.
+            inflated = miniz_oxide::inflate::decompress_to_vec_with_limit(stored, size)
+                .map_err(|e| corrupt(&format!("`{name}` does not inflate: {e}")))?;
+            &inflated[..]
+        } else {
+            stored
+        };
+        if data.len() != size || crc32(data) != crc {
             return Err(corrupt(&format!("`{name}` fails its CRC-32 check")));
         }
         let array = read_npy(data).map_err(|e| format!("`{name}`: {e}"))?;
@@ -660,15 +674,43 @@ mod tests {
         assert!(read_npz(&bytes[..bytes.len() - 30])
             .unwrap_err()
             .contains("truncated"));
-        // A compressed entry (method 8) is refused with the fix.
-        let mut deflated = bytes.clone();
-        let central = (0..deflated.len())
-            .find(|&i| u32_at(&deflated, i) == Some(0x0201_4b50))
+        // A method other than stored or deflated is refused, naming it.
+        let mut other = bytes.clone();
+        let central = (0..other.len())
+            .find(|&i| u32_at(&other, i) == Some(0x0201_4b50))
             .unwrap();
-        deflated[central + 10] = 8;
-        assert!(read_npz(&deflated)
-            .unwrap_err()
-            .contains("save with np.savez"));
+        other[central + 10] = 12; // bzip2
+        assert!(read_npz(&other).unwrap_err().contains("method 12"));
+    }
+
+    /// `tests/data/npz/compressed.npz` was written the way `np.savez_compressed` writes (deflated
+    /// zip64 members) by `make_compressed.py` beside it, which states the arrays read back here.
+    #[test]
+    fn compressed_archives_inflate_to_the_arrays_their_script_wrote() {
+        let bytes = include_bytes!("../tests/data/npz/compressed.npz");
+        let arrays = read_npz(bytes).unwrap();
+        let names: Vec<&str> = arrays.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["W", "k", "ramp"]);
+        assert_eq!(
+            arrays[0].1,
+            Array::new(vec![2, 3], vec![1.0, -2.0, 3.5, 0.25, 1e-300, 6.0])
+        );
+        assert_eq!(arrays[1].1, Array::new(vec![], vec![0.5]));
+        let ramp: Vec<f64> = (0..1000).map(|i| 0.25 * i as f64).collect();
+        assert_eq!(arrays[2].1, Array::new(vec![1000], ramp));
+        // The members really are deflated (so this is not the stored path again) ...
+        let central = (0..bytes.len())
+            .find(|&i| u32_at(bytes, i) == Some(0x0201_4b50))
+            .unwrap();
+        assert_eq!(u16_at(bytes, central + 10), Some(DEFLATED));
+        // ... and a flipped bit in any member's deflate stream (W's starts at byte 55, after
+        // its 30-byte header, 5-byte name and 20-byte zip64 extra; k's at 208; ramp's at 334)
+        // is an error, never a wrong array.
+        for at in [100, 250, 400, 900] {
+            let mut bad = bytes.to_vec();
+            bad[at] ^= 0x10;
+            assert!(read_npz(&bad).is_err(), "flipped byte {at} went unnoticed");
+        }
     }
 
     #[test]

@@ -300,8 +300,9 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
             ));
             if !args.no_timings {
                 text.push_str(&format!(
-                    "time: parse+compile {:.3} s, gradient {:.3} s\n",
-                    loaded.compile_seconds, seconds
+                    "time: parse+compile {}, gradient {}\n",
+                    super::report::format_duration(loaded.compile_seconds),
+                    super::report::format_duration(seconds)
                 ));
             }
             text

@@ -587,11 +587,32 @@ pub fn to_table(report: &RunReport) -> String {
     if s.timings {
         let _ = writeln!(
             out,
-            "time: parse+compile {:.3} s, solve {:.3} s",
-            s.compile_seconds, s.solve_seconds
+            "time: parse+compile {}, solve {}",
+            format_duration(s.compile_seconds),
+            format_duration(s.solve_seconds)
         );
     }
     out
+}
+
+/// A wall time with three significant digits in the unit a person reads it in: `0.412 ms`,
+/// `12.3 ms`, `1.25 s`. A sub-millisecond solve printed in seconds (`0.000 s`) says nothing.
+pub fn format_duration(seconds: f64) -> String {
+    let (value, unit) = if seconds < 1.0 {
+        (seconds * 1e3, "ms")
+    } else {
+        (seconds, "s")
+    };
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else if value >= 1.0 {
+        2
+    } else {
+        3
+    };
+    format!("{value:.decimals$} {unit}")
 }
 
 /// Six significant digits, without trailing noise: `0.270671`, `-4.90269`, `3e7`.
@@ -618,6 +639,16 @@ pub fn format_sig(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_keep_three_significant_digits() {
+        assert_eq!(format_duration(0.000_412_3), "0.412 ms");
+        assert_eq!(format_duration(0.004_56), "4.56 ms");
+        assert_eq!(format_duration(0.012_34), "12.3 ms");
+        assert_eq!(format_duration(0.345), "345 ms");
+        assert_eq!(format_duration(1.254), "1.25 s");
+        assert_eq!(format_duration(42.0), "42.0 s");
+    }
 
     fn report(n: usize) -> RunReport {
         RunReport {

@@ -736,10 +736,47 @@ fn load_data(
                     Diagnostic::error(block.span, format!("cannot read data file `{shown}`: {e}"))
                         .render(file)
                 };
+                // A series' `input_file`: read and parsed first, its columns checked.
+                let keyed = match data::input_file(&block.source) {
+                    None => None,
+                    Some(input_rel) => {
+                        let input_path = base.join(input_rel);
+                        let input_shown = input_path.display().to_string();
+                        let text = match std::fs::read_to_string(&input_path) {
+                            Ok(text) => text,
+                            Err(e) => {
+                                out.stderr.push_str(
+                                    &Diagnostic::error(
+                                        block.span,
+                                        format!("cannot read input file `{input_shown}`: {e}"),
+                                    )
+                                    .render(file),
+                                );
+                                return None;
+                            }
+                        };
+                        if let Some(d) = data::check_input_columns(&text, block, &input_shown) {
+                            out.stderr.push_str(&d.render(file));
+                            return None;
+                        }
+                        match data::parse_input_file(&text, &block.source, &input_shown) {
+                            Ok(keyed) => Some(keyed),
+                            Err(e) => {
+                                out.stderr.push_str(&data_error(&e, block, file));
+                                return None;
+                            }
+                        }
+                    }
+                };
                 let mut csv_text = None;
                 let parsed = if super::has_extension(rel, "npy") {
                     match std::fs::read(&path) {
-                        Ok(bytes) => data::parse_npy(&bytes, &block.source, &shown),
+                        Ok(bytes) => match &keyed {
+                            Some(k) => {
+                                data::parse_npy_with_inputs(&bytes, &block.source, &shown, k)
+                            }
+                            None => data::parse_npy(&bytes, &block.source, &shown),
+                        },
                         Err(e) => {
                             out.stderr.push_str(&cannot_read(e));
                             return None;
@@ -752,7 +789,12 @@ fn load_data(
                                 out.stderr.push_str(&d.render(file));
                                 return None;
                             }
-                            let parsed = data::parse_csv(&text, &block.source, &shown);
+                            let parsed = match &keyed {
+                                Some(k) => {
+                                    data::parse_csv_with_inputs(&text, &block.source, &shown, k)
+                                }
+                                None => data::parse_csv(&text, &block.source, &shown),
+                            };
                             csv_text = Some(text);
                             parsed
                         }
@@ -793,19 +835,8 @@ fn load_data(
         }
         match result {
             Ok(dataset) => blocks.push((block.name.clone(), dataset)),
-            // An error at a place in a data file is shown there; any other (a column the header
-            // lacks, a generated set too large) at the data block, naming the file.
-            Err(e) if e.position().is_some() => {
-                out.stderr.push_str(&format!("{e}\n"));
-                return None;
-            }
             Err(e) => {
-                let message = match e.file() {
-                    Some(f) => format!("`{f}`: {}", e.message()),
-                    None => format!("data `{}`: {}", block.name, e.message()),
-                };
-                out.stderr
-                    .push_str(&Diagnostic::error(block.span, message).render(file));
+                out.stderr.push_str(&data_error(&e, block, file));
                 return None;
             }
         }
@@ -814,6 +845,19 @@ fn load_data(
         blocks.push(("none".to_string(), Dataset::samples(1, 0, Vec::new(), None)));
     }
     Some(blocks)
+}
+
+/// A data error rendered where it is: at its place in a data file, or else (a column the header
+/// lacks, a generated set too large) at the data block, naming the file.
+fn data_error(e: &data::DataError, block: &ir::DataBlock, file: &SourceFile) -> String {
+    if e.position().is_some() {
+        return format!("{e}\n");
+    }
+    let message = match e.file() {
+        Some(f) => format!("`{f}`: {}", e.message()),
+        None => format!("data `{}`: {}", block.name, e.message()),
+    };
+    Diagnostic::error(block.span, message).render(file)
 }
 
 /// Renders a solver failure at the line that caused it.

@@ -3,12 +3,17 @@
 //! CSV text. Columns are named by index only (an array has no header); the blocks' arguments
 //! mean what they mean for CSV, and only the values a block uses must be finite.
 
-use super::csv::{assemble, keep_rows, window, SeriesError, SeriesProblem, SeriesRow};
+use super::csv::{assemble, keep_rows, window, KeyedInputs, SeriesError, SeriesProblem, SeriesRow};
 use super::{DataError, Dataset};
 use crate::ir::{Column, DataSource};
 
-/// See [`super::parse_npy`].
-pub(super) fn parse(bytes: &[u8], source: &DataSource, file: &str) -> Result<Dataset, DataError> {
+/// See [`super::parse_npy`]; `keyed` holds the inputs of a series with an `input_file`.
+pub(super) fn parse(
+    bytes: &[u8],
+    source: &DataSource,
+    file: &str,
+    keyed: Option<&KeyedInputs>,
+) -> Result<Dataset, DataError> {
     let error = |message: String| DataError::Npy {
         file: file.to_string(),
         message,
@@ -102,31 +107,45 @@ pub(super) fn parse(bytes: &[u8], source: &DataSource, file: &str) -> Result<Dat
             let t = index(t, "time")?;
             let (start, end) = range(values, "value")?;
             let traj = traj.as_ref().map(|c| index(c, "trajectory")).transpose()?;
-            let input = input
-                .as_ref()
-                .map(|r| range(r, "input"))
-                .transpose()?
-                .unwrap_or((0, 0));
+            // With an input file the inputs are its columns, not this array's.
+            let input = match keyed {
+                Some(_) => (0, 0),
+                None => input
+                    .as_ref()
+                    .map(|r| range(r, "input"))
+                    .transpose()?
+                    .unwrap_or((0, 0)),
+            };
             let mut parsed = Vec::with_capacity(rows);
             for r in 0..rows {
+                let key = traj
+                    .map(|c| value(r, c))
+                    .transpose()?
+                    .map(|k| format!("{k}"));
+                let inputs = match (keyed, &key) {
+                    (Some(keyed), Some(key)) => keyed.inputs(key).ok_or_else(|| {
+                        error(format!(
+                            "row {r}: trajectory `{key}` has no row in the input file `{}`; add one with its inputs",
+                            keyed.file
+                        ))
+                    })?,
+                    _ => (input.0..input.1)
+                        .map(|c| value(r, c))
+                        .collect::<Result<_, _>>()?,
+                };
                 parsed.push(SeriesRow {
                     time: value(r, t)?,
                     values: (start..end)
                         .map(|c| value(r, c))
                         .collect::<Result<_, _>>()?,
-                    inputs: (input.0..input.1)
-                        .map(|c| value(r, c))
-                        .collect::<Result<_, _>>()?,
-                    key: traj
-                        .map(|c| value(r, c))
-                        .transpose()?
-                        .map(|k| format!("{k}")),
+                    inputs,
+                    key,
                 });
             }
             assemble(
                 parsed,
                 end - start,
-                input.1 - input.0,
+                keyed.map_or(input.1 - input.0, |k| k.width),
                 traj.is_some(),
                 *keep,
                 file,
@@ -205,7 +224,7 @@ mod tests {
     #[test]
     fn rows_and_columns_become_samples() {
         let bytes = write_npy(&Array::new(vec![3, 3], (0..9).map(f64::from).collect()));
-        let d = parse(&bytes, &csv((0, 2), Some(2)), "x.npy").unwrap();
+        let d = parse(&bytes, &csv((0, 2), Some(2)), "x.npy", None).unwrap();
         assert_eq!((d.n, d.input_dim), (3, 2));
         assert_eq!(d.inputs, [0., 1., 3., 4., 6., 7.]);
         assert_eq!(d.labels, Some(vec![2., 5., 8.]));
@@ -216,8 +235,9 @@ mod tests {
             rows: Some((1, 3)),
             traj: None,
             input: None,
+            input_file: None,
         };
-        let d = parse(&bytes, &series, "x.npy").unwrap();
+        let d = parse(&bytes, &series, "x.npy", None).unwrap();
         assert_eq!(d.times, Some(vec![3., 6.]));
         assert_eq!(d.observed, Some(vec![4., 5., 7., 8.]));
     }
@@ -239,8 +259,9 @@ mod tests {
             rows: None,
             traj: Some(Column::Index(0)),
             input: Some((Column::Index(3), Column::Index(input_end))),
+            input_file: None,
         };
-        let d = parse(&bytes, &series(4), "x.npy").unwrap();
+        let d = parse(&bytes, &series(4), "x.npy", None).unwrap();
         assert_eq!(d.n, 2);
         assert_eq!(d.trajectories, Some(vec![0..2, 2..4]));
         assert_eq!(d.times, Some(vec![0.5, 1.5, 0.1, 0.2]));
@@ -249,14 +270,14 @@ mod tests {
         bad[3][3] = 21.;
         let bytes = write_npy(&Array::new(vec![4, 4], bad.concat()));
         assert_eq!(
-            parse(&bytes, &series(4), "x.npy").unwrap_err().to_string(),
+            parse(&bytes, &series(4), "x.npy", None).unwrap_err().to_string(),
             "x.npy: error: row 3, column 3: the input 21 differs from 20 on the first row of trajectory 3; a trajectory's inputs must be constant"
         );
         let mut bad = rows;
         bad[2][1] = 0.5;
         let bytes = write_npy(&Array::new(vec![4, 4], bad.concat()));
         assert_eq!(
-            parse(&bytes, &series(4), "x.npy").unwrap_err().to_string(),
+            parse(&bytes, &series(4), "x.npy", None).unwrap_err().to_string(),
             "x.npy: error: row 2: the time 0.5 does not increase after 0.5; the times of trajectory 7 must increase strictly"
         );
     }
@@ -264,7 +285,7 @@ mod tests {
     #[test]
     fn bad_arrays_name_the_file_and_the_place() {
         let err = |bytes: &[u8], source: &DataSource| {
-            parse(bytes, source, "x.npy").unwrap_err().to_string()
+            parse(bytes, source, "x.npy", None).unwrap_err().to_string()
         };
         let mut values: Vec<f64> = (0..6).map(f64::from).collect();
         values[4] = f64::NAN;
@@ -274,7 +295,7 @@ mod tests {
             "x.npy: error: row 2, column 0 holds NaN; every value a data block uses must be finite"
         );
         // A NaN in a column the block does not use is no error.
-        let ok = parse(&bytes, &csv((1, 2), None), "x.npy").unwrap();
+        let ok = parse(&bytes, &csv((1, 2), None), "x.npy", None).unwrap();
         assert_eq!(ok.inputs, [1., 3., 5.]);
         assert!(err(&bytes, &csv((0, 3), None)).contains("out of range"));
         let named = DataSource::Csv {
@@ -296,6 +317,7 @@ mod tests {
             rows: None,
             traj: None,
             input: None,
+            input_file: None,
         };
         assert!(err(&down, &series).contains("row 1: the time 0 does not increase after 1"));
     }

@@ -14,8 +14,13 @@ use crate::ir::{self, Column, DataSource};
 pub fn check_columns(text: &str, block: &ir::DataBlock, file: &str) -> Option<Diagnostic> {
     let (range, role) = match &block.source {
         DataSource::Csv { input, .. } => (input, "input"),
-        DataSource::Series { values, input, .. } => {
-            if let (Some(input), Some(binding)) = (input, &block.input_columns) {
+        DataSource::Series {
+            values,
+            input,
+            input_file,
+            ..
+        } => {
+            if let (Some(input), Some(binding), None) = (input, &block.input_columns, input_file) {
                 if let Some(d) = check_range(text, input, "input", binding, file) {
                     return Some(d);
                 }
@@ -25,6 +30,20 @@ pub fn check_columns(text: &str, block: &ir::DataBlock, file: &str) -> Option<Di
         _ => return None,
     };
     check_range(text, range, role, block.columns.as_ref()?, file)
+}
+
+/// [`check_columns`] for the `input` range of a series with an `input_file`, whose `text` this
+/// is.
+pub fn check_input_columns(text: &str, block: &ir::DataBlock, file: &str) -> Option<Diagnostic> {
+    match (&block.source, &block.input_columns) {
+        (
+            DataSource::Series {
+                input: Some(input), ..
+            },
+            Some(binding),
+        ) => check_range(text, input, "input", binding, file),
+        _ => None,
+    }
 }
 
 /// [`check_columns`] for one range and what it binds.
@@ -217,6 +236,7 @@ mod tests {
                 rows: None,
                 traj: None,
                 input: None,
+                input_file: None,
             },
             input_columns: None,
             columns: Some(ColumnBinding {

@@ -340,8 +340,91 @@ pub(super) fn selection(
     })
 }
 
-/// See [`super::parse_csv`].
-pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Dataset, DataError> {
+/// Each trajectory's inputs from a series' `input_file`: one row per trajectory, found by the
+/// text of its trajectory cell.
+#[derive(Clone, Debug)]
+pub struct KeyedInputs {
+    /// The input file, for errors.
+    pub file: String,
+    /// Inputs per trajectory.
+    pub width: usize,
+    rows: std::collections::HashMap<String, Vec<f64>>,
+}
+
+impl KeyedInputs {
+    /// The inputs of trajectory `key`, if the file has its row.
+    pub fn inputs(&self, key: &str) -> Option<Vec<f64>> {
+        self.rows.get(key).cloned()
+    }
+}
+
+/// See [`super::parse_input_file`].
+pub(super) fn keyed_inputs(
+    text: &str,
+    key: &Column,
+    input: &(Column, Column),
+    file: &str,
+) -> Result<KeyedInputs, DataError> {
+    let Head {
+        first,
+        second,
+        header,
+        width,
+        rest,
+    } = head(text, file)?;
+    let header = header.as_deref();
+    let key = resolve_one(key, "trajectory", header, width, file)?;
+    let (start, end) = resolve_range(input, "input", header, width, file)?;
+    let first_data = header.is_none().then_some(Ok(first));
+    let rest = rest.map(|(line, l)| split_line(l, line, file));
+    let mut rows = std::collections::HashMap::new();
+    let mut lines = std::collections::HashMap::new();
+    for row in first_data.into_iter().chain(second.map(Ok)).chain(rest) {
+        let row = row?;
+        if row.cells.len() != width {
+            return Err(DataError::RowWidth {
+                file: file.to_string(),
+                line: row.line,
+                column: row.cells.get(width).map_or(row.chars + 1, |c| c.column),
+                found: row.cells.len(),
+                expected: width,
+            });
+        }
+        let name = row.cells[key].text.trim().to_string();
+        if let Some(&first_line) = lines.get(&name) {
+            return Err(DataError::DuplicateKey {
+                file: file.to_string(),
+                line: row.line,
+                column: row.cells[key].column,
+                key: name,
+                first_line,
+            });
+        }
+        let values = (start..end)
+            .map(|f| number(&row.cells[f], &row, f, header, file))
+            .collect::<Result<Vec<_>, _>>()?;
+        lines.insert(name.clone(), row.line);
+        rows.insert(name, values);
+    }
+    if rows.is_empty() {
+        return Err(DataError::NoRows {
+            file: file.to_string(),
+        });
+    }
+    Ok(KeyedInputs {
+        file: file.to_string(),
+        width: end - start,
+        rows,
+    })
+}
+
+/// See [`super::parse_csv`]; `keyed` holds the inputs of a series with an `input_file`.
+pub(super) fn parse(
+    text: &str,
+    source: &DataSource,
+    file: &str,
+    keyed: Option<&KeyedInputs>,
+) -> Result<Dataset, DataError> {
     let Head {
         first,
         second,
@@ -464,9 +547,10 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
                 Some(c) => Some(resolve_one(c, "trajectory", header, width, file)?),
                 None => None,
             };
-            let input = match input {
-                Some(r) => resolve_range(r, "input", header, width, file)?,
-                None => (0, 0),
+            // With an input file the inputs are its columns, not this file's.
+            let input = match (input, keyed) {
+                (Some(r), None) => resolve_range(r, "input", header, width, file)?,
+                _ => (0, 0),
             };
             let mut parsed = Vec::new();
             let mut places = Vec::new();
@@ -478,11 +562,24 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
                         .map(|f| number(&row.cells[f], &row, f, header, file))
                         .collect()
                 };
+                let key = traj.map(|c| row.cells[c].text.trim().to_string());
+                let inputs = match (keyed, &key, traj) {
+                    (Some(keyed), Some(key), Some(c)) => {
+                        keyed.inputs(key).ok_or_else(|| DataError::NoInputRow {
+                            file: file.to_string(),
+                            line: row.line,
+                            column: row.cells[c].column,
+                            key: key.clone(),
+                            input_file: keyed.file.clone(),
+                        })?
+                    }
+                    _ => cells(input)?,
+                };
                 parsed.push(SeriesRow {
                     time: number(&row.cells[t], &row, t, header, file)?,
                     values: cells(values)?,
-                    inputs: cells(input)?,
-                    key: traj.map(|c| row.cells[c].text.trim().to_string()),
+                    inputs,
+                    key,
                 });
                 let column = |f: usize| row.cells[f].column;
                 places.push((
@@ -525,7 +622,7 @@ pub(super) fn parse(text: &str, source: &DataSource, file: &str) -> Result<Datas
             assemble(
                 parsed,
                 values.1 - values.0,
-                input.1 - input.0,
+                keyed.map_or(input.1 - input.0, |k| k.width),
                 traj.is_some(),
                 *keep,
                 file,

@@ -123,6 +123,32 @@ pub enum DataError {
         /// The value on this row.
         value: f64,
     },
+    /// A trajectory key appears on two rows of a series' `input_file`.
+    DuplicateKey {
+        /// The input file.
+        file: String,
+        /// 1-based line of the second row.
+        line: usize,
+        /// 1-based column of its key cell.
+        column: usize,
+        /// The key.
+        key: String,
+        /// 1-based line of the first row with it.
+        first_line: usize,
+    },
+    /// A trajectory of a series has no row in its `input_file`.
+    NoInputRow {
+        /// The series file.
+        file: String,
+        /// 1-based line of the trajectory's first row.
+        line: usize,
+        /// 1-based column of its trajectory cell.
+        column: usize,
+        /// The trajectory.
+        key: String,
+        /// The input file.
+        input_file: String,
+    },
     /// The file has no data rows.
     NoRows {
         /// The file.
@@ -250,6 +276,8 @@ impl DataError {
             | TextAfterQuote { file, .. }
             | TimesNotIncreasing { file, .. }
             | InputNotConstant { file, .. }
+            | DuplicateKey { file, .. }
+            | NoInputRow { file, .. }
             | NoRows { file }
             | UnknownColumn { file, .. }
             | NoHeader { file, .. }
@@ -279,7 +307,9 @@ impl DataError {
             | UnclosedQuote { line, column, .. }
             | TextAfterQuote { line, column, .. }
             | TimesNotIncreasing { line, column, .. }
-            | InputNotConstant { line, column, .. } => Some((*line, *column)),
+            | InputNotConstant { line, column, .. }
+            | DuplicateKey { line, column, .. }
+            | NoInputRow { line, column, .. } => Some((*line, *column)),
             _ => None,
         }
     }
@@ -405,6 +435,16 @@ impl DataError {
                     )
                 }
             }
+            DuplicateKey {
+                key, first_line, ..
+            } => format!(
+                "trajectory `{key}` has a second row here (the first is on line {first_line}); an input file holds one row per trajectory"
+            ),
+            NoInputRow {
+                key, input_file, ..
+            } => format!(
+                "trajectory `{key}` has no row in the input file `{input_file}`; add one with its inputs"
+            ),
             Npy { message, .. } => message.clone(),
             WrongSource { expected } => format!("expected {expected}"),
             InvalidArgument { source, message } => format!("`{source}`: {message}"),

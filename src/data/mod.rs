@@ -27,7 +27,8 @@ mod toy;
 use std::cell::RefCell;
 use std::ops::Range;
 
-pub use bind::{check_columns, check_labels, check_times};
+pub use bind::{check_columns, check_input_columns, check_labels, check_times};
+pub use csv::KeyedInputs;
 pub use error::DataError;
 pub use toy::{annulus, checkerboard, circles, gaussians, moons, normal, spirals, uniform};
 
@@ -399,8 +400,68 @@ fn eval_labels(
 /// The format, header detection and what counts as an error are described in the `csv`
 /// submodule docs and `docs/data.md`; every error names the file, and a cell's error its line
 /// and column.
+///
+/// A series with `input_file` takes its inputs from that file: read it with
+/// [`parse_input_file`] and pass it to [`parse_csv_with_inputs`]; here it is an error.
 pub fn parse_csv(text: &str, source: &DataSource, file_name: &str) -> Result<Dataset, DataError> {
-    csv::parse(text, source, file_name)
+    without_input_file(source)?;
+    csv::parse(text, source, file_name, None)
+}
+
+/// [`parse_csv`] for a series whose `input_file` [`parse_input_file`] has read: each
+/// trajectory's inputs are its row there, and a trajectory without one is an error at its first
+/// row.
+pub fn parse_csv_with_inputs(
+    text: &str,
+    source: &DataSource,
+    file_name: &str,
+    inputs: &KeyedInputs,
+) -> Result<Dataset, DataError> {
+    csv::parse(text, source, file_name, Some(inputs))
+}
+
+/// The `input_file` of a series with one, relative to the model file.
+pub fn input_file(source: &DataSource) -> Option<&str> {
+    match source {
+        DataSource::Series {
+            input_file: Some(f),
+            ..
+        } => Some(f),
+        _ => None,
+    }
+}
+
+/// Parses the CSV text of a series' `input_file` (read by `cli`): one row per trajectory, whose
+/// trajectory column (the series' `traj`, by name in the header or by index) holds the key and
+/// whose `input` columns the trajectory's inputs. Keys are compared as text (for an `.npy`
+/// series, the number as `{}` writes it: `1`, `2.5`); a key on two rows is an error at the
+/// second, and rows whose key no trajectory has are not used (the series may keep a window of
+/// its trajectories with `rows`).
+pub fn parse_input_file(
+    text: &str,
+    source: &DataSource,
+    file_name: &str,
+) -> Result<KeyedInputs, DataError> {
+    match source {
+        DataSource::Series {
+            traj: Some(key),
+            input: Some(input),
+            input_file: Some(_),
+            ..
+        } => csv::keyed_inputs(text, key, input, file_name),
+        _ => Err(DataError::WrongSource {
+            expected: "a `series` with `traj`, `input` and `input_file`",
+        }),
+    }
+}
+
+fn without_input_file(source: &DataSource) -> Result<(), DataError> {
+    match input_file(source) {
+        Some(_) => Err(DataError::WrongSource {
+            expected: "the inputs of the series' `input_file`, read by `parse_input_file`",
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Parses the bytes of a `csv(...)` or `series(...)` file whose name ends in `.npy` (read by
@@ -408,7 +469,18 @@ pub fn parse_csv(text: &str, source: &DataSource, file_name: &str) -> Result<Dat
 /// selects by index, as [`parse_csv`] does for CSV text. Errors name the file, and a value's
 /// row and column.
 pub fn parse_npy(bytes: &[u8], source: &DataSource, file_name: &str) -> Result<Dataset, DataError> {
-    array::parse(bytes, source, file_name)
+    without_input_file(source)?;
+    array::parse(bytes, source, file_name, None)
+}
+
+/// [`parse_npy`] for a series whose `input_file` [`parse_input_file`] has read.
+pub fn parse_npy_with_inputs(
+    bytes: &[u8],
+    source: &DataSource,
+    file_name: &str,
+    inputs: &KeyedInputs,
+) -> Result<Dataset, DataError> {
+    array::parse(bytes, source, file_name, Some(inputs))
 }
 
 /// One epoch's mini-batches: sample indices, each batch in drawing order.
@@ -507,6 +579,7 @@ mod tests {
             rows: None,
             traj: None,
             input: None,
+            input_file: None,
         };
         assert!(matches!(
             generate(&csv, &pool, &[]),

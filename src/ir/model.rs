@@ -852,8 +852,12 @@ pub enum DataSource {
         /// The trajectory column: each distinct value is one trajectory (a sample), in order
         /// of first appearance.
         traj: Option<Column>,
-        /// Input columns `start..end`: each trajectory's inputs, from its first row.
+        /// Input columns `start..end`: each trajectory's inputs, from its first row (or from
+        /// its row of `input_file`).
         input: Option<(Column, Column)>,
+        /// `input_file = "ic.csv"`: the `input` columns are this file's, one row per
+        /// trajectory, found by the trajectory column's value (path relative to the model).
+        input_file: Option<String>,
     },
 }
 

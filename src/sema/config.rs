@@ -981,7 +981,7 @@ pub(crate) fn data_source<'a>(
                 checker,
                 call,
                 &what,
-                &["path", "t", "values", "rows", "traj", "input"],
+                &["path", "t", "values", "rows", "traj", "input", "input_file"],
                 3,
             )?;
             let path = path(checker, args[0]?)?;
@@ -1009,6 +1009,23 @@ pub(crate) fn data_source<'a>(
                 ),
                 None => (None, None),
             };
+            let input_file = match args[6] {
+                Some(e) => {
+                    let file = self::path(checker, e)?;
+                    if traj.is_none() || input.is_none() {
+                        checker.diags.push(
+                            Diagnostic::error(
+                                e.span,
+                                "`input_file` gives each trajectory's inputs, so it needs `traj = COL` and `input = A..B`",
+                            )
+                            .with_help("name the trajectory column (its name in both files) and the input columns of the input file, e.g. `traj = \"exp\", input = \"x0\"..\"y0\", input_file = \"ic.csv\"`"),
+                        );
+                        return None;
+                    }
+                    Some(file)
+                }
+                None => None,
+            };
             let columns = column_binding(checker, args[2]?.span, true);
             Some((
                 DataSource::Series {
@@ -1018,6 +1035,7 @@ pub(crate) fn data_source<'a>(
                     rows,
                     traj,
                     input,
+                    input_file,
                 },
                 columns,
                 input_columns,

@@ -761,6 +761,7 @@ fn series_rows_keep_a_window() {
         rows,
         traj: None,
         input: None,
+        input_file: None,
     };
     let text = "t,x,y\n0,1,2\n0.5,3,4\n1,5,6\n";
     let d = data::parse_csv(text, &series(Some((1, 3))), "obs.csv").unwrap();
@@ -782,6 +783,7 @@ fn series_gives_times_and_observations() {
         rows: None,
         traj: None,
         input: None,
+        input_file: None,
     };
     let text = "t,x,y\n0,1,2\n0.5,3,4\n1,5,6\n";
     let d = data::parse_csv(text, &series(Column::Name("t".into())), "obs.csv").unwrap();

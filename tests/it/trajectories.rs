@@ -224,6 +224,7 @@ fn series(
         rows,
         traj,
         input: input.map(|(a, b)| (Column::Index(a), Column::Index(b))),
+        input_file: None,
     }
 }
 
@@ -377,4 +378,144 @@ fn trajectories_train_in_mini_batches_and_report_per_sample() {
     let text = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("obs,")).collect();
     assert_eq!(rows.len(), 2, "{text}");
+}
+
+/// `input_file = "ic.csv"`: each trajectory's inputs from its row of a second file, found by
+/// the trajectory column. The same numbers given in the series file itself must give the same
+/// data set and the same loss and gradient, bit for bit; the input file's rows are in another
+/// order and hold a trajectory the series does not have, which is not used.
+#[test]
+fn inputs_from_a_keyed_file_equal_inputs_in_the_series_file() {
+    let mut series = "exp,t,u,v\n".to_string();
+    for k in 0..4 {
+        let (t, u, v) = A_ROWS[k];
+        series += &format!("A,{t},{u},{v}\n");
+        let (t, u, v) = B_ROWS[k];
+        series += &format!("B,{t},{u},{v}\n");
+    }
+    write("keyed_obs.csv", &series);
+    write(
+        "keyed_ic.csv",
+        &format!(
+            "exp,u0,v0\nC,9,9\nB,{},{}\nA,{},{}\n",
+            B0[0], B0[1], A0[0], A0[1]
+        ),
+    );
+    write("two.csv", &two_file());
+    let schedule = "rk4(t = [0, 3], steps = 30)";
+    let keyed = write(
+        "keyed.node",
+        &model(
+            "x0",
+            "input x0[2]",
+            "series(\"keyed_obs.csv\", t = \"t\", values = \"u\"..4, traj = \"exp\", input = \"u0\"..3, input_file = \"keyed_ic.csv\")",
+            schedule,
+        ),
+    );
+    let inline = write(
+        "inline.node",
+        &model(
+            "x0",
+            "input x0[2]",
+            "series(\"two.csv\", t = \"t\", values = \"u\"..\"u0\", traj = \"exp\", input = \"u0\"..6)",
+            schedule,
+        ),
+    );
+    let (k, i) = (load_model(&keyed), load_model(&inline));
+    let (dk, di) = (&k.data[0].1, &i.data[0].1);
+    assert_eq!(dk.n, 2);
+    assert_eq!(dk.inputs, di.inputs);
+    assert_eq!(dk.inputs, [A0[0], A0[1], B0[0], B0[1]]);
+    assert_eq!(dk.times, di.times);
+    assert_eq!(dk.observed, di.observed);
+    let options = GradientOptions::new(GradientMethod::Backprop);
+    let gk = sens::gradient(&k.bind(dk), &options).expect("gradient");
+    let gi = sens::gradient(&i.bind(di), &options).expect("gradient");
+    assert_eq!(gk.simulation.loss.to_bits(), gi.simulation.loss.to_bits());
+    assert_eq!(gk.grad, gi.grad);
+}
+
+fn keyed_series(input: (&str, usize)) -> DataSource {
+    DataSource::Series {
+        path: "f.csv".into(),
+        t: Column::Name("t".into()),
+        values: (Column::Index(2), Column::Index(3)),
+        rows: None,
+        traj: exp(),
+        input: Some((Column::Name(input.0.into()), Column::Index(input.1))),
+        input_file: Some("ic.csv".into()),
+    }
+}
+
+#[test]
+fn input_file_errors_are_located() {
+    let source = keyed_series(("x0", 2));
+    let series = "exp,t,x\nA,0.5,1\nB,0.1,2\n";
+    let keyed = |ic: &str| data::parse_input_file(ic, &source, "ic.csv");
+    // A trajectory without a row: at the trajectory's first row of the series.
+    let only_a = keyed("exp,x0\nA,1\n").unwrap();
+    assert_eq!(
+        data::parse_csv_with_inputs(series, &source, "f.csv", &only_a)
+            .unwrap_err()
+            .to_string(),
+        "f.csv:3:1: error: trajectory `B` has no row in the input file `ic.csv`; add one with its inputs"
+    );
+    // A key twice: at the second row, naming the first.
+    assert_eq!(
+        keyed("exp,x0\nA,1\nB,2\nA,3\n").unwrap_err().to_string(),
+        "ic.csv:4:1: error: trajectory `A` has a second row here (the first is on line 2); an input file holds one row per trajectory"
+    );
+    // The trajectory column by name must be in the input file's header too.
+    assert!(keyed("traj,x0\nA,1\n")
+        .unwrap_err()
+        .to_string()
+        .starts_with("ic.csv: error: the header has no column `exp`"));
+    // A cell that is not a number: at its place.
+    assert_eq!(
+        keyed("exp,x0\nA,one\n").unwrap_err().to_string(),
+        "ic.csv:2:3: error: `one` in column 1 (`x0`) is not a number"
+    );
+    // Without the input file read first, the series is refused rather than read wrongly.
+    assert!(data::parse_csv(series, &source, "f.csv").is_err());
+}
+
+/// `sema` wants `traj` and `input` beside `input_file`, and the input file's columns are checked
+/// against the inputs they bind, naming that file.
+#[test]
+fn input_file_needs_a_trajectory_column_and_input_columns() {
+    write("nk_obs.csv", "exp,t,u,v\nA,0.5,1,2\n");
+    write("nk_ic.csv", "exp,u0,v0,w0\nA,1,2,3\n");
+    let no_traj = write(
+        "nk_no_traj.node",
+        &model(
+            "x0",
+            "input x0[2]",
+            "series(\"nk_obs.csv\", t = \"t\", values = \"u\"..4, input = \"u0\"..\"w0\", input_file = \"nk_ic.csv\")",
+            "rk4(t = [0, 1], steps = 4)",
+        ),
+    );
+    let out = crate::support::nodec(&["run", &no_traj]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(":10:")
+            && stderr.contains("`input_file` gives each trajectory's inputs, so it needs `traj = COL` and `input = A..B`"),
+        "{stderr}"
+    );
+    let too_wide = write(
+        "nk_wide.node",
+        &model(
+            "x0",
+            "input x0[2]",
+            "series(\"nk_obs.csv\", t = \"t\", values = \"u\"..4, traj = \"exp\", input = \"u0\"..4, input_file = \"nk_ic.csv\")",
+            "rk4(t = [0, 1], steps = 4)",
+        ),
+    );
+    let out = crate::support::nodec(&["run", &too_wide]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nk_ic.csv") && stderr.contains("write `\"u0\"..\"w0\"`"),
+        "{stderr}"
+    );
 }
