@@ -59,23 +59,31 @@ fn tuple(shape: &[usize]) -> String {
 
 /// The `.npy` (format 1.0, `<f8`, C order) bytes of an array.
 pub fn write_npy(array: &Array) -> Vec<u8> {
+    let mut bytes = npy_header(&array.shape);
+    bytes.reserve(8 * array.values.len());
+    for v in &array.values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes
+}
+
+/// The magic, version and header of an `.npy` file of `<f8` values in C order with this
+/// shape: the values' bytes follow (so a writer can stream them).
+pub fn npy_header(shape: &[usize]) -> Vec<u8> {
     let mut header = format!(
         "{{'descr': '<f8', 'fortran_order': False, 'shape': {}, }}",
-        tuple(&array.shape)
+        tuple(shape)
     );
     // Magic (6), version (2), length (2), header and its final newline: a multiple of 64.
     let unpadded = NPY_MAGIC.len() + 4 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + 8 * array.values.len());
+    let mut bytes = Vec::with_capacity(10 + header.len());
     bytes.extend_from_slice(NPY_MAGIC);
     bytes.extend_from_slice(&[1, 0]);
     // A shape tuple has at most a few dozen axes of 20 digits: far below 65535 bytes.
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    for v in &array.values {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
     bytes
 }
 

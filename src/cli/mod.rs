@@ -3,6 +3,7 @@
 //! Only this module touches files, the terminal and the process environment. Exit codes are
 //! [`exit`]'s, documented in `nodec --help`.
 
+pub mod ensemble;
 pub mod grad;
 pub mod report;
 pub mod run;
@@ -168,6 +169,16 @@ enum Command {
         /// identical bytes (for diffing outputs).
         #[arg(long)]
         no_timings: bool,
+        /// Solve many parameter sets at once, one row per member (to --out as CSV, JSON or
+        /// .npy) and summary statistics on stdout: a grid `k=0.1:1:50,rho=20:30:11` (COUNT
+        /// values from START to STOP, the last axis fastest), a CSV file whose header names
+        /// the params, or draws `k~uniform(0.1,1)`, `~loguniform(LO,HI)`, `~normal(MEAN,STD)`
+        /// with --members (seeded by --seed); NAME=VALUE fixes a param.
+        #[arg(long, value_name = "SPEC", conflicts_with_all = ["sample", "costate", "all_samples"])]
+        ensemble: Option<String>,
+        /// Members of a drawn --ensemble.
+        #[arg(long, value_name = "N", requires = "ensemble")]
+        members: Option<usize>,
     },
     /// Train the parameters with the model's optimizer; writes PARAMS.json.
     Train {
@@ -331,6 +342,8 @@ fn run(cli: Cli) -> u8 {
             costate,
             all_samples,
             no_timings,
+            ensemble,
+            members,
         } => run::run(
             &run::RunArgs {
                 file,
@@ -344,6 +357,8 @@ fn run(cli: Cli) -> u8 {
                 costate,
                 all_samples,
                 no_timings,
+                ensemble,
+                members,
             },
             &mut out,
         ),
@@ -495,23 +510,72 @@ pub fn has_extension(path: &str, ext: &str) -> bool {
 /// Writes a file atomically: a temporary file beside it, flushed to disk, then renamed over the
 /// target, so a reader (or a crash) never sees half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    check_output(path).map_err(std::io::Error::other)?;
-    let dir = output_dir(path);
-    let name = path
-        .file_name()
-        .map_or("out".into(), |n| n.to_string_lossy().into_owned());
-    remove_stale_temporaries(dir, &name);
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(bytes)?;
+    file.commit()
+}
+
+/// A file written in pieces and then put in place whole, as [`write_atomic`] does: the pieces
+/// go to `.NAME.PID.tmp` beside the target, and [`AtomicFile::commit`] flushes it to disk and
+/// renames it over the target. Dropped without a commit (an error, a panic), the temporary
+/// file is removed and the target is untouched.
+pub struct AtomicFile {
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    tmp: std::path::PathBuf,
+    target: std::path::PathBuf,
+}
+
+impl AtomicFile {
+    /// Checks the target ([`check_output`]), clears stale temporaries and creates the
+    /// temporary file.
+    pub fn create(path: &Path) -> std::io::Result<AtomicFile> {
+        check_output(path).map_err(std::io::Error::other)?;
+        let dir = output_dir(path);
+        let name = path
+            .file_name()
+            .map_or("out".into(), |n| n.to_string_lossy().into_owned());
+        remove_stale_temporaries(dir, &name);
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let file = std::fs::File::create(&tmp)?;
+        Ok(AtomicFile {
+            file: Some(std::io::BufWriter::new(file)),
+            tmp,
+            target: path.to_path_buf(),
+        })
     }
-    result
+
+    /// Appends bytes to the temporary file.
+    pub fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(bytes),
+            None => Err(std::io::Error::other("the file was already committed")),
+        }
+    }
+
+    /// Flushes the temporary file to disk and renames it over the target.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("the file was already committed"))?;
+        let result = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.target));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        result
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Checks every output path given ([`check_output`]), reporting each refusal; `false` if any.

@@ -231,7 +231,7 @@ pub fn to_csv(report: &RunReport) -> String {
     out
 }
 
-fn csv_field(text: &str) -> String {
+pub(super) fn csv_field(text: &str) -> String {
     if text.contains(',') || text.contains('"') {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {

@@ -84,6 +84,10 @@ pub struct RunArgs {
     pub all_samples: bool,
     /// Leave wall times out of the report.
     pub no_timings: bool,
+    /// `--ensemble SPEC`: solve many parameter sets (see [`super::ensemble`]).
+    pub ensemble: Option<String>,
+    /// `--members N` of a drawn ensemble.
+    pub members: Option<usize>,
 }
 
 /// A model compiled with its parameters and data, ready to evaluate.
@@ -942,6 +946,22 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
     if !super::outputs_writable([&args.out], out) {
         return super::exit::MODEL;
     }
+    let plan = match &args.ensemble {
+        None => None,
+        Some(spec) => match super::ensemble::Plan::parse(spec, args.members, args.seed) {
+            Ok(plan) => Some(plan),
+            Err(message) if message.contains(": error: ") => {
+                // Located in the ensemble's CSV file.
+                out.stderr.push_str(&format!("{message}\n"));
+                return super::exit::MODEL;
+            }
+            Err(message) => {
+                out.stderr
+                    .push_str(&format!("error: --ensemble: {message}\n"));
+                return super::exit::USAGE;
+            }
+        },
+    };
     let Some(loaded) = load_mapped(
         &args.file,
         &args.overrides,
@@ -953,6 +973,9 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
     ) else {
         return 1;
     };
+    if let Some(plan) = &plan {
+        return super::ensemble::run(&loaded, plan, format, args.out.as_deref(), out);
+    }
     if args.all_samples {
         return all_samples(&loaded, args, format, out);
     }
@@ -1061,7 +1084,7 @@ fn emit(args: &RunArgs, bytes: Vec<u8>, out: &mut Output) -> u8 {
 }
 
 /// Element labels of a value: `x`, `x[0]`, `W[1, 0]`.
-fn element_labels(name: &str, shape: Shape) -> Vec<String> {
+pub(super) fn element_labels(name: &str, shape: Shape) -> Vec<String> {
     match shape {
         Shape::Scalar => vec![name.to_string()],
         Shape::Vector(n) => (0..n).map(|i| format!("{name}[{i}]")).collect(),

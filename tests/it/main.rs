@@ -9,6 +9,8 @@ mod compile;
 mod data;
 /// Symbolic derivatives of every model against finite differences and each other.
 mod derivatives;
+/// `run --ensemble`: grids, member files and seeded draws against closed forms and single runs.
+mod ensemble;
 /// Events: bounce times, terminate and dosing against closed forms; refusals.
 mod events;
 /// Property tests: no input makes `check` panic.

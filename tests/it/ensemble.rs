@@ -1,0 +1,306 @@
+//! `nodec run --ensemble`: members from a grid, a CSV file or seeded draws, one row each,
+//! checked against closed forms, against single runs of the same values, against statistics
+//! recomputed here, and for the same bytes on 1 and 2 threads.
+
+use std::process::Command;
+
+use crate::support::{nodec, root};
+
+fn dir() -> std::path::PathBuf {
+    let dir = root().join("target/ensemble-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tmp(name: &str) -> String {
+    dir().join(name).to_str().unwrap().to_string()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = nodec(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The rows of a CSV file of numbers after its header.
+fn rows(path: &str) -> (Vec<String>, Vec<Vec<f64>>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let rows = lines
+        .map(|l| l.split(',').map(|c| c.parse().unwrap()).collect())
+        .collect();
+    (header, rows)
+}
+
+/// `models/decay.node`: x(4) = 2 exp(-4 k) for every member of a grid, in grid order.
+#[test]
+fn a_grid_of_decay_rates_matches_the_closed_form() {
+    let out = tmp("decay_grid.csv");
+    ok(&[
+        "run",
+        "models/decay.node",
+        "--ensemble",
+        "k=0.25:2:8",
+        "--out",
+        &out,
+    ]);
+    let (header, rows) = rows(&out);
+    assert_eq!(header, ["k", "x", "loss", "terminal"]);
+    assert_eq!(rows.len(), 8);
+    for (i, row) in rows.iter().enumerate() {
+        let k = 0.25 + i as f64 * 0.25;
+        assert!((row[0] - k).abs() < 1e-15, "member {i}: k {}", row[0]);
+        let exact = 2.0 * (-4.0 * k).exp();
+        assert!(
+            (row[1] - exact).abs() <= 1e-8 * exact,
+            "member {i}: x(4) = {} vs {exact}",
+            row[1]
+        );
+        // The loss is the terminal cost x(4).
+        assert_eq!(row[2], row[1]);
+    }
+}
+
+/// Each row holds the numbers `nodec run --set` gives for its values alone, bit for bit; a
+/// CSV file of the same members gives the same rows; the product's last axis is fastest.
+#[test]
+fn members_are_single_runs_and_a_csv_file_gives_the_same_rows() {
+    let grid = tmp("lorenz_grid.csv");
+    ok(&[
+        "run",
+        "models/lorenz.node",
+        "--ensemble",
+        "rho=20:30:3,beta=2:3:2",
+        "--out",
+        &grid,
+    ]);
+    let (header, grid_rows) = rows(&grid);
+    assert_eq!(header, ["rho", "beta", "x", "y", "z", "r"]);
+    let members = tmp("lorenz_members.csv");
+    let mut text = "rho,beta\n".to_string();
+    for row in &grid_rows {
+        text += &format!("{},{}\n", row[0], row[1]);
+    }
+    std::fs::write(&members, text).unwrap();
+    let from_file = tmp("lorenz_from_file.csv");
+    ok(&[
+        "run",
+        "models/lorenz.node",
+        "--ensemble",
+        &members,
+        "--out",
+        &from_file,
+    ]);
+    assert_eq!(rows(&from_file).1, grid_rows);
+    let expected = [(20.0, 2.0), (20.0, 3.0), (25.0, 2.0), (25.0, 3.0)];
+    for (row, (rho, beta)) in grid_rows.iter().zip(expected) {
+        assert_eq!((row[0], row[1]), (rho, beta));
+        let single = ok(&[
+            "run",
+            "models/lorenz.node",
+            "--set",
+            &format!("rho={rho}"),
+            "--set",
+            &format!("beta={beta}"),
+            "--all-samples",
+            "--format",
+            "csv",
+        ]);
+        // data,sample,outputs.r,final.x,final.y,final.z
+        let cells: Vec<f64> = single
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .skip(2)
+            .map(|c| c.parse().unwrap())
+            .collect();
+        assert_eq!(
+            row[2..],
+            [cells[1], cells[2], cells[3], cells[0]],
+            "rho {rho}, beta {beta}"
+        );
+    }
+}
+
+fn draws(threads: &str, out: &str) {
+    let status = Command::new(env!("CARGO_BIN_EXE_nodec"))
+        .args([
+            "run",
+            "models/decay.node",
+            "--ensemble",
+            "k~loguniform(0.05,2)",
+            "--members",
+            "300",
+            "--seed",
+            "11",
+            "--out",
+            out,
+        ])
+        .env("RAYON_NUM_THREADS", threads)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+/// Seeded draws: the same bytes on 1 and 2 threads (rows streamed in member order from
+/// parallel chunks), every value in range, and the JSON summary equal to statistics computed
+/// here from the rows (numpy's conventions: std with ddof 0, linear quantiles).
+#[test]
+fn draws_are_the_same_bytes_on_any_thread_count_and_summarised() {
+    let (one, two) = (tmp("draws_1.json"), tmp("draws_2.json"));
+    draws("1", &one);
+    draws("2", &two);
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
+    let (npy1, npy2) = (tmp("draws_1.npy"), tmp("draws_2.npy"));
+    draws("1", &npy1);
+    draws("2", &npy2);
+    let npy = std::fs::read(&npy1).unwrap();
+    assert_eq!(npy, std::fs::read(&npy2).unwrap());
+    let array = nodec::npy::read_npy(&npy).unwrap();
+    assert_eq!(array.shape, [300, 4]);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&one).unwrap()).unwrap();
+    assert_eq!(
+        json["columns"],
+        serde_json::json!(["k", "x", "loss", "terminal"])
+    );
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 300);
+    let mut ks: Vec<f64> = rows.iter().map(|r| r[0].as_f64().unwrap()).collect();
+    assert!(ks.iter().all(|k| (0.05..2.0).contains(k)));
+    // The npy rows are the JSON rows.
+    for (i, r) in rows.iter().enumerate() {
+        for c in 0..4 {
+            assert_eq!(array.values[i * 4 + c], r[c].as_f64().unwrap());
+        }
+    }
+    let n = ks.len() as f64;
+    let mean = ks.iter().sum::<f64>() / n;
+    let std = (ks.iter().map(|k| (k - mean).powi(2)).sum::<f64>() / n).sqrt();
+    ks.sort_by(f64::total_cmp);
+    let quantile = |q: f64| {
+        let at = q * (ks.len() - 1) as f64;
+        let lo = at.floor() as usize;
+        ks[lo] + (at - lo as f64) * (ks[(lo + 1).min(ks.len() - 1)] - ks[lo])
+    };
+    let s = &json["summary"]["k"];
+    let close = |key: &str, v: f64| {
+        let got = s[key].as_f64().unwrap();
+        assert!(
+            (got - v).abs() <= 1e-12 * v.abs().max(1.0),
+            "{key}: {got} vs {v}"
+        );
+    };
+    close("mean", mean);
+    close("std", std);
+    close("q05", quantile(0.05));
+    close("median", quantile(0.5));
+    close("q95", quantile(0.95));
+    close("min", ks[0]);
+    close("max", ks[299]);
+    // Log-uniform on [0.05, 2]: the median is sqrt(0.05 · 2) = 0.316 (± about 0.04 at n = 300).
+    assert!(
+        (quantile(0.5) - 0.1f64.sqrt()).abs() < 0.06,
+        "{}",
+        quantile(0.5)
+    );
+}
+
+#[test]
+fn ensemble_errors_say_what_to_do() {
+    let fail = |args: &[&str], code: i32, needle: &str| {
+        let out = nodec(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    };
+    fail(
+        &["run", "models/decay.node", "--ensemble", "kk=1:2:3"],
+        2,
+        "not a param of `models/decay.node`; did you mean `k`?",
+    );
+    fail(
+        &["run", "models/decay.node", "--ensemble", "k~normal(1,0.1)"],
+        2,
+        "add `--members N`",
+    );
+    fail(
+        &["run", "models/resnet_euler.node", "--ensemble", "K1=1:2:3"],
+        2,
+        "an ensemble varies scalar params",
+    );
+    let npz = tmp("refused.npz");
+    fail(
+        &[
+            "run",
+            "models/decay.node",
+            "--ensemble",
+            "k=1:2:3",
+            "--out",
+            &npz,
+        ],
+        2,
+        "write .npy, .csv or .json",
+    );
+    assert!(!std::path::Path::new(&npz).exists());
+    // A member whose solution overflows stops the run, naming it; no file is left.
+    let blown = tmp("blown.csv");
+    fail(
+        &[
+            "run",
+            "models/decay.node",
+            "--ensemble",
+            "k=1,x0=1",
+            "--out",
+            &blown,
+        ],
+        2,
+        "not a param",
+    );
+    fail(
+        &[
+            "run",
+            "models/decay.node",
+            "--ensemble",
+            "k=0:-200:3",
+            "--out",
+            &blown,
+        ],
+        3,
+        "the failing member is 2 of 3: k = -200",
+    );
+    assert!(!std::path::Path::new(&blown).exists());
+    let leftovers = std::fs::read_dir(dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".blown"))
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no temporary file is left behind");
+    // A located error in a members file.
+    let members = tmp("bad_members.csv");
+    std::fs::write(&members, "k\n0.5\nhalf\n").unwrap();
+    fail(
+        &["run", "models/decay.node", "--ensemble", &members],
+        1,
+        "bad_members.csv:3:1: error: `half` is not a finite number",
+    );
+}
