@@ -3,9 +3,9 @@
 
     dx/dt = A^T (x^3),   A = [[-0.1, 2.0], [-2.0, -0.1]],   x(0) = (2, 0)
 
-(the demo writes it for a row vector, y' = (y^3) A). The demo observes 1000 points on [0, 25];
-here every 0.25 from t = 0.25 to 25 (100 points), without noise, as in the demo. "Exact" is
-classic RK4 with 10000 steps per time unit (error far below the nine digits printed).
+(the demo writes it for a row vector, y' = (y^3) A). Like the demo, 1000 points on [0, 25]
+without noise, here every 0.025 from t = 0.025 to 25. "Exact" is classic RK4 with 10000 steps
+per time unit (error far below the nine digits printed).
 
 Columns: t, x0, x1. Python standard library only: python3 spiral.py
 """
@@ -38,8 +38,8 @@ def rk4(x, t0, t1):
 def main():
     lines = ["t,x0,x1"]
     x, t = (2.0, 0.0), 0.0
-    for k in range(1, 101):
-        tk = 0.25 * k
+    for k in range(1, 1001):
+        tk = 0.025 * k
         x = rk4(x, t, tk)
         t = tk
         lines.append(f"{tk:g},{x[0]:.9g},{x[1]:.9g}")
