@@ -3,7 +3,9 @@
 //! antisymmetric network's Jacobian has no eigenvalue in the right half-plane, leapfrog keeps
 //! the pendulum's and Kepler's invariants where Euler lets them drift, an SIR fit recovers the
 //! rates that generated its data, a neural field learns the torchdiffeq spiral, and a potential
-//! flow between Gaussians costs the closed-form Wasserstein distance.
+//! flow between Gaussians costs the closed-form Wasserstein distance. Each training test runs a
+//! shortened copy of its model (a few seconds in the test profile); the full spiral fit is
+//! ignored: `cargo test --test it -- --ignored library`.
 
 use nalgebra::{DMatrix, DVector};
 use serde_json::Value;
