@@ -21,6 +21,8 @@ mod grad;
 mod grad_adjoint;
 /// Forward sensitivities against closed forms, finite differences and backprop.
 mod grad_forward;
+/// The model library's properties from theory: reversibility, stability, conservation, fits.
+mod library;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
 /// Results for other tools: parameter files with shapes, `run --all-samples`, `.npy`/`.npz`.

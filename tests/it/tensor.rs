@@ -459,14 +459,17 @@ fn tensor_programs_match_the_reference_interpreter() {
                             let i = i as usize;
                             theta[param_at[i]..param_at[i] + model.params[i].shape.len()].to_vec()
                         }
+                        // Inputs and observed values are bound from sample-major rows.
                         Leaf::Input(i) => {
                             let i = i as usize;
-                            column(&inputs, input_at[i], model.inputs[i].shape.len())
+                            let from = s * p.input_len() + input_at[i];
+                            inputs[from..from + model.inputs[i].shape.len()].to_vec()
                         }
                         Leaf::Label(i) => vec![labels[s * p.label_len() + i as usize]],
                         Leaf::Observed(i) => {
                             let i = i as usize;
-                            column(&observed, observed_at[i], model.observed[i].shape.len())
+                            let from = s * p.observed_len() + observed_at[i];
+                            observed[from..from + model.observed[i].shape.len()].to_vec()
                         }
                         Leaf::ParamTangent(_) => unreachable!("no parameter tangent here"),
                     }
