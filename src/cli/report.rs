@@ -628,17 +628,120 @@ pub fn format_sig(v: f64) -> String {
         return format!("{mantissa}e{exponent}");
     }
     let decimals = (5.0 - magnitude).max(0.0) as usize;
-    let text = format!("{v:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
+    rounded_shortest(v, decimals).unwrap_or_else(|| {
+        let text = format!("{v:.decimals$}");
+        if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            text
+        }
+    })
+}
+
+/// `v` rounded to `decimals` places, from its shortest round-trip digits (`{v}`, which is fast)
+/// rather than from its exact binary value (`{v:.N}`, which often needs big-number arithmetic:
+/// a quarter of `nodec run models/lorenz.node`'s instructions went there). The two agree except
+/// when the shortest digits end exactly on a tie at the rounding place, where the exact value
+/// may lie on either side: then `None`, and the caller formats the exact value.
+fn rounded_shortest(v: f64, decimals: usize) -> Option<String> {
+    let text = format!("{v}");
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text.as_str()),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if frac.len() <= decimals {
+        return Some(text);
     }
+    let (kept, dropped) = frac.split_at(decimals);
+    let first = dropped.as_bytes()[0];
+    if dropped == "5" {
+        return None;
+    }
+    let mut number: Vec<u8> = int.bytes().chain(kept.bytes()).collect();
+    if first >= b'5' {
+        // Round up: carry through the nines.
+        let mut i = number.len();
+        loop {
+            if i == 0 {
+                number.insert(0, b'1');
+                break;
+            }
+            i -= 1;
+            if number[i] == b'9' {
+                number[i] = b'0';
+            } else {
+                number[i] += 1;
+                break;
+            }
+        }
+    }
+    let split = number.len() - decimals;
+    let (int, frac) = number.split_at(split);
+    let frac = std::str::from_utf8(frac).ok()?.trim_end_matches('0');
+    let int = std::str::from_utf8(int).ok()?;
+    Some(if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast path gives the bytes of formatting the exact binary value, for values across
+    /// the range `format_sig` prints without an exponent, ties at the rounding place included.
+    #[test]
+    fn rounding_shortest_digits_matches_exact_formatting() {
+        let exact = |v: f64, decimals: usize| {
+            let text = format!("{v:.decimals$}");
+            if text.contains('.') {
+                text.trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                text
+            }
+        };
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            let bits = next();
+            let mantissa = (bits >> 11) as f64 / (1u64 << 53) as f64;
+            let exponent = (bits % 10) as i32 - 4;
+            let mut v = (1.0 + 9.0 * mantissa) * 10f64.powi(exponent);
+            if bits & 1 == 1 {
+                v = -v;
+            }
+            // Short decimals too (ties and carries: 9.999995, 0.12345650).
+            if bits & 6 == 0 {
+                v = (v * 1e6).round() / 1e7;
+            }
+            let magnitude = v.abs().log10().floor();
+            if !(-4.0..6.0).contains(&magnitude) {
+                continue;
+            }
+            let decimals = (5.0 - magnitude).max(0.0) as usize;
+            if let Some(fast) = rounded_shortest(v, decimals) {
+                assert_eq!(fast, exact(v, decimals), "{v:e} at {decimals} places");
+                checked += 1;
+            }
+        }
+        assert!(checked > 150_000, "{checked}");
+        for v in [9.999995, 99999.95, 0.000999999, 1.0000005, 2.5e-4, 123456.5] {
+            let magnitude = v.abs().log10().floor();
+            let decimals = (5.0 - magnitude).max(0.0) as usize;
+            if let Some(fast) = rounded_shortest(v, decimals) {
+                assert_eq!(fast, exact(v, decimals), "{v}");
+            }
+        }
+    }
 
     #[test]
     fn durations_keep_three_significant_digits() {
