@@ -105,9 +105,23 @@ struct ModelArgs {
     seed: u64,
 }
 
+/// The example that ends each subcommand's `--help`: one command a user can paste, on a model
+/// of `models/`.
+mod examples {
+    pub const CHECK: &str = "Example:\n  nodec check models/*.node";
+    pub const IR: &str = "Example:\n  nodec ir models/decay.node --derivatives";
+    pub const RUN: &str = "Example:\n  nodec run models/lorenz.node --format csv --out lorenz.csv";
+    pub const TRAIN: &str =
+        "Example:\n  nodec train models/decay_fit.node --out params.json --log train.csv";
+    pub const GRAD: &str = "Example:\n  nodec grad models/decay_fit.node --method adjoint";
+    pub const COMPLETIONS: &str =
+        "Example:\n  nodec completions bash > ~/.local/share/bash-completion/completions/nodec";
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Check models: print diagnostics, exit 1 on any error.
+    #[command(after_help = examples::CHECK)]
     Check {
         /// Model files.
         #[arg(required = true)]
@@ -117,6 +131,7 @@ enum Command {
         set: Vec<(String, f64)>,
     },
     /// Print the lowered, simplified IR of a model.
+    #[command(after_help = examples::IR)]
     Ir {
         /// Model file.
         file: String,
@@ -138,6 +153,7 @@ enum Command {
         tensor: bool,
     },
     /// Solve a model and report trajectories, outputs, costs and metrics.
+    #[command(after_help = examples::RUN)]
     Run {
         #[command(flatten)]
         model: ModelArgs,
@@ -181,6 +197,7 @@ enum Command {
         members: Option<usize>,
     },
     /// Train the parameters with the model's optimizer; writes PARAMS.json.
+    #[command(after_help = examples::TRAIN)]
     Train {
         #[command(flatten)]
         model: ModelArgs,
@@ -216,6 +233,7 @@ enum Command {
         quiet: bool,
     },
     /// Print the loss and its gradient with respect to every parameter.
+    #[command(after_help = examples::GRAD)]
     Grad {
         #[command(flatten)]
         model: ModelArgs,
@@ -246,6 +264,13 @@ enum Command {
         /// identical bytes (for diffing outputs).
         #[arg(long)]
         no_timings: bool,
+    },
+    /// Print a shell completion script for nodec (bash, zsh, fish, elvish or powershell).
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -416,9 +441,23 @@ fn run(cli: Cli) -> u8 {
             },
             &mut out,
         ),
+        Command::Completions { shell } => {
+            out.stdout.push_str(&completion_script(shell));
+            exit::OK
+        }
     };
     out.flush();
     code
+}
+
+/// The completion script of `nodec` for `shell`, generated from the clap definitions above so
+/// it always offers the current subcommands and flags.
+fn completion_script(shell: clap_complete::Shell) -> String {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "nodec", &mut script);
+    // clap_complete writes UTF-8 (the command's names and help are Rust strings).
+    String::from_utf8_lossy(&script).into_owned()
 }
 
 /// What a command prints, written once at the end so a broken pipe cannot interleave.

@@ -356,21 +356,35 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The candidate nearest to `name` if it is close enough to be a plausible typo: at most a third
-/// of the name's length in edits (at least one). Ties go to the first candidate, so callers pass
-/// candidates in declaration order to keep suggestions deterministic.
+/// of the name's length in edits (at least one), counted by [`edit_distance`] (Damerau's
+/// distance, so a swap of two adjacent letters is one edit). Among equally near candidates one
+/// with the same letters as `name` wins: a swap keeps the letters and a dropped or changed one
+/// does not, so `tahn` is `tanh` with two letters swapped rather than `tan` with one added.
+/// Remaining ties go to the first candidate, so callers pass candidates in declaration order to
+/// keep suggestions deterministic.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
-    let mut best: Option<(usize, &str)> = None;
+    let letters = sorted_chars(name);
+    // (edits, 0 if the candidate has the same letters, else 1): smaller is nearer.
+    let mut best: Option<((usize, usize), &str)> = None;
     for candidate in candidates {
         if candidate == name {
             continue;
         }
         let distance = edit_distance(name, candidate);
-        if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
-            best = Some((distance, candidate));
+        let rank = (distance, usize::from(sorted_chars(candidate) != letters));
+        if distance <= limit && best.is_none_or(|(r, _)| rank < r) {
+            best = Some((rank, candidate));
         }
     }
     best.map(|(_, c)| c)
+}
+
+/// The characters of `text`, sorted: equal for two words with the same letters.
+fn sorted_chars(text: &str) -> Vec<char> {
+    let mut chars: Vec<char> = text.chars().collect();
+    chars.sort_unstable();
+    chars
 }
 
 #[cfg(test)]
@@ -442,5 +456,23 @@ mod tests {
             suggest("adma", ["adam", "sgd", "lbfgs", "msa"]),
             Some("adam")
         );
+    }
+
+    #[test]
+    fn a_transposition_beats_an_equally_near_insertion() {
+        // `tahn` is one edit from both: `tan` by deleting `h`, `tanh` by swapping `h` and `n`.
+        assert_eq!(edit_distance("tahn", "tan"), 1);
+        assert_eq!(edit_distance("tahn", "tanh"), 1);
+        // The swap wins whatever the order of the candidates.
+        assert_eq!(suggest("tahn", ["tan", "tanh"]), Some("tanh"));
+        assert_eq!(suggest("tahn", ["tanh", "tan"]), Some("tanh"));
+        assert_eq!(suggest("sgimoid", ["sign", "sigmoid"]), Some("sigmoid"));
+        // A plain Levenshtein distance would count a swap as two edits, beyond a short name's
+        // limit of one: `ot` is still `to`.
+        assert_eq!(edit_distance("ot", "to"), 1);
+        assert_eq!(suggest("ot", ["at", "to"]), Some("to"));
+        // Same letters only break ties: two swaps lose to one substitution.
+        assert_eq!(edit_distance("abcdef", "bacdfe"), 2);
+        assert_eq!(suggest("abcdef", ["bacdfe", "abcdex"]), Some("abcdex"));
     }
 }

@@ -149,6 +149,11 @@ impl<'a> Checker<'a> {
         candidates.extend(["t", "pi"]);
         let mut d = Diagnostic::error(span, format!("unknown name `{name}`"));
         if let Some(s) = suggest(name, candidates.iter().copied()) {
+            // The suggested name is probably the one meant: count it as used, so the typo is
+            // one error and not also a "never used" warning for the name it hid.
+            if let Some(symbol) = self.symbols.get(s).copied() {
+                self.used.insert(symbol);
+            }
             d = d.with_help(format!("did you mean `{s}`?"));
         } else if builtins::is_builtin(name) || self.symbols.contains_key(name) {
             d = d.with_help(format!(
@@ -776,6 +781,11 @@ impl<'a> Checker<'a> {
         candidates.extend(builtins::NAMES.iter().copied());
         let mut d = Diagnostic::error(call.name.span, format!("unknown function `{name}`"));
         if let Some(s) = suggest(name, candidates.iter().copied()) {
+            // The suggested name is probably the one meant: count it as used, so the typo is
+            // one error and not also a "never used" warning for the name it hid.
+            if let Some(symbol) = self.symbols.get(s).copied() {
+                self.used.insert(symbol);
+            }
             d = d.with_help(format!("did you mean `{s}`?"));
         }
         self.diags.push(d);

@@ -1233,9 +1233,18 @@ impl<'a> Checker<'a> {
         config::check_data_shapes(self);
     }
 
+    /// Warns of params and lets nothing reads. A name written in a declaration that failed to
+    /// parse, or suggested for an unknown name, may well be used once that error is fixed: the
+    /// error already points there, so a warning would only add noise.
     fn warn_unused(&mut self) {
+        let mentioned = |name: &str| {
+            self.ast
+                .broken
+                .iter()
+                .any(|b| b.mentions.iter().any(|m| m == name))
+        };
         for (i, p) in self.params.iter().enumerate() {
-            if !self.used.contains(&Symbol::Param(i)) {
+            if !self.used.contains(&Symbol::Param(i)) && !mentioned(&p.name.name) {
                 self.diags.warning(
                     p.name.span,
                     format!("param `{}` is never used", p.name.name),
@@ -1243,7 +1252,7 @@ impl<'a> Checker<'a> {
             }
         }
         for (i, l) in self.lets.iter().enumerate() {
-            if !self.used.contains(&Symbol::Let(i)) {
+            if !self.used.contains(&Symbol::Let(i)) && !mentioned(&l.name.name) {
                 self.diags
                     .warning(l.name.span, format!("let `{}` is never used", l.name.name));
             }
@@ -1429,6 +1438,34 @@ mod check_tests {
             warnings,
             ["param `k` is never used", "let `unused` is never used"]
         );
+    }
+
+    #[test]
+    fn a_typo_in_the_only_use_of_a_name_is_one_error_and_no_warning() {
+        // `rate` is read only through the typo `rtae`: the error suggests it, and no "never
+        // used" warning follows for the name the typo hid.
+        let text = format!(
+            "param rate = 1\nlet half = rate / 2\nstate x = 1\ndx/dt = -rtae * x - hlaf\n{HEAD}"
+        );
+        let (_, diags) = check_text(&text, &[]);
+        let messages: Vec<String> = diags.sorted().into_iter().map(|d| d.message).collect();
+        assert_eq!(messages, ["unknown name `rtae`", "unknown name `hlaf`"]);
+        // A use on a line that fails to parse hides the name too.
+        let text = format!("param k = 1\nstate x = 1\ndx/dt = -k * * x\n{HEAD}");
+        let (_, diags) = check_text(&text, &[]);
+        let sorted = diags.sorted();
+        assert_eq!(
+            sorted.len(),
+            1,
+            "{:?}",
+            sorted.iter().map(|d| &d.message).collect::<Vec<_>>()
+        );
+        assert!(diags.has_errors());
+        // A name that nothing mentions still warns next to an unrelated error.
+        let text = format!("param k = 1\nstate x = 1\ndx/dt = -nope * x\n{HEAD}");
+        let (_, diags) = check_text(&text, &[]);
+        let messages: Vec<String> = diags.sorted().into_iter().map(|d| d.message).collect();
+        assert_eq!(messages, ["param `k` is never used", "unknown name `nope`"]);
     }
 
     #[test]

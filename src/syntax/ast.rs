@@ -24,6 +24,9 @@ pub struct BrokenDecl {
     pub name: Option<Ident>,
     /// Where the broken declaration starts.
     pub span: Span,
+    /// Every name written in the broken text: a name whose only use is here is not reported
+    /// as never used (the parse error already points at that line).
+    pub mentions: Vec<String>,
 }
 
 /// A name as written, with its span.

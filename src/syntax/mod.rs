@@ -170,6 +170,11 @@ fn broken_decl(text: &str, tokens: &[Token]) -> ast::BrokenDecl {
             span,
         }),
         span,
+        mentions: tokens
+            .iter()
+            .filter(|t| t.kind == lex::TokKind::Ident)
+            .map(|t| t.text(text).to_string())
+            .collect(),
     }
 }
 

@@ -3,12 +3,16 @@
 
 /// `tests/bad/*.node`: each malformed model fails with diagnostics, snapshotted byte for byte.
 mod bad;
+/// The command line's surface: `--help` examples and shell completions.
+mod cli;
 /// Compiled kernels against the interpreter, finite differences and each other.
 mod compile;
 /// Data sets: the portable generator, toy sets, CSV and series parsing.
 mod data;
 /// Symbolic derivatives of every model against finite differences and each other.
 mod derivatives;
+/// Every ```node block of the README and `docs/` checks (or fails as its error marker says).
+mod docs;
 /// `run --ensemble`: grids, member files and seeded draws against closed forms and single runs.
 mod ensemble;
 /// Events: bounce times, terminate and dosing against closed forms; refusals.
