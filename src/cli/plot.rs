@@ -448,15 +448,15 @@ impl Picture<'_> {
         inputs
     }
 
-    /// Up to `limit` training inputs, coloured by label when there are labels.
-    fn data_points(&self, limit: usize, radius: u32, alpha: f64) -> Vec<Points> {
+    /// Up to `limit` training inputs, coloured by label when `by_label` and there are labels.
+    fn data_points(&self, limit: usize, radius: u32, alpha: f64, by_label: bool) -> Vec<Points> {
         let (_, data) = self.training_data();
         if data.input_dim != 2 {
             return Vec::new();
         }
         let n = data.n.min(limit);
         let point = |s: usize| [data.inputs[2 * s], data.inputs[2 * s + 1]];
-        match &data.labels {
+        match data.labels.as_ref().filter(|_| by_label) {
             Some(labels) => {
                 let mut classes: Vec<usize> = labels[..n].iter().map(|l| *l as usize).collect();
                 classes.sort_unstable();
@@ -711,7 +711,7 @@ impl Picture<'_> {
                         ColorMap::Classes
                     },
                 }),
-                points: self.data_points(400, 3, 0.9),
+                points: self.data_points(400, 3, 0.9, true),
                 ..Panel::default()
             }],
         })
@@ -748,7 +748,7 @@ impl Picture<'_> {
                     values,
                     map: ColorMap::Viridis,
                 }),
-                points: self.data_points(300, 1, 0.7),
+                points: self.data_points(300, 1, 0.7, false),
                 ..Panel::default()
             }],
         })
@@ -780,7 +780,7 @@ impl Picture<'_> {
         };
         let lines: Vec<Line> = (0..shown.len())
             .map(|s| Line {
-                label: (s == 0).then(|| "trajectories".to_string()),
+                label: None,
                 points: path(s),
                 color: Color::grey(255, 0.9),
                 width: 1,
@@ -799,8 +799,8 @@ impl Picture<'_> {
             Points {
                 label: Some(format!("start, t = {}", solution.t[0])),
                 points: ends(0),
-                color: Color::palette(0),
-                radius: 3,
+                color: Color::grey(255, 1.0),
+                radius: 2,
             },
             Points {
                 label: Some(format!("end, t = {}", solution.t[solution.t.len() - 1])),
@@ -814,7 +814,6 @@ impl Picture<'_> {
             y_label: picked[1].label.clone(),
             lines,
             points,
-            equal_aspect: true,
             ..Panel::default()
         };
         // The running cost over the plane of the two components, when they are the whole
@@ -835,7 +834,7 @@ impl Picture<'_> {
                 (lo - pad, hi + pad)
             };
             let (x, y) = (extent(0), extent(1));
-            // Equal units, as the panel is drawn: a square box around both ranges.
+            // A square box around both ranges, so that the cost's level sets keep their shape.
             let half = ((x.1 - x.0).max(y.1 - y.0)) / 2.0;
             let (cx, cy) = ((x.0 + x.1) / 2.0, (y.0 + y.1) / 2.0);
             let (x, y) = ((cx - half, cx + half), (cy - half, cy + half));

@@ -262,6 +262,13 @@ where
     Ok(())
 }
 
+/// Whether a caption is non-empty and fits in `width` pixels at `size`: a caption that does
+/// not fit is left out (small pictures) rather than cut at both ends. DejaVu Sans averages
+/// about 0.55 em a character.
+fn fits(caption: &str, size: u32, width: u32) -> bool {
+    !caption.is_empty() && caption.chars().count() as f64 * 0.55 * size as f64 <= width as f64
+}
+
 /// The range of `values` widened by a twentieth on each side (a unit around a constant).
 fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
@@ -349,7 +356,7 @@ where
         .margin(10)
         .x_label_area_size(x_area)
         .y_label_area_size(y_area);
-    if !panel.caption.is_empty() {
+    if fits(&panel.caption, font_size + 2, width) {
         builder.caption(&panel.caption, (FAMILY, font_size + 2));
     }
     let mut chart = builder.build_cartesian_2d(x.0..x.1, y.0..y.1)?;
@@ -535,7 +542,7 @@ fn draw_3d<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let (_, height) = area.dim_in_pixel();
+    let (width, height) = area.dim_in_pixel();
     let font_size = (height / 30).clamp(11, 16);
     let all = || panel.lines.iter().flat_map(|l| l.points.iter());
     let x = padded_range(all().map(|p| p[0]));
@@ -543,7 +550,7 @@ where
     let z = padded_range(all().map(|p| p[2]));
     let mut builder = ChartBuilder::on(area);
     builder.margin(10);
-    if !panel.caption.is_empty() {
+    if fits(&panel.caption, font_size + 2, width) {
         builder.caption(&panel.caption, (FAMILY, font_size + 2));
     }
     // plotters' vertical axis is its second: the panel's third coordinate goes there.
