@@ -694,9 +694,7 @@ impl Picture<'_> {
         Ok(Figure {
             title: format!("{}: decision regions", self.model_name()),
             panels: vec![Panel {
-                caption:
-                    "shade: the predicted class and its probability; points: the data by label"
-                        .into(),
+                caption: "shade: predicted class and its probability; points: data by label".into(),
                 x_label: "input[0]".into(),
                 y_label: "input[1]".into(),
                 heat: Some(Heat {
@@ -736,8 +734,7 @@ impl Picture<'_> {
         Ok(Figure {
             title: format!("{}: learned density", self.model_name()),
             panels: vec![Panel {
-                caption: "shade: exp(−terminal cost), the flow's density; points: data samples"
-                    .into(),
+                caption: "shade: the density exp(−terminal cost); points: data samples".into(),
                 x_label: "input[0]".into(),
                 y_label: "input[1]".into(),
                 heat: Some(Heat {
@@ -848,8 +845,7 @@ impl Picture<'_> {
                 map: ColorMap::Viridis,
             });
             panel.caption =
-                "shade: the running cost at each state, averaged over time (what the model penalises)"
-                    .into();
+                "shade: the running cost, averaged over time (what the model penalises)".into();
         }
         Ok(Figure {
             title: format!(
