@@ -16,8 +16,8 @@ use crate::simulate;
 pub const HELP: &str = "Kind auto picks the first that fits:
   training      if --log is given
   decision      a classifier: a `label` and a 2-value input
-  density       a flow: a 2-value input, no label, and states a 2-vector and a scalar (its
-                log-density)
+  density       a flow: a 2-value input, no label, states a 2-vector and a scalar (its
+                log-density), and a terminal cost (its negative log-likelihood)
   trajectories  another model with a 2-value input and a running cost
   grid          any other model with a 2-value input
   phase         states with 2 or 3 components in all

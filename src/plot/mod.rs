@@ -269,6 +269,23 @@ fn fits(caption: &str, size: u32, width: u32) -> bool {
     !caption.is_empty() && caption.chars().count() as f64 * 0.55 * size as f64 <= width as f64
 }
 
+/// An axis label: up to four decimals without trailing zeros (`5`, `0.25`), and scientific
+/// notation for very small or large values, which fixed decimals would show as `0.0` or as
+/// long strings.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
+        return format!("{v:.1e}");
+    }
+    let text = format!("{v:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
 /// The range of `values` widened by a twentieth on each side (a unit around a constant).
 fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
@@ -365,6 +382,8 @@ where
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
         .label_style((FAMILY, font_size))
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .axis_desc_style((FAMILY, font_size))
         .light_line_style(RGBColor(235, 235, 235))
         .bold_line_style(RGBColor(215, 215, 215))
@@ -566,6 +585,9 @@ where
     chart
         .configure_axes()
         .label_style((FAMILY, font_size))
+        .x_formatter(&|v| tick(*v))
+        .y_formatter(&|v| tick(*v))
+        .z_formatter(&|v| tick(*v))
         .light_grid_style(RGBColor(230, 230, 230))
         .max_light_lines(3)
         .draw()?;
@@ -602,6 +624,15 @@ mod tests {
         let ((x0, x1), (y0, y1)) = equalize((0.0, 1.0), (0.0, 3.0), 300.0, 100.0);
         assert!(((x1 - x0) / 300.0 - (y1 - y0) / 100.0).abs() < 1e-12);
         assert!(x0 <= 0.0 && x1 >= 1.0);
+    }
+
+    #[test]
+    fn ticks_are_short_and_never_round_small_values_to_zero() {
+        assert_eq!(tick(5.0), "5");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(-0.00001), "-1.0e-5");
+        assert_eq!(tick(200000.0), "2.0e5");
+        assert_eq!(tick(-0.0), "0");
     }
 
     /// The maps' ends are their documented colours.
