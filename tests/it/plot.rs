@@ -206,8 +206,8 @@ fn auto_picks_the_kind_that_help_states() {
 }
 
 /// A kind that does not fit the model, an unknown variable, a wrong count of variables and an
-/// extension that is no picture are command-line errors (exit 2) that say what fits, and
-/// nothing is written.
+/// extension that is no picture are command-line errors (exit 2) that say what fits; a broken
+/// training log is a file error at its line (exit 1); nothing is written.
 #[test]
 fn kinds_and_variables_that_do_not_fit_are_clear_errors() {
     let dir = scratch("errors");
@@ -245,6 +245,20 @@ fn kinds_and_variables_that_do_not_fit_are_clear_errors() {
         &["needs 2 to 3 variables"],
     );
     refused("models/lorenz.node", &["--kind", "training"], &["--log"]);
+    // A training log that is not one: a file error (exit 1) at its line.
+    std::fs::write(dir.join("bad.csv"), "epoch,loss\n1,0.5\n2,oops\n").unwrap();
+    let output = plot(
+        &dir,
+        "models/decay.node",
+        &["--log", "bad.csv", "--out", out],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("bad.csv:3: error: expected 2 numbers"),
+        "{stderr}"
+    );
+    assert!(!Path::new(out).exists());
     let output = plot(&dir, "models/lorenz.node", &["--out", "x.pdf"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains(".svg or .png"));
