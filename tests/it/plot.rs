@@ -183,6 +183,8 @@ fn auto_picks_the_kind_that_help_states() {
         ("cnf_moons", "density"),
         ("otflow_moons", "density"),
         ("crowd_motion", "trajectories"),
+        // Its input is the initial state, with an observed cost and no running one.
+        ("lotka_volterra_fit", "grid"),
     ] {
         let output = plot(
             &dir,
