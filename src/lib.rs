@@ -13,6 +13,7 @@ pub mod diag;
 pub mod ir;
 pub mod npy;
 pub mod optim;
+pub mod plot;
 pub mod rng;
 pub mod sema;
 pub mod sens;

@@ -5,6 +5,7 @@
 
 pub mod ensemble;
 pub mod grad;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod train;
@@ -272,6 +273,35 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Draw a picture of a model (SVG or PNG): time series, phase portraits, decision regions,
+    /// densities, trajectories, a moved grid or training curves.
+    #[command(after_help = plot::HELP)]
+    Plot {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Load parameter values from a JSON file {PARAM: value} or an .npz archive (as `train`
+        /// writes). It must give every param, each once.
+        #[arg(long, value_name = "PARAMS.json")]
+        params: Option<String>,
+        /// The picture, written atomically; its extension (.svg or .png) sets the format
+        /// [default: MODEL-KIND.svg in the current directory, MODEL the model file's stem].
+        #[arg(long, value_name = "FILE.svg|FILE.png")]
+        out: Option<String>,
+        /// What to draw.
+        #[arg(long, value_enum, default_value_t = plot::Kind::Auto)]
+        kind: plot::Kind,
+        /// The variables to draw, as `nodec run` labels them (`x`, `z[0]`): two or three
+        /// state components for phase (three: 3-D), two for trajectories and grid, up to 12
+        /// states and outputs for series [default: the first state components].
+        #[arg(long, value_name = "A,B[,C]", value_parser = plot::parse_vars)]
+        vars: Option<plot::VarList>,
+        /// A training log written by `nodec train --log`, for --kind training.
+        #[arg(long, value_name = "LOG.csv")]
+        log: Option<String>,
+        /// Picture size in pixels.
+        #[arg(long, value_name = "WxH", default_value = "800x600", value_parser = plot::parse_size)]
+        size: (u32, u32),
+    },
 }
 
 fn parse_set(text: &str) -> Result<(String, f64), String> {
@@ -445,6 +475,28 @@ fn run(cli: Cli) -> u8 {
             out.stdout.push_str(&completion_script(shell));
             exit::OK
         }
+        Command::Plot {
+            model: ModelArgs { file, set, seed },
+            params,
+            out: out_path,
+            kind,
+            vars,
+            log,
+            size,
+        } => plot::plot(
+            &plot::PlotArgs {
+                file,
+                overrides: Overrides { values: set },
+                seed,
+                params,
+                out: out_path,
+                kind,
+                vars: vars.map(|v| v.0),
+                log,
+                size,
+            },
+            &mut out,
+        ),
     };
     out.flush();
     code

@@ -1084,7 +1084,7 @@ fn emit(args: &RunArgs, bytes: Vec<u8>, out: &mut Output) -> u8 {
 }
 
 /// Element labels of a value: `x`, `x[0]`, `W[1, 0]`.
-pub(super) fn element_labels(name: &str, shape: Shape) -> Vec<String> {
+pub(crate) fn element_labels(name: &str, shape: Shape) -> Vec<String> {
     match shape {
         Shape::Scalar => vec![name.to_string()],
         Shape::Vector(n) => (0..n).map(|i| format!("{name}[{i}]")).collect(),
@@ -1218,7 +1218,7 @@ fn all_samples(loaded: &Loaded, args: &RunArgs, format: Format, out: &mut Output
     emit(args, bytes, out)
 }
 
-fn build_report(
+pub(crate) fn build_report(
     loaded: &Loaded,
     sim: &Simulation,
     sample: usize,

@@ -29,6 +29,8 @@ mod grad_forward;
 mod library;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
+/// `nodec plot`: every kind renders a valid, non-blank SVG and PNG; `auto`'s rule; misfits.
+mod plot;
 /// Results for other tools: parameter files with shapes, `run --all-samples`, `.npy`/`.npz`.
 mod results;
 /// Reverse time: backward schedules against closed forms, orders and finite differences.
