@@ -734,7 +734,14 @@ mod tests {
             }
         }
         assert!(checked > 150_000, "{checked}");
-        for v in [9.999995, 99999.95, 0.000999999, 1.0000005, 2.5e-4, 123456.5] {
+        for v in [
+            9.999995f64,
+            99999.95,
+            0.000999999,
+            1.0000005,
+            2.5e-4,
+            123456.5,
+        ] {
             let magnitude = v.abs().log10().floor();
             let decimals = (5.0 - magnitude).max(0.0) as usize;
             if let Some(fast) = rounded_shortest(v, decimals) {
