@@ -638,20 +638,34 @@ pub fn format_sig(v: f64) -> String {
     })
 }
 
-/// `v` rounded to `decimals` places, from its shortest round-trip digits (`{v}`, which is fast)
-/// rather than from its exact binary value (`{v:.N}`, which often needs big-number arithmetic:
-/// a quarter of `nodec run models/lorenz.node`'s instructions went there). The two agree except
+/// `v` rounded to `decimals` places, from its shortest round-trip digits (zmij's, which are fast)
+/// rather than from its exact binary value (`{v:.N}` through `fmt`: a third of
+/// `nodec run models/lorenz.node`'s instructions went there). The two agree except
 /// when the shortest digits end exactly on a tie at the rounding place, where the exact value
 /// may lie on either side: then `None`, and the caller formats the exact value.
 fn rounded_shortest(v: f64, decimals: usize) -> Option<String> {
-    let text = format!("{v}");
+    // zmij (serde_json's float printer) writes the shortest digits without `fmt`'s machinery,
+    // and without an exponent for the magnitudes `format_sig` sends here (1e-4 to 1e6).
+    let mut buffer = zmij::Buffer::new();
+    let text = buffer.format_finite(v);
+    if text.contains('e') {
+        return None;
+    }
     let (sign, digits) = match text.strip_prefix('-') {
         Some(rest) => ("-", rest),
-        None => ("", text.as_str()),
+        None => ("", text),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let frac = frac.trim_end_matches('0');
     if frac.len() <= decimals {
-        return Some(text);
+        let mut out = String::with_capacity(text.len());
+        out.push_str(sign);
+        out.push_str(int);
+        if !frac.is_empty() {
+            out.push('.');
+            out.push_str(frac);
+        }
+        return Some(out);
     }
     let (kept, dropped) = frac.split_at(decimals);
     let first = dropped.as_bytes()[0];
@@ -680,11 +694,14 @@ fn rounded_shortest(v: f64, decimals: usize) -> Option<String> {
     let (int, frac) = number.split_at(split);
     let frac = std::str::from_utf8(frac).ok()?.trim_end_matches('0');
     let int = std::str::from_utf8(int).ok()?;
-    Some(if frac.is_empty() {
-        format!("{sign}{int}")
-    } else {
-        format!("{sign}{int}.{frac}")
-    })
+    let mut out = String::with_capacity(sign.len() + int.len() + 1 + frac.len());
+    out.push_str(sign);
+    out.push_str(int);
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    Some(out)
 }
 
 #[cfg(test)]
