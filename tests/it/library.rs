@@ -10,7 +10,7 @@
 use nalgebra::{DMatrix, DVector};
 use serde_json::Value;
 
-use crate::support::root;
+use crate::support::{edited_model, root};
 
 /// A path in a scratch folder of `target/` for this module's files.
 fn scratch(name: &str) -> String {
@@ -19,19 +19,9 @@ fn scratch(name: &str) -> String {
     dir.join(name).to_str().unwrap().to_string()
 }
 
-/// A copy of `models/NAME` with `edits` applied to its text (each must match), saved in the
-/// scratch folder as `copy`, its data paths made absolute.
+/// A copy of `models/NAME` with `edits` applied, saved in the scratch folder as `copy`.
 fn edited(name: &str, copy: &str, edits: &[(&str, &str)]) -> String {
-    let mut text = std::fs::read_to_string(root().join("models").join(name)).unwrap();
-    for (from, to) in edits {
-        assert!(text.contains(from), "{name} has no `{from}`");
-        text = text.replace(from, to);
-    }
-    let data = root().join("models/data");
-    let text = text.replace("\"data/", &format!("\"{}/", data.to_str().unwrap()));
-    let path = scratch(copy);
-    std::fs::write(&path, text).unwrap();
-    path
+    edited_model(name, &scratch(copy), edits)
 }
 
 /// `nodec ARGS`, which must succeed; its stdout as JSON.

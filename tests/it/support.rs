@@ -59,3 +59,17 @@ impl Lcg {
         (0..n).map(|_| self.uniform(lo, hi)).collect()
     }
 }
+
+/// A copy of `models/NAME` with `edits` applied to its text (each must match), written to
+/// `dest` with its data paths made absolute, so that the copy can live in `target/`.
+pub fn edited_model(name: &str, dest: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(root().join("models").join(name)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{name} has no `{from}`");
+        text = text.replace(from, to);
+    }
+    let data = root().join("models/data");
+    let text = text.replace("\"data/", &format!("\"{}/", data.to_str().unwrap()));
+    std::fs::write(dest, text).unwrap();
+    dest.to_string()
+}

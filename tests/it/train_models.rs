@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use crate::support::root;
+use crate::support::{edited_model, root};
 
 fn tmp(name: &str) -> String {
     let dir = root().join("target/train-models-tmp");
@@ -57,19 +57,9 @@ fn metric(report: &serde_json::Value, block: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric `{name}` on `{block}` in {report}"))
 }
 
-/// A copy of a model from `models/` with `edits` applied to its text, its data paths made
-/// absolute so that it can live in `target/`.
+/// A copy of a model from `models/` with `edits` applied, in `target/`.
 fn edited(name: &str, edits: &[(&str, &str)]) -> String {
-    let mut text = std::fs::read_to_string(root().join("models").join(name)).unwrap();
-    for (from, to) in edits {
-        assert!(text.contains(from), "{name} has no `{from}`");
-        text = text.replace(from, to);
-    }
-    let data = root().join("models/data");
-    let text = text.replace("\"data/", &format!("\"{}/", data.to_str().unwrap()));
-    let path = tmp(name);
-    std::fs::write(&path, text).unwrap();
-    path
+    edited_model(name, &tmp(name), edits)
 }
 
 /// Figures of the ignored runs, shown with `--nocapture`.
