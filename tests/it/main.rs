@@ -13,6 +13,9 @@ mod derivatives;
 mod events;
 /// Property tests: no input makes `check` panic.
 mod fuzz;
+/// The fuzz harness: a corpus-mutation runner over every reader (campaigns are ignored; a
+/// short slice runs here), and the regression tests of what it found.
+mod fuzz_campaign;
 /// Gradients through the solve against finite differences and theory.
 mod grad;
 /// Backprop through adaptive and implicit schedules, and the continuous adjoint.
