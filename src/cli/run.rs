@@ -873,6 +873,23 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
                     let s = &model.states[i];
                     let elem = component - offsets[i];
                     let name = if s.shape == Shape::Scalar { s.name.clone() } else { format!("{}[{elem}]", s.name) };
+                    // The initial state is known: a division by zero there makes the first
+                    // step NaN, wherever the solver notices it.
+                    let division = loaded
+                        .data
+                        .iter()
+                        .find(|(name, _)| name == block)
+                        .and_then(|(_, dataset)| loaded.bind(dataset).zero_division_at_start(*sample));
+                    if let Some(division) = division {
+                        let denominator = loaded.file.slice(division.denominator_span);
+                        let t0 = model.schedule.as_ref().map_or(0.0, |s| s.t0);
+                        return Diagnostic::error(
+                            division.span,
+                            format!("division by zero: `{denominator}` is 0 at the start (t = {t0}){}, and state {name} became infinite or NaN at t = {t}", sample_text(*sample)),
+                        )
+                        .with_help("guard the denominator (e.g. add a small constant), or start where it is not zero")
+                        .render(&loaded.file);
+                    }
                     (
                         s.equation_span,
                         format!("state {name} became infinite or NaN at t = {t}{}", sample_text(*sample)),

@@ -40,6 +40,8 @@ use crate::support::{node_files, root};
 
 /// A clean model runs only with at most this many fixed steps, or adaptive `max_steps`.
 const RUN_STEPS: usize = 20_000;
+/// A clean model runs only if its parameters and states × samples × steps are at most this.
+const RUN_WORK: f64 = 2e8;
 /// A clean model runs only if its memory estimate is under this many bytes.
 const RUN_BYTES: u64 = 256 << 20;
 /// The memory budget `check` is given: the cap of 2 GB per process.
@@ -367,8 +369,8 @@ fn input_rng(index: u64) -> Rng {
     Rng::new(index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x6E6F_6465_6366_757A)
 }
 
-/// Feeds input `index` to `target`; `Err` holds the input's description when it panicked.
-fn feed(corpus: &Corpus, target: Target, index: u64) -> Result<(), (String, Vec<u8>)> {
+/// Feeds input `index` to `target`; returns the input and, if it panicked, the message.
+fn feed(corpus: &Corpus, target: Target, index: u64) -> (Vec<u8>, Option<String>) {
     let mut rng = input_rng(index);
     let (input, action): (Vec<u8>, Box<dyn FnOnce(&[u8])>) = match target {
         Target::Check | Target::Compile | Target::Run => {
@@ -422,14 +424,14 @@ fn feed(corpus: &Corpus, target: Target, index: u64) -> Result<(), (String, Vec<
         }
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| action(&input)));
-    outcome.map_err(|panic| {
-        let message = panic
+    let message = outcome.err().map(|panic| {
+        panic
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        (message, input)
-    })
+            .unwrap_or_default()
+    });
+    (input, message)
 }
 
 /// An `.npy` array of a few rows, for readers when no data file is an `.npy`.
@@ -472,8 +474,23 @@ fn model_target(corpus: &Corpus, target: Target, bytes: &[u8], index: u64) {
                 };
                 steps <= RUN_STEPS && nodec::budget::save_points(s) <= RUN_STEPS as f64
             });
-            let small_data = blocks.iter().all(|b| b.samples <= 4096);
-            if !small_schedule || !small_data || estimate.total() > RUN_BYTES as f64 {
+            let samples = blocks.iter().map(|b| b.samples).max().unwrap_or(1);
+            // Work: values touched per right-hand side, times samples and steps; a legal model
+            // can be slow (a 65536-wide layer over 512 samples), which is not a hang.
+            let steps = model
+                .schedule
+                .as_ref()
+                .map_or(0, |s| match s.method.family() {
+                    MethodFamily::Fixed => s.steps.unwrap_or(0),
+                    _ => s.max_steps.min(1000),
+                });
+            let work =
+                (model.param_len() + model.state_len()) as f64 * samples as f64 * steps as f64;
+            if !small_schedule
+                || samples > 4096
+                || work > RUN_WORK
+                || estimate.total() > RUN_BYTES as f64
+            {
                 return;
             }
             let path = corpus.scratch.join(format!("input{index}.node"));
@@ -597,18 +614,20 @@ fn campaign(plan: &Plan) -> Summary {
             let _ = writeln!(file, "{index}");
         }
         let begun = Instant::now();
-        let result = feed(&corpus, target, index);
+        let (input, panic) = feed(&corpus, target, index);
         let seconds = begun.elapsed().as_secs_f64();
         summary.slowest = summary.slowest.max(seconds);
         let which = Target::ALL.iter().position(|t| *t == target).unwrap();
         summary.inputs[which] += 1;
         let name = format!("{}-{index}", target.name());
+        if seconds > HANG_SECONDS || panic.is_some() {
+            std::fs::create_dir_all(&crashes).expect("crash directory");
+            std::fs::write(crashes.join(&name), &input).expect("crash written");
+        }
         if seconds > HANG_SECONDS {
             summary.hangs.push(format!("{name}: {seconds:.1} s"));
         }
-        if let Err((message, input)) = result {
-            std::fs::create_dir_all(&crashes).expect("crash directory");
-            std::fs::write(crashes.join(&name), &input).expect("crash written");
+        if let Some(message) = panic {
             summary.panics.push(format!("{name}: {message}"));
         }
         index += 1;
@@ -671,6 +690,28 @@ fn a_million_inputs() {
         progress: None,
     });
     report(&summary);
+}
+
+/// Writes the inputs `NODEC_FUZZ_SHOW` (comma-separated numbers) to `target/fuzz-crashes/`,
+/// to look at an input a campaign reported without running it.
+#[test]
+#[ignore = "writes the inputs named by NODEC_FUZZ_SHOW"]
+fn show() {
+    let corpus = Corpus::load();
+    let dir = root().join("target").join("fuzz-crashes");
+    std::fs::create_dir_all(&dir).expect("crash directory");
+    for index in std::env::var("NODEC_FUZZ_SHOW")
+        .unwrap_or_default()
+        .split(',')
+    {
+        let Ok(index) = index.trim().parse::<u64>() else {
+            continue;
+        };
+        let mut rng = input_rng(index);
+        let seed = &corpus.models[rng.below(corpus.models.len())];
+        let input = mutate(seed.as_bytes(), &mut rng, &MODEL_TOKENS);
+        std::fs::write(dir.join(format!("model-{index}.node")), input).expect("written");
+    }
 }
 
 /// One slice of a capped campaign, driven by `tests/fuzz/capped.sh` under `ulimit -v`.

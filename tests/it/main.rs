@@ -3,6 +3,8 @@
 
 /// `tests/bad/*.node`: each malformed model fails with diagnostics, snapshotted byte for byte.
 mod bad;
+/// The memory budget: refusals at the driving declaration with the figure, and runs below it.
+mod budget;
 /// Compiled kernels against the interpreter, finite differences and each other.
 mod compile;
 /// Data sets: the portable generator, toy sets, CSV and series parsing.

@@ -690,3 +690,44 @@ fn an_oversized_parameter_file_is_refused_before_reading() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Issue 18: a 0/0 at t = 0 from a zero diagonal was reported as "the solution blows up here"
+/// without naming the division. The division is named at its place, with its denominator,
+/// for an adaptive method (NaN noticed at t = 0) and a fixed-step one (noticed after a step).
+#[test]
+fn a_zero_diagonal_at_the_start_names_the_division() {
+    let dir = root().join("target").join("run-division");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, schedule, noticed) in [
+        ("adaptive.node", "dopri5(t = [0, 1])", "t = 0\n"),
+        ("fixed.node", "rk4(t = [0, 1], steps = 10)", "t = 0.1\n"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!("param A[2, 2] = [[0, 1], [1, 2]]\nstate x[2] = [1, 1]\ndx/dt = [x[1] / A[0, 0] - x[0], -x[1] / A[1, 1]]\nschedule {schedule}\n"),
+        )
+        .unwrap();
+        let out = nodec(&["run", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "a numeric failure: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}:3:10: error: division by zero: `A[0, 0]` is 0 at the start (t = 0), and state x[0] became infinite or NaN at {noticed}")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("  3 | dx/dt = [x[1] / A[0, 0] - x[0]"),
+            "{stderr}"
+        );
+    }
+    // A NaN without a zero denominator at the start keeps the general message.
+    let path = dir.join("blowup.node");
+    std::fs::write(
+        &path,
+        "state x = 1\ndx/dt = x ^ 2\nschedule rk4(t = [0, 10], steps = 10)\n",
+    )
+    .unwrap();
+    let out = nodec(&["run", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the solution blows up here"), "{stderr}");
+}
