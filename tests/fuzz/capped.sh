@@ -32,9 +32,10 @@ while [ "$start" -lt "$total" ]; do
         bash -c 'ulimit -v 2097152; exec "$0" fuzz_campaign::child --exact --ignored --nocapture --test-threads 1' "$binary" \
         > "$progress.out" 2>&1
     code=$?
-    grep -E '^fuzz:|^  ' "$progress.out"
+    # libtest prints `test NAME ... ` before the summary, on the same line.
+    grep -oE 'fuzz: [0-9].*|^  .*' "$progress.out"
     last=$(tail -1 "$progress" 2>/dev/null)
-    if grep -q '^fuzz:' "$progress.out"; then
+    if grep -qE 'fuzz: [0-9]' "$progress.out"; then
         [ "$code" -eq 0 ] || failed=$((failed + 1))
         start=$((start + count))
     else

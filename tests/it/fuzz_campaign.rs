@@ -369,10 +369,13 @@ fn input_rng(index: u64) -> Rng {
     Rng::new(index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x6E6F_6465_6366_757A)
 }
 
+/// What a target does with an input's bytes.
+type Action<'a> = Box<dyn FnOnce(&[u8]) + 'a>;
+
 /// Feeds input `index` to `target`; returns the input and, if it panicked, the message.
 fn feed(corpus: &Corpus, target: Target, index: u64) -> (Vec<u8>, Option<String>) {
     let mut rng = input_rng(index);
-    let (input, action): (Vec<u8>, Box<dyn FnOnce(&[u8])>) = match target {
+    let (input, action): (Vec<u8>, Action) = match target {
         Target::Check | Target::Compile | Target::Run => {
             let seed = &corpus.models[rng.below(corpus.models.len())];
             let input = mutate(seed.as_bytes(), &mut rng, &MODEL_TOKENS);
@@ -643,6 +646,10 @@ fn env_number(name: &str) -> Option<f64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+#[expect(
+    clippy::print_stdout,
+    reason = "a campaign's summary is its result; `--nocapture` shows it"
+)]
 fn report(summary: &Summary) {
     // The summary is the point of running a campaign; `--nocapture` shows it.
     println!("{}", summary.line());
