@@ -731,3 +731,28 @@ fn a_zero_diagonal_at_the_start_names_the_division() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the solution blows up here"), "{stderr}");
 }
+
+/// `div(v, z)` skips the elements of `z` that `v` never reads (issue 18: a `z[65536]` read at
+/// two elements took 4 s to check). With `z` constant, `s(1) = div(v, z)` exactly:
+/// ∂(z₀²)/∂z₀ + ∂(z₀z₁)/∂z₁ + ∂(5z₂)/∂z₂ + 0 = 2·1 + 1 + 5 = 8 when only gathers read `z`,
+/// and with `sum(z)` reading all of it, each of the 6 elements adds 1 more: 14.
+#[test]
+fn div_counts_only_the_elements_read() {
+    let dir = root().join("target").join("run-div");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (v, expected) in [
+        ("[z[0] ^ 2, z[0] * z[1], 5 * z[2], 0, 0, 0]", 8.0),
+        ("[z[0] ^ 2, z[0] * z[1], 5 * z[2], 0, 0, 0] + sum(z)", 14.0),
+    ] {
+        let path = dir.join("div.node");
+        std::fs::write(
+            &path,
+            format!("state z[6] = [1, 2, 3, 4, 5, 6]\nstate s = 0\nlet v = {v}\ndz/dt = 0 * z\nds/dt = div(v, z)\nschedule rk4(t = [0, 1], steps = 2)\n"),
+        )
+        .unwrap();
+        let out = run_json(&[path.to_str().unwrap()]);
+        let s = out["final"]["s"].as_f64().unwrap();
+        // rk4 integrates a constant exactly, up to rounding.
+        assert!((s - expected).abs() < 1e-12, "{v}: s(1) = {s}");
+    }
+}
