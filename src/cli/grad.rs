@@ -54,6 +54,8 @@ pub struct GradArgs {
     pub overrides: Overrides,
     /// Seed of random parameter initialisations.
     pub seed: u64,
+    /// `--max-memory`: the memory budget in bytes (default: [`super::memory_limit`]).
+    pub max_memory: Option<u64>,
     /// A parameter file to load.
     pub params: Option<String>,
     /// `--params-partial`: the file may leave params out.
@@ -156,6 +158,7 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
         &args.file,
         &args.overrides,
         args.seed,
+        args.max_memory,
         args.params.as_deref(),
         &[],
         args.params_partial,

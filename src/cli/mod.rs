@@ -104,6 +104,10 @@ struct ModelArgs {
     /// Seed of random parameter initialisations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Refuse models whose estimated memory exceeds SIZE (512M, 8G; powers of 1024)
+    /// [default: three quarters of the machine's memory].
+    #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
+    max_memory: Option<u64>,
 }
 
 /// The example that ends each subcommand's `--help`: one command a user can paste, on a model
@@ -130,6 +134,10 @@ enum Command {
         /// Override a const or param: NAME=VALUE (repeatable).
         #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
         set: Vec<(String, f64)>,
+        /// Refuse models whose estimated memory exceeds SIZE (512M, 8G; powers of 1024)
+        /// [default: three quarters of the machine's memory].
+        #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
+        max_memory: Option<u64>,
     },
     /// Print the lowered, simplified IR of a model.
     #[command(after_help = examples::IR)]
@@ -338,11 +346,16 @@ const ADJOINT_PRINT_LIMIT: usize = 1_000_000;
 fn run(cli: Cli) -> u8 {
     let mut out = Output::default();
     let code = match cli.command {
-        Command::Check { files, set } => {
+        Command::Check {
+            files,
+            set,
+            max_memory,
+        } => {
             let overrides = Overrides { values: set };
             let mut code = 0;
             for file in &files {
-                code = code.max(check_file(file, &overrides, &mut out).map_or(1, |_| 0));
+                code =
+                    code.max(check_file(file, &overrides, max_memory, &mut out).map_or(1, |_| 0));
             }
             code
         }
@@ -355,7 +368,7 @@ fn run(cli: Cli) -> u8 {
             tensor,
         } => {
             let overrides = Overrides { values: set };
-            match check_file(&file, &overrides, &mut out) {
+            match check_file(&file, &overrides, None, &mut out) {
                 Some((_, model)) => {
                     // The IR the program is compiled from: a wide model has no scalar IR
                     // (see `ir::prepare_to_run`), and prints as tensors.
@@ -388,7 +401,13 @@ fn run(cli: Cli) -> u8 {
             }
         }
         Command::Run {
-            model: ModelArgs { file, set, seed },
+            model:
+                ModelArgs {
+                    file,
+                    set,
+                    seed,
+                    max_memory,
+                },
             params,
             params_partial,
             format,
@@ -404,6 +423,7 @@ fn run(cli: Cli) -> u8 {
                 file,
                 overrides: Overrides { values: set },
                 seed,
+                max_memory,
                 params,
                 params_partial,
                 format,
@@ -418,7 +438,13 @@ fn run(cli: Cli) -> u8 {
             &mut out,
         ),
         Command::Train {
-            model: ModelArgs { file, set, seed },
+            model:
+                ModelArgs {
+                    file,
+                    set,
+                    seed,
+                    max_memory,
+                },
             init,
             params_partial,
             maps,
@@ -433,6 +459,7 @@ fn run(cli: Cli) -> u8 {
                 file,
                 overrides: Overrides { values: set },
                 seed,
+                max_memory,
                 init,
                 params_partial,
                 maps,
@@ -446,7 +473,13 @@ fn run(cli: Cli) -> u8 {
             &mut out,
         ),
         Command::Grad {
-            model: ModelArgs { file, set, seed },
+            model:
+                ModelArgs {
+                    file,
+                    set,
+                    seed,
+                    max_memory,
+                },
             params,
             params_partial,
             method,
@@ -460,6 +493,7 @@ fn run(cli: Cli) -> u8 {
                 file,
                 overrides: Overrides { values: set },
                 seed,
+                max_memory,
                 params,
                 params_partial,
                 method,
@@ -476,7 +510,13 @@ fn run(cli: Cli) -> u8 {
             exit::OK
         }
         Command::Plot {
-            model: ModelArgs { file, set, seed },
+            model:
+                ModelArgs {
+                    file,
+                    set,
+                    seed,
+                    max_memory,
+                },
             params,
             out: out_path,
             kind,
@@ -488,6 +528,7 @@ fn run(cli: Cli) -> u8 {
                 file,
                 overrides: Overrides { values: set },
                 seed,
+                max_memory,
                 params,
                 out: out_path,
                 kind,
@@ -529,10 +570,13 @@ impl Output {
     }
 }
 
-/// Reads, parses and checks one file, rendering diagnostics to stderr. `None` on any error.
+/// Reads, parses and checks one file, rendering diagnostics to stderr, and refuses a model whose
+/// estimated memory ([`crate::budget`]) exceeds `max_memory` (default: [`memory_limit`]).
+/// `None` on any error.
 fn check_file(
     path: &str,
     overrides: &Overrides,
+    max_memory: Option<u64>,
     out: &mut Output,
 ) -> Option<(SourceFile, crate::ir::Model)> {
     let file = match read_source(path) {
@@ -550,7 +594,26 @@ fn check_file(
     if diags.has_errors() {
         return None;
     }
+    let blocks: Vec<_> = model
+        .data
+        .iter()
+        .map(|b| crate::budget::BlockSize::declared(&model, b))
+        .collect();
+    let estimate = crate::budget::estimate(&model, &blocks, rayon::current_num_threads());
+    if let Some(refusal) = estimate.check(memory_limit(max_memory)) {
+        out.stderr.push_str(&refusal.render(&file));
+        return None;
+    }
     Some((file, model))
+}
+
+/// The memory budget in bytes: `--max-memory`, else three quarters of the machine's memory
+/// ([`crate::budget::default_limit`]).
+pub fn memory_limit(max_memory: Option<u64>) -> u64 {
+    max_memory.unwrap_or_else(|| {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+        crate::budget::default_limit(meminfo.as_deref())
+    })
 }
 
 /// Reads a model file, rejecting files that are too large or not UTF-8 with a located error.

@@ -74,6 +74,8 @@ pub struct PlotArgs {
     pub overrides: Overrides,
     /// Seed of random parameter initialisations.
     pub seed: u64,
+    /// `--max-memory` (`None`: the default limit).
+    pub max_memory: Option<u64>,
     /// A parameter file to load (all params).
     pub params: Option<String>,
     /// The picture's path (`.svg` or `.png`); default `<model stem>-<kind>.svg`.
@@ -168,11 +170,14 @@ fn plot_inner(args: &PlotArgs, out: &mut Output) -> Result<(), Failed> {
             return Err(Failed(format!("{path}: error: {e}\n"), super::exit::MODEL));
         }
     }
-    let Some(loaded) = run::load(
+    let Some(loaded) = run::load_mapped(
         &args.file,
         &args.overrides,
         args.seed,
+        args.max_memory,
         args.params.as_deref(),
+        &[],
+        false,
         out,
     ) else {
         return Err(Failed(String::new(), super::exit::MODEL));

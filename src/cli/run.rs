@@ -68,6 +68,8 @@ pub struct RunArgs {
     pub overrides: Overrides,
     /// Seed of random parameter initialisations.
     pub seed: u64,
+    /// `--max-memory`: the memory budget in bytes (default: [`super::memory_limit`]).
+    pub max_memory: Option<u64>,
     /// A parameter file to load.
     pub params: Option<String>,
     /// `--params-partial`: the file may leave params out.
@@ -127,23 +129,29 @@ pub fn load(
     params_file: Option<&str>,
     out: &mut Output,
 ) -> Option<Loaded> {
-    load_mapped(path, overrides, seed, params_file, &[], false, out)
+    load_mapped(path, overrides, seed, None, params_file, &[], false, out)
 }
 
-/// [`load`] with `--map` renamings of the parameter file (see [`load_params`]), and with
-/// `partial` (`--params-partial`), a file that leaves parameters out (they keep their
-/// initial values).
+/// [`load`] with a memory budget (`--max-memory`; `None`: [`super::memory_limit`]), with
+/// `--map` renamings of the parameter file (see [`load_params`]), and with `partial`
+/// (`--params-partial`), a file that leaves parameters out (they keep their initial values).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per command, each passing its own flags"
+)]
 pub fn load_mapped(
     path: &str,
     overrides: &Overrides,
     seed: u64,
+    max_memory: Option<u64>,
     params_file: Option<&str>,
     maps: &[ParamMap],
     partial: bool,
     out: &mut Output,
 ) -> Option<Loaded> {
     let started = Instant::now();
-    let (file, model) = check_file(path, overrides, out)?;
+    let (file, model) = check_file(path, overrides, max_memory, out)?;
+    let limit = super::memory_limit(max_memory);
     let model = crate::prepare_to_run(model);
     let program = Program::compile(&model);
     let compile_seconds = started.elapsed().as_secs_f64();
@@ -192,7 +200,18 @@ pub fn load_mapped(
             return None;
         }
     }
-    let data = load_data(&file, &model, out)?;
+    let data = load_data(&file, &model, limit, out)?;
+    // Now that the data files are read, their real sizes (a CSV's rows, a series' times).
+    let blocks: Vec<_> = data
+        .iter()
+        .zip(&model.data)
+        .map(|((_, dataset), _)| crate::budget::BlockSize::of(dataset, 0))
+        .collect();
+    let estimate = crate::budget::estimate(&model, &blocks, rayon::current_num_threads());
+    if let Some(refusal) = estimate.check(limit) {
+        out.stderr.push_str(&refusal.render(&file));
+        return None;
+    }
     Some(Loaded {
         file,
         model,
@@ -722,9 +741,12 @@ fn fit_copies(
 
 /// Generates or reads every data block; CSV paths are relative to the model file. A file's
 /// columns and times are checked against the model here, before anything is solved.
+/// Reads, parses and checks the model's data blocks; a data file larger than the memory
+/// budget `limit` is refused before it is read.
 fn load_data(
     file: &SourceFile,
     model: &ir::Model,
+    limit: u64,
     out: &mut Output,
 ) -> Option<Vec<(String, Dataset)>> {
     let input_shapes: Vec<Shape> = model.inputs.iter().map(|i| i.shape).collect();
@@ -740,6 +762,21 @@ fn load_data(
                     Diagnostic::error(block.span, format!("cannot read data file `{shown}`: {e}"))
                         .render(file)
                 };
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    if meta.len() > limit {
+                        let message = format!(
+                            "data file `{shown}` has {} bytes, more than the memory limit of {}",
+                            meta.len(),
+                            crate::budget::format_size(limit as f64)
+                        );
+                        out.stderr.push_str(
+                            &Diagnostic::error(block.span, message)
+                                .with_help("use a smaller file, or raise the limit with `--max-memory SIZE` if the machine has the memory")
+                                .render(file),
+                        );
+                        return None;
+                    }
+                }
                 // A series' `input_file`: read and parsed first, its columns checked.
                 let keyed = match data::input_file(&block.source) {
                     None => None,
@@ -884,6 +921,23 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
                     let s = &model.states[i];
                     let elem = component - offsets[i];
                     let name = if s.shape == Shape::Scalar { s.name.clone() } else { format!("{}[{elem}]", s.name) };
+                    // The initial state is known: a division by zero there makes the first
+                    // step NaN, wherever the solver notices it.
+                    let division = loaded
+                        .data
+                        .iter()
+                        .find(|(name, _)| name == block)
+                        .and_then(|(_, dataset)| loaded.bind(dataset).zero_division_at_start(*sample));
+                    if let Some(division) = division {
+                        let denominator = loaded.file.slice(division.denominator_span);
+                        let t0 = model.schedule.as_ref().map_or(0.0, |s| s.t0);
+                        return Diagnostic::error(
+                            division.span,
+                            format!("division by zero: `{denominator}` is 0 at the start (t = {t0}){}, and state {name} became infinite or NaN at t = {t}", sample_text(*sample)),
+                        )
+                        .with_help("guard the denominator (e.g. add a small constant), or start where it is not zero")
+                        .render(&loaded.file);
+                    }
                     (
                         s.equation_span,
                         format!("state {name} became infinite or NaN at t = {t}{}", sample_text(*sample)),
@@ -966,6 +1020,7 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
         &args.file,
         &args.overrides,
         args.seed,
+        args.max_memory,
         args.params.as_deref(),
         &[],
         args.params_partial,

@@ -26,6 +26,8 @@ pub struct TrainArgs {
     pub overrides: Overrides,
     /// Seed of random parameter initialisations.
     pub seed: u64,
+    /// `--max-memory`: the memory budget in bytes (default: [`super::memory_limit`]).
+    pub max_memory: Option<u64>,
     /// Initial parameter values by name.
     pub init: Option<String>,
     /// `--params-partial`: the `init` file may leave params out.
@@ -129,6 +131,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
         &args.file,
         &args.overrides,
         args.seed,
+        args.max_memory,
         args.init.as_deref(),
         &args.maps,
         args.params_partial,

@@ -101,6 +101,22 @@ pub struct Model {
     pub train: Option<Train>,
     /// Derivative IR of the state equations and costs; filled by [`super::prepare`].
     pub derivatives: Derivatives,
+    /// Every `a / b` of the source as tensor nodes, so that a state that becomes NaN can be
+    /// blamed on the division whose denominator is zero there (`cli::run::solve_error`).
+    pub divisions: Vec<Division>,
+}
+
+/// A division written in the source: its operands in the tensor pool and where it is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Division {
+    /// The numerator.
+    pub numerator: super::tensor::TId,
+    /// The denominator.
+    pub denominator: super::tensor::TId,
+    /// The `a / b` expression.
+    pub span: Span,
+    /// The `b`.
+    pub denominator_span: Span,
 }
 
 /// Whether a model's scalar roots (states' `init` and `rhs`, costs, metrics, outputs) hold its

@@ -440,7 +440,28 @@ impl<'a> Checker<'a> {
                 BinOp::Ne => pool.cmp(CmpOp::Ne, x, y),
             }
         };
-        match self.broadcast(a, b, f) {
+        let result = self.broadcast(a, b, f);
+        if let (
+            BinOp::Div,
+            true,
+            Value::Tensor { id: numerator, .. },
+            Value::Tensor {
+                id: denominator, ..
+            },
+        ) = (op, result.is_some(), a, b)
+        {
+            // A `fn` body is checked once per call; its division is recorded once per operand pair.
+            let division = crate::ir::Division {
+                numerator,
+                denominator,
+                span,
+                denominator_span: rspan,
+            };
+            if !self.model.divisions.contains(&division) {
+                self.model.divisions.push(division);
+            }
+        }
+        match result {
             Some(v) => v,
             None => {
                 let verb = match op {

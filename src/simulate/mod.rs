@@ -710,6 +710,84 @@ impl Bound<'_> {
         Setup { options, y0, n }
     }
 
+    /// The source division whose denominator is zero (somewhere) at `sample`'s initial state,
+    /// at the start time: what a state that is NaN or infinite at `t0` is blamed on. `None`
+    /// when no division is, or the initial state itself is not finite.
+    pub fn zero_division_at_start(&self, sample: usize) -> Option<ir::Division> {
+        use ir::tensor::{Leaf, TId, TNode};
+        let Bound {
+            model,
+            program,
+            params,
+            data,
+        } = *self;
+        let schedule = self.schedule();
+        let setup = self.setup(Some(vec![schedule.t1]));
+        let full = setup.y0.len() / setup.n.max(1);
+        let y0 = setup.y0.get(sample * full..(sample + 1) * full)?;
+        if y0.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let layout = program.layout();
+        let mut theta = vec![0.0; model.param_len()];
+        layout.resolve(params.values(), layout.piece(schedule.t0), &mut theta);
+        let states = state_offsets(model);
+        let mut input_offsets = vec![0];
+        for input in &model.inputs {
+            input_offsets.push(input_offsets.last().copied().unwrap_or(0) + input.shape.len());
+        }
+        let inputs = data
+            .inputs
+            .get(sample * data.input_dim..(sample + 1) * data.input_dim)
+            .unwrap_or(&[]);
+        let slice = |values: &[f64], offsets: &[usize], i: u32| {
+            let i = i as usize;
+            values
+                .get(offsets[i]..offsets[i + 1])
+                .map_or_else(Vec::new, <[f64]>::to_vec)
+        };
+        let leaf = |leaf: Leaf| -> Vec<f64> {
+            match leaf {
+                Leaf::Time => vec![schedule.t0],
+                Leaf::State(i) => slice(y0, &states, i),
+                Leaf::Input(i) => slice(inputs, &input_offsets, i),
+                Leaf::Param(i) => layout.entries.get(i as usize).map_or_else(Vec::new, |e| {
+                    theta[e.view_offset..e.view_offset + e.len()].to_vec()
+                }),
+                _ => Vec::new(),
+            }
+        };
+        // Only divisions of what the state equations read: time, states, inputs, params.
+        let evaluable = |root: TId| {
+            let mut stack = vec![root];
+            let mut seen = std::collections::HashSet::new();
+            while let Some(id) = stack.pop() {
+                if !seen.insert(id) {
+                    continue;
+                }
+                let node = model.tensors.node(id);
+                if let TNode::Leaf(l) = node {
+                    if !matches!(
+                        l,
+                        Leaf::Time | Leaf::State(_) | Leaf::Input(_) | Leaf::Param(_)
+                    ) {
+                        return false;
+                    }
+                }
+                node.for_each_operand(|c| stack.push(c));
+            }
+            true
+        };
+        model.divisions.iter().copied().find(|d| {
+            if !evaluable(d.numerator) || !evaluable(d.denominator) {
+                return false;
+            }
+            let values =
+                ir::tensor::eval::eval(&model.tensors, &[d.numerator, d.denominator], &leaf);
+            values[1].contains(&0.0) && values[0].iter().all(|v| v.is_finite())
+        })
+    }
+
     /// Solves every sample of the data (or the model's single trajectory when it has no
     /// inputs) and evaluates costs and metrics at the final time, saving at `save` (`None`: the
     /// schedule's save times).

@@ -3,6 +3,8 @@
 
 /// `tests/bad/*.node`: each malformed model fails with diagnostics, snapshotted byte for byte.
 mod bad;
+/// The memory budget: refusals at the driving declaration with the figure, and runs below it.
+mod budget;
 /// The command line's surface: `--help` examples and shell completions.
 mod cli;
 /// Compiled kernels against the interpreter, finite differences and each other.
@@ -19,6 +21,9 @@ mod ensemble;
 mod events;
 /// Property tests: no input makes `check` panic.
 mod fuzz;
+/// The fuzz harness: a corpus-mutation runner over every reader (campaigns are ignored; a
+/// short slice runs here), and the regression tests of what it found.
+mod fuzz_campaign;
 /// Gradients through the solve against finite differences and theory.
 mod grad;
 /// Backprop through adaptive and implicit schedules, and the continuous adjoint.
