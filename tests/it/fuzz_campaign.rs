@@ -511,6 +511,8 @@ fn model_target(corpus: &Corpus, target: Target, bytes: &[u8], index: u64) {
                 costate: false,
                 all_samples: false,
                 no_timings: true,
+                ensemble: None,
+                members: None,
             };
             let mut out = Output::default();
             RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
