@@ -182,7 +182,10 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
     options.forward_limit = args.forward_limit;
     let (block, data) = loaded.training_block();
     let started = Instant::now();
-    let g = match sens::gradient(&loaded.bind(data), &options) {
+    let progress = super::progress::Progress::start("differentiating");
+    let g = sens::gradient(&loaded.bind(data), &options);
+    drop(progress);
+    let g = match g {
         Ok(g) => g,
         Err(e) => {
             out.stderr.push_str(&gradient_error(&loaded, &e, block));

@@ -6,6 +6,7 @@
 pub mod ensemble;
 pub mod grad;
 pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod train;

@@ -1053,7 +1053,10 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
         } else {
             model.schedule.as_ref().map(|s| vec![s.t1])
         };
-        let sim = match loaded.bind(dataset).simulate(save) {
+        let progress = super::progress::Progress::start("solving");
+        let sim = loaded.bind(dataset).simulate(save);
+        drop(progress);
+        let sim = match sim {
             Ok(sim) => sim,
             Err(e) => {
                 out.stderr.push_str(&solve_error(&loaded, &e, name));

@@ -11,6 +11,7 @@
 //! too, so that `compile` never names `solve`.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 mod system;
 
@@ -21,6 +22,15 @@ use crate::data::Dataset;
 use crate::ir::{self, CostKind, Method as IrMethod, Save};
 use crate::rng::{self, Rng};
 use crate::solve::{self, Method, Sensitivity, SolveError, SolverOptions, Stats, System};
+
+/// Right-hand sides evaluated in this process (one per sample), for showing that a long solve
+/// is moving. The solvers' exact counts are their `Stats`; this one is only a live reading.
+static EVALUATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The right-hand sides evaluated so far in this process ([`EVALUATIONS`]).
+pub fn evaluations() -> u64 {
+    EVALUATIONS.load(Ordering::Relaxed)
+}
 
 /// Initial parameter values: declared values as given, random initialisations drawn from the
 /// seed. Each parameter draws from its own stream (`fork(index)`), so changing one parameter's
@@ -344,6 +354,7 @@ impl System for WithQuadrature<'_> {
     }
 
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
+        EVALUATIONS.fetch_add(t.len() as u64, Ordering::Relaxed);
         let n = self.state_dim() * t.len();
         self.inner.rhs(t, &y[..n], &mut dy[..n], &mut ws.inner);
         self.add_running_cost(t, y, dy, ws);
@@ -361,6 +372,7 @@ impl System for WithQuadrature<'_> {
         saved: &mut [f64],
         ws: &mut QuadratureWorkspace,
     ) {
+        EVALUATIONS.fetch_add(t.len() as u64, Ordering::Relaxed);
         let n = self.state_dim() * t.len();
         // The state's registers are copied before the running cost's kernel reuses them.
         self.inner

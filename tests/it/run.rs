@@ -756,3 +756,46 @@ fn div_counts_only_the_elements_read() {
         assert!((s - expected).abs() < 1e-12, "{v}: s(1) = {s}");
     }
 }
+
+/// A long `run` or `grad` shows that it is moving: off a terminal, a line on stderr every
+/// `NODEC_PROGRESS_SECONDS` (ten seconds by default) with the right-hand sides evaluated so
+/// far, whose count grows; the report on stdout is the same as without it.
+#[test]
+fn long_solves_report_progress_on_stderr() {
+    let dir = crate::support::root().join("target/progress-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("long.node");
+    std::fs::write(
+        &model,
+        "model long\nparam k = 0.5\nstate x = 1\ndx/dt = -k * x\n\
+         schedule rk4(t = [0, 1], steps = 400000, save = 1)\ncost terminal = x\n",
+    )
+    .unwrap();
+    let model = model.to_str().unwrap();
+    for (command, what) in [("run", "solving"), ("grad", "differentiating")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
+            .args([command, model, "--no-timings"])
+            .env("NODEC_PROGRESS_SECONDS", "0.02")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let counts: Vec<u64> = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("nodec: {what}: ")))
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(counts.len() >= 2, "{command}: {stderr}");
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        assert!(*counts.last().unwrap() > 0, "{counts:?}");
+        let quiet = crate::support::nodec(&[command, model, "--no-timings"]);
+        assert_eq!(
+            out.stdout, quiet.stdout,
+            "{command}: progress changes the report"
+        );
+        assert!(
+            quiet.stderr.is_empty(),
+            "{command}: a short run prints nothing"
+        );
+    }
+}
