@@ -539,23 +539,8 @@ impl<'a> Trainer<'a> {
             .chain(&self.starts)
             .copied()
             .collect();
-        let converged = match lbfgs.step(&mut x, &mut objective) {
-            Ok(step) => step.converged,
-            Err(LineSearchError::Objective(GradientError::Solve(e)))
-                if !matches!(e, SolveError::InvalidOptions(_)) =>
-            {
-                return Err(TrainError::Failures {
-                    epoch,
-                    batch: 1,
-                    failures: in_a_row + 1,
-                    error: GradientError::Solve(e),
-                    params: summarize(program, &params),
-                });
-            }
-            Err(LineSearchError::Objective(e)) => return Err(TrainError::Gradient(e)),
-            Err(LineSearchError::NoWolfePoint { .. }) => true,
-            Err(e) => return Err(TrainError::LineSearch(format!("{e}"))),
-        };
+        let step = lbfgs.step(&mut x, &mut objective).map(|s| s.converged);
+        let converged = lbfgs_converged(step, epoch, in_a_row, || summarize(program, &params))?;
         self.params.values_mut().copy_from_slice(&x[..p]);
         self.starts.copy_from_slice(&x[p..]);
         let grad_norm = lbfgs
@@ -658,25 +643,8 @@ impl<'a> Trainer<'a> {
             }
         };
         let mut x = self.params.values().to_vec();
-        // Near the minimum, rounding leaves no step that decreases the loss enough: that is
-        // convergence at the loss's precision, not a failure.
-        let converged = match lbfgs.step(&mut x, &mut objective) {
-            Ok(step) => step.converged,
-            Err(LineSearchError::Objective(GradientError::Solve(e)))
-                if !matches!(e, SolveError::InvalidOptions(_)) =>
-            {
-                return Err(TrainError::Failures {
-                    epoch,
-                    batch: 1,
-                    failures: in_a_row + 1,
-                    error: GradientError::Solve(e),
-                    params: summarize(program, &params),
-                });
-            }
-            Err(LineSearchError::Objective(e)) => return Err(TrainError::Gradient(e)),
-            Err(LineSearchError::NoWolfePoint { .. }) => true,
-            Err(e) => return Err(TrainError::LineSearch(format!("{e}"))),
-        };
+        let step = lbfgs.step(&mut x, &mut objective).map(|s| s.converged);
+        let converged = lbfgs_converged(step, epoch, in_a_row, || summarize(program, &params))?;
         self.params.values_mut().copy_from_slice(&x);
         // L-BFGS keeps the accepted point's gradient; costs and metrics need a forward solve.
         let grad_norm = lbfgs
@@ -737,6 +705,35 @@ fn renumber(e: SolveError, indices: &[usize]) -> SolveError {
 }
 
 /// The parameters as a short text: scalars by value, arrays by their norm, the first eight.
+/// Whether an L-BFGS iteration converged, or why training stops: a solve that failed for the
+/// `max_failures`-th time in a row (`in_a_row` before it; `failed_at` describes the parameters),
+/// another gradient error, or a line search that went wrong. Near the minimum, rounding leaves
+/// no step that decreases the loss enough: that is convergence at the loss's precision.
+fn lbfgs_converged(
+    step: Result<bool, LineSearchError<GradientError>>,
+    epoch: usize,
+    in_a_row: usize,
+    failed_at: impl FnOnce() -> String,
+) -> Result<bool, TrainError> {
+    match step {
+        Ok(converged) => Ok(converged),
+        Err(LineSearchError::Objective(GradientError::Solve(e)))
+            if !matches!(e, SolveError::InvalidOptions(_)) =>
+        {
+            Err(TrainError::Failures {
+                epoch,
+                batch: 1,
+                failures: in_a_row + 1,
+                error: GradientError::Solve(e),
+                params: failed_at(),
+            })
+        }
+        Err(LineSearchError::Objective(e)) => Err(TrainError::Gradient(e)),
+        Err(LineSearchError::NoWolfePoint { .. }) => Ok(true),
+        Err(e) => Err(TrainError::LineSearch(format!("{e}"))),
+    }
+}
+
 fn summarize(program: &Program, params: &Params) -> String {
     let entries = &program.layout().entries;
     let mut parts: Vec<String> = entries
