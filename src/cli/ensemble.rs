@@ -67,6 +67,24 @@ enum Source {
     },
 }
 
+/// Why an `--ensemble` spec is refused: the spec itself (a usage error) or the members file it
+/// names (located in that file).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpecError {
+    /// The spec's text.
+    Usage(String),
+    /// The members file, its message located as `FILE:LINE:COL: error: ...`.
+    File(String),
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecError::Usage(m) | SpecError::File(m) => f.write_str(m),
+        }
+    }
+}
+
 /// The members of an ensemble: the params they set and their values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -78,18 +96,24 @@ pub struct Plan {
 impl Plan {
     /// Parses `--ensemble SPEC` (see the module docs). A spec that names a `.csv` file is read
     /// relative to the working directory. `members` is `--members`, `seed` is `--seed`.
-    pub fn parse(spec: &str, members: Option<usize>, seed: u64) -> Result<Plan, String> {
+    pub fn parse(spec: &str, members: Option<usize>, seed: u64) -> Result<Plan, SpecError> {
         let spec = spec.trim();
         if super::has_extension(spec, "csv") && !spec.contains(['=', '~']) {
             if members.is_some() {
-                return Err(
+                return Err(SpecError::Usage(
                     "--members is for drawn ensembles; a CSV file has one member per row".into(),
-                );
+                ));
             }
-            let text = std::fs::read_to_string(spec)
-                .map_err(|e| format!("cannot read the ensemble file `{spec}`: {e}"))?;
-            return Self::from_csv(&text, spec);
+            let text = std::fs::read_to_string(spec).map_err(|e| {
+                SpecError::File(format!("{spec}: error: cannot read the ensemble file: {e}"))
+            })?;
+            return Self::from_csv(&text, spec).map_err(SpecError::File);
         }
+        Self::parse_items(spec, members, seed).map_err(SpecError::Usage)
+    }
+
+    /// A spec of `NAME=…` and `NAME~…` items.
+    fn parse_items(spec: &str, members: Option<usize>, seed: u64) -> Result<Plan, String> {
         let mut names = Vec::new();
         let mut grid = Vec::new();
         let mut dists = Vec::new();
@@ -389,6 +413,26 @@ enum Sink {
 }
 
 impl Sink {
+    /// What precedes the rows: the CSV header, the JSON object's opening, the `.npy` header.
+    fn header(&mut self, model: &str, names: &[String], members: usize) -> std::io::Result<()> {
+        match self {
+            Sink::None => Ok(()),
+            Sink::Csv(f) => {
+                let cells: Vec<String> = names.iter().map(|n| csv_field(n)).collect();
+                f.write_all((cells.join(",") + "\n").as_bytes())
+            }
+            Sink::Json { file, .. } => file.write_all(
+                format!(
+                    "{{\n\"model\": {},\n\"members\": {members},\n\"columns\": {},\n\"rows\": [",
+                    serde_json::to_string(model).unwrap_or_default(),
+                    serde_json::to_string(names).unwrap_or_default()
+                )
+                .as_bytes(),
+            ),
+            Sink::Npy(f) => f.write_all(&crate::npy::npy_header(&[members, names.len()])),
+        }
+    }
+
     fn row(&mut self, row: &[f64]) -> std::io::Result<()> {
         match self {
             Sink::None => Ok(()),
@@ -521,38 +565,7 @@ pub fn run(
             }
         }
     };
-    let header = match &sink {
-        Sink::None => Ok(()),
-        Sink::Csv(_) => {
-            let cells: Vec<String> = columns.names.iter().map(|n| csv_field(n)).collect();
-            let line = cells.join(",") + "\n";
-            if let Sink::Csv(f) = &mut sink {
-                f.write_all(line.as_bytes())
-            } else {
-                Ok(())
-            }
-        }
-        Sink::Json { .. } => {
-            let head = format!(
-                "{{\n\"model\": {},\n\"members\": {n},\n\"columns\": {},\n\"rows\": [",
-                serde_json::to_string(&model.name).unwrap_or_default(),
-                serde_json::to_string(&columns.names).unwrap_or_default()
-            );
-            if let Sink::Json { file, .. } = &mut sink {
-                file.write_all(head.as_bytes())
-            } else {
-                Ok(())
-            }
-        }
-        Sink::Npy(_) => {
-            let head = crate::npy::npy_header(&[n, width]);
-            if let Sink::Npy(f) = &mut sink {
-                f.write_all(&head)
-            } else {
-                Ok(())
-            }
-        }
-    };
+    let header = sink.header(&model.name, &columns.names, n);
     if let Err(e) = header {
         out.stderr
             .push_str(&format!("error: cannot write the ensemble: {e}\n"));
@@ -780,7 +793,7 @@ mod tests {
 
     #[test]
     fn bad_specs_say_what_to_write() {
-        let err = |spec: &str, members| Plan::parse(spec, members, 0).unwrap_err();
+        let err = |spec: &str, members| Plan::parse(spec, members, 0).unwrap_err().to_string();
         assert!(err("k", None).contains("NAME=START:STOP:COUNT"));
         assert!(err("k=1:2", None).contains("START:STOP:COUNT"));
         assert!(err("k=1:2:0", None).contains("≥ 1"));

@@ -1004,12 +1004,11 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
         None => None,
         Some(spec) => match super::ensemble::Plan::parse(spec, args.members, args.seed) {
             Ok(plan) => Some(plan),
-            Err(message) if message.contains(": error: ") => {
-                // Located in the ensemble's CSV file.
+            Err(super::ensemble::SpecError::File(message)) => {
                 out.stderr.push_str(&format!("{message}\n"));
                 return super::exit::MODEL;
             }
-            Err(message) => {
+            Err(super::ensemble::SpecError::Usage(message)) => {
                 out.stderr
                     .push_str(&format!("error: --ensemble: {message}\n"));
                 return super::exit::USAGE;
