@@ -286,32 +286,26 @@ struct Var {
 /// run` labels them.
 fn variables(loaded: &Loaded, outputs: bool) -> Vec<Var> {
     let model = &loaded.model;
-    let mut vars = Vec::new();
-    let mut at = 0;
-    for s in &model.states {
-        for label in run::element_labels(&s.name, s.shape) {
-            vars.push(Var {
-                label,
-                index: at,
-                output: false,
-            });
-            at += 1;
-        }
-    }
+    let states = model.states.iter().map(|s| (s.name.as_str(), s.shape));
+    let mut vars = numbered(states, false);
     if outputs {
-        let mut at = 0;
-        for o in &model.outputs {
-            for label in run::element_labels(&o.name, o.shape) {
-                vars.push(Var {
-                    label,
-                    index: at,
-                    output: true,
-                });
-                at += 1;
-            }
-        }
+        let outs = model.outputs.iter().map(|o| (o.name.as_str(), o.shape));
+        vars.extend(numbered(outs, true));
     }
     vars
+}
+
+/// The element labels of a group of values (states, or outputs), numbered within the group.
+fn numbered<'a>(values: impl Iterator<Item = (&'a str, Shape)>, output: bool) -> Vec<Var> {
+    values
+        .flat_map(|(name, shape)| run::element_labels(name, shape))
+        .enumerate()
+        .map(|(index, label)| Var {
+            label,
+            index,
+            output,
+        })
+        .collect()
 }
 
 /// The `--vars` asked for, checked against the model's, or `default` of them.
