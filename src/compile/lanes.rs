@@ -53,10 +53,14 @@ pub(crate) fn update(d: &mut [f64], a: &[f64], f: impl Fn(f64, f64) -> f64) {
     }
 }
 
-/// `d = f(a)` with the kernels' vectorizable `tanh`, `exp` and `sigmoid`: the one dispatch
-/// both kinds of kernels use, so they give the same bits.
+crate::compile::isa::multiversion!(
+    /// `d = f(a)` with the kernels' vectorizable `tanh`, `exp` and `sigmoid`: the one dispatch
+    /// both kinds of kernels use, so they give the same bits.
+    pub(crate) fn func(d: &mut [f64], f: Func, a: &[f64]) => func_lanes
+);
+
 #[inline(always)]
-pub(crate) fn func(d: &mut [f64], f: Func, a: &[f64]) {
+fn func_lanes(d: &mut [f64], f: Func, a: &[f64]) {
     match f {
         Func::Tanh => map(d, a, math::tanh),
         Func::Exp => map(d, a, math::exp),

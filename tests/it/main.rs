@@ -30,6 +30,8 @@ mod grad;
 mod grad_adjoint;
 /// Forward sensitivities against closed forms, finite differences and backprop.
 mod grad_forward;
+/// The lane loops' AVX2 copies give the bits of the baseline copies.
+mod isa;
 /// The model library's properties from theory: reversibility, stability, conservation, fits.
 mod library;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.

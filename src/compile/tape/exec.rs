@@ -179,6 +179,47 @@ impl Kernel {
                 return;
             }
         }
+        interpret(self, u, regs, lanes, out, reduced, scratch);
+    }
+}
+
+crate::compile::isa::multiversion!(
+    /// The interpreter: [`Kernel::run`] without native code.
+    fn interpret(
+        kernel: &Kernel,
+        u: &[f64],
+        regs: &mut [f64],
+        lanes: Lanes<'_>,
+        out: &mut [f64],
+        reduced: &mut [f64],
+        scratch: &mut [f64],
+    ) => interpret_lanes
+);
+
+#[inline(always)]
+fn interpret_lanes(
+    kernel: &Kernel,
+    u: &[f64],
+    regs: &mut [f64],
+    lanes: Lanes<'_>,
+    out: &mut [f64],
+    reduced: &mut [f64],
+    scratch: &mut [f64],
+) {
+    kernel.interpret_lanes(u, regs, lanes, out, reduced, scratch)
+}
+
+impl Kernel {
+    #[inline(always)]
+    fn interpret_lanes(
+        &self,
+        u: &[f64],
+        regs: &mut [f64],
+        lanes: Lanes<'_>,
+        out: &mut [f64],
+        reduced: &mut [f64],
+        scratch: &mut [f64],
+    ) {
         let w = lanes.width;
         let (lo, hi) = (lanes.lo, lanes.hi);
         for step in &self.steps {
@@ -345,12 +386,24 @@ fn binary(c: &Ctx<'_, '_>, u: &[f64], a: Opd, b: Opd, d: &mut [f64], f: impl Fn(
     }
 }
 
-/// Rows of a linear combination. Each row accumulates its terms in its destination lane, which
-/// stays in L1: the loop over samples is innermost and vectorizes, and a source lane is
-/// resolved (and bounds-checked) once per term rather than once per chunk of samples. This is
-/// the loop nest a hand-written blocked kernel uses, and it measured faster than keeping 4×4
-/// accumulators in registers, whose per-chunk source look-ups cost more than they save.
-fn lin(
+crate::compile::isa::multiversion!(
+    /// Rows of a linear combination. Each row accumulates its terms in its destination lane, which
+    /// stays in L1: the loop over samples is innermost and vectorizes, and a source lane is
+    /// resolved (and bounds-checked) once per term rather than once per chunk of samples. This is
+    /// the loop nest a hand-written blocked kernel uses, and it measured faster than keeping 4×4
+    /// accumulators in registers, whose per-chunk source look-ups cost more than they save.
+    fn lin(
+        c: &Ctx<'_, '_>,
+        shape: &[Shape],
+        table: &[f64],
+        coefs: usize,
+        rows: usize,
+        dst: &mut [f64],
+    ) => lin_rows
+);
+
+#[inline(always)]
+fn lin_rows(
     c: &Ctx<'_, '_>,
     shape: &[Shape],
     table: &[f64],
@@ -438,10 +491,15 @@ fn sum2(d: &mut [f64], a: impl Term, b: impl Term) {
     }
 }
 
-/// A row of two terms: dispatches on both kinds once, then [`sum2`]. Kept out of line: its
-/// 25 loops inlined into `Kernel::run` slowed the dispatch of small kernels.
-#[inline(never)]
-fn lin2(c: &Ctx<'_, '_>, first: &Shape, second: &Shape, coefs: &[f64], d: &mut [f64]) {
+crate::compile::isa::multiversion!(
+    /// A row of two terms: dispatches on both kinds once, then [`sum2`]. Kept out of line: its
+    /// 25 loops inlined into `Kernel::run` slowed the dispatch of small kernels.
+    #[inline(never)]
+    fn lin2(c: &Ctx<'_, '_>, first: &Shape, second: &Shape, coefs: &[f64], d: &mut [f64]) => lin2_row
+);
+
+#[inline(always)]
+fn lin2_row(c: &Ctx<'_, '_>, first: &Shape, second: &Shape, coefs: &[f64], d: &mut [f64]) {
     let n = d.len();
     // Every lane is cut to the row's length, so the loop's bounds checks fold away.
     let lane = |s: Src| &c.lane(s)[..n];
@@ -513,10 +571,15 @@ fn lin_term(c: &Ctx<'_, '_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
     }
 }
 
-/// `Σ_s term(s)` over the lane range, in a fixed order: four interleaved partial sums over
-/// chunks of four samples, then the remainder, so the loop vectorizes and the result depends
-/// only on the lane range.
-fn reduce(l: &Ctx<'_, '_>, u: &[f64], r: &Reduce) -> f64 {
+crate::compile::isa::multiversion!(
+    /// `Σ_s term(s)` over the lane range, in a fixed order: four interleaved partial sums over
+    /// chunks of four samples, then the remainder, so the loop vectorizes and the result depends
+    /// only on the lane range.
+    fn reduce(l: &Ctx<'_, '_>, u: &[f64], r: &Reduce) -> f64 => reduce_lanes
+);
+
+#[inline(always)]
+fn reduce_lanes(l: &Ctx<'_, '_>, u: &[f64], r: &Reduce) -> f64 {
     let c = u.get(r.coef as usize).copied().unwrap_or(0.0);
     let t = r.shape;
     let n = l.l.hi - l.l.lo;
@@ -547,8 +610,13 @@ fn sum4(a: &[f64], f: impl Fn(f64) -> f64) -> f64 {
     total
 }
 
-/// Four [`sum4_2`] products `Σ a·b[k]` in one pass over `a`, each in `sum4_2`'s order.
-fn sum4_2_four(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
+crate::compile::isa::multiversion!(
+    /// Four [`sum4_2`] products `Σ a·b[k]` in one pass over `a`, each in `sum4_2`'s order.
+    fn sum4_2_four(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] => sum4_2_four_lanes
+);
+
+#[inline(always)]
+fn sum4_2_four_lanes(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
     let n = b.iter().fold(a.len(), |n, b| n.min(b.len()));
     let full = n / 4 * 4;
     let mut acc = [[0.0f64; 4]; 4];
