@@ -121,7 +121,7 @@ impl Kernel {
 
     fn native(&self) -> Option<&tape::native::Native> {
         match self {
-            Kernel::Tape(k) => k.native.as_ref(),
+            Kernel::Tape(k) => k.native(),
             Kernel::Tensor(_) => None,
         }
     }
@@ -603,7 +603,7 @@ impl Program {
     pub fn interpreted(mut self) -> Program {
         for k in &mut self.kernels {
             if let Kernel::Tape(k) = k {
-                k.native = None;
+                k.native.disable();
             }
         }
         self
@@ -729,7 +729,10 @@ impl Program {
         ws.fit(k, kernel, self.layout.view_len);
         // Native code over the whole block, without the interpreter's set-up: a small kernel
         // costs about as much as that set-up (`tape::native`).
-        if let Some(native) = kernel.native().filter(|_| ws.native && !self.time_varying) {
+        let native = (ws.native && !self.time_varying)
+            .then(|| kernel.native())
+            .flatten();
+        if let Some(native) = native {
             let cache = &mut ws.caches[k];
             let piece = self.layout.piece(t[0]);
             let (theta, tangent_view) = (&mut ws.theta, &mut ws.tangent);

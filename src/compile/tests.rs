@@ -176,6 +176,29 @@ fn the_vjp_from_saved_activations_has_the_recomputed_bits() {
     }
 }
 
+/// Native code is generated when a kernel first runs, so a command pays only for the kernels
+/// it calls: a solve compiles the field, not its derivatives.
+#[test]
+fn native_code_is_compiled_when_a_kernel_first_runs() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/lorenz.node"));
+    let file = SourceFile::new("lorenz.node".to_string(), text.unwrap());
+    let (m, diags) = crate::check_source(&file, &Overrides::default(), "t");
+    assert!(!diags.has_errors());
+    let p = Program::compile(&crate::prepare(m));
+    let compiled = |k: K| match &p.kernels[k as usize] {
+        super::Kernel::Tape(t) => t.native.is_compiled(),
+        super::Kernel::Tensor(_) => false,
+    };
+    assert!(!compiled(K::Rhs) && !compiled(K::VjpState));
+    let params = Params::from_values(vec![10.0, 28.0, 8.0 / 3.0]);
+    let mut ws = p.workspace(1);
+    let mut dy = [0.0; 3];
+    p.rhs(&params, &[0.0], &[1.0, 2.0, 3.0], &mut dy, &mut ws);
+    assert_eq!(dy, [10.0, 1.0 * (28.0 - 3.0) - 2.0, 2.0 - 8.0 / 3.0 * 3.0]);
+    assert!(compiled(K::Rhs), "the field ran natively");
+    assert!(!compiled(K::VjpState), "the VJP never ran");
+}
+
 /// Every kernel that runs as native code gives the interpreter's bits, on every model in
 /// `models/`, at widths that exercise the unrolled loop, the pair loop and the single-sample
 /// tail, on a lane range that starts at an odd sample, and with the registers the VJP reads

@@ -174,7 +174,7 @@ impl Kernel {
         reduced: &mut [f64],
         scratch: &mut [f64],
     ) {
-        if let Some(n) = self.native.as_ref().filter(|_| lanes.native) {
+        if let Some(n) = lanes.native.then(|| self.native()).flatten() {
             if n.run(u, regs, &lanes, out) {
                 return;
             }

@@ -209,5 +209,5 @@ pub(crate) struct Kernel {
     /// Whether the kernel reads the time `t`.
     pub(crate) reads_time: bool,
     /// The same kernel as native code, when it is small and elementwise (see `native`).
-    pub(crate) native: Option<native::Native>,
+    pub(crate) native: native::Slot,
 }

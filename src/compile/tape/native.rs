@@ -30,7 +30,7 @@
 )]
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type, Value};
@@ -196,77 +196,106 @@ fn supported(k: &Kernel) -> bool {
         && k.steps.iter().all(|s| step_ok(&s.instr))
 }
 
-/// Compiles every supported kernel of a program; `spills[i]` are the registers of kernel `i`
-/// that the caller reads after a run. Kernels stay interpreted when the host has no Cranelift
-/// backend or code generation fails.
-pub(crate) fn attach(kernels: &mut [Kernel], spills: &[(usize, &[u32])]) {
-    let chosen: Vec<usize> = (0..kernels.len())
-        .filter(|&i| supported(&kernels[i]))
-        .collect();
-    if chosen.is_empty() {
-        return;
+/// A kernel's native code, compiled the first time the kernel runs. A command compiles only
+/// the kernels it calls: `nodec run` of a small model calls its field and outputs, not the
+/// derivative kernels, whose compilation was half of `nodec run models/lorenz.node`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Slot {
+    /// Whether the kernel may run natively ([`attach`] found it supported).
+    enabled: bool,
+    /// Registers the caller reads after a run, which the code must store.
+    spill: Vec<u32>,
+    code: OnceLock<Option<Native>>,
+}
+
+impl Slot {
+    /// Stops the kernel from running natively (compiled code, if any, is kept unused).
+    pub(crate) fn disable(&mut self) {
+        self.enabled = false;
     }
-    let Some(mut module) = new_module() else {
-        return;
-    };
-    let mut defined = Vec::new();
+
+    /// Whether the code has been compiled (by a first run).
+    #[cfg(test)]
+    pub(crate) fn is_compiled(&self) -> bool {
+        self.code.get().is_some_and(Option::is_some)
+    }
+}
+
+impl Kernel {
+    /// The kernel's native code, compiled now if this is its first use; `None` when it runs
+    /// interpreted (unsupported, disabled, or code generation failed).
+    pub(crate) fn native(&self) -> Option<&Native> {
+        if !self.native.enabled {
+            return None;
+        }
+        self.native.code.get_or_init(|| compile(self)).as_ref()
+    }
+}
+
+/// Marks every supported kernel of a program for native code; `spills[i]` are the registers
+/// of kernel `i` that the caller reads after a run. Nothing is compiled until a kernel runs.
+pub(crate) fn attach(kernels: &mut [Kernel], spills: &[(usize, &[u32])]) {
+    for (i, k) in kernels.iter_mut().enumerate() {
+        if supported(k) {
+            let spill: BTreeSet<u32> = spills
+                .iter()
+                .filter(|(j, _)| *j == i)
+                .flat_map(|(_, rows)| rows.iter().copied())
+                .collect();
+            k.native = Slot {
+                enabled: true,
+                spill: spill.into_iter().collect(),
+                code: OnceLock::new(),
+            };
+        }
+    }
+}
+
+/// One kernel as native code in a module of its own; `None` when the host has no Cranelift
+/// backend or code generation fails (the kernel then stays interpreted).
+fn compile(kernel: &Kernel) -> Option<Native> {
+    let mut module = new_module()?;
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     // `Entry`: four pointers and three pointer-sized integers, no result.
     let config = module.target_config();
     let mut sig = module.make_signature();
     sig.params = vec![AbiParam::new(config.pointer_type()); 7];
-    for &i in &chosen {
-        let spill: BTreeSet<u32> = spills
-            .iter()
-            .filter(|(k, _)| *k == i)
-            .flat_map(|(_, rows)| rows.iter().copied())
-            .collect();
-        ctx.func.signature = sig.clone();
-        let needs = emit(&kernels[i], &spill, &mut ctx.func, &mut fctx, config);
-        let Ok(id) = module.declare_function(&format!("kernel{i}"), Linkage::Local, &sig) else {
-            return;
-        };
-        if module.define_function(id, &mut ctx).is_err() {
-            return;
-        }
-        module.clear_context(&mut ctx);
-        defined.push((i, id, needs));
-    }
-    if module.finalize_definitions().is_err() {
-        return;
-    }
-    let pointers: Vec<_> = defined
-        .iter()
-        .map(|&(_, id, _)| module.get_finalized_function(id))
-        .collect();
+    let spill: BTreeSet<u32> = kernel.native.spill.iter().copied().collect();
+    ctx.func.signature = sig.clone();
+    let needs = emit(kernel, &spill, &mut ctx.func, &mut fctx, config);
+    let id = module
+        .declare_function("kernel", Linkage::Local, &sig)
+        .ok()?;
+    module.define_function(id, &mut ctx).ok()?;
+    module.clear_context(&mut ctx);
+    module.finalize_definitions().ok()?;
+    let pointer = module.get_finalized_function(id);
     let code = Arc::new(Code(Mutex::new(Some(module))));
-    for ((i, _, needs), p) in defined.into_iter().zip(pointers) {
-        // SAFETY: `p` is the finalized code of a function declared with the signature of
-        // `Entry` (four pointers and three pointer-sized integers, the platform's C calling
-        // convention, no result); it stays mapped while `code` lives, and `Native` keeps it.
-        let entry = unsafe { std::mem::transmute::<*const u8, Entry>(p) };
-        let mut reads = [(0, 0); BANKS];
-        let mut n_reads = 0;
-        for (b, &rows) in needs.rows.iter().enumerate() {
-            if rows > 0 {
-                reads[n_reads] = (b as u8, rows);
-                n_reads += 1;
-            }
+    // SAFETY: `pointer` is the finalized code of a function declared with the signature of
+    // `Entry` (four pointers and three pointer-sized integers, the platform's C calling
+    // convention, no result); it stays mapped while `code` lives, and `Native` keeps it.
+    let entry = unsafe { std::mem::transmute::<*const u8, Entry>(pointer) };
+    let mut reads = [(0, 0); BANKS];
+    let mut n_reads = 0;
+    for (b, &rows) in needs.rows.iter().enumerate() {
+        if rows > 0 {
+            reads[n_reads] = (b as u8, rows);
+            n_reads += 1;
         }
-        kernels[i].native = Some(Native {
-            entry,
-            reads,
-            n_reads: n_reads as u8,
-            out_rows: needs.out_rows,
-            spill_rows: needs.spill_rows,
-            n_uniform: needs.n_uniform,
-            _code: Arc::clone(&code),
-        });
     }
+    Some(Native {
+        entry,
+        reads,
+        n_reads: n_reads as u8,
+        out_rows: needs.out_rows,
+        spill_rows: needs.spill_rows,
+        n_uniform: needs.n_uniform,
+        _code: code,
+    })
 }
 
-fn new_module() -> Option<JITModule> {
+fn host_isa() -> Option<cranelift_codegen::isa::OwnedTargetIsa> {
     let mut flags = settings::builder();
     // Not "speed": its e-graph pass re-materialized the uniforms' splats inside the sample loop
     // (2.5× → 3.2× the hand-written Lorenz loop); the tape is already simplified, and emitted
@@ -283,6 +312,13 @@ fn new_module() -> Option<JITModule> {
         .ok()?
         .finish(settings::Flags::new(flags))
         .ok()?;
+    Some(isa)
+}
+
+/// A JIT module for the host, its ISA looked up once per process.
+fn new_module() -> Option<JITModule> {
+    static ISA: OnceLock<Option<cranelift_codegen::isa::OwnedTargetIsa>> = OnceLock::new();
+    let isa = ISA.get_or_init(host_isa).clone()?;
     Some(JITModule::new(JITBuilder::with_isa(
         isa,
         default_libcall_names(),
