@@ -687,7 +687,7 @@ impl<S: Sensitivity> Augmented<'_, S> {
             direction += f_minus[j] * f_minus[j];
         }
         let scale = (normal * direction).sqrt();
-        if !g_dot.is_finite() || !(g_dot.abs() > GRAZING * scale) {
+        if !g_dot.is_finite() || !scale.is_finite() || g_dot.abs() <= GRAZING * scale {
             return Err(SolveError::GrazingEvent {
                 event: e,
                 t,
