@@ -973,9 +973,17 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
         ),
         SolveError::InvalidOptions(OptionsError::EventGradients) => (
             model.events.first().map_or(schedule_span, |e| e.span),
-            "gradients through events are not supported yet".to_string(),
-            "`nodec run` solves the model with its events; gradients (`grad`, `train`) need a model without events for now",
+            "gradients through events are computed by forward sensitivities only".to_string(),
+            "use `--method forward` (the default for a model with events), or drop `gradient =` from `train`",
         ),
+        SolveError::GrazingEvent { event, t, sample } => {
+            let e = &model.events[(*event).min(model.events.len().saturating_sub(1))];
+            (
+                e.span,
+                format!("event `{}` grazes its condition at t = {t}{}: the condition's rate is zero there, so the event time has no derivative", e.name, sample_text(*sample)),
+                "move the threshold or the span so that the condition crosses 0 with a nonzero slope",
+            )
+        }
         SolveError::InvalidOptions(OptionsError::EventsMethod { method }) => (
             schedule_span,
             format!("events need an explicit Runge–Kutta method for now, not `{method}`"),

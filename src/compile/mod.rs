@@ -58,9 +58,10 @@ enum K {
     VjpSaved,
     EventConds,
     EventJumps,
+    EventJvp,
 }
 
-const FIXED_KERNELS: usize = 18;
+const FIXED_KERNELS: usize = 19;
 
 /// A compiled kernel: the scalar tape, which small models run (as native code where it pays),
 /// or tensor operations, whose size follows the model's text rather than its widths.
@@ -430,6 +431,7 @@ impl Program {
                 .collect();
             kernels[K::EventConds as usize] = b.kernel(&conds, &[]);
             kernels[K::EventJumps as usize] = b.kernel(&jumps, &[]);
+            kernels[K::EventJvp as usize] = b.kernel(&d.event_jvp, &[]);
         }
         let saved_rows = if fuse {
             Self::vjp_reading_rhs(&mut b, &mut kernels, &d.vjp_state, &d.vjp_param)
@@ -502,6 +504,7 @@ impl Program {
         if !model.events.is_empty() {
             kernels[K::EventConds as usize] = build(&roots.event_conds, &[]);
             kernels[K::EventJumps as usize] = build(&roots.event_jumps, &[]);
+            kernels[K::EventJvp as usize] = build(&d.event_jvp, &[]);
         }
         let saved_rows = Self::tensor_vjp_reading_rhs(model, &leaves, &mut kernels);
         let mut costs = Vec::new();
@@ -1450,6 +1453,38 @@ impl Program {
         ws: &mut Workspace,
     ) {
         self.run_on_states(K::EventJumps, params, t, y, out, ws);
+    }
+
+    /// The events' forward derivatives at one point, `2 (events + assigned values)` rows of
+    /// `width`: with `c` every condition then every assigned value (the rows of
+    /// [`Program::event_conditions`] then [`Program::event_jumps`]), first `∂c/∂y · v + ∂c/∂θ · u`
+    /// (`u` a direction in the full parameter layout), then `∂c/∂t`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn event_jvp(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[f64],
+        v: &[f64],
+        u: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let blocks = Blocks {
+            y,
+            v,
+            ..Blocks::default()
+        };
+        self.run(
+            K::EventJvp as usize,
+            params,
+            t,
+            blocks,
+            Some(u),
+            out,
+            None,
+            ws,
+        );
     }
 
     /// LM-ResNet's coefficient `k` at `t` (0 without one).

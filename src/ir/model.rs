@@ -296,6 +296,11 @@ pub struct Derivatives {
     /// `wᵀ (∂f/∂x) v` (a mixed second derivative) that the `msa` optimizer's costate
     /// consistency term needs; built only for models trained by `msa`, empty otherwise.
     pub msa_mixed_param: Vec<ExprId>,
+    /// The events' forward derivatives, for gradients through events: with `c` every event's
+    /// condition then every assigned value (the rows of the `EventConds` and `EventJumps`
+    /// kernels), `Σ_j ∂c_k/∂x_j · v_j + Σ_j ∂c_k/∂θ_j · u_j` for every `k`, then `∂c_k/∂t`
+    /// for every `k`. Empty for a model without events.
+    pub event_jvp: Vec<ExprId>,
     /// One entry per cost kind the model declares, in the order terminal, running, penalty,
     /// observed: the sum of that kind's costs and its gradients.
     pub costs: Vec<CostGradient>,
@@ -339,6 +344,7 @@ impl Derivatives {
             &self.init_vjp_param,
             &self.lm_k_param,
             &self.msa_mixed_param,
+            &self.event_jvp,
         ] {
             roots.extend_from_slice(list);
         }
@@ -362,6 +368,7 @@ impl Derivatives {
             &mut self.init_vjp_param,
             &mut self.lm_k_param,
             &mut self.msa_mixed_param,
+            &mut self.event_jvp,
         ] {
             list.iter_mut().for_each(|r| *r = f(*r));
         }

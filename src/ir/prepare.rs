@@ -89,6 +89,12 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
     let mut both = xs.clone();
     both.extend_from_slice(&thetas);
     let lm_k = model.schedule.as_ref().and_then(|s| s.lm_k);
+    let event_rows: Vec<ExprId> = model
+        .events
+        .iter()
+        .map(|e| e.cond)
+        .chain(model.events.iter().flat_map(|e| e.jumps.iter().copied()))
+        .collect();
     let param_copies = model.param_copies();
     let msa = model
         .train
@@ -147,6 +153,18 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
     // models' kernels, compile time and `nodec ir` output stay as they were.
     if msa {
         d.msa_mixed_param = mixed_param(pool, &w, &d.jvp_state, &thetas);
+    }
+    if !event_rows.is_empty() {
+        d.event_jvp = jvp(pool, &event_rows, &|v| {
+            state_tangent
+                .get(&v)
+                .or_else(|| param_tangent.get(&v))
+                .copied()
+        });
+        for &row in &event_rows {
+            let dt = partial(pool, row, Var::Time);
+            d.event_jvp.push(dt);
+        }
     }
     for (kind, values) in cost_values {
         let value = pool.sum(&values);

@@ -315,6 +315,10 @@ pub fn default_method(model: &ir::Model) -> GradientMethod {
     if let Some(m) = model.train.as_ref().and_then(|t| t.gradient) {
         return m;
     }
+    if !model.events.is_empty() {
+        // The one method that differentiates through events (`solve::tangent`).
+        return GradientMethod::Forward;
+    }
     match model.schedule.as_ref().map(|s| s.method) {
         Some(ir::Method::Rodas4 | ir::Method::Bdf) => GradientMethod::Adjoint,
         _ => GradientMethod::Backprop,

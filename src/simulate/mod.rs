@@ -459,6 +459,34 @@ impl Sensitivity for WithQuadrature<'_> {
         self.program.layout().total
     }
 
+    /// The running cost's quadrature is never assigned: its row of `ĥ` is the identity.
+    fn event_jvp(
+        &self,
+        e: usize,
+        t: f64,
+        y: &[f64],
+        v: &[f64],
+        u: &[f64],
+        dh: &mut [f64],
+        dh_t: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) -> Option<(f64, f64)> {
+        let n = self.state_dim();
+        let g = self.inner.event_jvp(
+            e,
+            t,
+            &y[..n],
+            &v[..n],
+            u,
+            &mut dh[..n],
+            &mut dh_t[..n],
+            &mut ws.inner,
+        );
+        dh[n..].copy_from_slice(&v[n..]);
+        dh_t[n..].fill(0.0);
+        Some(g)
+    }
+
     fn vjp(
         &self,
         t: &[f64],

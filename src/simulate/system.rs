@@ -63,6 +63,40 @@ impl<'a> ModelSystem<'a> {
         }
     }
 
+    /// [`crate::solve::Sensitivity::event_jvp`] for the model's state (one sample, a
+    /// workspace of width 1): the kernel's rows of event `e`'s condition and assigned values,
+    /// placed in the state by the event's targets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn event_jvp(
+        &self,
+        e: usize,
+        t: f64,
+        y: &[f64],
+        v: &[f64],
+        u: &[f64],
+        dh: &mut [f64],
+        dh_t: &mut [f64],
+        ws: &mut Workspace,
+    ) -> (f64, f64) {
+        let n_conds = self.events.len();
+        let rows = n_conds + crate::solve::jumps_len(&self.events);
+        let mut out = vec![0.0; 2 * rows];
+        self.program
+            .event_jvp(self.params, &[t], y, v, u, &mut out, ws);
+        dh.copy_from_slice(v);
+        dh_t.fill(0.0);
+        let spec = &self.events[e];
+        let mut row = n_conds + spec.jump_offset;
+        for &(offset, len) in &spec.targets {
+            for j in offset..offset + len {
+                dh[j] = out[row];
+                dh_t[j] = out[rows + row];
+                row += 1;
+            }
+        }
+        (out[e], out[rows + e])
+    }
+
     fn rows<'b>(data: &'b [f64], len: usize, samples: &Range<usize>) -> &'b [f64] {
         let start = (samples.start * len).min(data.len());
         let end = (samples.end * len).min(data.len());

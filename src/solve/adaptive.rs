@@ -463,6 +463,10 @@ pub(crate) fn solve<S: System>(
                         h.push(EventHit { event: e, t: te });
                     }
                     if specs[e].terminate {
+                        if let Err(err) = sys.event_stop(e, te, &mut ev_y, &mut ws) {
+                            fail(lane, &mut failures[s], err);
+                            continue;
+                        }
                         while lane.next_save < tl.save.len() {
                             write_lane(out, lane.next_save, s, width, dim, |m| ev_y[m]);
                             lane.next_save += 1;
@@ -470,9 +474,11 @@ pub(crate) fn solve<S: System>(
                         lane.active = false;
                         continue;
                     }
-                    sys.event_jumps(&[te], &ev_y, &mut jumps, &mut ws);
                     y.copy_from_slice(&ev_y);
-                    events::apply_jump(&specs[e], &jumps, &mut y);
+                    if let Err(err) = sys.event_jump(e, te, &mut y, &mut jumps, &mut ws) {
+                        fail(lane, &mut failures[s], err);
+                        continue;
+                    }
                     // A save time at the event holds the state after the jump.
                     if lane.next_save > 0 && tl.save[lane.next_save - 1] == te {
                         write_lane(out, lane.next_save - 1, s, width, dim, |m| y[m]);

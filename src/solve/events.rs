@@ -361,15 +361,21 @@ fn fixed<S: System>(
             save_linear(tl, &mut next_save, t, &ya, te, &ye, out);
             hits.push(EventHit { event: e, t: te });
             if specs[e].terminate {
+                if let Err(err) = sys.event_stop(e, te, &mut ye, &mut ws) {
+                    failure[0] = Some(err);
+                    return;
+                }
                 while next_save < tl.save.len() {
                     out[next_save * dim..(next_save + 1) * dim].copy_from_slice(&ye);
                     next_save += 1;
                 }
                 return;
             }
-            sys.event_jumps(&[te], &ye, &mut jumps, &mut ws);
             y.copy_from_slice(&ye);
-            apply_jump(&specs[e], &jumps, &mut y);
+            if let Err(err) = sys.event_jump(e, te, &mut y, &mut jumps, &mut ws) {
+                failure[0] = Some(err);
+                return;
+            }
             if let Some(i) = (0..dim).find(|&i| !y[i].is_finite()) {
                 failure[0] = Some(SolveError::NonFinite {
                     t: te,

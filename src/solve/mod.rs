@@ -70,6 +70,7 @@ mod tests;
 use std::fmt;
 use std::ops::Range;
 
+pub(crate) use events::jumps_len;
 use timeline::Timeline;
 
 /// A callback that sees every accepted step's end `(t, y)` of a one-sample stiff solve.
@@ -169,6 +170,36 @@ pub trait System: Sync {
     /// value ([`EventSpec::jump_offset`]).
     fn event_jumps(&self, t: &[f64], y: &[f64], values: &mut [f64], ws: &mut Self::Workspace) {
         let _ = (t, y, values, ws);
+    }
+
+    /// Applies jump event `e` at `t` to one sample's state `y` (a workspace of width 1);
+    /// `scratch` holds [`System::event_jumps`]' rows. The default assigns the event's values
+    /// (all computed from the state before the jump); a system that carries more than the
+    /// state (forward tangents) overrides it, and may refuse the event.
+    fn event_jump(
+        &self,
+        e: usize,
+        t: f64,
+        y: &mut [f64],
+        scratch: &mut [f64],
+        ws: &mut Self::Workspace,
+    ) -> Result<(), SolveError> {
+        self.event_jumps(&[t], y, scratch, ws);
+        events::apply_jump(&self.events()[e], scratch, y);
+        Ok(())
+    }
+
+    /// Called when `terminate` event `e` stops one sample at `t` in state `y` (a workspace of
+    /// width 1), before the later save times are filled with `y`. The default keeps `y`.
+    fn event_stop(
+        &self,
+        e: usize,
+        t: f64,
+        y: &mut [f64],
+        ws: &mut Self::Workspace,
+    ) -> Result<(), SolveError> {
+        let _ = (e, t, y, ws);
+        Ok(())
     }
 }
 
@@ -277,6 +308,28 @@ pub trait Sensitivity: System {
         {
             self.jvp(t, y, vd, &u[d * np..(d + 1) * np], od, ws);
         }
+    }
+
+    /// Event `e`'s forward derivatives at one point of one sample (`y`, `v`, `dh`, `dh_t` of
+    /// length [`System::dim`], a workspace of width 1). With `ĥ` the state just after the event
+    /// as a function of the state just before it (the identity on what the event does not
+    /// assign, and for `terminate`): writes `dh = ∂ĥ/∂y · v + ∂ĥ/∂θ · u`, `dh_t = ∂ĥ/∂t`, and
+    /// returns `(∂g/∂y · v + ∂g/∂θ · u, ∂g/∂t)` for its condition `g`. `None`, the default:
+    /// the system cannot differentiate its events.
+    #[allow(clippy::too_many_arguments)]
+    fn event_jvp(
+        &self,
+        e: usize,
+        t: f64,
+        y: &[f64],
+        v: &[f64],
+        u: &[f64],
+        dh: &mut [f64],
+        dh_t: &mut [f64],
+        ws: &mut Self::Workspace,
+    ) -> Option<(f64, f64)> {
+        let _ = (e, t, y, v, u, dh, dh_t, ws);
+        None
     }
 
     /// `grad += w · ∂k/∂θ` for the LM-ResNet coefficient `k` in force at `t`.
@@ -562,6 +615,16 @@ pub enum SolveError {
         /// The first non-finite component.
         component: usize,
     },
+    /// An event was hit tangentially (`dg/dt = g_y · f + g_t` vanishes at its time), so the
+    /// event time does not depend smoothly on the parameters and no gradient exists there.
+    GrazingEvent {
+        /// The event's index in [`System::events`].
+        event: usize,
+        /// Its time.
+        t: f64,
+        /// The failing sample.
+        sample: usize,
+    },
     /// The options or inputs are inconsistent; nothing was integrated.
     InvalidOptions(OptionsError),
 }
@@ -599,7 +662,8 @@ pub enum OptionsError {
         /// The method's name.
         method: &'static str,
     },
-    /// Gradients through events are not supported yet.
+    /// Gradients through events by backprop or the adjoint (only forward sensitivities cross
+    /// events).
     EventGradients,
     /// Backprop (the discrete adjoint) is not available for this method (RODAS4 and BDF, whose
     /// exact discrete gradient needs second derivatives of the field).
@@ -639,6 +703,10 @@ impl fmt::Display for SolveError {
                 f,
                 "state component {component} became non-finite at t = {t} (sample {sample})"
             ),
+            SolveError::GrazingEvent { event, t, sample } => write!(
+                f,
+                "event {event} grazes its condition at t = {t} (sample {sample}): the gradient through it is singular"
+            ),
             SolveError::InvalidOptions(e) => write!(f, "invalid solver options: {e}"),
         }
     }
@@ -676,7 +744,7 @@ impl fmt::Display for OptionsError {
             ),
             OptionsError::EventGradients => write!(
                 f,
-                "gradients through events are not supported yet; `run` the model, or remove its events to compute gradients"
+                "gradients through events are computed by forward sensitivities only; use `--method forward`"
             ),
             OptionsError::NoBackprop { method } => write!(
                 f,
@@ -1092,6 +1160,11 @@ fn renumber(e: SolveError, first: usize) -> SolveError {
             t,
             sample: sample + first,
             component,
+        },
+        SolveError::GrazingEvent { event, t, sample } => SolveError::GrazingEvent {
+            event,
+            t,
+            sample: sample + first,
         },
         other => other,
     }

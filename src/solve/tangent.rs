@@ -25,6 +25,15 @@
 //! range of the augmented state, and the plain state's arithmetic is untouched: the states of a
 //! fixed-step augmented solve have the bits of [`super::solve_batch`].
 //!
+//! Events cross into the tangents by the saltation rule. At an event `g(τ, y(τ⁻), θ) = 0`
+//! with jump `y⁺ = h(τ, y⁻, θ)`: differentiating `g = 0` gives `dτ = −(g_y s⁻ + g_p u) / ġ`,
+//! `ġ = g_y f⁻ + g_t`; `y⁺` moves by `h_y (s⁻ + f⁻ dτ) + h_p u + h_t dτ`, and the tangent at a
+//! fixed time after the event loses `f⁺ dτ`, so
+//! `s⁺ = h_y s⁻ + h_p u − (h_y f⁻ − f⁺ + h_t)(g_y s⁻ + g_p u) / ġ`. A `terminate` event is
+//! `h = identity`, `f⁺ = 0`: the held state `y(τ)` moves with `τ`. A grazing event (`ġ ≈ 0`)
+//! has no gradient and is refused. Event systems with a fixed-step method run through the
+//! event solver (`events.rs`) rather than this module's fixed-step loop.
+//!
 //! Fixed-step solves split the directions into groups of [`GROUP`] (each group recomputes the
 //! states, a small price next to `2 m` JVPs per stage, for parallelism over directions);
 //! adaptive ones keep all directions in one augmented state, so that one set of steps serves
@@ -37,12 +46,17 @@ use std::ops::Range;
 use super::fixed::{record_non_finite, step_times, LinearSaver, Stepper};
 use super::timeline::Timeline;
 use super::{
-    blocks, renumber, solve_batch, to_soa, Method, Objective, OptionsError, Sensitivity, Solution,
-    SolveError, SolverOptions, Stats, System, BLOCK_WIDTH,
+    blocks, renumber, solve_batch, to_soa, EventSpec, Method, Objective, OptionsError, Sensitivity,
+    Solution, SolveError, SolverOptions, Stats, System, BLOCK_WIDTH,
 };
 
 /// Directions per fixed-step group.
 const GROUP: usize = 8;
+
+/// The cosine between the condition's normal `(g_y, g_t)` and the trajectory `(f, 1)` below
+/// which an event counts as grazing: the event time would move by more than a million times
+/// the perturbation of the state (`dτ ∝ 1/ġ`), a derivative no cost can use.
+const GRAZING: f64 = 1e-6;
 
 /// What [`forward_batch`] returns.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,9 +87,6 @@ pub fn forward_batch<S: Sensitivity, O: Objective<S>>(
     n_samples: usize,
 ) -> Result<Forward, SolveError> {
     let dim = system.dim();
-    if !system.events().is_empty() {
-        return Err(SolveError::InvalidOptions(OptionsError::EventGradients));
-    }
     let np = system.n_params();
     let m = directions.len().checked_div(np).unwrap_or(0);
     for (expected, found) in [(dim * n_samples, y0.len()), (m * dim * n_samples, s0.len())] {
@@ -184,7 +195,9 @@ fn group<S: Sensitivity, O: Objective<S>>(
             }
         }
     }
-    let fixed = options.method.is_fixed_step() && options.method != Method::ImplicitEuler;
+    let fixed = options.method.is_fixed_step()
+        && options.method != Method::ImplicitEuler
+        && aug.inner.events().is_empty();
     let mut solution = if fixed {
         fixed_batch(aug, &options, &y0_aug, n)
     } else {
@@ -261,7 +274,7 @@ fn group<S: Sensitivity, O: Objective<S>>(
             dim,
             n_samples: n,
             stats: solution.stats,
-            events: Vec::new(),
+            events: solution.events,
         },
     })
 }
@@ -571,6 +584,136 @@ impl<S: Sensitivity> System for Augmented<'_, S> {
 
     fn is_autonomous(&self) -> bool {
         self.inner.is_autonomous()
+    }
+
+    fn events(&self) -> &[EventSpec] {
+        self.inner.events()
+    }
+
+    fn event_conditions(&self, t: &[f64], y: &[f64], g: &mut [f64], ws: &mut Self::Workspace) {
+        let (w, r) = (t.len(), self.stride());
+        let n = self.inner.dim() * w;
+        for i in 0..self.inner.dim() {
+            ws.x[i * w..(i + 1) * w].copy_from_slice(&y[i * r * w..(i * r + 1) * w]);
+        }
+        self.inner.event_conditions(t, &ws.x[..n], g, &mut ws.inner);
+    }
+
+    fn event_jump(
+        &self,
+        e: usize,
+        t: f64,
+        y: &mut [f64],
+        scratch: &mut [f64],
+        ws: &mut Self::Workspace,
+    ) -> Result<(), SolveError> {
+        self.saltation(e, t, y, Some(scratch), ws)
+    }
+
+    fn event_stop(
+        &self,
+        e: usize,
+        t: f64,
+        y: &mut [f64],
+        ws: &mut Self::Workspace,
+    ) -> Result<(), SolveError> {
+        self.saltation(e, t, y, None, ws)
+    }
+}
+
+impl<S: Sensitivity> Augmented<'_, S> {
+    /// Event `e` at `t` on one sample's augmented state `y` (width 1): the state jumps as the
+    /// inner system's does (`scratch` its jump rows; `None` for `terminate`, which keeps the
+    /// state and stops it), and every tangent takes the saltation rule of the module docs.
+    fn saltation(
+        &self,
+        e: usize,
+        t: f64,
+        y: &mut [f64],
+        scratch: Option<&mut [f64]>,
+        ws: &mut AugmentedWorkspace<S::Workspace>,
+    ) -> Result<(), SolveError> {
+        let (dim, r, np) = (self.inner.dim(), self.stride(), self.inner.n_params());
+        let inner_ws = &mut ws.inner;
+        let x_minus: Vec<f64> = (0..dim).map(|i| y[i * r]).collect();
+        let mut f_minus = vec![0.0; dim];
+        self.inner.rhs(&[t], &x_minus, &mut f_minus, inner_ws);
+        let mut x_plus = x_minus.clone();
+        let mut f_plus = vec![0.0; dim];
+        if let Some(scratch) = scratch {
+            self.inner
+                .event_jump(e, t, &mut x_plus, scratch, inner_ws)?;
+            self.inner.rhs(&[t], &x_plus, &mut f_plus, inner_ws);
+        }
+        let no_direction = vec![0.0; np];
+        let (mut h_f, mut h_t, mut unused) = (vec![0.0; dim], vec![0.0; dim], vec![0.0; dim]);
+        let refused = SolveError::InvalidOptions(OptionsError::EventGradients);
+        let (g_f, g_t) = self
+            .inner
+            .event_jvp(
+                e,
+                t,
+                &x_minus,
+                &f_minus,
+                &no_direction,
+                &mut h_f,
+                &mut h_t,
+                inner_ws,
+            )
+            .ok_or(refused.clone())?;
+        let g_dot = g_f + g_t;
+        // `ġ` is the dot product of the condition's normal `(g_y, g_t)` and the trajectory's
+        // direction `(f⁻, 1)`; a cosine near 0 is a tangential (grazing) crossing.
+        let mut unit = vec![0.0; dim];
+        let mut scratch_t = vec![0.0; dim];
+        let (mut normal, mut direction) = (g_t * g_t, 1.0);
+        for j in 0..dim {
+            unit[j] = 1.0;
+            let (g_j, _) = self
+                .inner
+                .event_jvp(
+                    e,
+                    t,
+                    &x_minus,
+                    &unit,
+                    &no_direction,
+                    &mut unused,
+                    &mut scratch_t,
+                    inner_ws,
+                )
+                .ok_or(refused.clone())?;
+            unit[j] = 0.0;
+            normal += g_j * g_j;
+            direction += f_minus[j] * f_minus[j];
+        }
+        let scale = (normal * direction).sqrt();
+        if !g_dot.is_finite() || !scale.is_finite() || g_dot.abs() <= GRAZING * scale {
+            return Err(SolveError::GrazingEvent {
+                event: e,
+                t,
+                sample: 0,
+            });
+        }
+        let mut s_minus = vec![0.0; dim];
+        let mut h_s = vec![0.0; dim];
+        for d in 0..self.m {
+            for i in 0..dim {
+                s_minus[i] = y[i * r + 1 + d];
+            }
+            let u = &self.directions[d * np..(d + 1) * np];
+            let (g_s, _) = self
+                .inner
+                .event_jvp(e, t, &x_minus, &s_minus, u, &mut h_s, &mut unused, inner_ws)
+                .ok_or(refused.clone())?;
+            let dtau = -g_s / g_dot;
+            for i in 0..dim {
+                y[i * r + 1 + d] = h_s[i] + (h_f[i] - f_plus[i] + h_t[i]) * dtau;
+            }
+        }
+        for i in 0..dim {
+            y[i * r] = x_plus[i];
+        }
+        Ok(())
     }
 }
 

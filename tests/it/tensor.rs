@@ -68,7 +68,7 @@ fn tensor_derivatives_equal_the_scalar_ones_on_every_model() {
             p.eval_tensors(&model.tensors, roots).concat()
         };
         let scalar = |roots: &[ExprId]| p.eval(&model.pool, roots);
-        let pairs: [(&str, &[nodec::ir::tensor::TId], &[ExprId]); 10] = [
+        let pairs: [(&str, &[nodec::ir::tensor::TId], &[ExprId]); 11] = [
             ("rhs", &t.rhs, &model.rhs()),
             ("jvp_state", &td.jvp_state, &sd.jvp_state),
             ("jvp_param", &td.jvp_param, &sd.jvp_param),
@@ -79,6 +79,7 @@ fn tensor_derivatives_equal_the_scalar_ones_on_every_model() {
             ("init_vjp_param", &td.init_vjp_param, &sd.init_vjp_param),
             ("lm_k_param", &td.lm_k_param, &sd.lm_k_param),
             ("msa_mixed_param", &td.msa_mixed_param, &sd.msa_mixed_param),
+            ("event_jvp", &td.event_jvp, &sd.event_jvp),
         ];
         for (what, tensor, scalar_roots) in pairs {
             assert_close(
@@ -236,6 +237,16 @@ fn entry_points(p: &nodec::compile::Program, width: usize, seed: u64) -> Vec<(St
         let mut g = grad();
         p.msa_mixed_accumulate(&params, &t, &y, &v, &w, &mut g, &mut ws);
         out.push(("msa_mixed".to_string(), g));
+    }
+    if !p.events().is_empty() {
+        let events = p.events();
+        let assigned: usize = events
+            .iter()
+            .flat_map(|e| e.targets.iter().map(|t| t.1))
+            .sum();
+        let mut o = block(2 * (events.len() + assigned));
+        p.event_jvp(&params, &t, &y, &v, &u, &mut o, &mut ws);
+        out.push(("event_jvp".to_string(), o));
     }
     if dim <= 64 {
         let mut jac = vec![0.0; dim * dim];

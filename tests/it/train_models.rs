@@ -184,3 +184,15 @@ fn lotka_volterra_fit_recovers_the_rates_from_five_experiments() {
         );
     }
 }
+
+/// `bouncing_ball` fits the restitution through the bounces (gradients through events by
+/// forward sensitivities): from e = 0.6, L-BFGS recovers the generator's e = 0.8
+/// (`models/data/bouncing_ball.py`, exact heights) to 1e-6.
+#[test]
+fn bouncing_ball_recovers_the_restitution_from_its_heights() {
+    let params = train("models/bouncing_ball.node", &[], "bouncing_ball.json");
+    let fitted: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&params).unwrap()).unwrap();
+    let e = fitted["e"].as_f64().unwrap();
+    assert!((e - 0.8).abs() < 1e-6, "fitted e = {e}");
+}

@@ -57,6 +57,10 @@ pub struct TensorDerivatives {
     pub lm_k_param: Vec<TId>,
     /// `∂θ_j (Σ_i w_i · (J v)_i)`, per parameter, for models trained by `msa`.
     pub msa_mixed_param: Vec<TId>,
+    /// The events' forward derivatives, as [`crate::ir::Derivatives::event_jvp`]: per row of
+    /// `event_conds` then `event_jumps`, its JVP in the state and parameter tangents, then per
+    /// row its time derivative.
+    pub event_jvp: Vec<TId>,
     /// Per declared cost kind (terminal, running, penalty, observed), the summed value and its
     /// gradients; a penalty is split by parameter copies as in [`crate::ir::CostGradient`].
     pub costs: Vec<TensorCost>,
@@ -90,6 +94,7 @@ impl TensorDerivatives {
             &self.init_vjp_param,
             &self.lm_k_param,
             &self.msa_mixed_param,
+            &self.event_jvp,
         ]
         .into_iter()
         .flatten()
@@ -200,6 +205,23 @@ pub fn derive(model: &mut Model) {
             .collect();
         let contracted = pool.sum_of(&terms);
         d.msa_mixed_param = vjp(pool, &[contracted], &[one], &theta);
+    }
+    let event_rows: Vec<TId> = roots
+        .event_conds
+        .iter()
+        .chain(&roots.event_jumps)
+        .copied()
+        .collect();
+    if !event_rows.is_empty() {
+        d.event_jvp = jvp(pool, &event_rows, &mut |_, l| match l {
+            Leaf::State(i) => Some(v[i as usize]),
+            Leaf::Param(j) => Some(u[j as usize]),
+            _ => None,
+        });
+        let dt = jvp(pool, &event_rows, &mut |_, l| {
+            (l == Leaf::Time).then_some(one)
+        });
+        d.event_jvp.extend(dt);
     }
     for kind in [
         CostKind::Terminal,
