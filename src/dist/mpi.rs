@@ -17,7 +17,8 @@ use super::Ranks;
 /// The world of an `mpirun` launch.
 pub struct Mpi {
     world: SimpleCommunicator,
-    /// Bytes rank 0 received in gathers, and broadcast bytes (each rank's copy counted once).
+    /// Bytes rank 0 received from the other ranks in gathers, and bytes each other rank
+    /// received in broadcasts: what crosses the network, framing included.
     gathered: Cell<u64>,
     broadcast: Cell<u64>,
     collectives: Cell<u64>,
@@ -54,7 +55,7 @@ impl Mpi {
     /// `mpi: ...` for `NODEC_MPI_TRAFFIC=1`.
     pub fn traffic(&self) -> String {
         format!(
-            "mpi: {} ranks, {} collectives, {} bytes gathered on rank 0, {} bytes broadcast\n",
+            "mpi: {} ranks, {} collectives, {} bytes gathered on rank 0 from the others, {} bytes broadcast to each\n",
             self.size(),
             self.collectives.get(),
             self.gathered.get(),
@@ -100,8 +101,9 @@ impl Ranks for Mpi {
             let mut partition = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
             root.gather_varcount_into_root(&framed[..], &mut partition);
         }
+        let from_others = total - counts[0];
         self.gathered
-            .set(self.gathered.get() + u64::from(total.unsigned_abs()));
+            .set(self.gathered.get() + u64::from(from_others.unsigned_abs()));
         counts
             .iter()
             .zip(&displs)
