@@ -568,9 +568,10 @@ pub fn run(
             }
         }
     };
-    let header = match ranks.is_root() {
-        true => sink.header(&model.name, &columns.names, n),
-        false => Ok(()),
+    let header = if ranks.is_root() {
+        sink.header(&model.name, &columns.names, n)
+    } else {
+        Ok(())
     };
     if let Err(e) = header {
         out.stderr

@@ -21,7 +21,8 @@ pub trait Ranks {
     fn size(&self) -> usize;
     /// Every rank's `local` bytes, in rank order, on rank 0; an empty list on the others.
     fn gather(&self, local: &[u8]) -> Vec<Vec<u8>>;
-    /// Rank 0's `bytes`, on every rank (the others' `bytes` are replaced).
+    /// Rank 0's `bytes`, on every rank (the others' `bytes` are resized and replaced).
+    #[allow(clippy::ptr_arg)]
     fn broadcast(&self, bytes: &mut Vec<u8>);
     /// Whether this is rank 0, the one that writes files and prints.
     fn is_root(&self) -> bool {
