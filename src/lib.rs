@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compile;
 pub mod data;
 pub mod diag;
+pub mod dist;
 pub mod ir;
 pub mod npy;
 pub mod optim;

@@ -22,6 +22,7 @@ use super::report::csv_field;
 use super::run::{element_labels, solve_error, Format, Loaded};
 use super::{AtomicFile, Output};
 use crate::diag::suggest;
+use crate::dist::{self, Ranks, Reader, Writer};
 use crate::rng::Rng;
 
 /// Members solved per chunk (one task of the parallel loop).
@@ -512,6 +513,7 @@ pub fn run(
     plan: &Plan,
     format: Format,
     out_path: Option<&str>,
+    ranks: &dyn Ranks,
     out: &mut Output,
 ) -> u8 {
     let model = &loaded.model;
@@ -541,7 +543,8 @@ pub fn run(
     let columns = columns(loaded, plan, dataset.n);
     let width = columns.names.len();
     let n = plan.len();
-    let mut sink = match (out_path, format) {
+    // Only rank 0 writes (see `run_shares`).
+    let mut sink = match (out_path.filter(|_| ranks.is_root()), format) {
         (None, _) => Sink::None,
         (Some(path), f) => {
             let file = match AtomicFile::create(Path::new(path)) {
@@ -565,7 +568,11 @@ pub fn run(
             }
         }
     };
-    let header = sink.header(&model.name, &columns.names, n);
+    let header = if ranks.is_root() {
+        sink.header(&model.name, &columns.names, n)
+    } else {
+        Ok(())
+    };
     if let Err(e) = header {
         out.stderr
             .push_str(&format!("error: cannot write the ensemble: {e}\n"));
@@ -618,7 +625,7 @@ pub fn run(
     };
     let mut kept: Vec<Vec<f64>> = vec![Vec::with_capacity(n.min(1 << 20)); width];
     let mut failure: Option<(String, u8)> = None;
-    crate::solve::blocks::in_order(n, CHUNK, work, |_members, result| match result {
+    let mut fold = |result: Result<Vec<f64>, (usize, String, u8)>| match result {
         Ok(rows) => {
             for row in rows.chunks(width) {
                 if let Err(e) = sink.row(row) {
@@ -645,7 +652,13 @@ pub fn run(
             ));
             false
         }
-    });
+    };
+    if ranks.size() == 1 {
+        crate::solve::blocks::in_order(n, CHUNK, work, |_members, result| fold(result));
+    } else if !run_shares(n, ranks, work, fold) {
+        // Rank 0 reports and writes; the others only solved their share.
+        return 0;
+    }
     if let Some((message, code)) = failure {
         out.stderr.push_str(&message);
         return code;
@@ -682,6 +695,61 @@ pub fn run(
         out.stdout.push_str(&summary_table(&summary, n));
     }
     0
+}
+
+/// The ensemble across MPI ranks: each rank solves its contiguous share of the members (chunks
+/// in parallel, in member order) and sends the rows, or the failure that stopped it, to rank
+/// 0, which hands them to `fold` in member order as one process would: the same rows, the
+/// same first failure, the same summary. Returns whether this is rank 0.
+fn run_shares(
+    n: usize,
+    ranks: &dyn Ranks,
+    work: impl Fn(std::ops::Range<usize>) -> Result<Vec<f64>, (usize, String, u8)> + Sync,
+    mut fold: impl FnMut(Result<Vec<f64>, (usize, String, u8)>) -> bool + Send,
+) -> bool {
+    let mine = dist::share(n, ranks.rank(), ranks.size());
+    let mut wire = Writer::default();
+    crate::solve::blocks::in_order(
+        mine.len(),
+        CHUNK,
+        |local| work(mine.start + local.start..mine.start + local.end),
+        |_, result| match result {
+            Ok(rows) => {
+                wire.u64(0);
+                wire.f64s(&rows);
+                true
+            }
+            Err((member, message, code)) => {
+                wire.u64(1);
+                wire.u64(member as u64);
+                wire.text(&message);
+                wire.u64(u64::from(code));
+                false
+            }
+        },
+    );
+    let shares = ranks.gather(&wire.0);
+    if !ranks.is_root() {
+        return false;
+    }
+    for bytes in &shares {
+        let mut r = Reader(bytes);
+        while !r.is_empty() {
+            let result = match r.u64() {
+                0 => Ok(r.f64s()),
+                _ => {
+                    let member = r.usize();
+                    let message = r.text();
+                    let code = u8::try_from(r.u64()).unwrap_or(super::exit::MODEL);
+                    Err((member, message, code))
+                }
+            };
+            if !fold(result) {
+                return true;
+            }
+        }
+    }
+    true
 }
 
 fn describe(plan: &Plan, values: &[f64]) -> String {

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::diag::SourceFile;
+use crate::dist::{Local, Ranks};
 use crate::sema::Overrides;
 
 /// The exit codes, for scripts (listed in `nodec --help`).
@@ -345,6 +346,28 @@ pub fn main() -> ExitCode {
 const ADJOINT_PRINT_LIMIT: usize = 1_000_000;
 
 fn run(cli: Cli) -> u8 {
+    // Under `mpirun` (with the `mpi` feature) an ensemble and training are shared among the
+    // ranks; any other command runs on rank 0 alone, and only rank 0 prints.
+    #[cfg(feature = "mpi")]
+    let mpi = crate::dist::mpi::Mpi::init();
+    #[cfg(feature = "mpi")]
+    let ranks: &dyn Ranks = match &mpi {
+        Some(world) => world,
+        None => &Local,
+    };
+    #[cfg(not(feature = "mpi"))]
+    let ranks: &dyn Ranks = &Local;
+    let shared = matches!(
+        &cli.command,
+        Command::Train { .. }
+            | Command::Run {
+                ensemble: Some(_),
+                ..
+            }
+    );
+    if !ranks.is_root() && !shared {
+        return exit::OK;
+    }
     let mut out = Output::default();
     let code = match cli.command {
         Command::Check {
@@ -419,7 +442,7 @@ fn run(cli: Cli) -> u8 {
             no_timings,
             ensemble,
             members,
-        } => run::run(
+        } => run::run_across(
             &run::RunArgs {
                 file,
                 overrides: Overrides { values: set },
@@ -436,6 +459,7 @@ fn run(cli: Cli) -> u8 {
                 ensemble,
                 members,
             },
+            ranks,
             &mut out,
         ),
         Command::Train {
@@ -471,6 +495,7 @@ fn run(cli: Cli) -> u8 {
                 checkpoint,
                 quiet,
             },
+            ranks,
             &mut out,
         ),
         Command::Grad {
@@ -540,7 +565,15 @@ fn run(cli: Cli) -> u8 {
             &mut out,
         ),
     };
-    out.flush();
+    if ranks.is_root() {
+        out.flush();
+    }
+    #[cfg(feature = "mpi")]
+    if let Some(world) = &mpi {
+        if ranks.is_root() && std::env::var_os("NODEC_MPI_TRAFFIC").is_some() {
+            let _ = std::io::stderr().write_all(world.traffic().as_bytes());
+        }
+    }
     code
 }
 

@@ -998,6 +998,11 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
 
 /// `nodec run`.
 pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
+    run_across(args, &crate::dist::Local, out)
+}
+
+/// [`run`] with an ensemble's members shared among `ranks` (an MPI run).
+pub fn run_across(args: &RunArgs, ranks: &dyn crate::dist::Ranks, out: &mut Output) -> u8 {
     let format = match Format::resolve(args.format, args.out.as_deref()) {
         Ok(format) => format,
         Err(message) => {
@@ -1036,7 +1041,7 @@ pub fn run(args: &RunArgs, out: &mut Output) -> u8 {
         return 1;
     };
     if let Some(plan) = &plan {
-        return super::ensemble::run(&loaded, plan, format, args.out.as_deref(), out);
+        return super::ensemble::run(&loaded, plan, format, args.out.as_deref(), ranks, out);
     }
     if args.all_samples {
         return all_samples(&loaded, args, format, out);

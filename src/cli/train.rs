@@ -12,6 +12,7 @@ use super::report::format_sig;
 use super::run::{load_mapped, Loaded};
 use super::{write_atomic, Output};
 use crate::diag::Diagnostic;
+use crate::dist::Ranks;
 use crate::npy::{write_npz, Array};
 use crate::sema::Overrides;
 use crate::sens::{self, GradientOptions};
@@ -122,8 +123,11 @@ fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize, steps_per_seco
     line
 }
 
-/// `nodec train`.
-pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
+/// `nodec train`. Under MPI every rank runs this loop with its share of each mini-batch
+/// ([`Trainer::with_ranks`]); rank 0 alone prints and writes files, and decides when Ctrl-C
+/// stops the run.
+pub fn train(args: &TrainArgs, ranks: &dyn Ranks, out: &mut Output) -> u8 {
+    let root = ranks.is_root();
     if !super::outputs_writable([&args.out, &args.log, &args.checkpoint], out) {
         return super::exit::MODEL;
     }
@@ -151,7 +155,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     // The model's `gradient =` if it names one, else its schedule's default.
     let options = GradientOptions::new(sens::default_method(model));
     let mut trainer = match Trainer::new(loaded.bind(data), options) {
-        Ok(t) => t,
+        Ok(t) => t.with_ranks(ranks),
         Err(TrainError::Located { span, message }) => {
             out.stderr
                 .push_str(&Diagnostic::error(span, message).render(&loaded.file));
@@ -191,15 +195,26 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
         return super::exit::MODEL;
     }
     let write_checkpoint = |checkpoint: &Checkpoint| -> Result<(), String> {
+        if !root {
+            return Ok(());
+        }
         let text = serde_json::to_string(checkpoint).map_err(|e| e.to_string())?;
         write_atomic(Path::new(&checkpoint_path), text.as_bytes()).map_err(|e| e.to_string())
     };
     let epochs = trainer.epochs();
     let started = Instant::now();
     let interrupted = interrupt_flag();
-    let stop = || interrupted.load(Ordering::SeqCst);
+    // Every rank must stop after the same mini-batch: rank 0's flag decides.
+    let stop = || {
+        let mut flag = vec![u8::from(interrupted.load(Ordering::SeqCst))];
+        if ranks.size() > 1 {
+            ranks.broadcast(&mut flag);
+        }
+        flag.first() == Some(&1)
+    };
+    let quiet = args.quiet || !root;
     let terminal = std::io::stderr().is_terminal();
-    let bar = (!args.quiet && terminal).then(|| {
+    let bar = (!quiet && terminal).then(|| {
         let bar = indicatif::ProgressBar::new(epochs as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -227,7 +242,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     // The log is written with each checkpoint, on interruption, on failure and at the end,
     // so that it always covers the epochs a checkpoint holds.
     let save_log = |log: &str, out: &mut Output| {
-        if let Some(path) = &args.log {
+        if let Some(path) = args.log.as_ref().filter(|_| root) {
             if let Err(e) = write_atomic(Path::new(path), log.as_bytes()) {
                 out.stderr
                     .push_str(&format!("{path}: error: cannot write the log: {e}\n"));
@@ -245,6 +260,9 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             Ok(None) => {
                 if let Some(bar) = &bar {
                     bar.abandon();
+                }
+                if !root {
+                    return super::exit::INTERRUPTED;
                 }
                 save_log(&log, out);
                 return match write_checkpoint(&trainer.checkpoint()) {
@@ -266,6 +284,9 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             Err(e) => {
                 if let Some(bar) = &bar {
                     bar.abandon();
+                }
+                if !root {
+                    return super::exit::train(&e);
                 }
                 let mut text = match &e {
                     TrainError::Gradient(g) => gradient_error(&loaded, g, block),
@@ -357,14 +378,14 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
                 bar.set_position(summary.epoch as u64);
                 bar.set_message(line.clone());
             }
-            None if !args.quiet && (summary.epoch % every == 0 || summary.epoch == epochs) => {
+            None if !quiet && (summary.epoch % every == 0 || summary.epoch == epochs) => {
                 // Not a terminal: plain periodic lines, written as they happen.
                 eprintln_now(&line);
             }
             None => {}
         }
         if summary.converged {
-            if !args.quiet {
+            if !quiet {
                 eprintln_now(&format!(
                     "converged after {} iterations: no step decreases the loss further",
                     summary.epoch
@@ -384,6 +405,9 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
+    }
+    if !root {
+        return 0;
     }
     if let Some(path) = &args.log {
         if let Err(e) = write_atomic(Path::new(path), log.as_bytes()) {
@@ -439,7 +463,7 @@ pub fn train(args: &TrainArgs, out: &mut Output) -> u8 {
             .as_ref()
             .map_or(String::new(), |p| format!("; parameters written to {p}"))
     ));
-    if !args.quiet {
+    if !quiet {
         out.stderr.push_str(&text);
     }
     if args.out.is_none() {

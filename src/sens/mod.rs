@@ -34,6 +34,7 @@ pub use forward::DEFAULT_FORWARD_LIMIT;
 
 use crate::compile::{Params, Program};
 use crate::data::Dataset;
+use crate::dist::{Local, Ranks, Reader, Writer};
 use crate::ir::{self, CostKind, GradientMethod};
 use crate::simulate::{Bound, QuadratureWorkspace, Simulation, WithQuadrature};
 use crate::solve::{self, BackpropOptions, Objective, SolveError, Stats, System};
@@ -336,8 +337,100 @@ pub fn costate_method(model: &ir::Model) -> GradientMethod {
 
 /// The gradient of a bound model's loss on its data with respect to every parameter copy.
 pub fn gradient(bound: &Bound<'_>, options: &GradientOptions) -> Result<Gradient, GradientError> {
-    gradient_of(bound, options, Segment::default())
+    one_rank(gradient_of(bound, options, Segment::default(), &Local))
 }
+
+fn one_rank(g: Result<Option<Gradient>, GradientError>) -> Result<Gradient, GradientError> {
+    g.map(|g| g.expect("one rank is rank 0"))
+}
+
+/// [`gradient`] across the ranks of an MPI run, called by every rank together: each rank
+/// solves its share of the blocks, rank 0 adds the blocks' gradients in block order (the bits
+/// of one process) and broadcasts the loss, costs, metrics, work counts and gradient, so every
+/// rank takes the same optimizer step. Forward sensitivities and costates are computed whole
+/// on every rank (they are not split). The other ranks' [`Gradient`] has no solution, initial
+/// cotangent or costates, and a failure there is only its kind (rank 0 reports it).
+pub fn gradient_across(
+    bound: &Bound<'_>,
+    options: &GradientOptions,
+    ranks: &dyn Ranks,
+) -> Result<Gradient, GradientError> {
+    if ranks.size() == 1 || options.method == GradientMethod::Forward || options.costates {
+        return gradient(bound, options);
+    }
+    let mine = gradient_of(bound, options, Segment::default(), ranks);
+    let mut wire = Writer::default();
+    if ranks.is_root() {
+        match &mine {
+            Ok(Some(g)) => {
+                wire.u64(WIRE_OK);
+                wire.f64(g.simulation.loss);
+                wire.f64s(&g.simulation.costs.iter().map(|c| c.1).collect::<Vec<_>>());
+                wire.f64s(&g.simulation.metrics);
+                solve::encode_stats(&mut wire, &g.simulation.stats);
+                solve::encode_stats(&mut wire, &g.stats);
+                wire.f64s(&g.grad);
+            }
+            Err(GradientError::Solve(e)) if !matches!(e, SolveError::InvalidOptions(_)) => {
+                wire.u64(WIRE_SOLVE_FAILED)
+            }
+            _ => wire.u64(WIRE_FAILED),
+        }
+    }
+    ranks.broadcast(&mut wire.0);
+    if ranks.is_root() {
+        return mine.and_then(|g| g.ok_or(GradientError::Unavailable(RANK0_FAILED)));
+    }
+    let mut r = Reader(&wire.0);
+    match r.u64() {
+        WIRE_OK => {
+            let loss = r.f64();
+            let costs = bound
+                .program
+                .cost_kinds()
+                .into_iter()
+                .zip(r.f64s())
+                .collect();
+            let metrics = r.f64s();
+            let sim_stats = solve::decode_stats(&mut r);
+            let stats = solve::decode_stats(&mut r);
+            let grad = r.f64s();
+            let solution = solve::Solution {
+                t: Vec::new(),
+                y: Vec::new(),
+                dim: bound.program.dim(),
+                n_samples: 0,
+                stats: sim_stats,
+                events: Vec::new(),
+            };
+            Ok(Gradient {
+                simulation: Simulation {
+                    solution,
+                    costs,
+                    loss,
+                    metrics,
+                    stats: sim_stats,
+                },
+                grad,
+                initial_cotangent: Vec::new(),
+                costates: None,
+                stats,
+            })
+        }
+        // What `train` needs to stay in step with rank 0: a failed solve (a skipped
+        // mini-batch), or a failure that ends the run.
+        WIRE_SOLVE_FAILED => Err(GradientError::Solve(SolveError::StepSizeTooSmall {
+            t: f64::NAN,
+            sample: 0,
+        })),
+        _ => Err(GradientError::Unavailable(RANK0_FAILED)),
+    }
+}
+
+const WIRE_OK: u64 = 0;
+const WIRE_SOLVE_FAILED: u64 = 1;
+const WIRE_FAILED: u64 = 2;
+const RANK0_FAILED: &str = "the gradient failed on rank 0";
 
 /// A segment of multiple shooting (`train ...(shooting = N)`): how its gradient differs from
 /// the whole model's. The default is the whole model.
@@ -372,14 +465,16 @@ pub fn segment_gradient(
             ));
         }
     }
-    gradient_of(bound, options, segment)
+    one_rank(gradient_of(bound, options, segment, &Local))
 }
 
+/// The gradient on rank 0 (`None` on the other ranks, which only solve their blocks).
 fn gradient_of(
     bound: &Bound<'_>,
     options: &GradientOptions,
     segment: Segment<'_>,
-) -> Result<Gradient, GradientError> {
+    ranks: &dyn Ranks,
+) -> Result<Option<Gradient>, GradientError> {
     let (program, params) = (bound.program, bound.params);
     let schedule = bound.schedule();
     // Only the times that carry costs are needed, unless costates are reported.
@@ -404,24 +499,30 @@ fn gradient_of(
     }
 
     let (mut grad, lambda0, solution, costates) = match options.method {
-        GradientMethod::Backprop => {
+        GradientMethod::Backprop | GradientMethod::Adjoint => {
             let bp = BackpropOptions {
                 segment: options.segment,
                 costates: options.costates,
             };
-            let r = solve::backprop_batch(&system, &objective, &setup.options, &setup.y0, n, &bp)?;
-            (r.grad, r.lambda0, r.solution, r.costates)
-        }
-        GradientMethod::Adjoint => {
-            let bp = BackpropOptions {
-                segment: options.segment,
-                costates: options.costates,
+            let continuous = options.method == GradientMethod::Adjoint;
+            let (system, objective, y0) = (&system, &objective, &setup.y0);
+            let r = solve::gradient_batch_across(
+                system,
+                objective,
+                &setup.options,
+                y0,
+                n,
+                &bp,
+                continuous,
+                ranks,
+            )?;
+            let Some(r) = r else {
+                return Ok(None);
             };
-            let r = solve::adjoint_batch(&system, &objective, &setup.options, &setup.y0, n, &bp)?;
             (r.grad, r.lambda0, r.solution, r.costates)
         }
         GradientMethod::Forward => {
-            return forward::gradient(bound, options);
+            return forward::gradient(bound, options).map(Some);
         }
     };
     let mut stats = solution.stats;
@@ -456,13 +557,13 @@ fn gradient_of(
         .collect();
     let costates = costates.map(|lambda| costates_of(bound, &solution, &lambda));
     let simulation = bound.summarize(solution);
-    Ok(Gradient {
+    Ok(Some(Gradient {
         simulation,
         grad,
         initial_cotangent,
         costates,
         stats,
-    })
+    }))
 }
 
 /// `p = −λ` without the quadrature component, and `H = p·f − L` at each save time.

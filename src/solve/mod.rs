@@ -70,6 +70,7 @@ mod tests;
 use std::fmt;
 use std::ops::Range;
 
+use crate::dist::{self, Ranks, Reader, Writer};
 pub(crate) use events::jumps_len;
 use timeline::Timeline;
 
@@ -906,7 +907,14 @@ pub fn adjoint_batch<S: Sensitivity, O: Objective<S>>(
     gradient_batch(system, objective, options, y0, n_samples, bp, true)
 }
 
-fn gradient_batch<S: Sensitivity, O: Objective<S>>(
+/// [`backprop_batch`] (`continuous = false`) or [`adjoint_batch`] across `ranks`: each rank
+/// computes its contiguous share of the blocks and sends their results, unfolded, to rank 0,
+/// which adds them in block order as one process does, so rank 0's result has the bits of
+/// one process for any number of ranks and threads. The other ranks get `Ok(None)`. A block
+/// that failed on another rank is computed again on rank 0 for its error (failures are rare;
+/// the error then needs no wire format). Every rank must call this together.
+#[allow(clippy::too_many_arguments)]
+pub fn gradient_batch_across<S: Sensitivity, O: Objective<S>>(
     system: &S,
     objective: &O,
     options: &SolverOptions,
@@ -914,7 +922,11 @@ fn gradient_batch<S: Sensitivity, O: Objective<S>>(
     n_samples: usize,
     bp: &BackpropOptions,
     continuous: bool,
-) -> Result<Backprop, SolveError> {
+    ranks: &dyn Ranks,
+) -> Result<Option<Backprop>, SolveError> {
+    if !continuous {
+        backprop::check_method(&options.method).map_err(SolveError::InvalidOptions)?;
+    }
     let dim = system.dim();
     if !system.events().is_empty() {
         return Err(SolveError::InvalidOptions(OptionsError::EventGradients));
@@ -926,84 +938,243 @@ fn gradient_batch<S: Sensitivity, O: Objective<S>>(
             found: y0.len(),
         }));
     }
-    let n_save = timeline.save.len();
-    let mut y = vec![0.0; n_save * n_samples * dim];
-    let mut costates = bp.costates.then(|| vec![0.0; n_save * n_samples * dim]);
-    let mut lambda0 = vec![0.0; n_samples * dim];
-    let mut grad = vec![0.0; system.n_params()];
-    let mut loss = 0.0;
-    let mut stats = Stats::default();
-    let mut error = None;
+    let work = |samples: Range<usize>| {
+        let rows = &y0[samples.start * dim..samples.end * dim];
+        let tl = &timeline;
+        match options.method {
+            Method::Bosh3 | Method::Dopri5 | Method::Tsit5 => sample::adaptive_block(
+                system, objective, options, tl, rows, samples, bp, continuous,
+            ),
+            Method::ImplicitEuler => sample::implicit_block(
+                system, objective, options, tl, rows, samples, bp, continuous,
+            ),
+            Method::Rodas4 | Method::Bdf => {
+                sample::stiff_block(system, objective, options, tl, rows, samples, bp)
+            }
+            _ => backprop::block(
+                system, objective, options, tl, rows, samples, bp, continuous,
+            ),
+        }
+    };
+    let mut fold = GradientFold::new(&timeline, n_samples, dim, system.n_params(), bp.costates);
     // Block gradients are added in block order as they finish, so at most a few of them (each
     // as long as the parameters) are alive at once.
+    if ranks.size() == 1 {
+        blocks::in_order(n_samples, BLOCK_WIDTH, work, |samples, r| {
+            fold.add(samples, r)
+        });
+        return fold.finish(&timeline).map(Some);
+    }
+    let mine = dist::share(n_samples.div_ceil(BLOCK_WIDTH), ranks.rank(), ranks.size());
+    let first = (mine.start * BLOCK_WIDTH).min(n_samples);
+    let last = (mine.end * BLOCK_WIDTH).min(n_samples);
+    let mut wire = Writer::default();
     blocks::in_order(
-        n_samples,
+        last - first,
         BLOCK_WIDTH,
-        |samples| {
-            let rows = &y0[samples.start * dim..samples.end * dim];
-            let tl = &timeline;
-            match options.method {
-                Method::Bosh3 | Method::Dopri5 | Method::Tsit5 => sample::adaptive_block(
-                    system, objective, options, tl, rows, samples, bp, continuous,
-                ),
-                Method::ImplicitEuler => sample::implicit_block(
-                    system, objective, options, tl, rows, samples, bp, continuous,
-                ),
-                Method::Rodas4 | Method::Bdf => {
-                    sample::stiff_block(system, objective, options, tl, rows, samples, bp)
-                }
-                _ => backprop::block(
-                    system, objective, options, tl, rows, samples, bp, continuous,
-                ),
-            }
-        },
-        |samples, r| {
-            let r = match r {
-                Ok(r) => r,
-                Err(e) => {
-                    error = Some(e);
-                    return false;
-                }
-            };
-            let (first, width) = (samples.start, samples.len());
-            loss += r.loss;
-            for (g, x) in grad.iter_mut().zip(&r.grad) {
-                *g += x;
-            }
-            stats += r.stats;
-            for s in 0..width {
-                for i in 0..dim {
-                    lambda0[(first + s) * dim + i] = r.lambda0[i * width + s];
-                }
-            }
-            for k in 0..n_save {
-                let dst = (k * n_samples + first) * dim;
-                let src = k * width * dim;
-                y[dst..dst + width * dim].copy_from_slice(&r.out[src..src + width * dim]);
-                if let Some(c) = costates.as_mut() {
-                    c[dst..dst + width * dim].copy_from_slice(&r.costates[src..src + width * dim]);
-                }
-            }
-            true
+        |local| work(first + local.start..first + local.end),
+        |local, r| {
+            let ok = r.is_ok();
+            encode_block(&mut wire, first + local.start..first + local.end, r.ok());
+            ok
         },
     );
-    if let Some(e) = error {
-        return Err(e);
+    let shares = ranks.gather(&wire.0);
+    if !ranks.is_root() {
+        return Ok(None);
     }
-    Ok(Backprop {
-        loss,
-        grad,
-        lambda0,
-        solution: Solution {
-            t: timeline.save.clone(),
-            y,
-            dim,
+    'ranks: for bytes in &shares {
+        let mut reader = Reader(bytes);
+        while !reader.is_empty() {
+            let (samples, block) = decode_block(&mut reader);
+            let r = match block {
+                Some(b) => Ok(b),
+                None => work(samples.clone()),
+            };
+            if !fold.add(samples, r) {
+                break 'ranks;
+            }
+        }
+    }
+    fold.finish(&timeline).map(Some)
+}
+
+fn gradient_batch<S: Sensitivity, O: Objective<S>>(
+    system: &S,
+    objective: &O,
+    options: &SolverOptions,
+    y0: &[f64],
+    n_samples: usize,
+    bp: &BackpropOptions,
+    continuous: bool,
+) -> Result<Backprop, SolveError> {
+    let r = gradient_batch_across(
+        system,
+        objective,
+        options,
+        y0,
+        n_samples,
+        bp,
+        continuous,
+        &dist::Local,
+    )?;
+    Ok(r.expect("one rank is rank 0"))
+}
+
+/// The blocks' gradients added up in block order: the one place they meet.
+struct GradientFold {
+    n_samples: usize,
+    dim: usize,
+    n_save: usize,
+    y: Vec<f64>,
+    costates: Option<Vec<f64>>,
+    lambda0: Vec<f64>,
+    grad: Vec<f64>,
+    loss: f64,
+    stats: Stats,
+    error: Option<SolveError>,
+}
+
+impl GradientFold {
+    fn new(
+        timeline: &Timeline,
+        n_samples: usize,
+        dim: usize,
+        n_params: usize,
+        costates: bool,
+    ) -> Self {
+        let n_save = timeline.save.len();
+        GradientFold {
             n_samples,
-            stats,
-            events: Vec::new(),
-        },
-        costates,
-    })
+            dim,
+            n_save,
+            y: vec![0.0; n_save * n_samples * dim],
+            costates: costates.then(|| vec![0.0; n_save * n_samples * dim]),
+            lambda0: vec![0.0; n_samples * dim],
+            grad: vec![0.0; n_params],
+            loss: 0.0,
+            stats: Stats::default(),
+            error: None,
+        }
+    }
+
+    /// Adds the next block; `false` (after an error) ends the batch.
+    fn add(
+        &mut self,
+        samples: Range<usize>,
+        r: Result<backprop::BlockGradient, SolveError>,
+    ) -> bool {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                self.error = Some(e);
+                return false;
+            }
+        };
+        let (first, width, dim) = (samples.start, samples.len(), self.dim);
+        self.loss += r.loss;
+        for (g, x) in self.grad.iter_mut().zip(&r.grad) {
+            *g += x;
+        }
+        self.stats += r.stats;
+        for s in 0..width {
+            for i in 0..dim {
+                self.lambda0[(first + s) * dim + i] = r.lambda0[i * width + s];
+            }
+        }
+        for k in 0..self.n_save {
+            let dst = (k * self.n_samples + first) * dim;
+            let src = k * width * dim;
+            self.y[dst..dst + width * dim].copy_from_slice(&r.out[src..src + width * dim]);
+            if let Some(c) = self.costates.as_mut() {
+                c[dst..dst + width * dim].copy_from_slice(&r.costates[src..src + width * dim]);
+            }
+        }
+        true
+    }
+
+    fn finish(self, timeline: &Timeline) -> Result<Backprop, SolveError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        Ok(Backprop {
+            loss: self.loss,
+            grad: self.grad,
+            lambda0: self.lambda0,
+            solution: Solution {
+                t: timeline.save.clone(),
+                y: self.y,
+                dim: self.dim,
+                n_samples: self.n_samples,
+                stats: self.stats,
+                events: Vec::new(),
+            },
+            costates: self.costates,
+        })
+    }
+}
+
+/// One block's samples and gradient (`None`: it failed) on the wire.
+fn encode_block(w: &mut Writer, samples: Range<usize>, block: Option<backprop::BlockGradient>) {
+    w.u64(samples.start as u64);
+    w.u64(samples.end as u64);
+    let Some(b) = block else {
+        w.u64(0);
+        return;
+    };
+    w.u64(1);
+    w.f64(b.loss);
+    encode_stats(w, &b.stats);
+    w.f64s(&b.grad);
+    w.f64s(&b.lambda0);
+    w.f64s(&b.out);
+    w.f64s(&b.costates);
+}
+
+fn decode_block(r: &mut Reader<'_>) -> (Range<usize>, Option<backprop::BlockGradient>) {
+    let samples = r.usize()..r.usize();
+    if r.u64() == 0 {
+        return (samples, None);
+    }
+    let loss = r.f64();
+    let stats = decode_stats(r);
+    let block = backprop::BlockGradient {
+        loss,
+        stats,
+        grad: r.f64s(),
+        lambda0: r.f64s(),
+        out: r.f64s(),
+        costates: r.f64s(),
+    };
+    (samples, Some(block))
+}
+
+/// [`Stats`] on the wire.
+pub(crate) fn encode_stats(w: &mut Writer, s: &Stats) {
+    for v in [
+        s.steps,
+        s.rejected,
+        s.rhs_evals,
+        s.jac_evals,
+        s.lu_decompositions,
+        s.vjp_evals,
+        s.jvp_evals,
+    ] {
+        w.u64(v);
+    }
+}
+
+/// What [`encode_stats`] wrote.
+pub(crate) fn decode_stats(r: &mut Reader<'_>) -> Stats {
+    Stats {
+        steps: r.u64(),
+        rejected: r.u64(),
+        rhs_evals: r.u64(),
+        jac_evals: r.u64(),
+        lu_decompositions: r.u64(),
+        vjp_evals: r.u64(),
+        jvp_evals: r.u64(),
+    }
 }
 
 /// Integrates one block: `y0` is sample-major for the `width` samples starting at `first`.

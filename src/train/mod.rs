@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compile::{Params, Program};
 use crate::data::{self, Dataset};
+use crate::dist::{Local, Ranks};
 use crate::ir::{self, CostKind};
 use crate::optim::{Hyper, LineSearchError, OptimizerState};
 use crate::rng::{Rng, RngState};
@@ -211,6 +212,8 @@ pub struct Trainer<'a> {
     starts: Vec<f64>,
     /// The loop state (what a checkpoint stores).
     pub state: TrainState,
+    /// The processes that share each mini-batch's blocks ([`crate::dist`]); one by default.
+    ranks: &'a dyn Ranks,
 }
 
 impl<'a> Trainer<'a> {
@@ -264,7 +267,17 @@ impl<'a> Trainer<'a> {
             shooting,
             starts,
             state,
+            ranks: &Local,
         })
+    }
+
+    /// Shares every gradient's blocks among `ranks` (an MPI run; every rank runs the same
+    /// loop). Rank 0 adds the blocks' gradients in block order, so the parameters have the
+    /// bits of one process. Multiple shooting and `msa` compute their gradients whole on
+    /// every rank.
+    pub fn with_ranks(mut self, ranks: &'a dyn Ranks) -> Self {
+        self.ranks = ranks;
+        self
     }
 
     /// The state to write to a checkpoint.
@@ -384,7 +397,7 @@ impl<'a> Trainer<'a> {
                 None => (self.model, &self.gradient),
             };
             let bound = Bound::new(model, self.program, &self.params, &subset);
-            let g = match sens::gradient(&bound, options) {
+            let g = match sens::gradient_across(&bound, options, self.ranks) {
                 Ok(g) => g,
                 // A solve that fails is a rejected step: the mini-batch is skipped and the
                 // parameters stay, until `max_failures` fail in a row.
@@ -617,6 +630,7 @@ impl<'a> Trainer<'a> {
         };
         let (model, program, data, gradient) =
             (self.model, self.program, self.data, &self.gradient);
+        let ranks = self.ranks;
         let mut params = self.params.clone();
         let mut evals = 0u64;
         let max_failures = self.train.max_failures;
@@ -625,7 +639,8 @@ impl<'a> Trainer<'a> {
         // (see `optim::lbfgs`), until `max_failures` fail in a row.
         let mut objective = |x: &[f64]| -> Result<(f64, Vec<f64>), GradientError> {
             params.values_mut().copy_from_slice(x);
-            match sens::gradient(&Bound::new(model, program, &params, data), gradient) {
+            match sens::gradient_across(&Bound::new(model, program, &params, data), gradient, ranks)
+            {
                 Ok(g) => {
                     in_a_row = 0;
                     evals += g.stats.rhs_evals;

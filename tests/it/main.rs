@@ -36,6 +36,9 @@ mod isa;
 mod library;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
+/// `--features mpi`: ensembles and training under mpirun, byte for byte against one process.
+#[cfg(feature = "mpi")]
+mod mpi;
 /// `nodec plot`: every kind renders a valid, non-blank SVG and PNG; `auto`'s rule; misfits.
 mod plot;
 /// Results for other tools: parameter files with shapes, `run --all-samples`, `.npy`/`.npz`.
