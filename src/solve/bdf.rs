@@ -192,7 +192,7 @@ pub(crate) fn solve<S: System>(
     let mut dy = vec![0.0; dim];
     let mut scale = vec![0.0; dim];
     let mut probe = vec![0.0; dim];
-    let mut matrix = IterationMatrix::new(sys, dim, options.linear);
+    let mut matrix = IterationMatrix::new(sys, tl.t0, y0, options.linear, stats, ws);
     let mut c_lu: Option<f64> = None;
 
     let mut next_save = 0;

@@ -4,7 +4,7 @@
 //! Dense: `nalgebra::LU::new` takes its matrix by value and allocates a permutation on every
 //! call; the stiff solvers refactor often, so the factorization runs in place in a preallocated
 //! nalgebra matrix (the same row-pivoted Gaussian elimination as nalgebra's), and the
-//! triangular solves are nalgebra's.
+//! triangular solves are plain loops.
 //!
 //! Banded: when the system reports its Jacobian's structural nonzeros
 //! ([`super::System::jacobian_pattern`]), the states are renumbered by reverse Cuthill–McKee
@@ -15,7 +15,7 @@
 //! one tangent lane together (greedy colouring, Curtis–Powell–Reid), so a tridiagonal-like
 //! Jacobian costs a handful of lanes, not `dim`, and only its nonzeros are stored.
 
-use nalgebra::{DMatrix, DVectorViewMut};
+use nalgebra::DMatrix;
 
 use super::System;
 
@@ -106,11 +106,25 @@ impl DenseLu {
                 b.swap(i, p);
             }
         }
+        // Plain substitutions: nalgebra's triangular solves cost ~240 instructions for a 3×3
+        // (Robertson's 884 solves were 15% of its BDF solve under callgrind).
         let n = b.len();
-        let mut v = DVectorViewMut::from_slice(b, n);
-        // The diagonal of U is nonzero (checked in `factor`), so neither solve can fail.
-        let _ = self.m.solve_lower_triangular_with_diag_mut(&mut v, 1.0);
-        let _ = self.m.solve_upper_triangular_mut(&mut v);
+        for j in 0..n {
+            let bj = b[j];
+            if bj != 0.0 {
+                for i in j + 1..n {
+                    b[i] -= self.m[(i, j)] * bj;
+                }
+            }
+        }
+        // The diagonal of U is nonzero (checked in `factor`).
+        for j in (0..n).rev() {
+            b[j] /= self.m[(j, j)];
+            let bj = b[j];
+            for i in 0..j {
+                b[i] -= self.m[(i, j)] * bj;
+            }
+        }
     }
 }
 
@@ -363,6 +377,44 @@ fn colour_columns(pattern: &[Vec<u32>]) -> (Vec<usize>, usize) {
     (colour, colours)
 }
 
+/// The nonzeros of one dense Jacobian at `y` moved by up to 1% (a fixed sequence), row by row:
+/// moved, so that a state starting at zero (whose product terms vanish there) does not hide an
+/// entry. Not a proof of structure: an entry that vanishes at that point by coincidence (a
+/// `relu` switched off) is missed, and the Newton iterations then converge more slowly (as with
+/// a stale Jacobian, which the solvers handle); RODAS4 loses accuracy order with a wrong `J`,
+/// which its error control sees as smaller steps.
+fn probe_pattern<S: System>(
+    sys: &S,
+    t: f64,
+    y: &[f64],
+    stats: &mut super::Stats,
+    ws: &mut S::Workspace,
+) -> Vec<Vec<u32>> {
+    let n = y.len();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let moved: Vec<f64> = y
+        .iter()
+        .map(|&v| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (state >> 11) as f64 / (1u64 << 52) as f64 - 1.0;
+            v + 1e-2 * r * (1.0 + v.abs())
+        })
+        .collect();
+    let mut jac = vec![0.0; n * n];
+    sys.jacobian(t, &moved, &mut jac, ws);
+    stats.jac_evals += 1;
+    // NaN counts as nonzero: it must not hide an entry.
+    (0..n)
+        .map(|i| {
+            (0..n as u32)
+                .filter(|&j| jac[i * n + j as usize] != 0.0)
+                .collect()
+        })
+        .collect()
+}
+
 /// The matrix `J` and the LU of `a I − J`, dense or banded; see the module docs.
 pub(crate) enum IterationMatrix {
     Dense {
@@ -387,9 +439,28 @@ pub(crate) enum IterationMatrix {
 }
 
 impl IterationMatrix {
-    /// Picks dense or banded for `sys` by `choice`.
-    pub fn new<S: System>(sys: &S, dim: usize, choice: LinearSolver) -> Self {
-        let pattern = sys.jacobian_pattern().filter(|p| p.len() == dim);
+    /// Picks dense or banded for `sys` by `choice`, at the start `(t, y)` of a solve. A system
+    /// without a symbolic pattern (tensor kernels) of 16 states or more has its pattern probed:
+    /// the nonzeros of one dense Jacobian near `y` ([`probe_pattern`], counted in
+    /// `stats.jac_evals`).
+    pub fn new<S: System>(
+        sys: &S,
+        t: f64,
+        y: &[f64],
+        choice: LinearSolver,
+        stats: &mut super::Stats,
+        ws: &mut S::Workspace,
+    ) -> Self {
+        let dim = y.len();
+        let probed: Vec<Vec<u32>>;
+        let pattern = match sys.jacobian_pattern().filter(|p| p.len() == dim) {
+            Some(p) => Some(p),
+            None if choice != LinearSolver::Dense && dim >= 16 => {
+                probed = probe_pattern(sys, t, y, stats, ws);
+                Some(&probed[..])
+            }
+            None => None,
+        };
         let band = match choice {
             LinearSolver::Dense => None,
             LinearSolver::Auto => choose_band(pattern),
@@ -446,7 +517,8 @@ impl IterationMatrix {
         }
     }
 
-    /// `"dense"` or `"banded"`, for reports and tests.
+    /// `"dense"` or `"banded"`.
+    #[cfg(test)]
     pub fn kind(&self) -> &'static str {
         match self {
             IterationMatrix::Dense { .. } => "dense",
@@ -662,6 +734,8 @@ mod banded_tests {
     /// A sparse nonlinear field whose dense Jacobian is known, to compare the two paths.
     struct Sparse {
         pattern: Vec<Vec<u32>>,
+        /// Whether the pattern is reported (as the scalar IR does) or must be probed.
+        symbolic: bool,
     }
 
     impl System for Sparse {
@@ -685,7 +759,7 @@ mod banded_tests {
             }
         }
         fn jacobian_pattern(&self) -> Option<&[Vec<u32>]> {
-            Some(&self.pattern)
+            self.symbolic.then_some(&self.pattern[..])
         }
     }
 
@@ -693,11 +767,16 @@ mod banded_tests {
     fn banded_iteration_matrix_solves_what_the_dense_one_solves() {
         let sys = Sparse {
             pattern: brusselator_pattern(12),
+            symbolic: true,
         };
         let n = 24;
         let y: Vec<f64> = (0..n).map(|i| 0.3 * i as f64).collect();
-        let mut banded = IterationMatrix::new(&sys, n, LinearSolver::Auto);
-        let mut dense = IterationMatrix::new(&sys, n, LinearSolver::Dense);
+        let mut stats = crate::solve::Stats::default();
+        let mut banded =
+            IterationMatrix::new(&sys, 0.0, &y, LinearSolver::Auto, &mut stats, &mut ());
+        let mut dense =
+            IterationMatrix::new(&sys, 0.0, &y, LinearSolver::Dense, &mut stats, &mut ());
+        assert_eq!(stats.jac_evals, 0, "a symbolic pattern needs no probe");
         assert_eq!((banded.kind(), dense.kind()), ("banded", "dense"));
         for m in [&mut banded, &mut dense] {
             assert_eq!(m.evaluate(&sys, 0.0, &y, &mut ()), None);
@@ -720,5 +799,23 @@ mod banded_tests {
                 - b[i];
             assert!(r.abs() < 1e-12, "row {i}: {r}");
         }
+    }
+
+    #[test]
+    fn a_probed_pattern_finds_the_band_without_the_ir() {
+        let sys = Sparse {
+            pattern: brusselator_pattern(12),
+            symbolic: false,
+        };
+        let y: Vec<f64> = (0..24).map(|i| 0.1 + 0.2 * i as f64).collect();
+        let mut stats = crate::solve::Stats::default();
+        let m = IterationMatrix::new(&sys, 0.0, &y, LinearSolver::Auto, &mut stats, &mut ());
+        assert_eq!((m.kind(), stats.jac_evals), ("banded", 1));
+        assert_eq!(
+            probe_pattern(&sys, 0.0, &y, &mut stats, &mut ()),
+            sys.pattern
+        );
+        let m = IterationMatrix::new(&sys, 0.0, &y, LinearSolver::Dense, &mut stats, &mut ());
+        assert_eq!((m.kind(), stats.jac_evals), ("dense", 2));
     }
 }

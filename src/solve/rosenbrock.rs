@@ -52,7 +52,7 @@ pub(crate) fn solve<S: System>(
     let mut stage = vec![0.0; dim];
     let mut f = vec![0.0; dim];
     let mut u = vec![vec![0.0; dim]; 6];
-    let mut matrix = IterationMatrix::new(sys, dim, options.linear);
+    let mut matrix = IterationMatrix::new(sys, tl.t0, y0, options.linear, stats, ws);
 
     // f(t0, y0), the save times at t0 and the initial step (HINIT with the 3rd-order
     // embedded error, O(h^4)).
