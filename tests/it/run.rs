@@ -809,14 +809,8 @@ fn long_solves_report_progress_on_stderr() {
 #[test]
 fn brusselator_matches_the_scipy_reference_banded_and_dense() {
     let r = reference("brusselator");
-    let rows = |key: &str| -> Vec<Vec<f64>> {
-        r[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| numbers(row))
-            .collect()
-    };
+    let rows =
+        |key: &str| -> Vec<Vec<f64>> { r[key].as_array().unwrap().iter().map(numbers).collect() };
     let (ref_u, ref_v) = (rows("u"), rows("v"));
     let text = std::fs::read_to_string(root().join("models/brusselator.node")).unwrap();
     let dir = root().join("target/run-tmp");
