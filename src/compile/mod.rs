@@ -192,6 +192,8 @@ pub struct Program {
     saved_rows: Vec<u32>,
     /// The model's events, in declaration order (empty for most models).
     events: Vec<EventInfo>,
+    /// Structural nonzeros of `∂f/∂y` per row, when the scalar IR gives them.
+    jacobian_pattern: Option<Vec<Vec<u32>>>,
 }
 
 /// An event as the compiled program runs it: [`Program::event_conditions`] row `i` is its
@@ -320,6 +322,9 @@ pub struct Workspace {
 #[derive(Clone, Debug)]
 struct JacobianScratch {
     ws: Workspace,
+    /// Tangent directions (lanes) the scratch is built for, and whether they are the identity.
+    lanes: usize,
+    identity: bool,
     y: Vec<f64>,
     v: Vec<f64>,
     out: Vec<f64>,
@@ -360,6 +365,10 @@ fn to_soa(rows: &[f64], dst: &mut [f64], width: usize) {
         }
     }
 }
+
+/// Node visits allowed for finding the Jacobian's pattern; past it the Jacobian counts as dense
+/// (a dense field pays `dim ×` its size, and is dense anyway).
+const JACOBIAN_PATTERN_WORK: usize = 4_000_000;
 
 /// The state-like blocks a kernel reads besides the bound data.
 #[derive(Clone, Copy, Default)]
@@ -469,6 +478,7 @@ impl Program {
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
             saved_rows,
             events: event_specs(model),
+            jacobian_pattern: model.jacobian_pattern(JACOBIAN_PATTERN_WORK),
         }
     }
 
@@ -536,6 +546,7 @@ impl Program {
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
             saved_rows,
             events: event_specs(model),
+            jacobian_pattern: None,
         }
     }
 
@@ -1242,25 +1253,73 @@ impl Program {
         jac: &mut [f64],
         ws: &mut Workspace,
     ) {
+        self.jacobian_times(params, t, y, sample, None, jac, ws);
+    }
+
+    /// `J V` for `lanes` tangent directions `seeds` (`seeds[j * lanes + s]` is component `j` of
+    /// direction `s`), written to `out[i * lanes + s]`: one JVP over `lanes` lanes. With the
+    /// columns of a sparse Jacobian grouped so that no two in a group share a row, `V` holding
+    /// the groups' indicator vectors gives every nonzero in a few lanes instead of `dim`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn jacobian_seeded(
+        &self,
+        params: &Params,
+        t: f64,
+        y: &[f64],
+        sample: usize,
+        seeds: &[f64],
+        lanes: usize,
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        self.jacobian_times(params, t, y, sample, Some((seeds, lanes)), out, ws);
+    }
+
+    /// The JVP behind [`Program::jacobian`] (`seeds` = `None`: the identity) and
+    /// [`Program::jacobian_seeded`].
+    #[allow(clippy::too_many_arguments)]
+    fn jacobian_times(
+        &self,
+        params: &Params,
+        t: f64,
+        y: &[f64],
+        sample: usize,
+        seeds: Option<(&[f64], usize)>,
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
         let n = self.dim;
-        if n == 0 {
+        let lanes = seeds.map_or(n, |(_, k)| k);
+        if n == 0 || lanes == 0 {
             return;
         }
         let width = ws.width;
-        let scratch = ws.jacobian.get_or_insert_with(|| {
-            let mut v = vec![0.0; n * n];
-            for j in 0..n {
-                v[j * n + j] = 1.0;
+        if ws
+            .jacobian
+            .as_ref()
+            .is_none_or(|s| s.lanes != lanes || s.identity != seeds.is_none())
+        {
+            let mut v = vec![0.0; n * lanes];
+            if seeds.is_none() {
+                for j in 0..n {
+                    v[j * n + j] = 1.0;
+                }
             }
-            Box::new(JacobianScratch {
-                ws: self.workspace(n),
-                y: vec![0.0; n * n],
+            ws.jacobian = Some(Box::new(JacobianScratch {
+                ws: self.workspace(lanes),
+                lanes,
+                identity: seeds.is_none(),
+                y: vec![0.0; n * lanes],
                 v,
-                out: vec![0.0; n * n],
-            })
-        });
+                out: vec![0.0; n * lanes],
+            }));
+        }
+        let scratch = ws.jacobian.as_mut().expect("built above");
+        if let Some((seeds, _)) = seeds {
+            scratch.v.copy_from_slice(&seeds[..n * lanes]);
+        }
         for (i, &yi) in y.iter().enumerate() {
-            scratch.y[i * n..(i + 1) * n].fill(yi);
+            scratch.y[i * lanes..(i + 1) * lanes].fill(yi);
         }
         let sub = &mut scratch.ws;
         for (src, dst) in [
@@ -1268,7 +1327,7 @@ impl Program {
             (&ws.labels, &mut sub.labels),
             (&ws.observed, &mut sub.observed),
         ] {
-            for (row, d) in src.chunks_exact(width).zip(dst.chunks_exact_mut(n)) {
+            for (row, d) in src.chunks_exact(width).zip(dst.chunks_exact_mut(lanes)) {
                 d.fill(row[sample]);
             }
         }
@@ -1290,7 +1349,13 @@ impl Program {
             sub,
         );
         sub.times = times;
-        jac[..n * n].copy_from_slice(&scratch.out);
+        out[..n * lanes].copy_from_slice(&scratch.out);
+    }
+
+    /// The structural nonzeros of `∂f/∂y`, row by row (see [`ir::Model::jacobian_pattern`]);
+    /// `None` when unknown (tensor kernels) and the Jacobian must be taken as dense.
+    pub fn jacobian_pattern(&self) -> Option<&[Vec<u32>]> {
+        self.jacobian_pattern.as_deref()
     }
 
     /// Runs `f` with a block of times all equal to `t` (the workspace's own buffer).

@@ -140,6 +140,60 @@ impl Model {
         self.scalar_ir == ScalarIr::Present
     }
 
+    /// The structural nonzeros of `∂f/∂y` from the scalar IR: row `i` lists, sorted, the state
+    /// components that `f_i`'s expression reads (a superset of the nonzeros, exact for the
+    /// expressions models write). `None` without the scalar IR, or when walking the expressions
+    /// would cost more than `work_limit` node visits (then the Jacobian is treated as dense).
+    pub fn jacobian_pattern(&self, work_limit: usize) -> Option<Vec<Vec<u32>>> {
+        use super::node::Node;
+        if !self.has_scalar_ir() {
+            return None;
+        }
+        let mut offsets = Vec::with_capacity(self.states.len());
+        let mut total = 0u32;
+        for s in &self.states {
+            offsets.push(total);
+            total += s.shape.len() as u32;
+        }
+        // One depth-first walk per row; `seen[node] == row + 1` marks this row's visits.
+        let mut seen = vec![0u32; self.pool.len()];
+        let mut stack = Vec::new();
+        let mut work = 0usize;
+        let mut rows = Vec::with_capacity(total as usize);
+        for (row, root) in self.rhs().into_iter().enumerate() {
+            let stamp = row as u32 + 1;
+            let mut cols = Vec::new();
+            stack.push(root);
+            while let Some(id) = stack.pop() {
+                if seen[id.index()] == stamp {
+                    continue;
+                }
+                seen[id.index()] = stamp;
+                work += 1;
+                if work > work_limit {
+                    return None;
+                }
+                match self.pool.node(id) {
+                    Node::Const(_) => {}
+                    Node::Var(Var::State { state, elem }) => {
+                        cols.push(offsets[*state as usize] + elem);
+                    }
+                    Node::Var(_) => {}
+                    Node::Add(xs) | Node::Mul(xs) => stack.extend(xs.iter().copied()),
+                    Node::Div(a, b)
+                    | Node::Pow(a, b)
+                    | Node::Min(a, b)
+                    | Node::Max(a, b)
+                    | Node::Cmp(_, a, b) => stack.extend([*a, *b]),
+                    Node::Func(_, a) => stack.push(*a),
+                }
+            }
+            cols.sort_unstable();
+            rows.push(cols);
+        }
+        Some(rows)
+    }
+
     /// Total number of state elements: the length of `x` and `f` in [`Derivatives`].
     pub fn state_len(&self) -> usize {
         self.states.iter().map(|s| s.shape.len()).sum()
@@ -663,6 +717,18 @@ pub enum Save {
     Times(Vec<f64>),
 }
 
+/// The schedule's `linear =`: how the stiff methods factor `a I − J`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LinearSolve {
+    /// Banded when the Jacobian's structure has a narrow band (after renumbering), else dense.
+    #[default]
+    Auto,
+    /// Dense LU.
+    Dense,
+    /// Banded LU.
+    Banded,
+}
+
 /// Which gradient method `grad` and `train` use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GradientMethod {
@@ -704,6 +770,9 @@ pub struct Schedule {
     pub position: Option<usize>,
     /// Leapfrog's momentum state index.
     pub momentum: Option<usize>,
+    /// `linear = dense|banded` of `bdf` and `rodas4`: how their Newton/stage matrix is
+    /// factored; `Auto` chooses from the Jacobian's structure.
+    pub linear: LinearSolve,
     /// Whether `t = [T0, T1]` reads a const set with `--set`: observations the span then
     /// leaves out were asked for, so dropping them is a warning rather than an error.
     pub span_set: bool,

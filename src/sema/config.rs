@@ -197,9 +197,8 @@ fn schedule_params(method: Method) -> &'static [&'static str] {
         Method::Leapfrog => &["t", "steps", "position", "momentum", "save", "layers"],
         _ => match method.family() {
             MethodFamily::Fixed => &["t", "steps", "save", "layers"],
-            MethodFamily::Adaptive | MethodFamily::Stiff => {
-                &["t", "rtol", "atol", "max_steps", "save", "layers"]
-            }
+            MethodFamily::Adaptive => &["t", "rtol", "atol", "max_steps", "save", "layers"],
+            MethodFamily::Stiff => &["t", "rtol", "atol", "max_steps", "save", "layers", "linear"],
         },
     }
 }
@@ -272,6 +271,23 @@ pub(crate) fn schedule<'a>(
     let max_steps = arg("max_steps")
         .and_then(|e| positive_usize(checker, e, "`max_steps`"))
         .unwrap_or(100_000);
+    let linear = match arg("linear") {
+        None => ir::LinearSolve::Auto,
+        Some(e) => match name_value(e) {
+            Some("auto") => ir::LinearSolve::Auto,
+            Some("dense") => ir::LinearSolve::Dense,
+            Some("banded") => ir::LinearSolve::Banded,
+            _ => {
+                let mut d = Diagnostic::error(e.span, "`linear` is one of auto, dense, banded");
+                if let Some(s) = name_value(e).and_then(|n| suggest(n, ["auto", "dense", "banded"]))
+                {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                checker.diags.push(d);
+                ir::LinearSolve::Auto
+            }
+        },
+    };
     let layers = arg("layers").and_then(|e| positive_usize(checker, e, "`layers`"));
     if let (Some(steps), Some(layers), Some(e)) = (steps, layers, arg("layers")) {
         if steps % layers != 0 {
@@ -466,6 +482,7 @@ pub(crate) fn schedule<'a>(
         lm_k,
         position,
         momentum,
+        linear,
         span_set,
         span,
     })

@@ -21,7 +21,9 @@ use crate::compile::{ParamLayout, Params, Program, Workspace};
 use crate::data::Dataset;
 use crate::ir::{self, CostKind, Method as IrMethod, Save};
 use crate::rng::{self, Rng};
-use crate::solve::{self, Method, Sensitivity, SolveError, SolverOptions, Stats, System};
+use crate::solve::{
+    self, LinearSolver, Method, Sensitivity, SolveError, SolverOptions, Stats, System,
+};
 
 /// Right-hand sides evaluated in this process (one per sample), for showing that a long solve
 /// is moving. The solvers' exact counts are their `Stats`; this one is only a live reading.
@@ -95,6 +97,11 @@ pub fn solver_options(model: &ir::Model, schedule: &ir::Schedule) -> SolverOptio
     options.atol = schedule.atol;
     options.atol_components = schedule.atol_components.clone();
     options.max_steps = schedule.max_steps;
+    options.linear = match schedule.linear {
+        ir::LinearSolve::Auto => LinearSolver::Auto,
+        ir::LinearSolve::Dense => LinearSolver::Dense,
+        ir::LinearSolve::Banded => LinearSolver::Banded,
+    };
     options.save = match &schedule.save {
         Save::Default => Vec::new(),
         Save::Times(times) => times.clone(),

@@ -142,6 +142,23 @@ impl System for ModelSystem<'_> {
         self.program.jacobian(self.params, t, y, 0, jac, ws);
     }
 
+    fn jacobian_pattern(&self) -> Option<&[Vec<u32>]> {
+        self.program.jacobian_pattern()
+    }
+
+    fn jacobian_seeded(
+        &self,
+        t: f64,
+        y: &[f64],
+        seeds: &[f64],
+        lanes: usize,
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        self.program
+            .jacobian_seeded(self.params, t, y, 0, seeds, lanes, out, ws);
+    }
+
     fn breakpoints(&self) -> Vec<f64> {
         self.program.breakpoints().to_vec()
     }

@@ -21,7 +21,7 @@
     reason = "index loops mirror the formulas over components and lanes"
 )]
 
-use super::linalg::DenseLu;
+use super::linalg::IterationMatrix;
 use super::rosenbrock::initial_step_at;
 use super::tableau::BDF_MAX_ORDER;
 use super::timeline::Timeline;
@@ -192,8 +192,7 @@ pub(crate) fn solve<S: System>(
     let mut dy = vec![0.0; dim];
     let mut scale = vec![0.0; dim];
     let mut probe = vec![0.0; dim];
-    let mut jac = vec![0.0; dim * dim];
-    let mut lu = DenseLu::new(dim);
+    let mut matrix = IterationMatrix::new(sys, tl.t0, y0, options.linear, stats, ws);
     let mut c_lu: Option<f64> = None;
 
     let mut next_save = 0;
@@ -227,7 +226,8 @@ pub(crate) fn solve<S: System>(
             );
             h_abs = h.abs();
             hist.restart(&y, &f, h);
-            sys.jacobian(t_eval, &y, &mut jac, ws);
+            // A non-finite entry fails the factorization, which halves the step.
+            let _ = matrix.evaluate(sys, t_eval, &y, ws);
             stats.jac_evals += 1;
             c_lu = None;
             n_equal_steps = 0;
@@ -294,7 +294,7 @@ pub(crate) fn solve<S: System>(
                 };
                 if stale {
                     stats.lu_decompositions += 1;
-                    c_lu = if lu.factor_shifted(1.0 / cc, &jac) {
+                    c_lu = if matrix.factor_shifted(1.0 / cc) {
                         Some(cc)
                     } else {
                         None
@@ -302,8 +302,21 @@ pub(crate) fn solve<S: System>(
                 }
                 if let Some(c0) = c_lu {
                     let (ok, it) = newton(
-                        sys, ws, stats, t_eval, cc, c0, &lu, &y_pred, &psi, &scale, newton_tol,
-                        &mut y_new, &mut dd, &mut dy, &mut f,
+                        sys,
+                        ws,
+                        stats,
+                        t_eval,
+                        cc,
+                        c0,
+                        &mut matrix,
+                        &y_pred,
+                        &psi,
+                        &scale,
+                        newton_tol,
+                        &mut y_new,
+                        &mut dd,
+                        &mut dy,
+                        &mut f,
                     );
                     converged = ok;
                     iters = it;
@@ -311,7 +324,7 @@ pub(crate) fn solve<S: System>(
                 if converged || jac_current {
                     break;
                 }
-                sys.jacobian(t_eval, &y_pred, &mut jac, ws);
+                let _ = matrix.evaluate(sys, t_eval, &y_pred, ws);
                 stats.jac_evals += 1;
                 jac_current = true;
                 c_lu = None;
@@ -436,7 +449,7 @@ fn newton<S: System>(
     t_eval: f64,
     c: f64,
     c_lu: f64,
-    lu: &DenseLu,
+    lu: &mut IterationMatrix,
     y_pred: &[f64],
     psi: &[f64],
     scale: &[f64],

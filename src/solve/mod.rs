@@ -128,6 +128,36 @@ pub trait System: Sync {
     /// width 1) into `jac`, row-major `dim × dim`: `jac[i * dim + j] = ∂f_i/∂y_j`.
     fn jacobian(&self, t: f64, y: &[f64], jac: &mut [f64], ws: &mut Self::Workspace);
 
+    /// The structural nonzeros of `∂f/∂y`: row `i` lists, sorted, every `j` for which
+    /// `∂f_i/∂y_j` may be nonzero. `None` (the default) means dense. The stiff solvers choose a
+    /// banded LU and evaluate the Jacobian by compressed JVPs from it.
+    fn jacobian_pattern(&self) -> Option<&[Vec<u32>]> {
+        None
+    }
+
+    /// `J V` at `(t, y)` for `lanes` tangent directions (`seeds[j * lanes + s]`), written to
+    /// `out[i * lanes + s]`. The default multiplies the dense [`System::jacobian`]; systems
+    /// with a pattern override it with a JVP of `lanes` lanes.
+    #[allow(clippy::too_many_arguments)]
+    fn jacobian_seeded(
+        &self,
+        t: f64,
+        y: &[f64],
+        seeds: &[f64],
+        lanes: usize,
+        out: &mut [f64],
+        ws: &mut Self::Workspace,
+    ) {
+        let n = y.len();
+        let mut jac = vec![0.0; n * n];
+        self.jacobian(t, y, &mut jac, ws);
+        for i in 0..n {
+            for s in 0..lanes {
+                out[i * lanes + s] = (0..n).map(|j| jac[i * n + j] * seeds[j * lanes + s]).sum();
+            }
+        }
+    }
+
     /// Times strictly inside the span where `f` may jump (boundaries of per-layer weights).
     ///
     /// Contract: the pieces are `[b_k, b_{k+1})`, so `f(b_k)` is the piece to the right of
@@ -471,6 +501,8 @@ pub struct SolverOptions {
     /// Times that adaptive and stiff methods must step onto exactly (observation times).
     /// Times outside `(t0, t1)` are ignored. Fixed-step methods keep their equal steps.
     pub stops: Vec<f64>,
+    /// How `bdf` and `rodas4` factor their iteration matrix (the schedule's `linear =`).
+    pub linear: LinearSolver,
 }
 
 impl SolverOptions {
@@ -488,6 +520,7 @@ impl SolverOptions {
             max_steps: 100_000,
             save: Vec::new(),
             stops: Vec::new(),
+            linear: LinearSolver::Auto,
         }
     }
 }
@@ -855,6 +888,7 @@ pub fn solve_batch<S: System>(
 }
 
 pub use backprop::BackpropOptions;
+pub use linalg::LinearSolver;
 pub use tangent::{forward_batch, Forward};
 
 /// The gradient of a loss through a solve, as [`backprop_batch`] returns it.

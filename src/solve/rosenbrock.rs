@@ -14,7 +14,7 @@
 )]
 
 use super::adaptive::{hinit_finish, hinit_guess};
-use super::linalg::DenseLu;
+use super::linalg::IterationMatrix;
 use super::tableau::{self, Rosenbrock};
 use super::timeline::Timeline;
 use super::{first_non_finite, OnAccept, SolveError, SolverOptions, Stats, System};
@@ -52,8 +52,7 @@ pub(crate) fn solve<S: System>(
     let mut stage = vec![0.0; dim];
     let mut f = vec![0.0; dim];
     let mut u = vec![vec![0.0; dim]; 6];
-    let mut jac = vec![0.0; dim * dim];
-    let mut lu = DenseLu::new(dim);
+    let mut matrix = IterationMatrix::new(sys, tl.t0, y0, options.linear, stats, ws);
 
     // f(t0, y0), the save times at t0 and the initial step (HINIT with the 3rd-order
     // embedded error, O(h^4)).
@@ -104,12 +103,10 @@ pub(crate) fn solve<S: System>(
         if !fresh {
             let t_eval = at(0.0);
             sys.rhs(&[t_eval], &y, &mut dy1, ws);
-            sys.jacobian(t_eval, &y, &mut jac, ws);
+            let bad_row = matrix.evaluate(sys, t_eval, &y, ws);
             stats.rhs_evals += 1;
             stats.jac_evals += 1;
-            if let Some(i) =
-                first_non_finite(&dy1).or_else(|| first_non_finite(&jac).map(|m| m / dim.max(1)))
-            {
+            if let Some(i) = first_non_finite(&dy1).or(bad_row) {
                 return Err(SolveError::NonFinite {
                     t,
                     sample: 0,
@@ -135,7 +132,7 @@ pub(crate) fn solve<S: System>(
         }
 
         stats.lu_decompositions += 1;
-        if !lu.factor_shifted(1.0 / (hs * tab.gamma), &jac) {
+        if !matrix.factor_shifted(1.0 / (hs * tab.gamma)) {
             // Singular W: a smaller step moves the shift away from J's spectrum.
             h = 0.5 * hs;
             reject = true;
@@ -186,7 +183,7 @@ pub(crate) fn solve<S: System>(
                 }
                 ui[m] = v;
             }
-            lu.solve(ui);
+            matrix.solve(ui);
         }
         for m in 0..dim {
             ynew[m] = stage[m] + u[5][m];

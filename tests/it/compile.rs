@@ -499,6 +499,41 @@ fn derivatives_agree_with_finite_differences_and_each_other() {
                     );
                 }
             }
+            // The structural pattern holds every nonzero, and J V by `lanes` seeded lanes is
+            // the dense product (the stiff solvers' compressed Jacobian).
+            if let Some(pattern) = program.jacobian_pattern() {
+                assert_eq!(pattern.len(), dim, "{name}");
+                for i in 0..dim {
+                    for j in 0..dim {
+                        if jac[i * dim + j] != 0.0 {
+                            assert!(
+                                pattern[i].contains(&(j as u32)),
+                                "{name}: J[{i}][{j}] = {} outside the pattern",
+                                jac[i * dim + j]
+                            );
+                        }
+                    }
+                }
+            }
+            let lanes = 3;
+            let seeds = rng.fill(dim * lanes, -1.0, 1.0);
+            let mut jv = vec![0.0; dim * lanes];
+            program.jacobian_seeded(p, b.t[s], &y, 0, &seeds, lanes, &mut jv, &mut ws1);
+            for i in 0..dim {
+                for l in 0..lanes {
+                    let want: f64 = (0..dim)
+                        .map(|j| jac[i * dim + j] * seeds[j * lanes + l])
+                        .sum();
+                    let scale: f64 = (0..dim)
+                        .map(|j| (jac[i * dim + j] * seeds[j * lanes + l]).abs())
+                        .sum();
+                    assert!(
+                        (jv[i * lanes + l] - want).abs() <= 1e-12 * (1.0 + scale),
+                        "{name}: (J V)[{i}][{l}] {} vs {want}",
+                        jv[i * lanes + l]
+                    );
+                }
+            }
         }
     }
 }
@@ -796,5 +831,28 @@ mod properties {
                 }
             }
         }
+    }
+}
+
+/// The Brusselator's pattern read from the scalar IR is its stencil: `u_j` and `v_j` each read
+/// their two neighbours of the same species and the other species at the same point, nothing
+/// more (the Laplacian's dense `N × N` matrix of zeros leaves no trace).
+#[test]
+fn brusselator_jacobian_pattern_is_its_stencil() {
+    let model = load_model("brusselator.node");
+    let program = Program::compile(&model);
+    let pattern = program
+        .jacobian_pattern()
+        .expect("the scalar IR gives the pattern");
+    let n = program.dim() / 2;
+    assert_eq!(n, 40);
+    for (i, row) in pattern.iter().enumerate() {
+        let (species, j) = (i / n, i % n);
+        let mut want: Vec<u32> = (j.saturating_sub(1)..(j + 2).min(n))
+            .map(|k| (species * n + k) as u32)
+            .collect();
+        want.push(((1 - species) * n + j) as u32);
+        want.sort_unstable();
+        assert_eq!(row, &want, "row {i}");
     }
 }

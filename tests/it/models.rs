@@ -22,6 +22,7 @@ fn every_model_checks_clean() {
 const SMALL: &[(&str, &[&str])] = &[
     ("digits_odenet", &["--set", "d=2", "--set", "w=2"]),
     ("otflow_moons", &["--set", "m=2"]),
+    ("brusselator", &["--set", "N=3"]),
 ];
 
 #[test]
