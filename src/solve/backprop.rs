@@ -623,3 +623,20 @@ fn add(dst: &mut [f64], src: &[f64]) {
         *d += s;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The three regimes of [`default_record`], from the bytes a record takes.
+    #[test]
+    fn record_keeps_saved_values_only_while_everything_fits() {
+        // A small neural field: 20 steps of 32 samples × 8 components, 64 saved values each.
+        assert_eq!(default_record(20, 8 * 32, 64 * 32), (20, 64 * 32));
+        // wide_4096 on a block: 4 steps, 64 components, 4096 saved activations per sample
+        // (4 MB a step with them, 56 KB without).
+        assert_eq!(default_record(4, 64 * 32, 4096 * 32), (4, 0));
+        // Ten thousand steps do not fit even without them: ⌈√N⌉ steps per segment.
+        assert_eq!(default_record(10_000, 64 * 32, 4096 * 32), (100, 4096 * 32));
+    }
+}
