@@ -322,6 +322,8 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
                 return 1;
             }
         }
+        // Moved, not copied: a wide model's report is tens of MB of text.
+        None if out.stdout.is_empty() => out.stdout = text,
         None => out.stdout.push_str(&text),
     }
     0

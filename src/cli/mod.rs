@@ -758,6 +758,24 @@ impl AtomicFile {
     }
 }
 
+/// So that serializers stream into the temporary file instead of building the text first (a
+/// wide model's parameters are tens of MB of JSON).
+impl std::io::Write for AtomicFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(bytes),
+            None => Err(std::io::Error::other("the file was already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if self.file.take().is_some() {

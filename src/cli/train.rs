@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::grad::{gradient_error, ParamValues};
 use super::report::format_sig;
 use super::run::{load_mapped, Loaded};
-use super::{write_atomic, Output};
+use super::{write_atomic, AtomicFile, Output};
 use crate::diag::Diagnostic;
 use crate::dist::Ranks;
 use crate::npy::{write_npz, Array};
@@ -65,15 +65,18 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 /// `{PARAM: value}` as `--params` reads it, with each parameter's shape under
 /// [`super::run::SHAPES_KEY`] (copies outermost for `per layer` and `on knots` params).
 fn params_json(loaded: &Loaded, values: &[f64]) -> String {
-    let values = ParamValues {
+    let mut text = serde_json::to_string_pretty(&param_values(loaded, values)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn param_values<'a>(loaded: &'a Loaded, values: &'a [f64]) -> ParamValues<'a> {
+    ParamValues {
         model: &loaded.model,
         layout: loaded.program.layout(),
         values,
         shapes: true,
-    };
-    let mut text = serde_json::to_string_pretty(&values).unwrap_or_default();
-    text.push('\n');
-    text
+    }
 }
 
 /// An `.npz` archive of one array per parameter, shaped as [`ParamEntry::saved_shape`] says.
@@ -96,12 +99,17 @@ fn params_npz(loaded: &Loaded, values: &[f64]) -> Result<Vec<u8>, String> {
 /// Writes the parameters to `path` atomically: an `.npz` archive when the name ends in
 /// `.npz`, else JSON.
 fn write_params(loaded: &Loaded, values: &[f64], path: &str) -> Result<(), String> {
-    let bytes = if super::has_extension(path, "npz") {
-        params_npz(loaded, values)?
-    } else {
-        params_json(loaded, values).into_bytes()
-    };
-    write_atomic(Path::new(path), &bytes).map_err(|e| e.to_string())
+    if super::has_extension(path, "npz") {
+        let bytes = params_npz(loaded, values)?;
+        return write_atomic(Path::new(path), &bytes).map_err(|e| e.to_string());
+    }
+    // Streamed: the text of a wide model's parameters is never held whole.
+    let mut file = AtomicFile::create(Path::new(path)).map_err(|e| e.to_string())?;
+    serde_json::to_writer_pretty(&mut file, &param_values(loaded, values))
+        .map_err(|e| e.to_string())?;
+    file.write_all(b"\n")
+        .and_then(|()| file.commit())
+        .map_err(|e| e.to_string())
 }
 
 fn summary_line(loaded: &Loaded, s: &EpochSummary, epochs: usize, steps_per_second: f64) -> String {

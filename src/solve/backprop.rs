@@ -75,16 +75,29 @@ pub(crate) fn check_method(method: &Method) -> Result<(), OptionsError> {
 /// everything; a 10 000-step one on 32 samples of 64 components does not).
 const STORE_ALL_BYTES: usize = 8 << 20;
 
-/// Steps per segment when the caller does not choose: every step when the block's record fits
-/// in [`STORE_ALL_BYTES`], else `⌈√N⌉`, which minimises checkpoints plus records.
-fn default_segment(n_steps: usize, len: usize, saved: usize) -> usize {
+/// Steps per segment and the values saved per evaluation when the caller does not choose:
+/// every step with what the system saves for its VJP (`saved` values per evaluation) when the
+/// block's record fits in [`STORE_ALL_BYTES`]; else every step without the saved values when
+/// that fits; else `⌈√N⌉` steps with them, which minimises checkpoints plus records.
+///
+/// Dropping the saved values (a wide layer's activations, 1 MB per evaluation of a 4096-wide
+/// layer on 32 samples) before checkpointing: the VJP then recomputes them, which costs at
+/// most the part of one right-hand side that computes them, per evaluation; checkpointing
+/// recomputes whole right-hand sides of all but the last segment. Either way the gradient's
+/// bits are the same (the saved values are the recomputation's bits).
+fn default_record(n_steps: usize, len: usize, saved: usize) -> (usize, usize) {
     // A record keeps the stage inputs and what the system saved of each evaluation, plus the
     // step's start, history and end.
-    let per_step = ((SLOTS + 3) * len + SLOTS * saved) * std::mem::size_of::<f64>();
-    if n_steps.saturating_mul(per_step) <= STORE_ALL_BYTES {
-        n_steps
+    let bytes = |saved: usize| {
+        let per_step = ((SLOTS + 3) * len + SLOTS * saved) * std::mem::size_of::<f64>();
+        n_steps.saturating_mul(per_step)
+    };
+    if bytes(saved) <= STORE_ALL_BYTES {
+        (n_steps, saved)
+    } else if bytes(0) <= STORE_ALL_BYTES {
+        (n_steps, 0)
     } else {
-        (n_steps as f64).sqrt().ceil() as usize
+        ((n_steps as f64).sqrt().ceil() as usize, saved)
     }
 }
 
@@ -116,7 +129,9 @@ impl StepRecord {
 
 /// Backprop over one block of `samples` starting from `y0` (sample-major rows); with
 /// `continuous`, the continuous adjoint on the same grid instead (`super::adjoint`), which
-/// shares the forward pass, the checkpoints and the cost seeds.
+/// shares the forward pass, the checkpoints and the cost seeds. `grad` is the zeroed buffer
+/// (as long as the parameters) the block's gradient is summed into, passed in so the caller
+/// can recycle the buffers of folded blocks.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     sys: &S,
@@ -127,7 +142,9 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     samples: Range<usize>,
     bp: &BackpropOptions,
     continuous: bool,
+    mut grad: Vec<f64>,
 ) -> Result<BlockGradient, SolveError> {
+    debug_assert!(grad.len() == sys.n_params() && grad.iter().all(|&g| g == 0.0));
     let width = samples.len();
     let first = samples.start;
     let dim = sys.dim();
@@ -141,15 +158,17 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     } else {
         (SLOTS, sys.saved_len() * width)
     };
-    let segment = bp
-        .segment
-        .unwrap_or_else(|| default_segment(n_steps, len, saved))
-        .clamp(1, n_steps.max(1));
+    let (segment, saved) = match bp.segment {
+        Some(segment) => (segment, saved),
+        None => default_record(n_steps, len, saved),
+    };
+    let segment = segment.clamp(1, n_steps.max(1));
     let mut stats = Stats::default();
     let y0 = to_soa(y0_rows, dim, width);
 
     // Forward: checkpoints at segment starts, save times as the plain solve writes them.
     let mut stepper = Stepper::new(sys, samples.clone(), &y0);
+    stepper.rec_saved = vec![vec![0.0; saved]; SLOTS];
     let mut out = vec![0.0; n_save * len];
     let mut saver = super::fixed::LinearSaver::new();
     saver.emit(tl, 0, tl.t0, &y0, tl.t0, &y0, width, &mut out);
@@ -202,7 +221,6 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
     let forward_steps = stats.steps;
 
     // The loss at the save times and its cotangents, sent to the grid states they came from.
-    let mut grad = vec![0.0; sys.n_params()];
     let mut loss = 0.0;
     let mut save_block = vec![0.0; len];
     // Cotangents by grid node, so the reverse sweep picks up a node's seeds without a search.
@@ -603,5 +621,22 @@ impl Reverse {
 fn add(dst: &mut [f64], src: &[f64]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d += s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The three regimes of [`default_record`], from the bytes a record takes.
+    #[test]
+    fn record_keeps_saved_values_only_while_everything_fits() {
+        // A small neural field: 20 steps of 32 samples × 8 components, 64 saved values each.
+        assert_eq!(default_record(20, 8 * 32, 64 * 32), (20, 64 * 32));
+        // wide_4096 on a block: 4 steps, 64 components, 4096 saved activations per sample
+        // (4 MB a step with them, 56 KB without).
+        assert_eq!(default_record(4, 64 * 32, 4096 * 32), (4, 0));
+        // Ten thousand steps do not fit even without them: ⌈√N⌉ steps per segment.
+        assert_eq!(default_record(10_000, 64 * 32, 4096 * 32), (100, 4096 * 32));
     }
 }

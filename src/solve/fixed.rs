@@ -107,7 +107,8 @@ pub(crate) struct Stepper<W> {
     /// Times and input states of the evaluations of the last step, per slot.
     pub rec_t: [f64; SLOTS],
     pub rec_y: Vec<Vec<f64>>,
-    /// What [`System::rhs_saving`] kept of each recorded evaluation.
+    /// What [`System::rhs_saving`] kept of each recorded evaluation; empty buffers (as created)
+    /// record nothing of it, and the VJP recomputes those values. Backprop sizes them.
     pub rec_saved: Vec<Vec<f64>>,
 }
 
@@ -132,7 +133,7 @@ impl<W> Stepper<W> {
             recording: false,
             rec_t: [0.0; SLOTS],
             rec_y: vec![vec![0.0; len]; SLOTS],
-            rec_saved: vec![vec![0.0; sys.saved_len() * width]; SLOTS],
+            rec_saved: vec![Vec::new(); SLOTS],
         }
     }
 
@@ -161,7 +162,11 @@ impl<W> Stepper<W> {
             self.rec_t[slot] = t;
             self.rec_y[slot].copy_from_slice(y);
             let saved = &mut self.rec_saved[slot];
-            sys.rhs_saving(&self.t, y, &mut self.k[slot], saved, &mut self.ws);
+            if saved.is_empty() {
+                sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
+            } else {
+                sys.rhs_saving(&self.t, y, &mut self.k[slot], saved, &mut self.ws);
+            }
         } else {
             sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
         }

@@ -972,6 +972,27 @@ pub fn gradient_batch_across<S: Sensitivity, O: Objective<S>>(
             found: y0.len(),
         }));
     }
+    // Only the fixed-step blocks take their gradient buffer from the spares (see below).
+    let recycles = !matches!(
+        options.method,
+        Method::Bosh3
+            | Method::Dopri5
+            | Method::Tsit5
+            | Method::ImplicitEuler
+            | Method::Rodas4
+            | Method::Bdf
+    );
+    let spare: std::sync::Mutex<Vec<Vec<f64>>> = std::sync::Mutex::new(Vec::new());
+    let zeroed = || {
+        let recycled = spare.lock().ok().and_then(|mut s| s.pop());
+        match recycled {
+            Some(mut g) => {
+                g.fill(0.0);
+                g
+            }
+            None => vec![0.0; system.n_params()],
+        }
+    };
     let work = |samples: Range<usize>| {
         let rows = &y0[samples.start * dim..samples.end * dim];
         let tl = &timeline;
@@ -986,16 +1007,27 @@ pub fn gradient_batch_across<S: Sensitivity, O: Objective<S>>(
                 sample::stiff_block(system, objective, options, tl, rows, samples, bp)
             }
             _ => backprop::block(
-                system, objective, options, tl, rows, samples, bp, continuous,
+                system,
+                objective,
+                options,
+                tl,
+                rows,
+                samples,
+                bp,
+                continuous,
+                zeroed(),
             ),
         }
     };
     let mut fold = GradientFold::new(&timeline, n_samples, dim, system.n_params(), bp.costates);
     // Block gradients are added in block order as they finish, so at most a few of them (each
-    // as long as the parameters) are alive at once.
+    // as long as the parameters) are alive at once. Their buffers are recycled: a wide model's
+    // 4 MB gradients freed and allocated again block after block leave glibc's per-thread
+    // arenas holding freed pieces that the resident set never gives back.
+    let recycling = recycles.then_some(&spare);
     if ranks.size() == 1 {
         blocks::in_order(n_samples, BLOCK_WIDTH, work, |samples, r| {
-            fold.add(samples, r)
+            fold.add(samples, r, recycling)
         });
         return fold.finish(&timeline).map(Some);
     }
@@ -1025,7 +1057,7 @@ pub fn gradient_batch_across<S: Sensitivity, O: Objective<S>>(
                 Some(b) => Ok(b),
                 None => work(samples.clone()),
             };
-            if !fold.add(samples, r) {
+            if !fold.add(samples, r, None) {
                 break 'ranks;
             }
         }
@@ -1092,11 +1124,13 @@ impl GradientFold {
         }
     }
 
-    /// Adds the next block; `false` (after an error) ends the batch.
+    /// Adds the next block, handing its gradient buffer to `spare` for the next block to
+    /// reuse; `false` (after an error) ends the batch.
     fn add(
         &mut self,
         samples: Range<usize>,
         r: Result<backprop::BlockGradient, SolveError>,
+        spare: Option<&std::sync::Mutex<Vec<Vec<f64>>>>,
     ) -> bool {
         let r = match r {
             Ok(r) => r,
@@ -1123,6 +1157,9 @@ impl GradientFold {
             if let Some(c) = self.costates.as_mut() {
                 c[dst..dst + width * dim].copy_from_slice(&r.costates[src..src + width * dim]);
             }
+        }
+        if let Some(mut spare) = spare.and_then(|s| s.lock().ok()) {
+            spare.push(r.grad);
         }
         true
     }

@@ -187,6 +187,30 @@ fn backprop_of_every_fixed_step_method_matches_finite_differences() {
     }
 }
 
+/// A 4096-wide layer's activations (1 MB per evaluation of a 32-sample block) make the
+/// record too large to keep with them: by default backprop keeps every step without them and
+/// the VJP recomputes them, re-running no step, with the bits of the runs that keep them.
+#[test]
+fn wide_activations_are_recomputed_not_recorded() {
+    let path = root().join("benches/data/wide/wide_4096.node");
+    let (l, data) = load_path(path.to_str().unwrap(), &[], 32);
+    let default = gradient(&l, &data, GradientMethod::Backprop);
+    // rk4 × 4: 4 evaluations per step and sample forward.
+    let forward_evals = 4 * 4 * 32;
+    assert_eq!(default.stats.rhs_evals, forward_evals, "no step re-run");
+    for (segment, recomputed_steps) in [(4, 0), (1, 3)] {
+        let mut options = GradientOptions::new(GradientMethod::Backprop);
+        options.segment = Some(segment);
+        let g = sens::gradient(&l.bind(&data), &options).unwrap();
+        assert_eq!(g.grad, default.grad, "segment {segment}");
+        assert_eq!(
+            g.stats.rhs_evals,
+            forward_evals + 4 * recomputed_steps * 32,
+            "segment {segment}"
+        );
+    }
+}
+
 #[test]
 fn checkpointing_and_threads_do_not_change_a_bit() {
     let (l, data) = load_small("cnf_moons.node", &[], 70);
