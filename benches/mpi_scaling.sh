@@ -32,7 +32,7 @@ seconds() { # RANKS THREADS ARGS...
     shift 2
     local start end
     start=$(date +%s.%N)
-    RAYON_NUM_THREADS="$threads" mpirun --oversubscribe --allow-run-as-root -n "$ranks" \
+    RAYON_NUM_THREADS="$threads" mpirun --oversubscribe --allow-run-as-root --bind-to none -n "$ranks" \
         -x RAYON_NUM_THREADS "$NODEC" "$@" > /dev/null 2>&1
     end=$(date +%s.%N)
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }'
@@ -66,7 +66,7 @@ echo "bytes per optimizer step on 2 ranks (one epoch; steps = mini-batches of th
 edited models/digits_odenet.node 1 "$scratch/digits1.node"
 edited benches/data/wide/mnist_sized.node 1 "$scratch/mnist1.node"
 for model in "$scratch/digits1.node" "$scratch/mnist1.node"; do
-    traffic=$(NODEC_MPI_TRAFFIC=1 RAYON_NUM_THREADS=1 mpirun --oversubscribe --allow-run-as-root \
+    traffic=$(NODEC_MPI_TRAFFIC=1 RAYON_NUM_THREADS=1 mpirun --oversubscribe --allow-run-as-root --bind-to none \
         -n 2 -x NODEC_MPI_TRAFFIC -x RAYON_NUM_THREADS "$NODEC" train "$model" --quiet \
         --out "$scratch/p.json" 2>&1 >/dev/null | grep '^mpi:')
     params=$("$NODEC" ir "$model" --stats 2>/dev/null | grep -io 'param[a-z ]*: *[0-9]*' | head -1 || true)
