@@ -193,21 +193,8 @@ crate::compile::isa::multiversion!(
         out: &mut [f64],
         reduced: &mut [f64],
         scratch: &mut [f64],
-    ) => interpret_lanes
+    ) => Kernel::interpret_lanes
 );
-
-#[inline(always)]
-fn interpret_lanes(
-    kernel: &Kernel,
-    u: &[f64],
-    regs: &mut [f64],
-    lanes: Lanes<'_>,
-    out: &mut [f64],
-    reduced: &mut [f64],
-    scratch: &mut [f64],
-) {
-    kernel.interpret_lanes(u, regs, lanes, out, reduced, scratch)
-}
 
 impl Kernel {
     #[inline(always)]
