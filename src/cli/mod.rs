@@ -832,6 +832,8 @@ pub fn check_output(path: &Path) -> Result<(), String> {
         Err(e) => return Err(format!("cannot write `{shown}`: {e}")),
     }
     let dir = output_dir(path);
+    // A process killed between creating and removing its probe leaves it; the next one clears it.
+    remove_stale_temporaries(dir, "nodec-probe");
     let probe = dir.join(format!(".nodec-probe.{}.tmp", std::process::id()));
     match std::fs::File::create(&probe) {
         Ok(_) => {
@@ -924,10 +926,14 @@ mod tests {
         // Process ids are below 2^22 on Linux, so this one never runs.
         let stale = dir.join(".out.json.4294967.tmp");
         let live = dir.join(format!(".other.json.{}.tmp", std::process::id()));
+        // A writability probe left by a process killed while checking its output path.
+        let probe = dir.join(".nodec-probe.4294967.tmp");
         std::fs::write(&stale, "partial").unwrap();
         std::fs::write(&live, "in progress").unwrap();
+        std::fs::write(&probe, "").unwrap();
         write_atomic(&dir.join("out.json"), b"whole").unwrap();
         assert!(!stale.exists());
+        assert!(!probe.exists());
         assert!(live.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
