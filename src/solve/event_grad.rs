@@ -22,9 +22,12 @@
 //!   rounding; for the adaptive pairs to their tolerance (forward sensitivities integrate the
 //!   tangents with error control, so their steps differ).
 //! - **The adjoint** solves `dλ/dt = −f_yᵀ λ`, `dg/dt = −f_pᵀ λ` backward over each
-//!   inter-event segment with the adaptive pair (the schedule's own, DOPRI5 for fixed-step
-//!   schedules) at the schedule's tolerances, reading the forward state from the recorded
-//!   steps' dense output; cost jumps at the save times, the transposed saltation at events.
+//!   inter-event segment as `adjoint.rs` does without events: the adaptive pairs with their
+//!   controller at the schedule's tolerances, cost jumps at the save times; the fixed-step
+//!   schedules with their own method over the recorded steps backward, cost jumps split
+//!   between a step's ends as the linear interpolation of the save split them. The forward
+//!   state is the recorded steps' dense output (the pairs' own, cubic Hermite for fixed
+//!   steps); the transposed saltation rule crosses the events.
 //!
 //! The event partial derivatives come from the `EventJvp` kernel evaluated on basis
 //! directions (`dim + n_params` evaluations per event): exact, and cheap for the small models
@@ -903,40 +906,13 @@ impl<S: Sensitivity> Lane<'_, S> {
                 self.cross(seg.end - 1, &x_minus, &mut lambda, costates, grad, ws, stats)?;
                 z[..dim].copy_from_slice(&lambda);
             }
-            // Cost jumps at the save times inside the segment, from its end to its start.
-            let inside: Vec<usize> = (0..tl.save.len())
-                .filter(|&k| {
-                    let place = self.fw.places[k];
-                    place.step().is_some_and(|i| seg.contains(&i))
-                        && !matches!(place, At::Pre(_) | At::Post(_))
-                })
-                .collect();
-            let mut stops: Vec<f64> = inside.iter().map(|&k| tl.save[k]).collect();
-            stops.push(a);
-            stops.push(b);
-            stops.sort_by(|x, y| (x * tl.dir).total_cmp(&(y * tl.dir)));
-            stops.dedup();
-            let jump = |t: f64, z: &mut [f64], costates: &mut Option<Vec<Vec<f64>>>| {
-                let mut lambda = z[..dim].to_vec();
-                for &k in inside.iter().filter(|&&k| tl.save[k] == t) {
-                    if let Some(c) = &self.cot[k] {
-                        add(&mut lambda, c);
-                    }
+            match self.scheme {
+                Scheme::Fixed(rk) => {
+                    self.fixed_segment(rk, &*traj, seg, options, &mut z, costates, stats)?
                 }
-                if let Some(cs) = costates.as_mut() {
-                    for &k in inside.iter().filter(|&&k| tl.save[k] == t) {
-                        cs[k].copy_from_slice(&lambda);
-                    }
+                Scheme::Pair(_) => {
+                    self.pair_segment(&*traj, seg, a, b, options, &mut z, costates, stats)?
                 }
-                z[..dim].copy_from_slice(&lambda);
-            };
-            let mut zout = vec![0.0; z.len()];
-            for w in (0..stops.len()).rev() {
-                if w + 1 < stops.len() {
-                    self.backward(&*traj, options, stops[w + 1], stops[w], &z, &mut zout, stats)?;
-                    z.copy_from_slice(&zout);
-                }
-                jump(stops[w], &mut z, costates);
             }
         }
         for (g, d) in grad.iter_mut().zip(&z[dim..]) {
@@ -947,8 +923,162 @@ impl<S: Sensitivity> Lane<'_, S> {
         Ok(lambda)
     }
 
-    /// `z = (λ, g)` carried from `b` back to `a` by the pair (DOPRI5 for fixed-step
-    /// schedules) at the schedule's tolerances.
+    /// The adaptive pairs: `z` from the segment's end `b` back to its start `a`, with the cost
+    /// jumps at the save times inside it.
+    #[allow(clippy::too_many_arguments)]
+    fn pair_segment(
+        &self,
+        traj: &dyn Trajectory,
+        seg: Range<usize>,
+        a: f64,
+        b: f64,
+        options: &SolverOptions,
+        z: &mut [f64],
+        costates: &mut Option<Vec<Vec<f64>>>,
+        stats: &mut Stats,
+    ) -> Result<(), SolveError> {
+        let (tl, dim) = (self.tl, self.sys.dim());
+        let inside: Vec<usize> = (0..tl.save.len())
+            .filter(|&k| {
+                let place = self.fw.places[k];
+                place.step().is_some_and(|i| seg.contains(&i))
+                    && !matches!(place, At::Pre(_) | At::Post(_))
+            })
+            .collect();
+        let mut stops: Vec<f64> = inside.iter().map(|&k| tl.save[k]).collect();
+        stops.push(a);
+        stops.push(b);
+        stops.sort_by(|x, y| (x * tl.dir).total_cmp(&(y * tl.dir)));
+        stops.dedup();
+        let mut zout = vec![0.0; z.len()];
+        for w in (0..stops.len()).rev() {
+            if w + 1 < stops.len() {
+                self.backward(traj, options, stops[w + 1], stops[w], z, &mut zout, stats)?;
+                z.copy_from_slice(&zout);
+            }
+            let at = stops[w];
+            let here = || inside.iter().copied().filter(move |&k| tl.save[k] == at);
+            for k in here() {
+                if let Some(c) = &self.cot[k] {
+                    add(&mut z[..dim], c);
+                }
+            }
+            if let Some(cs) = costates.as_mut() {
+                for k in here() {
+                    cs[k].copy_from_slice(&z[..dim]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fixed-step schedules: their own method backward over the recorded steps (the
+    /// partial steps after events included), each save's cost split between the ends of its
+    /// step with the weights of the linear interpolation that produced it, as `adjoint.rs`
+    /// does on a grid without events.
+    #[allow(clippy::too_many_arguments)]
+    fn fixed_segment(
+        &self,
+        rk: &'static ExplicitRk,
+        traj: &dyn Trajectory,
+        seg: Range<usize>,
+        options: &SolverOptions,
+        z: &mut [f64],
+        costates: &mut Option<Vec<Vec<f64>>>,
+        stats: &mut Stats,
+    ) -> Result<(), SolveError> {
+        let (tl, dim) = (self.tl, self.sys.dim());
+        let field = AdjointField::new(self.sys, traj, self.sample);
+        let mut opts = options.clone();
+        opts.t0 = tl.t1;
+        opts.t1 = tl.t0;
+        opts.save = vec![tl.t0];
+        opts.stops = Vec::new();
+        let btl = Timeline::new(&field, &opts).map_err(SolveError::InvalidOptions)?;
+        let len = z.len();
+        let mut fws = field.workspace(self.sample..self.sample + 1);
+        let mut k = vec![vec![0.0; len]; rk.c.len()];
+        let (mut stage, mut acc) = (vec![0.0; len], vec![0.0; len]);
+        for i in seg.rev() {
+            let st = &self.fw.steps[i];
+            let far = st.event.map_or(st.t_end, |hit| hit.te);
+            let mine = |k: usize| self.fw.places[k].step() == Some(i);
+            let mut interior = Vec::new();
+            for k in (0..tl.save.len()).filter(|&k| mine(k)) {
+                let (place, cot) = (self.fw.places[k], self.cot[k].as_deref());
+                match place {
+                    At::End(_) => {
+                        if let Some(c) = cot {
+                            add(&mut z[..dim], c);
+                        }
+                    }
+                    At::Lin(_, th) => {
+                        if let Some(c) = cot {
+                            for m in 0..dim {
+                                z[m] += th * c[m];
+                            }
+                        }
+                        interior.push((k, th));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(cs) = costates.as_mut() {
+                for k in (0..tl.save.len()).filter(|&k| self.fw.places[k] == At::End(i)) {
+                    cs[k].copy_from_slice(&z[..dim]);
+                }
+            }
+            let z_far = z[..dim].to_vec();
+            let mut bstats = Stats::default();
+            events::rk_one(
+                &field,
+                rk,
+                &btl,
+                far,
+                st.t - far,
+                z,
+                &mut k,
+                &mut stage,
+                &mut acc,
+                &mut bstats,
+                &mut fws,
+            );
+            stats.steps += 1;
+            if let Some(m) = (0..len).find(|&m| !z[m].is_finite()) {
+                return Err(SolveError::NonFinite {
+                    t: st.t,
+                    sample: 0,
+                    component: m.min(dim),
+                });
+            }
+            for k in (0..tl.save.len()).filter(|&k| mine(k)) {
+                let (place, cot) = (self.fw.places[k], self.cot[k].as_deref());
+                match (place, cot) {
+                    (At::Lin(_, th), Some(c)) => {
+                        for m in 0..dim {
+                            z[m] += (1.0 - th) * c[m];
+                        }
+                    }
+                    (At::Start(_), Some(c)) => add(&mut z[..dim], c),
+                    _ => {}
+                }
+            }
+            if let Some(cs) = costates.as_mut() {
+                for &(k, th) in &interior {
+                    for m in 0..dim {
+                        cs[k][m] = (1.0 - th) * z[m] + th * z_far[m];
+                    }
+                }
+                for k in (0..tl.save.len()).filter(|&k| self.fw.places[k] == At::Start(i)) {
+                    cs[k].copy_from_slice(&z[..dim]);
+                }
+            }
+        }
+        stats.vjp_evals += field.vjp_count();
+        Ok(())
+    }
+
+    /// `z = (λ, g)` carried from `b` back to `a` by the schedule's pair at its tolerances.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
@@ -966,9 +1096,6 @@ impl<S: Sensitivity> Lane<'_, S> {
         }
         let field = AdjointField::new(self.sys, traj, self.sample);
         let mut opts = options.clone();
-        if matches!(self.scheme, Scheme::Fixed(_)) {
-            opts.method = Method::Dopri5;
-        }
         opts.t0 = b;
         opts.t1 = a;
         opts.save = vec![a];

@@ -959,16 +959,16 @@ pub fn gradient_batch_across<S: Sensitivity, O: Objective<S>>(
     continuous: bool,
     ranks: &dyn Ranks,
 ) -> Result<Option<Backprop>, SolveError> {
-    if !continuous {
-        backprop::check_method(&options.method).map_err(SolveError::InvalidOptions)?;
-    }
-    let dim = system.dim();
     let has_events = !system.events().is_empty();
     if has_events && !events::method_supported(&options.method) {
         return Err(SolveError::InvalidOptions(OptionsError::EventsMethod {
             method: options.method.name(),
         }));
     }
+    if !continuous {
+        backprop::check_method(&options.method).map_err(SolveError::InvalidOptions)?;
+    }
+    let dim = system.dim();
     let timeline = Timeline::new(system, options).map_err(SolveError::InvalidOptions)?;
     if y0.len() != dim * n_samples {
         return Err(SolveError::InvalidOptions(OptionsError::InitialLength {
