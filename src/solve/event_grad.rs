@@ -422,8 +422,12 @@ fn saltation_transposed<S: Sensitivity>(
     }
     stats.rhs_evals += 2;
     let zero_u = vec![0.0; np];
-    let (mut h_f, mut h_t, mut col, mut unused) =
-        (vec![0.0; dim], vec![0.0; dim], vec![0.0; dim], vec![0.0; dim]);
+    let (mut h_f, mut h_t, mut col, mut unused) = (
+        vec![0.0; dim],
+        vec![0.0; dim],
+        vec![0.0; dim],
+        vec![0.0; dim],
+    );
     let (g_f, g_t) = sys
         .event_jvp(e, te, x_minus, &f_minus, &zero_u, &mut h_f, &mut h_t, ws)
         .ok_or_else(refused)?;
@@ -620,7 +624,15 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
         let fw = forward(sys, options, tl, scheme, y0, sample, &mut g.stats)?;
         let mut ws = sys.workspace(sample..sample + 1);
         let (loss, costs) = lane_costs(
-            objective, tl, &fw.out, 0, 1, dim, sample, &mut g.grad, &mut ws,
+            objective,
+            tl,
+            &fw.out,
+            0,
+            1,
+            dim,
+            sample,
+            &mut g.grad,
+            &mut ws,
         );
         g.loss += loss;
         let mut cot = vec![None; n_save];
@@ -692,8 +704,7 @@ impl<S: Sensitivity> Lane<'_, S> {
     /// `f` at a fixed step's end, when the Hermite interpolant of an event needs it: its
     /// evaluation time as `events::fixed` took it.
     fn f_end_time(&self, st: &TapeStep) -> f64 {
-        self.tl
-            .stage_time(st.t_end, st.t + 0.5 * st.h, st.h)
+        self.tl.stage_time(st.t_end, st.t + 0.5 * st.h, st.h)
     }
 
     /// The stages of step `i`, with `f` at its end when its event reads it.
@@ -903,7 +914,15 @@ impl<S: Sensitivity> Lane<'_, S> {
             if let Some(hit) = last.event {
                 b = hit.te;
                 let mut lambda = z[..dim].to_vec();
-                self.cross(seg.end - 1, &x_minus, &mut lambda, costates, grad, ws, stats)?;
+                self.cross(
+                    seg.end - 1,
+                    &x_minus,
+                    &mut lambda,
+                    costates,
+                    grad,
+                    ws,
+                    stats,
+                )?;
                 z[..dim].copy_from_slice(&lambda);
             }
             match self.scheme {

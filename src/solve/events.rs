@@ -13,9 +13,9 @@
 //! restarts at the event time: the adaptive pairs with a fresh `f` and no controller memory,
 //! the fixed-step schedules with a partial step to the next grid point.
 
+use super::adaptive::{Accepted, Recorder};
 use super::tableau::{self, ExplicitRk};
 use super::timeline::Timeline;
-use super::adaptive::{Accepted, Recorder};
 use super::{adaptive, EventHit, EventSpec, Method, SolveError, SolverOptions, Stats, System};
 
 /// Whether events can be located with `method`: the explicit Runge–Kutta methods.
@@ -220,7 +220,9 @@ fn save_linear(
 /// The evaluation times of the stages of a fixed step of size `h` from `t`.
 pub(crate) fn stage_times(rk: &ExplicitRk, tl: &Timeline, t: f64, h: f64) -> Vec<f64> {
     let mid = t + 0.5 * h;
-    rk.c.iter().map(|&c| tl.stage_time(t + c * h, mid, h)).collect()
+    rk.c.iter()
+        .map(|&c| tl.stage_time(t + c * h, mid, h))
+        .collect()
 }
 
 /// One explicit Runge–Kutta step of size `h` from `(t, y)` (width 1), `k[0] = f(t, y)`;
@@ -277,7 +279,15 @@ pub(crate) fn rk_one<S: System>(
 }
 
 /// The cubic Hermite interpolant at `θ` of a step of size `h` from `(y_a, f_a)` to `(y_b, f_b)`.
-pub(crate) fn hermite(theta: f64, h: f64, ya: &[f64], fa: &[f64], yb: &[f64], fb: &[f64], out: &mut [f64]) {
+pub(crate) fn hermite(
+    theta: f64,
+    h: f64,
+    ya: &[f64],
+    fa: &[f64],
+    yb: &[f64],
+    fb: &[f64],
+    out: &mut [f64],
+) {
     let t1 = 1.0 - theta;
     let h00 = (1.0 + 2.0 * theta) * t1 * t1;
     let h10 = theta * t1 * t1;

@@ -608,7 +608,10 @@ fn dot_product_test(
             .sum::<f64>()
     };
     let forward = along("forward");
-    assert!(forward.abs() > 1e-3, "{name}: a direction the loss moves along");
+    assert!(
+        forward.abs() > 1e-3,
+        "{name}: a direction the loss moves along"
+    );
     ["backprop", "adjoint"].map(|m| (along(m) - forward).abs() / forward.abs())
 }
 
@@ -639,11 +642,11 @@ fn forward_and_reverse_pass_the_dot_product_test_on_event_models() {
         assert!(bp < 1e-12, "{name}, rk4: backprop off by {bp:e}");
         // The adjoint differentiates the flow, not the 400 steps: rk4's error on the grid.
         assert!(adj < 1e-6, "{name}, rk4: adjoint off by {adj:e}");
-        let adaptive =
-            format!("{body}schedule dopri5(t = [0, 5.2], rtol = 1e-11, atol = 1e-11)\n");
-        for (r, what) in dot_product_test(&format!("{name}_dopri5"), params, observed, &adaptive, 11)
-            .iter()
-            .zip(["backprop", "adjoint"])
+        let adaptive = format!("{body}schedule dopri5(t = [0, 5.2], rtol = 1e-11, atol = 1e-11)\n");
+        for (r, what) in
+            dot_product_test(&format!("{name}_dopri5"), params, observed, &adaptive, 11)
+                .iter()
+                .zip(["backprop", "adjoint"])
         {
             assert!(*r < 1e-8, "{name}, dopri5: {what} off by {r:e}");
         }
@@ -656,7 +659,9 @@ fn forward_and_reverse_pass_the_dot_product_test_on_event_models() {
 fn event_gradients_do_not_depend_on_the_thread_count() {
     let data = root().join("target/events-tmp/many_heights.csv");
     std::fs::create_dir_all(data.parent().unwrap()).unwrap();
-    let rows: String = (0..70).map(|i| format!("{}\n", 2.0 + 0.37 * i as f64)).collect();
+    let rows: String = (0..70)
+        .map(|i| format!("{}\n", 2.0 + 0.37 * i as f64))
+        .collect();
     std::fs::write(&data, format!("h0\n{rows}")).unwrap();
     let path = write_model(
         "balls_threads.node",
@@ -677,9 +682,16 @@ fn event_gradients_do_not_depend_on_the_thread_count() {
                 .env("RAYON_NUM_THREADS", threads)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            (v["loss"].as_f64().unwrap(), v["grad"]["e"].as_f64().unwrap())
+            (
+                v["loss"].as_f64().unwrap(),
+                v["grad"]["e"].as_f64().unwrap(),
+            )
         };
         let (one, two) = (at("1"), at("2"));
         assert_eq!(one.0.to_bits(), two.0.to_bits(), "{method}: loss");
