@@ -291,13 +291,13 @@ impl Weights {
 
     /// Adds `cot` pulled back onto the step's pieces.
     fn pull(&self, cot: &[f64], c: &mut Cotangents) {
-        for m in 0..cot.len() {
-            c.start[m] += self.start * cot[m];
-            c.end[m] += self.end * cot[m];
-            c.f_end[m] += self.f_end * cot[m];
+        for (m, &cm) in cot.iter().enumerate() {
+            c.start[m] += self.start * cm;
+            c.end[m] += self.end * cm;
+            c.f_end[m] += self.f_end * cm;
             for (j, &w) in self.k.iter().enumerate() {
                 if w != 0.0 {
-                    c.k[j][m] += w * cot[m];
+                    c.k[j][m] += w * cm;
                 }
             }
         }
@@ -385,8 +385,8 @@ fn reverse_step<S: Sensitivity>(
         add(&mut c.start, &cs);
         for (j, &aij) in scheme.row(i).iter().enumerate() {
             if aij != 0.0 {
-                for m in 0..dim {
-                    c.k[j][m] += h * aij * cs[m];
+                for (kj, &cm) in c.k[j].iter_mut().zip(&cs) {
+                    *kj += h * aij * cm;
                 }
             }
         }
@@ -654,8 +654,8 @@ pub(crate) fn block<S: Sensitivity, O: Objective<S>>(
             lane.backprop(&mut costates, &mut g.grad, &mut ws, &mut g.stats)
         }
         .map_err(|e| renumber(e, sample))?;
-        for i in 0..dim {
-            g.lambda0[i * width + s] = lambda0[i];
+        for (i, &l) in lambda0.iter().enumerate() {
+            g.lambda0[i * width + s] = l;
         }
         for k in 0..n_save {
             let dst = (k * width + s) * dim;

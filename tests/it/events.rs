@@ -632,7 +632,8 @@ const DOSE_DOT: &str = "state a = D\nstate clock = 0\nda/dt = -k * a\ndclock/dt 
 fn forward_and_reverse_pass_the_dot_product_test_on_event_models() {
     let ball = [("h0", 10.0), ("e", 0.8), ("g", 9.81)];
     let dose = [("k", 0.3), ("D", 1.0)];
-    let cases: [(&str, &[(&str, f64)], &[&str], &str); 2] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, f64)], &'a [&'a str], &'a str);
+    let cases: [Case; 2] = [
         ("ball_dot", &ball, &["wh", "wv"], BALL_DOT),
         ("dose_dot", &dose, &["wa", "wc"], DOSE_DOT),
     ];
