@@ -25,7 +25,8 @@
 //! Gradients through a solve ([`Sensitivity`], [`Objective`]): [`backprop_batch`] (the discrete
 //! adjoint: `backprop.rs` for fixed-step explicit schedules, `sample.rs` for implicit Euler and
 //! the adaptive pairs, which `replay.rs` records and replays exactly) and [`adjoint_batch`]
-//! (the continuous adjoint, `adjoint.rs`, for every method).
+//! (the continuous adjoint, `adjoint.rs`, for every method); a system with events takes
+//! both through `event_grad.rs`, sample by sample, with the transposed saltation rule.
 //!
 //! Coefficients are data in [`tableau`], each with its source. Failures are values
 //! ([`SolveError`]); no input makes a solver panic or return NaN as a result.
