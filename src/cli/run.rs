@@ -973,8 +973,8 @@ pub fn solve_error(loaded: &Loaded, error: &SolveError, block: &str) -> String {
         ),
         SolveError::InvalidOptions(OptionsError::EventGradients) => (
             model.events.first().map_or(schedule_span, |e| e.span),
-            "gradients through events are computed by forward sensitivities only".to_string(),
-            "use `--method forward` (the default for a model with events), or drop `gradient =` from `train`",
+            "the events of this model cannot be differentiated".to_string(),
+            "this is a bug in nodec: please report it with the model",
         ),
         SolveError::GrazingEvent { event, t, sample } => {
             let e = &model.events[(*event).min(model.events.len().saturating_sub(1))];

@@ -117,6 +117,12 @@ pub(crate) struct Accepted<'a> {
 /// replay it). Recording reads the solver's values and never changes them.
 pub(crate) trait Recorder {
     fn accepted(&mut self, step: &Accepted);
+
+    /// An accepted step in which event `e` was located at `te = t + θ h` (`θ ≥ 1`: at its
+    /// end); the step's end state is discarded for the event's. Only event solves call it.
+    fn event(&mut self, step: &Accepted, e: usize, theta: f64, te: f64) {
+        let _ = (step, e, theta, te);
+    }
 }
 
 /// Per-sample integration state.
@@ -438,6 +444,21 @@ pub(crate) fn solve<S: System>(
                     } else {
                         t_start + theta * hs
                     };
+                    if let Some(r) = recorder.as_deref_mut() {
+                        for (j, lt) in lane_times.iter_mut().enumerate() {
+                            *lt = times[j * width + s];
+                        }
+                        let step = Accepted {
+                            lane: s,
+                            t: t_start,
+                            h: hs,
+                            t_new,
+                            times: &lane_times,
+                            y: &y,
+                            width,
+                        };
+                        r.event(&step, e, theta, te);
+                    }
                     for (i, v) in ev_y.iter_mut().enumerate() {
                         *v = if theta >= 1.0 {
                             ynew[i]

@@ -13,6 +13,7 @@
 //! restarts at the event time: the adaptive pairs with a fresh `f` and no controller memory,
 //! the fixed-step schedules with a partial step to the next grid point.
 
+use super::adaptive::{Accepted, Recorder};
 use super::tableau::{self, ExplicitRk};
 use super::timeline::Timeline;
 use super::{adaptive, EventHit, EventSpec, Method, SolveError, SolverOptions, Stats, System};
@@ -145,7 +146,8 @@ pub(crate) fn apply_jump(spec: &EventSpec, jumps: &[f64], y: &mut [f64]) {
 }
 
 /// Solves one sample (`y0` of length `dim`, `out` `[save][dim]`) with events, recording them
-/// in `hits`. `failure` receives the sample's error, numbered 0.
+/// in `hits` and, for the gradients, every accepted step in `recorder`. `failure` receives the
+/// sample's error, numbered 0.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn solve_sample<S: System>(
     sys: &S,
@@ -157,6 +159,7 @@ pub(crate) fn solve_sample<S: System>(
     stats: &mut Stats,
     failure: &mut [Option<SolveError>; 1],
     hits: &mut Vec<EventHit>,
+    recorder: Option<&mut dyn Recorder>,
 ) {
     let rk = match options.method {
         Method::Euler => &tableau::EULER,
@@ -173,13 +176,13 @@ pub(crate) fn solve_sample<S: System>(
                 out,
                 stats,
                 failure,
-                None,
+                recorder,
                 Some(hits),
             );
             return;
         }
     };
-    fixed(sys, rk, tl, y0, sample, out, stats, failure, hits);
+    fixed(sys, rk, tl, y0, sample, out, stats, failure, hits, recorder);
 }
 
 /// Writes the save times in `(…, t_b]` (in the direction of integration) by linear
@@ -214,10 +217,18 @@ fn save_linear(
     }
 }
 
+/// The evaluation times of the stages of a fixed step of size `h` from `t`.
+pub(crate) fn stage_times(rk: &ExplicitRk, tl: &Timeline, t: f64, h: f64) -> Vec<f64> {
+    let mid = t + 0.5 * h;
+    rk.c.iter()
+        .map(|&c| tl.stage_time(t + c * h, mid, h))
+        .collect()
+}
+
 /// One explicit Runge–Kutta step of size `h` from `(t, y)` (width 1), `k[0] = f(t, y)`;
 /// the arithmetic of `fixed::rk_step`.
 #[allow(clippy::too_many_arguments)]
-fn rk_one<S: System>(
+pub(crate) fn rk_one<S: System>(
     sys: &S,
     rk: &ExplicitRk,
     tl: &Timeline,
@@ -268,7 +279,15 @@ fn rk_one<S: System>(
 }
 
 /// The cubic Hermite interpolant at `θ` of a step of size `h` from `(y_a, f_a)` to `(y_b, f_b)`.
-fn hermite(theta: f64, h: f64, ya: &[f64], fa: &[f64], yb: &[f64], fb: &[f64], out: &mut [f64]) {
+pub(crate) fn hermite(
+    theta: f64,
+    h: f64,
+    ya: &[f64],
+    fa: &[f64],
+    yb: &[f64],
+    fb: &[f64],
+    out: &mut [f64],
+) {
     let t1 = 1.0 - theta;
     let h00 = (1.0 + 2.0 * theta) * t1 * t1;
     let h10 = theta * t1 * t1;
@@ -292,6 +311,7 @@ fn fixed<S: System>(
     stats: &mut Stats,
     failure: &mut [Option<SolveError>; 1],
     hits: &mut Vec<EventHit>,
+    mut recorder: Option<&mut dyn Recorder>,
 ) {
     let specs = sys.events();
     let dim = y0.len();
@@ -346,6 +366,24 @@ fn fixed<S: System>(
             } else {
                 None
             };
+            if let Some(r) = recorder.as_deref_mut() {
+                let step = Accepted {
+                    lane: 0,
+                    t,
+                    h,
+                    t_new: t_b,
+                    times: &stage_times(rk, tl, t, h),
+                    y: &ya,
+                    width: 1,
+                };
+                match found {
+                    Some((e, theta)) => {
+                        let te = if theta >= 1.0 { t_b } else { t + theta * h };
+                        r.event(&step, e, theta, te);
+                    }
+                    None => r.accepted(&step),
+                }
+            }
             let Some((e, theta)) = found else {
                 save_linear(tl, &mut next_save, t, &ya, t_b, &y, out);
                 std::mem::swap(&mut g_a, &mut g_b);

@@ -25,7 +25,8 @@
 //! Gradients through a solve ([`Sensitivity`], [`Objective`]): [`backprop_batch`] (the discrete
 //! adjoint: `backprop.rs` for fixed-step explicit schedules, `sample.rs` for implicit Euler and
 //! the adaptive pairs, which `replay.rs` records and replays exactly) and [`adjoint_batch`]
-//! (the continuous adjoint, `adjoint.rs`, for every method).
+//! (the continuous adjoint, `adjoint.rs`, for every method); a system with events takes
+//! both through `event_grad.rs`, sample by sample, with the transposed saltation rule.
 //!
 //! Coefficients are data in [`tableau`], each with its source. Failures are values
 //! ([`SolveError`]); no input makes a solver panic or return NaN as a result.
@@ -53,6 +54,7 @@ mod adjoint;
 mod backprop;
 mod bdf;
 pub(crate) mod blocks;
+mod event_grad;
 mod events;
 mod fixed;
 mod implicit;
@@ -696,8 +698,8 @@ pub enum OptionsError {
         /// The method's name.
         method: &'static str,
     },
-    /// Gradients through events by backprop or the adjoint (only forward sensitivities cross
-    /// events).
+    /// The system cannot differentiate its events ([`Sensitivity::event_jvp`] is not
+    /// implemented), so no gradient crosses them.
     EventGradients,
     /// Backprop (the discrete adjoint) is not available for this method (RODAS4 and BDF, whose
     /// exact discrete gradient needs second derivatives of the field).
@@ -778,7 +780,7 @@ impl fmt::Display for OptionsError {
             ),
             OptionsError::EventGradients => write!(
                 f,
-                "gradients through events are computed by forward sensitivities only; use `--method forward`"
+                "the system cannot differentiate its events"
             ),
             OptionsError::NoBackprop { method } => write!(
                 f,
@@ -958,13 +960,16 @@ pub fn gradient_batch_across<S: Sensitivity, O: Objective<S>>(
     continuous: bool,
     ranks: &dyn Ranks,
 ) -> Result<Option<Backprop>, SolveError> {
+    let has_events = !system.events().is_empty();
+    if has_events && !events::method_supported(&options.method) {
+        return Err(SolveError::InvalidOptions(OptionsError::EventsMethod {
+            method: options.method.name(),
+        }));
+    }
     if !continuous {
         backprop::check_method(&options.method).map_err(SolveError::InvalidOptions)?;
     }
     let dim = system.dim();
-    if !system.events().is_empty() {
-        return Err(SolveError::InvalidOptions(OptionsError::EventGradients));
-    }
     let timeline = Timeline::new(system, options).map_err(SolveError::InvalidOptions)?;
     if y0.len() != dim * n_samples {
         return Err(SolveError::InvalidOptions(OptionsError::InitialLength {
@@ -996,6 +1001,11 @@ pub fn gradient_batch_across<S: Sensitivity, O: Objective<S>>(
     let work = |samples: Range<usize>| {
         let rows = &y0[samples.start * dim..samples.end * dim];
         let tl = &timeline;
+        if has_events {
+            return event_grad::block(
+                system, objective, options, tl, rows, samples, bp, continuous,
+            );
+        }
         match options.method {
             Method::Bosh3 | Method::Dopri5 | Method::Tsit5 => sample::adaptive_block(
                 system, objective, options, tl, rows, samples, bp, continuous,
@@ -1287,6 +1297,7 @@ fn solve_block<S: System>(
                 &mut stats,
                 &mut failure,
                 &mut hits[s],
+                None,
             );
             failures[s] = failure[0].take().map(|e| renumber(e, s));
             for k in 0..timeline.save.len() {

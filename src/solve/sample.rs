@@ -89,7 +89,7 @@ impl BlockAcc {
 /// The loss terms of sample `s` of a block at the save times, and the nonzero cotangents by
 /// save index. `out` is the block's `[save][sample][component]`.
 #[allow(clippy::too_many_arguments)]
-fn lane_costs<S: System, O: Objective<S>>(
+pub(super) fn lane_costs<S: System, O: Objective<S>>(
     objective: &O,
     tl: &Timeline,
     out: &[f64],

@@ -56,7 +56,7 @@ const GROUP: usize = 8;
 /// The cosine between the condition's normal `(g_y, g_t)` and the trajectory `(f, 1)` below
 /// which an event counts as grazing: the event time would move by more than a million times
 /// the perturbation of the state (`dτ ∝ 1/ġ`), a derivative no cost can use.
-const GRAZING: f64 = 1e-6;
+pub(super) const GRAZING: f64 = 1e-6;
 
 /// What [`forward_batch`] returns.
 #[derive(Clone, Debug, PartialEq)]

@@ -241,33 +241,25 @@ fn each_sample_has_its_own_events() {
     }
 }
 
-/// Stiff methods and gradients are refused with located errors (not silently wrong).
+/// Stiff methods are refused with a located error (not silently wrong), by `run` and by the
+/// reverse gradient methods alike.
 #[test]
-fn stiff_methods_and_gradients_are_refused_with_located_errors() {
+fn stiff_methods_are_refused_with_a_located_error() {
     let path = write_model(
         "ball_rodas.node",
-        &format!("{BALL}schedule rodas4(t = [0, 10])\n"),
+        &format!("{BALL}schedule rodas4(t = [0, 10])\ncost terminal = h^2\n"),
     );
-    let out = nodec(&["run", &path]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("ball_rodas.node:9:1: error: events need an explicit"),
-        "{err}"
-    );
-    let path = write_model(
-        "ball_grad.node",
-        &format!("{BALL}schedule dopri5(t = [0, 3])\ncost terminal = h^2\n"),
-    );
-    for method in ["backprop", "adjoint"] {
-        let out = nodec(&["grad", &path, "--method", method]);
+    for args in [
+        vec!["run", &path],
+        vec!["grad", &path, "--method", "backprop"],
+        vec!["grad", &path, "--method", "adjoint"],
+    ] {
+        let out = nodec(&args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{method}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(
-            err.contains(
-                "ball_grad.node:8:1: error: gradients through events are computed by forward sensitivities only"
-            ),
-            "{method}: {err}"
+            err.contains("ball_rodas.node:9:1: error: events need an explicit"),
+            "{args:?}: {err}"
         );
     }
 }
@@ -374,9 +366,12 @@ fn ball_after_three(h0: f64, e: f64, g: f64, t: f64) -> [(f64, [f64; 2]); 2] {
     [(h, dh), (v, dv)]
 }
 
+/// The gradient methods that cross events.
+const GRADIENTS: [&str; 3] = ["forward", "backprop", "adjoint"];
+
 /// The bouncing ball's height and speed after three bounces, as costs: their gradients in the
-/// drop height and the restitution match the closed form to 1e-8 (dopri5 and tsit5 at tight
-/// tolerances), and central finite differences of the loss to 1e-6 (steps of 2e-5: the
+/// drop height and the restitution match the closed form to 1e-8 by every gradient method
+/// (dopri5 and tsit5 at tight tolerances), and central finite differences of the loss to 1e-6 (steps of 2e-5: the
 /// truncation error of 1e-4 steps is 5e-6 here). `v` reads the third
 /// bounce time's derivative directly: `dv = d(e³ v1) + g dt_3`.
 #[test]
@@ -393,19 +388,18 @@ fn bouncing_ball_gradients_match_the_closed_form() {
                 "ball_grad_closed.node",
                 &format!("param h0 = {h0}\nparam e = {e}\n{body}"),
             );
-            let (loss, v) = grad_json(&path, &[]);
-            assert_eq!(
-                v["method"], "forward",
-                "the default for a model with events"
-            );
             let (value, grad) = exact[i];
-            assert!((loss - value).abs() < 1e-8, "{cost}: {loss} vs {value}");
-            for (p, want) in ["h0", "e"].iter().zip(grad) {
-                let got = v["grad"][p].as_f64().unwrap();
-                assert!(
-                    (got - want).abs() < 1e-8,
-                    "{method}: d{cost}/d{p} = {got}, closed form {want}"
-                );
+            for gradient in GRADIENTS {
+                let (loss, v) = grad_json(&path, &["--method", gradient]);
+                assert_eq!(v["method"], gradient);
+                assert!((loss - value).abs() < 1e-8, "{cost}: {loss} vs {value}");
+                for (p, want) in ["h0", "e"].iter().zip(grad) {
+                    let got = v["grad"][p].as_f64().unwrap();
+                    assert!(
+                        (got - want).abs() < 1e-8,
+                        "{method}, {gradient}: d{cost}/d{p} = {got}, closed form {want}"
+                    );
+                }
             }
             if method == "dopri5" {
                 let fd =
@@ -423,7 +417,7 @@ fn bouncing_ball_gradients_match_the_closed_form() {
 
 /// A ball with the bounce time in an explicit clock: `rk4` with small steps locates the
 /// events on its Hermite interpolant, and the gradient through them is still the closed form
-/// (to the method's error, 1e-7 at 20000 steps).
+/// (to the method's error, 1e-7 at 20000 steps) by every gradient method.
 #[test]
 fn bouncing_ball_gradients_with_a_fixed_step_method() {
     let (h0, e, g, t_end) = (10.0, 0.8, 9.81, 6.0);
@@ -435,13 +429,15 @@ fn bouncing_ball_gradients_with_a_fixed_step_method() {
              schedule rk4(t = [0, {t_end}], steps = 20000)\ncost terminal = h\n"
         ),
     );
-    let (_, v) = grad_json(&path, &["--method", "forward"]);
-    for (p, want) in ["h0", "e"].iter().zip(exact[0].1) {
-        let got = v["grad"][p].as_f64().unwrap();
-        assert!(
-            (got - want).abs() < 1e-7,
-            "dh/d{p} = {got}, closed form {want}"
-        );
+    for gradient in GRADIENTS {
+        let (_, v) = grad_json(&path, &["--method", gradient]);
+        for (p, want) in ["h0", "e"].iter().zip(exact[0].1) {
+            let got = v["grad"][p].as_f64().unwrap();
+            assert!(
+                (got - want).abs() < 1e-7,
+                "{gradient}: dh/d{p} = {got}, closed form {want}"
+            );
+        }
     }
 }
 
@@ -460,15 +456,17 @@ fn a_terminate_event_has_the_closed_form_stopping_time_gradient() {
         "stop_grad.node",
         &format!("param k = {k}\nparam c = {c}\nparam x0 = {x0}\n{body}"),
     );
-    let (loss, v) = grad_json(&path, &[]);
-    assert!((loss - (tau + 2.0 * c)).abs() < 1e-9, "{loss}");
     let want = [-tau / k, -1.0 / (k * c) + 2.0, 1.0 / (k * x0)];
-    for (p, want) in ["k", "c", "x0"].iter().zip(want) {
-        let got = v["grad"][p].as_f64().unwrap();
-        assert!(
-            (got - want).abs() < 1e-8,
-            "d/d{p} = {got}, closed form {want}"
-        );
+    for gradient in GRADIENTS {
+        let (loss, v) = grad_json(&path, &["--method", gradient]);
+        assert!((loss - (tau + 2.0 * c)).abs() < 1e-9, "{loss}");
+        for (p, want) in ["k", "c", "x0"].iter().zip(want) {
+            let got = v["grad"][p].as_f64().unwrap();
+            assert!(
+                (got - want).abs() < 1e-8,
+                "{gradient}: d/d{p} = {got}, closed form {want}"
+            );
+        }
     }
     let fd = central_differences(
         "stop_grad_fd.node",
@@ -510,24 +508,26 @@ fn dosing_gradients_match_the_one_compartment_solution() {
             "dose_grad.node",
             &format!("param k = {k}\nparam D = {dose}\n{body}{schedule}"),
         );
-        let (loss, v) = grad_json(&path, &[]);
-        assert!(
-            (loss - value).abs() < 1e-8 * value,
-            "{name}: {loss} vs {value}"
-        );
-        for (p, want) in [("k", d_k), ("D", d_dose)] {
-            let got = v["grad"][p].as_f64().unwrap();
+        for gradient in GRADIENTS {
+            let (loss, v) = grad_json(&path, &["--method", gradient]);
             assert!(
-                (got - want).abs() < 1e-8 * want.abs().max(1.0),
-                "{name}: d/d{p} = {got}, closed form {want}"
+                (loss - value).abs() < 1e-8 * value,
+                "{name}: {loss} vs {value}"
             );
+            for (p, want) in [("k", d_k), ("D", d_dose)] {
+                let got = v["grad"][p].as_f64().unwrap();
+                assert!(
+                    (got - want).abs() < 1e-8 * want.abs().max(1.0),
+                    "{name}, {gradient}: d/d{p} = {got}, closed form {want}"
+                );
+            }
         }
     }
 }
 
 /// A crossing with a zero rate (`x = (t − 1)³` crosses 0 at `t = 1` with slope 0) has no
-/// gradient: `grad` refuses it at the event, naming it and the time, rather than printing
-/// an infinite or NaN derivative; `run` still reports the event.
+/// gradient: `grad` refuses it at the event by every method, naming it and the time, rather
+/// than printing an infinite or NaN derivative; `run` still reports the event.
 #[test]
 fn a_grazing_event_is_refused_with_its_name_and_time() {
     let path = write_model(
@@ -538,12 +538,165 @@ fn a_grazing_event_is_refused_with_its_name_and_time() {
     );
     let v = run_json(&path);
     assert_eq!(events(&v).len(), 1);
-    let out = nodec(&["grad", &path]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(
-        err.contains("graze.node:4:1: error: event `touch` grazes its condition at t = "),
-        "{err}"
+    for gradient in GRADIENTS {
+        let out = nodec(&["grad", &path, "--method", gradient]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{gradient}: {err}");
+        assert!(
+            err.contains("graze.node:4:1: error: event `touch` grazes its condition at t = "),
+            "{gradient}: {err}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("NaN"));
+    }
+}
+
+/// A small seeded generator for test directions and weights (xorshift64*), in `[-1, 1)`.
+fn uniform(state: &mut u64) -> f64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+    2.0 * (bits as f64 / (1u64 << 53) as f64) - 1.0
+}
+
+/// `w·(J u)` against `(Jᵀ w)·u` for the saved states `y(t_k)` of `body` as functions of its
+/// params: `w` random weights read as `observed` values at off-grid times around the events
+/// (the loss `Σ_k w_k·y(t_k)` has the gradient `Jᵀ w`), `u` a random direction. Forward
+/// sensitivities give `w·(J e_p)` for each coordinate and so `w·(J u)`; backprop and the
+/// adjoint give `Jᵀ w`. Returns the relative differences (backprop, adjoint).
+fn dot_product_test(
+    name: &str,
+    params: &[(&str, f64)],
+    observed: &[&str],
+    body: &str,
+    seed: u64,
+) -> [f64; 2] {
+    let mut state = seed;
+    let data = root().join(format!("target/events-tmp/{name}.csv"));
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    let mut csv = format!("t,{}\n", observed.join(","));
+    for k in 0..23 {
+        // Off the fixed grids, 0.05 apart and more.
+        let t = 0.37 + 0.213 * k as f64 + 0.01 * uniform(&mut state);
+        let w: Vec<String> = observed
+            .iter()
+            .map(|_| format!("{:e}", uniform(&mut state)))
+            .collect();
+        csv.push_str(&format!("{t},{}\n", w.join(",")));
+    }
+    std::fs::write(&data, csv).unwrap();
+    let decls: String = params
+        .iter()
+        .map(|(p, x)| format!("param {p} = {x:e}\n"))
+        .collect();
+    let obs: String = observed.iter().map(|o| format!("observed {o}\n")).collect();
+    let path = write_model(
+        &format!("{name}.node"),
+        &format!(
+            "{decls}{obs}{body}data obs = series(\"{}\", t = 0, values = 1..{})\n",
+            data.display(),
+            observed.len() + 1
+        ),
     );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("NaN"));
+    let u: Vec<f64> = params.iter().map(|_| uniform(&mut state)).collect();
+    let along = |gradient: &str| {
+        let (_, v) = grad_json(&path, &["--method", gradient]);
+        params
+            .iter()
+            .zip(&u)
+            .map(|((p, _), u)| v["grad"][p].as_f64().unwrap() * u)
+            .sum::<f64>()
+    };
+    let forward = along("forward");
+    assert!(
+        forward.abs() > 1e-3,
+        "{name}: a direction the loss moves along"
+    );
+    ["backprop", "adjoint"].map(|m| (along(m) - forward).abs() / forward.abs())
+}
+
+const BALL_DOT: &str = "state h = h0\nstate v = 0\ndh/dt = v\ndv/dt = -g\n\
+                        event bounce when h crosses 0 falling -> v = -e * v\n\
+                        cost observed = wh * h + wv * v\n";
+
+const DOSE_DOT: &str = "state a = D\nstate clock = 0\nda/dt = -k * a\ndclock/dt = 1\n\
+                        event dose when clock - 1.5 crosses 0 rising -> a = 0.9 * a + D, clock = 0\n\
+                        event stop when t - 4.1 * D crosses 0 rising -> terminate\n\
+                        cost observed = wa * a + wc * clock\n";
+
+/// The dot-product test between forward sensitivities and the reverse methods on event
+/// models (the bouncing ball in `h0`, `e`, `g`; doses on a clock, stopped at a time that
+/// depends on a param, in `k`, `D`): with `rk4` backprop is the transpose of forward sensitivities to rounding; with
+/// `dopri5` both are within the tolerance of the exact derivative, and so is the adjoint.
+#[test]
+fn forward_and_reverse_pass_the_dot_product_test_on_event_models() {
+    let ball = [("h0", 10.0), ("e", 0.8), ("g", 9.81)];
+    let dose = [("k", 0.3), ("D", 1.0)];
+    type Case<'a> = (&'a str, &'a [(&'a str, f64)], &'a [&'a str], &'a str);
+    let cases: [Case; 2] = [
+        ("ball_dot", &ball, &["wh", "wv"], BALL_DOT),
+        ("dose_dot", &dose, &["wa", "wc"], DOSE_DOT),
+    ];
+    for (name, params, observed, body) in cases {
+        let fixed = format!("{body}schedule rk4(t = [0, 5.2], steps = 400)\n");
+        let [bp, adj] = dot_product_test(&format!("{name}_rk4"), params, observed, &fixed, 7);
+        assert!(bp < 1e-12, "{name}, rk4: backprop off by {bp:e}");
+        // The adjoint differentiates the flow, not the 400 steps: rk4's error on the grid.
+        assert!(adj < 1e-6, "{name}, rk4: adjoint off by {adj:e}");
+        let adaptive = format!("{body}schedule dopri5(t = [0, 5.2], rtol = 1e-11, atol = 1e-11)\n");
+        for (r, what) in
+            dot_product_test(&format!("{name}_dopri5"), params, observed, &adaptive, 11)
+                .iter()
+                .zip(["backprop", "adjoint"])
+        {
+            assert!(*r < 1e-8, "{name}, dopri5: {what} off by {r:e}");
+        }
+    }
+}
+
+/// Backprop and the adjoint through events give the same bits on 1 and 2 threads (70
+/// samples: three blocks, each with its own bounces).
+#[test]
+fn event_gradients_do_not_depend_on_the_thread_count() {
+    let data = root().join("target/events-tmp/many_heights.csv");
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    let rows: String = (0..70)
+        .map(|i| format!("{}\n", 2.0 + 0.37 * i as f64))
+        .collect();
+    std::fs::write(&data, format!("h0\n{rows}")).unwrap();
+    let path = write_model(
+        "balls_threads.node",
+        &format!(
+            "const g = 9.81\nparam e = 0.8\ninput h0\nstate h = h0\nstate v = 0\n\
+             dh/dt = v\ndv/dt = -g\n\
+             event bounce when h crosses 0 falling -> v = -e * v\n\
+             schedule dopri5(t = [0, 4], rtol = 1e-9, atol = 1e-9)\n\
+             data train = csv(\"{}\", input = 0)\ncost terminal = h^2 + v\n",
+            data.display()
+        ),
+    );
+    for method in ["backprop", "adjoint"] {
+        let at = |threads: &str| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
+                .args(["grad", &path, "--format", "json", "--method", method])
+                .current_dir(root())
+                .env("RAYON_NUM_THREADS", threads)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            (
+                v["loss"].as_f64().unwrap(),
+                v["grad"]["e"].as_f64().unwrap(),
+            )
+        };
+        let (one, two) = (at("1"), at("2"));
+        assert_eq!(one.0.to_bits(), two.0.to_bits(), "{method}: loss");
+        assert_eq!(one.1.to_bits(), two.1.to_bits(), "{method}: gradient");
+        assert!(one.1.is_finite() && one.1 != 0.0);
+    }
 }

@@ -186,13 +186,29 @@ fn lotka_volterra_fit_recovers_the_rates_from_five_experiments() {
 }
 
 /// `bouncing_ball` fits the restitution through the bounces (gradients through events by
-/// forward sensitivities): from e = 0.6, L-BFGS recovers the generator's e = 0.8
-/// (`models/data/bouncing_ball.py`, exact heights) to 1e-6.
+/// backprop, the default, and by the adjoint with `gradient = adjoint`): from e = 0.6, L-BFGS
+/// recovers the generator's e = 0.8 (`models/data/bouncing_ball.py`, exact heights) to 1e-6.
 #[test]
 fn bouncing_ball_recovers_the_restitution_from_its_heights() {
-    let params = train("models/bouncing_ball.node", &[], "bouncing_ball.json");
-    let fitted: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&params).unwrap()).unwrap();
-    let e = fitted["e"].as_f64().unwrap();
-    assert!((e - 0.8).abs() < 1e-6, "fitted e = {e}");
+    let source = std::fs::read_to_string(root().join("models/bouncing_ball.node")).unwrap();
+    let data = root().join("models/data/bouncing_ball.csv");
+    let adjoint = source
+        .replace(
+            "\"data/bouncing_ball.csv\"",
+            &format!("{:?}", data.display().to_string()),
+        )
+        .replace("history = 5)", "history = 5, gradient = adjoint)");
+    assert!(adjoint.contains("gradient = adjoint"));
+    let adjoint_model = tmp("bouncing_ball_adjoint.node");
+    std::fs::write(&adjoint_model, adjoint).unwrap();
+    for (model, out) in [
+        ("models/bouncing_ball.node", "bouncing_ball.json"),
+        (adjoint_model.as_str(), "bouncing_ball_adjoint.json"),
+    ] {
+        let params = train(model, &[], out);
+        let fitted: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&params).unwrap()).unwrap();
+        let e = fitted["e"].as_f64().unwrap();
+        assert!((e - 0.8).abs() < 1e-6, "{model}: fitted e = {e}");
+    }
 }
