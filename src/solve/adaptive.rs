@@ -181,6 +181,14 @@ impl Lanes {
     }
 }
 
+/// `0` for a finite `x`, NaN otherwise: a finiteness test that sums over a lane without
+/// branches.
+#[allow(clippy::eq_op, reason = "x − x is the test")]
+#[inline(always)]
+fn nan_unless_finite(x: f64) -> f64 {
+    x - x
+}
+
 /// `acc = Σ_j coef[j] · k[j]` elementwise, `j` ascending from `0.0`: the same order, so the
 /// same bits, whichever loop is outer. A block runs `j` outer (straight loops over the lanes);
 /// one sample (`ONE`, a handful of components) keeps each sum in a register.
@@ -452,7 +460,7 @@ fn solve_lanes<S: System, const ONE: bool>(
                 let e = e_row[s] * st.hs[s];
                 let sk = atol[i] + rtol * y_row[s].abs().max(yn_row[s].abs());
                 err_sq[s] += (e / sk).powi(2);
-                poison[s] += yn_row[s] - yn_row[s];
+                poison[s] += nan_unless_finite(yn_row[s]);
             }
         }
         // The PI controller's divisor `err^expo1 / facold^β` on acceptance, `err^expo1` on
