@@ -381,7 +381,11 @@ impl System for WithQuadrature<'_> {
         count_evaluations(t.len());
         let n = self.state_dim() * t.len();
         self.inner.rhs(t, &y[..n], &mut dy[..n], &mut ws.inner);
-        self.add_running_cost(t, y, dy, ws);
+        // Checked here, not only inside: most models have no running cost, and a small
+        // field's evaluation costs little more than a call.
+        if self.running {
+            self.add_running_cost(t, y, dy, ws);
+        }
     }
 
     fn saved_len(&self) -> usize {

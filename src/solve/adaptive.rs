@@ -13,6 +13,14 @@
 //! no step growth right after a rejection, the automatic initial step `HINIT`, and FSAL.
 //! Save times are interpolated with the pair's dense output; landings (stops, breakpoints,
 //! `t1`) are stepped onto exactly, and breakpoints restart the method (no FSAL across a jump).
+//!
+//! Cost per step: the controller's state is one array per quantity and its arithmetic runs as
+//! straight loops over the lanes; the PI factor `err^α / facold^β` is `exp(α ln err − β ln
+//! facold)` (one `ln` and one `exp`, where two `pow`s cost more than the rest of a Lorenz
+//! step's controller). This rounds the factor differently from `pow`, so step sizes can differ
+//! from Hairer's in the last bits, but not step counts: P1 Lorenz keeps its 832 accepted and 2
+//! rejected steps (`benches/small_solves.md`). Dense output is evaluated only for a save time
+//! inside the step, and a single sample runs its own monomorphization (`ONE`).
 
 #![expect(
     clippy::needless_range_loop,
@@ -33,6 +41,9 @@ const FAC_MIN: f64 = 0.2;
 const FAC_MAX: f64 = 10.0;
 /// Stabilization exponent of the PI controller (Hairer's `BETA` for DOPRI5).
 const BETA: f64 = 0.04;
+/// The PI controller's memory of the last error never falls below this (Hairer's `FACOLD`
+/// floor and start value).
+const FACOLD_MIN: f64 = 1e-4;
 
 /// Norm sums over one sample: `dim` components at stride `width`, lane `s`.
 fn lane_sum(dim: usize, width: usize, s: usize, mut term: impl FnMut(usize) -> f64) -> f64 {
@@ -125,24 +136,87 @@ pub(crate) trait Recorder {
     }
 }
 
-/// Per-sample integration state.
-#[derive(Clone, Copy)]
-struct Lane {
-    t: f64,
+/// The per-sample integration state of a block, one array per quantity, so that the
+/// controller's arithmetic runs as straight loops over the lanes.
+struct Lanes {
+    t: Vec<f64>,
     /// Proposed step (signed).
-    h: f64,
+    h: Vec<f64>,
     /// Step taken in the current iteration (signed; 0 when inactive).
-    hs: f64,
+    hs: Vec<f64>,
     /// The current step was shortened to land on `landing`.
-    clipped: bool,
-    /// Error of the last accepted step (the PI controller's memory), Hairer's `FACOLD`.
-    facold: f64,
-    reject: bool,
-    active: bool,
-    needs_k1: bool,
-    landing: usize,
-    attempts: usize,
-    next_save: usize,
+    clipped: Vec<bool>,
+    /// `ln` of the error of the last accepted step (the PI controller's memory, Hairer's
+    /// `FACOLD`), kept as a logarithm so that the controller needs one `exp` a step, not
+    /// two `pow`s.
+    ln_facold: Vec<f64>,
+    reject: Vec<bool>,
+    active: Vec<bool>,
+    needs_k1: Vec<bool>,
+    landing: Vec<usize>,
+    attempts: Vec<usize>,
+    next_save: Vec<usize>,
+    /// The error norm of the current step, and `ln` of the controller's step-size divisor
+    /// before safety and bounds (scratch of one iteration).
+    err: Vec<f64>,
+    ln_fac: Vec<f64>,
+}
+
+impl Lanes {
+    fn new(width: usize, t0: f64, ln_facold: f64) -> Lanes {
+        Lanes {
+            t: vec![t0; width],
+            h: vec![0.0; width],
+            hs: vec![0.0; width],
+            clipped: vec![false; width],
+            ln_facold: vec![ln_facold; width],
+            reject: vec![false; width],
+            active: vec![true; width],
+            needs_k1: vec![false; width],
+            landing: vec![0; width],
+            attempts: vec![0; width],
+            next_save: vec![0; width],
+            err: vec![0.0; width],
+            ln_fac: vec![0.0; width],
+        }
+    }
+
+    fn fail(&mut self, s: usize, failure: &mut Option<SolveError>, e: SolveError) {
+        self.active[s] = false;
+        *failure = Some(e);
+    }
+}
+
+/// `0` for a finite `x`, NaN otherwise: a finiteness test that sums over a lane without
+/// branches.
+#[allow(clippy::eq_op, reason = "x − x is the test")]
+#[inline(always)]
+fn nan_unless_finite(x: f64) -> f64 {
+    x - x
+}
+
+/// `acc = Σ_j coef[j] · k[j]` elementwise, `j` ascending from `0.0`: the same order, so the
+/// same bits, whichever loop is outer. A block runs `j` outer (straight loops over the lanes);
+/// one sample (`ONE`, a handful of components) keeps each sum in a register.
+fn combine<const ONE: bool>(acc: &mut [f64], coef: &[f64], k: &[Vec<f64>]) {
+    let n = acc.len();
+    if ONE {
+        let k = &k[..coef.len()];
+        for (m, a) in acc.iter_mut().enumerate() {
+            let mut sum = 0.0;
+            for (&c, kj) in coef.iter().zip(k) {
+                sum += c * kj[m];
+            }
+            *a = sum;
+        }
+        return;
+    }
+    acc.fill(0.0);
+    for (&c, kj) in coef.iter().zip(k) {
+        for (a, &v) in acc.iter_mut().zip(&kj[..n]) {
+            *a += c * v;
+        }
+    }
 }
 
 /// Integrates one block of `width` samples (`y0` component-major).
@@ -156,10 +230,40 @@ pub(crate) fn solve<S: System>(
     out: &mut [f64],
     stats: &mut Stats,
     failures: &mut [Option<SolveError>],
+    recorder: Option<&mut dyn Recorder>,
+    hits: Option<&mut Vec<EventHit>>,
+) {
+    // One code path; a single sample (a small solve, events, an ensemble member) gets its
+    // monomorphization with the lane count known, so that its lane loops disappear.
+    if samples.len() == 1 {
+        solve_lanes::<S, true>(
+            sys, options, tl, y0, samples, out, stats, failures, recorder, hits,
+        );
+    } else {
+        solve_lanes::<S, false>(
+            sys, options, tl, y0, samples, out, stats, failures, recorder, hits,
+        );
+    }
+}
+
+/// [`solve`] for `ONE` sample or any number of them.
+#[allow(clippy::too_many_arguments)]
+fn solve_lanes<S: System, const ONE: bool>(
+    sys: &S,
+    options: &SolverOptions,
+    tl: &Timeline,
+    y0: &[f64],
+    samples: std::ops::Range<usize>,
+    out: &mut [f64],
+    stats: &mut Stats,
+    failures: &mut [Option<SolveError>],
     mut recorder: Option<&mut dyn Recorder>,
     mut hits: Option<&mut Vec<EventHit>>,
 ) {
-    let width = samples.len();
+    let width = if ONE { 1 } else { samples.len() };
+    if width == 0 {
+        return;
+    }
     let tab = embedded(&options.method);
     let ns = tab.c.len();
     let dim = sys.dim();
@@ -168,37 +272,26 @@ pub(crate) fn solve<S: System>(
     let atol = &options.atol_vec(dim)[..];
     let hmax = (tl.t1 - tl.t0).abs();
     let expo1 = 1.0 / (tab.q as f64 + 1.0) - BETA * 0.75;
+    // Hairer's FACOLD starts at, and never falls below, 1e-4.
+    let ln_facold_min = FACOLD_MIN.ln();
 
     let mut ws = sys.workspace(samples);
     let mut y = y0.to_vec();
     let mut ynew = vec![0.0; len];
     let mut stage = vec![0.0; len];
+    let mut acc = vec![0.0; len];
     let mut k = vec![vec![0.0; len]; ns];
     let mut tstage = vec![tl.t0; width];
     // The evaluation time of every stage of the current step, `[stage][lane]` (for recorders).
     let mut times = vec![tl.t0; ns * width];
     let mut lane_times = vec![0.0; ns];
+    // Only recorders read `times`.
+    let recording = recorder.is_some();
+    // Per lane: Σ_i (e_i / sk_i)², and Σ_i (ŷ_i − ŷ_i), which is 0 exactly when ŷ is finite.
+    let mut err_sq = vec![0.0; width];
+    let mut poison = vec![0.0; width];
 
-    let mut lanes = vec![
-        Lane {
-            t: tl.t0,
-            h: 0.0,
-            hs: 0.0,
-            clipped: false,
-            facold: 1e-4,
-            reject: false,
-            active: true,
-            needs_k1: false,
-            landing: 0,
-            attempts: 0,
-            next_save: 0,
-        };
-        width
-    ];
-    let fail = |lane: &mut Lane, failure: &mut Option<SolveError>, e: SolveError| {
-        lane.active = false;
-        *failure = Some(e);
-    };
+    let mut st = Lanes::new(width, tl.t0, ln_facold_min);
 
     // Events (one sample at a time, see `events.rs`): the conditions at each step's ends.
     let specs = if hits.is_some() { sys.events() } else { &[] };
@@ -215,24 +308,20 @@ pub(crate) fn solve<S: System>(
     sys.rhs(&tstage, &y, &mut k[0], &mut ws);
     stats.rhs_evals += width as u64;
     for s in 0..width {
-        let lane = &mut lanes[s];
         if let Some(i) =
             (0..dim).find(|&i| !y[i * width + s].is_finite() || !k[0][i * width + s].is_finite())
         {
-            fail(
-                lane,
-                &mut failures[s],
-                SolveError::NonFinite {
-                    t: tl.t0,
-                    sample: s,
-                    component: i,
-                },
-            );
+            let e = SolveError::NonFinite {
+                t: tl.t0,
+                sample: s,
+                component: i,
+            };
+            st.fail(s, &mut failures[s], e);
             continue;
         }
-        while tl.save.get(lane.next_save) == Some(&tl.t0) {
-            write_lane(out, lane.next_save, s, width, dim, |m| y[m]);
-            lane.next_save += 1;
+        while tl.save.get(st.next_save[s]) == Some(&tl.t0) {
+            write_lane(out, st.next_save[s], s, width, dim, |m| y[m]);
+            st.next_save[s] += 1;
         }
     }
 
@@ -250,9 +339,9 @@ pub(crate) fn solve<S: System>(
     }
     sys.rhs(&tstage, &stage, &mut k[1], &mut ws);
     for s in 0..width {
-        if lanes[s].active {
+        if st.active[s] {
             stats.rhs_evals += 1;
-            lanes[s].h = dir
+            st.h[s] = dir
                 * hinit_finish(
                     &y,
                     &k[0],
@@ -270,32 +359,28 @@ pub(crate) fn solve<S: System>(
 
     loop {
         // Restarts after a breakpoint need f at the new piece.
-        if lanes.iter().any(|l| l.active && l.needs_k1) {
-            for (s, lane) in lanes.iter().enumerate() {
-                tstage[s] = tl.start_time(lane.t);
+        if (0..width).any(|s| st.active[s] && st.needs_k1[s]) {
+            for s in 0..width {
+                tstage[s] = tl.start_time(st.t[s]);
             }
             sys.rhs(&tstage, &y, &mut stage, &mut ws);
             for s in 0..width {
-                let lane = &mut lanes[s];
-                if !(lane.active && lane.needs_k1) {
+                if !(st.active[s] && st.needs_k1[s]) {
                     continue;
                 }
                 stats.rhs_evals += 1;
-                lane.needs_k1 = false;
+                st.needs_k1[s] = false;
                 times[s] = tstage[s];
                 for i in 0..dim {
                     k[0][i * width + s] = stage[i * width + s];
                 }
                 if let Some(i) = (0..dim).find(|&i| !stage[i * width + s].is_finite()) {
-                    fail(
-                        lane,
-                        &mut failures[s],
-                        SolveError::NonFinite {
-                            t: lane.t,
-                            sample: s,
-                            component: i,
-                        },
-                    );
+                    let e = SolveError::NonFinite {
+                        t: st.t[s],
+                        sample: s,
+                        component: i,
+                    };
+                    st.fail(s, &mut failures[s], e);
                 }
             }
         }
@@ -303,40 +388,30 @@ pub(crate) fn solve<S: System>(
         // Choose each sample's step: limits first, then clip to the next landing.
         let mut n_active = 0u64;
         for s in 0..width {
-            let lane = &mut lanes[s];
-            lane.hs = 0.0;
-            if !lane.active {
+            st.hs[s] = 0.0;
+            if !st.active[s] {
                 continue;
             }
-            if lane.attempts >= options.max_steps {
+            let (t, h) = (st.t[s], st.h[s]);
+            if st.attempts[s] >= options.max_steps {
                 let e = SolveError::MaxStepsExceeded {
-                    t: lane.t,
+                    t,
                     sample: s,
                     max_steps: options.max_steps,
                 };
-                fail(lane, &mut failures[s], e);
+                st.fail(s, &mut failures[s], e);
                 continue;
             }
-            if 0.1 * lane.h.abs() <= lane.t.abs() * f64::EPSILON || lane.h == 0.0 {
-                fail(
-                    lane,
-                    &mut failures[s],
-                    SolveError::StepSizeTooSmall {
-                        t: lane.t,
-                        sample: s,
-                    },
-                );
+            if 0.1 * h.abs() <= t.abs() * f64::EPSILON || h == 0.0 {
+                let e = SolveError::StepSizeTooSmall { t, sample: s };
+                st.fail(s, &mut failures[s], e);
                 continue;
             }
-            let target = tl.landings[lane.landing].t;
+            let target = tl.landings[st.landing[s]].t;
             // Hairer's rule: stretch a step by up to 1% to land rather than leave a sliver.
-            lane.clipped = (lane.t + 1.01 * lane.h - target) * dir > 0.0;
-            lane.hs = if lane.clipped {
-                target - lane.t
-            } else {
-                lane.h
-            };
-            lane.attempts += 1;
+            st.clipped[s] = (t + 1.01 * h - target) * dir > 0.0;
+            st.hs[s] = if st.clipped[s] { target - t } else { h };
+            st.attempts[s] += 1;
             n_active += 1;
         }
         if n_active == 0 {
@@ -345,86 +420,113 @@ pub(crate) fn solve<S: System>(
 
         // Stages 2..s; the last one is evaluated at y_new (FSAL).
         for i in 1..ns {
-            let row = tab.a[i];
-            for ic in 0..dim {
+            combine::<ONE>(&mut acc, tab.a[i], &k);
+            for ((row, y_row), acc_row) in stage
+                .chunks_exact_mut(width)
+                .zip(y.chunks_exact(width))
+                .zip(acc.chunks_exact(width))
+            {
                 for s in 0..width {
-                    let m = ic * width + s;
-                    let mut acc = 0.0;
-                    for (j, &aij) in row.iter().enumerate() {
-                        acc += aij * k[j][m];
-                    }
-                    stage[m] = y[m] + lanes[s].hs * acc;
+                    row[s] = y_row[s] + st.hs[s] * acc_row[s];
                 }
             }
-            for (s, lane) in lanes.iter().enumerate() {
-                tstage[s] = if lane.hs != 0.0 {
-                    let tau = match (tab.c[i] == 1.0, lane.clipped) {
-                        (true, true) => tl.landings[lane.landing].t,
-                        _ => lane.t + tab.c[i] * lane.hs,
+            let c = tab.c[i];
+            for s in 0..width {
+                let (t, hs) = (st.t[s], st.hs[s]);
+                tstage[s] = if hs != 0.0 {
+                    let tau = if c == 1.0 && st.clipped[s] {
+                        tl.landings[st.landing[s]].t
+                    } else {
+                        t + c * hs
                     };
-                    tl.stage_time(tau, lane.t + 0.5 * lane.hs, lane.hs)
+                    tl.stage_time(tau, t + 0.5 * hs, hs)
                 } else {
-                    lane.t
+                    t
                 };
             }
             if i == ns - 1 {
-                ynew.copy_from_slice(&stage);
+                std::mem::swap(&mut ynew, &mut stage);
             }
-            times[i * width..(i + 1) * width].copy_from_slice(&tstage);
-            sys.rhs(&tstage, &stage, &mut k[i], &mut ws);
+            if recording {
+                times[i * width..(i + 1) * width].copy_from_slice(&tstage);
+            }
+            let at = if i == ns - 1 { &ynew } else { &stage };
+            sys.rhs(&tstage, at, &mut k[i], &mut ws);
         }
         stats.rhs_evals += (ns as u64 - 1) * n_active;
 
-        // Error test and step-size control, sample by sample.
-        for s in 0..width {
-            let lane = &mut lanes[s];
-            if lane.hs == 0.0 {
-                continue;
+        // Error norms of every lane: Hairer's mixed norm, and whether y_new is finite.
+        combine::<ONE>(&mut acc, tab.e, &k);
+        err_sq.fill(0.0);
+        poison.fill(0.0);
+        for i in 0..dim {
+            let row = i * width..(i + 1) * width;
+            let (e_row, y_row, yn_row) = (&acc[row.clone()], &y[row.clone()], &ynew[row]);
+            for s in 0..width {
+                let e = e_row[s] * st.hs[s];
+                let sk = atol[i] + rtol * y_row[s].abs().max(yn_row[s].abs());
+                err_sq[s] += (e / sk).powi(2);
+                poison[s] += nan_unless_finite(yn_row[s]);
             }
-            let hs = lane.hs;
-            let finite = (0..dim).all(|i| ynew[i * width + s].is_finite());
-            let err_sq = lane_sum(dim, width, s, |m| {
-                let e: f64 = tab
-                    .e
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &ej)| ej * k[j][m])
-                    .sum::<f64>()
-                    * hs;
-                let sk = atol[m / width] + rtol * y[m].abs().max(ynew[m].abs());
-                (e / sk).powi(2)
-            });
-            let err = if finite {
-                (err_sq / dim.max(1) as f64).sqrt()
+        }
+        // The PI controller's divisor `err^expo1 / facold^β` on acceptance, `err^expo1` on
+        // rejection, as logarithms: one `ln` and one `exp` per lane and step.
+        // Lanes without a step (hs = 0) keep their memory.
+        for s in 0..width {
+            let err = if poison[s] == 0.0 {
+                (err_sq[s] / dim.max(1) as f64).sqrt()
             } else {
                 f64::INFINITY
             };
+            let ln_err = err.ln();
+            let accepted = err <= 1.0 && st.hs[s] != 0.0;
+            st.err[s] = err;
+            st.ln_fac[s] = expo1 * ln_err
+                - if accepted {
+                    BETA * st.ln_facold[s]
+                } else {
+                    0.0
+                };
+            if accepted {
+                st.ln_facold[s] = ln_err.max(ln_facold_min);
+            }
+        }
+
+        // Accept or reject, sample by sample.
+        for s in 0..width {
+            let hs = st.hs[s];
+            if hs == 0.0 {
+                continue;
+            }
+            let err = st.err[s];
             if !err.is_finite() {
                 // A stage left the region where f is finite: shrink as much as allowed.
-                lane.h = hs * FAC_MIN;
-                lane.reject = true;
+                st.h[s] = hs * FAC_MIN;
+                st.reject[s] = true;
                 stats.rejected += 1;
                 continue;
             }
-            let fac11 = err.powf(expo1);
-            // Lund stabilization: the PI controller of Hairer's DOPRI5.
-            let fac = (fac11 / lane.facold.powf(BETA) / SAFE).clamp(1.0 / FAC_MAX, 1.0 / FAC_MIN);
-            let mut hnew = hs / fac;
+            let fac = st.ln_fac[s].exp() / SAFE;
             if err > 1.0 {
-                lane.h = hs / (1.0 / FAC_MIN).min(fac11 / SAFE);
-                lane.reject = true;
+                st.h[s] = hs / (1.0 / FAC_MIN).min(fac);
+                st.reject[s] = true;
                 stats.rejected += 1;
                 continue;
             }
+            // Lund stabilization: the PI controller of Hairer's DOPRI5.
+            let mut hnew = hs / fac.clamp(1.0 / FAC_MAX, 1.0 / FAC_MIN);
 
             // Accepted.
-            lane.facold = err.max(1e-4);
             stats.steps += 1;
-            let landing = tl.landings[lane.landing];
-            let t_new = if lane.clipped { landing.t } else { lane.t + hs };
+            let landing = tl.landings[st.landing[s]];
+            let t_new = if st.clipped[s] {
+                landing.t
+            } else {
+                st.t[s] + hs
+            };
             if ne > 0 {
                 sys.event_conditions(&[t_new], &ynew, &mut g_new, &mut ws);
-                let t_start = lane.t;
+                let t_start = st.t[s];
                 let found = events::locate(
                     specs,
                     &g_old,
@@ -466,63 +568,60 @@ pub(crate) fn solve<S: System>(
                             dense(tab, theta, hs, &y, &ynew, &k, i)
                         };
                     }
-                    while let Some(&ts) = tl.save.get(lane.next_save) {
+                    while let Some(&ts) = tl.save.get(st.next_save[s]) {
                         if (ts - te) * dir > 0.0 {
                             break;
                         }
                         if ts == te {
-                            write_lane(out, lane.next_save, s, width, dim, |m| ev_y[m]);
+                            write_lane(out, st.next_save[s], s, width, dim, |m| ev_y[m]);
                         } else {
                             let th = (ts - t_start) / hs;
-                            write_lane(out, lane.next_save, s, width, dim, |m| {
+                            write_lane(out, st.next_save[s], s, width, dim, |m| {
                                 dense(tab, th, hs, &y, &ynew, &k, m)
                             });
                         }
-                        lane.next_save += 1;
+                        st.next_save[s] += 1;
                     }
                     if let Some(h) = hits.as_deref_mut() {
                         h.push(EventHit { event: e, t: te });
                     }
                     if specs[e].terminate {
                         if let Err(err) = sys.event_stop(e, te, &mut ev_y, &mut ws) {
-                            fail(lane, &mut failures[s], err);
+                            st.fail(s, &mut failures[s], err);
                             continue;
                         }
-                        while lane.next_save < tl.save.len() {
-                            write_lane(out, lane.next_save, s, width, dim, |m| ev_y[m]);
-                            lane.next_save += 1;
+                        while st.next_save[s] < tl.save.len() {
+                            write_lane(out, st.next_save[s], s, width, dim, |m| ev_y[m]);
+                            st.next_save[s] += 1;
                         }
-                        lane.active = false;
+                        st.active[s] = false;
                         continue;
                     }
                     y.copy_from_slice(&ev_y);
                     if let Err(err) = sys.event_jump(e, te, &mut y, &mut jumps, &mut ws) {
-                        fail(lane, &mut failures[s], err);
+                        st.fail(s, &mut failures[s], err);
                         continue;
                     }
                     // A save time at the event holds the state after the jump.
-                    if lane.next_save > 0 && tl.save[lane.next_save - 1] == te {
-                        write_lane(out, lane.next_save - 1, s, width, dim, |m| y[m]);
+                    if st.next_save[s] > 0 && tl.save[st.next_save[s] - 1] == te {
+                        write_lane(out, st.next_save[s] - 1, s, width, dim, |m| y[m]);
                     }
-                    lane.t = te;
+                    st.t[s] = te;
                     if let Some(i) = (0..dim).find(|&i| !y[i].is_finite()) {
-                        fail(
-                            lane,
-                            &mut failures[s],
-                            SolveError::NonFinite {
-                                t: te,
-                                sample: s,
-                                component: i,
-                            },
-                        );
+                        let e = SolveError::NonFinite {
+                            t: te,
+                            sample: s,
+                            component: i,
+                        };
+                        st.fail(s, &mut failures[s], e);
                         continue;
                     }
-                    lane.facold = 1e-4;
-                    lane.reject = false;
-                    if lane.clipped && te == landing.t {
-                        lane.landing += 1;
-                        if lane.landing == tl.landings.len() {
-                            lane.active = false;
+                    st.ln_facold[s] = ln_facold_min;
+                    st.reject[s] = false;
+                    if st.clipped[s] && te == landing.t {
+                        st.landing[s] += 1;
+                        if st.landing[s] == tl.landings.len() {
+                            st.active[s] = false;
                             continue;
                         }
                     }
@@ -532,17 +631,17 @@ pub(crate) fn solve<S: System>(
                     sys.rhs(&[tf], &y, &mut k[0], &mut ws);
                     stats.rhs_evals += 1;
                     times[s] = tf;
-                    lane.needs_k1 = false;
+                    st.needs_k1[s] = false;
                     if let Some(i) = (0..dim).find(|&i| !k[0][i].is_finite()) {
                         let e = SolveError::NonFinite {
                             t: te,
                             sample: s,
                             component: i,
                         };
-                        fail(lane, &mut failures[s], e);
+                        st.fail(s, &mut failures[s], e);
                         continue;
                     }
-                    let remaining = (tl.landings[lane.landing].t - te).abs();
+                    let remaining = (tl.landings[st.landing[s]].t - te).abs();
                     let guess = hinit_guess(&y, &k[0], width, s, rtol, atol, hmax.min(remaining));
                     let h0 = dir * guess.0;
                     for i in 0..dim {
@@ -551,7 +650,7 @@ pub(crate) fn solve<S: System>(
                     let tp = tl.stage_time(te + h0, te + 0.5 * h0, h0);
                     sys.rhs(&[tp], &stage, &mut k[1], &mut ws);
                     stats.rhs_evals += 1;
-                    lane.h = dir
+                    st.h[s] = dir
                         * hinit_finish(
                             &y,
                             &k[0],
@@ -569,19 +668,20 @@ pub(crate) fn solve<S: System>(
                 }
                 g_old.copy_from_slice(&g_new);
             }
-            while let Some(&ts) = tl.save.get(lane.next_save) {
+            // Dense output only when a save time falls in the step.
+            while let Some(&ts) = tl.save.get(st.next_save[s]) {
                 if (ts - t_new) * dir > 0.0 {
                     break;
                 }
                 if ts == t_new {
-                    write_lane(out, lane.next_save, s, width, dim, |m| ynew[m]);
+                    write_lane(out, st.next_save[s], s, width, dim, |m| ynew[m]);
                 } else {
-                    let theta = (ts - lane.t) / hs;
-                    write_lane(out, lane.next_save, s, width, dim, |m| {
+                    let theta = (ts - st.t[s]) / hs;
+                    write_lane(out, st.next_save[s], s, width, dim, |m| {
                         dense(tab, theta, hs, &y, &ynew, &k, m)
                     });
                 }
-                lane.next_save += 1;
+                st.next_save[s] += 1;
             }
             if let Some(r) = recorder.as_deref_mut() {
                 for (j, lt) in lane_times.iter_mut().enumerate() {
@@ -589,7 +689,7 @@ pub(crate) fn solve<S: System>(
                 }
                 r.accepted(&Accepted {
                     lane: s,
-                    t: lane.t,
+                    t: st.t[s],
                     h: hs,
                     t_new,
                     times: &lane_times,
@@ -597,45 +697,48 @@ pub(crate) fn solve<S: System>(
                     width,
                 });
             }
+            let mut non_finite = None;
             for i in 0..dim {
                 let m = i * width + s;
                 y[m] = ynew[m];
                 k[0][m] = k[ns - 1][m];
+                if non_finite.is_none() && !k[0][m].is_finite() {
+                    non_finite = Some(i);
+                }
             }
-            times[s] = times[(ns - 1) * width + s];
-            lane.t = t_new;
-            if let Some(i) = (0..dim).find(|&i| !k[0][i * width + s].is_finite()) {
-                fail(
-                    lane,
-                    &mut failures[s],
-                    SolveError::NonFinite {
-                        t: t_new,
-                        sample: s,
-                        component: i,
-                    },
-                );
+            if recording {
+                times[s] = times[(ns - 1) * width + s];
+            }
+            st.t[s] = t_new;
+            if let Some(i) = non_finite {
+                let e = SolveError::NonFinite {
+                    t: t_new,
+                    sample: s,
+                    component: i,
+                };
+                st.fail(s, &mut failures[s], e);
                 continue;
             }
             if hnew.abs() > hmax {
                 hnew = dir * hmax;
             }
-            if lane.reject {
+            if st.reject[s] {
                 hnew = dir * hnew.abs().min(hs.abs());
             }
-            lane.reject = false;
-            if lane.clipped {
+            st.reject[s] = false;
+            if st.clipped[s] {
                 // Landing shortened the step, not the error: keep the step that was planned.
-                hnew = dir * hnew.abs().max(lane.h.abs());
-                lane.landing += 1;
+                hnew = dir * hnew.abs().max(st.h[s].abs());
+                st.landing[s] += 1;
                 if landing.restart {
-                    lane.needs_k1 = true;
-                    lane.facold = 1e-4;
+                    st.needs_k1[s] = true;
+                    st.ln_facold[s] = ln_facold_min;
                 }
-                if lane.landing == tl.landings.len() {
-                    lane.active = false;
+                if st.landing[s] == tl.landings.len() {
+                    st.active[s] = false;
                 }
             }
-            lane.h = hnew;
+            st.h[s] = hnew;
         }
     }
 }
