@@ -73,9 +73,8 @@ fn with_matrixmultiply(p: &Product<'_>, c: &mut [f64]) {
 }
 
 fn with_gemm_crate(p: &Product<'_>, c: &mut [f64]) {
-    let extent = |rows: usize, cols: usize, (rs, cs): (usize, usize)| {
-        (rows - 1) * rs + (cols - 1) * cs + 1
-    };
+    let extent =
+        |rows: usize, cols: usize, (rs, cs): (usize, usize)| (rows - 1) * rs + (cols - 1) * cs + 1;
     assert!(c.len() >= extent(p.m, p.n, p.c_strides));
     assert!(p.a.0.len() >= extent(p.m, p.k, (p.a.1, p.a.2)));
     assert!(p.b.0.len() >= extent(p.k, p.n, (p.b.1, p.b.2)));
@@ -116,7 +115,10 @@ fn values(len: usize, salt: usize) -> Vec<f64> {
 
 fn main() {
     let repeat: usize = std::env::args()
-        .find_map(|a| a.strip_prefix("--repeat=").map(|r| r.parse().expect("--repeat=N")))
+        .find_map(|a| {
+            a.strip_prefix("--repeat=")
+                .map(|r| r.parse().expect("--repeat=N"))
+        })
         .unwrap_or(7);
     let test_only = std::env::args().any(|a| a == "--test");
     let (d, rounds_per_batch) = (64, 16);
@@ -222,7 +224,10 @@ fn main() {
                     .zip(&c_g)
                     .fold(0.0f64, |s, (a, b)| s.max((a - b).abs()));
                 assert!(diff <= 1e-12 * scale, "{name}: the libraries disagree");
-                let same = c_mm.iter().zip(&c_g).all(|(a, b)| a.to_bits() == b.to_bits());
+                let same = c_mm
+                    .iter()
+                    .zip(&c_g)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
                 println!(
                     "{:<24} {lanes:>5} {:>11.2} ms {:>11.2} ms {:>7.2}  {}",
                     format!("{name} (W = {w})"),

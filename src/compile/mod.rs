@@ -18,6 +18,7 @@
 //! JVP call on a block of `dim` lanes whose tangents are the unit vectors, so it equals the
 //! stacked JVPs exactly.
 
+mod gemm;
 mod isa;
 mod lanes;
 mod math;
