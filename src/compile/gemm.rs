@@ -14,15 +14,21 @@
 //! in the last bits (`2e-15` of the largest output for `K2 h` with `W = 1024`).
 //!
 //! Kept to one function over `f64` so that making the kernels generic over the float type
-//! changes one signature.
+//! changes one signature. Public so that `benches/wide.rs`'s hand-written baseline multiplies
+//! with the same GEMM as nodec.
 
 /// A strided matrix: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-pub(crate) struct View<'a> {
+pub struct View<'a> {
+    /// The elements.
     pub data: &'a [f64],
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns.
     pub cols: usize,
+    /// Distance between rows.
     pub rs: usize,
+    /// Distance between columns.
     pub cs: usize,
 }
 
@@ -36,13 +42,7 @@ fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 ///
 /// # Panics
 /// If the shapes disagree or a view reaches past its slice (a compiler bug, never input).
-pub(crate) fn gemm(
-    dst: &mut [f64],
-    (rs, cs): (usize, usize),
-    a: View<'_>,
-    b: View<'_>,
-    accumulate: bool,
-) {
+pub fn gemm(dst: &mut [f64], (rs, cs): (usize, usize), a: View<'_>, b: View<'_>, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions of a product");
     if m == 0 || n == 0 {

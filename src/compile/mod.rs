@@ -28,6 +28,7 @@ mod tensor;
 #[cfg(test)]
 mod tests;
 
+pub use gemm::{gemm, View};
 pub use isa::lane_isa;
 pub use math::{exp, sigmoid, tanh};
 pub use params::{FitError, ParamEntry, ParamLayout, Params, Piece};
