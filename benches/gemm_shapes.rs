@@ -19,6 +19,8 @@
 //! Both libraries' results are compared; `same bits` says whether they are equal to the bit
 //! (a switch that keeps them would change no model's results).
 
+use std::io::Write;
+
 use nalgebra::{DMatrixView, DMatrixViewMut, Dyn};
 
 /// Thread CPU time in seconds.
@@ -122,7 +124,9 @@ fn main() {
         .unwrap_or(7);
     let test_only = std::env::args().any(|a| a == "--test");
     let (d, rounds_per_batch) = (64, 16);
-    println!(
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
         "{:<24} {:>5} {:>14} {:>14} {:>7}  same bits",
         "product", "lanes", "matrixmultiply", "gemm crate", "ratio"
     );
@@ -228,7 +232,8 @@ fn main() {
                     .iter()
                     .zip(&c_g)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
-                println!(
+                let _ = writeln!(
+                    out,
                     "{:<24} {lanes:>5} {:>11.2} ms {:>11.2} ms {:>7.2}  {}",
                     format!("{name} (W = {w})"),
                     best[0] * 1e3,

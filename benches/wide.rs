@@ -186,13 +186,15 @@ impl<'a> M<'a> {
 /// cost nothing. `c` is laid out like `like`; `beta` is 0 or 1.
 fn gemm(c: &mut [f64], like: M, a: M, b: M, beta: f64) {
     assert_eq!((a.rows, b.cols, a.cols), (like.rows, like.cols, b.rows));
-    let view = |m: M<'_>| View {
-        data: m.data,
-        rows: m.rows,
-        cols: m.cols,
-        rs: m.rs,
-        cs: m.cs,
-    };
+    fn view(m: M<'_>) -> View<'_> {
+        View {
+            data: m.data,
+            rows: m.rows,
+            cols: m.cols,
+            rs: m.rs,
+            cs: m.cs,
+        }
+    }
     nodec::compile::gemm(c, (like.rs, like.cs), view(a), view(b), beta != 0.0);
 }
 
