@@ -16,10 +16,17 @@ compile) in turn with PyTorch, round by round, and prints the median of the per-
 on a shared machine whose load drifts, separately timed medians are not comparable.
 On a loaded machine set OMP_NUM_THREADS=1: PyTorch's OpenMP threads stall one another when one
 of them is descheduled, and its times then vary by an order of magnitude between runs.
+
+Each round also compares CPU time (user + system, all threads), which other users of a shared
+machine disturb far less than wall time: PyTorch's is the calling process's over the call;
+nodec's is the whole child process's (start-up, parsing, drawing the seed-0 parameters and
+printing included, so the comparison leans against nodec). With 2 threads, PyTorch's CPU time
+includes its OpenMP threads' spin-waiting, so there the wall-time ratio is the one to quote.
 """
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -79,37 +86,51 @@ def median_seconds(fn, rounds):
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """Wall and CPU seconds of one call."""
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def nodec_seconds(nodec, command, model, key, loss):
     """One `nodec run|grad` of the model (seed 0: the exported parameters): its reported
-    seconds for `key`, after checking that it computed the exported loss."""
+    seconds for `key` and the process's CPU seconds, after checking that it computed the
+    exported loss."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wide", f"{model}.node")
+    cpu = children_cpu()
     out = subprocess.run(
         [nodec, command, path, "--format", "json"], capture_output=True, check=True, text=True
     )
+    cpu = children_cpu() - cpu
     report = json.loads(out.stdout)
     if abs(report["loss"] - loss) > 1e-12 * abs(loss):
         sys.exit(f"{model}: `nodec {command}` computed {report['loss']}, not {loss}")
-    return report["stats"][key]
+    return report["stats"][key], cpu
 
 
 def interleaved(model, nodec, loss, solve, gradient, rounds=7):
     """nodec over PyTorch, the median and range of per-round ratios; each round takes the
-    fastest of 3 PyTorch calls, as nodec's figure is one call."""
-    ratios = {"solve": [], "gradient": []}
+    fastest of 3 PyTorch calls, as nodec's figure is one call. Wall time: nodec's reported
+    seconds over PyTorch's; CPU time: see the module docs."""
+    ratios = {(what, clock): [] for what in ("solve", "gradient") for clock in ("wall", "cpu")}
     for _ in range(rounds):
-        n = nodec_seconds(nodec, "run", model, "solve_seconds", loss)
-        ratios["solve"].append(n / min(timed(solve) for _ in range(3)))
-        n = nodec_seconds(nodec, "grad", model, "gradient_seconds", loss)
-        ratios["gradient"].append(n / min(timed(gradient) for _ in range(3)))
-    for what, r in ratios.items():
+        for what, command, key, fn in [
+            ("solve", "run", "solve_seconds", solve),
+            ("gradient", "grad", "gradient_seconds", gradient),
+        ]:
+            wall, cpu = nodec_seconds(nodec, command, model, key, loss)
+            calls = [timed(fn) for _ in range(3)]
+            ratios[(what, "wall")].append(wall / min(c[0] for c in calls))
+            ratios[(what, "cpu")].append(cpu / min(c[1] for c in calls))
+    for (what, clock), r in ratios.items():
         r.sort()
         print(
-            f"{model} batch 256 {what} ratio nodec (release binary) / PyTorch: "
+            f"{model} batch 256 {what} ratio nodec (release binary) / PyTorch, {clock} time: "
             f"{r[len(r) // 2]:.3f} (range {r[0]:.3f}-{r[-1]:.3f}, {rounds} interleaved rounds)"
         )
 

@@ -5,12 +5,12 @@
 //!
 //! Baseline, measured in the same run: blocks of `BLOCK_WIDTH` samples, component-major
 //! (`x[i * BLOCK + s]`, i.e. a column-major `BLOCK × D` matrix) as nodec lays them out, rayon
-//! over blocks, every layer one `nalgebra` `gemm` (`matrixmultiply`'s kernel, as nodec's
-//! `tape::matmul` uses), nodec's vectorizable `tanh`, block results added in block order. The
-//! gradient is the reverse sweep of the same RK4 steps with every stage input and its `tanh`
-//! activations stored (nodec's backprop also keeps the activations, `rhs_saving`). Both start
-//! from nodec's own initial parameters (seed 0) and data, and must agree on the loss and the
-//! gradient before their speed means anything.
+//! over blocks, every layer one call of nodec's GEMM (`nodec::compile::gemm`, the `gemm`
+//! crate, as nodec's tensor kernels call it), nodec's vectorizable `tanh`, block results added
+//! in block order. The gradient is the reverse sweep of the same RK4 steps with every stage
+//! input and its `tanh` activations stored (nodec's backprop also keeps the activations,
+//! `rhs_saving`). Both start from nodec's own initial parameters (seed 0) and data, and must
+//! agree on the loss and the gradient before their speed means anything.
 //!
 //! Each run also writes the parameters (in `--params` format), the data and nodec's loss and
 //! gradient to `<target>/wide-export/MODEL.json` for `benches/torch_wide.py`.
@@ -19,10 +19,9 @@
 
 use std::io::Write;
 
-use nalgebra::{Dyn, MatrixView, MatrixViewMut};
 use rayon::prelude::*;
 
-use nodec::compile::{Params, Program};
+use nodec::compile::{Params, Program, View};
 use nodec::diag::SourceFile;
 use nodec::ir::GradientMethod;
 use nodec::sema::Overrides;
@@ -182,28 +181,21 @@ impl<'a> M<'a> {
     }
 }
 
-fn view(m: M<'_>) -> MatrixView<'_, f64, Dyn, Dyn, Dyn, Dyn> {
-    MatrixView::from_slice_with_strides_generic(
-        m.data,
-        Dyn(m.rows),
-        Dyn(m.cols),
-        Dyn(m.rs),
-        Dyn(m.cs),
-    )
-}
-
-/// `c = a b + beta c` through `nalgebra`'s `gemm`, which hands strided views to
-/// `matrixmultiply` (sides above 5), so transposes cost nothing. `c` is laid out like `like`.
+/// `c = a b + beta c` through nodec's own GEMM (`nodec::compile::gemm`, the `gemm` crate), so
+/// that the comparison measures everything but the GEMM library; transposes are strides and
+/// cost nothing. `c` is laid out like `like`; `beta` is 0 or 1.
 fn gemm(c: &mut [f64], like: M, a: M, b: M, beta: f64) {
     assert_eq!((a.rows, b.cols, a.cols), (like.rows, like.cols, b.rows));
-    let mut out = MatrixViewMut::<f64, Dyn, Dyn, Dyn, Dyn>::from_slice_with_strides_generic(
-        c,
-        Dyn(like.rows),
-        Dyn(like.cols),
-        Dyn(like.rs),
-        Dyn(like.cs),
-    );
-    out.gemm(1.0, &view(a), &view(b), beta);
+    fn view(m: M<'_>) -> View<'_> {
+        View {
+            data: m.data,
+            rows: m.rows,
+            cols: m.cols,
+            rs: m.rs,
+            cs: m.cs,
+        }
+    }
+    nodec::compile::gemm(c, (like.rs, like.cs), view(a), view(b), beta != 0.0);
 }
 
 /// Parameter gradients in the layout of the weights: `k0, k1, b1, k2, head`.

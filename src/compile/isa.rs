@@ -7,8 +7,9 @@
 //! perform the same IEEE operations on the same operands in the same order, only more lanes
 //! per instruction, and FMA is not enabled (a fused multiply-add rounds once, which would change
 //! the last bit). `NODEC_ISA=baseline` forces the SSE2 copies; the test
-//! `isa_does_not_change_the_bits` runs models both ways. The GEMMs of `nalgebra` →
-//! `matrixmultiply` choose their own kernels at run time and *do* use FMA where the CPU has it:
+//! `isa_does_not_change_the_bits` runs models both ways. The GEMMs (`nalgebra` →
+//! `matrixmultiply` in the tape, the `gemm` crate in tensor kernels) choose their own kernels
+//! at run time and *do* use FMA where the CPU has it:
 //! products of at least 8 × 8 × 8 (see `tape::matmul`) can differ in the last bits between
 //! machines with and without FMA; on one machine they are reproducible.
 //!

@@ -18,6 +18,7 @@
 //! JVP call on a block of `dim` lanes whose tangents are the unit vectors, so it equals the
 //! stacked JVPs exactly.
 
+mod gemm;
 mod isa;
 mod lanes;
 mod math;
@@ -27,6 +28,7 @@ mod tensor;
 #[cfg(test)]
 mod tests;
 
+pub use gemm::{gemm, View};
 pub use isa::lane_isa;
 pub use math::{exp, sigmoid, tanh};
 pub use params::{FitError, ParamEntry, ParamLayout, Params, Piece};

@@ -1,9 +1,8 @@
 //! Running a tensor [`Kernel`]: the uniform program over `u`, the lane program over the
 //! registers, the lane outputs and the reductions.
 
-use nalgebra::{DMatrixView, DMatrixViewMut, Dyn, U1};
-
 use super::{Arg, BinOp, EwInstr, Kernel, Loc, Op, Reduce, Ref, ULeaf};
+use crate::compile::gemm::{gemm as product, View};
 use crate::compile::lanes::{self, map, update};
 use crate::compile::math;
 use crate::compile::tape::{Lanes, BANKS, REG};
@@ -404,22 +403,22 @@ fn gemm(
         return;
     }
     // Aᵀ as a k × m matrix: element (i, r) is A[r][i].
-    let at = if a.transposed {
-        DMatrixView::from_slice_with_strides_generic(a.values, Dyn(k), Dyn(m), Dyn(m), Dyn(1))
-    } else {
-        DMatrixView::from_slice_with_strides_generic(a.values, Dyn(k), Dyn(m), Dyn(1), Dyn(k))
+    let at = View {
+        data: a.values,
+        rows: k,
+        cols: m,
+        rs: if a.transposed { m } else { 1 },
+        cs: if a.transposed { 1 } else { k },
     };
     if n >= MIN_SIDE {
-        let x =
-            DMatrixView::from_slice_with_strides_generic(&src[lo..], Dyn(n), Dyn(k), U1, Dyn(step));
-        let mut d = DMatrixViewMut::from_slice_with_strides_generic(
-            &mut dst[lo..],
-            Dyn(n),
-            Dyn(m),
-            U1,
-            Dyn(step),
-        );
-        d.gemm(1.0, &x, &at, 0.0);
+        let x = View {
+            data: &src[lo..],
+            rows: n,
+            cols: k,
+            rs: 1,
+            cs: step,
+        };
+        product(&mut dst[lo..], (1, step), x, at, false);
         return;
     }
     let (x, rest) = scratch.split_at_mut(MIN_SIDE * k);
@@ -428,9 +427,14 @@ fn gemm(
         col[..n].copy_from_slice(&src[i * step + lo..i * step + lo + n]);
         col[n..].fill(0.0);
     }
-    let xv = DMatrixView::from_slice_generic(&*x, Dyn(MIN_SIDE), Dyn(k));
-    let mut o = DMatrixViewMut::from_slice_generic(&mut *out, Dyn(MIN_SIDE), Dyn(m));
-    o.gemm(1.0, &xv, &at, 0.0);
+    let xv = View {
+        data: x,
+        rows: MIN_SIDE,
+        cols: k,
+        rs: 1,
+        cs: MIN_SIDE,
+    };
+    product(out, (1, MIN_SIDE), xv, at, false);
     for (r, col) in out.chunks_exact(MIN_SIDE).enumerate() {
         dst[r * step + lo..r * step + lo + n].copy_from_slice(&col[..n]);
     }
@@ -471,15 +475,21 @@ fn reduce(r: &Reduce, f: &Frame<'_>, regs: &[f64], reduced: &mut [f64]) {
                 let w = f.width;
                 // reduced[at + i·cols + j] is cell (j, i) of a column-major cols × m matrix:
                 // += Bᵀ Aᵀ, with the lanes as the inner dimension.
-                let av = &f.bank(ab, regs)[ar as usize * w + f.lo..];
-                let at_v =
-                    DMatrixView::from_slice_with_strides_generic(av, Dyn(n), Dyn(m), U1, Dyn(w));
-                let bv = &f.bank(bb, regs)[br as usize * w + f.lo..];
-                let bt_v =
-                    DMatrixView::from_slice_with_strides_generic(bv, Dyn(cols), Dyn(n), Dyn(w), U1);
-                let cells = &mut reduced[at..at + m * cols];
-                let mut s = DMatrixViewMut::from_slice_generic(cells, Dyn(cols), Dyn(m));
-                s.gemm(1.0, &bt_v, &at_v, 1.0);
+                let at_v = View {
+                    data: &f.bank(ab, regs)[ar as usize * w + f.lo..],
+                    rows: n,
+                    cols: m,
+                    rs: 1,
+                    cs: w,
+                };
+                let bt_v = View {
+                    data: &f.bank(bb, regs)[br as usize * w + f.lo..],
+                    rows: cols,
+                    cols: n,
+                    rs: w,
+                    cs: 1,
+                };
+                product(&mut reduced[at..at + m * cols], (1, cols), bt_v, at_v, true);
                 return;
             }
             for i in 0..m {

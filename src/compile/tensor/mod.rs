@@ -21,8 +21,8 @@
 //!   by term; anything else is computed per lane and summed in lane order.
 //!
 //! Exactness: elementwise operations and lane-loop products sum left to right, like the
-//! reference interpreter; GEMMs sum in `matrixmultiply`'s order (a few ulps per term, see
-//! `tape::matmul`). A lane's bits never depend on the other lanes: products over fewer than
+//! reference interpreter; GEMMs (`compile::gemm`) sum each output as one chain of fused
+//! multiply-adds over the inner dimension (a few ulps per term). A lane's bits never depend on the other lanes: products over fewer than
 //! `MIN_SIDE` lanes are padded to that many, so every lane count goes through the same GEMM.
 
 mod build;
