@@ -15,6 +15,7 @@ pub mod dist;
 pub mod ir;
 pub mod npy;
 pub mod optim;
+pub mod real;
 pub mod plot;
 pub mod rng;
 pub mod sema;
