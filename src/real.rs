@@ -22,16 +22,7 @@ use num_traits::Float;
 
 /// A precision kernels run in: `f64` or `f32`.
 pub trait Real:
-    Float
-    + Scalar
-    + ClosedAddAssign
-    + ClosedMulAssign
-    + Sum
-    + Default
-    + Debug
-    + Send
-    + Sync
-    + 'static
+    Float + Scalar + ClosedAddAssign + ClosedMulAssign + Sum + Default + Debug + Send + Sync + 'static
 {
     /// `"f64"` or `"f32"`, for reports and test messages.
     const NAME: &'static str;

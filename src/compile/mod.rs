@@ -17,6 +17,19 @@
 //! JVP/VJP IR (scalar or tensor), compiled like any other expression. The dense Jacobian is one
 //! JVP call on a block of `dim` lanes whose tangents are the unit vectors, so it equals the
 //! stacked JVPs exactly.
+//!
+//! Precision: every kernel and entry point is generic in [`Real`] (`f64`, `f32`), one code
+//! path monomorphized twice; the precision is the [`Workspace`]'s (`Workspace<R = f64>`, so
+//! `f64` callers name no type). States, directions, cotangents, outputs, parameter gradients,
+//! registers, the uniform file and GEMMs (`nalgebra`'s generic `gemm`: `sgemm` or `dgemm`) are
+//! `R`. What stays `f64` (master copies, as in mixed-precision training): [`Params`], times
+//! (pieces of per-layer and knot parameters are found in `f64`; a kernel reading `t` gets it
+//! rounded), bound data (rounded when bound), and the uniform prologue of a kernel, which
+//! depends on the parameters only: it runs in `f64` once per parameter update and its file
+//! is rounded to `R` once, as is a copy of the parameters that tensor kernels read in place.
+//! The `f64` instantiation reads all of these in place, so its bits and costs are those of the
+//! code before it was generic. Native code (`tape::native`) is `f64` only: `f32` kernels run
+//! in the interpreter (its AVX2 copy holds eight `f32` per vector). Penalties are summed in `f64`.
 
 mod isa;
 mod lanes;
@@ -1029,7 +1042,14 @@ impl Program {
     }
 
     /// `dy = f(t, y)` for a block: `t[s]` per sample, `y` and `dy` of length `dim * width`.
-    pub fn rhs<R: Real>(&self, params: &Params, t: &[f64], y: &[R], dy: &mut [R], ws: &mut Workspace<R>) {
+    pub fn rhs<R: Real>(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[R],
+        dy: &mut [R],
+        ws: &mut Workspace<R>,
+    ) {
         let blocks = Blocks {
             y,
             ..Blocks::default()
@@ -1287,7 +1307,13 @@ impl Program {
     }
 
     /// `out = ∂y0/∂θ · u` for the block (inputs bound, parameters at `t0`).
-    pub fn init_jvp_param<R: Real>(&self, params: &Params, u: &[R], out: &mut [R], ws: &mut Workspace<R>) {
+    pub fn init_jvp_param<R: Real>(
+        &self,
+        params: &Params,
+        u: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
+    ) {
         self.with_time(self.t0, ws, |p, t, ws| {
             p.run(
                 K::InitJvpParam as usize,

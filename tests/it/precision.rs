@@ -92,7 +92,12 @@ fn results<R: Real>(p: &Program, params: &Params, b: &Block) -> Vec<(String, Vec
     ws.bind_inputs(&b.inputs);
     ws.bind_labels(&b.labels);
     ws.bind_observed(&b.observed);
-    let (y, v, w, u) = (cast::<R>(&b.y), cast::<R>(&b.v), cast::<R>(&b.w), cast::<R>(&b.u));
+    let (y, v, w, u) = (
+        cast::<R>(&b.y),
+        cast::<R>(&b.v),
+        cast::<R>(&b.w),
+        cast::<R>(&b.u),
+    );
     let t = &b.t;
     let zeros = |n: usize| vec![R::zero(); n];
     let mut all = Vec::new();
@@ -248,7 +253,10 @@ fn every_entry_point_in_f32_agrees_with_f64_on_every_model() {
                             assert!(a.iter().any(|x| !x.is_finite()), "{name} {kind} {what}");
                             continue;
                         }
-                        let err = a.iter().zip(b).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+                        let err = a
+                            .iter()
+                            .zip(b)
+                            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
                         let rel = err / norm(b).max(f64::MIN_POSITIVE);
                         assert!(
                             err <= TOL * norm(b),
@@ -265,7 +273,10 @@ fn every_entry_point_in_f32_agrees_with_f64_on_every_model() {
         }
     }
     assert!(compared > 1000, "{compared} result blocks compared");
-    eprintln!("largest f32/f64 relative difference {:e} ({})", worst.0, worst.1);
+    eprintln!(
+        "largest f32/f64 relative difference {:e} ({})",
+        worst.0, worst.1
+    );
 }
 
 #[test]

@@ -386,7 +386,14 @@ fn update_uniform<R: Real>(d: &mut [R], f: impl Fn(R) -> R) {
 }
 
 #[inline(always)]
-fn binary<R: Real>(c: &Ctx<'_, '_, R>, u: &[R], a: Opd, b: Opd, d: &mut [R], f: impl Fn(R, R) -> R) {
+fn binary<R: Real>(
+    c: &Ctx<'_, '_, R>,
+    u: &[R],
+    a: Opd,
+    b: Opd,
+    d: &mut [R],
+    f: impl Fn(R, R) -> R,
+) {
     match (a, b) {
         (Opd::L(a), Opd::L(b)) => zip(d, c.lane(a), c.lane(b), f),
         (Opd::U(a), Opd::L(b)) => {

@@ -553,11 +553,11 @@ fn fma<R: Real>(d: &mut [R], x: V<'_, R>, y: V<'_, R>) {
     match (x, y) {
         (V::S(x), V::S(y)) => {
             for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
-                *d = *d + x * y;
+                *d += x * y;
             }
         }
         (V::S(x), V::C(c)) | (V::C(c), V::S(x)) => update(d, x, |d, x| d + x * c),
-        (V::C(a), V::C(b)) => d.iter_mut().for_each(|d| *d = *d + a * b),
+        (V::C(a), V::C(b)) => d.iter_mut().for_each(|d| *d += a * b),
     }
 }
 
