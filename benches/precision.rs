@@ -11,7 +11,7 @@
 
 #![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, Criterion};
 use nodec::compile::{Params, Program};
 use nodec::diag::SourceFile;
 use nodec::real::Real;
