@@ -25,7 +25,7 @@ use nodec::sema::Overrides;
 use crate::support::{node_files, Lcg};
 
 /// `2^-24 · 2^10`: see the module docs.
-const TOL: f64 = 1024.0 * f32::EPSILON as f64 / 2.0;
+const TOL: f64 = 1024.0 * <f32 as Real>::UNIT_ROUNDOFF;
 
 fn load(path: &std::path::Path) -> Model {
     let text = std::fs::read_to_string(path).expect("model file readable");
