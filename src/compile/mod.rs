@@ -141,6 +141,15 @@ impl Kernel {
         }
     }
 
+    /// [`Kernel::native`], compiled now if it is not ready.
+    #[cfg(test)]
+    fn native_now(&self) -> Option<&tape::native::Native> {
+        match self {
+            Kernel::Tape(k) => k.native_now(),
+            Kernel::Tensor(_) => None,
+        }
+    }
+
     fn prepare(&self, theta: &[f64], tangent: &[f64], u: &mut [f64]) {
         match self {
             Kernel::Tape(k) => k.prepare(theta, tangent, u),
@@ -707,7 +716,7 @@ impl Program {
     /// Whether kernel `k` runs as native code.
     #[cfg(test)]
     fn is_native(&self, k: K) -> bool {
-        self.kernels[k as usize].native().is_some()
+        self.kernels[k as usize].native_now().is_some()
     }
 
     /// Number of state components of one sample.

@@ -30,6 +30,7 @@
 )]
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -196,16 +197,23 @@ fn supported(k: &Kernel) -> bool {
         && k.steps.iter().all(|s| step_ok(&s.instr))
 }
 
-/// A kernel's native code, compiled the first time the kernel runs. A command compiles only
-/// the kernels it calls: `nodec run` of a small model calls its field and outputs, not the
-/// derivative kernels, whose compilation was half of `nodec run models/lorenz.node`.
+/// A kernel's native code, compiled in the background from the kernel's first run. A command
+/// compiles only the kernels it calls: `nodec run` of a small model calls its field and
+/// outputs, not the derivative kernels, whose compilation was half of `nodec run
+/// models/lorenz.node`. Until the code is ready the interpreter runs the kernel, with the same
+/// bits (module docs), so which calls ran natively changes no result. Compiling on the
+/// caller's thread cost more than some whole solves: Robertson's BDF solve spent 6.1 M of its
+/// 6.8 M instructions generating code for a field called 886 times.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Slot {
     /// Whether the kernel may run natively ([`attach`] found it supported).
     enabled: bool,
     /// Registers the caller reads after a run, which the code must store.
     spill: Vec<u32>,
-    code: OnceLock<Option<Native>>,
+    /// Shared by the clones of a program, so that one compilation serves them all.
+    code: Arc<OnceLock<Option<Native>>>,
+    /// Set by the first run, which starts the compilation.
+    started: Arc<AtomicBool>,
 }
 
 impl Slot {
@@ -214,21 +222,62 @@ impl Slot {
         self.enabled = false;
     }
 
-    /// Whether the code has been compiled (by a first run).
+    /// Whether the code has been compiled.
     #[cfg(test)]
     pub(crate) fn is_compiled(&self) -> bool {
         self.code.get().is_some_and(Option::is_some)
     }
+
+    /// Whether the code is compiled, once a compilation that was started has finished.
+    #[cfg(test)]
+    pub(crate) fn await_compiled(&self) -> bool {
+        self.started.load(Ordering::Acquire) && self.code.wait().is_some()
+    }
 }
 
 impl Kernel {
-    /// The kernel's native code, compiled now if this is its first use; `None` when it runs
-    /// interpreted (unsupported, disabled, or code generation failed).
+    /// The kernel's native code if it is ready; `None` while it is being compiled and when the
+    /// kernel runs interpreted (unsupported, disabled, or code generation failed). The first
+    /// call starts the compilation on a thread of its own.
+    #[inline]
     pub(crate) fn native(&self) -> Option<&Native> {
         if !self.native.enabled {
             return None;
         }
+        if let Some(code) = self.native.code.get() {
+            return code.as_ref();
+        }
+        self.start_compiling();
+        None
+    }
+
+    /// The kernel's native code, compiled now (or awaited) if it is not ready: for tests and
+    /// measurements that must know which code ran.
+    #[cfg(test)]
+    pub(crate) fn native_now(&self) -> Option<&Native> {
+        if !self.native.enabled {
+            return None;
+        }
         self.native.code.get_or_init(|| compile(self)).as_ref()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start_compiling(&self) {
+        if self.native.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let kernel = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nodec-native".into())
+            .spawn(move || {
+                let code = &kernel.native.code;
+                code.get_or_init(|| compile(&kernel));
+            });
+        if spawned.is_err() {
+            // No thread to spare (a process limit): compile here, as before.
+            self.native.code.get_or_init(|| compile(self));
+        }
     }
 }
 
@@ -245,7 +294,7 @@ pub(crate) fn attach(kernels: &mut [Kernel], spills: &[(usize, &[u32])]) {
             k.native = Slot {
                 enabled: true,
                 spill: spill.into_iter().collect(),
-                code: OnceLock::new(),
+                ..Slot::default()
             };
         }
     }
