@@ -16,6 +16,7 @@ pub mod ir;
 pub mod npy;
 pub mod optim;
 pub mod plot;
+pub mod real;
 pub mod rng;
 pub mod sema;
 pub mod sens;

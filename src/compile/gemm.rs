@@ -13,15 +13,17 @@
 //! split into blocks added in order, which is where its results differ from `matrixmultiply`'s
 //! in the last bits (`2e-15` of the largest output for `K2 h` with `W = 1024`).
 //!
-//! Kept to one function over `f64` so that making the kernels generic over the float type
-//! changes one signature. Public so that `benches/wide.rs`'s hand-written baseline multiplies
+//! One function over [`Real`] (the crate dispatches to its `f32` or `f64` kernels by type).
+//! Public so that `benches/wide.rs`'s hand-written baseline multiplies
 //! with the same GEMM as nodec.
+
+use crate::real::Real;
 
 /// A strided matrix: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-pub struct View<'a> {
+pub struct View<'a, R = f64> {
     /// The elements.
-    pub data: &'a [f64],
+    pub data: &'a [R],
     /// Number of rows.
     pub rows: usize,
     /// Number of columns.
@@ -42,7 +44,13 @@ fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 ///
 /// # Panics
 /// If the shapes disagree or a view reaches past its slice (a compiler bug, never input).
-pub fn gemm(dst: &mut [f64], (rs, cs): (usize, usize), a: View<'_>, b: View<'_>, accumulate: bool) {
+pub fn gemm<R: Real>(
+    dst: &mut [R],
+    (rs, cs): (usize, usize),
+    a: View<'_, R>,
+    b: View<'_, R>,
+    accumulate: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions of a product");
     if m == 0 || n == 0 {
@@ -56,7 +64,7 @@ pub fn gemm(dst: &mut [f64], (rs, cs): (usize, usize), a: View<'_>, b: View<'_>,
         if !accumulate {
             for i in 0..m {
                 for j in 0..n {
-                    dst[i * rs + j * cs] = 0.0;
+                    dst[i * rs + j * cs] = R::zero();
                 }
             }
         }
@@ -90,8 +98,8 @@ pub fn gemm(dst: &mut [f64], (rs, cs): (usize, usize), a: View<'_>, b: View<'_>,
             b.data.as_ptr(),
             b.cs as isize,
             b.rs as isize,
-            1.0,
-            1.0,
+            R::one(),
+            R::one(),
             false,
             false,
             false,

@@ -2,8 +2,8 @@
 //!
 //! `cargo build --release` targets baseline x86-64 (SSE2: two `f64` per vector). The hot lane
 //! loops (`tape::exec`, `lanes::func` with the vectorized `tanh`/`exp`/`sigmoid`) are also
-//! compiled with AVX2 (four per vector) and the copy is picked at run time when the CPU has it
-//! (`is_x86_feature_detected!`, cached by `std`). The two copies give the same bits: they
+//! compiled with AVX2 (four `f64` or eight `f32` per vector), in both precisions, and the copy
+//! is picked at run time when the CPU has it (`is_x86_feature_detected!`, cached by `std`). The two copies give the same bits: they
 //! perform the same IEEE operations on the same operands in the same order, only more lanes
 //! per instruction, and FMA is not enabled (a fused multiply-add rounds once, which would change
 //! the last bit). `NODEC_ISA=baseline` forces the SSE2 copies; the test
@@ -51,21 +51,22 @@ pub fn lane_isa() -> &'static str {
 }
 
 /// `fn NAME(ARGS) -> R { BODY(ARGS) }` that runs `BODY` (an `#[inline(always)]` function)
-/// compiled with AVX2 where [`avx2`] says so, and as compiled otherwise.
+/// compiled with AVX2 where [`avx2`] says so, and as compiled otherwise. `NAME` may take type
+/// parameters (`fn NAME<R: Real>(..)`): each instantiation (`f64`, `f32`) gets both copies.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$($g:ident: $bound:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name $(<$($g: $bound),*>)? ($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
-                fn with_avx2($($arg: $ty),*) $(-> $ret)? {
+                fn with_avx2 $(<$($g: $bound),*>)? ($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 if $crate::compile::isa::avx2() {
                     // SAFETY: `avx2()` is true only on a CPU with AVX2 (see `compile::isa`).
                     #[allow(unsafe_code, reason = "see the safety comment")]
-                    return unsafe { with_avx2($($arg),*) };
+                    return unsafe { with_avx2 $(::<$($g),*>)? ($($arg),*) };
                 }
             }
             $body($($arg),*)

@@ -17,11 +17,24 @@
 //! JVP/VJP IR (scalar or tensor), compiled like any other expression. The dense Jacobian is one
 //! JVP call on a block of `dim` lanes whose tangents are the unit vectors, so it equals the
 //! stacked JVPs exactly.
+//!
+//! Precision: every kernel and entry point is generic in [`Real`] (`f64`, `f32`), one code
+//! path monomorphized twice; the precision is the [`Workspace`]'s (`Workspace<R = f64>`, so
+//! `f64` callers name no type). States, directions, cotangents, outputs, parameter gradients,
+//! registers, the uniform file and GEMMs (`nalgebra`'s generic `gemm`: `sgemm` or `dgemm`) are
+//! `R`. What stays `f64` (master copies, as in mixed-precision training): [`Params`], times
+//! (pieces of per-layer and knot parameters are found in `f64`; a kernel reading `t` gets it
+//! rounded), bound data (rounded when bound), and the uniform prologue of a kernel, which
+//! depends on the parameters only: it runs in `f64` once per parameter update and its file
+//! is rounded to `R` once, as is a copy of the parameters that tensor kernels read in place.
+//! The `f64` instantiation reads all of these in place, so its bits and costs are those of the
+//! code before it was generic. Native code (`tape::native`) is `f64` only: `f32` kernels run
+//! in the interpreter (its AVX2 copy holds eight `f32` per vector). Penalties are summed in `f64`.
 
 mod gemm;
 mod isa;
 mod lanes;
-mod math;
+pub(crate) mod math;
 mod params;
 mod tape;
 mod tensor;
@@ -37,6 +50,7 @@ use std::collections::HashMap;
 
 use crate::ir::tensor::TId;
 use crate::ir::{self, CostKind};
+use crate::real::{narrow_into, Real};
 use tape::{Builder, Lanes, BANKS};
 
 /// Which kernel; index into [`Program::kernels`].
@@ -148,15 +162,15 @@ impl Kernel {
     /// Runs the kernel's lanes; `params` are the parameters in storage order, which a tensor
     /// kernel reads in place when they are constant in time.
     #[allow(clippy::too_many_arguments)]
-    fn run(
+    fn run<R: Real>(
         &self,
-        u: &[f64],
-        params: &[f64],
-        regs: &mut [f64],
-        lanes: Lanes<'_>,
-        out: &mut [f64],
-        reduced: &mut [f64],
-        scratch: &mut [f64],
+        u: &[R],
+        params: &[R],
+        regs: &mut [R],
+        lanes: Lanes<'_, R>,
+        out: &mut [R],
+        reduced: &mut [R],
+        scratch: &mut [R],
     ) {
         match self {
             Kernel::Tape(k) => k.run(u, regs, lanes, out, reduced, scratch),
@@ -245,14 +259,14 @@ fn event_specs(model: &ir::Model) -> Vec<EventInfo> {
 /// Per-kernel cache of the uniform file: valid while the parameters' generation and the piece
 /// of time are the ones it was filled for.
 #[derive(Clone, Debug, Default)]
-struct UniformCache {
+struct UniformCache<R> {
     key: Option<(u64, u64)>,
-    u: Vec<f64>,
+    u: Vec<R>,
     /// Whether the workspace's buffers have been grown for this kernel (`Workspace::fit`).
     fitted: bool,
 }
 
-impl Workspace {
+impl<R: Real> Workspace<R> {
     /// Grows the registers, reductions and scratch to what `kernel` needs, and the tangent
     /// view to `view_len` if the call has a tangent. Allocates only on a kernel's first call.
     #[inline(always)]
@@ -267,81 +281,148 @@ impl Workspace {
     #[cold]
     #[inline(never)]
     fn grow_for(&mut self, kernel: &Kernel, view_len: usize) {
-        let grow = |v: &mut Vec<f64>, len: usize| {
-            if v.len() < len {
-                v.resize(len, 0.0);
-            }
-        };
-        grow(&mut self.regs, kernel.n_regs() * self.width);
+        grown(&mut self.regs, kernel.n_regs() * self.width);
         // A tensor kernel with parameters constant in time reduces straight into the caller's
         // gradient; its `reduced` buffer (as long as every weight) is grown only if needed.
         if matches!(kernel, Kernel::Tape(_)) {
-            grow(&mut self.reduced, kernel.n_reduce());
+            grown(&mut self.reduced, kernel.n_reduce());
         }
-        grow(&mut self.scratch, kernel.scratch_len(self.width));
+        grown(&mut self.scratch, kernel.scratch_len(self.width));
         if kernel.reads_tangent() {
-            grow(&mut self.tangent, view_len);
+            grown(&mut self.tangent, view_len);
         }
     }
 }
 
 /// `buf` grown to at least `len` values, as a slice of exactly `len`.
-fn grown(buf: &mut Vec<f64>, len: usize) -> &mut [f64] {
+fn grown<R: Real>(buf: &mut Vec<R>, len: usize) -> &mut [R] {
     if buf.len() < len {
-        buf.resize(len, 0.0);
+        buf.resize(len, R::zero());
     }
     &mut buf[..len]
 }
 
-impl UniformCache {
+/// `src` as `f64`: itself when `R` is `f64`, else widened into `buf`.
+fn widened<'a, R: Real>(src: &'a [R], buf: &'a mut Vec<f64>) -> &'a [f64] {
+    match R::as_f64(src) {
+        Some(s) => s,
+        None => {
+            buf.clear();
+            buf.extend(src.iter().map(|x| x.widen()));
+            buf
+        }
+    }
+}
+
+/// Fills `kernel`'s uniform file `u` from the resolved parameters and tangent: in place for
+/// `f64`; for another precision in `f64` (the uniform prologue depends on the parameters
+/// only and runs once per update) into `staging`, then rounded once.
+fn prepare_into<R: Real>(
+    kernel: &Kernel,
+    theta: &[f64],
+    tangent: &[f64],
+    u: &mut [R],
+    staging: &mut Vec<f64>,
+) {
+    match R::as_f64_mut(u) {
+        Some(u) => kernel.prepare(theta, tangent, u),
+        None => {
+            // Zeroed, as a new cache is: slots the prologue does not write read 0.
+            let s = grown(staging, u.len());
+            s.fill(0.0);
+            kernel.prepare(theta, tangent, s);
+            narrow_into(s, u);
+        }
+    }
+}
+
+/// The parameters in the kernels' precision, for tensor kernels that read them in place: the
+/// storage itself for `f64`, else a copy rounded once per parameter update.
+#[derive(Clone, Debug, Default)]
+struct Narrowed<R> {
+    generation: Option<u64>,
+    values: Vec<R>,
+}
+
+/// The `f64` buffers a kernel's uniforms are resolved and computed in (see [`prepare_into`]).
+struct Resolved<'a> {
+    theta: &'a mut Vec<f64>,
+    tangent: &'a mut Vec<f64>,
+    tangent_wide: &'a mut Vec<f64>,
+    staging: &'a mut Vec<f64>,
+}
+
+impl<R: Real> Narrowed<R> {
+    #[inline(always)]
+    fn of<'a>(&'a mut self, params: &'a Params) -> &'a [R] {
+        let fresh = self.generation == Some(params.generation());
+        self.generation = Some(params.generation());
+        R::from_f64s(params.values(), &mut self.values, !fresh)
+    }
+}
+
+impl<R: Real> UniformCache<R> {
     /// Gives the cache the size of `kernel`'s uniform file. A block calls a few of the
     /// program's kernels, and a wide model's uniform files hold its weight matrices: only
     /// those called are allocated, on first use.
     fn size_for(&mut self, kernel: &Kernel) {
         if self.u.len() != kernel.n_uniform() {
-            self.u.resize(kernel.n_uniform(), 0.0);
+            self.u.resize(kernel.n_uniform(), R::zero());
         }
     }
 }
 
 /// Scratch space for one block of `width` samples: lane registers, the block's bound inputs,
 /// labels and observations (component-major), resolved parameters and per-kernel uniforms.
-/// Create it once per block and thread with [`Program::workspace`].
+/// Create it once per block and thread with [`Program::workspace`] (`f64`) or
+/// [`Program::workspace_in`] (any [`Real`]): the precision of a workspace is the precision the
+/// kernels run in.
 #[derive(Clone, Debug)]
-pub struct Workspace {
+pub struct Workspace<R = f64> {
     width: usize,
-    regs: Vec<f64>,
-    inputs: Vec<f64>,
-    labels: Vec<f64>,
-    observed: Vec<f64>,
+    regs: Vec<R>,
+    inputs: Vec<R>,
+    labels: Vec<R>,
+    observed: Vec<R>,
+    /// Times of a block whose samples share one (`f64`, like every time).
     times: Vec<f64>,
+    /// The block's times in the kernels' precision (not used by `f64`, which reads them in
+    /// place).
+    time_lanes: Vec<R>,
+    /// Resolved parameters and parameter tangent (`f64`: see [`crate::real`]).
     theta: Vec<f64>,
     tangent: Vec<f64>,
-    reduced: Vec<f64>,
+    /// A parameter tangent widened to `f64` before it is resolved, and the uniform file
+    /// computed in `f64` before it is rounded (neither used by `f64`).
+    tangent_wide: Vec<f64>,
+    staging: Vec<f64>,
+    /// The parameters rounded to `R`, for tensor kernels that read them in place.
+    narrowed: Narrowed<R>,
+    reduced: Vec<R>,
     /// Cells of the reductions' matrix products.
-    scratch: Vec<f64>,
+    scratch: Vec<R>,
     /// Whether matrix products run as GEMMs (`tape::matmul`); off only to test and measure the
     /// lane loops.
     matmul: bool,
     /// Whether kernels compiled to native code run it (`tape::native`); off only to test and
     /// measure the interpreter.
     native: bool,
-    caches: Vec<UniformCache>,
-    jacobian: Option<Box<JacobianScratch>>,
+    caches: Vec<UniformCache<R>>,
+    jacobian: Option<Box<JacobianScratch<R>>>,
 }
 
 #[derive(Clone, Debug)]
-struct JacobianScratch {
-    ws: Workspace,
+struct JacobianScratch<R> {
+    ws: Workspace<R>,
     /// Tangent directions (lanes) the scratch is built for, and whether they are the identity.
     lanes: usize,
     identity: bool,
-    y: Vec<f64>,
-    v: Vec<f64>,
-    out: Vec<f64>,
+    y: Vec<R>,
+    v: Vec<R>,
+    out: Vec<R>,
 }
 
-impl Workspace {
+impl<R: Real> Workspace<R> {
     /// The block width.
     pub fn width(&self) -> usize {
         self.width
@@ -364,15 +445,15 @@ impl Workspace {
 }
 
 /// Sample-major rows into a component-major block of `width` samples (`dst.len() / width`
-/// components); missing samples are left as they were.
-fn to_soa(rows: &[f64], dst: &mut [f64], width: usize) {
+/// components), rounded to `R`; missing samples are left as they were.
+fn to_soa<R: Real>(rows: &[f64], dst: &mut [R], width: usize) {
     let dim = dst.len() / width.max(1);
     if dim == 0 {
         return;
     }
     for (s, row) in rows.chunks_exact(dim).take(width).enumerate() {
         for (i, &x) in row.iter().enumerate() {
-            dst[i * width + s] = x;
+            dst[i * width + s] = R::cast(x);
         }
     }
 }
@@ -383,11 +464,11 @@ const JACOBIAN_PATTERN_WORK: usize = 4_000_000;
 
 /// The state-like blocks a kernel reads besides the bound data.
 #[derive(Clone, Copy, Default)]
-struct Blocks<'a> {
-    y: &'a [f64],
-    v: &'a [f64],
-    w: &'a [f64],
-    saved: &'a [f64],
+struct Blocks<'a, R> {
+    y: &'a [R],
+    v: &'a [R],
+    w: &'a [R],
+    saved: &'a [R],
 }
 
 impl Program {
@@ -705,8 +786,14 @@ impl Program {
         !self.kernels[K::Rhs as usize].reads_time() && !self.layout.has_knots()
     }
 
-    /// A workspace for blocks of `width` samples (at least 1).
+    /// A workspace for blocks of `width` samples (at least 1), for kernels run in `f64`.
     pub fn workspace(&self, width: usize) -> Workspace {
+        self.workspace_in::<f64>(width)
+    }
+
+    /// A workspace for blocks of `width` samples (at least 1) whose kernels run in `R`: every
+    /// entry point called with it reads and writes `R` blocks.
+    pub fn workspace_in<R: Real>(&self, width: usize) -> Workspace<R> {
         let width = width.max(1);
         // Registers, reductions, scratch and the tangent view grow to what the kernels a block
         // calls need (`Workspace::fit`): a wide model's largest kernel can need megabytes that
@@ -714,12 +801,16 @@ impl Program {
         Workspace {
             width,
             regs: Vec::new(),
-            inputs: vec![f64::NAN; self.input_len * width],
-            labels: vec![f64::NAN; self.labels * width],
-            observed: vec![f64::NAN; self.observed_len * width],
+            inputs: vec![R::nan(); self.input_len * width],
+            labels: vec![R::nan(); self.labels * width],
+            observed: vec![R::nan(); self.observed_len * width],
             times: vec![0.0; width],
+            time_lanes: Vec::new(),
             theta: Vec::new(),
             tangent: Vec::new(),
+            tangent_wide: Vec::new(),
+            staging: Vec::new(),
+            narrowed: Narrowed::default(),
             reduced: Vec::new(),
             scratch: Vec::new(),
             matmul: true,
@@ -737,54 +828,63 @@ impl Program {
     /// copies are run separately, each with its own copy.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn run(
+    fn run<R: Real>(
         &self,
         k: usize,
         params: &Params,
         t: &[f64],
-        blocks: Blocks<'_>,
-        tangent: Option<&[f64]>,
-        out: &mut [f64],
-        grad: Option<&mut [f64]>,
-        ws: &mut Workspace,
+        blocks: Blocks<'_, R>,
+        tangent: Option<&[R]>,
+        out: &mut [R],
+        grad: Option<&mut [R]>,
+        ws: &mut Workspace<R>,
     ) {
         let kernel = &self.kernels[k];
         let width = ws.width;
         assert_eq!(t.len(), width, "one time per sample of the block");
         ws.fit(k, kernel, self.layout.view_len);
         // Native code over the whole block, without the interpreter's set-up: a small kernel
-        // costs about as much as that set-up (`tape::native`).
+        // costs about as much as that set-up (`tape::native`). It is `f64` code: other
+        // precisions are interpreted.
         let native = (ws.native && !self.time_varying)
             .then(|| kernel.native())
             .flatten();
-        if let Some(native) = native {
+        if let (Some(native), Some(out64)) = (native, R::as_f64_mut(out)) {
             let cache = &mut ws.caches[k];
             let piece = self.layout.piece(t[0]);
-            let (theta, tangent_view) = (&mut ws.theta, &mut ws.tangent);
             self.refresh(
                 kernel,
                 params,
                 tangent,
                 (0, piece),
-                theta,
-                tangent_view,
+                Resolved {
+                    theta: &mut ws.theta,
+                    tangent: &mut ws.tangent,
+                    tangent_wide: &mut ws.tangent_wide,
+                    staging: &mut ws.staging,
+                },
                 cache,
             );
+            fn as64<R: Real>(x: &[R]) -> &[f64] {
+                R::as_f64(x).unwrap_or(&[])
+            }
             let bank = |b: u8| -> &[f64] {
                 match b {
-                    tape::STATE => blocks.y,
-                    tape::STATE_TANGENT => blocks.v,
-                    tape::COTANGENT => blocks.w,
-                    tape::INPUT => &ws.inputs,
-                    tape::LABEL => &ws.labels,
-                    tape::OBSERVED => &ws.observed,
+                    tape::STATE => as64(blocks.y),
+                    tape::STATE_TANGENT => as64(blocks.v),
+                    tape::COTANGENT => as64(blocks.w),
+                    tape::INPUT => as64(&ws.inputs),
+                    tape::LABEL => as64(&ws.labels),
+                    tape::OBSERVED => as64(&ws.observed),
                     tape::TIME => t,
-                    tape::SAVED => blocks.saved,
+                    tape::SAVED => as64(blocks.saved),
                     _ => &[],
                 }
             };
-            if native.run_block(&cache.u, &mut ws.regs, bank, out, width) {
-                return;
+            if let (Some(u), Some(regs)) = (R::as_f64(&cache.u), R::as_f64_mut(&mut ws.regs)) {
+                if native.run_block(u, regs, bank, out64, width) {
+                    return;
+                }
             }
         }
         self.run_interpreted(k, params, t, blocks, tangent, out, grad, ws);
@@ -794,70 +894,89 @@ impl Program {
     /// in force at `piece` (whose key is `key`), unless it already holds them.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn refresh(
+    fn refresh<R: Real>(
         &self,
         kernel: &Kernel,
         params: &Params,
-        tangent: Option<&[f64]>,
+        tangent: Option<&[R]>,
         (key, piece): (u64, Piece),
-        theta: &mut Vec<f64>,
-        tangent_view: &mut Vec<f64>,
-        cache: &mut UniformCache,
+        bufs: Resolved<'_>,
+        cache: &mut UniformCache<R>,
     ) {
         let want = (params.generation(), key);
         if cache.key != Some(want) || kernel.reads_tangent() {
-            self.refill(kernel, params, tangent, piece, theta, tangent_view, cache);
+            self.refill(kernel, params, tangent, piece, bufs, cache);
             cache.key = Some(want);
         }
     }
 
     /// The work of [`Program::refresh`], out of line: the hot path is the check above.
-    #[allow(clippy::too_many_arguments)]
     #[inline(never)]
-    fn refill(
+    fn refill<R: Real>(
         &self,
         kernel: &Kernel,
         params: &Params,
-        tangent: Option<&[f64]>,
+        tangent: Option<&[R]>,
         piece: Piece,
-        theta: &mut Vec<f64>,
-        tangent_view: &mut Vec<f64>,
-        cache: &mut UniformCache,
+        bufs: Resolved<'_>,
+        cache: &mut UniformCache<R>,
     ) {
         cache.size_for(kernel);
+        let tangent = tangent.map(|u| widened(u, bufs.tangent_wide));
         if self.time_varying {
             let view = self.layout.view_len;
             self.layout
-                .resolve(params.values(), piece, grown(theta, view));
+                .resolve(params.values(), piece, grown(bufs.theta, view));
             if let Some(u) = tangent {
-                self.layout.resolve(u, piece, grown(tangent_view, view));
+                self.layout.resolve(u, piece, grown(bufs.tangent, view));
             }
-            kernel.prepare(theta, tangent_view, &mut cache.u);
+            prepare_into(kernel, bufs.theta, bufs.tangent, &mut cache.u, bufs.staging);
         } else {
             // Parameters constant in time are stored as one copy in the view's layout:
             // nothing to resolve, and a wide model's weights are not copied twice.
-            kernel.prepare(params.values(), tangent.unwrap_or(&[]), &mut cache.u);
+            let tangent = tangent.unwrap_or(&[]);
+            prepare_into(kernel, params.values(), tangent, &mut cache.u, bufs.staging);
         }
     }
 
     /// [`Program::run`] by the interpreter, in pieces of the block that share parameters.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
-    fn run_interpreted(
+    fn run_interpreted<R: Real>(
         &self,
         k: usize,
         params: &Params,
         t: &[f64],
-        blocks: Blocks<'_>,
-        tangent: Option<&[f64]>,
-        out: &mut [f64],
-        mut grad: Option<&mut [f64]>,
-        ws: &mut Workspace,
+        blocks: Blocks<'_, R>,
+        tangent: Option<&[R]>,
+        out: &mut [R],
+        mut grad: Option<&mut [R]>,
+        ws: &mut Workspace<R>,
     ) {
         let kernel = &self.kernels[k];
         let width = ws.width;
         assert_eq!(t.len(), width, "one time per sample of the block");
         let varying = self.time_varying;
+        let Workspace {
+            regs,
+            inputs,
+            labels,
+            observed,
+            time_lanes,
+            theta,
+            tangent: tangent_view,
+            tangent_wide,
+            staging,
+            narrowed,
+            reduced,
+            scratch,
+            caches,
+            matmul,
+            native,
+            ..
+        } = ws;
+        let times = R::from_f64s(t, time_lanes, true);
+        let stored = narrowed.of(params);
         let mut lo = 0;
         while lo < width {
             let key = if varying {
@@ -874,38 +993,28 @@ impl Program {
                 hi = width;
             }
             let piece = self.layout.piece(t[lo]);
-            let Workspace {
-                regs,
-                inputs,
-                labels,
-                observed,
-                theta,
-                tangent: tangent_view,
-                reduced,
-                scratch,
-                caches,
-                matmul,
-                native,
-                ..
-            } = ws;
             let cache = &mut caches[k];
             self.refresh(
                 kernel,
                 params,
                 tangent,
                 (key, piece),
-                theta,
-                tangent_view,
+                Resolved {
+                    theta: &mut *theta,
+                    tangent: &mut *tangent_view,
+                    tangent_wide: &mut *tangent_wide,
+                    staging: &mut *staging,
+                },
                 cache,
             );
-            let mut banks: [&[f64]; BANKS] = [&[]; BANKS];
+            let mut banks: [&[R]; BANKS] = [&[]; BANKS];
             banks[tape::STATE as usize] = blocks.y;
             banks[tape::STATE_TANGENT as usize] = blocks.v;
             banks[tape::COTANGENT as usize] = blocks.w;
             banks[tape::INPUT as usize] = inputs;
             banks[tape::LABEL as usize] = labels;
             banks[tape::OBSERVED as usize] = observed;
-            banks[tape::TIME as usize] = t;
+            banks[tape::TIME as usize] = times;
             banks[tape::SAVED as usize] = blocks.saved;
             let lanes = Lanes {
                 banks,
@@ -922,7 +1031,7 @@ impl Program {
                 Some(g) if !varying && matches!(kernel, Kernel::Tensor(_)) => {
                     kernel.run(
                         &cache.u,
-                        params.values(),
+                        stored,
                         regs,
                         lanes,
                         out,
@@ -932,16 +1041,8 @@ impl Program {
                 }
                 grad => {
                     let reduced = grown(reduced, kernel.n_reduce());
-                    reduced.fill(0.0);
-                    kernel.run(
-                        &cache.u,
-                        params.values(),
-                        regs,
-                        lanes,
-                        out,
-                        reduced,
-                        scratch,
-                    );
+                    reduced.fill(R::zero());
+                    kernel.run(&cache.u, stored, regs, lanes, out, reduced, scratch);
                     if let Some(g) = grad {
                         self.layout.scatter(reduced, piece, g);
                     }
@@ -952,7 +1053,14 @@ impl Program {
     }
 
     /// `dy = f(t, y)` for a block: `t[s]` per sample, `y` and `dy` of length `dim * width`.
-    pub fn rhs(&self, params: &Params, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut Workspace) {
+    pub fn rhs<R: Real>(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[R],
+        dy: &mut [R],
+        ws: &mut Workspace<R>,
+    ) {
         let blocks = Blocks {
             y,
             ..Blocks::default()
@@ -968,14 +1076,14 @@ impl Program {
 
     /// [`Program::rhs`], also copying into `saved` (`saved_len() * width`) the values the VJP
     /// at the same point would recompute.
-    pub fn rhs_saving(
+    pub fn rhs_saving<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        dy: &mut [f64],
-        saved: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        dy: &mut [R],
+        saved: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         self.rhs(params, t, y, dy, ws);
         let w = ws.width;
@@ -988,16 +1096,16 @@ impl Program {
     /// [`Program::vjp`] at a point whose [`Program::rhs_saving`] filled `saved`: the same
     /// values, without recomputing the saved ones. An empty `saved` means nothing was saved.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp_saved(
+    pub fn vjp_saved<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        saved: &[f64],
-        w: &[f64],
-        out: &mut [f64],
-        grad: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        saved: &[R],
+        w: &[R],
+        out: &mut [R],
+        grad: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let reads_saved = !self.saved_rows.is_empty() && !saved.is_empty();
         let kernel = if reads_saved {
@@ -1030,7 +1138,7 @@ impl Program {
 
     /// The initial states of the block from the parameters (in force at `t0`) and the bound
     /// inputs.
-    pub fn init(&self, params: &Params, y0: &mut [f64], ws: &mut Workspace) {
+    pub fn init<R: Real>(&self, params: &Params, y0: &mut [R], ws: &mut Workspace<R>) {
         self.with_time(self.t0, ws, |p, t, ws| {
             p.run(
                 K::Init as usize,
@@ -1047,14 +1155,14 @@ impl Program {
 
     /// `out = ∂f/∂y · v` for a block (`v` like `y`).
     #[allow(clippy::too_many_arguments)]
-    pub fn jvp_state(
+    pub fn jvp_state<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        v: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        v: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let blocks = Blocks {
             y,
@@ -1067,14 +1175,14 @@ impl Program {
     /// `out = ∂f/∂θ · u` for a block, `u` a direction in the full parameter layout (resolved at
     /// each sample's time like the parameters).
     #[allow(clippy::too_many_arguments)]
-    pub fn jvp_param(
+    pub fn jvp_param<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        u: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        u: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let blocks = Blocks {
             y,
@@ -1094,14 +1202,14 @@ impl Program {
 
     /// `out = wᵀ ∂f/∂y` for a block (`w` like `y`).
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp_state(
+    pub fn vjp_state<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        w: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        w: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let blocks = Blocks {
             y,
@@ -1114,28 +1222,28 @@ impl Program {
     /// `out = wᵀ ∂f/∂y` and `grad += Σ_s wᵀ ∂f/∂θ` (full parameter layout: into the layer in
     /// force, or the two neighbouring knots), sharing the work of both.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp(
+    pub fn vjp<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        w: &[f64],
-        out: &mut [f64],
-        grad: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        w: &[R],
+        out: &mut [R],
+        grad: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         self.vjp_saved(params, t, y, &[], w, out, grad, ws);
     }
 
     /// `grad += Σ_s wᵀ ∂f/∂θ` over the block (full parameter layout).
-    pub fn vjp_param_accumulate(
+    pub fn vjp_param_accumulate<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        w: &[f64],
-        grad: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        w: &[R],
+        grad: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let blocks = Blocks {
             y,
@@ -1165,15 +1273,15 @@ impl Program {
     /// `msa`'s costate consistency term needs. Adds nothing unless
     /// [`Program::has_msa_mixed`].
     #[allow(clippy::too_many_arguments)]
-    pub fn msa_mixed_accumulate(
+    pub fn msa_mixed_accumulate<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        v: &[f64],
-        w: &[f64],
-        grad: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        v: &[R],
+        w: &[R],
+        grad: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let blocks = Blocks {
             y,
@@ -1194,13 +1302,13 @@ impl Program {
     }
 
     /// `out = ∂f/∂t` (explicit time dependence) for a block.
-    pub fn rhs_time(
+    pub fn rhs_time<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let blocks = Blocks {
             y,
@@ -1210,7 +1318,13 @@ impl Program {
     }
 
     /// `out = ∂y0/∂θ · u` for the block (inputs bound, parameters at `t0`).
-    pub fn init_jvp_param(&self, params: &Params, u: &[f64], out: &mut [f64], ws: &mut Workspace) {
+    pub fn init_jvp_param<R: Real>(
+        &self,
+        params: &Params,
+        u: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
+    ) {
         self.with_time(self.t0, ws, |p, t, ws| {
             p.run(
                 K::InitJvpParam as usize,
@@ -1226,12 +1340,12 @@ impl Program {
     }
 
     /// `grad += Σ_s wᵀ ∂y0/∂θ` over the block (parameters at `t0`).
-    pub fn init_vjp_param_accumulate(
+    pub fn init_vjp_param_accumulate<R: Real>(
         &self,
         params: &Params,
-        w: &[f64],
-        grad: &mut [f64],
-        ws: &mut Workspace,
+        w: &[R],
+        grad: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let blocks = Blocks {
             w,
@@ -1255,14 +1369,14 @@ impl Program {
     /// (its inputs and labels are the bound ones), at state `y` (length `dim`). Computed as one
     /// JVP over `dim` lanes whose tangents are the unit vectors.
     #[allow(clippy::too_many_arguments)]
-    pub fn jacobian(
+    pub fn jacobian<R: Real>(
         &self,
         params: &Params,
         t: f64,
-        y: &[f64],
+        y: &[R],
         sample: usize,
-        jac: &mut [f64],
-        ws: &mut Workspace,
+        jac: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         self.jacobian_times(params, t, y, sample, None, jac, ws);
     }
@@ -1272,16 +1386,16 @@ impl Program {
     /// columns of a sparse Jacobian grouped so that no two in a group share a row, `V` holding
     /// the groups' indicator vectors gives every nonzero in a few lanes instead of `dim`.
     #[allow(clippy::too_many_arguments)]
-    pub fn jacobian_seeded(
+    pub fn jacobian_seeded<R: Real>(
         &self,
         params: &Params,
         t: f64,
-        y: &[f64],
+        y: &[R],
         sample: usize,
-        seeds: &[f64],
+        seeds: &[R],
         lanes: usize,
-        out: &mut [f64],
-        ws: &mut Workspace,
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         self.jacobian_times(params, t, y, sample, Some((seeds, lanes)), out, ws);
     }
@@ -1289,15 +1403,15 @@ impl Program {
     /// The JVP behind [`Program::jacobian`] (`seeds` = `None`: the identity) and
     /// [`Program::jacobian_seeded`].
     #[allow(clippy::too_many_arguments)]
-    fn jacobian_times(
+    fn jacobian_times<R: Real>(
         &self,
         params: &Params,
         t: f64,
-        y: &[f64],
+        y: &[R],
         sample: usize,
-        seeds: Option<(&[f64], usize)>,
-        out: &mut [f64],
-        ws: &mut Workspace,
+        seeds: Option<(&[R], usize)>,
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let n = self.dim;
         let lanes = seeds.map_or(n, |(_, k)| k);
@@ -1310,19 +1424,19 @@ impl Program {
             .as_ref()
             .is_none_or(|s| s.lanes != lanes || s.identity != seeds.is_none())
         {
-            let mut v = vec![0.0; n * lanes];
+            let mut v = vec![R::zero(); n * lanes];
             if seeds.is_none() {
                 for j in 0..n {
-                    v[j * n + j] = 1.0;
+                    v[j * n + j] = R::one();
                 }
             }
             ws.jacobian = Some(Box::new(JacobianScratch {
-                ws: self.workspace(lanes),
+                ws: self.workspace_in(lanes),
                 lanes,
                 identity: seeds.is_none(),
-                y: vec![0.0; n * lanes],
+                y: vec![R::zero(); n * lanes],
                 v,
-                out: vec![0.0; n * lanes],
+                out: vec![R::zero(); n * lanes],
             }));
         }
         let scratch = ws.jacobian.as_mut().expect("built above");
@@ -1370,11 +1484,11 @@ impl Program {
     }
 
     /// Runs `f` with a block of times all equal to `t` (the workspace's own buffer).
-    fn with_time(
+    fn with_time<R: Real>(
         &self,
         t: f64,
-        ws: &mut Workspace,
-        f: impl FnOnce(&Program, &[f64], &mut Workspace),
+        ws: &mut Workspace<R>,
+        f: impl FnOnce(&Program, &[f64], &mut Workspace<R>),
     ) {
         let mut times = std::mem::take(&mut ws.times);
         times.fill(t);
@@ -1388,14 +1502,14 @@ impl Program {
 
     /// Per-sample values of the costs of `kind` summed (`out` of length `width`); `false` if
     /// the model declares no such cost.
-    pub fn cost(
+    pub fn cost<R: Real>(
         &self,
         kind: CostKind,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) -> bool {
         let Some((_, k)) = self.cost_kernels(kind) else {
             return false;
@@ -1411,15 +1525,15 @@ impl Program {
     /// The costs of `kind` and their gradients: `out` holds `1 + dim` rows of `width` (the
     /// value, then `∂/∂y_j`), and `grad += Σ_s ∂/∂θ` (full layout). `false` without such costs.
     #[allow(clippy::too_many_arguments)]
-    pub fn cost_grad(
+    pub fn cost_grad<R: Real>(
         &self,
         kind: CostKind,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        out: &mut [f64],
-        grad: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        out: &mut [R],
+        grad: &mut [R],
+        ws: &mut Workspace<R>,
     ) -> bool {
         let Some((k, _)) = self.cost_kernels(kind) else {
             return false;
@@ -1436,64 +1550,65 @@ impl Program {
     /// gradient into `grad` (full layout) if given; 0 without penalty costs. Terms that read
     /// time-varying params are evaluated on every copy (layer or knot) and summed; the rest
     /// once, with the parameters in force at `t0`.
-    pub fn penalty(
+    pub fn penalty<R: Real>(
         &self,
         params: &Params,
-        mut grad: Option<&mut [f64]>,
-        ws: &mut Workspace,
+        mut grad: Option<&mut [R]>,
+        ws: &mut Workspace<R>,
     ) -> f64 {
+        // Summed in f64 whatever the kernels' precision: a loss value, added once.
         let mut total = 0.0;
-        let mut out = vec![0.0; 1 + self.dim];
+        let mut out = vec![R::zero(); 1 + self.dim];
         for &(kind, k, _, copies) in &self.costs {
             if kind != CostKind::Penalty {
                 continue;
             }
             if copies <= 1 {
                 self.scalar(k, params, self.t0, &mut out, grad.as_deref_mut(), ws);
-                total += out[0];
+                total += out[0].widen();
                 continue;
             }
             for copy in 0..copies {
                 self.scalar_on_copy(k, params, copy, &mut out, grad.as_deref_mut(), ws);
-                total += out[0];
+                total += out[0].widen();
             }
         }
         total
     }
 
     /// All metrics concatenated, `metrics_len` rows of `width`.
-    pub fn metrics(
+    pub fn metrics<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         self.run_on_states(K::Metrics, params, t, y, out, ws);
     }
 
     /// All outputs concatenated, `outputs_len` rows of `width`.
-    pub fn outputs(
+    pub fn outputs<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         self.run_on_states(K::Outputs, params, t, y, out, ws);
     }
 
     /// Runs a value-only kernel (no tangent, cotangent or gradient) on a block of states.
-    fn run_on_states(
+    fn run_on_states<R: Real>(
         &self,
         k: K,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let blocks = Blocks {
             y,
@@ -1508,25 +1623,25 @@ impl Program {
     }
 
     /// Every event's condition, one row of `width` each.
-    pub fn event_conditions(
+    pub fn event_conditions<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         self.run_on_states(K::EventConds, params, t, y, out, ws);
     }
 
     /// Every event's assigned values, events and assignments in order, one row of `width` each.
-    pub fn event_jumps(
+    pub fn event_jumps<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         self.run_on_states(K::EventJumps, params, t, y, out, ws);
     }
@@ -1536,15 +1651,15 @@ impl Program {
     /// [`Program::event_conditions`] then [`Program::event_jumps`]), first `∂c/∂y · v + ∂c/∂θ · u`
     /// (`u` a direction in the full parameter layout), then `∂c/∂t`.
     #[allow(clippy::too_many_arguments)]
-    pub fn event_jvp(
+    pub fn event_jvp<R: Real>(
         &self,
         params: &Params,
         t: &[f64],
-        y: &[f64],
-        v: &[f64],
-        u: &[f64],
-        out: &mut [f64],
-        ws: &mut Workspace,
+        y: &[R],
+        v: &[R],
+        u: &[R],
+        out: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         let blocks = Blocks {
             y,
@@ -1564,22 +1679,22 @@ impl Program {
     }
 
     /// LM-ResNet's coefficient `k` at `t` (0 without one).
-    pub fn lm_k(&self, params: &Params, t: f64, ws: &mut Workspace) -> f64 {
+    pub fn lm_k<R: Real>(&self, params: &Params, t: f64, ws: &mut Workspace<R>) -> R {
         if !self.has_lm_k {
-            return 0.0;
+            return R::zero();
         }
-        let mut value = [0.0; 1];
+        let mut value = [R::zero(); 1];
         self.scalar(K::LmCoef as usize, params, t, &mut value, None, ws);
         value[0]
     }
 
     /// `grad += ∂k/∂θ` at `t` (full layout).
-    pub fn lm_k_grad_accumulate(
+    pub fn lm_k_grad_accumulate<R: Real>(
         &self,
         params: &Params,
         t: f64,
-        grad: &mut [f64],
-        ws: &mut Workspace,
+        grad: &mut [R],
+        ws: &mut Workspace<R>,
     ) {
         if self.has_lm_k {
             self.scalar(K::LmCoefParam as usize, params, t, &mut [], Some(grad), ws);
@@ -1588,27 +1703,27 @@ impl Program {
 
     /// Like [`Program::scalar`], with copy `copy` of every time-varying parameter (the last
     /// copy for those with fewer) instead of the copies in force at a time.
-    fn scalar_on_copy(
+    fn scalar_on_copy<R: Real>(
         &self,
         k: usize,
         params: &Params,
         copy: usize,
-        out: &mut [f64],
-        grad: Option<&mut [f64]>,
-        ws: &mut Workspace,
+        out: &mut [R],
+        grad: Option<&mut [R]>,
+        ws: &mut Workspace<R>,
     ) {
         self.uniform(k, params, self.t0, Some(copy), out, grad, ws);
     }
 
     /// Runs a kernel whose roots are uniform (they depend on parameters only) on one lane.
-    fn scalar(
+    fn scalar<R: Real>(
         &self,
         k: usize,
         params: &Params,
         t: f64,
-        out: &mut [f64],
-        grad: Option<&mut [f64]>,
-        ws: &mut Workspace,
+        out: &mut [R],
+        grad: Option<&mut [R]>,
+        ws: &mut Workspace<R>,
     ) {
         self.uniform(k, params, t, None, out, grad, ws);
     }
@@ -1616,15 +1731,15 @@ impl Program {
     /// One lane of a uniform kernel at `t`, with the parameter copies in force at `t` or, given
     /// `copy`, that copy of every time-varying parameter.
     #[allow(clippy::too_many_arguments)]
-    fn uniform(
+    fn uniform<R: Real>(
         &self,
         k: usize,
         params: &Params,
         t: f64,
         copy: Option<usize>,
-        out: &mut [f64],
-        grad: Option<&mut [f64]>,
-        ws: &mut Workspace,
+        out: &mut [R],
+        grad: Option<&mut [R]>,
+        ws: &mut Workspace<R>,
     ) {
         let kernel = &self.kernels[k];
         let piece = self.layout.piece(t);
@@ -1632,6 +1747,8 @@ impl Program {
         let Workspace {
             regs,
             theta,
+            staging,
+            narrowed,
             reduced,
             scratch,
             caches,
@@ -1643,7 +1760,7 @@ impl Program {
                 let theta = grown(theta, self.layout.view_len);
                 self.layout.resolve_copy(params.values(), c, theta);
                 cache.size_for(kernel);
-                kernel.prepare(theta, &[], &mut cache.u);
+                prepare_into(kernel, theta, &[], &mut cache.u, staging);
                 // The resolved values belong to no time: the next timed call resolves again.
                 cache.key = None;
             }
@@ -1654,16 +1771,16 @@ impl Program {
                     if self.time_varying {
                         let theta = grown(theta, self.layout.view_len);
                         self.layout.resolve(params.values(), piece, theta);
-                        kernel.prepare(theta, &[], &mut cache.u);
+                        prepare_into(kernel, theta, &[], &mut cache.u, staging);
                     } else {
-                        kernel.prepare(params.values(), &[], &mut cache.u);
+                        prepare_into(kernel, params.values(), &[], &mut cache.u, staging);
                     }
                     cache.key = Some(want);
                 }
             }
         }
-        let times = [t];
-        let mut banks: [&[f64]; BANKS] = [&[]; BANKS];
+        let times = [R::cast(t)];
+        let mut banks: [&[R]; BANKS] = [&[]; BANKS];
         banks[tape::TIME as usize] = &times;
         let lanes = Lanes {
             banks,
@@ -1674,10 +1791,10 @@ impl Program {
             native: true,
         };
         let reduced = grown(reduced, kernel.n_reduce());
-        reduced.fill(0.0);
+        reduced.fill(R::zero());
         kernel.run(
             &cache.u,
-            params.values(),
+            narrowed.of(params),
             regs,
             lanes,
             out,

@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ir::{self, ParamInit, ParamTime, Shape};
+use crate::real::Real;
 
 /// Where one parameter lives in the flat storage.
 #[derive(Clone, Debug, PartialEq)]
@@ -295,20 +296,20 @@ impl ParamLayout {
 
     /// Adds a gradient with respect to one copy (`g`) into copy `copy` of every parameter of
     /// `grad`, clamped as in [`ParamLayout::resolve_copy`].
-    pub fn scatter_copy(&self, g: &[f64], copy: usize, grad: &mut [f64]) {
+    pub fn scatter_copy<R: Real>(&self, g: &[R], copy: usize, grad: &mut [R]) {
         for e in &self.entries {
             let n = e.len();
             let c = copy.min(e.copies - 1);
             let src = &g[e.view_offset..e.view_offset + n];
             let dst = &mut grad[e.offset + c * n..e.offset + (c + 1) * n];
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
         }
     }
 
     /// Adds a gradient with respect to one copy (`g`, length `view_len`) at `piece` into the
     /// full gradient `grad` (length `total`): into the layer in force, or scattered to the two
     /// neighbouring knots with the interpolation weights.
-    pub fn scatter(&self, g: &[f64], piece: Piece, grad: &mut [f64]) {
+    pub fn scatter<R: Real>(&self, g: &[R], piece: Piece, grad: &mut [R]) {
         for e in &self.entries {
             let n = e.len();
             let src = &g[e.view_offset..e.view_offset + n];
@@ -318,9 +319,10 @@ impl ParamLayout {
                 }
                 let dst = &mut grad[e.offset + c * n..e.offset + (c + 1) * n];
                 if w == 1.0 {
-                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
                 } else {
-                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += w * s);
+                    let w = R::cast(w);
+                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d += w * s);
                 }
             }
         }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use num_traits::Float;
+
 /// Index of a node in a [`super::Pool`]; children always have smaller ids than their parents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExprId(pub u32);
@@ -152,8 +154,11 @@ impl Func {
         Func::Sign,
     ];
 
-    /// Evaluates the function; the one definition shared by constant folding and the interpreter.
-    pub fn apply(self, x: f64) -> f64 {
+    /// Evaluates the function; the one definition shared by constant folding, the interpreter
+    /// and compiled kernels in either precision (`f64` through `num_traits`, which calls the
+    /// standard library's `f64` functions).
+    pub fn apply<R: Float>(self, x: R) -> R {
+        let (zero, one) = (R::zero(), R::one());
         match self {
             Func::Sin => x.sin(),
             Func::Cos => x.cos(),
@@ -165,31 +170,31 @@ impl Func {
             Func::Tanh => x.tanh(),
             Func::Sigmoid => {
                 // Both branches avoid exp overflow for large |x|.
-                if x >= 0.0 {
-                    1.0 / (1.0 + (-x).exp())
+                if x >= zero {
+                    one / (one + (-x).exp())
                 } else {
                     let e = x.exp();
-                    e / (1.0 + e)
+                    e / (one + e)
                 }
             }
             Func::Relu => {
-                if x > 0.0 {
+                if x > zero {
                     x
                 } else {
-                    0.0
+                    zero
                 }
             }
             Func::Softplus => {
                 // log(1 + e^x) = max(x, 0) + log1p(e^-|x|), exact to rounding and overflow-free.
-                x.max(0.0) + (-x.abs()).exp().ln_1p()
+                x.max(zero) + (-x.abs()).exp().ln_1p()
             }
             Func::Sign => {
-                if x > 0.0 {
-                    1.0
-                } else if x < 0.0 {
-                    -1.0
+                if x > zero {
+                    one
+                } else if x < zero {
+                    -one
                 } else {
-                    0.0
+                    zero
                 }
             }
         }
@@ -227,7 +232,7 @@ impl CmpOp {
     }
 
     /// 1.0 if the comparison holds, else 0.0.
-    pub fn apply(self, a: f64, b: f64) -> f64 {
+    pub fn apply<R: Float>(self, a: R, b: R) -> R {
         let holds = match self {
             CmpOp::Lt => a < b,
             CmpOp::Le => a <= b,
@@ -237,9 +242,9 @@ impl CmpOp {
             CmpOp::Ne => a != b,
         };
         if holds {
-            1.0
+            R::one()
         } else {
-            0.0
+            R::zero()
         }
     }
 }
@@ -278,8 +283,8 @@ pub enum Node {
 /// `base ^ exponent`: the one definition of power shared by constant folding, the interpreter
 /// and compiled kernels. A square is `x·x` (exact to rounding, and what `x*x` in a model means);
 /// everything else is `powf`, so a negative base with a non-integer exponent gives NaN.
-pub fn apply_pow(base: f64, exponent: f64) -> f64 {
-    if exponent == 2.0 {
+pub fn apply_pow<R: Float>(base: R, exponent: R) -> R {
+    if exponent == R::one() + R::one() {
         base * base
     } else {
         base.powf(exponent)

@@ -41,6 +41,8 @@ mod models;
 mod mpi;
 /// `nodec plot`: every kind renders a valid, non-blank SVG and PNG; `auto`'s rule; misfits.
 mod plot;
+/// Kernels in f32 against f64 on every model and entry point; forward/reverse products in f32.
+mod precision;
 /// Results for other tools: parameter files with shapes, `run --all-samples`, `.npy`/`.npz`.
 mod results;
 /// Reverse time: backward schedules against closed forms, orders and finite differences.

@@ -6,12 +6,13 @@ use super::{
     BANKS, REG,
 };
 use crate::ir::{apply_pow, ExprId, Func, Node};
+use crate::real::Real;
 
 /// The lane sources of one call: banks other than the registers, the block width and the lane
 /// range being computed.
 #[derive(Clone, Copy)]
-pub(crate) struct Lanes<'a> {
-    pub(crate) banks: [&'a [f64]; BANKS],
+pub(crate) struct Lanes<'a, R> {
+    pub(crate) banks: [&'a [R]; BANKS],
     pub(crate) width: usize,
     pub(crate) lo: usize,
     pub(crate) hi: usize,
@@ -25,15 +26,34 @@ pub(crate) struct Lanes<'a> {
 
 /// The sources of one instruction: the banks, and the registers written before it.
 #[derive(Clone, Copy)]
-pub(super) struct Ctx<'r, 'a> {
-    pub(super) l: &'r Lanes<'a>,
-    pub(super) regs: &'r [f64],
+pub(super) struct Ctx<'r, 'a, R> {
+    pub(super) l: &'r Lanes<'a, R>,
+    pub(super) regs: &'r [R],
 }
 
-impl<'r> Ctx<'r, '_> {
+impl<'a, R: Real> Lanes<'a, R> {
+    /// The same lanes as `f64`, when `R` is `f64`.
+    #[inline(always)]
+    pub(crate) fn as_f64(&self) -> Option<Lanes<'a, f64>> {
+        let mut banks: [&'a [f64]; BANKS] = [&[]; BANKS];
+        for (d, s) in banks.iter_mut().zip(self.banks) {
+            *d = R::as_f64(s)?;
+        }
+        Some(Lanes {
+            banks,
+            width: self.width,
+            lo: self.lo,
+            hi: self.hi,
+            matmul: self.matmul,
+            native: self.native,
+        })
+    }
+}
+
+impl<'r, R> Ctx<'r, '_, R> {
     /// A whole bank (the registers written so far for `REG`).
     #[inline(always)]
-    pub(super) fn bank(&self, bank: u8) -> &'r [f64] {
+    pub(super) fn bank(&self, bank: u8) -> &'r [R] {
         if bank == REG {
             self.regs
         } else {
@@ -42,7 +62,7 @@ impl<'r> Ctx<'r, '_> {
     }
 
     #[inline(always)]
-    fn lane(&self, s: Src) -> &'r [f64] {
+    fn lane(&self, s: Src) -> &'r [R] {
         let start = s.row as usize * self.l.width;
         &self.bank(s.bank)[start + self.l.lo..start + self.l.hi]
     }
@@ -165,18 +185,26 @@ impl Kernel {
 
     /// Runs the lane instructions over `lanes.lo..lanes.hi`, writing the lane outputs into
     /// `out` (rows of `lanes.width`) and adding the reductions into `reduced`.
-    pub(crate) fn run(
+    pub(crate) fn run<R: Real>(
         &self,
-        u: &[f64],
-        regs: &mut [f64],
-        lanes: Lanes<'_>,
-        out: &mut [f64],
-        reduced: &mut [f64],
-        scratch: &mut [f64],
+        u: &[R],
+        regs: &mut [R],
+        lanes: Lanes<'_, R>,
+        out: &mut [R],
+        reduced: &mut [R],
+        scratch: &mut [R],
     ) {
         if let Some(n) = lanes.native.then(|| self.native()).flatten() {
-            if n.run(u, regs, &lanes, out) {
-                return;
+            // Native code is f64 (see `native`): an f32 kernel is interpreted.
+            if let (Some(f64_lanes), Some(u), Some(regs), Some(out)) = (
+                lanes.as_f64(),
+                R::as_f64(u),
+                R::as_f64_mut(regs),
+                R::as_f64_mut(out),
+            ) {
+                if n.run(u, regs, &f64_lanes, out) {
+                    return;
+                }
             }
         }
         interpret(self, u, regs, lanes, out, reduced, scratch);
@@ -185,27 +213,27 @@ impl Kernel {
 
 crate::compile::isa::multiversion!(
     /// The interpreter: [`Kernel::run`] without native code.
-    fn interpret(
+    fn interpret<R: Real>(
         kernel: &Kernel,
-        u: &[f64],
-        regs: &mut [f64],
-        lanes: Lanes<'_>,
-        out: &mut [f64],
-        reduced: &mut [f64],
-        scratch: &mut [f64],
+        u: &[R],
+        regs: &mut [R],
+        lanes: Lanes<'_, R>,
+        out: &mut [R],
+        reduced: &mut [R],
+        scratch: &mut [R],
     ) => Kernel::interpret_lanes
 );
 
 impl Kernel {
     #[inline(always)]
-    fn interpret_lanes(
+    fn interpret_lanes<R: Real>(
         &self,
-        u: &[f64],
-        regs: &mut [f64],
-        lanes: Lanes<'_>,
-        out: &mut [f64],
-        reduced: &mut [f64],
-        scratch: &mut [f64],
+        u: &[R],
+        regs: &mut [R],
+        lanes: Lanes<'_, R>,
+        out: &mut [R],
+        reduced: &mut [R],
+        scratch: &mut [R],
     ) {
         let w = lanes.width;
         let (lo, hi) = (lanes.lo, lanes.hi);
@@ -244,8 +272,8 @@ impl Kernel {
                         Bin::Mul => binary(&c, u, *a, *b, d, |x, y| x * y),
                         Bin::Div => binary(&c, u, *a, *b, d, |x, y| x / y),
                         Bin::Pow => binary(&c, u, *a, *b, d, apply_pow),
-                        Bin::Min => binary(&c, u, *a, *b, d, f64::min),
-                        Bin::Max => binary(&c, u, *a, *b, d, f64::max),
+                        Bin::Min => binary(&c, u, *a, *b, d, R::min),
+                        Bin::Max => binary(&c, u, *a, *b, d, R::max),
                         Bin::Cmp(op) => binary(&c, u, *a, *b, d, |x, y| op.apply(x, y)),
                     }
                 }
@@ -282,13 +310,13 @@ impl Kernel {
         }
     }
 
-    fn reduce_step(
+    fn reduce_step<R: Real>(
         &self,
-        c: &Ctx<'_, '_>,
-        u: &[f64],
+        c: &Ctx<'_, '_, R>,
+        u: &[R],
         step: &ReducePlan,
-        reduced: &mut [f64],
-        scratch: &mut [f64],
+        reduced: &mut [R],
+        scratch: &mut [R],
     ) {
         match step {
             ReducePlan::One(i) => {
@@ -328,11 +356,11 @@ use crate::compile::lanes::{self, map, update, zip, W};
 
 /// `d = f(d, a, b)`.
 #[inline(always)]
-fn update2(d: &mut [f64], a: &[f64], b: &[f64], f: impl Fn(f64, f64, f64) -> f64) {
+fn update2<R: Real>(d: &mut [R], a: &[R], b: &[R], f: impl Fn(R, R, R) -> R) {
     if let (Ok(d), Ok(a), Ok(b)) = (
-        <&mut [f64; W]>::try_from(&mut *d),
-        <&[f64; W]>::try_from(a),
-        <&[f64; W]>::try_from(b),
+        <&mut [R; W]>::try_from(&mut *d),
+        <&[R; W]>::try_from(a),
+        <&[R; W]>::try_from(b),
     ) {
         for k in 0..W {
             d[k] = f(d[k], a[k], b[k]);
@@ -347,8 +375,8 @@ fn update2(d: &mut [f64], a: &[f64], b: &[f64], f: impl Fn(f64, f64, f64) -> f64
 /// `d = f(d)`.
 #[inline(always)]
 #[expect(clippy::needless_range_loop, reason = "an indexed loop, as above")]
-fn update_uniform(d: &mut [f64], f: impl Fn(f64) -> f64) {
-    if let Ok(d) = <&mut [f64; W]>::try_from(&mut *d) {
+fn update_uniform<R: Real>(d: &mut [R], f: impl Fn(R) -> R) {
+    if let Ok(d) = <&mut [R; W]>::try_from(&mut *d) {
         for k in 0..W {
             d[k] = f(d[k]);
         }
@@ -358,7 +386,14 @@ fn update_uniform(d: &mut [f64], f: impl Fn(f64) -> f64) {
 }
 
 #[inline(always)]
-fn binary(c: &Ctx<'_, '_>, u: &[f64], a: Opd, b: Opd, d: &mut [f64], f: impl Fn(f64, f64) -> f64) {
+fn binary<R: Real>(
+    c: &Ctx<'_, '_, R>,
+    u: &[R],
+    a: Opd,
+    b: Opd,
+    d: &mut [R],
+    f: impl Fn(R, R) -> R,
+) {
     match (a, b) {
         (Opd::L(a), Opd::L(b)) => zip(d, c.lane(a), c.lane(b), f),
         (Opd::U(a), Opd::L(b)) => {
@@ -379,24 +414,24 @@ crate::compile::isa::multiversion!(
     /// resolved (and bounds-checked) once per term rather than once per chunk of samples. This is
     /// the loop nest a hand-written blocked kernel uses, and it measured faster than keeping 4×4
     /// accumulators in registers, whose per-chunk source look-ups cost more than they save.
-    fn lin(
-        c: &Ctx<'_, '_>,
+    fn lin<R: Real>(
+        c: &Ctx<'_, '_, R>,
         shape: &[Shape],
-        table: &[f64],
+        table: &[R],
         coefs: usize,
         rows: usize,
-        dst: &mut [f64],
+        dst: &mut [R],
     ) => lin_rows
 );
 
 #[inline(always)]
-fn lin_rows(
-    c: &Ctx<'_, '_>,
+fn lin_rows<R: Real>(
+    c: &Ctx<'_, '_, R>,
     shape: &[Shape],
-    table: &[f64],
+    table: &[R],
     coefs: usize,
     rows: usize,
-    dst: &mut [f64],
+    dst: &mut [R],
 ) {
     let l = c.l;
     let Some((first, rest)) = shape.split_first() else {
@@ -418,56 +453,56 @@ fn lin_rows(
 
 /// One term of a linear combination, resolved to its lanes and coefficient, so that a sum of
 /// two terms is one loop (monomorphized per pair of kinds) instead of two passes over `d`.
-trait Term: Copy {
-    fn at(self, s: usize) -> f64;
+trait Term<R>: Copy {
+    fn at(self, s: usize) -> R;
 }
 
 #[derive(Clone, Copy)]
-struct LaneT<'a>(&'a [f64]);
+struct LaneT<'a, R>(&'a [R]);
 #[derive(Clone, Copy)]
-struct UniT(f64);
+struct UniT<R>(R);
 #[derive(Clone, Copy)]
-struct ScaledT<'a>(f64, &'a [f64]);
+struct ScaledT<'a, R>(R, &'a [R]);
 #[derive(Clone, Copy)]
-struct ProdT<'a>(&'a [f64], &'a [f64]);
+struct ProdT<'a, R>(&'a [R], &'a [R]);
 #[derive(Clone, Copy)]
-struct ScaledProdT<'a>(f64, &'a [f64], &'a [f64]);
+struct ScaledProdT<'a, R>(R, &'a [R], &'a [R]);
 
-impl Term for LaneT<'_> {
+impl<R: Real> Term<R> for LaneT<'_, R> {
     #[inline(always)]
-    fn at(self, s: usize) -> f64 {
+    fn at(self, s: usize) -> R {
         self.0[s]
     }
 }
-impl Term for UniT {
+impl<R: Real> Term<R> for UniT<R> {
     #[inline(always)]
-    fn at(self, _: usize) -> f64 {
+    fn at(self, _: usize) -> R {
         self.0
     }
 }
-impl Term for ScaledT<'_> {
+impl<R: Real> Term<R> for ScaledT<'_, R> {
     #[inline(always)]
-    fn at(self, s: usize) -> f64 {
+    fn at(self, s: usize) -> R {
         self.0 * self.1[s]
     }
 }
-impl Term for ProdT<'_> {
+impl<R: Real> Term<R> for ProdT<'_, R> {
     #[inline(always)]
-    fn at(self, s: usize) -> f64 {
+    fn at(self, s: usize) -> R {
         self.0[s] * self.1[s]
     }
 }
-impl Term for ScaledProdT<'_> {
+impl<R: Real> Term<R> for ScaledProdT<'_, R> {
     #[inline(always)]
-    fn at(self, s: usize) -> f64 {
+    fn at(self, s: usize) -> R {
         (self.0 * self.1[s]) * self.2[s]
     }
 }
 
 /// `d = a + b`, in one pass: the bits of `lin_first(a)` then `lin_term(b)`.
 #[inline(always)]
-fn sum2(d: &mut [f64], a: impl Term, b: impl Term) {
-    if let Ok(d) = <&mut [f64; W]>::try_from(&mut *d) {
+fn sum2<R: Real>(d: &mut [R], a: impl Term<R>, b: impl Term<R>) {
+    if let Ok(d) = <&mut [R; W]>::try_from(&mut *d) {
         for (s, d) in d.iter_mut().enumerate() {
             *d = a.at(s) + b.at(s);
         }
@@ -482,11 +517,11 @@ crate::compile::isa::multiversion!(
     /// A row of two terms: dispatches on both kinds once, then [`sum2`]. Kept out of line: its
     /// 25 loops inlined into `Kernel::run` slowed the dispatch of small kernels.
     #[inline(never)]
-    fn lin2(c: &Ctx<'_, '_>, first: &Shape, second: &Shape, coefs: &[f64], d: &mut [f64]) => lin2_row
+    fn lin2<R: Real>(c: &Ctx<'_, '_, R>, first: &Shape, second: &Shape, coefs: &[R], d: &mut [R]) => lin2_row
 );
 
 #[inline(always)]
-fn lin2_row(c: &Ctx<'_, '_>, first: &Shape, second: &Shape, coefs: &[f64], d: &mut [f64]) {
+fn lin2_row<R: Real>(c: &Ctx<'_, '_, R>, first: &Shape, second: &Shape, coefs: &[R], d: &mut [R]) {
     let n = d.len();
     // Every lane is cut to the row's length, so the loop's bounds checks fold away.
     let lane = |s: Src| &c.lane(s)[..n];
@@ -521,7 +556,7 @@ fn lin2_row(c: &Ctx<'_, '_>, first: &Shape, second: &Shape, coefs: &[f64], d: &m
 
 /// `d = term`.
 #[inline(always)]
-fn lin_first(c: &Ctx<'_, '_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
+fn lin_first<R: Real>(c: &Ctx<'_, '_, R>, t: &Shape, coefs: &[R], d: &mut [R]) {
     match t.kind {
         Kind::Lane => map(d, c.lane(t.a), |a| a),
         Kind::Uni => d.fill(coefs[t.slot as usize]),
@@ -539,7 +574,7 @@ fn lin_first(c: &Ctx<'_, '_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
 
 /// `d += term`.
 #[inline(always)]
-fn lin_term(c: &Ctx<'_, '_>, t: &Shape, coefs: &[f64], d: &mut [f64]) {
+fn lin_term<R: Real>(c: &Ctx<'_, '_, R>, t: &Shape, coefs: &[R], d: &mut [R]) {
     match t.kind {
         Kind::Lane => update(d, c.lane(t.a), |d, a| d + a),
         Kind::Uni => {
@@ -562,18 +597,18 @@ crate::compile::isa::multiversion!(
     /// `Σ_s term(s)` over the lane range, in a fixed order: four interleaved partial sums over
     /// chunks of four samples, then the remainder, so the loop vectorizes and the result depends
     /// only on the lane range.
-    fn reduce(l: &Ctx<'_, '_>, u: &[f64], r: &Reduce) -> f64 => reduce_lanes
+    fn reduce<R: Real>(l: &Ctx<'_, '_, R>, u: &[R], r: &Reduce) -> R => reduce_lanes
 );
 
 #[inline(always)]
-fn reduce_lanes(l: &Ctx<'_, '_>, u: &[f64], r: &Reduce) -> f64 {
-    let c = u.get(r.coef as usize).copied().unwrap_or(0.0);
+fn reduce_lanes<R: Real>(l: &Ctx<'_, '_, R>, u: &[R], r: &Reduce) -> R {
+    let c = u.get(r.coef as usize).copied().unwrap_or(R::zero());
     let t = r.shape;
     let n = l.l.hi - l.l.lo;
     match t.kind {
         Kind::Lane => sum4(l.lane(t.a), |a| a),
         // A uniform term (rare: a gradient that reads no lane) is added once per sample.
-        Kind::Uni => (0..n).fold(0.0, |acc, _| acc + c),
+        Kind::Uni => (0..n).fold(R::zero(), |acc, _| acc + c),
         Kind::Scaled => sum4(l.lane(t.a), |a| c * a),
         Kind::Prod => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| a * b),
         Kind::ScaledProd => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| (c * a) * b),
@@ -581,8 +616,8 @@ fn reduce_lanes(l: &Ctx<'_, '_>, u: &[f64], r: &Reduce) -> f64 {
 }
 
 #[inline(always)]
-fn sum4(a: &[f64], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; 4];
+fn sum4<R: Real>(a: &[R], f: impl Fn(R) -> R) -> R {
+    let mut acc = [R::zero(); 4];
     let chunks = a.chunks_exact(4);
     let tail = chunks.remainder();
     for ch in chunks {
@@ -599,14 +634,14 @@ fn sum4(a: &[f64], f: impl Fn(f64) -> f64) -> f64 {
 
 crate::compile::isa::multiversion!(
     /// Four [`sum4_2`] products `Σ a·b[k]` in one pass over `a`, each in `sum4_2`'s order.
-    fn sum4_2_four(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] => sum4_2_four_lanes
+    fn sum4_2_four<R: Real>(a: &[R], b: [&[R]; 4]) -> [R; 4] => sum4_2_four_lanes
 );
 
 #[inline(always)]
-fn sum4_2_four_lanes(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
+fn sum4_2_four_lanes<R: Real>(a: &[R], b: [&[R]; 4]) -> [R; 4] {
     let n = b.iter().fold(a.len(), |n, b| n.min(b.len()));
     let full = n / 4 * 4;
-    let mut acc = [[0.0f64; 4]; 4];
+    let mut acc = [[R::zero(); 4]; 4];
     let mut s = 0;
     while s < full {
         for (acc, b) in acc.iter_mut().zip(&b) {
@@ -616,7 +651,7 @@ fn sum4_2_four_lanes(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
         }
         s += 4;
     }
-    let mut totals = [0.0; 4];
+    let mut totals = [R::zero(); 4];
     for ((total, acc), b) in totals.iter_mut().zip(&acc).zip(&b) {
         *total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         for s in full..n {
@@ -627,8 +662,8 @@ fn sum4_2_four_lanes(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
 }
 
 #[inline(always)]
-fn sum4_2(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; 4];
+fn sum4_2<R: Real>(a: &[R], b: &[R], f: impl Fn(R, R) -> R) -> R {
+    let mut acc = [R::zero(); 4];
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let full = n / 4 * 4;

@@ -7,7 +7,8 @@
 //! - a grid of parameter-gradient reductions `Σ_s a_i[s] · b_j[s]` over evenly spaced rows
 //!   `a_i`, `b_j`: the gradient of a weight matrix, `Σ_s g[s] x[s]ᵀ`.
 //!
-//! Both go to `nalgebra`'s `gemm`, which hands products whose sides all exceed 5 to
+//! Both go to `nalgebra`'s generic `gemm` (the one call per shape, `sgemm` or `dgemm` by the
+//! kernel's precision), which hands products whose sides all exceed 5 to
 //! `matrixmultiply`: packed panels, a register-blocked micro-kernel and, where the CPU has
 //! them, AVX2 and FMA chosen at run time. That measured 2–4× faster than the lane loops on
 //! 64×32 products of a 32-sample block. Smaller products (a width-2 state) keep the lane
@@ -24,6 +25,7 @@
 use nalgebra::{DMatrixView, DMatrixViewMut, Dyn, U1};
 
 use super::{Ctx, Kind, Reduce, ReducePlan, Shape, Src};
+use crate::real::Real;
 
 /// The smallest side of a product run as a GEMM: rows and terms (and lanes of a reduction) at
 /// least this. `nalgebra` calls `matrixmultiply` only when every side exceeds 5; below 8 the
@@ -102,26 +104,26 @@ impl LinGemm {
 /// block width). A range of fewer than [`MIN_SIDE`] lanes is copied into `scratch` and padded
 /// with zeros, so that every lane goes through the same GEMM: a sample's result does not depend
 /// on how many samples share its block or its piece of time.
-pub(super) fn run_lin(
-    c: &Ctx<'_, '_>,
-    u: &[f64],
+pub(super) fn run_lin<R: Real>(
+    c: &Ctx<'_, '_, R>,
+    u: &[R],
     g: &LinGemm,
     rows: usize,
-    dst: &mut [f64],
-    scratch: &mut [f64],
+    dst: &mut [R],
+    scratch: &mut [R],
 ) {
     let (w, lo, n) = (c.l.width, c.l.lo, c.l.hi - c.l.lo);
     let terms = g.terms as usize;
     let a = &u[g.table as usize..][..rows * terms];
     let a = DMatrixView::from_slice_generic(a, Dyn(terms), Dyn(rows));
-    let bias = |d: &mut [f64], stride: usize, n: usize| match g.bias {
+    let bias = |d: &mut [R], stride: usize, n: usize| match g.bias {
         Some(b) => {
             for r in 0..rows {
                 d[r * stride..r * stride + n].fill(u[b as usize + r]);
             }
-            1.0
+            R::one()
         }
-        None => 0.0,
+        None => R::zero(),
     };
     let bank = &c.bank(g.src.bank)[g.src.row as usize * w + lo..];
     let step = g.step as usize * w;
@@ -132,19 +134,19 @@ pub(super) fn run_lin(
         let beta = bias(d, w, n);
         let mut d =
             DMatrixViewMut::from_slice_with_strides_generic(d, Dyn(n), Dyn(rows), U1, Dyn(w));
-        d.gemm(1.0, &x, &a, beta);
+        d.gemm(R::one(), &x, &a, beta);
         return;
     }
     let (x, rest) = scratch.split_at_mut(MIN_SIDE * terms);
     let out = &mut rest[..MIN_SIDE * rows];
     for (i, col) in x.chunks_exact_mut(MIN_SIDE).enumerate() {
         col[..n].copy_from_slice(&bank[i * step..i * step + n]);
-        col[n..].fill(0.0);
+        col[n..].fill(R::zero());
     }
     let beta = bias(out, MIN_SIDE, MIN_SIDE);
     let x = DMatrixView::from_slice_generic(x, Dyn(MIN_SIDE), Dyn(terms));
     let mut o = DMatrixViewMut::from_slice_generic(&mut *out, Dyn(MIN_SIDE), Dyn(rows));
-    o.gemm(1.0, &x, &a, beta);
+    o.gemm(R::one(), &x, &a, beta);
     for (r, col) in out.chunks_exact(MIN_SIDE).enumerate() {
         dst[r * w + lo..r * w + lo + n].copy_from_slice(&col[..n]);
     }
@@ -251,11 +253,11 @@ pub(super) fn reduce_grids(reduces: &[Reduce]) -> (Vec<(ReduceGemm, Vec<usize>)>
 
 /// Adds a grid's sums into `reduced`, using `scratch` for the cells. Returns false, computing
 /// nothing, when the lane range is too short.
-pub(super) fn run_reduce(
-    c: &Ctx<'_, '_>,
+pub(super) fn run_reduce<R: Real>(
+    c: &Ctx<'_, '_, R>,
     g: &ReduceGemm,
-    scratch: &mut [f64],
-    reduced: &mut [f64],
+    scratch: &mut [R],
+    reduced: &mut [R],
 ) -> bool {
     let (w, lo, lanes) = (c.l.width, c.l.lo, c.l.hi - c.l.lo);
     if lanes < MIN_SIDE {
@@ -281,7 +283,7 @@ pub(super) fn run_reduce(
     );
     let cells = &mut scratch[..m * n];
     let mut s = DMatrixViewMut::from_slice_generic(cells, Dyn(m), Dyn(n));
-    s.gemm(1.0, &a, &b, 0.0);
+    s.gemm(R::one(), &a, &b, R::zero());
     for (&index, &sum) in g.index.iter().zip(cells.iter()) {
         reduced[index as usize] += sum;
     }

@@ -106,7 +106,7 @@ impl Native {
         &self,
         u: &[f64],
         regs: &mut [f64],
-        lanes: &Lanes<'_>,
+        lanes: &Lanes<'_, f64>,
         out: &mut [f64],
     ) -> bool {
         self.call(

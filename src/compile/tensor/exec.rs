@@ -4,36 +4,36 @@
 use super::{Arg, BinOp, EwInstr, Kernel, Loc, Op, Reduce, Ref, ULeaf};
 use crate::compile::gemm::{gemm as product, View};
 use crate::compile::lanes::{self, map, update};
-use crate::compile::math;
 use crate::compile::tape::{Lanes, BANKS, REG};
 use crate::ir::{apply_pow, Func};
+use crate::real::Real;
 
 /// The smallest side of a product run as a GEMM; see `tape::matmul::MIN_SIDE`.
 pub(super) const MIN_SIDE: usize = 8;
 
 /// A lane operand: a row of lanes, or one value for every lane.
 #[derive(Clone, Copy)]
-enum V<'a> {
-    S(&'a [f64]),
-    C(f64),
+enum V<'a, R> {
+    S(&'a [R]),
+    C(R),
 }
 
 /// What one program runs over: the file it writes (registers, or `u` for the uniform
 /// program), the uniform file it reads, the banks and the lane range.
-struct Frame<'a> {
-    u: &'a [f64],
-    params: &'a [f64],
-    banks: [&'a [f64]; BANKS],
+struct Frame<'a, R> {
+    u: &'a [R],
+    params: &'a [R],
+    banks: [&'a [R]; BANKS],
     width: usize,
     lo: usize,
     hi: usize,
     matmul: bool,
 }
 
-impl<'a> Frame<'a> {
+impl<'a, R: Real> Frame<'a, R> {
     /// Element `i` of `loc`, reading registers from `below` (the file under the destination).
     #[inline(always)]
-    fn at<'b>(&self, loc: Loc, i: usize, below: &'b [f64]) -> V<'b>
+    fn at<'b>(&self, loc: Loc, i: usize, below: &'b [R]) -> V<'b, R>
     where
         'a: 'b,
     {
@@ -53,7 +53,7 @@ impl<'a> Frame<'a> {
     }
 
     #[inline(always)]
-    fn arg<'b>(&self, a: Arg, i: usize, below: &'b [f64]) -> V<'b>
+    fn arg<'b>(&self, a: Arg, i: usize, below: &'b [R]) -> V<'b, R>
     where
         'a: 'b,
     {
@@ -61,7 +61,7 @@ impl<'a> Frame<'a> {
     }
 
     /// `len` uniform values from `loc` (the uniform file or the parameters).
-    fn uniform(&self, loc: Loc, len: usize) -> &'a [f64] {
+    fn uniform(&self, loc: Loc, len: usize) -> &'a [R] {
         match loc {
             Loc::U(k) => &self.u[k as usize..k as usize + len],
             Loc::P(k) => &self.params[k as usize..k as usize + len],
@@ -70,7 +70,7 @@ impl<'a> Frame<'a> {
     }
 
     /// The whole bank of lane rows `loc` lies in (registers: `below`).
-    fn bank<'b>(&self, bank: u8, below: &'b [f64]) -> &'b [f64]
+    fn bank<'b>(&self, bank: u8, below: &'b [R]) -> &'b [R]
     where
         'a: 'b,
     {
@@ -129,15 +129,15 @@ impl Kernel {
     /// Runs the lane program over `lanes.lo..lanes.hi`, writing the lane outputs into `out`
     /// (rows of `lanes.width`) and adding the reductions into `reduced`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run(
+    pub(crate) fn run<R: Real>(
         &self,
-        u: &[f64],
-        params: &[f64],
-        regs: &mut [f64],
-        lanes: Lanes<'_>,
-        out: &mut [f64],
-        reduced: &mut [f64],
-        scratch: &mut [f64],
+        u: &[R],
+        params: &[R],
+        regs: &mut [R],
+        lanes: Lanes<'_, R>,
+        out: &mut [R],
+        reduced: &mut [R],
+        scratch: &mut [R],
     ) {
         let frame = Frame {
             u,
@@ -168,7 +168,7 @@ impl Kernel {
 }
 
 /// Runs one operation, writing rows of `file` (the registers, or `u` itself).
-fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
+fn run_op<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut [R]) {
     let (w, lo, hi) = (f.width, f.lo, f.hi);
     let n = hi - lo;
     let dst_of = |op: &Op| match op {
@@ -295,7 +295,7 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
         } => {
             if !dense {
                 for i in 0..*len as usize {
-                    above[i * w + lo..i * w + hi].fill(0.0);
+                    above[i * w + lo..i * w + hi].fill(R::zero());
                 }
             }
             for &(r, src) in moves.iter() {
@@ -345,10 +345,10 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
                 }
                 if *onehot {
                     for i in 0..len {
-                        above[i * w + lo + s] = if i == best { 1.0 } else { 0.0 };
+                        above[i * w + lo + s] = if i == best { R::one() } else { R::zero() };
                     }
                 } else {
-                    above[lo + s] = best as f64;
+                    above[lo + s] = R::cast(best as f64);
                 }
             }
         }
@@ -357,16 +357,16 @@ fn run_op(op: &Op, f: &Frame<'_>, file: &mut [f64], scratch: &mut [f64]) {
 
 /// A uniform `m × k` matrix: row-major, or (`transposed`) the row-major `k × m` matrix whose
 /// transpose it is.
-struct Matrix<'a> {
-    values: &'a [f64],
+struct Matrix<'a, R> {
+    values: &'a [R],
     m: usize,
     k: usize,
     transposed: bool,
 }
 
-impl Matrix<'_> {
+impl<R: Real> Matrix<'_, R> {
     #[inline(always)]
-    fn at(&self, r: usize, i: usize) -> f64 {
+    fn at(&self, r: usize, i: usize) -> R {
         if self.transposed {
             self.values[i * self.m + r]
         } else {
@@ -379,13 +379,13 @@ impl Matrix<'_> {
 /// `r` of the result at `dst[r * step + lo ..]`. Fewer than [`MIN_SIDE`] lanes are padded in
 /// `scratch`, and small products use the lane loops, so that every lane count takes the same
 /// path (see the module docs).
-fn gemm(
-    a: &Matrix<'_>,
-    src: &[f64],
-    dst: &mut [f64],
+fn gemm<R: Real>(
+    a: &Matrix<'_, R>,
+    src: &[R],
+    dst: &mut [R],
     step: usize,
     (lo, n): (usize, usize),
-    scratch: &mut [f64],
+    scratch: &mut [R],
 ) {
     let (m, k) = (a.m, a.k);
     if m < MIN_SIDE || k < MIN_SIDE {
@@ -425,7 +425,7 @@ fn gemm(
     let out = &mut rest[..MIN_SIDE * m];
     for (i, col) in x.chunks_exact_mut(MIN_SIDE).enumerate() {
         col[..n].copy_from_slice(&src[i * step + lo..i * step + lo + n]);
-        col[n..].fill(0.0);
+        col[n..].fill(R::zero());
     }
     let xv = View {
         data: x,
@@ -441,7 +441,7 @@ fn gemm(
 }
 
 /// Adds one reduction over the frame's lanes into `reduced`.
-fn reduce(r: &Reduce, f: &Frame<'_>, regs: &[f64], reduced: &mut [f64]) {
+fn reduce<R: Real>(r: &Reduce, f: &Frame<'_, R>, regs: &[R], reduced: &mut [R]) {
     let n = f.hi - f.lo;
     match *r {
         Reduce::Lanes {
@@ -453,8 +453,8 @@ fn reduce(r: &Reduce, f: &Frame<'_>, regs: &[f64], reduced: &mut [f64]) {
             for i in 0..len as usize {
                 let x = f.at(src, if scalar { 0 } else { i }, regs);
                 reduced[at as usize + i] += match x {
-                    V::S(x) => x.iter().sum::<f64>(),
-                    V::C(x) => (0..n).map(|_| x).sum::<f64>(),
+                    V::S(x) => x.iter().copied().sum::<R>(),
+                    V::C(x) => (0..n).map(|_| x).sum::<R>(),
                 };
             }
         }
@@ -502,17 +502,17 @@ fn reduce(r: &Reduce, f: &Frame<'_>, regs: &[f64], reduced: &mut [f64]) {
 }
 
 /// `Σ_s x[s] · y[s]` over `n` lanes, in lane order.
-fn dot(x: V<'_>, y: V<'_>, n: usize) -> f64 {
+fn dot<R: Real>(x: V<'_, R>, y: V<'_, R>, n: usize) -> R {
     match (x, y) {
-        (V::S(x), V::S(y)) => x.iter().zip(y).map(|(a, b)| a * b).sum(),
-        (V::S(x), V::C(c)) | (V::C(c), V::S(x)) => x.iter().map(|a| a * c).sum(),
+        (V::S(x), V::S(y)) => x.iter().zip(y).map(|(&a, &b)| a * b).sum(),
+        (V::S(x), V::C(c)) | (V::C(c), V::S(x)) => x.iter().map(|&a| a * c).sum(),
         (V::C(a), V::C(b)) => (0..n).map(|_| a * b).sum(),
     }
 }
 
 /// `d = x`.
 #[inline(always)]
-fn assign(d: &mut [f64], x: V<'_>) {
+fn assign<R: Real>(d: &mut [R], x: V<'_, R>) {
     match x {
         V::S(x) => d.copy_from_slice(x),
         V::C(x) => d.fill(x),
@@ -520,7 +520,7 @@ fn assign(d: &mut [f64], x: V<'_>) {
 }
 
 #[inline(always)]
-fn binop(op: BinOp) -> impl Fn(f64, f64) -> f64 {
+fn binop<R: Real>(op: BinOp) -> impl Fn(R, R) -> R {
     move |x, y| match op {
         BinOp::Add => x + y,
         BinOp::Mul => x * y,
@@ -534,7 +534,7 @@ fn binop(op: BinOp) -> impl Fn(f64, f64) -> f64 {
 
 /// `d = a ∘ b`.
 #[inline(always)]
-fn bin(d: &mut [f64], op: BinOp, a: V<'_>, b: V<'_>) {
+fn bin<R: Real>(d: &mut [R], op: BinOp, a: V<'_, R>, b: V<'_, R>) {
     match op {
         BinOp::Add => zip(d, a, b, |x, y| x + y),
         BinOp::Mul => zip(d, a, b, |x, y| x * y),
@@ -545,10 +545,10 @@ fn bin(d: &mut [f64], op: BinOp, a: V<'_>, b: V<'_>) {
 
 /// `d = d ∘ x`.
 #[inline(always)]
-fn bin_update(d: &mut [f64], op: BinOp, x: V<'_>) {
+fn bin_update<R: Real>(d: &mut [R], op: BinOp, x: V<'_, R>) {
     match (op, x) {
         (BinOp::Add, V::S(x)) => update(d, x, |d, x| d + x),
-        (BinOp::Max, V::S(x)) => update(d, x, f64::max),
+        (BinOp::Max, V::S(x)) => update(d, x, R::max),
         (op, V::S(x)) => update(d, x, binop(op)),
         (op, V::C(c)) => {
             let g = binop(op);
@@ -559,7 +559,7 @@ fn bin_update(d: &mut [f64], op: BinOp, x: V<'_>) {
 
 /// `d += x · y`, rounding the product first as the interpreter's sums do.
 #[inline(always)]
-fn fma(d: &mut [f64], x: V<'_>, y: V<'_>) {
+fn fma<R: Real>(d: &mut [R], x: V<'_, R>, y: V<'_, R>) {
     match (x, y) {
         (V::S(x), V::S(y)) => {
             for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
@@ -573,7 +573,7 @@ fn fma(d: &mut [f64], x: V<'_>, y: V<'_>) {
 
 /// `d = g(a, b)` lane by lane, broadcasting a uniform side.
 #[inline(always)]
-fn zip(d: &mut [f64], a: V<'_>, b: V<'_>, g: impl Fn(f64, f64) -> f64) {
+fn zip<R: Real>(d: &mut [R], a: V<'_, R>, b: V<'_, R>, g: impl Fn(R, R) -> R) {
     match (a, b) {
         (V::S(a), V::S(b)) => lanes::zip(d, a, b, g),
         (V::S(a), V::C(c)) => map(d, a, |x| g(x, c)),
@@ -584,19 +584,9 @@ fn zip(d: &mut [f64], a: V<'_>, b: V<'_>, g: impl Fn(f64, f64) -> f64) {
 
 /// `d = func(x)`, with the kernels' vectorizable `tanh`, `exp` and `sigmoid`.
 #[inline(always)]
-fn apply(d: &mut [f64], func: Func, x: V<'_>) {
+fn apply<R: Real>(d: &mut [R], func: Func, x: V<'_, R>) {
     match x {
-        V::C(x) => d.fill(scalar_func(func, x)),
+        V::C(x) => d.fill(lanes::func_one(func, x)),
         V::S(x) => lanes::func(d, func, x),
-    }
-}
-
-/// The value the lane loops give for one element.
-fn scalar_func(func: Func, x: f64) -> f64 {
-    match func {
-        Func::Tanh => math::tanh(x),
-        Func::Exp => math::exp(x),
-        Func::Sigmoid => math::sigmoid(x),
-        f => f.apply(x),
     }
 }
