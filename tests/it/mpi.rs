@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::{nodec, root};
@@ -18,9 +19,21 @@ fn tmp(name: &str) -> String {
     dir().join(name).to_str().unwrap().to_string()
 }
 
+/// A temporary directory of its own for one `mpirun`: Open MPI 4 makes its session directory
+/// `$TMPDIR/ompi.HOST.UID` with a racy mkdir, so two launches at once (tests run in parallel)
+/// can fail with "File exists".
+fn session_tmpdir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("nodec-ompi-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// `mpirun -n ranks nodec ARGS` with `threads` rayon threads per rank.
 fn mpirun_command(ranks: usize, threads: &str, args: &[&str]) -> Command {
     let mut command = Command::new("mpirun");
+    command.env("TMPDIR", session_tmpdir());
     command
         .args(["--oversubscribe", "--allow-run-as-root", "-n"])
         .arg(ranks.to_string())
