@@ -267,17 +267,19 @@ fn main() {
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "compile cost, seconds (first rhs/vjp on one block of {} samples; solve and gradient on the data)",
+        "compile cost, milliseconds (first rhs/vjp on one block of {} samples; solve and gradient on the data; \
+         to compiled = parse+check + prepare + compile)",
         nodec::solve::BLOCK_WIDTH
     );
     let _ = writeln!(
         out,
-        "{:<13}{:>8}{:>12}{:>9}{:>9}{:>9}{:>11}{:>11}{:>11}{:>9}{:>9}{:>11}{:>11}{:>11}{:>10}{:>10}",
+        "{:<13}{:>8}{:>12}{:>9}{:>9}{:>12}{:>9}{:>11}{:>11}{:>11}{:>9}{:>9}{:>11}{:>11}{:>11}{:>10}{:>10}",
         "model",
         "params",
         "parse+check",
         "prepare",
         "compile",
+        "to compiled",
         "prm+data",
         "first rhs",
         "2nd rhs",
@@ -299,27 +301,32 @@ fn main() {
         if let Some(why) = &f.refused {
             let _ = writeln!(
                 out,
-                "{:<13} refused after {:.3} s (peak {:.0} MiB): {why}",
-                f.model, f.parse_check, f.peak_rss_mib
+                "{:<13} refused after {:.3} ms (peak {:.0} MiB): {why}",
+                f.model,
+                f.parse_check * 1e3,
+                f.peak_rss_mib
             );
             continue;
         }
-        let to_first = f.parse_check + f.prepare + f.compile + f.params_data + f.first_rhs;
+        let compiled = f.parse_check + f.prepare + f.compile;
+        let to_first = compiled + f.params_data + f.first_rhs;
+        let ms = |s: f64| s * 1e3;
         let _ = writeln!(
             out,
-            "{:<13}{:>8}{:>12.3}{:>9.3}{:>9.3}{:>9.3}{:>11.5}{:>11.5}{:>11.5}{:>9.3}{:>9.3}{:>11.3}{:>11}{:>11}{:>10.0}{:>10.0}",
+            "{:<13}{:>8}{:>12.3}{:>9.3}{:>9.3}{:>12.3}{:>9.2}{:>11.3}{:>11.3}{:>11.3}{:>9.1}{:>9.1}{:>11.2}{:>11}{:>11}{:>10.0}{:>10.0}",
             f.model,
             f.params,
-            f.parse_check,
-            f.prepare,
-            f.compile,
-            f.params_data,
-            f.first_rhs,
-            f.second_rhs,
-            f.first_vjp,
-            f.solve,
-            f.gradient,
-            to_first,
+            ms(f.parse_check),
+            ms(f.prepare),
+            ms(f.compile),
+            ms(compiled),
+            ms(f.params_data),
+            ms(f.first_rhs),
+            ms(f.second_rhs),
+            ms(f.first_vjp),
+            ms(f.solve),
+            ms(f.gradient),
+            ms(to_first),
             f.primal_nodes,
             f.all_nodes,
             f.first_rss_mib,
