@@ -237,6 +237,42 @@ mod tests {
         }
     }
 
+    /// Panels of columns give each output the bits of one call over all columns, also when the
+    /// inner dimension is longer than the crate's inner block.
+    #[test]
+    fn panels_give_the_bits_of_one_product() {
+        let (m, k) = (32, 1500);
+        for n in [MAX_PANEL + 1, 1100, 4 * MAX_PANEL] {
+            let x = values(m * k, 5);
+            let w = values(k * n, 6);
+            let a = View {
+                data: &x,
+                rows: m,
+                cols: k,
+                rs: 1,
+                cs: m,
+            };
+            let b = View {
+                data: &w,
+                rows: k,
+                cols: n,
+                rs: 1,
+                cs: k,
+            };
+            let mut split = vec![0.0; m * n];
+            let mut whole = vec![0.0; m * n];
+            gemm(&mut split, (1, m), a, b, false);
+            product_unchecked(&mut whole, (1, m), a, b, false);
+            assert!(
+                split
+                    .iter()
+                    .zip(&whole)
+                    .all(|(s, w)| s.to_bits() == w.to_bits()),
+                "n {n}"
+            );
+        }
+    }
+
     #[test]
     fn empty_inner_dimension_gives_zeros() {
         let mut c = vec![5.0; 4];
