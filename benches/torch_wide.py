@@ -9,7 +9,7 @@ It starts from nodec's own parameters and data, which `cargo bench --bench wide`
 the same loss and gradient before it reports times. Not part of CI: PyTorch is not a project
 dependency.
 
-Usage: python3 benches/torch_wide.py [EXPORT_DIR] [--nodec PATH/TO/nodec]
+Usage: python3 benches/torch_wide.py [EXPORT_DIR] [--nodec PATH/TO/nodec] [--rounds N (7)]
 (default EXPORT_DIR: target/wide-export). With --nodec it also times the release binary's
 `run` and `grad` (their reported `solve_seconds` and `gradient_seconds`, which exclude the
 compile) in turn with PyTorch, round by round, and prints the median of the per-round ratios:
@@ -142,6 +142,11 @@ def main():
         i = args.index("--nodec")
         nodec = args[i + 1]
         del args[i : i + 2]
+    rounds = 7
+    if "--rounds" in args:
+        i = args.index("--rounds")
+        rounds = int(args[i + 1])
+        del args[i : i + 2]
     export = args[0] if args else "target/wide-export"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float64, eager")
     for model in ["wide_1024", "mnist_sized"]:
@@ -177,7 +182,7 @@ def main():
             f"gradient {median_seconds(gradient, 21) * 1e3:.2f} ms (medians)"
         )
         if nodec is not None:
-            interleaved(model, nodec, e["nodec_loss"], solve, gradient)
+            interleaved(model, nodec, e["nodec_loss"], solve, gradient, rounds)
 
 
 if __name__ == "__main__":
