@@ -195,26 +195,31 @@ fn nan_unless_finite(x: f64) -> f64 {
     x - x
 }
 
-/// `acc = Σ_j coef[j] · k[j]` elementwise, `j` ascending from `0.0`: the same order, so the
-/// same bits, whichever loop is outer. A block runs `j` outer (straight loops over the lanes);
-/// one sample (`ONE`, a handful of components) keeps each sum in a register.
-fn combine<const ONE: bool>(acc: &mut [f64], coef: &[f64], k: &[Vec<f64>]) {
-    let n = acc.len();
-    if ONE {
-        let k = &k[..coef.len()];
-        for (m, a) in acc.iter_mut().enumerate() {
-            let mut sum = 0.0;
-            for (&c, kj) in coef.iter().zip(k) {
-                sum += c * kj[m];
-            }
-            *a = sum;
+/// `acc = Σ_j coef[j] · k[j]` elementwise, `j` ascending from `0.0`, in straight zipped loops
+/// (no index into a stage or a lane, so no bounds checks: on a Lorenz-size block these loops
+/// are most of a step).
+fn combine(acc: &mut [f64], coef: &[f64], k: &[Vec<f64>]) {
+    acc.fill(0.0);
+    for (&c, kj) in coef.iter().zip(k) {
+        for (a, &v) in acc.iter_mut().zip(kj) {
+            *a += c * v;
+        }
+    }
+}
+
+/// A stage's state `out = y + h ⊙ Σ_j coef[j] · k[j]`, lane `s` with its own step `h[s]`
+/// (the sum as [`combine`] forms it, so the same bits).
+fn stage_into(out: &mut [f64], y: &[f64], h: &[f64], coef: &[f64], k: &[Vec<f64>]) {
+    combine(out, coef, k);
+    if let [h] = h {
+        for (a, &v) in out.iter_mut().zip(y) {
+            *a = v + h * *a;
         }
         return;
     }
-    acc.fill(0.0);
-    for (&c, kj) in coef.iter().zip(k) {
-        for (a, &v) in acc.iter_mut().zip(&kj[..n]) {
-            *a += c * v;
+    for (row, y_row) in out.chunks_exact_mut(h.len()).zip(y.chunks_exact(h.len())) {
+        for ((a, &v), &hs) in row.iter_mut().zip(y_row).zip(h) {
+            *a = v + hs * *a;
         }
     }
 }
@@ -420,16 +425,7 @@ fn solve_lanes<S: System, const ONE: bool>(
 
         // Stages 2..s; the last one is evaluated at y_new (FSAL).
         for i in 1..ns {
-            combine::<ONE>(&mut acc, tab.a[i], &k);
-            for ((row, y_row), acc_row) in stage
-                .chunks_exact_mut(width)
-                .zip(y.chunks_exact(width))
-                .zip(acc.chunks_exact(width))
-            {
-                for s in 0..width {
-                    row[s] = y_row[s] + st.hs[s] * acc_row[s];
-                }
-            }
+            stage_into(&mut stage, &y, &st.hs, tab.a[i], &k);
             let c = tab.c[i];
             for s in 0..width {
                 let (t, hs) = (st.t[s], st.hs[s]);
@@ -456,7 +452,7 @@ fn solve_lanes<S: System, const ONE: bool>(
         stats.rhs_evals += (ns as u64 - 1) * n_active;
 
         // Error norms of every lane: Hairer's mixed norm, and whether y_new is finite.
-        combine::<ONE>(&mut acc, tab.e, &k);
+        combine(&mut acc, tab.e, &k);
         err_sq.fill(0.0);
         poison.fill(0.0);
         for i in 0..dim {
