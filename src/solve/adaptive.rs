@@ -221,11 +221,7 @@ fn combine(acc: &mut [f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     let n = acc.len();
     if !kt.is_empty() {
         for (a, row) in acc.iter_mut().zip(kt) {
-            let mut sum = 0.0;
-            for (&c, &v) in coef.iter().zip(row) {
-                sum += c * v;
-            }
-            *a = sum;
+            *a = dot(coef, row);
         }
         return;
     }
@@ -240,9 +236,26 @@ fn combine(acc: &mut [f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     }
 }
 
+/// `Σ_j coef[j] · row[j]` from `0.0`, `j` ascending.
+#[inline(always)]
+fn dot(coef: &[f64], row: &[f64; MAX_STAGES]) -> f64 {
+    let mut sum = 0.0;
+    for (&c, &v) in coef.iter().zip(row) {
+        sum += c * v;
+    }
+    sum
+}
+
 /// A stage's state `out = y + h ⊙ Σ_j coef[j] · k_j`, lane `s` with its own step `h[s]`
 /// (the sum as [`combine`] forms it).
-fn stage_into(out: &mut [f64], y: &[f64], h: &[f64], coef: &[f64], (k, kt): (&[f64], &Transposed)) {
+fn stage_into(out: &mut [f64], y: &[f64], h: &[f64], coef: &[f64], k: &[f64], kt: &Transposed) {
+    if let ([h], false) = (h, kt.is_empty()) {
+        // One sample of a small system: each component's sum and step in a register.
+        for ((a, row), &v) in out.iter_mut().zip(kt).zip(y) {
+            *a = v + h * dot(coef, row);
+        }
+        return;
+    }
     combine(out, coef, k, kt);
     if let [h] = h {
         for (a, &v) in out.iter_mut().zip(y) {
@@ -467,7 +480,7 @@ fn solve_lanes<S: System, const ONE: bool>(
         // Stages 2..s; the last one is evaluated at y_new (FSAL).
         transpose_stage(&mut kt, 0, &k[..len]);
         for i in 1..ns {
-            stage_into(&mut stage, &y, &st.hs, tab.a[i], (&k, &kt));
+            stage_into(&mut stage, &y, &st.hs, tab.a[i], &k, &kt);
             let c = tab.c[i];
             for s in 0..width {
                 let (t, hs) = (st.t[s], st.hs[s]);
