@@ -20,7 +20,10 @@
 //! step's controller). This rounds the factor differently from `pow`, so step sizes can differ
 //! from Hairer's in the last bits, but not step counts: P1 Lorenz keeps its 832 accepted and 2
 //! rejected steps (`benches/small_solves.md`). Dense output is evaluated only for a save time
-//! inside the step, and a single sample runs its own monomorphization (`ONE`).
+//! inside the step, and a single sample runs its own monomorphization (`ONE`). The stages are
+//! one buffer, and a small block (at most [`SMALL`] values: a Lorenz-size sample) keeps them
+//! also transposed, so that each component's stage sum is one short unrolled loop in a
+//! register, with no bounds checks.
 
 #![expect(
     clippy::needless_range_loop,
@@ -248,6 +251,7 @@ fn dot(coef: &[f64], row: &[f64; MAX_STAGES]) -> f64 {
 
 /// A stage's state `out = y + h ⊙ Σ_j coef[j] · k_j`, lane `s` with its own step `h[s]`
 /// (the sum as [`combine`] forms it).
+#[inline(always)]
 fn stage_into(out: &mut [f64], y: &[f64], h: &[f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     if let ([h], false) = (h, kt.is_empty()) {
         // One sample of a small system: each component's sum and step in a register.
