@@ -2,8 +2,8 @@
 # Small adaptive solves as users run them, beside the hand-written DOPRI5 (results and how to
 # read them: benches/small_solves.md).
 #   1. callgrind instruction counts of one P1 Lorenz solve: hand-written (`hand_dopri5 once`,
-#      the `p1` function) and nodec in process (`small_solves once`, `adaptive::solve` minus the
-#      one-time Cranelift code generation of the field), and the whole `nodec run` process;
+#      the `dopri5` function) and nodec in process (`small_solves once`, a solve after the
+#      warm-up, the field's native code ready), and the whole `nodec run` process;
 #   2. wall times from pinned (taskset -c CPU), interleaved pairs: hand P1 median vs nodec's
 #      in-process median, and the CLI end to end (`nodec run models/lorenz.node`, process start
 #      to exit, and `solve_seconds` of P1 from `--format json`);
@@ -31,13 +31,13 @@ P1=benches/data/p1/lorenz.node
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 if command -v valgrind > /dev/null; then
     irefs() { valgrind --tool=callgrind --callgrind-out-file="$scratch/cg" "$@" > /dev/null 2> "$scratch/log"; }
-    inclusive() { callgrind_annotate --inclusive=yes "$scratch/cg" 2> /dev/null | grep -m1 "$1" | awk '{gsub(",","",$1); print $1}'; }
-    irefs --toggle-collect='*hand_dopri5::p1*' "$HAND" once
+    # awk reads all of the report: `grep -m1` stopping early killed the script by SIGPIPE.
+    inclusive() { callgrind_annotate --inclusive=yes "$scratch/cg" 2> /dev/null | awk -v pat="$1" 'index($0, pat) && !done {gsub(",","",$1); print $1; done=1}'; }
+    irefs --toggle-collect='hand_dopri5::dopri5*' "$HAND" once
     hand_ir=$(inclusive 'PROGRAM TOTALS')
-    # `once` solves twice (the warm-up compiles the field): both are collected, so the
-    # one-time code generation is taken out and the rest halved.
-    irefs --toggle-collect='*adaptive::solve*' "$SMALL" once
-    nodec_ir=$(( ($(inclusive 'PROGRAM TOTALS') - $(inclusive 'native::compile \[')) / 2 ))
+    # `once` solves after a warm-up whose field code generation it awaits: the steady state.
+    irefs --toggle-collect='*small_solves::measured*' "$SMALL" once
+    nodec_ir=$(inclusive 'PROGRAM TOTALS')
     irefs "$NODEC" run "$P1" --format json
     cli_ir=$(inclusive 'PROGRAM TOTALS')
     irefs "$NODEC" run models/lorenz.node
@@ -61,7 +61,7 @@ done
 hand=$(median < "$scratch/hand"); nodec=$(median < "$scratch/nodec")
 echo "wall (taskset -c $cpu, $pairs interleaved pairs, medians):"
 echo "  P1 hand $hand s, nodec in process $nodec s, ratio $(awk -v a="$nodec" -v b="$hand" 'BEGIN{printf "%.2f", a/b}')"
-echo "  P1 CLI solve_seconds (includes the field's code generation) $(median < "$scratch/cli") s"
+echo "  P1 CLI solve_seconds (interpreted until the field's code is ready) $(median < "$scratch/cli") s"
 echo "  nodec run models/lorenz.node end to end $(median < "$scratch/e2e") s"
 
 : > "$scratch/eh"; : > "$scratch/en"

@@ -264,6 +264,8 @@ struct UniformCache<R> {
     u: Vec<R>,
     /// Whether the workspace's buffers have been grown for this kernel (`Workspace::fit`).
     fitted: bool,
+    /// The kernel's native code, once [`Program::rhs`] has found it ready (its fast path).
+    native: Option<tape::native::Native>,
 }
 
 impl<R: Real> Workspace<R> {
@@ -715,6 +717,17 @@ impl Program {
         self
     }
 
+    /// Waits until the native code of every kernel that has run is compiled (code generation
+    /// runs on a thread of its own from a kernel's first run): for measurements of the steady
+    /// state. Results do not depend on it.
+    pub fn await_native(&self) {
+        for k in &self.kernels {
+            if let Kernel::Tape(k) = k {
+                k.native.await_compiled();
+            }
+        }
+    }
+
     /// Whether kernel `k` runs as native code.
     #[cfg(test)]
     fn is_native(&self, k: K) -> bool {
@@ -1053,7 +1066,73 @@ impl Program {
     }
 
     /// `dy = f(t, y)` for a block: `t[s]` per sample, `y` and `dy` of length `dim * width`.
+    #[inline]
     pub fn rhs<R: Real>(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[R],
+        dy: &mut [R],
+        ws: &mut Workspace<R>,
+    ) {
+        if !self.rhs_native(params, t, y, dy, ws) {
+            self.rhs_general(params, t, y, dy, ws);
+        }
+    }
+
+    /// [`Program::rhs`] straight into the field's native code once it is ready and the
+    /// uniforms are current; false (nothing written) otherwise. A small field's code costs less
+    /// than [`Program::run`]'s set-up (Lorenz: 66 instructions, against ~160 of set-up), and
+    /// small adaptive solves make thousands of these calls.
+    #[inline(always)]
+    fn rhs_native<R: Real>(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[R],
+        dy: &mut [R],
+        ws: &mut Workspace<R>,
+    ) -> bool {
+        let (k, width, enabled) = (K::Rhs as usize, ws.width, ws.native);
+        let Some(cache) = ws.caches.get_mut(k) else {
+            return false;
+        };
+        // The key `Program::run` gives uniforms constant in time.
+        if !(enabled && cache.key == Some((params.generation(), 0)) && t.len() == width) {
+            return false;
+        }
+        if cache.native.is_none() && !self.resolve_native(k, cache) {
+            return false;
+        }
+        match (
+            cache.native.as_ref(),
+            R::as_f64(&cache.u),
+            R::as_f64(y),
+            R::as_f64_mut(dy),
+            R::as_f64_mut(&mut ws.regs),
+        ) {
+            (Some(native), Some(u), Some(y), Some(out), Some(regs)) => {
+                native.run_state(u, regs, y, t, out, width)
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps kernel `k`'s native code in `cache` if [`Program::run`] would run it with the
+    /// uniforms of `cache`: ready, and parameters constant in time.
+    #[cold]
+    #[inline(never)]
+    fn resolve_native<R: Real>(&self, k: usize, cache: &mut UniformCache<R>) -> bool {
+        let kernel = &self.kernels[k];
+        if self.time_varying || kernel.reads_tangent() || !cache.fitted {
+            return false;
+        }
+        cache.native = kernel.native().cloned();
+        cache.native.is_some()
+    }
+
+    #[inline(never)]
+    fn rhs_general<R: Real>(
         &self,
         params: &Params,
         t: &[f64],

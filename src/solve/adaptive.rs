@@ -20,7 +20,10 @@
 //! step's controller). This rounds the factor differently from `pow`, so step sizes can differ
 //! from Hairer's in the last bits, but not step counts: P1 Lorenz keeps its 832 accepted and 2
 //! rejected steps (`benches/small_solves.md`). Dense output is evaluated only for a save time
-//! inside the step, and a single sample runs its own monomorphization (`ONE`).
+//! inside the step, and a single sample runs its own monomorphization (`ONE`). The stages are
+//! one buffer, and a small block (at most [`SMALL`] values: a Lorenz-size sample) keeps them
+//! also transposed, so that each component's stage sum is one short unrolled loop in a
+//! register, with no bounds checks.
 
 #![expect(
     clippy::needless_range_loop,
@@ -195,28 +198,85 @@ fn nan_unless_finite(x: f64) -> f64 {
     x - x
 }
 
-/// `acc = Σ_j coef[j] · k[j]` elementwise, `j` ascending from `0.0`: the same order, so the
-/// same bits, whichever loop is outer. A block runs `j` outer (straight loops over the lanes);
-/// one sample (`ONE`, a handful of components) keeps each sum in a register.
-fn combine<const ONE: bool>(acc: &mut [f64], coef: &[f64], k: &[Vec<f64>]) {
+/// Most stages a pair has (DOPRI5 and Tsit5: 7).
+const MAX_STAGES: usize = 8;
+
+/// Blocks of at most this many values (a small system, one sample) keep their stages also
+/// transposed, so that each sum of [`combine`] is one short loop in a register.
+const SMALL: usize = 8;
+
+/// The stages of a small block transposed, `kt[m][j] = k_j[m]`; empty for larger blocks.
+type Transposed = Vec<[f64; MAX_STAGES]>;
+
+/// Copies stage `j` (`kj`) into the transposed stages, if the block keeps them.
+fn transpose_stage(kt: &mut Transposed, j: usize, kj: &[f64]) {
+    for (row, &v) in kt.iter_mut().zip(kj) {
+        row[j] = v;
+    }
+}
+
+/// `acc = Σ_j coef[j] · k_j` elementwise, `j` ascending from `0.0` (the same order, so the
+/// same bits, whichever loop is outer); `k` holds the stages `k_j` one after another, each of
+/// `acc.len()` values, and `kt` the same transposed for a small block. The loops index no
+/// stage and no lane, so nothing is bounds-checked: on a Lorenz-size system these sums are
+/// most of a step.
+fn combine(acc: &mut [f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     let n = acc.len();
-    if ONE {
-        let k = &k[..coef.len()];
-        for (m, a) in acc.iter_mut().enumerate() {
-            let mut sum = 0.0;
-            for (&c, kj) in coef.iter().zip(k) {
-                sum += c * kj[m];
-            }
-            *a = sum;
+    if !kt.is_empty() {
+        for (a, row) in acc.iter_mut().zip(kt) {
+            *a = dot(coef, row);
         }
         return;
     }
+    if n == 0 {
+        return;
+    }
     acc.fill(0.0);
-    for (&c, kj) in coef.iter().zip(k) {
-        for (a, &v) in acc.iter_mut().zip(&kj[..n]) {
+    for (kj, &c) in k.chunks_exact(n).zip(coef) {
+        for (a, &v) in acc.iter_mut().zip(kj) {
             *a += c * v;
         }
     }
+}
+
+/// `Σ_j coef[j] · row[j]` from `0.0`, `j` ascending.
+#[inline(always)]
+fn dot(coef: &[f64], row: &[f64; MAX_STAGES]) -> f64 {
+    let mut sum = 0.0;
+    for (&c, &v) in coef.iter().zip(row) {
+        sum += c * v;
+    }
+    sum
+}
+
+/// A stage's state `out = y + h ⊙ Σ_j coef[j] · k_j`, lane `s` with its own step `h[s]`
+/// (the sum as [`combine`] forms it).
+#[inline(always)]
+fn stage_into(out: &mut [f64], y: &[f64], h: &[f64], coef: &[f64], k: &[f64], kt: &Transposed) {
+    if let ([h], false) = (h, kt.is_empty()) {
+        // One sample of a small system: each component's sum and step in a register.
+        for ((a, row), &v) in out.iter_mut().zip(kt).zip(y) {
+            *a = v + h * dot(coef, row);
+        }
+        return;
+    }
+    combine(out, coef, k, kt);
+    if let [h] = h {
+        for (a, &v) in out.iter_mut().zip(y) {
+            *a = v + h * *a;
+        }
+        return;
+    }
+    for (row, y_row) in out.chunks_exact_mut(h.len()).zip(y.chunks_exact(h.len())) {
+        for ((a, &v), &hs) in row.iter_mut().zip(y_row).zip(h) {
+            *a = v + hs * *a;
+        }
+    }
+}
+
+/// The stages of `k` (one after another, `len` values each) as slices, for [`dense`].
+fn stages(k: &[f64], len: usize) -> [&[f64]; MAX_STAGES] {
+    std::array::from_fn(|j| k.get(j * len..(j + 1) * len).unwrap_or(&[]))
 }
 
 /// Integrates one block of `width` samples (`y0` component-major).
@@ -280,7 +340,10 @@ fn solve_lanes<S: System, const ONE: bool>(
     let mut ynew = vec![0.0; len];
     let mut stage = vec![0.0; len];
     let mut acc = vec![0.0; len];
-    let mut k = vec![vec![0.0; len]; ns];
+    // The stages k_0..k_{s−1}, one after another.
+    let mut k = vec![0.0; ns * len];
+    let mut kt: Transposed = vec![[0.0; MAX_STAGES]; if len <= SMALL { len } else { 0 }];
+    debug_assert!(ns <= MAX_STAGES);
     let mut tstage = vec![tl.t0; width];
     // The evaluation time of every stage of the current step, `[stage][lane]` (for recorders).
     let mut times = vec![tl.t0; ns * width];
@@ -305,11 +368,11 @@ fn solve_lanes<S: System, const ONE: bool>(
     }
 
     // f(t0, y0) and the save times at t0.
-    sys.rhs(&tstage, &y, &mut k[0], &mut ws);
+    sys.rhs(&tstage, &y, &mut k[..len], &mut ws);
     stats.rhs_evals += width as u64;
     for s in 0..width {
         if let Some(i) =
-            (0..dim).find(|&i| !y[i * width + s].is_finite() || !k[0][i * width + s].is_finite())
+            (0..dim).find(|&i| !y[i * width + s].is_finite() || !k[i * width + s].is_finite())
         {
             let e = SolveError::NonFinite {
                 t: tl.t0,
@@ -329,23 +392,23 @@ fn solve_lanes<S: System, const ONE: bool>(
     let mut guess = vec![(0.0, 0.0); width];
     for s in 0..width {
         let first_landing = (tl.landings[0].t - tl.t0).abs();
-        guess[s] = hinit_guess(&y, &k[0], width, s, rtol, atol, hmax.min(first_landing));
+        guess[s] = hinit_guess(&y, &k[..len], width, s, rtol, atol, hmax.min(first_landing));
         let h0 = dir * guess[s].0;
         tstage[s] = tl.stage_time(tl.t0 + h0, tl.t0 + 0.5 * h0, h0);
         for i in 0..dim {
             let m = i * width + s;
-            stage[m] = y[m] + h0 * k[0][m];
+            stage[m] = y[m] + h0 * k[m];
         }
     }
-    sys.rhs(&tstage, &stage, &mut k[1], &mut ws);
+    sys.rhs(&tstage, &stage, &mut k[len..2 * len], &mut ws);
     for s in 0..width {
         if st.active[s] {
             stats.rhs_evals += 1;
             st.h[s] = dir
                 * hinit_finish(
                     &y,
-                    &k[0],
-                    &k[1],
+                    &k[..len],
+                    &k[len..2 * len],
                     width,
                     s,
                     guess[s],
@@ -372,7 +435,7 @@ fn solve_lanes<S: System, const ONE: bool>(
                 st.needs_k1[s] = false;
                 times[s] = tstage[s];
                 for i in 0..dim {
-                    k[0][i * width + s] = stage[i * width + s];
+                    k[i * width + s] = stage[i * width + s];
                 }
                 if let Some(i) = (0..dim).find(|&i| !stage[i * width + s].is_finite()) {
                     let e = SolveError::NonFinite {
@@ -419,17 +482,9 @@ fn solve_lanes<S: System, const ONE: bool>(
         }
 
         // Stages 2..s; the last one is evaluated at y_new (FSAL).
+        transpose_stage(&mut kt, 0, &k[..len]);
         for i in 1..ns {
-            combine::<ONE>(&mut acc, tab.a[i], &k);
-            for ((row, y_row), acc_row) in stage
-                .chunks_exact_mut(width)
-                .zip(y.chunks_exact(width))
-                .zip(acc.chunks_exact(width))
-            {
-                for s in 0..width {
-                    row[s] = y_row[s] + st.hs[s] * acc_row[s];
-                }
-            }
+            stage_into(&mut stage, &y, &st.hs, tab.a[i], &k, &kt);
             let c = tab.c[i];
             for s in 0..width {
                 let (t, hs) = (st.t[s], st.hs[s]);
@@ -451,12 +506,14 @@ fn solve_lanes<S: System, const ONE: bool>(
                 times[i * width..(i + 1) * width].copy_from_slice(&tstage);
             }
             let at = if i == ns - 1 { &ynew } else { &stage };
-            sys.rhs(&tstage, at, &mut k[i], &mut ws);
+            let ki = &mut k[i * len..(i + 1) * len];
+            sys.rhs(&tstage, at, ki, &mut ws);
+            transpose_stage(&mut kt, i, ki);
         }
         stats.rhs_evals += (ns as u64 - 1) * n_active;
 
         // Error norms of every lane: Hairer's mixed norm, and whether y_new is finite.
-        combine::<ONE>(&mut acc, tab.e, &k);
+        combine(&mut acc, tab.e, &k, &kt);
         err_sq.fill(0.0);
         poison.fill(0.0);
         for i in 0..dim {
@@ -534,7 +591,7 @@ fn solve_lanes<S: System, const ONE: bool>(
                     events::theta_tol(t_start, hs),
                     |theta, e| {
                         for (i, v) in ev_y.iter_mut().enumerate() {
-                            *v = dense(tab, theta, hs, &y, &ynew, &k, i);
+                            *v = dense(tab, theta, hs, &y, &ynew, &stages(&k, len), i);
                         }
                         sys.event_conditions(&[t_start + theta * hs], &ev_y, &mut g_tmp, &mut ws);
                         g_tmp[e]
@@ -565,7 +622,7 @@ fn solve_lanes<S: System, const ONE: bool>(
                         *v = if theta >= 1.0 {
                             ynew[i]
                         } else {
-                            dense(tab, theta, hs, &y, &ynew, &k, i)
+                            dense(tab, theta, hs, &y, &ynew, &stages(&k, len), i)
                         };
                     }
                     while let Some(&ts) = tl.save.get(st.next_save[s]) {
@@ -577,7 +634,7 @@ fn solve_lanes<S: System, const ONE: bool>(
                         } else {
                             let th = (ts - t_start) / hs;
                             write_lane(out, st.next_save[s], s, width, dim, |m| {
-                                dense(tab, th, hs, &y, &ynew, &k, m)
+                                dense(tab, th, hs, &y, &ynew, &stages(&k, len), m)
                             });
                         }
                         st.next_save[s] += 1;
@@ -628,11 +685,11 @@ fn solve_lanes<S: System, const ONE: bool>(
                     // Restart with a fresh step (Hairer's HINIT at the new state), so that
                     // the first step cannot leap over a return of the condition to zero.
                     let tf = tl.start_time(te);
-                    sys.rhs(&[tf], &y, &mut k[0], &mut ws);
+                    sys.rhs(&[tf], &y, &mut k[..len], &mut ws);
                     stats.rhs_evals += 1;
                     times[s] = tf;
                     st.needs_k1[s] = false;
-                    if let Some(i) = (0..dim).find(|&i| !k[0][i].is_finite()) {
+                    if let Some(i) = (0..dim).find(|&i| !k[i].is_finite()) {
                         let e = SolveError::NonFinite {
                             t: te,
                             sample: s,
@@ -642,19 +699,20 @@ fn solve_lanes<S: System, const ONE: bool>(
                         continue;
                     }
                     let remaining = (tl.landings[st.landing[s]].t - te).abs();
-                    let guess = hinit_guess(&y, &k[0], width, s, rtol, atol, hmax.min(remaining));
+                    let guess =
+                        hinit_guess(&y, &k[..len], width, s, rtol, atol, hmax.min(remaining));
                     let h0 = dir * guess.0;
                     for i in 0..dim {
-                        stage[i] = y[i] + h0 * k[0][i];
+                        stage[i] = y[i] + h0 * k[i];
                     }
                     let tp = tl.stage_time(te + h0, te + 0.5 * h0, h0);
-                    sys.rhs(&[tp], &stage, &mut k[1], &mut ws);
+                    sys.rhs(&[tp], &stage, &mut k[len..2 * len], &mut ws);
                     stats.rhs_evals += 1;
                     st.h[s] = dir
                         * hinit_finish(
                             &y,
-                            &k[0],
-                            &k[1],
+                            &k[..len],
+                            &k[len..2 * len],
                             width,
                             s,
                             guess,
@@ -677,8 +735,9 @@ fn solve_lanes<S: System, const ONE: bool>(
                     write_lane(out, st.next_save[s], s, width, dim, |m| ynew[m]);
                 } else {
                     let theta = (ts - st.t[s]) / hs;
+                    let ks = stages(&k, len);
                     write_lane(out, st.next_save[s], s, width, dim, |m| {
-                        dense(tab, theta, hs, &y, &ynew, &k, m)
+                        dense(tab, theta, hs, &y, &ynew, &ks, m)
                     });
                 }
                 st.next_save[s] += 1;
@@ -701,8 +760,8 @@ fn solve_lanes<S: System, const ONE: bool>(
             for i in 0..dim {
                 let m = i * width + s;
                 y[m] = ynew[m];
-                k[0][m] = k[ns - 1][m];
-                if non_finite.is_none() && !k[0][m].is_finite() {
+                k[m] = k[(ns - 1) * len + m];
+                if non_finite.is_none() && !k[m].is_finite() {
                     non_finite = Some(i);
                 }
             }
@@ -774,9 +833,10 @@ pub(crate) fn dense(
     h: f64,
     y: &[f64],
     ynew: &[f64],
-    k: &[Vec<f64>],
+    k: &[impl AsRef<[f64]>],
     m: usize,
 ) -> f64 {
+    let k = |j: usize| k[j].as_ref();
     let (y0, y1) = (y[m], ynew[m]);
     let last = tab.c.len() - 1;
     match tab.dense {
@@ -786,17 +846,17 @@ pub(crate) fn dense(
             let h10 = theta * t1 * t1;
             let h01 = theta * theta * (3.0 - 2.0 * theta);
             let h11 = theta * theta * (theta - 1.0);
-            h00 * y0 + h10 * h * k[0][m] + h01 * y1 + h11 * h * k[last][m]
+            h00 * y0 + h10 * h * k(0)[m] + h01 * y1 + h11 * h * k(last)[m]
         }
         Dense::Dopri5 => {
             // Hairer's CONTD5: y0 + θ(Δ + (1−θ)(B + θ(C + (1−θ) D))).
             let ydiff = y1 - y0;
-            let bspl = h * k[0][m] - ydiff;
-            let c4 = ydiff - h * k[last][m] - bspl;
+            let bspl = h * k(0)[m] - ydiff;
+            let c4 = ydiff - h * k(last)[m] - bspl;
             let c5 = h * DOPRI5_DENSE
                 .iter()
                 .enumerate()
-                .map(|(j, &d)| d * k[j][m])
+                .map(|(j, &d)| d * k(j)[m])
                 .sum::<f64>();
             let t1 = 1.0 - theta;
             y0 + theta * (ydiff + t1 * (bspl + theta * (c4 + t1 * c5)))
@@ -805,7 +865,7 @@ pub(crate) fn dense(
             let mut acc = 0.0;
             for (j, r) in TSIT5_INTERP.iter().enumerate() {
                 let b = theta * (r[0] + theta * (r[1] + theta * (r[2] + theta * r[3])));
-                acc += b * k[j][m];
+                acc += b * k(j)[m];
             }
             y0 + h * acc
         }

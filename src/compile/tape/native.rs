@@ -19,8 +19,9 @@
 //! Safety: this is nodec's only `unsafe` code, and the argument is local.
 //! - The generated function reads `rows[b] * width` values from bank `b`, writes
 //!   `out_rows * width` values of `out` and `spill_rows * width` of `regs`, and reads
-//!   `n_uniform` uniforms, at lanes `lo..hi`; `Native::run` checks every one of these lengths
-//!   and `lo <= hi <= width` before the call, and declines (the interpreter runs) otherwise.
+//!   `n_uniform` uniforms, at lanes `lo..hi`; `Native::call` and `Native::run_state` check
+//!   every one of these lengths and `lo <= hi <= width` before the call, and decline (the
+//!   interpreter runs) otherwise.
 //! - The code lives as long as any `Native` holding its `Arc<Code>`; its memory is freed only
 //!   when the last one is dropped, and no pointer into it escapes a `Native`.
 
@@ -41,7 +42,9 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
-use super::{Bin, Dst, Instr, Kernel, Kind, Lanes, Opd, Shape, Src, UInstr, ULeaf, BANKS, REG};
+use super::{
+    Bin, Dst, Instr, Kernel, Kind, Lanes, Opd, Shape, Src, UInstr, ULeaf, BANKS, REG, STATE, TIME,
+};
 use crate::ir::Func;
 
 /// `f(banks, u, regs, out, lo, hi, width)`: see the module docs.
@@ -77,6 +80,9 @@ pub(crate) struct Native {
     /// machine registers); the first `n_reads` entries.
     reads: [(u8, u32); BANKS],
     n_reads: u8,
+    /// Rows of the state and of the time read, when these are the only banks read (a field
+    /// without inputs, labels or tangents): [`Native::run_state`] runs it.
+    state_time: Option<(u32, u32)>,
     out_rows: u32,
     spill_rows: u32,
     n_uniform: u32,
@@ -131,6 +137,46 @@ impl Native {
         width: usize,
     ) -> bool {
         self.call(u, regs, bank, out, 0, width, width)
+    }
+
+    /// [`Native::run_block`] of a kernel that reads nothing but the state `y` and the times
+    /// `t` (most fields); false (nothing written) when it reads more or a buffer is short. A
+    /// Lorenz-size field costs about as much as the general path's bank lookups.
+    #[inline(always)]
+    pub(crate) fn run_state(
+        &self,
+        u: &[f64],
+        regs: &mut [f64],
+        y: &[f64],
+        t: &[f64],
+        out: &mut [f64],
+        width: usize,
+    ) -> bool {
+        let Some((state_rows, time_rows)) = self.state_time else {
+            return false;
+        };
+        let fits = |len: usize, rows: u32| len >= rows as usize * width;
+        if !(u.len() >= self.n_uniform as usize
+            && fits(out.len(), self.out_rows)
+            && fits(regs.len(), self.spill_rows)
+            && fits(y.len(), state_rows)
+            && fits(t.len(), time_rows))
+        {
+            return false;
+        }
+        let mut banks = [std::ptr::null::<f64>(); BANKS];
+        banks[STATE as usize] = y.as_ptr();
+        banks[TIME as usize] = t.as_ptr();
+        (self.entry)(
+            banks.as_ptr(),
+            u.as_ptr(),
+            regs.as_mut_ptr(),
+            out.as_mut_ptr(),
+            0,
+            width,
+            width,
+        );
+        true
     }
 
     #[inline(always)]
@@ -229,7 +275,6 @@ impl Slot {
     }
 
     /// Whether the code is compiled, once a compilation that was started has finished.
-    #[cfg(test)]
     pub(crate) fn await_compiled(&self) -> bool {
         self.started.load(Ordering::Acquire) && self.code.wait().is_some()
     }
@@ -333,10 +378,15 @@ fn compile(kernel: &Kernel) -> Option<Native> {
             n_reads += 1;
         }
     }
+    let state_time = reads[..n_reads]
+        .iter()
+        .all(|&(b, _)| b == STATE || b == TIME)
+        .then_some((needs.rows[STATE as usize], needs.rows[TIME as usize]));
     Some(Native {
         entry,
         reads,
         n_reads: n_reads as u8,
+        state_time,
         out_rows: needs.out_rows,
         spill_rows: needs.spill_rows,
         n_uniform: needs.n_uniform,
@@ -552,16 +602,25 @@ fn emit(
             |fb: &mut FunctionBuilder, i: u32| fb.ins().load(types::F64, flags, u, 8 * i as i32);
         uniforms.iter().map(|&i| (i, load(fb, i))).collect()
     };
+    let lo8 = fb.ins().ishl_imm_u(lo, 3);
+    let hi8 = fb.ins().ishl_imm_u(hi, 3);
+    let offset = fb.declare_var(ptr);
+    fb.def_var(offset, lo8);
+    // A lone sample (a small solve) goes straight to the last sample's code, without the
+    // pairs' set-up (a splat of every uniform): a fifth of a Lorenz evaluation.
+    let paired = fb.create_block();
+    let tail = fb.create_block();
+    let end = fb.ins().iadd_imm_u(lo8, 16);
+    let enough = fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, hi8);
+    fb.ins().brif(enough, paired, &[], tail, &[]);
+
+    fb.switch_to_block(paired);
     for (i, scalar) in load_uniforms(&mut fb) {
         let splat = fb.ins().splat(types::F64X2, scalar);
         e.splat.insert(i, splat);
     }
-    let lo8 = fb.ins().ishl_imm_u(lo, 3);
-    let hi8 = fb.ins().ishl_imm_u(hi, 3);
     // Rotated loops (one branch per iteration): four pairs of samples at a time while eight
     // remain, then pairs, then the last sample alone.
-    let offset = fb.declare_var(ptr);
-    fb.def_var(offset, lo8);
     for pairs in [UNROLL, 1] {
         let bytes = 16 * pairs as i64;
         let body = fb.create_block();
@@ -583,6 +642,9 @@ fn emit(
         fb.ins().brif(enough, body, &[], done, &[]);
         fb.switch_to_block(done);
     }
+    fb.ins().jump(tail, &[]);
+
+    fb.switch_to_block(tail);
     let off = fb.use_var(offset);
     let one_left = fb.ins().icmp(IntCC::UnsignedLessThan, off, hi8);
     fb.ins().brif(one_left, last, &[], exit, &[]);
