@@ -143,6 +143,13 @@ impl Kernel {
         }
     }
 
+    /// Starts generating the kernel's native code (see [`tape::native::NATIVE_AFTER`]).
+    fn start_native(&self) {
+        if let Kernel::Tape(k) = self {
+            k.start_native();
+        }
+    }
+
     /// [`Kernel::native`], compiled now if it is not ready.
     #[cfg(test)]
     fn native_now(&self) -> Option<&tape::native::Native> {
@@ -266,6 +273,23 @@ struct UniformCache<R> {
     fitted: bool,
     /// The kernel's native code, once [`Program::rhs`] has found it ready (its fast path).
     native: Option<tape::native::Native>,
+    /// Lane evaluations run through [`Program::run`] here, counted up to
+    /// [`tape::native::NATIVE_AFTER`], when the kernel's native code is started.
+    lane_runs: usize,
+}
+
+impl<R> UniformCache<R> {
+    /// Counts a run of `lanes` lane evaluations of `kernel`, starting its native code when
+    /// they reach [`tape::native::NATIVE_AFTER`].
+    #[inline(always)]
+    fn count_run(&mut self, kernel: &Kernel, lanes: usize) {
+        if self.lane_runs < tape::native::NATIVE_AFTER {
+            self.lane_runs += lanes;
+            if self.lane_runs >= tape::native::NATIVE_AFTER {
+                kernel.start_native();
+            }
+        }
+    }
 }
 
 impl<R: Real> Workspace<R> {
@@ -717,9 +741,9 @@ impl Program {
         self
     }
 
-    /// Waits until the native code of every kernel that has run is compiled (code generation
-    /// runs on a thread of its own from a kernel's first run): for measurements of the steady
-    /// state. Results do not depend on it.
+    /// Waits until the native code of every kernel whose compilation has started is compiled
+    /// (code generation runs on a thread of its own once a kernel has run
+    /// `tape::native::NATIVE_AFTER` lane evaluations): for measurements of the steady state. Results do not depend on it.
     pub fn await_native(&self) {
         for k in &self.kernels {
             if let Kernel::Tape(k) = k {
@@ -856,6 +880,9 @@ impl Program {
         let width = ws.width;
         assert_eq!(t.len(), width, "one time per sample of the block");
         ws.fit(k, kernel, self.layout.view_len);
+        if ws.native {
+            ws.caches[k].count_run(kernel, width);
+        }
         // Native code over the whole block, without the interpreter's set-up: a small kernel
         // costs about as much as that set-up (`tape::native`). It is `f64` code: other
         // precisions are interpreted.

@@ -176,11 +176,13 @@ fn the_vjp_from_saved_activations_has_the_recomputed_bits() {
     }
 }
 
-/// Native code is generated from a kernel's first run, so a command pays only for the kernels
-/// it calls: a solve compiles the field, not its derivatives. The first run itself is
-/// interpreted while the code is generated on another thread, with the same bits.
+/// Native code is generated once a kernel has run `NATIVE_AFTER` lane evaluations, so a
+/// command pays only for the kernels it calls often: a solve compiles the field, not its
+/// derivatives, and a short solve compiles nothing. The runs before the code is ready are
+/// interpreted while it is generated on another thread, with the same bits.
 #[test]
-fn native_code_is_compiled_when_a_kernel_first_runs() {
+fn native_code_is_compiled_once_a_kernel_has_run_enough() {
+    use super::tape::native::NATIVE_AFTER;
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/lorenz.node"));
     let file = SourceFile::new("lorenz.node".to_string(), text.unwrap());
     let (m, diags) = crate::check_source(&file, &Overrides::default(), "t");
@@ -190,24 +192,45 @@ fn native_code_is_compiled_when_a_kernel_first_runs() {
         super::Kernel::Tape(t) => t.native.is_compiled(),
         super::Kernel::Tensor(_) => false,
     };
-    assert!(!compiled(K::Rhs) && !compiled(K::VjpState));
-    let params = Params::from_values(vec![10.0, 28.0, 8.0 / 3.0]);
-    let mut ws = p.workspace(1);
-    let mut dy = [0.0; 3];
-    p.rhs(&params, &[0.0], &[1.0, 2.0, 3.0], &mut dy, &mut ws);
-    assert_eq!(dy, [10.0, 1.0 * (28.0 - 3.0) - 2.0, 2.0 - 8.0 / 3.0 * 3.0]);
     let awaited = |k: K| match &p.kernels[k as usize] {
         super::Kernel::Tape(t) => t.native.await_compiled(),
         super::Kernel::Tensor(_) => false,
     };
+    assert!(!compiled(K::Rhs) && !compiled(K::VjpState));
+    let params = Params::from_values(vec![10.0, 28.0, 8.0 / 3.0]);
+    let mut ws = p.workspace(1);
+    let mut dy = [0.0; 3];
+    for _ in 0..NATIVE_AFTER - 1 {
+        p.rhs(&params, &[0.0], &[1.0, 2.0, 3.0], &mut dy, &mut ws);
+    }
+    assert_eq!(dy, [10.0, 1.0 * (28.0 - 3.0) - 2.0, 2.0 - 8.0 / 3.0 * 3.0]);
     assert!(
-        awaited(K::Rhs),
-        "the field's first run started its compilation"
+        !awaited(K::Rhs),
+        "{} runs of one sample do not start the compilation",
+        NATIVE_AFTER - 1
     );
-    assert!(!compiled(K::VjpState), "the VJP never ran");
     let mut again = [0.0; 3];
     p.rhs(&params, &[0.0], &[1.0, 2.0, 3.0], &mut again, &mut ws);
+    assert!(
+        awaited(K::Rhs),
+        "run {NATIVE_AFTER} started the compilation"
+    );
+    assert!(!compiled(K::VjpState), "the VJP never ran");
+    p.rhs(&params, &[0.0], &[1.0, 2.0, 3.0], &mut again, &mut ws);
     assert_eq!(again, dy, "native code gives the interpreter's bits");
+    // A block of 32 samples reaches the threshold in NATIVE_AFTER / 32 runs.
+    let mut ws = p.workspace(32);
+    let (t, y) = ([0.0; 32], [1.0; 96]);
+    let mut out = [0.0; 96];
+    for _ in 0..NATIVE_AFTER / 32 - 1 {
+        p.jvp_state(&params, &t, &y, &y, &mut out, &mut ws);
+    }
+    assert!(!awaited(K::JvpState));
+    p.jvp_state(&params, &t, &y, &y, &mut out, &mut ws);
+    assert!(
+        awaited(K::JvpState),
+        "a block reaches the threshold in fewer runs"
+    );
 }
 
 /// Every kernel that runs as native code gives the interpreter's bits, on every model in

@@ -243,8 +243,8 @@ fn supported(k: &Kernel) -> bool {
         && k.steps.iter().all(|s| step_ok(&s.instr))
 }
 
-/// A kernel's native code, compiled in the background from the kernel's first run. A command
-/// compiles only the kernels it calls: `nodec run` of a small model calls its field and
+/// A kernel's native code, compiled in the background once the kernel has run
+/// [`NATIVE_AFTER`] lane evaluations. A command compiles only the kernels it calls often: `nodec run` of a small model calls its field and
 /// outputs, not the derivative kernels, whose compilation was half of `nodec run
 /// models/lorenz.node`. Until the code is ready the interpreter runs the kernel, with the same
 /// bits (module docs), so which calls ran natively changes no result. Compiling on the
@@ -258,7 +258,7 @@ pub(crate) struct Slot {
     spill: Vec<u32>,
     /// Shared by the clones of a program, so that one compilation serves them all.
     code: Arc<OnceLock<Option<Native>>>,
-    /// Set by the first run, which starts the compilation.
+    /// Set by the run that starts the compilation.
     started: Arc<AtomicBool>,
 }
 
@@ -281,19 +281,25 @@ impl Slot {
 }
 
 impl Kernel {
-    /// The kernel's native code if it is ready; `None` while it is being compiled and when the
-    /// kernel runs interpreted (unsupported, disabled, or code generation failed). The first
-    /// call starts the compilation on a thread of its own.
+    /// The kernel's native code if it is ready; `None` before [`Kernel::start_native`], while
+    /// it is being compiled and when the kernel runs interpreted (unsupported, disabled, or
+    /// code generation failed).
     #[inline]
     pub(crate) fn native(&self) -> Option<&Native> {
         if !self.native.enabled {
             return None;
         }
-        if let Some(code) = self.native.code.get() {
-            return code.as_ref();
+        self.native.code.get().and_then(Option::as_ref)
+    }
+
+    /// Starts compiling the kernel's native code on a thread of its own, unless it is
+    /// disabled, started already or ready. Callers start it once the kernel has run
+    /// [`NATIVE_AFTER`] lane evaluations interpreted.
+    #[inline]
+    pub(crate) fn start_native(&self) {
+        if self.native.enabled && self.native.code.get().is_none() {
+            self.start_compiling();
         }
-        self.start_compiling();
-        None
     }
 
     /// The kernel's native code, compiled now (or awaited) if it is not ready: for tests and
@@ -325,6 +331,17 @@ impl Kernel {
         }
     }
 }
+
+/// Interpreted lane evaluations of a kernel (per workspace) before its native code is
+/// generated. Code generation runs on another core but is not free to the solve: while it
+/// runs, the solving thread slows down (by ~0.6 ms on the 2-core development machine, even
+/// when the code is never used: the compiler's allocations and page mappings contend with
+/// it). Measured on `nodec run` (`solve_seconds`, medians of 9, threshold 1 / 1024 / never):
+/// Robertson `bdf` (886 field evaluations) 1.5 / 0.5 / 0.5 ms, Robertson `rodas4` (1 092, so
+/// compiled near its end) 1.45 / 1.2 / 0.57 ms, P1 Lorenz (5 006) 1.54 / 1.15 / 1.50 ms. A
+/// solve that ends sooner never pays for code generation, and a block of 32 samples reaches
+/// the threshold within 32 calls.
+pub(crate) const NATIVE_AFTER: usize = 1024;
 
 /// Marks every supported kernel of a program for native code; `spills[i]` are the registers
 /// of kernel `i` that the caller reads after a run. Nothing is compiled until a kernel runs.
