@@ -80,10 +80,11 @@ pub fn gemm<R: Real>(
     );
     // The crate packs `b` for a whole `kc × nc` panel into a buffer it allocates per call, with
     // `nc` up to all of `n` and sized from the caches: with a thread per core those buffers
-    // raised wide_4096 `grad`'s peak memory from 48 to 67 MiB at 2 threads (the same bits). Columns are therefore multiplied in panels of at most `MAX_PANEL`. The
-    // crate's inner blocking (`kc`) depends on `k` alone for products with more than 64 columns,
-    // and every panel of a split product has more than 64, so each output's chain of
-    // multiply-adds, and its bits, are those of the unsplit product.
+    // made wide_4096 `grad`'s peak memory 65 MiB at 2 threads, 46 MiB with panels. Columns are
+    // therefore multiplied in panels of at most `MAX_PANEL`. The crate's inner blocking (`kc`)
+    // depends on `k` alone for products with more than 64 columns, and every panel of a split
+    // product has more than 64, so each output's chain of multiply-adds, and its bits, are
+    // those of the unsplit product.
     let panels = n.div_ceil(MAX_PANEL);
     let mut j0 = 0;
     for p in 0..panels {
