@@ -75,9 +75,16 @@ enum K {
     EventConds,
     EventJumps,
     EventJvp,
+    /// The field followed by the running costs' sum `L`: the quadrature's right-hand side in
+    /// the same pass (scalar tape, models with running costs).
+    RhsQuad,
+    /// The VJP of `RhsQuad`'s rows (`quad_vjp_state`, `quad_vjp_param`).
+    VjpQuad,
+    /// `VjpQuad` reading the registers `RhsQuad` saved.
+    VjpQuadSaved,
 }
 
-const FIXED_KERNELS: usize = 19;
+const FIXED_KERNELS: usize = 22;
 
 /// A compiled kernel: the scalar tape, which small models run (as native code where it pays),
 /// or tensor operations, whose size follows the model's text rather than its widths.
@@ -222,6 +229,10 @@ pub struct Program {
     /// Registers of `Rhs` that `VjpSaved` reads (row `i` of its `SAVED` bank is register
     /// `saved_rows[i]`); empty when the VJP recomputes everything.
     saved_rows: Vec<u32>,
+    /// Whether `RhsQuad` and `VjpQuad` were built (see [`Program::has_fused_running_cost`]).
+    fused_running: bool,
+    /// Registers of `RhsQuad` that `VjpQuadSaved` reads, like `saved_rows`.
+    quad_saved_rows: Vec<u32>,
     /// The model's events, in declaration order (empty for most models).
     events: Vec<EventInfo>,
     /// Structural nonzeros of `∂f/∂y` per row, when the scalar IR gives them.
@@ -561,9 +572,27 @@ impl Program {
             kernels[K::EventJvp as usize] = b.kernel(&d.event_jvp, &[]);
         }
         let saved_rows = if fuse {
-            Self::vjp_reading_rhs(&mut b, &mut kernels, &d.vjp_state, &d.vjp_param)
+            Self::vjp_reading_rhs(&mut b, &mut kernels, &d.vjp_state, &d.vjp_param, false)
         } else {
             Vec::new()
+        };
+        let running = d.cost(CostKind::Running).map(|c| c.value);
+        let fused_running = fuse && running.is_some() && !d.quad_vjp_state.is_empty();
+        let quad_saved_rows = match running {
+            Some(running) if fused_running => {
+                let mut rows = rhs.clone();
+                rows.push(running);
+                kernels[K::RhsQuad as usize] = b.kernel(&rows, &[]);
+                kernels[K::VjpQuad as usize] = b.kernel(&d.quad_vjp_state, &d.quad_vjp_param);
+                Self::vjp_reading_rhs(
+                    &mut b,
+                    &mut kernels,
+                    &d.quad_vjp_state,
+                    &d.quad_vjp_param,
+                    true,
+                )
+            }
+            _ => Vec::new(),
         };
         let mut costs = Vec::new();
         for c in &d.costs {
@@ -575,7 +604,13 @@ impl Program {
             costs.push((c.kind, with_grad, with_grad + 1, c.copies));
         }
         if fuse {
-            tape::native::attach(&mut kernels, &[(K::Rhs as usize, &saved_rows)]);
+            tape::native::attach(
+                &mut kernels,
+                &[
+                    (K::Rhs as usize, &saved_rows),
+                    (K::RhsQuad as usize, &quad_saved_rows),
+                ],
+            );
         }
         let (t0, t1) = model.schedule.as_ref().map_or((0.0, 1.0), |s| (s.t0, s.t1));
         let layout = ParamLayout::new(model);
@@ -595,6 +630,8 @@ impl Program {
             has_lm_k: !lm_k.is_empty(),
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
             saved_rows,
+            fused_running,
+            quad_saved_rows,
             events: event_specs(model),
             jacobian_pattern: model.jacobian_pattern(JACOBIAN_PATTERN_WORK),
         }
@@ -663,6 +700,8 @@ impl Program {
             has_lm_k: roots.lm_k.is_some(),
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
             saved_rows,
+            fused_running: false,
+            quad_saved_rows: Vec::new(),
             events: event_specs(model),
             jacobian_pattern: None,
         }
@@ -702,13 +741,20 @@ impl Program {
     /// recomputing them, when that is clearly cheaper; returns the `Rhs` registers to save, in
     /// `SAVED` row order (empty when the VJP gains nothing). Reading a value computed by the
     /// same instructions from the same inputs gives the recomputation's bits.
+    /// With `quad`, the same for `K::VjpQuadSaved` reading `K::RhsQuad`.
     fn vjp_reading_rhs(
         b: &mut Builder,
         kernels: &mut [tape::Kernel],
         vjp_state: &[ir::ExprId],
         vjp_param: &[ir::ExprId],
+        quad: bool,
     ) -> Vec<u32> {
-        let registers = &kernels[K::Rhs as usize].registers;
+        let (rhs, vjp, saved_vjp) = if quad {
+            (K::RhsQuad, K::VjpQuad, K::VjpQuadSaved)
+        } else {
+            (K::Rhs, K::Vjp, K::VjpSaved)
+        };
+        let registers = &kernels[rhs as usize].registers;
         let all: HashMap<ir::ExprId, u32> = registers.iter().copied().collect();
         let trial = b.kernel_reading(vjp_state, vjp_param, &all);
         let used = trial.rows_read(tape::SAVED);
@@ -721,12 +767,12 @@ impl Program {
             }
         }
         let reading = b.kernel_reading(vjp_state, vjp_param, &saved);
-        let gain = kernels[K::Vjp as usize].cost() - reading.cost();
+        let gain = kernels[vjp as usize].cost() - reading.cost();
         // Saving costs a copy of each row per recorded evaluation, and memory.
         if rows.is_empty() || gain < 4 * rows.len() {
             return Vec::new();
         }
-        kernels[K::VjpSaved as usize] = reading;
+        kernels[saved_vjp as usize] = reading;
         rows
     }
 
@@ -1197,6 +1243,89 @@ impl Program {
             let row = row as usize;
             dst.copy_from_slice(&ws.regs[row * w..(row + 1) * w]);
         }
+    }
+
+    /// Whether the program evaluates the running costs with the field, in one kernel, and
+    /// pulls a cotangent back through both at once ([`Program::rhs_quad_saving`],
+    /// [`Program::vjp_quad_saved`]): scalar-tape models with running costs.
+    pub fn has_fused_running_cost(&self) -> bool {
+        self.fused_running
+    }
+
+    /// Rows per sample that [`Program::rhs_quad_saving`] saves.
+    pub fn quad_saved_len(&self) -> usize {
+        self.quad_saved_rows.len()
+    }
+
+    /// `dy = (f(t, y), L(t, y))` for a block: `dim + 1` rows, the last the running costs' sum;
+    /// with a non-empty `saved` (`quad_saved_len() * width`), also the values
+    /// [`Program::vjp_quad_saved`] at the same point reads. Only where
+    /// [`Program::has_fused_running_cost`].
+    pub fn rhs_quad_saving<R: Real>(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[R],
+        dy: &mut [R],
+        saved: &mut [R],
+        ws: &mut Workspace<R>,
+    ) {
+        assert!(self.fused_running, "rhs_quad without a fused running cost");
+        let blocks = Blocks {
+            y,
+            ..Blocks::default()
+        };
+        self.run(K::RhsQuad as usize, params, t, blocks, None, dy, None, ws);
+        let w = ws.width;
+        for (dst, &row) in saved.chunks_exact_mut(w).zip(&self.quad_saved_rows) {
+            let row = row as usize;
+            dst.copy_from_slice(&ws.regs[row * w..(row + 1) * w]);
+        }
+    }
+
+    /// The VJP of [`Program::rhs_quad_saving`]'s rows: `w` has `dim + 1` rows (the last the
+    /// quadrature's cotangent, per sample), `out` gets `dim` rows and `grad += Σ_s` of the
+    /// parameter pull-back. `saved` as [`Program::vjp_saved`]'s, or empty.
+    #[allow(clippy::too_many_arguments)]
+    pub fn vjp_quad_saved<R: Real>(
+        &self,
+        params: &Params,
+        t: &[f64],
+        y: &[R],
+        saved: &[R],
+        w: &[R],
+        out: &mut [R],
+        grad: &mut [R],
+        ws: &mut Workspace<R>,
+    ) {
+        assert!(self.fused_running, "vjp_quad without a fused running cost");
+        let reads_saved = !self.quad_saved_rows.is_empty() && !saved.is_empty();
+        let kernel = if reads_saved {
+            assert_eq!(
+                saved.len(),
+                self.quad_saved_rows.len() * ws.width,
+                "the values rhs_quad_saving saved"
+            );
+            K::VjpQuadSaved
+        } else {
+            K::VjpQuad
+        };
+        let blocks = Blocks {
+            y,
+            w,
+            saved,
+            ..Blocks::default()
+        };
+        self.run(
+            kernel as usize,
+            params,
+            t,
+            blocks,
+            None,
+            out,
+            Some(grad),
+            ws,
+        );
     }
 
     /// [`Program::vjp`] at a point whose [`Program::rhs_saving`] filled `saved`: the same

@@ -78,6 +78,8 @@ pub struct Point {
     pub param_tangents: Vec<Vec<f64>>,
     /// `cotangents[s][e]`: the weights `w` of a VJP, indexed like the states.
     pub cotangents: Vec<Vec<f64>>,
+    /// The running cost's cotangent `w_q` of an augmented VJP.
+    pub running_cotangent: Option<f64>,
 }
 
 impl Point {
@@ -100,6 +102,7 @@ impl Point {
             Var::StateTangent { state, elem } => at(&self.state_tangents, state, elem),
             Var::ParamTangent { param, elem } => at(&self.param_tangents, param, elem),
             Var::Cotangent { state, elem } => at(&self.cotangents, state, elem),
+            Var::RunningCotangent => self.running_cotangent.unwrap_or(f64::NAN),
         }
     }
 

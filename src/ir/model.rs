@@ -358,6 +358,13 @@ pub struct Derivatives {
     /// One entry per cost kind the model declares, in the order terminal, running, penalty,
     /// observed: the sum of that kind's costs and its gradients.
     pub costs: Vec<CostGradient>,
+    /// With running costs `L`: the VJP of the field augmented by their quadrature `q' = L`,
+    /// `Σ_k w_k ∂f_k/∂x_j + w_q ∂L/∂x_j` with `w_q` the [`Var::RunningCotangent`] leaf, one per
+    /// element of `x`; empty without running costs. One reverse sweep through `f` and `L`
+    /// together, so the field's pull-back is shared where `L` reads it (`sumsq(der(x))`).
+    pub quad_vjp_state: Vec<ExprId>,
+    /// The same for `θ`: `Σ_k w_k ∂f_k/∂θ_j + w_q ∂L/∂θ_j`.
+    pub quad_vjp_param: Vec<ExprId>,
 }
 
 /// The sum of one kind of cost and its gradient with respect to the states and parameters.
@@ -399,6 +406,8 @@ impl Derivatives {
             &self.lm_k_param,
             &self.msa_mixed_param,
             &self.event_jvp,
+            &self.quad_vjp_state,
+            &self.quad_vjp_param,
         ] {
             roots.extend_from_slice(list);
         }
@@ -423,6 +432,8 @@ impl Derivatives {
             &mut self.lm_k_param,
             &mut self.msa_mixed_param,
             &mut self.event_jvp,
+            &mut self.quad_vjp_state,
+            &mut self.quad_vjp_param,
         ] {
             list.iter_mut().for_each(|r| *r = f(*r));
         }

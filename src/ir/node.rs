@@ -88,6 +88,10 @@ pub enum Var {
         /// Row-major element.
         elem: u32,
     },
+    /// The cotangent of the running costs' quadrature `q' = L` (one per sample) in the
+    /// vector-Jacobian product of the field augmented by it
+    /// ([`super::Derivatives::quad_vjp_state`]); its lane follows the states' cotangents.
+    RunningCotangent,
 }
 
 /// Elementwise scalar functions.

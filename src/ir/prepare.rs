@@ -185,6 +185,15 @@ pub fn derivatives(model: &mut Model) -> Derivatives {
             });
         }
     }
+    if let Some(running) = d.cost(CostKind::Running).map(|c| c.value) {
+        let mut outputs = f.clone();
+        outputs.push(running);
+        let mut cotangents = w.clone();
+        cotangents.push(pool.var(Var::RunningCotangent));
+        let mut pulled = vjp(pool, &outputs, &cotangents, &both);
+        d.quad_vjp_param = pulled.split_off(xs.len());
+        d.quad_vjp_state = pulled;
+    }
     d
 }
 

@@ -427,6 +427,7 @@ fn var_text(model: &Model, var: Var) -> String {
         Var::Cotangent { state: s, elem } => {
             format!("cotangent {}", decl_element(state(s), s, elem))
         }
+        Var::RunningCotangent => "running_cotangent".to_string(),
     }
 }
 

@@ -132,7 +132,7 @@ fn check_var(model: &Model, var: Var) -> Result<(), String> {
     let state = |s: u32| model.states.get(s as usize).map(|d| d.shape.len());
     let param = |p: u32| model.params.get(p as usize).map(|d| d.shape.len());
     match var {
-        Var::Time => Ok(()),
+        Var::Time | Var::RunningCotangent => Ok(()),
         Var::State { state: s, elem }
         | Var::StateTangent { state: s, elem }
         | Var::Cotangent { state: s, elem } => in_range(state(s), elem, "state", s),

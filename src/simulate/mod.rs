@@ -137,6 +137,10 @@ pub struct WithQuadrature<'a> {
     program: &'a Program,
     params: &'a Params,
     running: bool,
+    /// The running costs are evaluated with the field by one kernel, and pulled back with it
+    /// by one VJP ([`Program::has_fused_running_cost`]): `L` reads `der(x)` in most models,
+    /// which separate kernels evaluate (and differentiate) a second time.
+    fused: bool,
     /// The span runs backward: the quadrature's field is `−L`.
     backward: bool,
 }
@@ -145,6 +149,8 @@ pub struct WithQuadrature<'a> {
 /// gradient and the states' Jacobian, sized once so that no step allocates.
 pub struct QuadratureWorkspace {
     inner: Workspace,
+    /// A VJP's cotangent with the quadrature's row negated (backward spans, fused kernels).
+    cotangent: Vec<f64>,
     cost: Vec<f64>,
     cost_grad: Vec<f64>,
     no_grad: Vec<f64>,
@@ -171,11 +177,13 @@ impl<'a> WithQuadrature<'a> {
     /// Wraps a model system; without running costs it adds no component.
     pub fn new(program: &'a Program, params: &'a Params, data: &'a Dataset) -> Self {
         let labels: &[f64] = data.labels.as_deref().unwrap_or(&[]);
+        let running = program.cost_kinds().contains(&CostKind::Running);
         WithQuadrature {
             inner: ModelSystem::new(program, params, &data.inputs, labels),
             program,
             params,
-            running: program.cost_kinds().contains(&CostKind::Running),
+            running,
+            fused: running && program.has_fused_running_cost(),
             backward: {
                 let (t0, t1) = program.span();
                 t1 < t0
@@ -361,6 +369,7 @@ impl System for WithQuadrature<'_> {
             lane_out: Vec::new(),
             lane_grads: Vec::new(),
             inner: self.inner.workspace(samples),
+            cotangent: Vec::new(),
             cost: vec![0.0; width],
             cost_grad: vec![0.0; (1 + dim) * width],
             no_grad: Vec::new(),
@@ -380,6 +389,13 @@ impl System for WithQuadrature<'_> {
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
         count_evaluations(t.len());
         let n = self.state_dim() * t.len();
+        if self.fused {
+            let y = &y[..n];
+            self.program
+                .rhs_quad_saving(self.params, t, y, dy, &mut [], &mut ws.inner);
+            self.orient(&mut dy[n..]);
+            return;
+        }
         self.inner.rhs(t, &y[..n], &mut dy[..n], &mut ws.inner);
         // Checked here, not only inside: most models have no running cost, and a small
         // field's evaluation costs little more than a call.
@@ -389,7 +405,11 @@ impl System for WithQuadrature<'_> {
     }
 
     fn saved_len(&self) -> usize {
-        self.inner.saved_len()
+        if self.fused {
+            self.program.quad_saved_len()
+        } else {
+            self.inner.saved_len()
+        }
     }
 
     fn rhs_saving(
@@ -402,6 +422,13 @@ impl System for WithQuadrature<'_> {
     ) {
         count_evaluations(t.len());
         let n = self.state_dim() * t.len();
+        if self.fused {
+            let y = &y[..n];
+            self.program
+                .rhs_quad_saving(self.params, t, y, dy, saved, &mut ws.inner);
+            self.orient(&mut dy[n..]);
+            return;
+        }
         // The state's registers are copied before the running cost's kernel reuses them.
         self.inner
             .rhs_saving(t, &y[..n], &mut dy[..n], saved, &mut ws.inner);
@@ -521,6 +548,29 @@ impl Sensitivity for WithQuadrature<'_> {
         ws: &mut QuadratureWorkspace,
     ) {
         let n = self.state_dim() * t.len();
+        if self.fused {
+            let width = t.len();
+            let w = if self.backward {
+                ws.cotangent.clear();
+                ws.cotangent.extend_from_slice(&w[..n + width]);
+                self.orient(&mut ws.cotangent[n..]);
+                &ws.cotangent[..]
+            } else {
+                &w[..n + width]
+            };
+            self.program.vjp_quad_saved(
+                self.params,
+                t,
+                &y[..n],
+                saved,
+                w,
+                &mut out[..n],
+                grad,
+                &mut ws.inner,
+            );
+            out[n..n + width].fill(0.0);
+            return;
+        }
         self.program.vjp_saved(
             self.params,
             t,

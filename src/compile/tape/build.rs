@@ -73,6 +73,8 @@ fn shared_product(run: &[Reduce]) -> Option<ReducePlan> {
 /// Row offsets of every declared variable in its bank, from the model.
 struct Rows {
     state: Vec<u32>,
+    /// The state's length: the row of the running cost's cotangent.
+    dim: u32,
     param: Vec<u32>,
     input: Vec<u32>,
     observed: Vec<u32>,
@@ -91,6 +93,7 @@ impl Rows {
         }
         Rows {
             state: offsets(model.states.iter().map(|s| s.shape.len())),
+            dim: model.states.iter().map(|s| s.shape.len() as u32).sum(),
             param: offsets(model.params.iter().map(|p| p.shape.len())),
             input: offsets(model.inputs.iter().map(|i| i.shape.len())),
             observed: offsets(model.observed.iter().map(|o| o.shape.len())),
@@ -227,6 +230,7 @@ impl Builder {
                 (STATE_TANGENT, self.rows.state[state as usize] + elem)
             }
             Var::Cotangent { state, elem } => (COTANGENT, self.rows.state[state as usize] + elem),
+            Var::RunningCotangent => (COTANGENT, self.rows.dim),
             Var::Input { input, elem } => (INPUT, self.rows.input[input as usize] + elem),
             Var::Label { label } => (LABEL, label),
             Var::Observed { observed, elem } => {
