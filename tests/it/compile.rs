@@ -28,6 +28,8 @@ struct Block {
     y: Vec<f64>,
     v: Vec<f64>,
     w: Vec<f64>,
+    /// The running cost quadrature's cotangent, per sample.
+    wq: Vec<f64>,
     /// Sample-major rows.
     inputs: Vec<f64>,
     labels: Vec<f64>,
@@ -64,6 +66,7 @@ fn block(model: &Model, program: &Program, width: usize, rng: &mut Lcg) -> Block
         y: rng.fill(dim * width, 0.2, 1.2),
         v: rng.fill(dim * width, -1.0, 1.0),
         w: rng.fill(dim * width, -1.0, 1.0),
+        wq: rng.fill(width, -1.0, 1.0),
         inputs: rng.fill(program.input_len() * width, -1.0, 1.0),
         labels: (0..program.label_len() * width)
             .map(|_| {
@@ -119,6 +122,7 @@ fn point(model: &Model, layout: &ParamLayout, b: &Block, s: usize) -> Point {
         state_tangents: split(&column(&b.v, b.width, s), &states),
         param_tangents: split(&tangent, &params),
         cotangents: split(&column(&b.w, b.width, s), &states),
+        running_cotangent: Some(b.wq[s]),
     }
 }
 
@@ -332,12 +336,91 @@ fn check_against_interpreter(name: &str, model: &Model, width: usize, seed: u64)
             1e-12,
         );
     }
+    if program.has_fused_running_cost() {
+        check_fused_running_cost(&what, model, &program, &b, &mut ws);
+    }
     if program.has_lm_k() {
         let t = b.t[0];
         let k = program.lm_k(p, t, &mut ws);
         let roots = [model.schedule.as_ref().unwrap().lm_k.unwrap()];
         let want = point(model, layout, &b, 0).eval(&model.pool, &roots);
         assert_close(&what("lm_k"), &[k], &want, 1e-14);
+    }
+}
+
+/// The field with its running cost in one kernel, and its VJP, against the interpreter and
+/// against the separately derived field VJP plus `w_q` times the cost's gradient (two
+/// symbolic derivations), with and without the saved activations.
+fn check_fused_running_cost(
+    what: &dyn Fn(&str) -> String,
+    model: &Model,
+    program: &Program,
+    b: &Block,
+    ws: &mut Workspace,
+) {
+    let (dim, width, p, layout) = (program.dim(), b.width, &b.params, program.layout());
+    let d = &model.derivatives;
+    let running = d.cost(CostKind::Running).expect("a running cost");
+    let mut rows = model.rhs();
+    rows.push(running.value);
+    let mut dy = vec![0.0; (dim + 1) * width];
+    let mut saved = vec![0.0; program.quad_saved_len() * width];
+    program.rhs_quad_saving(p, &b.t, &b.y, &mut dy, &mut saved, ws);
+    assert_close(
+        &what("rhs with running cost"),
+        &dy,
+        &interpreted(model, layout, b, &rows),
+        1e-14,
+    );
+    let want_state = interpreted(model, layout, b, &d.quad_vjp_state);
+    let want_param = interpreted_grad(model, layout, b, &d.quad_vjp_param);
+    // The same pull-back from the field's VJP and the cost's gradient, derived separately.
+    let field_state = interpreted(model, layout, b, &d.vjp_state);
+    let cost_state = interpreted(model, layout, b, &running.state);
+    let separate_state: Vec<f64> = (0..dim * width)
+        .map(|k| field_state[k] + b.wq[k % width] * cost_state[k])
+        .collect();
+    assert_close(
+        &what("augmented VJP = field VJP + w_q ∂L/∂x"),
+        &want_state,
+        &separate_state,
+        1e-12,
+    );
+    let mut separate_param = interpreted_grad(model, layout, b, &d.vjp_param);
+    for s in 0..width {
+        // The cost's parameter gradient at sample s, scaled by that sample's cotangent.
+        let g: Vec<f64> = point(model, layout, b, s)
+            .eval(&model.pool, &running.param)
+            .iter()
+            .map(|g| b.wq[s] * g)
+            .collect();
+        layout.scatter(&g, layout.piece(b.t[s]), &mut separate_param);
+    }
+    assert_close(
+        &what("augmented VJP (param) = field VJP + w_q ∂L/∂θ"),
+        &want_param,
+        &separate_param,
+        1e-12,
+    );
+    let mut w = b.w.clone();
+    w.extend_from_slice(&b.wq);
+    for saved in [&saved[..], &[]] {
+        let mut out = vec![f64::NAN; dim * width];
+        let mut grad = vec![0.0; layout.total];
+        program.vjp_quad_saved(p, &b.t, &b.y, saved, &w, &mut out, &mut grad, ws);
+        let how = if saved.is_empty() { "" } else { ", saved" };
+        assert_close(
+            &what(&format!("augmented VJP (state{how})")),
+            &out,
+            &want_state,
+            1e-12,
+        );
+        assert_close(
+            &what(&format!("augmented VJP (param{how})")),
+            &grad,
+            &want_param,
+            1e-12,
+        );
     }
 }
 
@@ -348,6 +431,7 @@ fn clone_block(b: &Block) -> Block {
         y: b.y.clone(),
         v: b.v.clone(),
         w: b.w.clone(),
+        wq: b.wq.clone(),
         inputs: b.inputs.clone(),
         labels: b.labels.clone(),
         observed: b.observed.clone(),
