@@ -481,6 +481,16 @@ impl<R: Real> Workspace<R> {
     }
 }
 
+/// Copies registers `rows` of the kernel `ws` last ran into `saved` (a row of the block width
+/// each).
+fn copy_saved<R: Real>(rows: &[u32], saved: &mut [R], ws: &Workspace<R>) {
+    let w = ws.width;
+    for (dst, &row) in saved.chunks_exact_mut(w).zip(rows) {
+        let row = row as usize;
+        dst.copy_from_slice(&ws.regs[row * w..(row + 1) * w]);
+    }
+}
+
 /// Sample-major rows into a component-major block of `width` samples (`dst.len() / width`
 /// components), rounded to `R`; missing samples are left as they were.
 fn to_soa<R: Real>(rows: &[f64], dst: &mut [R], width: usize) {
@@ -1238,11 +1248,7 @@ impl Program {
         ws: &mut Workspace<R>,
     ) {
         self.rhs(params, t, y, dy, ws);
-        let w = ws.width;
-        for (dst, &row) in saved.chunks_exact_mut(w).zip(&self.saved_rows) {
-            let row = row as usize;
-            dst.copy_from_slice(&ws.regs[row * w..(row + 1) * w]);
-        }
+        copy_saved(&self.saved_rows, saved, ws);
     }
 
     /// Whether the program evaluates the running costs with the field, in one kernel, and
@@ -1276,11 +1282,7 @@ impl Program {
             ..Blocks::default()
         };
         self.run(K::RhsQuad as usize, params, t, blocks, None, dy, None, ws);
-        let w = ws.width;
-        for (dst, &row) in saved.chunks_exact_mut(w).zip(&self.quad_saved_rows) {
-            let row = row as usize;
-            dst.copy_from_slice(&ws.regs[row * w..(row + 1) * w]);
-        }
+        copy_saved(&self.quad_saved_rows, saved, ws);
     }
 
     /// The VJP of [`Program::rhs_quad_saving`]'s rows: `w` has `dim + 1` rows (the last the
@@ -1299,33 +1301,8 @@ impl Program {
         ws: &mut Workspace<R>,
     ) {
         assert!(self.fused_running, "vjp_quad without a fused running cost");
-        let reads_saved = !self.quad_saved_rows.is_empty() && !saved.is_empty();
-        let kernel = if reads_saved {
-            assert_eq!(
-                saved.len(),
-                self.quad_saved_rows.len() * ws.width,
-                "the values rhs_quad_saving saved"
-            );
-            K::VjpQuadSaved
-        } else {
-            K::VjpQuad
-        };
-        let blocks = Blocks {
-            y,
-            w,
-            saved,
-            ..Blocks::default()
-        };
-        self.run(
-            kernel as usize,
-            params,
-            t,
-            blocks,
-            None,
-            out,
-            Some(grad),
-            ws,
-        );
+        let kernels = (K::VjpQuad, K::VjpQuadSaved, &self.quad_saved_rows[..]);
+        self.vjp_reading(kernels, params, t, (y, saved, w), out, grad, ws);
     }
 
     /// [`Program::vjp`] at a point whose [`Program::rhs_saving`] filled `saved`: the same
@@ -1342,16 +1319,29 @@ impl Program {
         grad: &mut [R],
         ws: &mut Workspace<R>,
     ) {
-        let reads_saved = !self.saved_rows.is_empty() && !saved.is_empty();
+        let kernels = (K::Vjp, K::VjpSaved, &self.saved_rows[..]);
+        self.vjp_reading(kernels, params, t, (y, saved, w), out, grad, ws);
+    }
+
+    /// Runs VJP kernel `plain`, or `reading` (which reads the `rows` an evaluation at the same
+    /// point saved) when `saved` holds them.
+    #[allow(clippy::too_many_arguments)]
+    fn vjp_reading<R: Real>(
+        &self,
+        (plain, reading, rows): (K, K, &[u32]),
+        params: &Params,
+        t: &[f64],
+        (y, saved, w): (&[R], &[R], &[R]),
+        out: &mut [R],
+        grad: &mut [R],
+        ws: &mut Workspace<R>,
+    ) {
+        let reads_saved = !rows.is_empty() && !saved.is_empty();
         let kernel = if reads_saved {
-            assert_eq!(
-                saved.len(),
-                self.saved_rows.len() * ws.width,
-                "the values rhs_saving saved"
-            );
-            K::VjpSaved
+            assert_eq!(saved.len(), rows.len() * ws.width, "the values saved");
+            reading
         } else {
-            K::Vjp
+            plain
         };
         let blocks = Blocks {
             y,
