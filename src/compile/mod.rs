@@ -582,27 +582,27 @@ impl Program {
             kernels[K::EventJvp as usize] = b.kernel(&d.event_jvp, &[]);
         }
         let saved_rows = if fuse {
-            Self::vjp_reading_rhs(&mut b, &mut kernels, &d.vjp_state, &d.vjp_param, false)
+            let plain = (K::Rhs, K::Vjp, K::VjpSaved);
+            Self::vjp_reading_rhs(&mut b, &mut kernels, plain, &d.vjp_state, &d.vjp_param)
         } else {
             Vec::new()
         };
-        let running = d.cost(CostKind::Running).map(|c| c.value);
-        let fused_running = fuse && running.is_some() && !d.quad_vjp_state.is_empty();
+        // `quad_vjp_*` exist exactly when the model has running costs.
+        let running = d
+            .cost(CostKind::Running)
+            .filter(|_| fuse && !d.quad_vjp_state.is_empty());
+        let fused_running = running.is_some();
         let quad_saved_rows = match running {
-            Some(running) if fused_running => {
+            Some(running) => {
                 let mut rows = rhs.clone();
-                rows.push(running);
+                rows.push(running.value);
                 kernels[K::RhsQuad as usize] = b.kernel(&rows, &[]);
                 kernels[K::VjpQuad as usize] = b.kernel(&d.quad_vjp_state, &d.quad_vjp_param);
-                Self::vjp_reading_rhs(
-                    &mut b,
-                    &mut kernels,
-                    &d.quad_vjp_state,
-                    &d.quad_vjp_param,
-                    true,
-                )
+                let quad = (K::RhsQuad, K::VjpQuad, K::VjpQuadSaved);
+                let (state, param) = (&d.quad_vjp_state, &d.quad_vjp_param);
+                Self::vjp_reading_rhs(&mut b, &mut kernels, quad, state, param)
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         let mut costs = Vec::new();
         for c in &d.costs {
@@ -751,19 +751,15 @@ impl Program {
     /// recomputing them, when that is clearly cheaper; returns the `Rhs` registers to save, in
     /// `SAVED` row order (empty when the VJP gains nothing). Reading a value computed by the
     /// same instructions from the same inputs gives the recomputation's bits.
-    /// With `quad`, the same for `K::VjpQuadSaved` reading `K::RhsQuad`.
+    /// The kernels are `(rhs, vjp, saved_vjp)`: `K::Rhs`, `K::Vjp`, `K::VjpSaved`, or the same
+    /// with the running costs fused (`K::RhsQuad`, ...).
     fn vjp_reading_rhs(
         b: &mut Builder,
         kernels: &mut [tape::Kernel],
+        (rhs, vjp, saved_vjp): (K, K, K),
         vjp_state: &[ir::ExprId],
         vjp_param: &[ir::ExprId],
-        quad: bool,
     ) -> Vec<u32> {
-        let (rhs, vjp, saved_vjp) = if quad {
-            (K::RhsQuad, K::VjpQuad, K::VjpQuadSaved)
-        } else {
-            (K::Rhs, K::Vjp, K::VjpSaved)
-        };
         let registers = &kernels[rhs as usize].registers;
         let all: HashMap<ir::ExprId, u32> = registers.iter().copied().collect();
         let trial = b.kernel_reading(vjp_state, vjp_param, &all);

@@ -177,13 +177,12 @@ impl<'a> WithQuadrature<'a> {
     /// Wraps a model system; without running costs it adds no component.
     pub fn new(program: &'a Program, params: &'a Params, data: &'a Dataset) -> Self {
         let labels: &[f64] = data.labels.as_deref().unwrap_or(&[]);
-        let running = program.cost_kinds().contains(&CostKind::Running);
         WithQuadrature {
             inner: ModelSystem::new(program, params, &data.inputs, labels),
             program,
             params,
-            running,
-            fused: running && program.has_fused_running_cost(),
+            running: program.cost_kinds().contains(&CostKind::Running),
+            fused: program.has_fused_running_cost(),
             backward: {
                 let (t0, t1) = program.span();
                 t1 < t0
@@ -283,6 +282,21 @@ impl WithQuadrature<'_> {
         let (a, b) = rows(self.inner.labels, self.program.label_len());
         w.bind_labels(&self.inner.labels[a..b]);
         w
+    }
+
+    /// `dy` with its quadrature row from the fused kernel (the `fused` case), saving for the
+    /// VJP when `saved` is not empty.
+    fn fused_rhs(
+        &self,
+        t: &[f64],
+        y: &[f64],
+        dy: &mut [f64],
+        saved: &mut [f64],
+        ws: &mut QuadratureWorkspace,
+    ) {
+        self.program
+            .rhs_quad_saving(self.params, t, y, dy, saved, &mut ws.inner);
+        self.orient(&mut dy[y.len()..]);
     }
 
     /// The quadrature component of `dy`: the running cost, when there is one.
@@ -390,10 +404,7 @@ impl System for WithQuadrature<'_> {
         count_evaluations(t.len());
         let n = self.state_dim() * t.len();
         if self.fused {
-            let y = &y[..n];
-            self.program
-                .rhs_quad_saving(self.params, t, y, dy, &mut [], &mut ws.inner);
-            self.orient(&mut dy[n..]);
+            self.fused_rhs(t, &y[..n], dy, &mut [], ws);
             return;
         }
         self.inner.rhs(t, &y[..n], &mut dy[..n], &mut ws.inner);
@@ -423,10 +434,7 @@ impl System for WithQuadrature<'_> {
         count_evaluations(t.len());
         let n = self.state_dim() * t.len();
         if self.fused {
-            let y = &y[..n];
-            self.program
-                .rhs_quad_saving(self.params, t, y, dy, saved, &mut ws.inner);
-            self.orient(&mut dy[n..]);
+            self.fused_rhs(t, &y[..n], dy, saved, ws);
             return;
         }
         // The state's registers are copied before the running cost's kernel reuses them.
