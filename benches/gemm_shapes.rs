@@ -1,7 +1,7 @@
 //! nodec's GEMMs on the wide models' exact shapes and layouts: `matrixmultiply` (through
 //! `nalgebra`, as `compile::tensor::exec::gemm` and its gradient reductions call it) against
 //! the `gemm` crate (faer's; run-time AVX2/AVX-512/FMA dispatch, `Parallelism::None`), for a
-//! block of 32 lanes (`solve::BLOCK_WIDTH`, today) and for wider blocks (64–256 lanes).
+//! block of 32 lanes (`solve::block_width` below 256 samples) and for wider blocks (64–256 lanes).
 //!
 //! Every product is timed as the work of one batch of 256 samples (`256 / lanes` calls per
 //! right-hand side or stage) over the 16 right-hand sides of RK4 × 4, in *thread CPU time*

@@ -269,7 +269,7 @@ fn native_kernels_give_the_interpreters_bits() {
                 continue;
             };
             checked += 1;
-            for width in [1, 2, 3, 8, 9, 32, 37] {
+            for width in [1, 2, 3, 8, 9, 32, 37, 64] {
                 let dim = p.dim().max(1);
                 let block = |seed| values(dim * width + 64 * width, seed);
                 let (y, v, w) = (block(3), block(4), block(5));

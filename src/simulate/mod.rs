@@ -820,7 +820,7 @@ impl Bound<'_> {
         let full = system.dim();
         // Initial states block by block, so per-sample inputs are bound as the solver binds them.
         let mut y0 = vec![0.0; n * full];
-        let width = solve::BLOCK_WIDTH;
+        let width = solve::block_width(n);
         for start in (0..n).step_by(width) {
             let end = (start + width).min(n);
             let mut ws = system.workspace(start..end);
@@ -937,7 +937,7 @@ impl Bound<'_> {
         let system = self.system();
         let n = solution.n_samples;
         let dim = program.dim();
-        let width = solve::BLOCK_WIDTH;
+        let width = solve::block_width(n);
         let stats = solution.stats;
         // Costs and metrics at the final time, block-wise over the samples.
         let kinds = program.cost_kinds();
@@ -1039,7 +1039,7 @@ impl Bound<'_> {
         let mut metrics = vec![Vec::with_capacity(n); program.metrics_len()];
         let outputs_len = program.outputs_len();
         let mut outputs = vec![0.0; n * outputs_len];
-        let width = solve::BLOCK_WIDTH;
+        let width = solve::block_width(n);
         for start in (0..n).step_by(width) {
             let end = (start + width).min(n);
             let w = end - start;

@@ -103,7 +103,7 @@ use crate::ir::{self, CostKind, GradientMethod, Method, MethodFamily, ParamTime}
 use crate::optim::Msa;
 use crate::sens::{self, GradientOptions};
 use crate::simulate::ModelSystem;
-use crate::solve::{System, BLOCK_WIDTH};
+use crate::solve::{block_width, System};
 
 /// What `msa` needs to know about a model, checked once when training starts.
 #[derive(Clone, Debug)]
@@ -361,9 +361,9 @@ impl<'a> LayerObjective<'a> {
             .iter()
             .map(|&step| {
                 let blocks = (0..n)
-                    .step_by(BLOCK_WIDTH)
+                    .step_by(block_width(n))
                     .map(|start| {
-                        let end = (start + BLOCK_WIDTH).min(n);
+                        let end = (start + block_width(n)).min(n);
                         let p1 = block(step + 1, start, end, &costates.p, dim);
                         Frozen {
                             start,

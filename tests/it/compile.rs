@@ -1,5 +1,5 @@
 //! Compiled kernels against the reference interpreter `ir::eval` on every model, at block widths
-//! 1, 5 (a remainder after chunks of four) and 32; JVP/VJP against finite differences and each
+//! 1, 5 (a remainder after chunks of four), 32 and 64 (the two block widths); JVP/VJP against finite differences and each
 //! other; the Jacobian against stacked JVPs; time-varying parameters; thread safety.
 //!
 //! Tolerances. Primal values are computed in the interpreter's order, so they differ only
@@ -445,7 +445,7 @@ fn compiled_kernels_equal_the_interpreter_on_every_model() {
     for path in node_files("models") {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let model = load_model(&name);
-        for (width, seed) in [(1, 1), (5, 2), (32, 3)] {
+        for (width, seed) in [(1, 1), (5, 2), (32, 3), (64, 4)] {
             check_against_interpreter(&name, &model, width, seed);
         }
     }

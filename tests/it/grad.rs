@@ -246,6 +246,46 @@ fn checkpointing_and_threads_do_not_change_a_bit() {
     assert_eq!(plain.to_bits(), reference.simulation.loss.to_bits());
 }
 
+/// From 256 samples a batch runs in 64-sample blocks (`solve::block_width`). The gradient of
+/// 300 samples (four wide blocks and a partial one) must be the sample-weighted mean of the
+/// gradients of its first 256 (wide blocks) and its last 44 (one narrow block): the loss is a
+/// mean over samples, so only the order of the sums differs. And it must not depend on the
+/// number of threads.
+#[test]
+fn wide_blocks_give_the_narrow_blocks_gradient_at_any_thread_count() {
+    assert_eq!(nodec::solve::block_width(255), 32);
+    assert_eq!(nodec::solve::block_width(256), 64);
+    let (l, data) = load_small("cnf_moons.node", &[], 300);
+    assert_eq!(data.n, 300);
+    let all = gradient(&l, &data, GradientMethod::Backprop);
+    let part = |range: std::ops::Range<usize>| {
+        let keep: Vec<usize> = range.collect();
+        (
+            keep.len() as f64,
+            gradient(&l, &data.select(&keep), GradientMethod::Backprop),
+        )
+    };
+    let (head, tail) = (part(0..256), part(256..300));
+    let scale = all.grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    for (k, g) in all.grad.iter().enumerate() {
+        let mean = (head.0 * head.1.grad[k] + tail.0 * tail.1.grad[k]) / 300.0;
+        assert!(
+            (g - mean).abs() <= 1e-13 * scale,
+            "entry {k}: {g} against {mean}"
+        );
+    }
+    let loss = (head.0 * head.1.simulation.loss + tail.0 * tail.1.simulation.loss) / 300.0;
+    assert!((all.simulation.loss - loss).abs() <= 1e-13 * loss.abs());
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let g = pool.install(|| gradient(&l, &data, GradientMethod::Backprop));
+        assert_eq!(g.grad, all.grad, "{threads} threads");
+    }
+}
+
 #[test]
 fn lm_with_zero_coefficients_is_the_euler_resnet() {
     let euler = with_schedule("lm_resnet.node", "schedule euler(t = [0, 1], steps = 10)");

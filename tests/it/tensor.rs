@@ -278,7 +278,7 @@ fn tensor_programs_equal_the_scalar_programs_on_every_model() {
                 "the VJP reads the saved activations"
             );
         }
-        for width in [1, 5, 32] {
+        for width in [1, 5, 32, 64] {
             let a = entry_points(&tensor, width, 5);
             let b = entry_points(&scalar, width, 5);
             for ((what, x), (_, y)) in a.iter().zip(&b) {
@@ -406,7 +406,7 @@ fn tensor_programs_match_the_reference_interpreter() {
         let layout = p.layout();
         let roots = &model.tensor_roots;
         let d = &roots.derivatives;
-        for width in [1, 5, 32] {
+        for width in [1, 5, 32, 64] {
             let mut rng = Lcg(11 + width as u64);
             let params = Params::from_values(rng.fill(layout.total, -0.5, 0.5));
             let dim = p.dim();

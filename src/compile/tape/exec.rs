@@ -352,16 +352,12 @@ impl Kernel {
     }
 }
 
-use crate::compile::lanes::{self, map, update, zip, W};
+use crate::compile::lanes::{self, at_block_width, map, update, zip};
 
 /// `d = f(d, a, b)`.
 #[inline(always)]
 fn update2<R: Real>(d: &mut [R], a: &[R], b: &[R], f: impl Fn(R, R, R) -> R) {
-    if let (Ok(d), Ok(a), Ok(b)) = (
-        <&mut [R; W]>::try_from(&mut *d),
-        <&[R; W]>::try_from(a),
-        <&[R; W]>::try_from(b),
-    ) {
+    at_block_width!(W; [mut d, ref a, ref b] {
         for k in 0..W {
             d[k] = f(d[k], a[k], b[k]);
         }
@@ -369,20 +365,20 @@ fn update2<R: Real>(d: &mut [R], a: &[R], b: &[R], f: impl Fn(R, R, R) -> R) {
         d.iter_mut()
             .zip(a.iter().zip(b))
             .for_each(|(d, (&a, &b))| *d = f(*d, a, b));
-    }
+    })
 }
 
 /// `d = f(d)`.
 #[inline(always)]
 #[expect(clippy::needless_range_loop, reason = "an indexed loop, as above")]
 fn update_uniform<R: Real>(d: &mut [R], f: impl Fn(R) -> R) {
-    if let Ok(d) = <&mut [R; W]>::try_from(&mut *d) {
+    at_block_width!(W; [mut d] {
         for k in 0..W {
             d[k] = f(d[k]);
         }
     } else {
         d.iter_mut().for_each(|d| *d = f(*d));
-    }
+    })
 }
 
 #[inline(always)]
@@ -502,7 +498,7 @@ impl<R: Real> Term<R> for ScaledProdT<'_, R> {
 /// `d = a + b`, in one pass: the bits of `lin_first(a)` then `lin_term(b)`.
 #[inline(always)]
 fn sum2<R: Real>(d: &mut [R], a: impl Term<R>, b: impl Term<R>) {
-    if let Ok(d) = <&mut [R; W]>::try_from(&mut *d) {
+    at_block_width!(_W; [mut d] {
         for (s, d) in d.iter_mut().enumerate() {
             *d = a.at(s) + b.at(s);
         }
@@ -510,7 +506,7 @@ fn sum2<R: Real>(d: &mut [R], a: impl Term<R>, b: impl Term<R>) {
         for (s, d) in d.iter_mut().enumerate() {
             *d = a.at(s) + b.at(s);
         }
-    }
+    })
 }
 
 crate::compile::isa::multiversion!(
