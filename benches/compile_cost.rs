@@ -14,7 +14,7 @@
 //! - `compile`: `Program::compile` (kernels for every entry point);
 //! - `params+data`: seeded initial parameters and the first data block;
 //! - `first rhs`: a workspace, `init` and one right-hand side on the first block of
-//!   `block_width(32)` samples (this builds the kernels' uniform caches, so it is dearer than the
+//!   `NARROW_BLOCK` samples (this builds the kernels' uniform caches, so it is dearer than the
 //!   second call, also shown);
 //! - `first vjp`: one vector-Jacobian product (state and parameter pull-back) on that block;
 //! - `solve` and `gradient`: the first whole forward solve and backprop gradient on the data.
@@ -158,7 +158,7 @@ fn measure(path: &Path) -> Figures {
     time(&mut f.params_data, start);
     f.params = params.values().len();
 
-    let width = nodec::solve::block_width(32).min(data.n);
+    let width = nodec::solve::NARROW_BLOCK.min(data.n);
     let dim = program.dim();
     let (t0, _) = program.span();
     let t = vec![t0; width];
@@ -269,7 +269,7 @@ fn main() {
         out,
         "compile cost, milliseconds (first rhs/vjp on one block of {} samples; solve and gradient on the data; \
          to compiled = parse+check + prepare + compile)",
-        nodec::solve::block_width(32)
+        nodec::solve::NARROW_BLOCK
     );
     let _ = writeln!(
         out,

@@ -3,7 +3,7 @@
 //! hand-written Rust built on GEMMs: nodec's tensor kernels (these models are too wide for the
 //! scalar IR) next to code written for this one model.
 //!
-//! Baseline, measured in the same run: blocks of nodec's `block_width(256)` samples, component-major
+//! Baseline, measured in the same run: blocks of `NARROW_BLOCK` samples (nodec's for tensor kernels), component-major
 //! (`x[i * BLOCK + s]`, i.e. a column-major `BLOCK × D` matrix) as nodec lays them out, rayon
 //! over blocks, every layer one call of nodec's GEMM (`nodec::compile::gemm`, the `gemm`
 //! crate, as nodec's tensor kernels call it), nodec's vectorizable `tanh`, block results added
@@ -29,8 +29,8 @@ use nodec::sens::GradientOptions;
 
 mod p4;
 
-/// The block width nodec uses at the comparison's batch of 256.
-const BLOCK: usize = nodec::solve::block_width(256);
+/// The block width nodec uses for tensor kernels.
+const BLOCK: usize = nodec::solve::NARROW_BLOCK;
 const CLASSES: usize = 10;
 
 /// The terminal cost on `logits = head x(1)`.

@@ -782,6 +782,11 @@ impl Program {
         rows
     }
 
+    /// Whether the program runs tensor kernels (a wide model) rather than the scalar tape.
+    pub fn runs_tensor_kernels(&self) -> bool {
+        matches!(self.kernels[K::Rhs as usize], Kernel::Tensor(_))
+    }
+
     /// The same program with every kernel interpreted, none as native code (`tape::native`):
     /// the same bits, to measure what native code gains or to rule it out when debugging.
     pub fn interpreted(mut self) -> Program {

@@ -88,7 +88,7 @@ fn initial_tangents(
     if np == 0 {
         return Vec::new();
     }
-    let width = solve::block_width(n);
+    let width = system.block_width(n);
     let per_direction: Vec<Vec<f64>> = directions
         .par_chunks_exact(np)
         .map(|u| {

@@ -526,7 +526,7 @@ fn gradient_of(
     let mut stats = solution.stats;
 
     // Through the initial states, block by block in order (free starts: not at all).
-    let width = solve::block_width(n);
+    let width = system.block_width(n);
     let init_starts = if segment.start.is_some() { n } else { 0 };
     for start in (init_starts..n).step_by(width) {
         let end = (start + width).min(n);

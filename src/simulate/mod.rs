@@ -400,6 +400,10 @@ impl System for WithQuadrature<'_> {
         self.state_dim() + usize::from(self.running)
     }
 
+    fn block_width(&self, n_samples: usize) -> usize {
+        self.inner.block_width(n_samples)
+    }
+
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
         count_evaluations(t.len());
         let n = self.state_dim() * t.len();
@@ -820,7 +824,7 @@ impl Bound<'_> {
         let full = system.dim();
         // Initial states block by block, so per-sample inputs are bound as the solver binds them.
         let mut y0 = vec![0.0; n * full];
-        let width = solve::block_width(n);
+        let width = system.block_width(n);
         for start in (0..n).step_by(width) {
             let end = (start + width).min(n);
             let mut ws = system.workspace(start..end);
@@ -937,7 +941,7 @@ impl Bound<'_> {
         let system = self.system();
         let n = solution.n_samples;
         let dim = program.dim();
-        let width = solve::block_width(n);
+        let width = system.block_width(n);
         let stats = solution.stats;
         // Costs and metrics at the final time, block-wise over the samples.
         let kinds = program.cost_kinds();
@@ -1039,7 +1043,7 @@ impl Bound<'_> {
         let mut metrics = vec![Vec::with_capacity(n); program.metrics_len()];
         let outputs_len = program.outputs_len();
         let mut outputs = vec![0.0; n * outputs_len];
-        let width = solve::block_width(n);
+        let width = system.block_width(n);
         for start in (0..n).step_by(width) {
             let end = (start + width).min(n);
             let w = end - start;

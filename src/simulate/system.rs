@@ -119,6 +119,18 @@ impl System for ModelSystem<'_> {
         self.program.dim()
     }
 
+    /// Tensor kernels spend a block's time in GEMMs and elementwise passes over activations as
+    /// wide as the layer: 64-sample blocks measured slower on `wide_1024` and `mnist_sized`
+    /// (solve 31 → 36 ms and 17.6 → 22.5 ms at batch 256; the hand-written baseline lost as
+    /// much), so they keep 32.
+    fn block_width(&self, n_samples: usize) -> usize {
+        if self.program.runs_tensor_kernels() {
+            crate::solve::NARROW_BLOCK
+        } else {
+            crate::solve::block_width(n_samples)
+        }
+    }
+
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut Workspace) {
         self.program.rhs(self.params, t, y, dy, ws);
     }

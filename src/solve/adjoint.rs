@@ -523,6 +523,10 @@ pub(super) struct FieldWorkspace<W> {
 impl<S: Sensitivity> System for AdjointField<'_, S> {
     type Workspace = FieldWorkspace<S::Workspace>;
 
+    fn block_width(&self, n_samples: usize) -> usize {
+        self.sys.block_width(n_samples)
+    }
+
     fn workspace(&self, _samples: std::ops::Range<usize>) -> Self::Workspace {
         let full = self.sys.dim();
         FieldWorkspace {

@@ -79,14 +79,15 @@ use timeline::Timeline;
 /// A callback that sees every accepted step's end `(t, y)` of a one-sample stiff solve.
 pub(crate) type OnAccept<'a> = Option<&'a mut dyn FnMut(f64, &[f64])>;
 
-/// Samples per block for a batch of `n_samples`. The partition of a batch into blocks depends
-/// on the batch size only, never on the number of threads, which is what makes results
+/// Samples per block for a batch of `n_samples`, for a system that keeps the default
+/// [`System::block_width`]. The partition of a batch into blocks depends on the batch size
+/// and the system only, never on the number of threads, which is what makes results
 /// independent of it.
 ///
 /// A compiled kernel pays a fixed cost per instruction and block (dispatch, lane look-ups),
 /// so wider blocks cost less per sample: 64-sample blocks take `cnf_moons` (batch 256) from
-/// 1 190 M to about 830 M instructions. Below 256 samples they would leave too few blocks to
-/// share between threads (a batch of 64 would be one block), so smaller batches keep 32.
+/// 1 190 M to 827 M instructions. Below 256 samples they would leave too few blocks to share
+/// between threads (a batch of 64 would be one block), so smaller batches keep 32.
 pub const fn block_width(n_samples: usize) -> usize {
     if n_samples >= WIDE_BLOCKS_FROM {
         2 * NARROW_BLOCK
@@ -95,9 +96,10 @@ pub const fn block_width(n_samples: usize) -> usize {
     }
 }
 
-/// The block width of batches below [`WIDE_BLOCKS_FROM`] samples.
-const NARROW_BLOCK: usize = 32;
-/// The batch size from which blocks are twice as wide.
+/// The block width of batches below [`WIDE_BLOCKS_FROM`] samples, and of systems whose
+/// per-sample cost is in work that grows with the block (GEMMs) rather than in dispatch.
+pub const NARROW_BLOCK: usize = 32;
+/// The batch size from which [`block_width`] doubles.
 const WIDE_BLOCKS_FROM: usize = 256;
 
 /// An ODE right-hand side `dy/dt = f(t, y)` as the solvers see it.
@@ -116,6 +118,13 @@ pub trait System: Sync {
 
     /// Number of state components of one sample.
     fn dim(&self) -> usize;
+
+    /// Samples per block of a batch of `n_samples`: [`block_width`] unless the system knows
+    /// better. A wrapper must give its inner system's width, so that every pass over a batch
+    /// (solve, gradient, costs) cuts it the same way.
+    fn block_width(&self, n_samples: usize) -> usize {
+        block_width(n_samples)
+    }
 
     /// Writes `dy = f(t, y)` for a block: `y` and `dy` have length `dim * width`
     /// (component-major) and `t[s]` is sample `s`'s own time (adaptive methods step each sample
@@ -866,7 +875,7 @@ pub fn solve_batch<S: System>(
     let mut error: Option<SolveError> = None;
     blocks::in_order(
         n_samples,
-        block_width(n_samples),
+        system.block_width(n_samples),
         |samples| {
             let rows = &y0[samples.start * dim..samples.end * dim];
             solve_block(
@@ -1052,7 +1061,7 @@ pub fn gradient_batch_across<S: Sensitivity, O: Objective<S>>(
     // 4 MB gradients freed and allocated again block after block leave glibc's per-thread
     // arenas holding freed pieces that the resident set never gives back.
     let recycling = recycles.then_some(&spare);
-    let width = block_width(n_samples);
+    let width = system.block_width(n_samples);
     if ranks.size() == 1 {
         blocks::in_order(n_samples, width, work, |samples, r| {
             fold.add(samples, r, recycling)

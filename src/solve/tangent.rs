@@ -46,8 +46,8 @@ use std::ops::Range;
 use super::fixed::{record_non_finite, step_times, LinearSaver, Stepper};
 use super::timeline::Timeline;
 use super::{
-    block_width, blocks, renumber, solve_batch, to_soa, EventSpec, Method, Objective, OptionsError,
-    Sensitivity, Solution, SolveError, SolverOptions, Stats, System,
+    blocks, renumber, solve_batch, to_soa, EventSpec, Method, Objective, OptionsError, Sensitivity,
+    Solution, SolveError, SolverOptions, Stats, System,
 };
 
 /// Directions per fixed-step group.
@@ -214,7 +214,7 @@ fn group<S: Sensitivity, O: Objective<S>>(
     let mut grad = vec![0.0; np];
     blocks::in_order(
         n,
-        block_width(n),
+        aug.block_width(n),
         |samples| {
             let (first, w) = (samples.start, samples.len());
             let mut ws = aug.inner.workspace(samples);
@@ -328,7 +328,7 @@ fn fixed_batch<S: Sensitivity>(
     let mut error = None;
     blocks::in_order(
         n,
-        block_width(n),
+        aug.block_width(n),
         |samples| {
             let soa = to_soa(
                 &y0[samples.start * dim..samples.end * dim],
@@ -481,6 +481,10 @@ impl<S: Sensitivity> Augmented<'_, S> {
 
 impl<S: Sensitivity> System for Augmented<'_, S> {
     type Workspace = AugmentedWorkspace<S::Workspace>;
+
+    fn block_width(&self, n_samples: usize) -> usize {
+        self.inner.block_width(n_samples)
+    }
 
     fn workspace(&self, samples: Range<usize>) -> Self::Workspace {
         let n = self.inner.dim() * samples.len();

@@ -103,7 +103,7 @@ use crate::ir::{self, CostKind, GradientMethod, Method, MethodFamily, ParamTime}
 use crate::optim::Msa;
 use crate::sens::{self, GradientOptions};
 use crate::simulate::ModelSystem;
-use crate::solve::{block_width, System};
+use crate::solve::System;
 
 /// What `msa` needs to know about a model, checked once when training starts.
 #[derive(Clone, Debug)]
@@ -357,13 +357,16 @@ impl<'a> LayerObjective<'a> {
             }
             out
         };
+        let labels: &[f64] = data.labels.as_deref().unwrap_or(&[]);
+        let system = ModelSystem::new(program, params, &data.inputs, labels);
+        let width = system.block_width(n);
         let steps = plan.steps[layer]
             .iter()
             .map(|&step| {
                 let blocks = (0..n)
-                    .step_by(block_width(n))
+                    .step_by(width)
                     .map(|start| {
-                        let end = (start + block_width(n)).min(n);
+                        let end = (start + width).min(n);
                         let p1 = block(step + 1, start, end, &costates.p, dim);
                         Frozen {
                             start,
@@ -379,8 +382,6 @@ impl<'a> LayerObjective<'a> {
                 (plan.times[step], blocks)
             })
             .collect::<Vec<(f64, Vec<Frozen>)>>();
-        let labels: &[f64] = data.labels.as_deref().unwrap_or(&[]);
-        let system = ModelSystem::new(program, params, &data.inputs, labels);
         let scratch = steps
             .first()
             .map(|(_, blocks)| {
