@@ -16,7 +16,8 @@
 use crate::ir::Func;
 use crate::real::Real;
 
-/// The block widths the elementwise loops are specialized for: `solve::block_width`'s two.
+/// The block widths the elementwise loops are specialized for, and so the two that
+/// `solve::block_width` chooses between (it reads them from here).
 pub(crate) const NARROW: usize = 32;
 /// See [`NARROW`].
 pub(crate) const WIDE: usize = 64;

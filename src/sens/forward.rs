@@ -13,6 +13,8 @@
 //! `t1`) plus the costs' direct parameter gradient, then averaged like the loss, with the
 //! penalty's gradient added once.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::{Gradient, GradientError, GradientOptions, ModelObjective};
@@ -88,13 +90,11 @@ fn initial_tangents(
     if np == 0 {
         return Vec::new();
     }
-    let width = system.block_width(n);
     let per_direction: Vec<Vec<f64>> = directions
         .par_chunks_exact(np)
         .map(|u| {
             let mut s0 = vec![0.0; n * full];
-            for start in (0..n).step_by(width) {
-                let end = (start + width).min(n);
+            for Range { start, end } in system.blocks(n) {
                 let w = end - start;
                 let mut ws = system.workspace(start..end);
                 let mut block = vec![0.0; dim * w];

@@ -526,10 +526,8 @@ fn gradient_of(
     let mut stats = solution.stats;
 
     // Through the initial states, block by block in order (free starts: not at all).
-    let width = system.block_width(n);
-    let init_starts = if segment.start.is_some() { n } else { 0 };
-    for start in (init_starts..n).step_by(width) {
-        let end = (start + width).min(n);
+    let free_starts = segment.start.is_some();
+    for Range { start, end } in system.blocks(n).filter(|_| !free_starts) {
         let w = end - start;
         let mut ws = system.workspace(start..end);
         let mut block = vec![0.0; dim * w];

@@ -824,9 +824,7 @@ impl Bound<'_> {
         let full = system.dim();
         // Initial states block by block, so per-sample inputs are bound as the solver binds them.
         let mut y0 = vec![0.0; n * full];
-        let width = system.block_width(n);
-        for start in (0..n).step_by(width) {
-            let end = (start + width).min(n);
+        for Range { start, end } in system.blocks(n) {
             let mut ws = system.workspace(start..end);
             let w = end - start;
             let mut block = vec![0.0; dim * w];
@@ -941,15 +939,13 @@ impl Bound<'_> {
         let system = self.system();
         let n = solution.n_samples;
         let dim = program.dim();
-        let width = system.block_width(n);
         let stats = solution.stats;
         // Costs and metrics at the final time, block-wise over the samples.
         let kinds = program.cost_kinds();
         let mut sums: Vec<f64> = vec![0.0; kinds.len()];
         let mut metric_sums = vec![0.0; program.metrics_len()];
         let t1 = schedule.t1;
-        for start in (0..n).step_by(width) {
-            let end = (start + width).min(n);
+        for Range { start, end } in system.blocks(n) {
             let w = end - start;
             let mut ws = system.workspace(start..end);
             let block = solution.final_block(start..end, dim);
@@ -1043,9 +1039,7 @@ impl Bound<'_> {
         let mut metrics = vec![Vec::with_capacity(n); program.metrics_len()];
         let outputs_len = program.outputs_len();
         let mut outputs = vec![0.0; n * outputs_len];
-        let width = system.block_width(n);
-        for start in (0..n).step_by(width) {
-            let end = (start + width).min(n);
+        for Range { start, end } in system.blocks(n) {
             let w = end - start;
             let mut ws = system.workspace(start..end);
             let block = solution.final_block(start..end, dim);

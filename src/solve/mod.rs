@@ -90,15 +90,22 @@ pub(crate) type OnAccept<'a> = Option<&'a mut dyn FnMut(f64, &[f64])>;
 /// between threads (a batch of 64 would be one block), so smaller batches keep 32.
 pub const fn block_width(n_samples: usize) -> usize {
     if n_samples >= WIDE_BLOCKS_FROM {
-        2 * NARROW_BLOCK
+        crate::compile::WIDE_LANES
     } else {
         NARROW_BLOCK
     }
 }
 
+/// The blocks of `n_samples` samples, `width` at a time (the last one shorter), in order.
+pub fn block_ranges(n_samples: usize, width: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..n_samples)
+        .step_by(width)
+        .map(move |start| start..(start + width).min(n_samples))
+}
+
 /// The block width of batches below [`WIDE_BLOCKS_FROM`] samples, and of systems whose
 /// per-sample cost is in work that grows with the block (GEMMs) rather than in dispatch.
-pub const NARROW_BLOCK: usize = 32;
+pub const NARROW_BLOCK: usize = crate::compile::NARROW_LANES;
 /// The batch size from which [`block_width`] doubles.
 const WIDE_BLOCKS_FROM: usize = 256;
 
@@ -124,6 +131,12 @@ pub trait System: Sync {
     /// (solve, gradient, costs) cuts it the same way.
     fn block_width(&self, n_samples: usize) -> usize {
         block_width(n_samples)
+    }
+
+    /// The blocks of a batch of `n_samples`, in order: the partition every pass over the
+    /// batch uses (see [`System::block_width`]).
+    fn blocks(&self, n_samples: usize) -> impl Iterator<Item = Range<usize>> {
+        block_ranges(n_samples, self.block_width(n_samples))
     }
 
     /// Writes `dy = f(t, y)` for a block: `y` and `dy` have length `dim * width`

@@ -92,6 +92,7 @@
 //!   accepted (lowest) point and the layer stops for this mini-batch.
 
 use std::convert::Infallible;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -359,14 +360,12 @@ impl<'a> LayerObjective<'a> {
         };
         let labels: &[f64] = data.labels.as_deref().unwrap_or(&[]);
         let system = ModelSystem::new(program, params, &data.inputs, labels);
-        let width = system.block_width(n);
         let steps = plan.steps[layer]
             .iter()
             .map(|&step| {
-                let blocks = (0..n)
-                    .step_by(width)
-                    .map(|start| {
-                        let end = (start + width).min(n);
+                let blocks = system
+                    .blocks(n)
+                    .map(|Range { start, end }| {
                         let p1 = block(step + 1, start, end, &costates.p, dim);
                         Frozen {
                             start,
