@@ -24,6 +24,7 @@ printing included, so the comparison leans against nodec). With 2 threads, PyTor
 includes its OpenMP threads' spin-waiting, so there the wall-time ratio is the one to quote.
 """
 
+import csv
 import json
 import os
 import resource
@@ -135,6 +136,61 @@ def interleaved(model, nodec, loss, solve, gradient, rounds=7):
         )
 
 
+def nodec_epochs(nodec, model, epochs):
+    """Seconds per warm epoch of `nodec train` on the whole batch of 256 (one gradient and one
+    Adam step an epoch, as a user trains): the model file with its `train` line set to
+    `epochs` full-batch epochs, timed by `--log`; the first epoch (cold caches, first touch
+    of the process's memory) is dropped, the median of the others returned."""
+    import re
+    import tempfile
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wide", f"{model}.node")
+    with open(path) as f:
+        text = f.read()
+    text, n = re.subn(r"(?m)^train .*$", f"train adam(lr = 0.001, epochs = {epochs}, batch = 256)", text)
+    if n != 1:
+        sys.exit(f"{model}: no single `train` line to replace")
+    with tempfile.TemporaryDirectory() as tmp:
+        node, log = os.path.join(tmp, f"{model}.node"), os.path.join(tmp, "log.csv")
+        with open(node, "w") as f:
+            f.write(text)
+        subprocess.run(
+            [nodec, "train", node, "--log", log, "--out", os.path.join(tmp, "p.json"), "--quiet"],
+            check=True,
+        )
+        with open(log) as f:
+            rows = list(csv.DictReader(f))
+    ends = [float(r["seconds"]) for r in rows]
+    per_epoch = sorted(b - a for a, b in zip(ends, ends[1:]))
+    return per_epoch[len(per_epoch) // 2]
+
+
+def interleaved_training(model, nodec, e, params, u, y, rounds, epochs=8):
+    """Warm training steps, nodec over PyTorch: each round one `nodec train` of `epochs`
+    full-batch epochs (median warm epoch) against `epochs` PyTorch steps (gradient, then
+    `torch.optim.Adam`; median), the two interleaved round by round."""
+    leaves = [p.detach().clone().requires_grad_(True) for p in params]
+    opt = torch.optim.Adam(leaves, lr=0.001)
+
+    def step():
+        opt.zero_grad()
+        loss_fn(e, leaves, u, y).backward()
+        opt.step()
+
+    ratios = []
+    for _ in range(rounds):
+        ours = nodec_epochs(nodec, model, epochs)
+        step()  # warm-up
+        theirs = sorted(timed(step)[0] for _ in range(epochs - 1))
+        ratios.append(ours / theirs[len(theirs) // 2])
+    ratios.sort()
+    print(
+        f"{model} batch 256 training step (gradient + Adam) ratio nodec `train --log` warm "
+        f"epoch / PyTorch: {ratios[len(ratios) // 2]:.3f} (range {ratios[0]:.3f}-{ratios[-1]:.3f}, "
+        f"{rounds} interleaved rounds)"
+    )
+
+
 def main():
     args = sys.argv[1:]
     nodec = None
@@ -183,6 +239,7 @@ def main():
         )
         if nodec is not None:
             interleaved(model, nodec, e["nodec_loss"], solve, gradient, rounds)
+            interleaved_training(model, nodec, e, params, u, y, rounds)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,27 @@ struct ModelArgs {
     /// [default: three quarters of the machine's memory].
     #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
     max_memory: Option<u64>,
+    /// The precision the kernels compute in, in place of the schedule's `precision =`
+    /// [default: the schedule's, else f64]. States between steps, parameters and gradients
+    /// stay f64 (mixed precision).
+    #[arg(long, value_enum, env = "NODEC_PRECISION")]
+    precision: Option<PrecisionArg>,
+}
+
+/// `--precision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PrecisionArg {
+    F64,
+    F32,
+}
+
+impl From<PrecisionArg> for crate::ir::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F64 => crate::ir::Precision::F64,
+            PrecisionArg::F32 => crate::ir::Precision::F32,
+        }
+    }
 }
 
 /// The example that ends each subcommand's `--help`: one command a user can paste, on a model
@@ -375,7 +396,10 @@ fn run(cli: Cli) -> u8 {
             set,
             max_memory,
         } => {
-            let overrides = Overrides { values: set };
+            let overrides = Overrides {
+                values: set,
+                ..Overrides::default()
+            };
             let mut code = 0;
             for file in &files {
                 code =
@@ -391,7 +415,10 @@ fn run(cli: Cli) -> u8 {
             adjoint,
             tensor,
         } => {
-            let overrides = Overrides { values: set };
+            let overrides = Overrides {
+                values: set,
+                ..Overrides::default()
+            };
             match check_file(&file, &overrides, None, &mut out) {
                 Some((_, model)) => {
                     // The IR the program is compiled from: a wide model has no scalar IR
@@ -431,6 +458,7 @@ fn run(cli: Cli) -> u8 {
                     set,
                     seed,
                     max_memory,
+                    precision,
                 },
             params,
             params_partial,
@@ -445,7 +473,10 @@ fn run(cli: Cli) -> u8 {
         } => run::run_across(
             &run::RunArgs {
                 file,
-                overrides: Overrides { values: set },
+                overrides: Overrides {
+                    values: set,
+                    precision: precision.map(Into::into),
+                },
                 seed,
                 max_memory,
                 params,
@@ -469,6 +500,7 @@ fn run(cli: Cli) -> u8 {
                     set,
                     seed,
                     max_memory,
+                    precision,
                 },
             init,
             params_partial,
@@ -482,7 +514,10 @@ fn run(cli: Cli) -> u8 {
         } => train::train(
             &train::TrainArgs {
                 file,
-                overrides: Overrides { values: set },
+                overrides: Overrides {
+                    values: set,
+                    precision: precision.map(Into::into),
+                },
                 seed,
                 max_memory,
                 init,
@@ -505,6 +540,7 @@ fn run(cli: Cli) -> u8 {
                     set,
                     seed,
                     max_memory,
+                    precision,
                 },
             params,
             params_partial,
@@ -517,7 +553,10 @@ fn run(cli: Cli) -> u8 {
         } => grad::grad(
             &grad::GradArgs {
                 file,
-                overrides: Overrides { values: set },
+                overrides: Overrides {
+                    values: set,
+                    precision: precision.map(Into::into),
+                },
                 seed,
                 max_memory,
                 params,
@@ -542,6 +581,7 @@ fn run(cli: Cli) -> u8 {
                     set,
                     seed,
                     max_memory,
+                    precision,
                 },
             params,
             out: out_path,
@@ -552,7 +592,10 @@ fn run(cli: Cli) -> u8 {
         } => plot::plot(
             &plot::PlotArgs {
                 file,
-                overrides: Overrides { values: set },
+                overrides: Overrides {
+                    values: set,
+                    precision: precision.map(Into::into),
+                },
                 seed,
                 max_memory,
                 params,

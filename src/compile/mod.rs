@@ -229,6 +229,8 @@ pub struct Program {
     has_msa_mixed: bool,
     /// Whether some parameter changes with time (cached [`ParamLayout::is_time_varying`]).
     time_varying: bool,
+    /// The precision [`Program::workspace`] runs the kernels in.
+    precision: ir::Precision,
     /// Registers of `Rhs` that `VjpSaved` reads (row `i` of its `SAVED` bank is register
     /// `saved_rows[i]`); empty when the VJP recomputes everything.
     saved_rows: Vec<u32>,
@@ -449,6 +451,33 @@ pub struct Workspace<R = f64> {
     native: bool,
     caches: Vec<UniformCache<R>>,
     jacobian: Option<Box<JacobianScratch<R>>>,
+    /// The kernels' own workspace when the program runs in single precision and this is its
+    /// `f64` workspace ([`Program::workspace`]): every kernel the entry points call runs
+    /// there, on blocks narrowed to `f32`.
+    single: Option<Box<Single>>,
+}
+
+/// The `f32` side of an `f64` workspace of a single-precision program (mixed precision: the
+/// solvers keep states, parameters and gradients in `f64`, the kernels compute in `f32`).
+/// [`Program::run_single`] narrows a kernel's inputs into these buffers, runs the kernel here
+/// and widens its outputs back; parameter gradients are added to the caller's `f64` sums.
+#[derive(Clone, Debug)]
+struct Single {
+    ws: Workspace<f32>,
+    y: Vec<f32>,
+    v: Vec<f32>,
+    w: Vec<f32>,
+    saved: Vec<f32>,
+    tangent: Vec<f32>,
+    out: Vec<f32>,
+    grad: Vec<f32>,
+}
+
+/// `src` rounded to `f32` into `dst`.
+fn narrowed_into<'a, R: Real>(src: &[R], dst: &'a mut Vec<f32>) -> &'a [f32] {
+    dst.clear();
+    dst.extend(src.iter().map(|x| x.widen() as f32));
+    dst
 }
 
 #[derive(Clone, Debug)]
@@ -471,16 +500,25 @@ impl<R: Real> Workspace<R> {
     /// Binds the block's inputs from sample-major rows (`rows[s * input_len + i]`).
     pub fn bind_inputs(&mut self, rows: &[f64]) {
         to_soa(rows, &mut self.inputs, self.width);
+        if let Some(single) = self.single.as_deref_mut() {
+            single.ws.bind_inputs(rows);
+        }
     }
 
     /// Binds the block's labels from sample-major rows (`rows[s * labels + l]`).
     pub fn bind_labels(&mut self, rows: &[f64]) {
         to_soa(rows, &mut self.labels, self.width);
+        if let Some(single) = self.single.as_deref_mut() {
+            single.ws.bind_labels(rows);
+        }
     }
 
     /// Binds the block's observed values from sample-major rows.
     pub fn bind_observed(&mut self, rows: &[f64]) {
         to_soa(rows, &mut self.observed, self.width);
+        if let Some(single) = self.single.as_deref_mut() {
+            single.ws.bind_observed(rows);
+        }
     }
 }
 
@@ -488,6 +526,16 @@ impl<R: Real> Workspace<R> {
 /// each).
 fn copy_saved<R: Real>(rows: &[u32], saved: &mut [R], ws: &Workspace<R>) {
     let w = ws.width;
+    if let Some(single) = ws.single.as_deref() {
+        let regs = &single.ws.regs;
+        for (dst, &row) in saved.chunks_exact_mut(w).zip(rows) {
+            let row = row as usize;
+            for (d, &x) in dst.iter_mut().zip(&regs[row * w..(row + 1) * w]) {
+                *d = R::cast(f64::from(x));
+            }
+        }
+        return;
+    }
     for (dst, &row) in saved.chunks_exact_mut(w).zip(rows) {
         let row = row as usize;
         dst.copy_from_slice(&ws.regs[row * w..(row + 1) * w]);
@@ -629,6 +677,10 @@ impl Program {
         let layout = ParamLayout::new(model);
         Program {
             time_varying: layout.is_time_varying(),
+            precision: model
+                .schedule
+                .as_ref()
+                .map_or_else(Default::default, |s| s.precision),
             kernels: kernels.into_iter().map(Kernel::Tape).collect(),
             costs,
             layout,
@@ -699,6 +751,10 @@ impl Program {
         let layout = ParamLayout::new(model);
         Program {
             time_varying: layout.is_time_varying(),
+            precision: model
+                .schedule
+                .as_ref()
+                .map_or_else(Default::default, |s| s.precision),
             kernels,
             costs,
             layout,
@@ -885,7 +941,28 @@ impl Program {
 
     /// A workspace for blocks of `width` samples (at least 1), for kernels run in `f64`.
     pub fn workspace(&self, width: usize) -> Workspace {
-        self.workspace_in::<f64>(width)
+        let mut ws = self.workspace_in::<f64>(width);
+        if self.precision == ir::Precision::F32 {
+            let mut inner = self.workspace_in::<f32>(width);
+            // Native code is `f64` only: counting runs would compile code never run.
+            inner.native = false;
+            ws.single = Some(Box::new(Single {
+                ws: inner,
+                y: Vec::new(),
+                v: Vec::new(),
+                w: Vec::new(),
+                saved: Vec::new(),
+                tangent: Vec::new(),
+                out: Vec::new(),
+                grad: Vec::new(),
+            }));
+        }
+        ws
+    }
+
+    /// The precision the kernels run in through [`Program::workspace`].
+    pub fn precision(&self) -> ir::Precision {
+        self.precision
     }
 
     /// A workspace for blocks of `width` samples (at least 1) whose kernels run in `R`: every
@@ -918,6 +995,7 @@ impl Program {
                 .map(|_| UniformCache::default())
                 .collect(),
             jacobian: None,
+            single: None,
         }
     }
 
@@ -936,6 +1014,10 @@ impl Program {
         grad: Option<&mut [R]>,
         ws: &mut Workspace<R>,
     ) {
+        if ws.single.is_some() {
+            self.run_single(k, params, t, blocks, tangent, out, grad, ws);
+            return;
+        }
         let kernel = &self.kernels[k];
         let width = ws.width;
         assert_eq!(t.len(), width, "one time per sample of the block");
@@ -1036,6 +1118,69 @@ impl Program {
             // nothing to resolve, and a wide model's weights are not copied twice.
             let tangent = tangent.unwrap_or(&[]);
             prepare_into(kernel, params.values(), tangent, &mut cache.u, bufs.staging);
+        }
+    }
+
+    /// [`Program::run`] of a single-precision program: kernel `k` in `f32` on the block's
+    /// inputs rounded once, its outputs widened back and its parameter gradient added to the
+    /// caller's (`f64`) sum.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn run_single<R: Real>(
+        &self,
+        k: usize,
+        params: &Params,
+        t: &[f64],
+        blocks: Blocks<'_, R>,
+        tangent: Option<&[R]>,
+        out: &mut [R],
+        grad: Option<&mut [R]>,
+        ws: &mut Workspace<R>,
+    ) {
+        let Some(single) = ws.single.as_deref_mut() else {
+            return;
+        };
+        let Single {
+            ws: inner,
+            y,
+            v,
+            w,
+            saved,
+            tangent: tangent32,
+            out: out32,
+            grad: grad_buf,
+        } = single;
+        let blocks32 = Blocks {
+            y: narrowed_into(blocks.y, y),
+            v: narrowed_into(blocks.v, v),
+            w: narrowed_into(blocks.w, w),
+            saved: narrowed_into(blocks.saved, saved),
+        };
+        let tangent = tangent.map(|u| narrowed_into(u, tangent32));
+        narrowed_into(out, out32);
+        // A tensor kernel with parameters constant in time reduces into the gradient's first
+        // `n_reduce` entries only (see `run_interpreted`): the rest need no pass.
+        let kernel = &self.kernels[k];
+        let touched = |len: usize| {
+            if !self.time_varying && matches!(kernel, Kernel::Tensor(_)) {
+                kernel.n_reduce().min(len)
+            } else {
+                len
+            }
+        };
+        if let Some(g) = &grad {
+            grad_buf.clear();
+            grad_buf.resize(touched(g.len()), 0.0);
+        }
+        let grad32 = grad.is_some().then_some(&mut grad_buf[..]);
+        self.run(k, params, t, blocks32, tangent, out32, grad32, inner);
+        for (o, &x) in out.iter_mut().zip(out32.iter()) {
+            *o = R::cast(f64::from(x));
+        }
+        if let Some(g) = grad {
+            for (g, &x) in g.iter_mut().zip(grad_buf.iter()) {
+                *g += R::cast(f64::from(x));
+            }
         }
     }
 

@@ -740,6 +740,28 @@ pub enum LinearSolve {
     Banded,
 }
 
+/// The floating-point precision the model's kernels run in: `schedule ...(precision = f32)` or
+/// `--precision`. Whatever it is, states between steps, parameters, times and gradients
+/// summed over blocks stay `f64` (see [`crate::real`] and ARCHITECTURE.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Double precision, the default and the reference.
+    #[default]
+    F64,
+    /// Single precision: kernels on twice as many lanes per vector, GEMMs in `f32`.
+    F32,
+}
+
+impl Precision {
+    /// `"f64"` or `"f32"`, as the model file and reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F64 => "f64",
+            Precision::F32 => "f32",
+        }
+    }
+}
+
 /// Which gradient method `grad` and `train` use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GradientMethod {
@@ -784,6 +806,8 @@ pub struct Schedule {
     /// `linear = dense|banded` of `bdf` and `rodas4`: how their Newton/stage matrix is
     /// factored; `Auto` chooses from the Jacobian's structure.
     pub linear: LinearSolve,
+    /// `precision = f32|f64`: what the kernels compute in.
+    pub precision: Precision,
     /// Whether `t = [T0, T1]` reads a const set with `--set`: observations the span then
     /// leaves out were asked for, so dropping them is a warning rather than an error.
     pub span_set: bool,

@@ -190,15 +190,45 @@ pub(crate) fn distribution<'a>(checker: &mut Checker<'a>, call: &'a ast::Call) -
     }
 }
 
+/// The smallest relative tolerance an adaptive or stiff schedule is asked for in f32 without
+/// a warning: a few units of f32's roundoff (`2^-24 ≈ 6e-8`), where the error estimates and
+/// Newton corrections of f32 evaluations stop being noise.
+const F32_RTOL_FLOOR: f64 = 1e-6;
+
 /// The arguments each schedule family accepts, in positional order.
 fn schedule_params(method: Method) -> &'static [&'static str] {
     match method {
-        Method::Lm => &["t", "steps", "k", "save", "layers"],
-        Method::Leapfrog => &["t", "steps", "position", "momentum", "save", "layers"],
+        Method::Lm => &["t", "steps", "k", "save", "layers", "precision"],
+        Method::Leapfrog => &[
+            "t",
+            "steps",
+            "position",
+            "momentum",
+            "save",
+            "layers",
+            "precision",
+        ],
         _ => match method.family() {
-            MethodFamily::Fixed => &["t", "steps", "save", "layers"],
-            MethodFamily::Adaptive => &["t", "rtol", "atol", "max_steps", "save", "layers"],
-            MethodFamily::Stiff => &["t", "rtol", "atol", "max_steps", "save", "layers", "linear"],
+            MethodFamily::Fixed => &["t", "steps", "save", "layers", "precision"],
+            MethodFamily::Adaptive => &[
+                "t",
+                "rtol",
+                "atol",
+                "max_steps",
+                "save",
+                "layers",
+                "precision",
+            ],
+            MethodFamily::Stiff => &[
+                "t",
+                "rtol",
+                "atol",
+                "max_steps",
+                "save",
+                "layers",
+                "linear",
+                "precision",
+            ],
         },
     }
 }
@@ -288,6 +318,43 @@ pub(crate) fn schedule<'a>(
             }
         },
     };
+    let precision = match arg("precision") {
+        None => ir::Precision::F64,
+        Some(e) => match name_value(e) {
+            Some("f64") => ir::Precision::F64,
+            Some("f32") => ir::Precision::F32,
+            _ => {
+                let mut d = Diagnostic::error(e.span, "`precision` is f64 or f32");
+                if let Some(s) = name_value(e).and_then(|n| suggest(n, ["f64", "f32"])) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                checker.diags.push(d);
+                ir::Precision::F64
+            }
+        },
+    };
+    // `--precision` wins over the file, as `--set` does.
+    let precision = checker.overrides.precision.unwrap_or(precision);
+    // Evaluations rounded to f32 carry relative errors of about 1e-7 (more where a field
+    // subtracts large terms, as a fine grid's Laplacian does): an error test or a Newton
+    // iteration asked for less than that can only be met by ever smaller steps.
+    if precision == ir::Precision::F32
+        && method.family() != MethodFamily::Fixed
+        && rtol < F32_RTOL_FLOOR
+    {
+        let at = arg("rtol").map_or(span, |e| e.span);
+        checker.diags.push(
+            Diagnostic::warning(
+                at,
+                format!(
+                    "rtol = {rtol:e} is below what f32 evaluations resolve (about {F32_RTOL_FLOOR:e}): steps will shrink to meet it"
+                ),
+            )
+            .with_help(format!(
+                "use rtol = {F32_RTOL_FLOOR:e} or more with f32, or keep f64 for this tolerance"
+            )),
+        );
+    }
     let layers = arg("layers").and_then(|e| positive_usize(checker, e, "`layers`"));
     if let (Some(steps), Some(layers), Some(e)) = (steps, layers, arg("layers")) {
         if steps % layers != 0 {
@@ -483,6 +550,7 @@ pub(crate) fn schedule<'a>(
         position,
         momentum,
         linear,
+        precision,
         span_set,
         span,
     })

@@ -30,6 +30,8 @@ use value::Value;
 pub struct Overrides {
     /// Name and value pairs in command-line order; a later one wins.
     pub values: Vec<(String, f64)>,
+    /// `--precision`: the kernels' precision, in place of the schedule's.
+    pub precision: Option<crate::ir::Precision>,
 }
 
 impl Overrides {
@@ -1368,6 +1370,7 @@ mod check_tests {
         let file = SourceFile::new("t.node", text);
         let overrides = Overrides {
             values: set.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+            ..Overrides::default()
         };
         crate::check_source(&file, &overrides, "t")
     }

@@ -404,6 +404,10 @@ impl System for WithQuadrature<'_> {
         self.inner.block_width(n_samples)
     }
 
+    fn unit_roundoff(&self) -> f64 {
+        self.inner.unit_roundoff()
+    }
+
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
         count_evaluations(t.len());
         let n = self.state_dim() * t.len();

@@ -527,6 +527,10 @@ impl<S: Sensitivity> System for AdjointField<'_, S> {
         self.sys.block_width(n_samples)
     }
 
+    fn unit_roundoff(&self) -> f64 {
+        self.sys.unit_roundoff()
+    }
+
     fn workspace(&self, _samples: std::ops::Range<usize>) -> Self::Workspace {
         let full = self.sys.dim();
         FieldWorkspace {

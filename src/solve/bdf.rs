@@ -175,8 +175,11 @@ pub(crate) fn solve<S: System>(
     let (rtol, dir) = (options.rtol, tl.dir);
     let atol = &options.atol_vec(dim)[..];
     let hmax = (tl.t1 - tl.t0).abs();
+    // SciPy's bound, with the machine epsilon of the evaluations (f32 kernels make Newton
+    // corrections below their roundoff noise).
+    let eps = 2.0 * sys.unit_roundoff();
     let newton_tol = if rtol > 0.0 {
-        (10.0 * f64::EPSILON / rtol).max(0.03f64.min(rtol.sqrt()))
+        (10.0 * eps / rtol).max(0.03f64.min(rtol.sqrt()))
     } else {
         0.03
     };

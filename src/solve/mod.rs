@@ -133,6 +133,12 @@ pub trait System: Sync {
         block_width(n_samples)
     }
 
+    /// The unit roundoff of the system's evaluations: `f64`'s unless its kernels compute in a
+    /// lower precision. Newton iterations stop asking for corrections below it.
+    fn unit_roundoff(&self) -> f64 {
+        f64::EPSILON / 2.0
+    }
+
     /// The blocks of a batch of `n_samples`, in order: the partition every pass over the
     /// batch uses (see [`System::block_width`]).
     fn blocks(&self, n_samples: usize) -> impl Iterator<Item = Range<usize>> {

@@ -486,6 +486,10 @@ impl<S: Sensitivity> System for Augmented<'_, S> {
         self.inner.block_width(n_samples)
     }
 
+    fn unit_roundoff(&self) -> f64 {
+        self.inner.unit_roundoff()
+    }
+
     fn workspace(&self, samples: Range<usize>) -> Self::Workspace {
         let n = self.inner.dim() * samples.len();
         let dim = self.inner.dim();

@@ -54,6 +54,14 @@ pub struct TrainState {
     /// Consecutive mini-batches (L-BFGS: trial points) whose solve failed.
     #[serde(default)]
     pub failures: usize,
+    /// The precision the kernels ran in (`"f64"` or `"f32"`): a resume in the other would
+    /// continue a different computation. Checkpoints from before it was recorded are `f64`.
+    #[serde(default = "default_precision")]
+    pub precision: String,
+}
+
+fn default_precision() -> String {
+    crate::ir::Precision::F64.name().to_string()
 }
 
 /// Sums over the mini-batches of an epoch so far, weighted by their sizes.
@@ -254,6 +262,7 @@ impl<'a> Trainer<'a> {
             shuffler,
             sums: EpochSums::default(),
             failures: 0,
+            precision: program.precision().name().to_string(),
         };
         Ok(Trainer {
             model,
@@ -309,6 +318,12 @@ impl<'a> Trainer<'a> {
                 checkpoint.state.model,
                 checkpoint.params.len(),
                 self.model.name,
+            )));
+        }
+        if checkpoint.state.precision != self.state.precision {
+            return Err(TrainError::Unsupported(format!(
+                "the checkpoint was trained with {} kernels, but this run computes in {}; resume with `--precision {}`",
+                checkpoint.state.precision, self.state.precision, checkpoint.state.precision,
             )));
         }
         // Another optimizer's state would be stepped by the wrong update (or refused mid-run).

@@ -34,6 +34,8 @@ mod grad_forward;
 mod isa;
 /// The model library's properties from theory: reversibility, stability, conservation, fits.
 mod library;
+/// Models run, differentiated and trained in f32 (mixed precision) against f64.
+mod mixed_precision;
 /// Every model in `models/` checks clean through the binary; `ir` output is snapshotted.
 mod models;
 /// `--features mpi`: ensembles and training under mpirun, byte for byte against one process.

@@ -154,6 +154,7 @@ fn heat_tensor_ir_does_not_grow_with_the_grid() {
         .map(|&n| {
             let overrides = nodec::sema::Overrides {
                 values: vec![("N".to_string(), n)],
+                ..Default::default()
             };
             let (model, diags) = nodec::check_source(&file, &overrides, "heat");
             assert!(!diags.has_errors(), "{}", diags.render(&file));
