@@ -246,6 +246,9 @@ pub fn grad(args: &GradArgs, out: &mut Output) -> u8 {
                 }),
             };
             let mut root = root;
+            if loaded.program.precision() != crate::ir::Precision::F64 {
+                root.stats["precision"] = json!(loaded.program.precision().name());
+            }
             if !args.no_timings {
                 root.stats["compile_seconds"] = json!(loaded.compile_seconds);
                 root.stats["gradient_seconds"] = json!(seconds);

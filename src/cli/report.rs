@@ -43,6 +43,8 @@ pub struct RunStats {
     pub solve_seconds: f64,
     /// Whether the two times above are reported (`--no-timings` leaves them out).
     pub timings: bool,
+    /// The kernels' precision, reported when it is not the default `f64`.
+    pub precision: crate::ir::Precision,
 }
 
 /// Loss, costs and metrics over one data block.
@@ -173,6 +175,9 @@ pub fn to_json(report: &RunReport) -> String {
         "jac_evals": s.jac_evals,
         "lu_decompositions": s.lu_decompositions,
     });
+    if s.precision != crate::ir::Precision::F64 {
+        stats["precision"] = json!(s.precision.name());
+    }
     if s.timings {
         stats["compile_seconds"] = json!(s.compile_seconds);
         stats["solve_seconds"] = json!(s.solve_seconds);

@@ -1364,6 +1364,7 @@ pub(crate) fn build_report(
             compile_seconds: loaded.compile_seconds,
             solve_seconds,
             timings: true,
+            precision: loaded.program.precision(),
         },
     }
 }

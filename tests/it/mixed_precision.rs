@@ -6,6 +6,13 @@
 //! relative error of a few `u`, and a solve of `N` steps accumulates at most about `N` of them
 //! (more only where the flow amplifies errors, which the models here do not over their spans).
 //! Adaptive methods also take different steps in each precision, each within `rtol`.
+//!
+//! That every trained model of `models/` reaches its target in `f32` is shown by the target
+//! tests themselves run with `NODEC_PRECISION=f32` (the default of `--precision`, inherited by
+//! the binary they start): `NODEC_PRECISION=f32 cargo test --release --test it --
+//! --include-ignored --test-threads=1 resnets_reach the_crowd evolutionary_weights_reach
+//! augmenting_the_state the_moons_flow lbfgs_fits digits_odenet_reaches otflow_moons_reaches
+//! lotka_volterra bouncing_ball sir_fit spiral_fit ot_gauss train_msa`.
 
 use nodec::ir::Precision;
 use nodec::sema::Overrides;
@@ -123,6 +130,14 @@ fn every_model_solves_in_f32_within_the_roundoff_of_f64() {
             (report, warned)
         };
         let ((r64, _), (r32, warned)) = (run("f64"), run("f32"));
+        assert_eq!(
+            r32["stats"]["precision"], "f32",
+            "{file}: the report names f32"
+        );
+        assert!(
+            r64["stats"].get("precision").is_none(),
+            "{file}: f64 is not named"
+        );
         let steps = |r: &Value| r["stats"]["steps"].as_f64().unwrap();
         let (n64, n32) = (steps(&r64), steps(&r32));
         let text = std::fs::read_to_string(&path).unwrap();
