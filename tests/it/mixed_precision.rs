@@ -217,44 +217,26 @@ fn f32_training_is_bit_identical_for_any_thread_count_and_across_a_resume() {
     let text = std::fs::read_to_string(root().join("models/resnet_euler.node")).unwrap();
     std::fs::write(&model, text.replace("epochs = 200", "epochs = 4")).unwrap();
     let model = model.to_str().unwrap();
-    let train = |threads: &str, extra: &[&str], out: &str| -> String {
+    // `nodec train ARGS --quiet --out OUT` on `threads` threads: the parameters it wrote.
+    let train = |args: &[&str], threads: &str, out: &str| -> String {
         let out = dir.join(out).to_str().unwrap().to_string();
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
-            .args([
-                "train",
-                model,
-                "--precision",
-                "f32",
-                "--quiet",
-                "--out",
-                &out,
-            ])
-            .args(extra)
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
+            .arg("train")
+            .args(args)
+            .args(["--quiet", "--out", &out])
             .env("RAYON_NUM_THREADS", threads)
             .current_dir(root())
             .output()
             .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{stderr}");
         std::fs::read_to_string(out).unwrap()
     };
-    let one = train("1", &[], "p1.json");
-    assert_eq!(one, train("2", &[], "p2.json"), "1 and 2 threads");
-    assert_eq!(one, train("3", &[], "p3.json"), "1 and 3 threads");
-    let f64_run = {
-        let out = dir.join("p64.json");
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
-            .args(["train", model, "--precision", "f64", "--quiet", "--out"])
-            .arg(&out)
-            .current_dir(root())
-            .output()
-            .unwrap();
-        assert!(status.status.success());
-        std::fs::read_to_string(out).unwrap()
-    };
+    let f32_args = [model, "--precision", "f32"];
+    let one = train(&f32_args, "1", "p1.json");
+    assert_eq!(one, train(&f32_args, "2", "p2.json"), "1 and 2 threads");
+    assert_eq!(one, train(&f32_args, "3", "p3.json"), "1 and 3 threads");
+    let f64_run = train(&[model, "--precision", "f64"], "2", "p64.json");
     assert_ne!(one, f64_run, "--precision f32 changed nothing");
 
     // Two epochs with a checkpoint, then the rest from it.
@@ -263,21 +245,18 @@ fn f32_training_is_bit_identical_for_any_thread_count_and_across_a_resume() {
     let _ = std::fs::remove_file(ckpt);
     let half = dir.join("half.node");
     std::fs::write(&half, text.replace("epochs = 200", "epochs = 2")).unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
-        .arg("train")
-        .arg(&half)
-        .args(["--precision", "f32", "--quiet", "--checkpoint-every", "1"])
-        .args(["--checkpoint", ckpt, "--out"])
-        .arg(dir.join("half.json"))
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    let half = half.to_str().unwrap();
+    let every = ["--checkpoint-every", "1", "--checkpoint", ckpt];
+    train(
+        &[&[half, "--precision", "f32"][..], &every].concat(),
+        "2",
+        "half.json",
     );
-    let resumed = train("2", &["--resume", ckpt], "resumed.json");
+    let resumed = train(
+        &[&f32_args[..], &["--resume", ckpt]].concat(),
+        "2",
+        "resumed.json",
+    );
     assert_eq!(one, resumed, "resumed in f32");
     // The same checkpoint resumed in f64 would continue another computation: refused.
     let refused = nodec(&[
