@@ -86,9 +86,18 @@ fn wide<R: Real>(x: &[R]) -> Vec<f64> {
 
 /// Every entry point's results on `b`, named, widened to `f64`.
 fn results<R: Real>(p: &Program, params: &Params, b: &Block) -> Vec<(String, Vec<f64>)> {
+    results_in(p, params, b, p.workspace_in::<R>(b.width))
+}
+
+/// [`results`] with the given workspace.
+fn results_in<R: Real>(
+    p: &Program,
+    params: &Params,
+    b: &Block,
+    mut ws: Workspace<R>,
+) -> Vec<(String, Vec<f64>)> {
     let width = b.width;
     let (dim, total) = (p.dim(), p.layout().total);
-    let mut ws: Workspace<R> = p.workspace_in(width);
     ws.bind_inputs(&b.inputs);
     ws.bind_labels(&b.labels);
     ws.bind_observed(&b.observed);
@@ -329,4 +338,47 @@ fn forward_and_reverse_products_agree_in_f32() {
             }
         }
     }
+}
+
+/// A program compiled with `precision = f32` keeps the `f64` entry points the solvers call
+/// and runs their kernels in `f32` behind them (`Program::run_single`): on every model and
+/// entry point its results are the `f32` kernels' bits, widened. The Jacobian of the stiff
+/// methods' Newton matrices and the uniform kernels (LM's `k`, penalties: functions of the
+/// parameters alone) stay `f64` by design and are left out.
+#[test]
+fn f32_programs_behind_f64_entry_points_give_the_f32_kernels_bits() {
+    let mut compared = 0;
+    for path in model_files() {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let mut model = load(&path);
+        if let Some(s) = model.schedule.as_mut() {
+            s.precision = nodec::ir::Precision::F32;
+        }
+        for (kind, program) in programs(&model) {
+            assert_eq!(program.precision(), nodec::ir::Precision::F32);
+            let mut rng = Lcg(23);
+            let params = params_for(&program, &model, &mut rng);
+            for width in [32, 13] {
+                let block = Block::new(&program, width, &mut rng);
+                let single = results::<f32>(&program, &params, &block);
+                let mixed = results_in::<f64>(&program, &params, &block, program.workspace(width));
+                for ((what, a), (_, b)) in single.iter().zip(&mixed) {
+                    if what == "jacobian" || what.starts_with("lm_k") || what.starts_with("penalty")
+                    {
+                        continue;
+                    }
+                    let same = a.len() == b.len()
+                        && a.iter()
+                            .zip(b)
+                            .all(|(a, b)| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan());
+                    assert!(
+                        same,
+                        "{name} {kind} {what} width {width}: {a:?} against {b:?}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 500, "{compared} result blocks compared");
 }
