@@ -586,8 +586,16 @@ pub fn to_table(report: &RunReport) -> String {
     let s = &report.stats;
     let _ = writeln!(
         out,
-        "\nsteps {}, rejected {}, rhs evaluations {}, jacobians {}, LU factorizations {}",
-        s.steps, s.rejected, s.rhs_evals, s.jac_evals, s.lu_decompositions
+        "\nsteps {}, rejected {}, rhs evaluations {}, jacobians {}, LU factorizations {}{}",
+        s.steps,
+        s.rejected,
+        s.rhs_evals,
+        s.jac_evals,
+        s.lu_decompositions,
+        match s.precision {
+            crate::ir::Precision::F64 => "",
+            crate::ir::Precision::F32 => ", kernels in f32",
+        }
     );
     if s.timings {
         let _ = writeln!(

@@ -138,6 +138,11 @@ fn every_model_solves_in_f32_within_the_roundoff_of_f64() {
             r64["stats"].get("precision").is_none(),
             "{file}: f64 is not named"
         );
+        let table = nodec(&["run", file, "--precision", "f32"]);
+        assert!(
+            String::from_utf8_lossy(&table.stdout).contains(", kernels in f32\n"),
+            "{file}: the table names f32"
+        );
         let steps = |r: &Value| r["stats"]["steps"].as_f64().unwrap();
         let (n64, n32) = (steps(&r64), steps(&r32));
         let text = std::fs::read_to_string(&path).unwrap();
