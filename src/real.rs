@@ -14,6 +14,11 @@
 //! span keeps its resolution) and bound data, which are rounded to `R` when a kernel reads
 //! them; and the uniform prologue of a kernel (functions of the parameters only, run once per
 //! parameter update), computed in `f64` and rounded to `R` once.
+//!
+//! A model run with `precision = f32` (`ir::Precision`) keeps more in `f64`: the solvers see
+//! `f64` entry points (`compile::Program::workspace` hides an `f32` workspace behind them), so
+//! states between steps, the solvers' arithmetic, gradient sums over blocks, the stiff methods'
+//! Newton Jacobians and the uniform kernels stay `f64`; every other kernel runs in `f32`.
 
 use std::fmt::Debug;
 use std::iter::Sum;
