@@ -1051,8 +1051,8 @@ impl Program {
         grad: Option<&mut [R]>,
         ws: &mut Workspace<R>,
     ) {
-        if ws.single.is_some() {
-            self.run_single(k, params, t, blocks, tangent, out, grad, ws);
+        if let Some(single) = ws.single.as_deref_mut() {
+            self.run_single(k, params, t, blocks, tangent, out, grad, single);
             return;
         }
         let kernel = &self.kernels[k];
@@ -1172,11 +1172,8 @@ impl Program {
         tangent: Option<&[R]>,
         out: &mut [R],
         grad: Option<&mut [R]>,
-        ws: &mut Workspace<R>,
+        single: &mut Single,
     ) {
-        let Some(single) = ws.single.as_deref_mut() else {
-            return;
-        };
         let Single {
             ws: inner,
             y,

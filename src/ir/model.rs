@@ -760,6 +760,15 @@ impl Precision {
             Precision::F32 => "f32",
         }
     }
+
+    /// The unit roundoff of evaluations in this precision.
+    pub fn unit_roundoff(self) -> f64 {
+        use crate::real::Real;
+        match self {
+            Precision::F64 => <f64 as Real>::UNIT_ROUNDOFF,
+            Precision::F32 => <f32 as Real>::UNIT_ROUNDOFF,
+        }
+    }
 }
 
 /// Which gradient method `grad` and `train` use.

@@ -132,10 +132,7 @@ impl System for ModelSystem<'_> {
     }
 
     fn unit_roundoff(&self) -> f64 {
-        match self.program.precision() {
-            crate::ir::Precision::F64 => f64::EPSILON / 2.0,
-            crate::ir::Precision::F32 => f64::from(f32::EPSILON) / 2.0,
-        }
+        self.program.precision().unit_roundoff()
     }
 
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut Workspace) {

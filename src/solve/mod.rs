@@ -136,7 +136,7 @@ pub trait System: Sync {
     /// The unit roundoff of the system's evaluations: `f64`'s unless its kernels compute in a
     /// lower precision. Newton iterations stop asking for corrections below it.
     fn unit_roundoff(&self) -> f64 {
-        f64::EPSILON / 2.0
+        <f64 as crate::real::Real>::UNIT_ROUNDOFF
     }
 
     /// The blocks of a batch of `n_samples`, in order: the partition every pass over the

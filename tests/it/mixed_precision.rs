@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::support::{node_files, nodec, root};
 
 /// `f32`'s unit roundoff.
-const U32: f64 = f32::EPSILON as f64 / 2.0;
+const U32: f64 = <f32 as nodec::real::Real>::UNIT_ROUNDOFF;
 
 fn check(text: &str, precision: Option<Precision>) -> (nodec::ir::Model, String, bool) {
     let file = nodec::diag::SourceFile::new("m.node", text);
