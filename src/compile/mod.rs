@@ -1328,7 +1328,7 @@ impl Program {
     }
 
     /// `dy = f(t, y)` for a block: `t[s]` per sample, `y` and `dy` of length `dim * width`.
-    #[inline]
+    #[inline(always)]
     pub fn rhs<R: Real>(
         &self,
         params: &Params,

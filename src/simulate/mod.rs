@@ -286,6 +286,7 @@ impl WithQuadrature<'_> {
 
     /// `dy` with its quadrature row from the fused kernel (the `fused` case), saving for the
     /// VJP when `saved` is not empty.
+    #[inline(never)]
     fn fused_rhs(
         &self,
         t: &[f64],
@@ -300,6 +301,7 @@ impl WithQuadrature<'_> {
     }
 
     /// The quadrature component of `dy`: the running cost, when there is one.
+    #[inline(never)]
     fn add_running_cost(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
         if !self.running {
             return;
@@ -408,6 +410,7 @@ impl System for WithQuadrature<'_> {
         self.inner.unit_roundoff()
     }
 
+    #[inline(always)]
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut QuadratureWorkspace) {
         count_evaluations(t.len());
         let n = self.state_dim() * t.len();

@@ -135,6 +135,7 @@ impl System for ModelSystem<'_> {
         self.program.precision().unit_roundoff()
     }
 
+    #[inline(always)]
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut Workspace) {
         self.program.rhs(self.params, t, y, dy, ws);
     }

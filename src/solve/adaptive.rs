@@ -20,10 +20,14 @@
 //! step's controller). This rounds the factor differently from `pow`, so step sizes can differ
 //! from Hairer's in the last bits, but not step counts: P1 Lorenz keeps its 832 accepted and 2
 //! rejected steps (`benches/small_solves.md`). Dense output is evaluated only for a save time
-//! inside the step, and a single sample runs its own monomorphization (`ONE`). The stages are
-//! one buffer, and a small block (at most [`SMALL`] values: a Lorenz-size sample) keeps them
-//! also transposed, so that each component's stage sum is one short unrolled loop in a
-//! register, with no bounds checks.
+//! inside the step. The stages are one buffer, and a small block (at most [`SMALL`] values: a
+//! Lorenz-size sample) keeps them also transposed, so that each component's stage sum is one
+//! short unrolled loop in a register, with no bounds checks.
+//!
+//! A single sample of at most [`SMALL`] components that no recorder and no event watches runs
+//! [`one`], this driver with scalars for lanes (half the instructions of a P1 step); other
+//! single samples run a monomorphization of the block driver with the lane count known
+//! (`ONE`).
 
 #![expect(
     clippy::needless_range_loop,
@@ -35,6 +39,8 @@ use super::tableau::{self, Dense, EmbeddedRk, DOPRI5_DENSE, TSIT5_INTERP};
 use super::timeline::Timeline;
 use super::EventHit;
 use super::{Method, SolveError, SolverOptions, Stats, System};
+
+mod one;
 
 /// Safety factor of the step-size controller (Hairer's `SAFE`).
 const SAFE: f64 = 0.9;
@@ -223,9 +229,7 @@ fn transpose_stage(kt: &mut Transposed, j: usize, kj: &[f64]) {
 fn combine(acc: &mut [f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     let n = acc.len();
     if !kt.is_empty() {
-        for (a, row) in acc.iter_mut().zip(kt) {
-            *a = dot(coef, row);
-        }
+        small_sums(acc, None, None, coef, kt);
         return;
     }
     if n == 0 {
@@ -239,14 +243,63 @@ fn combine(acc: &mut [f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     }
 }
 
-/// `Σ_j coef[j] · row[j]` from `0.0`, `j` ascending.
+/// `Σ_j coef[j] · row[j]` from `0.0`, `j` ascending, for `N` coefficients.
 #[inline(always)]
-fn dot(coef: &[f64], row: &[f64; MAX_STAGES]) -> f64 {
+fn dot<const N: usize>(coef: &[f64; N], row: &[f64; MAX_STAGES]) -> f64 {
     let mut sum = 0.0;
-    for (&c, &v) in coef.iter().zip(row) {
-        sum += c * v;
+    for j in 0..N {
+        sum += coef[j] * row[j];
     }
     sum
+}
+
+/// The sums of a small block from its transposed stages: `acc[m] = Σ_j coef[j] · kt[m][j]`,
+/// or with `y` and `h` the stage state `y[m] + h · Σ_j …` (one sample). The number of
+/// coefficients is matched once, so that each sum is straight-line code: on a Lorenz-size
+/// system these sums and their loop control were a fifth of a step's instructions.
+#[inline(always)]
+fn small_sums(
+    acc: &mut [f64],
+    y: Option<&[f64]>,
+    h: Option<f64>,
+    coef: &[f64],
+    kt: &[[f64; MAX_STAGES]],
+) {
+    #[inline(always)]
+    fn sums<const N: usize>(
+        acc: &mut [f64],
+        y: Option<&[f64]>,
+        h: Option<f64>,
+        coef: &[f64],
+        kt: &[[f64; MAX_STAGES]],
+    ) {
+        let Ok(coef) = <&[f64; N]>::try_from(coef) else {
+            return;
+        };
+        match (y, h) {
+            (Some(y), Some(h)) => {
+                for ((a, row), &v) in acc.iter_mut().zip(kt).zip(y) {
+                    *a = v + h * dot(coef, row);
+                }
+            }
+            _ => {
+                for (a, row) in acc.iter_mut().zip(kt) {
+                    *a = dot(coef, row);
+                }
+            }
+        }
+    }
+    match coef.len() {
+        1 => sums::<1>(acc, y, h, coef, kt),
+        2 => sums::<2>(acc, y, h, coef, kt),
+        3 => sums::<3>(acc, y, h, coef, kt),
+        4 => sums::<4>(acc, y, h, coef, kt),
+        5 => sums::<5>(acc, y, h, coef, kt),
+        6 => sums::<6>(acc, y, h, coef, kt),
+        7 => sums::<7>(acc, y, h, coef, kt),
+        8 => sums::<8>(acc, y, h, coef, kt),
+        _ => unreachable!("an embedded pair has at most {MAX_STAGES} stages"),
+    }
 }
 
 /// A stage's state `out = y + h ⊙ Σ_j coef[j] · k_j`, lane `s` with its own step `h[s]`
@@ -255,9 +308,7 @@ fn dot(coef: &[f64], row: &[f64; MAX_STAGES]) -> f64 {
 fn stage_into(out: &mut [f64], y: &[f64], h: &[f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     if let ([h], false) = (h, kt.is_empty()) {
         // One sample of a small system: each component's sum and step in a register.
-        for ((a, row), &v) in out.iter_mut().zip(kt).zip(y) {
-            *a = v + h * dot(coef, row);
-        }
+        small_sums(out, Some(y), Some(*h), coef, kt);
         return;
     }
     combine(out, coef, k, kt);
@@ -293,7 +344,25 @@ pub(crate) fn solve<S: System>(
     recorder: Option<&mut dyn Recorder>,
     hits: Option<&mut Vec<EventHit>>,
 ) {
-    // One code path; a single sample (a small solve, events, an ensemble member) gets its
+    // A single small sample with nothing watching its steps (a small solve, an ensemble
+    // member) runs the block driver's arithmetic with scalars for lanes (`one.rs`).
+    if samples.len() == 1
+        && recorder.is_none()
+        && hits.is_none()
+        && one::solve(
+            sys,
+            options,
+            tl,
+            y0,
+            samples.clone(),
+            out,
+            stats,
+            &mut failures[0],
+        )
+    {
+        return;
+    }
+    // Otherwise one code path; a single sample (events, a recorded solve) gets its
     // monomorphization with the lane count known, so that its lane loops disappear.
     if samples.len() == 1 {
         solve_lanes::<S, true>(

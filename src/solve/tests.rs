@@ -559,6 +559,104 @@ fn adaptive_samples_do_not_depend_on_their_block() {
     }
 }
 
+/// A chain of `dim` coupled, forced components, with a forcing that jumps at t = 0.7 (a
+/// breakpoint: the adaptive drivers land there and restart).
+fn chain(dim: usize) -> impl System {
+    let mut sys = system(
+        dim,
+        false,
+        move |t, y, dy| {
+            let w = t.len();
+            for s in 0..w {
+                let push = if t[s] < 0.7 { t[s].sin() } else { 2.0 - t[s] };
+                for i in 0..dim {
+                    let next = y[((i + 1) % dim) * w + s];
+                    dy[i * w + s] = -(1.0 + i as f64) * y[i * w + s] + next * next.cos() + push;
+                }
+            }
+        },
+        |_t, _y, _j| unreachable!("explicit methods only"),
+    );
+    sys.breakpoints = vec![0.7];
+    sys
+}
+
+/// The single-sample driver (`adaptive/one.rs`) makes the block driver's arithmetic with
+/// scalars for lanes: a sample solved alone gets the bits, work counts and errors it gets in a
+/// block, for every pair, with save times between steps (dense output), stops, a breakpoint's
+/// restart, rejected steps, backward time, per-component `atol` and each way of failing. The
+/// block is the sample twice, so its counts are exactly twice the sample's.
+#[test]
+fn one_sample_driver_gives_the_block_drivers_bits() {
+    fn same<S: System>(sys: &S, o: &SolverOptions, y0: &[f64], what: &str) {
+        let twice = [y0, y0].concat();
+        let (alone, pair) = (solve_batch(sys, o, y0, 1), solve_batch(sys, o, &twice, 2));
+        match (alone, pair) {
+            (Ok(a), Ok(b)) => {
+                for k in 0..a.t.len() {
+                    for s in 0..2 {
+                        let (ya, yb) = (a.state(k, 0), b.state(k, s));
+                        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(ya), bits(yb), "{what}: save {k}, lane {s}");
+                    }
+                }
+                let mut doubled = a.stats;
+                doubled += a.stats;
+                assert_eq!(doubled, b.stats, "{what}: work counts");
+                assert!(a.stats.steps > 0, "{what}");
+            }
+            (Err(a), Err(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{what}"),
+            (a, b) => panic!("{what}: alone {a:?}, in a block {b:?}"),
+        }
+    }
+    let methods = [Method::Bosh3, Method::Dopri5, Method::Tsit5];
+    for method in methods {
+        let name = method.name();
+        let mut o = opts(method.clone(), 0.0, 10.0, 1e-8, 1e-8);
+        o.save = vec![0.0, 0.1, 2.5, 2.5 + 1e-9, 7.0, 10.0];
+        o.stops = vec![3.0, 4.5];
+        same(&lorenz(), &o, &[1.0, 1.0, 1.0], &format!("lorenz {name}"));
+        // Van der Pol at μ = 1 rejects steps at a loose tolerance.
+        let mut o = opts(method.clone(), 0.0, 20.0, 1e-3, 1e-6);
+        o.save = vec![5.0, 20.0];
+        same(&vdp(), &o, &[2.0, 0.0], &format!("vdp {name}"));
+        // Every monomorphized dimension and the first one past them; forced, with a breakpoint.
+        for dim in 1..=9 {
+            let mut o = opts(method.clone(), 0.0, 2.0, 1e-7, 1e-9);
+            o.atol_components = (0..dim).map(|i| 1e-9 * (1 + i) as f64).collect();
+            o.save = vec![0.0, 0.35, 0.7, 1.3, 2.0];
+            let y0: Vec<f64> = (0..dim).map(|i| 0.3 * i as f64 - 0.5).collect();
+            same(&chain(dim), &o, &y0, &format!("chain {dim} {name}"));
+            // Backward in time.
+            let mut back = opts(method.clone(), 2.0, 0.0, 1e-7, 1e-9);
+            back.save = vec![2.0, 1.0, 0.0];
+            same(
+                &chain(dim),
+                &back,
+                &y0,
+                &format!("chain {dim} backward {name}"),
+            );
+        }
+        // Failures: a blow-up, too few steps, a non-finite start.
+        same(
+            &blowup(),
+            &opts(method.clone(), 0.0, 2.0, 1e-6, 1e-9),
+            &[1.0],
+            &format!("blowup {name}"),
+        );
+        let mut few = opts(method.clone(), 0.0, 10.0, 1e-8, 1e-8);
+        few.max_steps = 50;
+        same(
+            &lorenz(),
+            &few,
+            &[1.0, 1.0, 1.0],
+            &format!("max_steps {name}"),
+        );
+        let o = opts(method.clone(), 0.0, 1.0, 1e-6, 1e-9);
+        same(&decay(), &o, &[f64::NAN], &format!("NaN start {name}"));
+    }
+}
+
 // ---------------------------------------------------------------- errors
 
 #[test]
