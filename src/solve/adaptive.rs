@@ -206,6 +206,14 @@ fn nan_unless_finite(x: f64) -> f64 {
 
 /// Most stages a pair has (DOPRI5 and Tsit5: 7).
 const MAX_STAGES: usize = 8;
+const _: () = {
+    let pairs = [&tableau::BOSH3, &tableau::DOPRI5, &tableau::TSIT5];
+    let mut p = 0;
+    while p < pairs.len() {
+        assert!(pairs[p].c.len() <= MAX_STAGES && pairs[p].e.len() <= MAX_STAGES);
+        p += 1;
+    }
+};
 
 /// Blocks of at most this many values (a small system, one sample) keep their stages also
 /// transposed, so that each sum of [`combine`] is one short loop in a register.
@@ -323,6 +331,113 @@ fn stage_into(out: &mut [f64], y: &[f64], h: &[f64], coef: &[f64], k: &[f64], kt
             *a = v + hs * *a;
         }
     }
+}
+
+/// The step a sample takes from `t` with proposed step `h`, and whether it was shortened to
+/// land on `target` (Hairer's rule: stretch a step by up to 1% to land rather than leave a
+/// sliver). `Err` when the sample must stop: too many attempts, or a step below rounding.
+#[inline(always)]
+fn step_to_take(
+    t: f64,
+    h: f64,
+    target: f64,
+    dir: f64,
+    attempts: usize,
+    max_steps: usize,
+    sample: usize,
+) -> Result<(f64, bool), SolveError> {
+    if attempts >= max_steps {
+        return Err(SolveError::MaxStepsExceeded {
+            t,
+            sample,
+            max_steps,
+        });
+    }
+    if 0.1 * h.abs() <= t.abs() * f64::EPSILON || h == 0.0 {
+        return Err(SolveError::StepSizeTooSmall { t, sample });
+    }
+    let clipped = (t + 1.01 * h - target) * dir > 0.0;
+    Ok((if clipped { target - t } else { h }, clipped))
+}
+
+/// The time of stage `c` of a step `hs` from `t` (the landing itself for `c = 1` of a step
+/// shortened to land on `landing`), placed on the right side of a breakpoint.
+#[inline(always)]
+fn stage_at(tl: &Timeline, t: f64, hs: f64, c: f64, clipped: bool, landing: f64) -> f64 {
+    if hs == 0.0 {
+        return t;
+    }
+    let tau = if c == 1.0 && clipped {
+        landing
+    } else {
+        t + c * hs
+    };
+    tl.stage_time(tau, t + 0.5 * hs, hs)
+}
+
+/// One component's term of Hairer's mixed error norm, `(e / (atol + rtol max(|y|, |ŷ|)))²`.
+#[inline(always)]
+fn error_term(e: f64, atol: f64, rtol: f64, y: f64, ynew: f64) -> f64 {
+    let sk = atol + rtol * y.abs().max(ynew.abs());
+    (e / sk).powi(2)
+}
+
+/// The PI controller for a step with error norm `err` (`∞` for a non-finite `ŷ`): `ln` of the
+/// step-size divisor `err^expo1 / facold^β` on acceptance, `err^expo1` on rejection, as
+/// logarithms (one `ln` here and one `exp` in [`next_step`]); an accepted step updates the
+/// memory `ln_facold`. A lane without a step (`hs = 0`) keeps its memory.
+#[inline(always)]
+fn controller(err: f64, hs: f64, expo1: f64, ln_facold: &mut f64, ln_facold_min: f64) -> f64 {
+    let ln_err = err.ln();
+    let accepted = err <= 1.0 && hs != 0.0;
+    let ln_fac = expo1 * ln_err - if accepted { BETA * *ln_facold } else { 0.0 };
+    if accepted {
+        *ln_facold = ln_err.max(ln_facold_min);
+    }
+    ln_fac
+}
+
+/// The step after one of size `hs` with error norm `err` and controller divisor `ln_fac`:
+/// `Err(h)` to retry a rejected step with `h`, `Ok(h)` for an accepted one's successor before
+/// [`limit_next`] bounds it.
+#[inline(always)]
+fn next_step(err: f64, hs: f64, ln_fac: f64) -> Result<f64, f64> {
+    if !err.is_finite() {
+        // A stage left the region where f is finite: shrink as much as allowed.
+        return Err(hs * FAC_MIN);
+    }
+    let fac = ln_fac.exp() / SAFE;
+    if err > 1.0 {
+        return Err(hs / (1.0 / FAC_MIN).min(fac));
+    }
+    // Lund stabilization: the PI controller of Hairer's DOPRI5.
+    Ok(hs / fac.clamp(1.0 / FAC_MAX, 1.0 / FAC_MIN))
+}
+
+/// Bounds the step after an accepted one: at most `hmax`, no growth right after a rejection,
+/// and after a step shortened to land, at least the step that was planned (`h`): landing
+/// shortened it, not the error.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn limit_next(
+    mut hnew: f64,
+    hs: f64,
+    h: f64,
+    hmax: f64,
+    dir: f64,
+    rejected_before: bool,
+    clipped: bool,
+) -> f64 {
+    if hnew.abs() > hmax {
+        hnew = dir * hmax;
+    }
+    if rejected_before {
+        hnew = dir * hnew.abs().min(hs.abs());
+    }
+    if clipped {
+        hnew = dir * hnew.abs().max(h.abs());
+    }
+    hnew
 }
 
 /// The stages of `k` (one after another, `len` values each) as slices, for [`dense`].
@@ -524,25 +639,23 @@ fn solve_lanes<S: System, const ONE: bool>(
             if !st.active[s] {
                 continue;
             }
-            let (t, h) = (st.t[s], st.h[s]);
-            if st.attempts[s] >= options.max_steps {
-                let e = SolveError::MaxStepsExceeded {
-                    t,
-                    sample: s,
-                    max_steps: options.max_steps,
-                };
-                st.fail(s, &mut failures[s], e);
-                continue;
-            }
-            if 0.1 * h.abs() <= t.abs() * f64::EPSILON || h == 0.0 {
-                let e = SolveError::StepSizeTooSmall { t, sample: s };
-                st.fail(s, &mut failures[s], e);
-                continue;
-            }
             let target = tl.landings[st.landing[s]].t;
-            // Hairer's rule: stretch a step by up to 1% to land rather than leave a sliver.
-            st.clipped[s] = (t + 1.01 * h - target) * dir > 0.0;
-            st.hs[s] = if st.clipped[s] { target - t } else { h };
+            let step = step_to_take(
+                st.t[s],
+                st.h[s],
+                target,
+                dir,
+                st.attempts[s],
+                options.max_steps,
+                s,
+            );
+            match step {
+                Ok((hs, clipped)) => (st.hs[s], st.clipped[s]) = (hs, clipped),
+                Err(e) => {
+                    st.fail(s, &mut failures[s], e);
+                    continue;
+                }
+            }
             st.attempts[s] += 1;
             n_active += 1;
         }
@@ -556,17 +669,9 @@ fn solve_lanes<S: System, const ONE: bool>(
             stage_into(&mut stage, &y, &st.hs, tab.a[i], &k, &kt);
             let c = tab.c[i];
             for s in 0..width {
-                let (t, hs) = (st.t[s], st.hs[s]);
-                tstage[s] = if hs != 0.0 {
-                    let tau = if c == 1.0 && st.clipped[s] {
-                        tl.landings[st.landing[s]].t
-                    } else {
-                        t + c * hs
-                    };
-                    tl.stage_time(tau, t + 0.5 * hs, hs)
-                } else {
-                    t
-                };
+                // A finished lane's landing index is past the end; it has no step.
+                let landing = tl.landings.get(st.landing[s]).map_or(0.0, |l| l.t);
+                tstage[s] = stage_at(tl, st.t[s], st.hs[s], c, st.clipped[s], landing);
             }
             if i == ns - 1 {
                 std::mem::swap(&mut ynew, &mut stage);
@@ -589,9 +694,7 @@ fn solve_lanes<S: System, const ONE: bool>(
             let row = i * width..(i + 1) * width;
             let (e_row, y_row, yn_row) = (&acc[row.clone()], &y[row.clone()], &ynew[row]);
             for s in 0..width {
-                let e = e_row[s] * st.hs[s];
-                let sk = atol[i] + rtol * y_row[s].abs().max(yn_row[s].abs());
-                err_sq[s] += (e / sk).powi(2);
+                err_sq[s] += error_term(e_row[s] * st.hs[s], atol[i], rtol, y_row[s], yn_row[s]);
                 poison[s] += nan_unless_finite(yn_row[s]);
             }
         }
@@ -604,18 +707,8 @@ fn solve_lanes<S: System, const ONE: bool>(
             } else {
                 f64::INFINITY
             };
-            let ln_err = err.ln();
-            let accepted = err <= 1.0 && st.hs[s] != 0.0;
             st.err[s] = err;
-            st.ln_fac[s] = expo1 * ln_err
-                - if accepted {
-                    BETA * st.ln_facold[s]
-                } else {
-                    0.0
-                };
-            if accepted {
-                st.ln_facold[s] = ln_err.max(ln_facold_min);
-            }
+            st.ln_fac[s] = controller(err, st.hs[s], expo1, &mut st.ln_facold[s], ln_facold_min);
         }
 
         // Accept or reject, sample by sample.
@@ -624,23 +717,15 @@ fn solve_lanes<S: System, const ONE: bool>(
             if hs == 0.0 {
                 continue;
             }
-            let err = st.err[s];
-            if !err.is_finite() {
-                // A stage left the region where f is finite: shrink as much as allowed.
-                st.h[s] = hs * FAC_MIN;
-                st.reject[s] = true;
-                stats.rejected += 1;
-                continue;
-            }
-            let fac = st.ln_fac[s].exp() / SAFE;
-            if err > 1.0 {
-                st.h[s] = hs / (1.0 / FAC_MIN).min(fac);
-                st.reject[s] = true;
-                stats.rejected += 1;
-                continue;
-            }
-            // Lund stabilization: the PI controller of Hairer's DOPRI5.
-            let mut hnew = hs / fac.clamp(1.0 / FAC_MAX, 1.0 / FAC_MIN);
+            let hnew = match next_step(st.err[s], hs, st.ln_fac[s]) {
+                Ok(h) => h,
+                Err(retry) => {
+                    st.h[s] = retry;
+                    st.reject[s] = true;
+                    stats.rejected += 1;
+                    continue;
+                }
+            };
 
             // Accepted.
             stats.steps += 1;
@@ -847,16 +932,9 @@ fn solve_lanes<S: System, const ONE: bool>(
                 st.fail(s, &mut failures[s], e);
                 continue;
             }
-            if hnew.abs() > hmax {
-                hnew = dir * hmax;
-            }
-            if st.reject[s] {
-                hnew = dir * hnew.abs().min(hs.abs());
-            }
+            let hnew = limit_next(hnew, hs, st.h[s], hmax, dir, st.reject[s], st.clipped[s]);
             st.reject[s] = false;
             if st.clipped[s] {
-                // Landing shortened the step, not the error: keep the step that was planned.
-                hnew = dir * hnew.abs().max(st.h[s].abs());
                 st.landing[s] += 1;
                 if landing.restart {
                     st.needs_k1[s] = true;

@@ -1,18 +1,20 @@
 //! One sample of a small system (at most [`SMALL`] components), with no recorder and no
 //! events: P1 Lorenz, each member of an ensemble. It is [`super::solve_lanes`] at a width of
-//! one with the dimension `D` known at compile time, so that every per-lane quantity is a
-//! scalar in a register, every state and stage an array on the stack, and every sum over the
-//! components unrolled. The block driver spent most of such a step on its own bookkeeping
-//! (lane arrays, bounds checks, loop control), three times the field's cost.
+//! one with the dimension `D` known at compile time: every per-lane quantity is a scalar in a
+//! register, the state and the stages are arrays on the stack (the field writes each stage in
+//! place, and with `D` a constant the sums over stages need no transposed copy), and every loop
+//! over the components is unrolled. The block driver spent most of such a step on its own
+//! bookkeeping (lane arrays, bounds checks, loop control), three times the field's cost.
 //!
-//! It makes the same floating-point operations in the same order as the block driver, so a
-//! sample gets the same bits whichever of the two solves it (`tests/it/adaptive_one.rs` holds
-//! them to that on every adaptive model, with save points, landings, restarts, rejections and
-//! failures). A change to the method changes both.
+//! The step choice, stage times, error terms, controller and step-size limits are the block
+//! driver's own functions, and the stage sums make the same operations in the same order, so a
+//! sample gets the same bits whichever driver solves it:
+//! `solve::tests::one_sample_driver_gives_the_block_drivers_bits` holds the two to that, with
+//! save times, stops, a breakpoint's restart, rejections, backward time and each failure.
 
 use super::{
-    dense, embedded, hinit_finish, hinit_guess, nan_unless_finite, small_sums, BETA, FACOLD_MIN,
-    FAC_MAX, FAC_MIN, MAX_STAGES, SAFE, SMALL,
+    controller, dense, embedded, error_term, hinit_finish, hinit_guess, limit_next,
+    nan_unless_finite, next_step, stage_at, step_to_take, BETA, FACOLD_MIN, MAX_STAGES, SMALL,
 };
 use crate::solve::timeline::Timeline;
 use crate::solve::{SolveError, SolverOptions, Stats, System};
@@ -41,6 +43,37 @@ pub(super) fn solve<S: System>(
     const _: () = assert!(SMALL == 8, "one.rs monomorphizes dimensions 1..=SMALL");
     dims!(1 2 3 4 5 6 7 8);
     true
+}
+
+/// `Σ_j coef[j] · k_j` per component from `0.0`, `j` ascending: the block driver's sums (the
+/// same operations in the same order), with the number of coefficients matched once so that
+/// each sum is straight-line code.
+#[inline(always)]
+fn stage_sums<const D: usize>(coef: &[f64], k: &[[f64; D]; MAX_STAGES]) -> [f64; D] {
+    #[inline(always)]
+    fn sums<const N: usize, const D: usize>(coef: &[f64], k: &[[f64; D]; MAX_STAGES]) -> [f64; D] {
+        let Ok(coef) = <&[f64; N]>::try_from(coef) else {
+            return [f64::NAN; D];
+        };
+        std::array::from_fn(|m| {
+            let mut sum = 0.0;
+            for j in 0..N {
+                sum += coef[j] * k[j][m];
+            }
+            sum
+        })
+    }
+    match coef.len() {
+        1 => sums::<1, D>(coef, k),
+        2 => sums::<2, D>(coef, k),
+        3 => sums::<3, D>(coef, k),
+        4 => sums::<4, D>(coef, k),
+        5 => sums::<5, D>(coef, k),
+        6 => sums::<6, D>(coef, k),
+        7 => sums::<7, D>(coef, k),
+        // Every pair has at most `MAX_STAGES` stages (a compile-time check in `adaptive.rs`).
+        _ => sums::<MAX_STAGES, D>(coef, k),
+    }
 }
 
 /// Writes `value` as the sample's state at save index `k` (output `[save][dim]`).
@@ -86,13 +119,13 @@ fn solve_dim<S: System, const D: usize>(
 
     let mut y = y0;
     let mut stage = [0.0; D];
-    let mut acc = [0.0; D];
-    // The derivative just evaluated, and the stages transposed: `kt[m][j] = k_j[m]`.
-    let mut f = [0.0; D];
-    let mut kt = [[0.0; MAX_STAGES]; D];
+    // The stages `k[j]`, written by the field in place: with the dimension a constant, the
+    // sums over `j` at a fixed component are as direct as over a transposed copy.
+    let mut k = [[0.0; D]; MAX_STAGES];
 
     // f(t0, y0) and the save times at t0.
-    sys.rhs(&[tl.t0], &y, &mut f, &mut ws);
+    sys.rhs(&[tl.t0], &y, &mut k[0], &mut ws);
+    let f = k[0];
     stats.rhs_evals += 1;
     if let Some(i) = (0..D).find(|&i| !y[i].is_finite() || !f[i].is_finite()) {
         return fail(SolveError::NonFinite {
@@ -105,9 +138,6 @@ fn solve_dim<S: System, const D: usize>(
     while tl.save.get(next_save) == Some(&tl.t0) {
         write_save(out, next_save, &y);
         next_save += 1;
-    }
-    for m in 0..D {
-        kt[m][0] = f[m];
     }
 
     // The initial step size (HINIT), one explicit Euler probe.
@@ -130,13 +160,10 @@ fn solve_dim<S: System, const D: usize>(
     loop {
         // Restarts after a breakpoint need f at the new piece.
         if needs_k1 {
-            sys.rhs(&[tl.start_time(t)], &y, &mut f, &mut ws);
+            sys.rhs(&[tl.start_time(t)], &y, &mut k[0], &mut ws);
             stats.rhs_evals += 1;
             needs_k1 = false;
-            for m in 0..D {
-                kt[m][0] = f[m];
-            }
-            if let Some(i) = non_finite(&f) {
+            if let Some(i) = non_finite(&k[0]) {
                 return fail(SolveError::NonFinite {
                     t,
                     sample: 0,
@@ -146,51 +173,30 @@ fn solve_dim<S: System, const D: usize>(
         }
 
         // The step: limits first, then clipped to the next landing.
-        if attempts >= options.max_steps {
-            return fail(SolveError::MaxStepsExceeded {
-                t,
-                sample: 0,
-                max_steps: options.max_steps,
-            });
-        }
-        if 0.1 * h.abs() <= t.abs() * f64::EPSILON || h == 0.0 {
-            return fail(SolveError::StepSizeTooSmall { t, sample: 0 });
-        }
         let target = tl.landings[landing].t;
-        // Hairer's rule: stretch a step by up to 1% to land rather than leave a sliver.
-        let clipped = (t + 1.01 * h - target) * dir > 0.0;
-        let hs = if clipped { target - t } else { h };
+        let (hs, clipped) = match step_to_take(t, h, target, dir, attempts, options.max_steps, 0) {
+            Ok(step) => step,
+            Err(e) => return fail(e),
+        };
         attempts += 1;
 
         // Stages 2..s; the last one is evaluated at y_new (FSAL).
         for i in 1..ns {
-            small_sums(&mut stage, Some(&y), Some(hs), tab.a[i], &kt);
-            let c = tab.c[i];
-            let ts = if hs != 0.0 {
-                let tau = if c == 1.0 && clipped {
-                    tl.landings[landing].t
-                } else {
-                    t + c * hs
-                };
-                tl.stage_time(tau, t + 0.5 * hs, hs)
-            } else {
-                t
-            };
-            sys.rhs(&[ts], &stage, &mut f, &mut ws);
+            let sum = stage_sums(tab.a[i], &k);
             for m in 0..D {
-                kt[m][i] = f[m];
+                stage[m] = y[m] + hs * sum[m];
             }
+            let ts = stage_at(tl, t, hs, tab.c[i], clipped, target);
+            sys.rhs(&[ts], &stage, &mut k[i], &mut ws);
         }
         let ynew = stage;
         stats.rhs_evals += ns as u64 - 1;
 
         // Hairer's mixed error norm, and whether y_new is finite.
-        small_sums(&mut acc, None, None, tab.e, &kt);
+        let acc = stage_sums(tab.e, &k);
         let (mut err_sq, mut poison) = (0.0, 0.0);
         for m in 0..D {
-            let e = acc[m] * hs;
-            let sk = atol[m] + rtol * y[m].abs().max(ynew[m].abs());
-            err_sq += (e / sk).powi(2);
+            err_sq += error_term(acc[m] * hs, atol[m], rtol, y[m], ynew[m]);
             poison += nan_unless_finite(ynew[m]);
         }
         let err = if poison == 0.0 {
@@ -198,32 +204,19 @@ fn solve_dim<S: System, const D: usize>(
         } else {
             f64::INFINITY
         };
-        // The PI controller's divisor as a logarithm (see `solve_lanes`).
-        let ln_err = err.ln();
-        let accepted = err <= 1.0 && hs != 0.0;
-        let ln_fac = expo1 * ln_err - if accepted { BETA * ln_facold } else { 0.0 };
-        if accepted {
-            ln_facold = ln_err.max(ln_facold_min);
-        }
-
+        let ln_fac = controller(err, hs, expo1, &mut ln_facold, ln_facold_min);
         if hs == 0.0 {
             continue;
         }
-        if !err.is_finite() {
-            // A stage left the region where f is finite: shrink as much as allowed.
-            h = hs * FAC_MIN;
-            reject = true;
-            stats.rejected += 1;
-            continue;
-        }
-        let fac = ln_fac.exp() / SAFE;
-        if err > 1.0 {
-            h = hs / (1.0 / FAC_MIN).min(fac);
-            reject = true;
-            stats.rejected += 1;
-            continue;
-        }
-        let mut hnew = hs / fac.clamp(1.0 / FAC_MAX, 1.0 / FAC_MIN);
+        let hnew = match next_step(err, hs, ln_fac) {
+            Ok(h) => h,
+            Err(retry) => {
+                h = retry;
+                reject = true;
+                stats.rejected += 1;
+                continue;
+            }
+        };
 
         // Accepted.
         stats.steps += 1;
@@ -238,36 +231,25 @@ fn solve_dim<S: System, const D: usize>(
                 write_save(out, next_save, &ynew);
             } else {
                 let theta = (ts - t) / hs;
-                let ks: [[f64; D]; MAX_STAGES] =
-                    std::array::from_fn(|j| std::array::from_fn(|m| kt[m][j]));
                 let value: [f64; D] =
-                    std::array::from_fn(|m| dense(tab, theta, hs, &y, &ynew, &ks, m));
+                    std::array::from_fn(|m| dense(tab, theta, hs, &y, &ynew, &k, m));
                 write_save(out, next_save, &value);
             }
             next_save += 1;
         }
         y = ynew;
-        for m in 0..D {
-            kt[m][0] = kt[m][ns - 1];
-        }
+        k[0] = k[ns - 1];
         t = t_new;
-        if let Some(i) = (0..D).find(|&m| !kt[m][0].is_finite()) {
+        if let Some(i) = non_finite(&k[0]) {
             return fail(SolveError::NonFinite {
                 t: t_new,
                 sample: 0,
                 component: i,
             });
         }
-        if hnew.abs() > hmax {
-            hnew = dir * hmax;
-        }
-        if reject {
-            hnew = dir * hnew.abs().min(hs.abs());
-        }
+        let hnew = limit_next(hnew, hs, h, hmax, dir, reject, clipped);
         reject = false;
         if clipped {
-            // Landing shortened the step, not the error: keep the step that was planned.
-            hnew = dir * hnew.abs().max(h.abs());
             landing += 1;
             if land.restart {
                 needs_k1 = true;
