@@ -237,7 +237,9 @@ fn transpose_stage(kt: &mut Transposed, j: usize, kj: &[f64]) {
 fn combine(acc: &mut [f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     let n = acc.len();
     if !kt.is_empty() {
-        small_sums(acc, None, None, coef, kt);
+        for (a, row) in acc.iter_mut().zip(kt) {
+            *a = dot(coef, row);
+        }
         return;
     }
     if n == 0 {
@@ -251,63 +253,14 @@ fn combine(acc: &mut [f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     }
 }
 
-/// `Σ_j coef[j] · row[j]` from `0.0`, `j` ascending, for `N` coefficients.
+/// `Σ_j coef[j] · row[j]` from `0.0`, `j` ascending.
 #[inline(always)]
-fn dot<const N: usize>(coef: &[f64; N], row: &[f64; MAX_STAGES]) -> f64 {
+fn dot(coef: &[f64], row: &[f64; MAX_STAGES]) -> f64 {
     let mut sum = 0.0;
-    for j in 0..N {
-        sum += coef[j] * row[j];
+    for (&c, &v) in coef.iter().zip(row) {
+        sum += c * v;
     }
     sum
-}
-
-/// The sums of a small block from its transposed stages: `acc[m] = Σ_j coef[j] · kt[m][j]`,
-/// or with `y` and `h` the stage state `y[m] + h · Σ_j …` (one sample). The number of
-/// coefficients is matched once, so that each sum is straight-line code: on a Lorenz-size
-/// system these sums and their loop control were a fifth of a step's instructions.
-#[inline(always)]
-fn small_sums(
-    acc: &mut [f64],
-    y: Option<&[f64]>,
-    h: Option<f64>,
-    coef: &[f64],
-    kt: &[[f64; MAX_STAGES]],
-) {
-    #[inline(always)]
-    fn sums<const N: usize>(
-        acc: &mut [f64],
-        y: Option<&[f64]>,
-        h: Option<f64>,
-        coef: &[f64],
-        kt: &[[f64; MAX_STAGES]],
-    ) {
-        let Ok(coef) = <&[f64; N]>::try_from(coef) else {
-            return;
-        };
-        match (y, h) {
-            (Some(y), Some(h)) => {
-                for ((a, row), &v) in acc.iter_mut().zip(kt).zip(y) {
-                    *a = v + h * dot(coef, row);
-                }
-            }
-            _ => {
-                for (a, row) in acc.iter_mut().zip(kt) {
-                    *a = dot(coef, row);
-                }
-            }
-        }
-    }
-    match coef.len() {
-        1 => sums::<1>(acc, y, h, coef, kt),
-        2 => sums::<2>(acc, y, h, coef, kt),
-        3 => sums::<3>(acc, y, h, coef, kt),
-        4 => sums::<4>(acc, y, h, coef, kt),
-        5 => sums::<5>(acc, y, h, coef, kt),
-        6 => sums::<6>(acc, y, h, coef, kt),
-        7 => sums::<7>(acc, y, h, coef, kt),
-        8 => sums::<8>(acc, y, h, coef, kt),
-        _ => unreachable!("an embedded pair has at most {MAX_STAGES} stages"),
-    }
 }
 
 /// A stage's state `out = y + h ⊙ Σ_j coef[j] · k_j`, lane `s` with its own step `h[s]`
@@ -316,7 +269,9 @@ fn small_sums(
 fn stage_into(out: &mut [f64], y: &[f64], h: &[f64], coef: &[f64], k: &[f64], kt: &Transposed) {
     if let ([h], false) = (h, kt.is_empty()) {
         // One sample of a small system: each component's sum and step in a register.
-        small_sums(out, Some(y), Some(*h), coef, kt);
+        for ((a, row), &v) in out.iter_mut().zip(kt).zip(y) {
+            *a = v + h * dot(coef, row);
+        }
         return;
     }
     combine(out, coef, k, kt);
