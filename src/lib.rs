@@ -6,6 +6,7 @@
 //! that later stages compile.
 //! [`diag`] (spans and diagnostics) sits below everything; [`cli`] owns all IO.
 
+pub mod alloc;
 pub mod budget;
 pub mod cli;
 pub mod compile;

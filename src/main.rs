@@ -2,6 +2,10 @@
 
 use std::process::ExitCode;
 
+/// Zeroed buffers written at allocation (`nodec::alloc` says why).
+#[global_allocator]
+static ALLOCATOR: nodec::alloc::EagerZeroed = nodec::alloc::EagerZeroed;
+
 fn main() -> ExitCode {
     nodec::cli::main()
 }

@@ -115,12 +115,7 @@ pub(crate) fn build(
     for i in (0..end).rev() {
         let id = TId(i as u32);
         if needed[i] && !saved.contains_key(&id) {
-            // `Kᵀ g` reads `K` with swapped strides: the transpose is not built.
-            let node = match transposed_product(pool, id, &varying) {
-                Some(k) => TNode::MatMul(k, pool.node(id).operands()[1]),
-                None => pool.node(id).clone(),
-            };
-            node.for_each_operand(|c| {
+            pool.node(id).for_each_operand(|c| {
                 needed[c.index()] = true;
                 uses[c.index()] += 1;
                 user[c.index()] = Some(id);
@@ -148,7 +143,6 @@ pub(crate) fn build(
         pool,
         loc: vec![None; end],
         kernel: Kernel::default(),
-        varying: varying.clone(),
         n_u: 0,
         n_r: 0,
         temps: 0,
@@ -208,17 +202,6 @@ pub(crate) fn build(
     kernel
 }
 
-/// `K` when `id` is `Kᵀ · x` with `K` uniform and `x` per lane: a GEMM reads `K` transposed.
-fn transposed_product(pool: &TensorPool, id: TId, varying: &[bool]) -> Option<TId> {
-    match pool.node(id) {
-        TNode::MatMul(a, b) if varying[b.index()] && !varying[a.index()] => match pool.node(*a) {
-            TNode::Transpose(k) => Some(*k),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
 /// Splits a gradient root into reductions: sums term by term, outer products as GEMMs.
 fn plan_reduce(pool: &TensorPool, node: TId, at: u32, out: &mut Vec<Pending>) {
     if pool.is_zero(node) {
@@ -266,8 +249,6 @@ struct Builder<'p> {
     /// Where each placed node lives, as the lane program sees it.
     loc: Vec<Option<Loc>>,
     kernel: Kernel,
-    /// Whether each node is per lane (reads states, directions, data or the time).
-    varying: Vec<bool>,
     n_u: u32,
     n_r: u32,
     temps: usize,
@@ -403,17 +384,16 @@ impl Builder<'_> {
                     Shape::Matrix(_, n) => n,
                     _ => 1,
                 };
-                let (a_loc, transposed) = match transposed_product(pool, id, &self.varying) {
-                    Some(k) => (self.loc[k.index()], true),
-                    None => (self.loc[a.index()], false),
-                };
-                match (varying, a_loc, self.loc(*b)) {
+                // `Kᵀ g` reads the uniform program's copy of `Kᵀ`, row-major like every matrix a
+                // GEMM reads: the `gemm` crate multiplies such a right side in place, where
+                // swapped strides made it pack the whole matrix on every call (`mnist_sized`'s
+                // gradient: 67 MB packed, 6 % of its time, 800 fresh pages), for the same bits.
+                match (varying, self.loc[a.index()], self.loc(*b)) {
                     (true, Some(ua @ (Loc::U(_) | Loc::P(_))), Loc::L(bank, row)) => {
                         self.scratch = self.scratch.max(MIN_SIDE * (m + k));
                         Op::Gemm {
                             dst,
                             a: ua,
-                            transposed,
                             b: (bank, row),
                             m: m as u32,
                             k: k as u32,

@@ -212,7 +212,6 @@ fn run_op<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut [R])
         }
         Op::Gemm {
             a,
-            transposed,
             b,
             m,
             k,
@@ -224,7 +223,6 @@ fn run_op<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut [R])
                 values: f.uniform(*a, m * k),
                 m,
                 k,
-                transposed: *transposed,
             };
             let bank = f.bank(b.0, below);
             for c in 0..cols {
@@ -270,21 +268,28 @@ fn run_op<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut [R])
         }
         Op::Transpose { src, m, k, .. } => {
             let (m, k) = (*m as usize, *k as usize);
-            match *src {
-                // The uniform program's transposes (`K1ᵀ` of a VJP): one element per row.
+            // The uniform program's transposes (`K1ᵀ` of a VJP, which its GEMMs read row-major):
+            // one element per row, from its own rows or a parameter read in place.
+            let whole = match *src {
                 Loc::L(bank, row) if w == 1 && n == 1 => {
-                    let x = &f.bank(bank, below)[row as usize..row as usize + m * k];
+                    Some(&f.bank(bank, below)[row as usize..row as usize + m * k])
+                }
+                Loc::P(_) if w == 1 && n == 1 => Some(f.uniform(*src, m * k)),
+                _ => None,
+            };
+            match whole {
+                Some(x) => {
                     for j in 0..k {
                         for i in 0..m {
                             above[j * m + i] = x[i * k + j];
                         }
                     }
                 }
-                src => {
+                None => {
                     for j in 0..k {
                         for i in 0..m {
                             let r = (j * m + i) * w;
-                            assign(&mut above[r + lo..r + hi], f.at(src, i * k + j, below));
+                            assign(&mut above[r + lo..r + hi], f.at(*src, i * k + j, below));
                         }
                     }
                 }
@@ -355,23 +360,17 @@ fn run_op<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut [R])
     }
 }
 
-/// A uniform `m × k` matrix: row-major, or (`transposed`) the row-major `k × m` matrix whose
-/// transpose it is.
+/// A uniform `m × k` matrix, row-major.
 struct Matrix<'a, R> {
     values: &'a [R],
     m: usize,
     k: usize,
-    transposed: bool,
 }
 
 impl<R: Real> Matrix<'_, R> {
     #[inline(always)]
     fn at(&self, r: usize, i: usize) -> R {
-        if self.transposed {
-            self.values[i * self.m + r]
-        } else {
-            self.values[r * self.k + i]
-        }
+        self.values[r * self.k + i]
     }
 }
 
@@ -407,8 +406,8 @@ fn gemm<R: Real>(
         data: a.values,
         rows: k,
         cols: m,
-        rs: if a.transposed { m } else { 1 },
-        cs: if a.transposed { 1 } else { k },
+        rs: 1,
+        cs: k,
     };
     if n >= MIN_SIDE {
         let x = View {

@@ -90,12 +90,10 @@ enum Op {
         code: Box<[EwInstr]>,
     },
     /// `[m, k] · [k, n]` (`n = 1` for a vector) with the matrix uniform and the right side in
-    /// lane rows: one GEMM per column of the right side. With `transposed`, `a` holds the
-    /// `[k, m]` matrix whose transpose is multiplied, read with swapped strides.
+    /// lane rows: one GEMM per column of the right side; `a` is row-major.
     Gemm {
         dst: u32,
         a: Loc,
-        transposed: bool,
         b: (u8, u32),
         m: u32,
         k: u32,
