@@ -414,6 +414,49 @@ impl<R: Real> UniformCache<R> {
     }
 }
 
+/// The field's native code for one sample, bound to a workspace ([`Program::field_call`]):
+/// what [`Program::rhs`] would run, without its checks on each call.
+pub struct FieldCall<'w> {
+    call: tape::native::StateCall<'w>,
+    count: Option<fn(usize)>,
+    /// Calls not yet told to `count`.
+    pending: usize,
+}
+
+impl FieldCall<'_> {
+    /// Calls told to `count` at a time: a live count for progress reports need not be exact
+    /// between them, and telling it costs a fifth of a small field's call.
+    const COUNT_EVERY: usize = 256;
+
+    /// Also tells `count` of the evaluations (the live count a progress report reads), in
+    /// batches; [`FieldCall::flush`] tells the rest.
+    pub fn counting(self, count: fn(usize)) -> Self {
+        FieldCall {
+            count: Some(count),
+            ..self
+        }
+    }
+
+    /// `out = f(t, y)`; false (nothing written) when `y` or `out` is shorter than the
+    /// dimension the call was made for.
+    #[inline(always)]
+    pub fn call(&mut self, t: f64, y: &[f64], out: &mut [f64]) -> bool {
+        self.pending += 1;
+        if self.pending == Self::COUNT_EVERY {
+            self.flush();
+        }
+        self.call.call(t, y, out)
+    }
+
+    /// Tells `count` of the calls it has not been told of.
+    pub fn flush(&mut self) {
+        if let Some(count) = self.count {
+            count(self.pending);
+        }
+        self.pending = 0;
+    }
+}
+
 /// Scratch space for one block of `width` samples: lane registers, the block's bound inputs,
 /// labels and observations (component-major), resolved parameters and per-kernel uniforms.
 /// Create it once per block and thread with [`Program::workspace`] (`f64`) or
@@ -1378,6 +1421,37 @@ impl Program {
             }
             _ => false,
         }
+    }
+
+    /// [`Program::rhs`] of one sample of `dim` components as a direct call of the field's
+    /// native code ([`FieldCall`]), when `rhs` would run that code in `ws` now: a width-one
+    /// workspace of an `f64` program, the code ready, the uniforms current for `params` (a
+    /// first `rhs` call with them fits them). A small adaptive solve makes thousands of calls,
+    /// and `rhs`'s checks on each cost half as much as the Lorenz field itself.
+    pub fn field_call<'w>(
+        &self,
+        params: &Params,
+        dim: usize,
+        ws: &'w mut Workspace<f64>,
+    ) -> Option<FieldCall<'w>> {
+        let k = K::Rhs as usize;
+        if !(ws.native && ws.width == 1 && ws.single.is_none()) {
+            return None;
+        }
+        let cache = ws.caches.get_mut(k)?;
+        if cache.key != Some((params.generation(), 0))
+            || (cache.native.is_none() && !self.resolve_native(k, cache))
+        {
+            return None;
+        }
+        let Workspace { caches, regs, .. } = ws;
+        let cache = &caches[k];
+        let call = cache.native.as_ref()?.state_call(&cache.u, regs, dim)?;
+        Some(FieldCall {
+            call,
+            count: None,
+            pending: 0,
+        })
     }
 
     /// Keeps kernel `k`'s native code in `cache` if [`Program::run`] would run it with the

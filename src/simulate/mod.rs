@@ -426,6 +426,17 @@ impl System for WithQuadrature<'_> {
         }
     }
 
+    fn field_call<'w>(
+        &self,
+        ws: &'w mut QuadratureWorkspace,
+    ) -> Option<crate::compile::FieldCall<'w>> {
+        if self.fused || self.running {
+            return None;
+        }
+        let call = self.inner.field_call(&mut ws.inner)?;
+        Some(call.counting(count_evaluations))
+    }
+
     fn saved_len(&self) -> usize {
         if self.fused {
             self.program.quad_saved_len()

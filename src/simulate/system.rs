@@ -140,6 +140,10 @@ impl System for ModelSystem<'_> {
         self.program.rhs(self.params, t, y, dy, ws);
     }
 
+    fn field_call<'w>(&self, ws: &'w mut Workspace) -> Option<crate::compile::FieldCall<'w>> {
+        self.program.field_call(self.params, self.dim(), ws)
+    }
+
     fn saved_len(&self) -> usize {
         self.program.saved_len()
     }

@@ -150,6 +150,14 @@ pub trait System: Sync {
     /// independently; fixed-step methods pass equal times).
     fn rhs(&self, t: &[f64], y: &[f64], dy: &mut [f64], ws: &mut Self::Workspace);
 
+    /// [`System::rhs`] of one sample (a width-one `ws`) as a direct call of compiled code,
+    /// when the system has one ready for `ws` now; `None` otherwise, and callers go on with
+    /// `rhs`. Small adaptive solves take it (`adaptive/one.rs`).
+    fn field_call<'w>(&self, ws: &'w mut Self::Workspace) -> Option<crate::compile::FieldCall<'w>> {
+        let _ = ws;
+        None
+    }
+
     /// Values per sample that [`System::rhs_saving`] keeps for [`Sensitivity::vjp_saved`] (the
     /// hidden activations of a neural field); 0 when there is nothing worth keeping.
     fn saved_len(&self) -> usize {

@@ -940,3 +940,53 @@ fn brusselator_jacobian_pattern_is_its_stencil() {
         assert_eq!(row, &want, "row {i}");
     }
 }
+
+/// A small sample solved alone calls its field's native code directly once the code is ready
+/// (`System::field_call`, taken by `solve/adaptive/one.rs`): the same bits at every save time
+/// as the same sample in a block of two, whose evaluations go through `Program::rhs`, and as
+/// the first solve, which the interpreter started. The field reads the time, so a wrong time
+/// in the direct call shows.
+#[test]
+fn a_sample_alone_calls_the_fields_code_directly_with_the_blocks_bits() {
+    let source = "model forced\n\
+        param sigma = 10\nparam rho = 28\nparam beta = 8 / 3\n\
+        state x = 1\nstate y = 1\nstate z = 1\n\
+        dx/dt = sigma * (y - x) + 0.5 * t\n\
+        dy/dt = x * (rho - z) - y\n\
+        dz/dt = x * y - beta * z\n\
+        schedule dopri5(t = [0, 2], rtol = 1e-8, atol = 1e-8, save = 0.01)\n";
+    let file = SourceFile::new("forced.node".to_string(), source.to_string());
+    let (model, diags) = nodec::check_source(&file, &Overrides::default(), "forced");
+    assert!(!diags.has_errors(), "{}", diags.render(&file));
+    let model = nodec::prepare_to_run(model);
+    let program = Program::compile(&model);
+    let params = nodec::simulate::initial_params(&model, program.layout(), 0);
+    let (one, two) = (
+        nodec::data::Dataset::samples(1, 0, Vec::new(), None),
+        nodec::data::Dataset::samples(2, 0, Vec::new(), None),
+    );
+    let alone = nodec::simulate::Bound::new(&model, &program, &params, &one);
+    let first = alone.simulate(None).expect("solves");
+    program.await_native();
+
+    let system = alone.system();
+    let mut ws = system.workspace(0..1);
+    let mut dy = [0.0; 3];
+    system.rhs(&[0.0], &[1.0, 1.0, 1.0], &mut dy, &mut ws);
+    assert!(
+        system.field_call(&mut ws).is_some(),
+        "the field's code is ready: a sample alone calls it directly"
+    );
+
+    let direct = alone.simulate(None).expect("solves");
+    let pair = nodec::simulate::Bound::new(&model, &program, &params, &two);
+    let blocked = pair.simulate(None).expect("solves");
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(direct.solution.t.len(), 201);
+    for k in 0..direct.solution.t.len() {
+        let want = bits(blocked.solution.state(k, 0));
+        assert_eq!(bits(blocked.solution.state(k, 1)), want);
+        assert_eq!(bits(direct.solution.state(k, 0)), want, "save {k}");
+        assert_eq!(bits(first.solution.state(k, 0)), want, "save {k}");
+    }
+}

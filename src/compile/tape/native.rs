@@ -21,7 +21,10 @@
 //!   `out_rows * width` values of `out` and `spill_rows * width` of `regs`, and reads
 //!   `n_uniform` uniforms, at lanes `lo..hi`; `Native::call` and `Native::run_state` check
 //!   every one of these lengths and `lo <= hi <= width` before the call, and decline (the
-//!   interpreter runs) otherwise.
+//!   interpreter runs) otherwise. A `StateCall` (one sample: `width = 1`, lanes `0..1`) checks
+//!   `u`, `regs` and that the state and output rows are at most `dim` when it is made (it
+//!   borrows `u` and `regs`, so they cannot shrink), and `y` and `out` against `dim` on each
+//!   call; its time bank is the one `f64` it passes.
 //! - The code lives as long as any `Native` holding its `Arc<Code>`; its memory is freed only
 //!   when the last one is dropped, and no pointer into it escapes a `Native`.
 
@@ -179,6 +182,29 @@ impl Native {
         true
     }
 
+    /// The kernel bound to a workspace's uniforms `u` and registers `regs` for one sample of
+    /// `dim` state components: [`Native::run_state`] at width one with its checks made once,
+    /// here, rather than on each call. `None` when [`Native::run_state`] would refuse it.
+    pub(crate) fn state_call<'w>(
+        &'w self,
+        u: &'w [f64],
+        regs: &'w mut [f64],
+        dim: usize,
+    ) -> Option<StateCall<'w>> {
+        let (state_rows, time_rows) = self.state_time?;
+        let fits = u.len() >= self.n_uniform as usize
+            && regs.len() >= self.spill_rows as usize
+            && state_rows as usize <= dim
+            && self.out_rows as usize <= dim
+            && time_rows <= 1;
+        fits.then_some(StateCall {
+            native: self,
+            u,
+            regs,
+            dim,
+        })
+    }
+
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn call<'a>(
@@ -216,6 +242,39 @@ impl Native {
             lo,
             hi,
             width,
+        );
+        true
+    }
+}
+
+/// A field's native code with the buffers it reads checked for one sample of `dim` state
+/// components ([`Native::state_call`]): a call is the code's own cost and two length checks.
+pub(crate) struct StateCall<'w> {
+    native: &'w Native,
+    u: &'w [f64],
+    regs: &'w mut [f64],
+    dim: usize,
+}
+
+impl StateCall<'_> {
+    /// `out = f(t, y)` for the sample; false (nothing written) when `y` or `out` is shorter
+    /// than the dimension the call was made for.
+    #[inline(always)]
+    pub(crate) fn call(&mut self, t: f64, y: &[f64], out: &mut [f64]) -> bool {
+        if y.len() < self.dim || out.len() < self.dim {
+            return false;
+        }
+        let mut banks = [std::ptr::null::<f64>(); BANKS];
+        banks[STATE as usize] = y.as_ptr();
+        banks[TIME as usize] = &t;
+        (self.native.entry)(
+            banks.as_ptr(),
+            self.u.as_ptr(),
+            self.regs.as_mut_ptr(),
+            out.as_mut_ptr(),
+            0,
+            1,
+            1,
         );
         true
     }

@@ -11,6 +11,13 @@
 //! sample gets the same bits whichever driver solves it:
 //! `solve::tests::one_sample_driver_gives_the_block_drivers_bits` holds the two to that, with
 //! save times, stops, a breakpoint's restart, rejections, backward time and each failure.
+//!
+//! After its first evaluation the solve asks the system for a direct call of the field's
+//! compiled code ([`System::field_call`]): with the checks `Program::rhs` makes on every call
+//! made once, P1's instructions drop by 12 %. Without one (no native code yet, parameters
+//! varying in time, a running cost) every evaluation is `System::rhs`. The integration test
+//! `compile::a_sample_alone_calls_the_fields_code_directly_with_the_blocks_bits` holds the
+//! direct calls to the block's bits.
 
 use super::{
     controller, dense, embedded, error_term, hinit_finish, hinit_guess, limit_next,
@@ -55,13 +62,15 @@ fn stage_sums<const D: usize>(coef: &[f64], k: &[[f64; D]; MAX_STAGES]) -> [f64;
         let Ok(coef) = <&[f64; N]>::try_from(coef) else {
             return [f64::NAN; D];
         };
-        std::array::from_fn(|m| {
-            let mut sum = 0.0;
+        // Plain loops over arrays of constant length: `array::from_fn`'s closure was not
+        // unrolled (65 instructions a step).
+        let mut sums = [0.0; D];
+        for (m, sum) in sums.iter_mut().enumerate() {
             for j in 0..N {
-                sum += coef[j] * k[j][m];
+                *sum += coef[j] * k[j][m];
             }
-            sum
-        })
+        }
+        sums
     }
     match coef.len() {
         1 => sums::<1, D>(coef, k),
@@ -84,9 +93,14 @@ fn write_save<const D: usize>(out: &mut [f64], k: usize, value: &[f64; D]) {
     }
 }
 
-/// The first non-finite component of `v`.
+/// The first non-finite component of `v`. Checked after every step: one sum of `x − x` (NaN
+/// exactly when some `x` is not finite) and one comparison, the search only on failure.
 #[inline(always)]
 fn non_finite<const D: usize>(v: &[f64; D]) -> Option<usize> {
+    let poison: f64 = v.iter().map(|&x| nan_unless_finite(x)).sum();
+    if poison == 0.0 {
+        return None;
+    }
     v.iter().position(|x| !x.is_finite())
 }
 
@@ -104,41 +118,94 @@ fn solve_dim<S: System, const D: usize>(
     let Ok(&y0) = <&[f64; D]>::try_from(y0) else {
         return;
     };
-    let tab = embedded(&options.method);
-    let ns = tab.c.len();
-    let (rtol, dir) = (options.rtol, tl.dir);
     let atol_vec = options.atol_vec(D);
-    let Ok(atol) = <&[f64; D]>::try_from(&atol_vec[..]) else {
+    let Ok(&atol) = <&[f64; D]>::try_from(&atol_vec[..]) else {
         return;
     };
-    let hmax = (tl.t1 - tl.t0).abs();
-    let expo1 = 1.0 / (tab.q as f64 + 1.0) - BETA * 0.75;
-    let ln_facold_min = FACOLD_MIN.ln();
     let mut ws = sys.workspace(samples);
-    let mut fail = |e: SolveError| *failure = Some(e);
 
-    let mut y = y0;
-    let mut stage = [0.0; D];
-    // The stages `k[j]`, written by the field in place: with the dimension a constant, the
-    // sums over `j` at a fixed component are as direct as over a transposed copy.
-    let mut k = [[0.0; D]; MAX_STAGES];
-
-    // f(t0, y0) and the save times at t0.
-    sys.rhs(&[tl.t0], &y, &mut k[0], &mut ws);
-    let f = k[0];
+    // f(t0, y0) and the save times at t0. This first call also fits the uniforms that a
+    // direct call of the field reads.
+    let mut f0 = [0.0; D];
+    sys.rhs(&[tl.t0], &y0, &mut f0, &mut ws);
     stats.rhs_evals += 1;
-    if let Some(i) = (0..D).find(|&i| !y[i].is_finite() || !f[i].is_finite()) {
-        return fail(SolveError::NonFinite {
+    if let Some(i) = (0..D).find(|&i| !y0[i].is_finite() || !f0[i].is_finite()) {
+        *failure = Some(SolveError::NonFinite {
             t: tl.t0,
             sample: 0,
             component: i,
         });
+        return;
     }
     let mut next_save = 0;
     while tl.save.get(next_save) == Some(&tl.t0) {
-        write_save(out, next_save, &y);
+        write_save(out, next_save, &y0);
         next_save += 1;
     }
+    let start = Start {
+        y0,
+        f0,
+        atol,
+        next_save,
+    };
+    match sys.field_call(&mut ws) {
+        Some(mut call) => {
+            integrate(options, tl, start, out, stats, failure, |t, y, dy| {
+                // Never short: `y` and `dy` have the system's dimension, which the call was
+                // made for. Should that change, NaN stops the solve rather than leaving `dy`
+                // stale.
+                if !call.call(t, y, dy) {
+                    dy.fill(f64::NAN);
+                }
+            });
+            call.flush();
+        }
+        None => integrate(options, tl, start, out, stats, failure, |t, y, dy| {
+            sys.rhs(&[t], y, dy, &mut ws)
+        }),
+    }
+}
+
+/// The solve's state after its first evaluation: the start, its slope, the absolute
+/// tolerances and the first save index not yet written.
+struct Start<const D: usize> {
+    y0: [f64; D],
+    f0: [f64; D],
+    atol: [f64; D],
+    next_save: usize,
+}
+
+/// The steps from `start` to the end, the field evaluated by `field(t, y, dy)`: a direct call
+/// of its compiled code when the system has one ready, else [`System::rhs`].
+fn integrate<const D: usize>(
+    options: &SolverOptions,
+    tl: &Timeline,
+    start: Start<D>,
+    out: &mut [f64],
+    stats: &mut Stats,
+    failure: &mut Option<SolveError>,
+    mut field: impl FnMut(f64, &[f64; D], &mut [f64; D]),
+) {
+    let Start {
+        y0: mut y,
+        f0: f,
+        atol,
+        mut next_save,
+    } = start;
+    let atol = &atol;
+    let tab = embedded(&options.method);
+    let ns = tab.c.len();
+    let (rtol, dir) = (options.rtol, tl.dir);
+    let hmax = (tl.t1 - tl.t0).abs();
+    let expo1 = 1.0 / (tab.q as f64 + 1.0) - BETA * 0.75;
+    let ln_facold_min = FACOLD_MIN.ln();
+    let mut fail = |e: SolveError| *failure = Some(e);
+
+    let mut stage = [0.0; D];
+    // The stages `k[j]`, written by the field in place: with the dimension a constant, the
+    // sums over `j` at a fixed component are as direct as over a transposed copy.
+    let mut k = [[0.0; D]; MAX_STAGES];
+    k[0] = f;
 
     // The initial step size (HINIT), one explicit Euler probe.
     let first_landing = (tl.landings[0].t - tl.t0).abs();
@@ -149,7 +216,7 @@ fn solve_dim<S: System, const D: usize>(
         stage[m] = y[m] + h0 * f[m];
     }
     let mut f1 = [0.0; D];
-    sys.rhs(&[tp], &stage, &mut f1, &mut ws);
+    field(tp, &stage, &mut f1);
     stats.rhs_evals += 1;
     let mut h = dir * hinit_finish(&y, &f, &f1, 1, 0, guess, tab.q + 1, rtol, atol, hmax);
 
@@ -160,7 +227,7 @@ fn solve_dim<S: System, const D: usize>(
     loop {
         // Restarts after a breakpoint need f at the new piece.
         if needs_k1 {
-            sys.rhs(&[tl.start_time(t)], &y, &mut k[0], &mut ws);
+            field(tl.start_time(t), &y, &mut k[0]);
             stats.rhs_evals += 1;
             needs_k1 = false;
             if let Some(i) = non_finite(&k[0]) {
@@ -187,7 +254,7 @@ fn solve_dim<S: System, const D: usize>(
                 stage[m] = y[m] + hs * sum[m];
             }
             let ts = stage_at(tl, t, hs, tab.c[i], clipped, target);
-            sys.rhs(&[ts], &stage, &mut k[i], &mut ws);
+            field(ts, &stage, &mut k[i]);
         }
         let ynew = stage;
         stats.rhs_evals += ns as u64 - 1;
