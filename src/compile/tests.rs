@@ -248,7 +248,7 @@ fn native_kernels_give_the_interpreters_bits() {
         .filter(|p| p.extension().is_some_and(|e| e == "node"))
         .collect();
     files.sort();
-    let mut checked = 0;
+    let (mut checked, mut one_sample) = (0, 0);
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(path).unwrap();
@@ -366,11 +366,50 @@ fn native_kernels_give_the_interpreters_bits() {
                     );
                     assert_eq!(bits(&a.1), bits(&b.1), "{name} kernel {k} saved registers");
                 }
+                if width == 1 {
+                    // The one-sample code a small solve calls directly (`StateCall`), for the
+                    // kernels that read nothing but the state and the time.
+                    let mut ws = p.workspace(1);
+                    ws.fit(k, kernel, p.layout.view_len);
+                    ws.theta.resize(p.layout.view_len, 0.0);
+                    ws.tangent.resize(p.layout.view_len, 0.0);
+                    p.layout
+                        .resolve(params.values(), p.layout.piece(t[0]), &mut ws.theta);
+                    p.layout
+                        .resolve(&direction, p.layout.piece(t[0]), &mut ws.tangent);
+                    let cache = &mut ws.caches[k];
+                    cache.size_for(kernel);
+                    kernel.prepare(&ws.theta, &ws.tangent, &mut cache.u);
+                    let cache = &ws.caches[k];
+                    let rows = native.out_rows().max(dim);
+                    if let Some(mut call) = native.state_call(&cache.u, &mut ws.regs, rows) {
+                        let mut out = vec![0.0; rows];
+                        let y = &y[..rows.max(dim)];
+                        assert!(call.call(t[0], y, &mut out), "{name} kernel {k}");
+                        let (want, want_saved) = run(false, 0);
+                        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&out[..native.out_rows()]),
+                            bits(&want),
+                            "{name} kernel {k}: the one-sample code"
+                        );
+                        if k == K::Rhs as usize {
+                            let saved: Vec<f64> =
+                                p.saved_rows.iter().map(|&r| ws.regs[r as usize]).collect();
+                            assert_eq!(bits(&saved), bits(&want_saved), "{name} saved registers");
+                        }
+                        one_sample += 1;
+                    }
+                }
             }
         }
     }
     assert!(
         checked >= 20,
         "only {checked} native kernels over the models"
+    );
+    assert!(
+        one_sample >= 10,
+        "only {one_sample} kernels checked in their one-sample code"
     );
 }
