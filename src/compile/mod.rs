@@ -1402,11 +1402,7 @@ impl Program {
         let Some(cache) = ws.caches.get_mut(k) else {
             return false;
         };
-        // The key `Program::run` gives uniforms constant in time.
-        if !(enabled && cache.key == Some((params.generation(), 0)) && t.len() == width) {
-            return false;
-        }
-        if cache.native.is_none() && !self.resolve_native(k, cache) {
+        if !(enabled && t.len() == width && self.native_current(k, params, cache)) {
             return false;
         }
         match (
@@ -1439,9 +1435,7 @@ impl Program {
             return None;
         }
         let cache = ws.caches.get_mut(k)?;
-        if cache.key != Some((params.generation(), 0))
-            || (cache.native.is_none() && !self.resolve_native(k, cache))
-        {
+        if !self.native_current(k, params, cache) {
             return None;
         }
         let Workspace { caches, regs, .. } = ws;
@@ -1452,6 +1446,20 @@ impl Program {
             count: None,
             pending: 0,
         })
+    }
+
+    /// Whether kernel `k`'s native code runs with `cache`'s uniforms for `params`: they carry
+    /// the key [`Program::run`] gives uniforms constant in time, and the code is ready (kept in
+    /// `cache` by [`Program::resolve_native`]).
+    #[inline(always)]
+    fn native_current<R: Real>(
+        &self,
+        k: usize,
+        params: &Params,
+        cache: &mut UniformCache<R>,
+    ) -> bool {
+        cache.key == Some((params.generation(), 0))
+            && (cache.native.is_some() || self.resolve_native(k, cache))
     }
 
     /// Keeps kernel `k`'s native code in `cache` if [`Program::run`] would run it with the

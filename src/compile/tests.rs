@@ -278,6 +278,19 @@ fn native_kernels_give_the_interpreters_bits() {
                 let t: Vec<f64> = (0..width)
                     .map(|s| t0 + (t1 - t0) * (s as f64 + 0.5) / width as f64)
                     .collect();
+                // Kernel `k`'s uniforms in `ws` for the parameters and direction at `t[0]`.
+                let fit_uniforms = |ws: &mut super::Workspace| {
+                    ws.fit(k, kernel, p.layout.view_len);
+                    ws.theta.resize(p.layout.view_len, 0.0);
+                    ws.tangent.resize(p.layout.view_len, 0.0);
+                    p.layout
+                        .resolve(params.values(), p.layout.piece(t[0]), &mut ws.theta);
+                    p.layout
+                        .resolve(&direction, p.layout.piece(t[0]), &mut ws.tangent);
+                    let cache = &mut ws.caches[k];
+                    cache.size_for(kernel);
+                    kernel.prepare(&ws.theta, &ws.tangent, &mut cache.u);
+                };
                 let run = |native_on: bool, lo: usize| {
                     let mut ws = p.workspace(width);
                     ws.native = native_on;
@@ -310,16 +323,8 @@ fn native_kernels_give_the_interpreters_bits() {
                         );
                     } else {
                         // A lane range that does not start at a pair boundary.
-                        ws.fit(k, kernel, p.layout.view_len);
-                        let cache = &mut ws.caches[k];
-                        ws.theta.resize(p.layout.view_len, 0.0);
-                        ws.tangent.resize(p.layout.view_len, 0.0);
-                        p.layout
-                            .resolve(params.values(), p.layout.piece(t[0]), &mut ws.theta);
-                        p.layout
-                            .resolve(&direction, p.layout.piece(t[0]), &mut ws.tangent);
-                        cache.size_for(kernel);
-                        kernel.prepare(&ws.theta, &ws.tangent, &mut cache.u);
+                        fit_uniforms(&mut ws);
+                        let cache = &ws.caches[k];
                         banks[tape::INPUT as usize] = &ws.inputs;
                         banks[tape::LABEL as usize] = &ws.labels;
                         banks[tape::OBSERVED as usize] = &ws.observed;
@@ -370,22 +375,12 @@ fn native_kernels_give_the_interpreters_bits() {
                     // The one-sample code a small solve calls directly (`StateCall`), for the
                     // kernels that read nothing but the state and the time.
                     let mut ws = p.workspace(1);
-                    ws.fit(k, kernel, p.layout.view_len);
-                    ws.theta.resize(p.layout.view_len, 0.0);
-                    ws.tangent.resize(p.layout.view_len, 0.0);
-                    p.layout
-                        .resolve(params.values(), p.layout.piece(t[0]), &mut ws.theta);
-                    p.layout
-                        .resolve(&direction, p.layout.piece(t[0]), &mut ws.tangent);
-                    let cache = &mut ws.caches[k];
-                    cache.size_for(kernel);
-                    kernel.prepare(&ws.theta, &ws.tangent, &mut cache.u);
+                    fit_uniforms(&mut ws);
                     let cache = &ws.caches[k];
                     let rows = native.out_rows().max(dim);
                     if let Some(mut call) = native.state_call(&cache.u, &mut ws.regs, rows) {
                         let mut out = vec![0.0; rows];
-                        let y = &y[..rows.max(dim)];
-                        assert!(call.call(t[0], y, &mut out), "{name} kernel {k}");
+                        assert!(call.call(t[0], &y[..rows], &mut out), "{name} kernel {k}");
                         let (want, want_saved) = run(false, 0);
                         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(
