@@ -17,6 +17,10 @@ on a shared machine whose load drifts, separately timed medians are not comparab
 On a loaded machine set OMP_NUM_THREADS=1: PyTorch's OpenMP threads stall one another when one
 of them is descheduled, and its times then vary by an order of magnitude between runs.
 
+Each round also times PyTorch's first call in a fresh Python process (`--first-call`: torch
+imported and the data loaded before the clock starts), the like-for-like peer of one cold
+`nodec run` or `nodec grad`: what a script that solves once pays.
+
 Each round also compares CPU time (user + system, all threads), which other users of a shared
 machine disturb far less than wall time: PyTorch's is the calling process's over the call;
 nodec's is the whole child process's (start-up, parsing, drawing the seed-0 parameters and
@@ -114,11 +118,29 @@ def nodec_seconds(nodec, command, model, key, loss):
     return report["stats"][key], cpu
 
 
-def interleaved(model, nodec, loss, solve, gradient, rounds=7):
+def first_call_seconds(export, model, what):
+    """The wall seconds of PyTorch's first `what` call in a fresh Python process (torch
+    imported and the exported parameters and data loaded first, untimed): what a script that
+    solves once pays, as nodec's release binary does."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--first-call", export, model, what],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    return float(out.stdout)
+
+
+def interleaved(model, nodec, loss, solve, gradient, rounds=7, export=None):
     """nodec over PyTorch, the median and range of per-round ratios; each round takes the
     fastest of 3 PyTorch calls, as nodec's figure is one call. Wall time: nodec's reported
-    seconds over PyTorch's; CPU time: see the module docs."""
-    ratios = {(what, clock): [] for what in ("solve", "gradient") for clock in ("wall", "cpu")}
+    seconds over PyTorch's; CPU time: see the module docs. With `export`, each round also
+    times PyTorch's first call in a fresh process ("cold"), against the same nodec call."""
+    ratios = {
+        (what, clock): []
+        for what in ("solve", "gradient")
+        for clock in ("wall", "cpu") + (("wall, PyTorch's first call",) if export else ())
+    }
     for _ in range(rounds):
         for what, command, key, fn in [
             ("solve", "run", "solve_seconds", solve),
@@ -128,6 +150,9 @@ def interleaved(model, nodec, loss, solve, gradient, rounds=7):
             calls = [timed(fn) for _ in range(3)]
             ratios[(what, "wall")].append(wall / min(c[0] for c in calls))
             ratios[(what, "cpu")].append(cpu / min(c[1] for c in calls))
+            if export:
+                cold = first_call_seconds(export, model, what)
+                ratios[(what, "wall, PyTorch's first call")].append(wall / cold)
     for (what, clock), r in ratios.items():
         r.sort()
         print(
@@ -191,8 +216,23 @@ def interleaved_training(model, nodec, e, params, u, y, rounds, epochs=8):
     )
 
 
+def first_call(export, model, what):
+    """`--first-call`: prints the wall seconds of this process's first `what` call."""
+    e, _, params, u, y = load(os.path.join(export, f"{model}.json"))
+    start = time.perf_counter()
+    if what == "solve":
+        with torch.no_grad():
+            loss_fn(e, params, u, y)
+    else:
+        torch.autograd.grad(loss_fn(e, params, u, y), params)
+    print(time.perf_counter() - start)
+
+
 def main():
     args = sys.argv[1:]
+    if args[:1] == ["--first-call"]:
+        first_call(*args[1:4])
+        return
     nodec = None
     if "--nodec" in args:
         i = args.index("--nodec")
@@ -238,7 +278,7 @@ def main():
             f"gradient {median_seconds(gradient, 21) * 1e3:.2f} ms (medians)"
         )
         if nodec is not None:
-            interleaved(model, nodec, e["nodec_loss"], solve, gradient, rounds)
+            interleaved(model, nodec, e["nodec_loss"], solve, gradient, rounds, export)
             interleaved_training(model, nodec, e, params, u, y, rounds)
 
 

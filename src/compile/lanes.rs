@@ -89,8 +89,9 @@ crate::compile::isa::multiversion!(
     pub(crate) fn func<R: Real>(d: &mut [R], f: Func, a: &[R]) => func_lanes
 );
 
+/// [`func`] in the caller's instruction set (for callers that dispatch themselves).
 #[inline(always)]
-fn func_lanes<R: Real>(d: &mut [R], f: Func, a: &[R]) {
+pub(crate) fn func_lanes<R: Real>(d: &mut [R], f: Func, a: &[R]) {
     match f {
         Func::Tanh => map(d, a, R::vtanh),
         Func::Exp => map(d, a, R::vexp),

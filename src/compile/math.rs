@@ -15,18 +15,18 @@
 //! (`p` the mantissa bits, so that `n` is read from the bits without a float-to-int
 //! conversion), `r` reduced with a two-part `ln 2` (Cody–Waite), `e^r − 1` by its Taylor series
 //! (|r| ≤ ln2/2: to `r^13` in `f64`, truncation below 1e-18 relative; to `r^9` in `f32`, below
-//! 1e-11), and `2^n` built from the exponent bits. `tanh(x) = sign(x) · E / (E + 2)` with
+//! 1e-11) evaluated by Estrin's scheme, and `2^n` built from the exponent bits. `tanh(x) = sign(x) · E / (E + 2)` with
 //! `E = expm1(2|x|)`, one division and no cancellation.
 
 /// The three functions for one float type: `$t` with bits `$bits`, `$mant` mantissa bits and
 /// exponent bias `$bias`; `exp` is finite on `[$lo_x, $hi_x]`, beyond `$hi_x` it overflows and
-/// below `$lo_x` it is 0; `tanh` is ±1 beyond `$one`; `$poly` are `1/k!` from the highest `k`
-/// down to `1/2`.
+/// below `$lo_x` it is 0; `tanh` is ±1 beyond `$one`; `$poly` is `(e^r − 1 − r) / r²` (the
+/// Taylor coefficients `1/k!` from `k = 2`) in `r`, given `$r2 = r²` and `$r4 = r⁴`.
 macro_rules! vector_math {
     (
         $(#[$meta:meta])* mod $m:ident: $t:ident, $bits:ident, mant = $mant:expr, bias = $bias:expr,
         ln2 = ($hi:expr, $lo:expr), exp_range = ($lo_x:expr, $hi_x:expr), tanh_one = $one:expr,
-        poly = [$first:expr $(, $c:expr)* $(,)?] $(,)?
+        poly($r:ident, $r2:ident, $r4:ident) = $poly:expr $(,)?
     ) => {
         $(#[$meta])*
         pub mod $m {
@@ -49,10 +49,11 @@ macro_rules! vector_math {
             #[inline(always)]
             fn reduce(x: $t) -> ($t, $t) {
                 let n = (x * std::$t::consts::LOG2_E + ROUND) - ROUND;
-                let r = (x - n * LN2_HI) - n * LN2_LO;
-                let mut p: $t = $first;
-                $(p = p * r + $c;)*
-                (r + (r * r) * p, n)
+                let $r = (x - n * LN2_HI) - n * LN2_LO;
+                let $r2 = $r * $r;
+                let $r4 = $r2 * $r2;
+                let p: $t = $poly;
+                ($r + $r2 * p, n)
             }
 
             /// `e^x`, within 2 ulps of the library's; `exp(NaN)` is NaN, overflow gives `inf`,
@@ -117,20 +118,29 @@ vector_math!(
     exp_range = (-745.2, 709.8),
     // tanh(20) = 1 − 8.5e−18 rounds to 1.
     tanh_one = 20.0,
-    poly = [
-        1.0 / 6_227_020_800.0,
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-    ],
+    // Estrin's scheme: pairs, then pairs of pairs, so that the chain of dependent operations is
+    // 5 deep rather than Horner's 11 (a third faster on slices); in exact arithmetic the same
+    // polynomial.
+    poly(r, r2, r4) = {
+        const C: [f64; 12] = [
+            1.0 / 2.0,
+            1.0 / 6.0,
+            1.0 / 24.0,
+            1.0 / 120.0,
+            1.0 / 720.0,
+            1.0 / 5_040.0,
+            1.0 / 40_320.0,
+            1.0 / 362_880.0,
+            1.0 / 3_628_800.0,
+            1.0 / 39_916_800.0,
+            1.0 / 479_001_600.0,
+            1.0 / 6_227_020_800.0,
+        ];
+        let low = (C[0] + C[1] * r) + (C[2] + C[3] * r) * r2;
+        let middle = (C[4] + C[5] * r) + (C[6] + C[7] * r) * r2;
+        let high = (C[8] + C[9] * r) + (C[10] + C[11] * r) * r2;
+        (low + middle * r4) + high * (r4 * r4)
+    },
 );
 
 vector_math!(
@@ -144,16 +154,21 @@ vector_math!(
     exp_range = (-104.0, 88.722_83),
     // tanh(10) = 1 − 4.1e−9 rounds to 1 in f32 (half an ulp below 1 is 3e−8).
     tanh_one = 10.0,
-    poly = [
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-    ],
+    poly(r, r2, r4) = {
+        const C: [f32; 8] = [
+            1.0 / 2.0,
+            1.0 / 6.0,
+            1.0 / 24.0,
+            1.0 / 120.0,
+            1.0 / 720.0,
+            1.0 / 5_040.0,
+            1.0 / 40_320.0,
+            1.0 / 362_880.0,
+        ];
+        let low = (C[0] + C[1] * r) + (C[2] + C[3] * r) * r2;
+        let high = (C[4] + C[5] * r) + (C[6] + C[7] * r) * r2;
+        low + high * r4
+    },
 );
 
 pub use double::{exp, sigmoid, tanh};
