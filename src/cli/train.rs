@@ -261,7 +261,15 @@ pub fn train(args: &TrainArgs, ranks: &dyn Ranks, out: &mut Output) -> u8 {
     let mut steps = 0usize;
     // What a failed run leaves in `--out`: the parameters at the end of the epoch with the
     // lowest loss so far (the starting ones before any epoch ends).
-    let mut best = (f64::INFINITY, 0usize, trainer.params().values().to_vec());
+    // Before any epoch ends those are the loaded ones, not copied (a wide model's are
+    // megabytes), or the checkpoint's when resumed.
+    let mut best: (f64, usize, Option<Vec<f64>>) = (
+        f64::INFINITY,
+        0,
+        args.resume
+            .is_some()
+            .then(|| trainer.params().values().to_vec()),
+    );
     while trainer.state.epoch < epochs {
         let summary = match trainer.run_epoch(&stop) {
             Ok(Some(s)) => s,
@@ -324,6 +332,7 @@ pub fn train(args: &TrainArgs, ranks: &dyn Ranks, out: &mut Output) -> u8 {
                 out.stderr.push_str(&text);
                 save_log(&log, out);
                 let (loss, epoch, values) = &best;
+                let values = values.as_deref().unwrap_or(loaded.params.values());
                 let which = if loss.is_finite() {
                     format!(
                         "the parameters after epoch {epoch} (loss {})",
@@ -368,11 +377,12 @@ pub fn train(args: &TrainArgs, ranks: &dyn Ranks, out: &mut Output) -> u8 {
         }
         // An epoch whose every mini-batch was skipped has no loss (its sums are empty).
         if summary.steps > 0 && summary.loss.is_finite() && summary.loss < best.0 {
-            best = (
-                summary.loss,
-                summary.epoch,
-                trainer.params().values().to_vec(),
-            );
+            let values = trainer.params().values();
+            match &mut best.2 {
+                Some(kept) => kept.copy_from_slice(values),
+                kept => *kept = Some(values.to_vec()),
+            }
+            (best.0, best.1) = (summary.loss, summary.epoch);
         }
         steps += summary.steps;
         let line = summary_line(

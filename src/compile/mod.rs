@@ -206,7 +206,8 @@ impl Kernel {
 }
 
 /// The compiled model: kernels for every entry point, the parameter layout and the shapes of
-/// the blocks they read and write. `Send + Sync`; all mutable state is in a [`Workspace`].
+/// the blocks they read and write. `Send + Sync`; all mutable state is in a [`Workspace`],
+/// apart from a cache of uniform files its workspaces share (`SharedUniforms`).
 #[derive(Clone, Debug)]
 pub struct Program {
     kernels: Vec<Kernel>,
@@ -242,6 +243,61 @@ pub struct Program {
     events: Vec<EventInfo>,
     /// Structural nonzeros of `∂f/∂y` per row, when the scalar IR gives them.
     jacobian_pattern: Option<Vec<Vec<u32>>>,
+    /// Uniform files every workspace reads, computed once per parameter generation.
+    shared: SharedUniforms,
+}
+
+/// The uniform files of kernels whose uniforms depend on the parameters alone (no tangent,
+/// parameters constant in time), shared by every workspace of the program: a pure function of
+/// the parameters' generation, computed by the first thread that needs it and read by all. A
+/// wide model's files hold its transposed weights (`Kᵀ` of a VJP): one copy, not one per
+/// thread. The program's only mutable state, a cache: which thread fills it does not change a
+/// bit of it.
+#[derive(Default)]
+struct SharedUniforms {
+    /// Per kernel: the parameters' generation and the file (a `Vec<R>` of the precision that
+    /// asked for it).
+    files: std::sync::Mutex<HashMap<usize, (u64, SharedFile)>>,
+}
+
+type SharedFile = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+impl SharedUniforms {
+    /// Kernel `k`'s file for parameters of generation `generation` in precision `R`, from
+    /// `fill` unless it is already held.
+    fn get<R: Real>(
+        &self,
+        k: usize,
+        generation: u64,
+        fill: impl FnOnce() -> Vec<R>,
+    ) -> std::sync::Arc<Vec<R>> {
+        // A poisoned lock only means another thread panicked mid-fill: the map is still a
+        // valid cache (a half-made entry is never inserted).
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, file)) = files.get(&k) {
+            if *g == generation {
+                if let Ok(file) = file.clone().downcast::<Vec<R>>() {
+                    return file;
+                }
+            }
+        }
+        let file = std::sync::Arc::new(fill());
+        files.insert(k, (generation, file.clone()));
+        file
+    }
+}
+
+impl Clone for SharedUniforms {
+    /// A cache starts empty.
+    fn clone(&self) -> Self {
+        SharedUniforms::default()
+    }
+}
+
+impl std::fmt::Debug for SharedUniforms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedUniforms")
+    }
 }
 
 /// An event as the compiled program runs it: [`Program::event_conditions`] row `i` is its
@@ -284,7 +340,7 @@ fn event_specs(model: &ir::Model) -> Vec<EventInfo> {
 #[derive(Clone, Debug, Default)]
 struct UniformCache<R> {
     key: Option<(u64, u64)>,
-    u: Vec<R>,
+    u: Uniforms<R>,
     /// Whether the workspace's buffers have been grown for this kernel (`Workspace::fit`).
     fitted: bool,
     /// The kernel's native code, once [`Program::rhs`] has found it ready (its fast path).
@@ -404,12 +460,43 @@ impl<R: Real> Narrowed<R> {
 }
 
 impl<R: Real> UniformCache<R> {
-    /// Gives the cache the size of `kernel`'s uniform file. A block calls a few of the
-    /// program's kernels, and a wide model's uniform files hold its weight matrices: only
-    /// those called are allocated, on first use.
-    fn size_for(&mut self, kernel: &Kernel) {
-        if self.u.len() != kernel.n_uniform() {
-            self.u.resize(kernel.n_uniform(), R::zero());
+    /// The cache's own uniform file, of the size of `kernel`'s, for filling. A block calls a
+    /// few of the program's kernels, and a wide model's uniform files hold its weight
+    /// matrices: only those called are allocated, on first use.
+    fn own_for(&mut self, kernel: &Kernel) -> &mut Vec<R> {
+        if let Uniforms::Shared(_) = self.u {
+            self.u = Uniforms::Own(Vec::new());
+        }
+        let Uniforms::Own(u) = &mut self.u else {
+            unreachable!("made its own above")
+        };
+        if u.len() != kernel.n_uniform() {
+            u.resize(kernel.n_uniform(), R::zero());
+        }
+        u
+    }
+}
+
+/// A workspace's uniform file for one kernel: its own, or the program's shared one
+/// ([`SharedUniforms`]).
+#[derive(Clone, Debug)]
+enum Uniforms<R> {
+    Own(Vec<R>),
+    Shared(std::sync::Arc<Vec<R>>),
+}
+
+impl<R> Default for Uniforms<R> {
+    fn default() -> Self {
+        Uniforms::Own(Vec::new())
+    }
+}
+
+impl<R> std::ops::Deref for Uniforms<R> {
+    type Target = [R];
+    fn deref(&self) -> &[R] {
+        match self {
+            Uniforms::Own(u) => u,
+            Uniforms::Shared(u) => u,
         }
     }
 }
@@ -779,6 +866,7 @@ impl Program {
             quad_saved_rows,
             events: event_specs(model),
             jacobian_pattern: model.jacobian_pattern(JACOBIAN_PATTERN_WORK),
+            shared: SharedUniforms::default(),
         }
     }
 
@@ -853,6 +941,7 @@ impl Program {
             quad_saved_rows: Vec::new(),
             events: event_specs(model),
             jacobian_pattern: None,
+            shared: SharedUniforms::default(),
         }
     }
 
@@ -1115,7 +1204,7 @@ impl Program {
             let cache = &mut ws.caches[k];
             let piece = self.layout.piece(t[0]);
             self.refresh(
-                kernel,
+                k,
                 params,
                 tangent,
                 (0, piece),
@@ -1158,16 +1247,25 @@ impl Program {
     #[inline(always)]
     fn refresh<R: Real>(
         &self,
-        kernel: &Kernel,
+        k: usize,
         params: &Params,
         tangent: Option<&[R]>,
         (key, piece): (u64, Piece),
         bufs: Resolved<'_>,
         cache: &mut UniformCache<R>,
     ) {
+        let kernel = &self.kernels[k];
         let want = (params.generation(), key);
         if cache.key != Some(want) || kernel.reads_tangent() {
-            self.refill(kernel, params, tangent, piece, bufs, cache);
+            if kernel.reads_tangent() || self.time_varying {
+                self.refill(kernel, params, tangent, piece, bufs, cache);
+            } else {
+                cache.u = Uniforms::Shared(self.shared.get(k, params.generation(), || {
+                    let mut u = vec![R::zero(); kernel.n_uniform()];
+                    prepare_into(kernel, params.values(), &[], &mut u, bufs.staging);
+                    u
+                }));
+            }
             cache.key = Some(want);
         }
     }
@@ -1183,7 +1281,7 @@ impl Program {
         bufs: Resolved<'_>,
         cache: &mut UniformCache<R>,
     ) {
-        cache.size_for(kernel);
+        let u = cache.own_for(kernel);
         let tangent = tangent.map(|u| widened(u, bufs.tangent_wide));
         if self.time_varying {
             let view = self.layout.view_len;
@@ -1192,12 +1290,12 @@ impl Program {
             if let Some(u) = tangent {
                 self.layout.resolve(u, piece, grown(bufs.tangent, view));
             }
-            prepare_into(kernel, bufs.theta, bufs.tangent, &mut cache.u, bufs.staging);
+            prepare_into(kernel, bufs.theta, bufs.tangent, u, bufs.staging);
         } else {
             // Parameters constant in time are stored as one copy in the view's layout:
             // nothing to resolve, and a wide model's weights are not copied twice.
             let tangent = tangent.unwrap_or(&[]);
-            prepare_into(kernel, params.values(), tangent, &mut cache.u, bufs.staging);
+            prepare_into(kernel, params.values(), tangent, u, bufs.staging);
         }
     }
 
@@ -1313,7 +1411,7 @@ impl Program {
             let piece = self.layout.piece(t[lo]);
             let cache = &mut caches[k];
             self.refresh(
-                kernel,
+                k,
                 params,
                 tangent,
                 (key, piece),
@@ -2245,21 +2343,20 @@ impl Program {
             Some(c) => {
                 let theta = grown(theta, self.layout.view_len);
                 self.layout.resolve_copy(params.values(), c, theta);
-                cache.size_for(kernel);
-                prepare_into(kernel, theta, &[], &mut cache.u, staging);
+                prepare_into(kernel, theta, &[], cache.own_for(kernel), staging);
                 // The resolved values belong to no time: the next timed call resolves again.
                 cache.key = None;
             }
             None => {
                 let want = (params.generation(), self.layout.piece_key(t));
                 if cache.key != Some(want) {
-                    cache.size_for(kernel);
+                    let u = cache.own_for(kernel);
                     if self.time_varying {
                         let theta = grown(theta, self.layout.view_len);
                         self.layout.resolve(params.values(), piece, theta);
-                        prepare_into(kernel, theta, &[], &mut cache.u, staging);
+                        prepare_into(kernel, theta, &[], u, staging);
                     } else {
-                        prepare_into(kernel, params.values(), &[], &mut cache.u, staging);
+                        prepare_into(kernel, params.values(), &[], u, staging);
                     }
                     cache.key = Some(want);
                 }

@@ -176,6 +176,60 @@ fn the_vjp_from_saved_activations_has_the_recomputed_bits() {
     }
 }
 
+/// Workspaces share a kernel's uniform file when it depends on the parameters alone (one
+/// `Kᵀ` for all threads, not one each), and compute it again when the parameters change; a
+/// weight that varies per layer, or a VJP reading a parameter tangent, keeps its own.
+#[test]
+fn workspaces_share_the_uniform_file_of_the_parameters_in_force() {
+    use super::Uniforms;
+    for layer in ["", " per layer"] {
+        let (d, h, width) = (3, 16, 8);
+        let text = format!(
+            "param W1[{h}, {d}]{layer}\nparam b1[{h}]\nparam W2[{d}, {h}]\nstate x[{d}] = 0\n\
+             dx/dt = W2 * tanh(W1 * x + b1)\nschedule rk4(t = [0, 1], steps = 4)\n\
+             cost terminal = sumsq(x)\n"
+        );
+        for p in [program(&text).1, Program::compile_tensor(&program(&text).0)] {
+            let n = p.layout().total;
+            let mut params = Params::from_values(values(n, 7));
+            let (y, w) = (values(d * width, 8), values(d * width, 9));
+            let t = vec![0.3; width];
+            let vjp = |p: &Program, params: &Params, ws: &mut super::Workspace<f64>| {
+                let (mut out, mut grad) = (vec![0.0; d * width], vec![0.0; n]);
+                p.vjp(params, &t, &y, &w, &mut out, &mut grad, ws);
+                (out, grad)
+            };
+            let (mut a, mut b) = (p.workspace(width), p.workspace(width));
+            let first = vjp(&p, &params, &mut a);
+            assert_eq!(vjp(&p, &params, &mut b), first);
+            let k = K::Vjp as usize;
+            let shared = |ws: &super::Workspace<f64>| match &ws.caches[k].u {
+                Uniforms::Shared(u) => Some(u.clone()),
+                Uniforms::Own(_) => None,
+            };
+            match (shared(&a), shared(&b), layer) {
+                (Some(ua), Some(ub), "") => assert!(std::sync::Arc::ptr_eq(&ua, &ub)),
+                (None, None, " per layer") => {}
+                other => panic!(
+                    "{layer}: shared {:?}",
+                    (other.0.is_some(), other.1.is_some())
+                ),
+            }
+            // New values: a new file, with the values a program never run before computes.
+            params.values_mut().iter_mut().for_each(|v| *v *= 1.5);
+            let again = vjp(&p, &params, &mut a);
+            assert_ne!(again, first);
+            assert_eq!(again, vjp(&p.clone(), &params, &mut p.workspace(width)));
+            if layer.is_empty() {
+                assert!(!std::sync::Arc::ptr_eq(
+                    &shared(&a).unwrap(),
+                    &shared(&b).unwrap()
+                ));
+            }
+        }
+    }
+}
+
 /// Native code is generated once a kernel has run `NATIVE_AFTER` lane evaluations, so a
 /// command pays only for the kernels it calls often: a solve compiles the field, not its
 /// derivatives, and a short solve compiles nothing. The runs before the code is ready are
@@ -288,8 +342,7 @@ fn native_kernels_give_the_interpreters_bits() {
                     p.layout
                         .resolve(&direction, p.layout.piece(t[0]), &mut ws.tangent);
                     let cache = &mut ws.caches[k];
-                    cache.size_for(kernel);
-                    kernel.prepare(&ws.theta, &ws.tangent, &mut cache.u);
+                    kernel.prepare(&ws.theta, &ws.tangent, cache.own_for(kernel));
                 };
                 let run = |native_on: bool, lo: usize| {
                     let mut ws = p.workspace(width);
