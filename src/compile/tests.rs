@@ -230,6 +230,27 @@ fn workspaces_share_the_uniform_file_of_the_parameters_in_force() {
     }
 }
 
+/// A kernel's shared uniform file of the parameters' last generation is freed before the next
+/// one is made (a wide model's `Kᵀ` is the largest buffer its gradient allocates: two at once
+/// raised `train`'s peak by 4 MB), and a file of the generation in force is not made again.
+#[test]
+fn a_stale_shared_uniform_file_is_freed_before_its_successor_is_made() {
+    let shared = super::SharedUniforms::default();
+    let first = shared.get::<f64>(3, 1, || vec![1.0; 4]);
+    let stale = std::sync::Arc::downgrade(&first);
+    drop(first);
+    let second = shared.get::<f64>(3, 2, || {
+        assert!(
+            stale.upgrade().is_none(),
+            "generation 1's file is still held"
+        );
+        vec![2.0; 4]
+    });
+    assert_eq!(*second, vec![2.0; 4]);
+    let again = shared.get::<f64>(3, 2, || unreachable!("generation 2's file is made twice"));
+    assert!(std::sync::Arc::ptr_eq(&second, &again));
+}
+
 /// Native code is generated once a kernel has run `NATIVE_AFTER` lane evaluations, so a
 /// command pays only for the kernels it calls often: a solve compiles the field, not its
 /// derivatives, and a short solve compiles nothing. The runs before the code is ready are
