@@ -169,8 +169,8 @@ impl Kernel {
 
 crate::compile::isa::multiversion!(
     /// Runs one operation, writing rows of `file` (the registers, or `u` itself). The AVX2
-    /// copy runs a fused elementwise program's arithmetic four lanes at a time, its `tanh`
-    /// inlined, with no dispatch per instruction and row.
+    /// and AVX-512 copies run a fused elementwise program's arithmetic four or eight lanes at
+    /// a time, its `tanh` inlined, with no dispatch per instruction and row.
     fn run_op<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut [R]) => run_op_here
 );
 
