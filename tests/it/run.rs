@@ -768,14 +768,14 @@ fn long_solves_report_progress_on_stderr() {
     std::fs::write(
         &model,
         "model long\nparam k = 0.5\nstate x = 1\ndx/dt = -k * x\n\
-         schedule rk4(t = [0, 1], steps = 400000, save = 1)\ncost terminal = x\n",
+         schedule rk4(t = [0, 1], steps = 2000000, save = 1)\ncost terminal = x\n",
     )
     .unwrap();
     let model = model.to_str().unwrap();
     for (command, what) in [("run", "solving"), ("grad", "differentiating")] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodec"))
             .args([command, model, "--no-timings"])
-            .env("NODEC_PROGRESS_SECONDS", "0.02")
+            .env("NODEC_PROGRESS_SECONDS", "0.005")
             .output()
             .unwrap();
         assert!(out.status.success());
