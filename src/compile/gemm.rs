@@ -1,9 +1,12 @@
-//! The tensor kernels' one matrix product: strided views handed to the `gemm` crate (faer's).
+//! The kernels' one matrix product (tensor kernels and the tape's `tape::matmul`): strided
+//! views handed to the `gemm` crate (faer's).
 //!
-//! Why this crate rather than `matrixmultiply` (which `nalgebra`'s `gemm`, the scalar tape's
-//! `tape::matmul` and the solvers still use): on the products a block of 32 samples makes in
-//! the wide models (`benches/gemm_shapes.rs`, thread CPU time, `benches/wide_baseline.md`) it
-//! is 1.2–1.4× faster on `K x` of both layers, and no slower elsewhere.
+//! Why this crate rather than `matrixmultiply` (which `nalgebra`'s `gemm` and the solvers still
+//! use): on the products a block of 32 samples makes in the wide models
+//! (`benches/gemm_shapes.rs`, thread CPU time, `benches/wide_baseline.md`) it is 1.2–1.4×
+//! faster on `K x` of both layers on AVX2, and no slower elsewhere; with its `x86-v4` feature
+//! it has AVX-512 kernels, twice as fast again where the CPU has them (a 256 × 1024 × 1024
+//! product: 42 → 82 GFLOP/s on one core of an AVX-512 Xeon).
 //!
 //! Exactness: each output is one chain of fused multiply-adds over the inner dimension (where
 //! the CPU has FMA; the kernel is picked once per process), so a lane's result does not depend

@@ -10,8 +10,8 @@
 //! (Rust never contracts, whatever the target features; a fused multiply-add rounds once,
 //! which would change the last bit). `NODEC_ISA=baseline` forces the SSE2 copies and
 //! `NODEC_ISA=avx2` caps them at AVX2; the test `isa_does_not_change_the_bits` runs models all
-//! three ways. The GEMMs (`nalgebra` → `matrixmultiply` in the tape, the `gemm` crate in
-//! tensor kernels) choose their own kernels at run time and *do* use FMA where the CPU has it:
+//! three ways. The GEMMs (the `gemm` crate, `compile::gemm`, in the tape and the tensor
+//! kernels) choose their own kernels at run time and *do* use FMA where the CPU has it:
 //! products of at least 8 × 8 × 8 (see `tape::matmul`) can differ in the last bits between
 //! machines with different vector units; on one machine they are reproducible.
 //!
