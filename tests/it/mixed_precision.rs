@@ -12,7 +12,9 @@
 //! the binary they start): `NODEC_PRECISION=f32 cargo test --release --test it --
 //! --include-ignored --test-threads=1 resnets_reach the_crowd evolutionary_weights_reach
 //! augmenting_the_state the_moons_flow lbfgs_fits digits_odenet_reaches otflow_moons_reaches
-//! lotka_volterra bouncing_ball sir_fit spiral_fit ot_gauss train_msa`.
+//! lotka_volterra bouncing_ball_recovers sir_fit spiral_fit ot_gauss train_msa`. (The other
+//! `bouncing_ball` tests hold event times and gradients to a closed form within 1e-8, an `f64`
+//! check that `f32`'s evaluations, at 6e-8 each, cannot pass.)
 
 use nodec::ir::Precision;
 use nodec::sema::Overrides;
