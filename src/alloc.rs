@@ -19,9 +19,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 /// of each mapped block freed, so that a wide model's 4 MB buffers (block gradients, VJP
 /// registers, transposed weights) come, after the first is freed, from per-thread arenas,
 /// where a freed one is kept and is not reused by the other thread: `train` of wide_4096 on
-/// two threads peaked at 54–59 MiB from one run to the next, depending on which thread freed
+/// two threads peaked at 53–57.5 MiB from one run to the next, depending on which thread freed
 /// what; with the threshold fixed, 52 MiB every run (gradient times unchanged within their
-/// noise). Nothing to do off glibc.
+/// noise; `benches/wide_baseline.md`, session 18). Nothing to do off glibc.
 pub fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only sets an allocator tunable, at start-up before any thread is made.

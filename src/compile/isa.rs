@@ -70,8 +70,9 @@ pub fn lane_isa() -> &'static str {
 }
 
 /// `fn NAME(ARGS) -> R { BODY(ARGS) }` that runs `BODY` (an `#[inline(always)]` function)
-/// compiled with AVX-512 or AVX2 where [`isa`] says so, and as compiled otherwise. `NAME` may take type
-/// parameters (`fn NAME<R: Real>(..)`): each instantiation (`f64`, `f32`) gets both copies.
+/// compiled with AVX-512 or AVX2 where [`isa`] says so, and as compiled otherwise. `NAME` may
+/// take type parameters (`fn NAME<R: Real>(..)`): each instantiation (`f64`, `f32`) gets all
+/// three copies.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$($g:ident: $bound:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
         $(#[$meta])*

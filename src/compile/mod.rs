@@ -614,8 +614,8 @@ fn narrowed_into<'a, R: Real>(src: &[R], dst: &'a mut Vec<f32>) -> &'a [f32] {
 }
 
 // The conversions at the boundary of a single-precision program's kernels: AVX2 converts four
-// values an instruction (AVX-512 eight) where SSE2 converts two (they were 9 % of a P4 D = 32 gradient's
-// instructions in SSE2).
+// values an instruction (AVX-512 eight) where SSE2 converts two (they were 9 % of a P4 D = 32
+// gradient's instructions in SSE2).
 isa::multiversion!(
     /// `dst = src` rounded to `f32` (equal lengths).
     fn narrow_lanes<R: Real>(src: &[R], dst: &mut [f32]) => narrow_lanes_body

@@ -1,8 +1,7 @@
 //! The lane loops' AVX-512 and AVX2 copies (`compile::isa`) give the bits of the baseline
 //! copies: the same command with `NODEC_ISA=avx2` and `NODEC_ISA=baseline` prints the same
-//! numbers, on the scalar tape (P4, whose
-//! field is `tanh` over 32-sample blocks), on tensor kernels (digits_odenet) and through a
-//! whole training run.
+//! numbers, on the scalar tape (P4, whose field is `tanh` over 32-sample blocks), on tensor
+//! kernels (digits_odenet) and through a whole training run.
 
 use crate::support::root;
 

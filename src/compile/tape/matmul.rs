@@ -13,16 +13,15 @@
 //! block (then through `nalgebra` and `matrixmultiply`, which has no AVX-512 kernels: the
 //! switch made P4 D = 32's training step 20 % faster on an AVX-512 Xeon, 42 → 33.6 ms, with
 //! the same bits, each output being one chain of fused multiply-adds in both crates).
-//! Smaller products (a width-2 state) keep the lane
-//! loops, which win there. A short lane range of a product run as a GEMM is padded (see
-//! [`run_lin`]); a short reduction, whose sum depends on its lane range anyway, uses the lane
-//! loops.
+//! Smaller products (a width-2 state) keep the lane loops, which win there. A short lane range
+//! of a product run as a GEMM is padded (see [`run_lin`]); a short reduction, whose sum depends
+//! on its lane range anyway, uses the lane loops.
 //!
 //! Exactness: a GEMM sums in its own order, with fused multiply-adds where the CPU has them,
 //! so its results differ from the lane loops' in the last bits (a few ulps per term). They are
 //! deterministic: the micro-kernel is picked once per machine and sums every output in the same
 //! order whatever the block's position, so results do not depend on the thread count. They can
-//! differ between CPUs with and without FMA.
+//! differ between CPUs with different vector units (SSE2, AVX2 + FMA, AVX-512).
 
 use crate::compile::gemm::{gemm, View};
 
