@@ -9,7 +9,10 @@
 //! so a member's values depend on the seed and `i` only). `name=value` fixes a param in any
 //! form.
 //!
-//! Members are solved in parallel in chunks and their rows folded in member order
+//! Where the model's kernels are scalar f64 code on one sample, a chunk's members are the
+//! samples of one batch, side by side in a block's lanes ([`Lanes`]), each with the bits of its
+//! own solve; elsewhere they are solved one at a time. Members are solved in parallel in
+//! chunks and their rows folded in member order
 //! (`solve::blocks::in_order`), streamed to `--out` as they come: memory holds the chunks in
 //! flight, not the trajectories (each member saves only its final time), plus the columns the
 //! summary needs for its quantiles (8 bytes per member and column). Rows, summary and their
@@ -21,9 +24,13 @@ use std::path::Path;
 use super::report::csv_field;
 use super::run::{element_labels, solve_error, Format, Loaded};
 use super::{AtomicFile, Output};
+use crate::compile::{Params, Program};
+use crate::data::Dataset;
 use crate::diag::suggest;
 use crate::dist::{self, Ranks, Reader, Writer};
+use crate::ir::{self, CostKind};
 use crate::rng::Rng;
+use crate::sema::Overrides;
 
 /// Members solved per chunk (one task of the parallel loop).
 const CHUNK: usize = 64;
@@ -510,6 +517,7 @@ fn stats(values: &mut [f64]) -> Stats {
 /// the summary to stdout (a table, or JSON with `--format json` and no `--out`).
 pub fn run(
     loaded: &Loaded,
+    overrides: &Overrides,
     plan: &Plan,
     format: Format,
     out_path: Option<&str>,
@@ -540,6 +548,7 @@ pub fn run(
         slots.push((entry.offset, entry.copies));
     }
     let (block, dataset) = &loaded.data[0];
+    let lanes = Lanes::new(loaded, overrides, plan, &slots, dataset);
     let columns = columns(loaded, plan, dataset.n);
     let width = columns.names.len();
     let n = plan.len();
@@ -580,17 +589,26 @@ pub fn run(
     }
 
     let t1 = model.schedule.as_ref().map(|s| vec![s.t1]);
-    let work = |members: std::ops::Range<usize>| -> Result<Vec<f64>, (usize, String, u8)> {
+    let finite = |i: usize, values: &[f64], row: &[f64]| {
+        match row.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(k) => Err((
+            i,
+            format!(
+                "error: member {i} ({}) gives a non-finite `{}`; the solution blows up for these values\n",
+                describe(plan, values),
+                columns.names[k]
+            ),
+            super::exit::SOLVER,
+        )),
+    }
+    };
+    let one_by_one = |members: std::ops::Range<usize>| -> Result<Vec<f64>, (usize, String, u8)> {
         let mut rows = Vec::with_capacity(members.len() * width);
         let mut params = loaded.params.clone();
         for i in members {
             let values = plan.member(i);
-            {
-                let flat = params.values_mut();
-                for (&(offset, copies), v) in slots.iter().zip(&values) {
-                    flat[offset..offset + copies].fill(*v);
-                }
-            }
+            set_members_values(&mut params, &slots, &values);
             let bound = loaded.bind(dataset).with_params(&params);
             let sim = bound
                 .simulate(t1.clone())
@@ -606,22 +624,24 @@ pub fn run(
             }
             rows.extend(sim.costs.iter().map(|(_, v)| *v));
             rows.extend_from_slice(&sim.metrics);
-            if let Some(k) = rows[rows.len() - width..]
-                .iter()
-                .position(|v| !v.is_finite())
-            {
-                return Err((
-                    i,
-                    format!(
-                        "error: member {i} ({}) gives a non-finite `{}`; the solution blows up for these values\n",
-                        describe(plan, &values),
-                        columns.names[k]
-                    ),
-                    super::exit::SOLVER,
-                ));
-            }
+            finite(i, &values, &rows[rows.len() - width..])?;
         }
         Ok(rows)
+    };
+    let work = |members: std::ops::Range<usize>| -> Result<Vec<f64>, (usize, String, u8)> {
+        // A chunk whose batch fails is solved again member by member, which names the member
+        // and says why as a lone solve would.
+        match lanes.as_ref().and_then(|lanes| {
+            lanes.rows(loaded, plan, &slots, dataset, members.clone(), t1.clone())
+        }) {
+            Some(rows) => {
+                for (i, row) in members.zip(rows.chunks(width)) {
+                    finite(i, &row[..plan.names.len()], row)?;
+                }
+                Ok(rows)
+            }
+            None => one_by_one(members),
+        }
     };
     let mut kept: Vec<Vec<f64>> = vec![Vec::with_capacity(n.min(1 << 20)); width];
     let mut failure: Option<(String, u8)> = None;
@@ -695,6 +715,142 @@ pub fn run(
         out.stdout.push_str(&summary_table(&summary, n));
     }
     0
+}
+
+/// Writes a member's values into its params (every copy of each).
+fn set_members_values(params: &mut Params, slots: &[(usize, usize)], values: &[f64]) {
+    let flat = params.values_mut();
+    for (&(offset, copies), v) in slots.iter().zip(values) {
+        flat[offset..offset + copies].fill(*v);
+    }
+}
+
+/// `Bound::summarize`'s mean of one sample's value: the sum from `0.0`, divided by 1. It is the
+/// value itself but for the sign of a zero, which a member's row keeps as its own solve has it.
+fn mean_of_one(value: f64) -> f64 {
+    (0.0 + value) / 1.0
+}
+
+/// The members of a chunk solved side by side, one member per sample of one batch, so that a
+/// block's lanes hold members: the model compiled again with the varied params read per
+/// sample ([`crate::ir::Model::params_as_inputs`]), their values appended to the one sample's
+/// inputs. A member's row has the bits its own solve gives: no solver lets a sample's
+/// solution depend on the samples that share its block, and its costs and metrics are
+/// reduced here as [`crate::simulate::Bound::summarize`] reduces a lone sample's. Taken when
+/// the kernels are scalar code in f64, the data block has one sample, not a series (which is
+/// observed, not sampled), and the varied params have one copy.
+struct Lanes {
+    model: ir::Model,
+    program: Program,
+}
+
+impl Lanes {
+    fn new(
+        loaded: &Loaded,
+        overrides: &Overrides,
+        plan: &Plan,
+        slots: &[(usize, usize)],
+        dataset: &Dataset,
+    ) -> Option<Lanes> {
+        let model = &loaded.model;
+        let eligible = std::env::var("NODEC_ENSEMBLE_LANES").as_deref() != Ok("0")
+            // In f32 a product of params is rounded where a lone solve computes it (once, in
+            // f64, or in the kernel): lanes would change the last bits.
+            && loaded.program.precision() == ir::Precision::F64
+            // Tensor kernels fold a product of params into a matrix once (`a * K`), which a
+            // per-sample `a` moves into the product with the state: other bits. Their GEMMs
+            // already keep the lanes busy.
+            && !loaded.program.runs_tensor_kernels()
+            && dataset.n == 1
+            && dataset.times.is_none()
+            && model.schedule.is_some()
+            && slots.iter().all(|&(_, copies)| copies == 1)
+            && !loaded.program.cost_kinds().contains(&CostKind::Observed);
+        if !eligible {
+            return None;
+        }
+        let params: Vec<u32> = plan
+            .names
+            .iter()
+            .map(|name| {
+                let p = model.params.iter().position(|p| &p.name == name)?;
+                u32::try_from(p).ok()
+            })
+            .collect::<Option<_>>()?;
+        let (mut lanes, diags) = crate::check_source(&loaded.file, overrides, &model.name);
+        if diags.has_errors() {
+            return None;
+        }
+        lanes.params_as_inputs(&params);
+        let lanes = crate::prepare_to_run(lanes);
+        let program = Program::compile(&lanes);
+        let same = !program.runs_tensor_kernels()
+            && program.dim() == loaded.program.dim()
+            && program.layout().total == loaded.program.layout().total
+            && program.cost_kinds() == loaded.program.cost_kinds();
+        same.then_some(Lanes {
+            model: lanes,
+            program,
+        })
+    }
+
+    /// The rows of `members`, or `None` if their batch fails.
+    fn rows(
+        &self,
+        loaded: &Loaded,
+        plan: &Plan,
+        slots: &[(usize, usize)],
+        dataset: &Dataset,
+        members: std::ops::Range<usize>,
+        save: Option<Vec<f64>>,
+    ) -> Option<Vec<f64>> {
+        let n = members.len();
+        let values: Vec<Vec<f64>> = members.map(|i| plan.member(i)).collect();
+        let input_dim = dataset.input_dim + plan.names.len();
+        let mut inputs = Vec::with_capacity(n * input_dim);
+        for v in &values {
+            inputs.extend_from_slice(&dataset.inputs);
+            inputs.extend_from_slice(v);
+        }
+        let labels = dataset.labels.as_ref().map(|l| vec![l[0]; n]);
+        let batch = Dataset::samples(n, input_dim, inputs, labels);
+        let bound = crate::simulate::Bound::new(&self.model, &self.program, &loaded.params, &batch);
+        let setup = bound.setup(save);
+        let solution =
+            crate::solve::solve_batch(&bound.system(), &setup.options, &setup.y0, setup.n).ok()?;
+        let per = bound.per_sample(&solution);
+        let dim = self.program.dim();
+        let outputs_len = self.program.outputs_len();
+        let kinds = self.program.cost_kinds();
+        let mut params = loaded.params.clone();
+        let mut ws = loaded.program.workspace(1);
+        let mut rows = Vec::new();
+        for (s, v) in values.iter().enumerate() {
+            rows.extend_from_slice(v);
+            rows.extend_from_slice(&solution.final_state(s)[..dim]);
+            rows.extend_from_slice(&per.outputs[s * outputs_len..(s + 1) * outputs_len]);
+            let mut sample_terms = per.costs.iter();
+            let costs: Vec<f64> = kinds
+                .iter()
+                .map(|kind| match kind {
+                    CostKind::Penalty => {
+                        set_members_values(&mut params, slots, v);
+                        loaded.program.penalty(&params, None, &mut ws)
+                    }
+                    _ => {
+                        let (_, terms) = sample_terms.next().expect("a term per sample cost");
+                        mean_of_one(terms[s])
+                    }
+                })
+                .collect();
+            if !costs.is_empty() {
+                rows.push(costs.iter().fold(0.0, |loss, v| loss + v));
+            }
+            rows.extend_from_slice(&costs);
+            rows.extend(per.metrics.iter().map(|m| mean_of_one(m[s])));
+        }
+        Some(rows)
+    }
 }
 
 /// The ensemble across MPI ranks: each rank solves its contiguous share of the members (chunks
@@ -813,6 +969,71 @@ fn summary_table(summary: &[(String, Stats)], n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Side by side only where a member's bits cannot change: scalar code in f64, one sample
+    /// that is not a series, varied params with one copy.
+    #[test]
+    fn members_run_side_by_side_only_where_their_bits_cannot_change() {
+        let dir = std::env::temp_dir().join(format!("nodec-lanes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let per_layer = write(
+            "per_layer.node",
+            "param c per layer = 1\nstate x = 1\ndx/dt = -c * x\nschedule rk4(t = [0, 1], steps = 4)\n",
+        );
+        let wide = write(
+            "wide.node",
+            "const n = 256\nparam K[n, n] ~ normal(0, 0.05)\nparam a = 1\nstate x[n] = ones(n)\n\
+             dx/dt = a * tanh(K * x)\nschedule rk4(t = [0, 1], steps = 4)\n",
+        );
+        let root = env!("CARGO_MANIFEST_DIR");
+        let model = |name: &str| format!("{root}/models/{name}.node");
+        let f32 = Overrides {
+            precision: Some(ir::Precision::F32),
+            ..Overrides::default()
+        };
+        let side_by_side = |file: &str, spec: &str, overrides: &Overrides| {
+            let mut out = Output::default();
+            let loaded = super::super::run::load_mapped(
+                file,
+                overrides,
+                0,
+                None,
+                None,
+                &[],
+                false,
+                &mut out,
+            )
+            .unwrap_or_else(|| panic!("{file}: {}", out.stderr));
+            let plan = Plan::parse(spec, None, 0).unwrap();
+            let slots: Vec<(usize, usize)> = plan
+                .names
+                .iter()
+                .map(|name| {
+                    let layout = loaded.program.layout();
+                    let entry = layout.entries.iter().find(|e| &e.name == name).unwrap();
+                    (entry.offset, entry.copies)
+                })
+                .collect();
+            if file.ends_with("wide.node") {
+                assert!(loaded.program.runs_tensor_kernels());
+            }
+            Lanes::new(&loaded, overrides, &plan, &slots, &loaded.data[0].1).is_some()
+        };
+        let none = Overrides::default();
+        assert!(side_by_side(&model("lorenz"), "rho=20:30:3", &none));
+        assert!(side_by_side(&model("robertson"), "k1=0.02:0.06:3", &none));
+        assert!(!side_by_side(&model("lorenz"), "rho=20:30:3", &f32));
+        assert!(!side_by_side(&model("circles_anode"), "bias=0:1:2", &none));
+        assert!(!side_by_side(&model("bouncing_ball"), "e=0.5:0.9:3", &none));
+        assert!(!side_by_side(&per_layer, "c=1:2:2", &none));
+        assert!(!side_by_side(&wide, "a=1:2:2", &none));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn grids_are_products_with_the_last_axis_fastest() {

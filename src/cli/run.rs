@@ -1041,7 +1041,15 @@ pub fn run_across(args: &RunArgs, ranks: &dyn crate::dist::Ranks, out: &mut Outp
         return 1;
     };
     if let Some(plan) = &plan {
-        return super::ensemble::run(&loaded, plan, format, args.out.as_deref(), ranks, out);
+        return super::ensemble::run(
+            &loaded,
+            &args.overrides,
+            plan,
+            format,
+            args.out.as_deref(),
+            ranks,
+            out,
+        );
     }
     if args.all_samples {
         return all_samples(&loaded, args, format, out);

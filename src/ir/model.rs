@@ -140,6 +140,32 @@ impl Model {
         self.scalar_ir == ScalarIr::Present
     }
 
+    /// Makes the params `params` per-sample values: each becomes an input, appended after the
+    /// declared inputs in the order given, that every expression reads in its place. An
+    /// ensemble solves its members side by side this way, one member per sample
+    /// (`cli::ensemble`). The params stay declared, so the parameter layout does not change,
+    /// but nothing reads them. Only for a model that `prepare` has not expanded yet: the
+    /// scalar IR and the derivatives are built from the tensor roots afterwards.
+    pub fn params_as_inputs(&mut self, params: &[u32]) {
+        assert!(
+            !self.has_scalar_ir(),
+            "params become inputs before the scalar IR is expanded"
+        );
+        for &param in params {
+            let declared = &self.params[param as usize];
+            let input = u32::try_from(self.inputs.len()).expect("fewer than 2^32 inputs");
+            self.inputs.push(Input {
+                name: declared.name.clone(),
+                shape: declared.shape,
+                span: declared.span,
+            });
+            self.tensors.rebind_leaf(
+                super::tensor::Leaf::Param(param),
+                super::tensor::Leaf::Input(input),
+            );
+        }
+    }
+
     /// The structural nonzeros of `∂f/∂y` from the scalar IR: row `i` lists, sorted, the state
     /// components that `f_i`'s expression reads (a superset of the nonzeros, exact for the
     /// expressions models write). `None` without the scalar IR, or when walking the expressions

@@ -304,3 +304,146 @@ fn ensemble_errors_say_what_to_do() {
         "bad_members.csv:3:1: error: `half` is not a finite number",
     );
 }
+
+/// One sample's model with every kind of cost the lane path reduces itself: a matrix field
+/// (tensor kernels) scaled by the member's `a`, running and terminal costs, a penalty on `a`, a
+/// metric and an output; one data row with inputs and a label.
+const CONTROLLED: &str = "model controlled
+input u[2]
+label y
+param K1[6, 3] ~ normal(0, 0.5)
+param K2[3, 6] ~ normal(0, 0.5)
+param head[3] ~ normal(0, 0.5)
+param a = 0.5
+param bias = 0
+state x[3] = [u[0], u[1], 0]
+dx/dt = a * K2 * tanh(K1 * x)
+schedule METHOD
+let p = sigmoid(dot(head, x) + bias)
+cost terminal = bce(p, y)
+cost running = 0.01 * 0.5 * sumsq(der(x))
+cost penalty = 1e-4 * (sumsq(K1) + sumsq(K2)) + 1e-3 * a^2
+metric accuracy = (p > 0.5) == y
+output q = dot(head, x)
+data one = csv(\"one.csv\", input = \"u0\"..\"y\", label = \"y\")
+";
+
+/// A ball that bounces on an event, its restitution and gravity the members' params.
+const BALL: &str = "model ball
+param e = 0.8
+param g = 9.81
+state h = 10
+state v = 0
+dh/dt = v
+dv/dt = -g
+event bounce when h crosses 0 falling -> v = -e * v
+schedule dopri5(t = [0, 4], rtol = 1e-10, atol = 1e-10)
+cost terminal = h^2
+output speed = abs(v)
+";
+
+/// Members solved side by side in a batch's lanes give the bytes of members solved one at a
+/// time (`NODEC_ENSEMBLE_LANES=0`): rows, summary, errors and exit status, for explicit,
+/// implicit, fixed-step and event-driven solves, every cost kind a lone sample has, one data
+/// row with inputs and a label, members that fail, and f32 kernels (solved one at a time).
+#[test]
+fn members_side_by_side_give_the_bytes_of_members_one_at_a_time() {
+    let dir = dir().join("lanes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("one.csv"), "u0,u1,y\n0.3,-0.7,1\n").unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let controlled = |method: &str| CONTROLLED.replace("METHOD", method);
+    let robertson = std::fs::read_to_string(root().join("models/robertson.node")).unwrap();
+    let cases: Vec<(String, &str, &[&str])> = vec![
+        (
+            write("rk4.node", controlled("rk4(t = [0, 1], steps = 10)")),
+            "a=0.2:1.0:5,bias=-0.5:0.5:3",
+            &[],
+        ),
+        (
+            write(
+                "dopri5.node",
+                controlled("dopri5(t = [0, 1], rtol = 1e-7, atol = 1e-9)"),
+            ),
+            "a~uniform(0.1,2),bias~normal(0,1)",
+            &["--members", "70", "--seed", "3"],
+        ),
+        (
+            write(
+                "tsit5.node",
+                controlled("tsit5(t = [0, 1], rtol = 1e-5, atol = 1e-7)"),
+            ),
+            "a=0.2:1.0:9",
+            &["--precision", "f32"],
+        ),
+        (
+            write("ball.node", BALL.to_string()),
+            "e=0.5:0.9:5,g=9:10:3",
+            &[],
+        ),
+        (
+            write("robertson_bdf.node", robertson.replace("rodas4(", "bdf(")),
+            "k1=0.02:0.06:5",
+            &[],
+        ),
+        (
+            "models/robertson.node".into(),
+            "k1=0.02:0.06:3,k3=5e3:2e4:2",
+            &[],
+        ),
+        (
+            "models/vdp.node".into(),
+            "mu~loguniform(0.1,5)",
+            &["--members", "40"],
+        ),
+        ("models/decay.node".into(), "k=0:2:9", &[]),
+        // A member that blows up, and one that needs more steps than allowed: the chunk's
+        // batch fails and is solved again member by member to name the culprit.
+        ("models/decay.node".into(), "k=-300:1:3", &[]),
+        ("models/vdp.node".into(), "mu=1:1e6:3", &[]),
+        (
+            "models/lorenz.node".into(),
+            "rho=0:40:11,sigma=-1:12:3",
+            &[],
+        ),
+    ];
+    for (file, spec, extra) in &cases {
+        let mut outputs = Vec::new();
+        for lanes in ["0", "1"] {
+            let rows = tmp(&format!("lanes_{lanes}.csv"));
+            let _ = std::fs::remove_file(&rows);
+            let out = Command::new(env!("CARGO_BIN_EXE_nodec"))
+                .args(["run", file, "--ensemble", spec, "--out", &rows])
+                .args(*extra)
+                .env("NODEC_ENSEMBLE_LANES", lanes)
+                .current_dir(root())
+                .output()
+                .unwrap();
+            let failing = spec.contains("-300") || spec.contains("1e6");
+            assert_eq!(
+                out.status.success(),
+                !failing,
+                "{file} {spec}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            outputs.push((
+                out.status.code(),
+                out.stdout,
+                out.stderr,
+                std::fs::read(&rows).ok(),
+            ));
+        }
+        assert!(
+            outputs[0] == outputs[1],
+            "{file} {spec}: one at a time\n{}{}\nside by side\n{}{}",
+            String::from_utf8_lossy(&outputs[0].2),
+            String::from_utf8_lossy(outputs[0].3.as_deref().unwrap_or_default()),
+            String::from_utf8_lossy(&outputs[1].2),
+            String::from_utf8_lossy(outputs[1].3.as_deref().unwrap_or_default()),
+        );
+    }
+}

@@ -85,6 +85,27 @@ impl TensorPool {
         id
     }
 
+    /// Makes every `from` leaf (of any shape) a `to` leaf in place, so that the expressions
+    /// that read `from` read `to` instead. `to` must not be in the pool yet: two nodes for one
+    /// leaf would break the pool's hash-consing.
+    pub fn rebind_leaf(&mut self, from: Leaf, to: Leaf) {
+        for (node, shape) in self.nodes.iter_mut().zip(&self.shapes) {
+            match node {
+                TNode::Leaf(leaf) if *leaf == to => panic!("{to:?} is already in the pool"),
+                TNode::Leaf(leaf) if *leaf == from => {
+                    self.memo.remove(&(TNode::Leaf(from), *shape));
+                    *leaf = to;
+                }
+                _ => {}
+            }
+        }
+        for (id, (node, shape)) in self.nodes.iter().zip(&self.shapes).enumerate() {
+            if *node == TNode::Leaf(to) {
+                self.memo.insert((node.clone(), *shape), TId(id as u32));
+            }
+        }
+    }
+
     /// Rebuilds `node` of shape `shape` (whose children are ids of this pool) through the
     /// smart constructors.
     pub fn build(&mut self, node: &TNode, shape: Shape) -> TId {
