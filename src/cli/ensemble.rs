@@ -737,8 +737,9 @@ fn mean_of_one(value: f64) -> f64 {
 /// inputs. A member's row has the bits its own solve gives: no solver lets a sample's
 /// solution depend on the samples that share its block, and its costs and metrics are
 /// reduced here as [`crate::simulate::Bound::summarize`] reduces a lone sample's. Taken when
-/// the kernels are scalar code in f64, the data block has one sample, not a series (which is
-/// observed, not sampled), and the varied params have one copy.
+/// the kernels are scalar code in f64 without GEMMs ([`Program::sums_in_order`]), the data
+/// block has one sample, not a series (which is observed, not sampled), and the varied params
+/// have one copy.
 struct Lanes {
     model: ir::Model,
     program: Program,
@@ -757,10 +758,10 @@ impl Lanes {
             // In f32 a product of params is rounded where a lone solve computes it (once, in
             // f64, or in the kernel): lanes would change the last bits.
             && loaded.program.precision() == ir::Precision::F64
-            // Tensor kernels fold a product of params into a matrix once (`a * K`), which a
-            // per-sample `a` moves into the product with the state: other bits. Their GEMMs
-            // already keep the lanes busy.
-            && !loaded.program.runs_tensor_kernels()
+            // A matrix product of params run as a GEMM (`a * K` times the state) becomes lane
+            // loops when `a` is per sample, which sum in another order: other bits. GEMMs
+            // keep the lanes busy anyway.
+            && loaded.program.sums_in_order()
             && dataset.n == 1
             && dataset.times.is_none()
             && model.schedule.is_some()
@@ -784,7 +785,7 @@ impl Lanes {
         lanes.params_as_inputs(&params);
         let lanes = crate::prepare_to_run(lanes);
         let program = Program::compile(&lanes);
-        let same = !program.runs_tensor_kernels()
+        let same = program.sums_in_order()
             && program.dim() == loaded.program.dim()
             && program.layout().total == loaded.program.layout().total
             && program.cost_kinds() == loaded.program.cost_kinds();
@@ -970,8 +971,8 @@ fn summary_table(summary: &[(String, Stats)], n: usize) -> String {
 mod tests {
     use super::*;
 
-    /// Side by side only where a member's bits cannot change: scalar code in f64, one sample
-    /// that is not a series, varied params with one copy.
+    /// Side by side only where a member's bits cannot change: scalar code in f64 without GEMMs,
+    /// one sample that is not a series, varied params with one copy.
     #[test]
     fn members_run_side_by_side_only_where_their_bits_cannot_change() {
         let dir = std::env::temp_dir().join(format!("nodec-lanes-{}", std::process::id()));
@@ -989,6 +990,11 @@ mod tests {
             "wide.node",
             "const n = 256\nparam K[n, n] ~ normal(0, 0.05)\nparam a = 1\nstate x[n] = ones(n)\n\
              dx/dt = a * tanh(K * x)\nschedule rk4(t = [0, 1], steps = 4)\n",
+        );
+        let gemm = write(
+            "gemm.node",
+            "param K1[16, 2] ~ normal(0, 0.5)\nparam K2[2, 16] ~ normal(0, 0.5)\nparam a = 1\n\
+             state x[2] = [1, 0]\ndx/dt = a * K2 * tanh(K1 * x)\nschedule rk4(t = [0, 1], steps = 4)\n",
         );
         let root = env!("CARGO_MANIFEST_DIR");
         let model = |name: &str| format!("{root}/models/{name}.node");
@@ -1022,6 +1028,9 @@ mod tests {
             if file.ends_with("wide.node") {
                 assert!(loaded.program.runs_tensor_kernels());
             }
+            if file.ends_with("gemm.node") {
+                assert!(!loaded.program.runs_tensor_kernels() && !loaded.program.sums_in_order());
+            }
             Lanes::new(&loaded, overrides, &plan, &slots, &loaded.data[0].1).is_some()
         };
         let none = Overrides::default();
@@ -1032,6 +1041,7 @@ mod tests {
         assert!(!side_by_side(&model("bouncing_ball"), "e=0.5:0.9:3", &none));
         assert!(!side_by_side(&per_layer, "c=1:2:2", &none));
         assert!(!side_by_side(&wide, "a=1:2:2", &none));
+        assert!(!side_by_side(&gemm, "a=1:2:2", &none));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

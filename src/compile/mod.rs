@@ -1018,6 +1018,16 @@ impl Program {
         matches!(self.kernels[K::Rhs as usize], Kernel::Tensor(_))
     }
 
+    /// Whether every kernel is scalar code summing in the interpreter's order: no tensor
+    /// kernels and no matrix products run as GEMMs (`tape::matmul`), whose order of summation
+    /// is the GEMM's and depends on which factors are parameters.
+    pub fn sums_in_order(&self) -> bool {
+        self.kernels.iter().all(|k| match k {
+            Kernel::Tape(k) => !k.has_matmuls(),
+            Kernel::Tensor(_) => false,
+        })
+    }
+
     /// The same program with every kernel interpreted, none as native code (`tape::native`):
     /// the same bits, to measure what native code gains or to rule it out when debugging.
     pub fn interpreted(mut self) -> Program {

@@ -27,13 +27,13 @@ fn max_rel(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// The matrix products of a neural field (`W1 x`, `W2 h`, `W2ᵀ w`, `W1ᵀ g`, and the weight
-/// gradients) run as GEMMs, and give the lane loops' values to a few ulps: on a full block,
-/// on a block whose width is not the specialized 32, and on a block whose samples straddle two
-/// layers of a per-layer weight (two lane ranges, one too short for a GEMM).
+/// gradients) run as GEMMs, also for a state of width 2, and give the lane loops' values to a
+/// few ulps: on a full block, on a block whose width is not the specialized 32, and on a block
+/// whose samples straddle two layers of a per-layer weight (two lane ranges, one too short for
+/// a GEMM).
 #[test]
 fn matrix_products_run_as_gemms_and_match_the_lane_loops() {
-    let (d, h) = (12, 24);
-    for per_layer in [false, true] {
+    for (d, h, per_layer) in [(12, 24, false), (12, 24, true), (2, 24, false)] {
         let layer = if per_layer { " per layer" } else { "" };
         let text = format!(
             "param W1[{h}, {d}]{layer}\nparam b1[{h}]\nparam W2[{d}, {h}]\nparam b2[{d}]\n\

@@ -306,13 +306,14 @@ fn ensemble_errors_say_what_to_do() {
 }
 
 /// One sample's model with every kind of cost the lane path reduces itself: a matrix field
-/// (tensor kernels) scaled by the member's `a`, running and terminal costs, a penalty on `a`, a
-/// metric and an output; one data row with inputs and a label.
+/// scaled by the member's `a` (its products run as GEMMs from 8 hidden units on, and then the
+/// members are solved one at a time), running and terminal costs, a penalty on `a`, a metric
+/// and an output; one data row with inputs and a label.
 const CONTROLLED: &str = "model controlled
 input u[2]
 label y
-param K1[6, 3] ~ normal(0, 0.5)
-param K2[3, 6] ~ normal(0, 0.5)
+param K1[HIDDEN, 3] ~ normal(0, 0.5)
+param K2[3, HIDDEN] ~ normal(0, 0.5)
 param head[3] ~ normal(0, 0.5)
 param a = 0.5
 param bias = 0
@@ -356,18 +357,22 @@ fn members_side_by_side_give_the_bytes_of_members_one_at_a_time() {
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_string()
     };
-    let controlled = |method: &str| CONTROLLED.replace("METHOD", method);
+    let controlled = |method: &str, hidden: &str| {
+        CONTROLLED
+            .replace("METHOD", method)
+            .replace("HIDDEN", hidden)
+    };
     let robertson = std::fs::read_to_string(root().join("models/robertson.node")).unwrap();
     let cases: Vec<(String, &str, &[&str])> = vec![
         (
-            write("rk4.node", controlled("rk4(t = [0, 1], steps = 10)")),
+            write("rk4.node", controlled("rk4(t = [0, 1], steps = 10)", "6")),
             "a=0.2:1.0:5,bias=-0.5:0.5:3",
             &[],
         ),
         (
             write(
                 "dopri5.node",
-                controlled("dopri5(t = [0, 1], rtol = 1e-7, atol = 1e-9)"),
+                controlled("dopri5(t = [0, 1], rtol = 1e-7, atol = 1e-9)", "6"),
             ),
             "a~uniform(0.1,2),bias~normal(0,1)",
             &["--members", "70", "--seed", "3"],
@@ -375,10 +380,15 @@ fn members_side_by_side_give_the_bytes_of_members_one_at_a_time() {
         (
             write(
                 "tsit5.node",
-                controlled("tsit5(t = [0, 1], rtol = 1e-5, atol = 1e-7)"),
+                controlled("tsit5(t = [0, 1], rtol = 1e-5, atol = 1e-7)", "6"),
             ),
             "a=0.2:1.0:9",
             &["--precision", "f32"],
+        ),
+        (
+            write("gemm.node", controlled("rk4(t = [0, 1], steps = 10)", "16")),
+            "a=0.2:1.0:5",
+            &[],
         ),
         (
             write("ball.node", BALL.to_string()),

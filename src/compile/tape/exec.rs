@@ -138,8 +138,12 @@ impl Kernel {
         steps + self.outputs.len() + self.reduces.len()
     }
 
+    /// Whether some linear-combination group or reduction grid runs as a matrix product.
+    pub(crate) fn has_matmuls(&self) -> bool {
+        self.matmuls() != (0, 0)
+    }
+
     /// How many linear-combination groups and reduction grids run as matrix products.
-    #[cfg(test)]
     pub(crate) fn matmuls(&self) -> (usize, usize) {
         let lin = self
             .steps
