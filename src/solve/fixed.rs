@@ -373,11 +373,14 @@ fn rk_step<S: System>(
             continue;
         }
         b.stage.copy_from_slice(&b.y);
+        // Slices bound once, so that the loops vectorize: indexing the stepper's vectors
+        // reloads their pointers after every store.
+        let stage = &mut b.stage[..len];
         for (j, &aij) in row.iter().enumerate() {
             if aij != 0.0 {
                 let ha = h * aij;
-                for m in 0..len {
-                    b.stage[m] += ha * b.k[j][m];
+                for (s, &k) in stage.iter_mut().zip(&b.k[j][..len]) {
+                    *s += ha * k;
                 }
             }
         }
@@ -385,17 +388,18 @@ fn rk_step<S: System>(
     }
     // y += h Σ b_j k_j, the sum started from its first term so that Euler is y + h k exactly.
     let mut first = true;
+    let acc = &mut b.acc[..len];
     for (j, &bj) in rk.b.iter().enumerate() {
         if bj == 0.0 {
             continue;
         }
-        for m in 0..len {
-            let term = bj * b.k[j][m];
-            b.acc[m] = if first { term } else { b.acc[m] + term };
+        for (a, &k) in acc.iter_mut().zip(&b.k[j][..len]) {
+            let term = bj * k;
+            *a = if first { term } else { *a + term };
         }
         first = false;
     }
-    for m in 0..len {
-        b.y[m] += h * b.acc[m];
+    for (y, &a) in b.y.iter_mut().zip(acc.iter()) {
+        *y += h * a;
     }
 }
