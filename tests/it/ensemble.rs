@@ -329,20 +329,6 @@ output q = dot(head, x)
 data one = csv(\"one.csv\", input = \"u0\"..\"y\", label = \"y\")
 ";
 
-/// A ball that bounces on an event, its restitution and gravity the members' params.
-const BALL: &str = "model ball
-param e = 0.8
-param g = 9.81
-state h = 10
-state v = 0
-dh/dt = v
-dv/dt = -g
-event bounce when h crosses 0 falling -> v = -e * v
-schedule dopri5(t = [0, 4], rtol = 1e-10, atol = 1e-10)
-cost terminal = h^2
-output speed = abs(v)
-";
-
 /// Members solved side by side in a batch's lanes give the bytes of members solved one at a
 /// time (`NODEC_ENSEMBLE_LANES=0`): rows, summary, errors and exit status, for explicit,
 /// implicit, fixed-step and event-driven solves, every cost kind a lone sample has, one data
@@ -391,7 +377,13 @@ fn members_side_by_side_give_the_bytes_of_members_one_at_a_time() {
             &[],
         ),
         (
-            write("ball.node", BALL.to_string()),
+            // A bouncing ball, its restitution and gravity the members' params.
+            write(
+                "ball.node",
+                crate::events::BALL.replace("const g", "param g")
+                    + "schedule dopri5(t = [0, 4], rtol = 1e-10, atol = 1e-10)\n\
+                       cost terminal = h^2\noutput speed = abs(v)\n",
+            ),
             "e=0.5:0.9:5,g=9:10:3",
             &[],
         ),

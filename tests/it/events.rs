@@ -48,7 +48,8 @@ fn events(v: &Value) -> Vec<(String, f64)> {
         .collect()
 }
 
-const BALL: &str = "model ball
+/// A ball dropped from 10 m that keeps the fraction `e` of its speed at each bounce.
+pub const BALL: &str = "model ball
 const g = 9.81
 param e = 0.8
 state h = 10
