@@ -589,26 +589,23 @@ pub fn run(
     }
 
     let t1 = model.schedule.as_ref().map(|s| vec![s.t1]);
-    let finite = |i: usize, values: &[f64], row: &[f64]| {
-        match row.iter().position(|v| !v.is_finite()) {
-        None => Ok(()),
-        Some(k) => Err((
-            i,
-            format!(
-                "error: member {i} ({}) gives a non-finite `{}`; the solution blows up for these values\n",
-                describe(plan, values),
-                columns.names[k]
-            ),
-            super::exit::SOLVER,
-        )),
-    }
+    let finite = |i: usize, values: &[f64], row: &[f64]| -> Result<(), (usize, String, u8)> {
+        let Some(k) = row.iter().position(|v| !v.is_finite()) else {
+            return Ok(());
+        };
+        let message = format!(
+            "error: member {i} ({}) gives a non-finite `{}`; the solution blows up for these values\n",
+            describe(plan, values),
+            columns.names[k]
+        );
+        Err((i, message, super::exit::SOLVER))
     };
     let one_by_one = |members: std::ops::Range<usize>| -> Result<Vec<f64>, (usize, String, u8)> {
         let mut rows = Vec::with_capacity(members.len() * width);
         let mut params = loaded.params.clone();
         for i in members {
             let values = plan.member(i);
-            set_members_values(&mut params, &slots, &values);
+            set_member_values(&mut params, &slots, &values);
             let bound = loaded.bind(dataset).with_params(&params);
             let sim = bound
                 .simulate(t1.clone())
@@ -718,7 +715,7 @@ pub fn run(
 }
 
 /// Writes a member's values into its params (every copy of each).
-fn set_members_values(params: &mut Params, slots: &[(usize, usize)], values: &[f64]) {
+fn set_member_values(params: &mut Params, slots: &[(usize, usize)], values: &[f64]) {
     let flat = params.values_mut();
     for (&(offset, copies), v) in slots.iter().zip(values) {
         flat[offset..offset + copies].fill(*v);
@@ -835,7 +832,7 @@ impl Lanes {
                 .iter()
                 .map(|kind| match kind {
                     CostKind::Penalty => {
-                        set_members_values(&mut params, slots, v);
+                        set_member_values(&mut params, slots, v);
                         loaded.program.penalty(&params, None, &mut ws)
                     }
                     _ => {
