@@ -610,17 +610,20 @@ pub fn run(
             let sim = bound
                 .simulate(t1.clone())
                 .map_err(|e| (i, solve_error(loaded, &e, block), super::exit::solve(&e)))?;
-            rows.extend_from_slice(&values);
-            if columns.per_sample {
-                rows.extend_from_slice(&sim.solution.final_state(0)[..loaded.program.dim()]);
-                let per = bound.per_sample(&sim.solution);
-                rows.extend_from_slice(&per.outputs);
-            }
-            if !sim.costs.is_empty() {
-                rows.push(sim.loss);
-            }
-            rows.extend(sim.costs.iter().map(|(_, v)| *v));
-            rows.extend_from_slice(&sim.metrics);
+            let per = columns.per_sample.then(|| bound.per_sample(&sim.solution));
+            let sample = per.as_ref().map(|per| {
+                let state = &sim.solution.final_state(0)[..loaded.program.dim()];
+                (state, &per.outputs[..])
+            });
+            let costs = sim.costs.iter().map(|(_, v)| *v);
+            push_row(
+                &mut rows,
+                &values,
+                sample,
+                sim.loss,
+                costs,
+                sim.metrics.iter().copied(),
+            );
             finite(i, &values, &rows[rows.len() - width..])?;
         }
         Ok(rows)
@@ -712,6 +715,29 @@ pub fn run(
         out.stdout.push_str(&summary_table(&summary, n));
     }
     0
+}
+
+/// Appends a member's row in the order of its columns: its values, its final states and outputs
+/// (`sample`, when the data block has one sample), the loss and each cost (when the model has
+/// costs), its metrics.
+fn push_row(
+    rows: &mut Vec<f64>,
+    values: &[f64],
+    sample: Option<(&[f64], &[f64])>,
+    loss: f64,
+    costs: impl ExactSizeIterator<Item = f64>,
+    metrics: impl Iterator<Item = f64>,
+) {
+    rows.extend_from_slice(values);
+    if let Some((state, outputs)) = sample {
+        rows.extend_from_slice(state);
+        rows.extend_from_slice(outputs);
+    }
+    if costs.len() > 0 {
+        rows.push(loss);
+    }
+    rows.extend(costs);
+    rows.extend(metrics);
 }
 
 /// Writes a member's values into its params (every copy of each).
@@ -824,9 +850,6 @@ impl Lanes {
         let mut ws = loaded.program.workspace(1);
         let mut rows = Vec::new();
         for (s, v) in values.iter().enumerate() {
-            rows.extend_from_slice(v);
-            rows.extend_from_slice(&solution.final_state(s)[..dim]);
-            rows.extend_from_slice(&per.outputs[s * outputs_len..(s + 1) * outputs_len]);
             let mut sample_terms = per.costs.iter();
             let costs: Vec<f64> = kinds
                 .iter()
@@ -841,11 +864,13 @@ impl Lanes {
                     }
                 })
                 .collect();
-            if !costs.is_empty() {
-                rows.push(costs.iter().fold(0.0, |loss, v| loss + v));
-            }
-            rows.extend_from_slice(&costs);
-            rows.extend(per.metrics.iter().map(|m| mean_of_one(m[s])));
+            let loss = costs.iter().fold(0.0, |loss, v| loss + v);
+            let sample = (
+                &solution.final_state(s)[..dim],
+                &per.outputs[s * outputs_len..(s + 1) * outputs_len],
+            );
+            let metrics = per.metrics.iter().map(|m| mean_of_one(m[s]));
+            push_row(&mut rows, v, Some(sample), loss, costs.into_iter(), metrics);
         }
         Some(rows)
     }

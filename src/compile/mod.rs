@@ -600,22 +600,18 @@ struct Single {
     y: Vec<f32>,
     v: Vec<f32>,
     w: Vec<f32>,
-    saved: Vec<f32>,
     tangent: Vec<f32>,
     out: Vec<f32>,
     grad: Vec<f32>,
 }
 
-/// `src` rounded to `f32` into `dst`.
-/// The `f32` values [`copy_saved`] keeps in `saved`'s slots, or `saved` rounded to `f32` in
-/// `dst` where it holds another type.
-fn saved_f32<'a, R: Real>(saved: &'a [R], dst: &'a mut Vec<f32>) -> &'a [f32] {
-    match R::as_f64(saved) {
-        Some(slots) => &bytemuck::cast_slice(slots)[..slots.len()],
-        None => narrowed_into(saved, dst),
-    }
+/// The `f32` values [`copy_saved`] keeps in the first half of `saved`'s slots.
+fn saved_f32<R: Real>(saved: &[R]) -> &[f32] {
+    let slots = R::as_f64(saved).expect("a single-precision program's workspace is f64");
+    &bytemuck::cast_slice(slots)[..slots.len()]
 }
 
+/// `src` rounded to `f32` into `dst`.
 fn narrowed_into<'a, R: Real>(src: &[R], dst: &'a mut Vec<f32>) -> &'a [f32] {
     dst.resize(src.len(), 0.0);
     narrow_lanes(src, dst);
@@ -711,17 +707,11 @@ fn copy_saved<R: Real>(rows: &[u32], saved: &mut [R], ws: &Workspace<R>) {
     let w = ws.width;
     if let Some(single) = ws.single.as_deref() {
         let regs = &single.ws.regs;
-        if let Some(saved) = R::as_f64_mut(saved) {
-            let saved: &mut [f32] = bytemuck::cast_slice_mut(saved);
-            for (dst, &row) in saved.chunks_exact_mut(w).zip(rows) {
-                let row = row as usize;
-                dst.copy_from_slice(&regs[row * w..(row + 1) * w]);
-            }
-            return;
-        }
+        let slots = R::as_f64_mut(saved).expect("a single-precision program's workspace is f64");
+        let saved: &mut [f32] = bytemuck::cast_slice_mut(slots);
         for (dst, &row) in saved.chunks_exact_mut(w).zip(rows) {
             let row = row as usize;
-            widen_lanes(&regs[row * w..(row + 1) * w], dst);
+            dst.copy_from_slice(&regs[row * w..(row + 1) * w]);
         }
         return;
     }
@@ -1152,7 +1142,6 @@ impl Program {
                 y: Vec::new(),
                 v: Vec::new(),
                 w: Vec::new(),
-                saved: Vec::new(),
                 tangent: Vec::new(),
                 out: Vec::new(),
                 grad: Vec::new(),
@@ -1354,7 +1343,6 @@ impl Program {
             y,
             v,
             w,
-            saved,
             tangent: tangent32,
             out: out32,
             grad: grad_buf,
@@ -1363,7 +1351,7 @@ impl Program {
             y: narrowed_into(blocks.y, y),
             v: narrowed_into(blocks.v, v),
             w: narrowed_into(blocks.w, w),
-            saved: saved_f32(blocks.saved, saved),
+            saved: saved_f32(blocks.saved),
         };
         let tangent = tangent.map(|u| narrowed_into(u, tangent32));
         narrowed_into(out, out32);

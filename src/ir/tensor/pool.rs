@@ -89,19 +89,15 @@ impl TensorPool {
     /// that read `from` read `to` instead. `to` must not be in the pool yet: two nodes for one
     /// leaf would break the pool's hash-consing.
     pub fn rebind_leaf(&mut self, from: Leaf, to: Leaf) {
-        for (node, shape) in self.nodes.iter_mut().zip(&self.shapes) {
+        for (id, (node, shape)) in self.nodes.iter_mut().zip(&self.shapes).enumerate() {
             match node {
                 TNode::Leaf(leaf) if *leaf == to => panic!("{to:?} is already in the pool"),
                 TNode::Leaf(leaf) if *leaf == from => {
-                    self.memo.remove(&(TNode::Leaf(from), *shape));
                     *leaf = to;
+                    self.memo.remove(&(TNode::Leaf(from), *shape));
+                    self.memo.insert((TNode::Leaf(to), *shape), TId(id as u32));
                 }
                 _ => {}
-            }
-        }
-        for (id, (node, shape)) in self.nodes.iter().zip(&self.shapes).enumerate() {
-            if *node == TNode::Leaf(to) {
-                self.memo.insert((node.clone(), *shape), TId(id as u32));
             }
         }
     }
