@@ -1027,6 +1027,11 @@ impl Program {
         matches!(self.kernels[K::Rhs as usize], Kernel::Tensor(_))
     }
 
+    /// Rows of the largest register file among the kernels.
+    pub fn largest_register_file(&self) -> usize {
+        self.kernels.iter().map(|k| k.n_regs()).max().unwrap_or(0)
+    }
+
     /// Whether every kernel is scalar code summing in the interpreter's order: no tensor
     /// kernels and no matrix products run as GEMMs (`tape::matmul`), whose order of summation
     /// is the GEMM's and depends on which factors are parameters.

@@ -35,8 +35,8 @@ pub use model::*;
 pub use node::{apply_pow, CmpOp, ExprId, Func, Node, Var};
 pub use pool::Pool;
 pub use prepare::{
-    derivatives, prepare, prepare_scalar, prepare_tensor_only, prepare_to_run, scalar_ir_estimate,
-    scalar_ir_pays, SCALAR_IR_LIMIT,
+    derivatives, prepare, prepare_scalar, prepare_tensor_only, prepare_to_run, products_are_gemms,
+    scalar_ir_estimate, scalar_ir_pays, GEMM_SIDE, SCALAR_IR_LIMIT,
 };
 pub use print::{print, print_tensor, stats};
 pub use tensor::expand::expand_scalar;

@@ -45,8 +45,48 @@ pub fn scalar_ir_estimate(model: &Model) -> usize {
 /// Whether the scalar tape pays for `model`: a small model's scalar IR is cheap to build and
 /// its kernels are fused per element (and compiled to native code); a wide model's would take
 /// seconds and hundreds of megabytes to build.
+///
+/// Nor does it pay where every matrix product is a parameter matrix at least
+/// [`GEMM_SIDE`] wide each way ([`products_are_gemms`]): the time is then in the GEMMs, which
+/// both kinds of kernels run alike, and the tensor kernels' fused elementwise passes and
+/// direct GEMM accumulation of the weight gradients beat the tape's one row per instruction
+/// (P4's training step at widths 8, 16 and 32: 11–15 % faster; see ARCHITECTURE.md,
+/// Decisions).
 pub fn scalar_ir_pays(model: &Model) -> bool {
-    scalar_ir_estimate(model) <= SCALAR_IR_LIMIT
+    scalar_ir_estimate(model) <= SCALAR_IR_LIMIT && !products_are_gemms(model)
+}
+
+/// The smallest side of a parameter matrix for [`products_are_gemms`]: the side below which
+/// the tensor kernels multiply by lane loops (`compile::tensor`'s `MIN_SIDE`).
+pub const GEMM_SIDE: usize = 8;
+
+/// Whether the primal roots have matrix products, and every one of them multiplies a
+/// parameter matrix (or its transpose) with both sides at least [`GEMM_SIDE`].
+pub fn products_are_gemms(model: &Model) -> bool {
+    use super::tensor::{grid, Leaf, TNode};
+    let t = &model.tensors;
+    let mut seen = vec![false; t.len()];
+    let mut stack = model.tensor_roots.primal();
+    let mut products = 0;
+    while let Some(id) = stack.pop() {
+        if std::mem::replace(&mut seen[id.index()], true) {
+            continue;
+        }
+        let node = t.node(id);
+        if let TNode::MatMul(a, _) = node {
+            let matrix = match t.node(*a) {
+                TNode::Transpose(m) => *m,
+                _ => *a,
+            };
+            let (m, k) = grid(t.shape(*a));
+            if !matches!(t.node(matrix), TNode::Leaf(Leaf::Param(_))) || m.min(k) < GEMM_SIDE {
+                return false;
+            }
+            products += 1;
+        }
+        node.for_each_operand(|c| stack.push(c));
+    }
+    products > 0
 }
 
 /// What running a model needs: the tensor derivative IR, and the scalar IR where it pays

@@ -137,12 +137,20 @@ pub(crate) fn print_nodes(model: &Model, roots: &[ExprId], out: &mut String) {
 pub fn stats(model: &Model) -> String {
     if !model.has_scalar_ir() {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "scalar IR not built: about {} nodes, above the limit of {}; tensor kernels",
-            super::scalar_ir_estimate(model),
-            super::SCALAR_IR_LIMIT
-        );
+        let size = super::scalar_ir_estimate(model);
+        if size > super::SCALAR_IR_LIMIT {
+            let _ = writeln!(
+                out,
+                "scalar IR not built: about {size} nodes, above the limit of {}; tensor kernels",
+                super::SCALAR_IR_LIMIT
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "scalar IR not built: every matrix product is a parameter matrix at least {} wide each way; tensor kernels",
+                super::GEMM_SIDE
+            );
+        }
         let _ = writeln!(out, "{:<26}{:>14}{:>14}", "nodes", "primal", "all");
         tensor_stats(model, &mut out);
         return out;

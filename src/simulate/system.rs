@@ -120,11 +120,15 @@ impl System for ModelSystem<'_> {
     }
 
     /// Tensor kernels spend a block's time in GEMMs and elementwise passes over activations as
-    /// wide as the layer: 64-sample blocks measured slower on `wide_1024` and `mnist_sized`
-    /// (solve 31 → 36 ms and 17.6 → 22.5 ms at batch 256; the hand-written baseline lost as
-    /// much), so they keep 32.
+    /// wide as the layer. Where a block's largest register file at 64 samples would outgrow a
+    /// core's share of L2 ([`WIDE_TENSOR_REGISTERS`] rows), they keep 32: 64-sample blocks
+    /// measured slower on `wide_1024` and `mnist_sized` (2 240 and 4 288 rows; solve 31 → 36 ms
+    /// and 17.6 → 22.5 ms at batch 256). Below it the wider block halves the GEMM calls and the
+    /// dispatches per sample: P4 D = 32 (352 rows) trains 4 % faster in `f64` and 9 % in `f32`.
     fn block_width(&self, n_samples: usize) -> usize {
-        if self.program.runs_tensor_kernels() {
+        if self.program.runs_tensor_kernels()
+            && self.program.largest_register_file() > WIDE_TENSOR_REGISTERS
+        {
             crate::solve::NARROW_BLOCK
         } else {
             crate::solve::block_width(n_samples)
@@ -208,3 +212,8 @@ impl System for ModelSystem<'_> {
         self.program.event_jumps(self.params, t, y, values, ws);
     }
 }
+
+/// Register rows above which tensor kernels keep narrow blocks (see `System::block_width`):
+/// 1 024 rows of 64 `f64` samples are 512 KB, a quarter of a core's L2 on the machines we
+/// measure, which leaves room for the step records and the weights.
+const WIDE_TENSOR_REGISTERS: usize = 1024;

@@ -513,3 +513,62 @@ fn tensor_programs_match_the_reference_interpreter() {
         }
     }
 }
+
+/// P4's field at state width `d`: `W2 tanh(W1 x + b1) + b2` with 64 hidden units.
+fn p4(d: usize) -> Model {
+    let text = format!(
+        "const D = {d}\nconst H = 64\ninput u[D]\nparam W1[H, D] ~ normal(0, 0.2)\n\
+         param b1[H] = 0\nparam W2[D, H] ~ normal(0, 0.1)\nparam b2[D] = 0\nstate x[D] = u\n\
+         dx/dt = W2 * tanh(W1 * x + b1) + b2\nschedule rk4(t = [0, 1], steps = 20)\n\
+         cost terminal = sumsq(x)\ndata train = normal(n = 8, dim = {d}, seed = 1)\n"
+    );
+    let file = SourceFile::new(format!("p4_d{d}.node"), text);
+    let (model, diags) = nodec::check_source(&file, &Overrides::default(), "model");
+    assert!(!diags.has_errors(), "{}", diags.render(&file));
+    model
+}
+
+/// Where every matrix product is a parameter matrix at least `GEMM_SIDE` wide each way, a
+/// model runs on tensor kernels although its scalar IR would be small (P4 at D = 8 and 32): its
+/// time is in GEMMs, and the tensor kernels' fused elementwise passes run the rest. A narrow
+/// side (P4 at D = 2, `cnf_moons`), a constant matrix (`heat`'s Laplacian) or a state matrix
+/// (`evolutionary_weights`) keeps the scalar tape. Tensor kernels whose register file is small
+/// take 64-sample blocks from 256 samples, as the tape does; `wide_1024`'s keep 32.
+#[test]
+fn gemm_sized_models_run_on_tensor_kernels() {
+    use nodec::compile::{Params, Program};
+    use nodec::simulate::ModelSystem;
+    use nodec::solve::System;
+    let runs_tensor = |model: Model| {
+        let small = nodec::ir::scalar_ir_estimate(&model) <= nodec::ir::SCALAR_IR_LIMIT;
+        let gemms = nodec::ir::products_are_gemms(&model);
+        let program = Program::compile(&nodec::prepare_to_run(model));
+        assert_eq!(program.runs_tensor_kernels(), !small || gemms);
+        let params = Params::from_values(vec![0.1; program.layout().total]);
+        let width = ModelSystem::new(&program, &params, &[], &[]).block_width(1024);
+        (program.runs_tensor_kernels(), width)
+    };
+    assert_eq!(nodec::ir::GEMM_SIDE, 8);
+    assert_eq!(runs_tensor(p4(32)), (true, 64));
+    assert_eq!(runs_tensor(p4(8)), (true, 64));
+    assert_eq!(runs_tensor(p4(7)), (false, 64));
+    assert_eq!(runs_tensor(p4(2)), (false, 64));
+    for (name, tensor) in [
+        ("cnf_moons", false),
+        ("heat", false),
+        ("evolutionary_weights", false),
+        ("lorenz", false),
+        ("digits_odenet", true),
+    ] {
+        let model = load(&root().join(format!("models/{name}.node")));
+        assert_eq!(runs_tensor(model).0, tensor, "{name}");
+    }
+    let wide = load(&root().join("benches/data/wide/wide_1024.node"));
+    assert_eq!(runs_tensor(wide), (true, 32));
+    let out = crate::support::nodec(&["ir", "--stats", "benches/data/p4/node_d32.node"]);
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stats.starts_with("scalar IR not built: every matrix product is a parameter matrix at least 8 wide each way"),
+        "{stats}"
+    );
+}

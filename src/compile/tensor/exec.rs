@@ -28,9 +28,83 @@ struct Frame<'a, R> {
     lo: usize,
     hi: usize,
     matmul: bool,
+    /// Rows of an elementwise program run per pass (see [`ew_rows`]).
+    ew_rows: usize,
+}
+
+/// Rows of elements an elementwise program runs per instruction: about [`EW_CHUNK`] values,
+/// so that one dispatch covers several rows of a narrow block while the temporaries of a pass
+/// stay in L1.
+pub(super) fn ew_rows(width: usize) -> usize {
+    (EW_CHUNK / width.max(1)).max(1)
+}
+
+/// Values per pass of an elementwise program (see [`ew_rows`]).
+const EW_CHUNK: usize = 256;
+
+/// Rows `i0 .. i0 + rows` of an elementwise operand.
+#[derive(Clone, Copy)]
+enum Rows<'a, R> {
+    /// Row `r` at `data[r * stride ..][..n]` (`stride` 0: one lane row for every element).
+    Lanes(&'a [R], usize),
+    /// One uniform value per row.
+    PerRow(&'a [R]),
+    /// One value for every row and lane.
+    Const(R),
+}
+
+impl<'a, R: Copy> Rows<'a, R> {
+    #[inline(always)]
+    fn row(self, r: usize, n: usize) -> V<'a, R> {
+        match self {
+            Rows::Lanes(data, stride) => V::S(&data[r * stride..r * stride + n]),
+            Rows::PerRow(values) => V::C(values[r]),
+            Rows::Const(c) => V::C(c),
+        }
+    }
+
+    /// `rows` rows of `n` lanes as one run of values, when they are one (rows `n` apart, or a
+    /// constant).
+    #[inline(always)]
+    fn flat(self, rows: usize, n: usize) -> Option<V<'a, R>> {
+        match self {
+            Rows::Lanes(data, stride) if stride == n || rows == 1 => Some(V::S(&data[..rows * n])),
+            Rows::Const(c) => Some(V::C(c)),
+            _ => None,
+        }
+    }
 }
 
 impl<'a, R: Real> Frame<'a, R> {
+    /// Rows `i0 .. i0 + rows` of the argument `a` (registers from `below`).
+    #[inline(always)]
+    fn rows_of<'b>(&self, a: Arg, i0: usize, rows: usize, below: &'b [R]) -> Rows<'b, R>
+    where
+        'a: 'b,
+    {
+        let n = self.hi - self.lo;
+        match (a.loc, a.scalar) {
+            (Loc::U(k), true) => Rows::Const(self.u[k as usize]),
+            (Loc::P(k), true) => Rows::Const(self.params[k as usize]),
+            (Loc::U(k), false) => Rows::PerRow(&self.u[k as usize + i0..k as usize + i0 + rows]),
+            (Loc::P(k), false) => {
+                Rows::PerRow(&self.params[k as usize + i0..k as usize + i0 + rows])
+            }
+            (Loc::L(bank, row), scalar) => {
+                let bank = self.bank(bank, below);
+                let (first, stride) = if scalar { (0, 0) } else { (i0, self.width) };
+                let start = (row as usize + first) * self.width + self.lo;
+                let end = start
+                    + if scalar {
+                        n
+                    } else {
+                        (rows - 1) * self.width + n
+                    };
+                Rows::Lanes(&bank[start..end], stride)
+            }
+        }
+    }
+
     /// Element `i` of `loc`, reading registers from `below` (the file under the destination).
     #[inline(always)]
     fn at<'b>(&self, loc: Loc, i: usize, below: &'b [R]) -> V<'b, R>
@@ -111,6 +185,7 @@ impl Kernel {
             lo: 0,
             hi: 1,
             matmul: false,
+            ew_rows: 1,
         };
         // One lane per temporary; `temps` bounds the uniform programs' needs too.
         let mut stack = [0.0; 64];
@@ -147,6 +222,7 @@ impl Kernel {
             lo: lanes.lo,
             hi: lanes.hi,
             matmul: lanes.matmul,
+            ew_rows: ew_rows(lanes.width),
         };
         for op in &self.lanes {
             run_op(op, &frame, regs, scratch);
@@ -196,25 +272,57 @@ fn run_op_here<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut
         Op::Ew {
             len, args, code, ..
         } => {
-            let last = code.len() - 1;
-            for i in 0..*len as usize {
-                let temps = &mut scratch[..last * n];
+            let (len, last) = (*len as usize, code.len() - 1);
+            let chunk = f.ew_rows;
+            let mut i0 = 0;
+            while i0 < len {
+                let rows = chunk.min(len - i0);
+                let temps = &mut scratch[..last * chunk * n];
                 for (k, instr) in code.iter().enumerate() {
-                    let (done, rest) = temps.split_at_mut(k.min(last) * n);
+                    let (done, rest) = temps.split_at_mut(k.min(last) * chunk * n);
                     let get = |r: Ref| match r {
-                        Ref::Arg(j) => f.arg(args[j as usize], i, below),
-                        Ref::Tmp(t) => V::S(&done[t as usize * n..(t as usize + 1) * n]),
+                        Ref::Arg(j) => f.rows_of(args[j as usize], i0, rows, below),
+                        Ref::Tmp(t) => {
+                            let at = t as usize * chunk * n;
+                            Rows::Lanes(&done[at..at + rows * n], n)
+                        }
                     };
-                    let d = if k == last {
-                        &mut above[i * w + lo..i * w + hi]
+                    let (d, stride) = if k == last {
+                        (&mut above[i0 * w + lo..(i0 + rows - 1) * w + hi], w)
                     } else {
-                        &mut rest[..n]
+                        (&mut rest[..rows * n], n)
                     };
                     match *instr {
-                        EwInstr::Bin(op, a, b) => bin(d, op, get(a), get(b)),
-                        EwInstr::Func(func, a) => apply(d, func, get(a)),
+                        EwInstr::Bin(op, a, b) => {
+                            let (a, b) = (get(a), get(b));
+                            match (stride == n || rows == 1, a.flat(rows, n), b.flat(rows, n)) {
+                                (true, Some(a), Some(b)) => bin(d, op, a, b),
+                                _ => {
+                                    for r in 0..rows {
+                                        let d = &mut d[r * stride..r * stride + n];
+                                        bin(d, op, a.row(r, n), b.row(r, n));
+                                    }
+                                }
+                            }
+                        }
+                        EwInstr::Func(func, a) => {
+                            let a = get(a);
+                            match (stride == n || rows == 1, a.flat(rows, n)) {
+                                (true, Some(a)) => apply(d, func, a),
+                                _ => {
+                                    for r in 0..rows {
+                                        apply(
+                                            &mut d[r * stride..r * stride + n],
+                                            func,
+                                            a.row(r, n),
+                                        );
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
+                i0 += rows;
             }
         }
         Op::Gemm {
@@ -459,7 +567,7 @@ fn reduce<R: Real>(r: &Reduce, f: &Frame<'_, R>, regs: &[R], reduced: &mut [R]) 
             for i in 0..len as usize {
                 let x = f.at(src, if scalar { 0 } else { i }, regs);
                 reduced[at as usize + i] += match x {
-                    V::S(x) => x.iter().copied().sum::<R>(),
+                    V::S(x) => lanes::sum(x),
                     V::C(x) => (0..n).map(|_| x).sum::<R>(),
                 };
             }

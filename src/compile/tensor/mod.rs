@@ -18,7 +18,7 @@
 //!   in a few lanes of scratch.
 //! - Parameter gradients are reduced over the lanes: an outer product `g xᵀ` summed over the
 //!   samples is the GEMM `G Xᵀ`, never materialized per sample; sums of such terms reduce term
-//!   by term; anything else is computed per lane and summed in lane order.
+//!   by term; anything else is computed per lane and summed over the lanes in `lanes::sum4`'s fixed order.
 //!
 //! Exactness: elementwise operations and lane-loop products sum left to right, like the
 //! reference interpreter; GEMMs (`compile::gemm`) sum each output as one chain of fused
@@ -210,6 +210,6 @@ pub(crate) struct Kernel {
 impl Kernel {
     /// Scratch a block of `width` samples needs.
     pub(crate) fn scratch_len(&self, width: usize) -> usize {
-        self.scratch.max(self.temps * width)
+        self.scratch.max(self.temps * exec::ew_rows(width) * width)
     }
 }
