@@ -699,6 +699,15 @@ impl<R: Real> Workspace<R> {
     }
 }
 
+/// The cheapest instruction (lane operations per sample, [`tape::Kernel::cost`]'s scale) whose
+/// result a VJP reads saved rather than recomputing it (see [`Program::vjp_reading_rhs`]). A
+/// square, a product or a two-term sum costs less to recompute from its sources than to copy
+/// into the step record and read back: `cnf_moons` saved 130 rows per stage, most of them such
+/// (2.1 MB of records per 64-sample block, beyond L2), and copying them took 11 % of its
+/// training; keeping its 32 `tanh` rows and a few sums makes training 7–10 % faster with the
+/// same bits.
+const SAVE_MIN_COST: usize = 3;
+
 /// Copies registers `rows` of the kernel `ws` last ran into `saved` (a row of the block width
 /// each). An `f32` kernel's registers stay `f32`, in the first half of `saved`'s `f64` slots
 /// ([`saved_f32`]): they only go back into the same kernels, and widening them for the record
@@ -991,6 +1000,8 @@ impl Program {
     /// recomputing them, when that is clearly cheaper; returns the `Rhs` registers to save, in
     /// `SAVED` row order (empty when the VJP gains nothing). Reading a value computed by the
     /// same instructions from the same inputs gives the recomputation's bits.
+    /// Only registers whose own instruction costs at least [`SAVE_MIN_COST`] lane operations
+    /// per sample are saved; the VJP recomputes cheaper ones from them.
     /// The kernels are `(rhs, vjp, saved_vjp)`: `K::Rhs`, `K::Vjp`, `K::VjpSaved`, or the same
     /// with the running costs fused (`K::RhsQuad`, ...).
     fn vjp_reading_rhs(
@@ -1004,10 +1015,12 @@ impl Program {
         let all: HashMap<ir::ExprId, u32> = registers.iter().copied().collect();
         let trial = b.kernel_reading(vjp_state, vjp_param, &all);
         let used = trial.rows_read(tape::SAVED);
+        let costs = kernels[rhs as usize].register_costs();
+        let worth_saving = |reg: &u32| costs.get(reg).is_none_or(|&c| c >= SAVE_MIN_COST);
         let mut saved = HashMap::new();
         let mut rows = Vec::new();
         for &(node, reg) in registers {
-            if used.contains(&reg) {
+            if used.contains(&reg) && worth_saving(&reg) {
                 saved.insert(node, rows.len() as u32);
                 rows.push(reg);
             }

@@ -176,6 +176,60 @@ fn the_vjp_from_saved_activations_has_the_recomputed_bits() {
     }
 }
 
+/// A continuous normalizing flow's field and divergence save only what is dear to recompute:
+/// its `tanh` activations and sums of several terms, not the squares and products the
+/// divergence and its pull-back build from them (`SAVE_MIN_COST`); the VJP reading them has
+/// the recomputing VJP's bits.
+#[test]
+fn a_vjp_recomputes_cheap_registers_instead_of_reading_them_saved() {
+    let text = "const w = 8\ninput u[2]\nparam W1[w, 3]\nparam b1[w]\nparam W2[2, w]\n\
+                fn field(z, t) = W2 * tanh(W1 * [z[0], z[1], t] + b1)\nstate z[2] = u\n\
+                state logdet = 0\ndz/dt = field(z, t)\ndlogdet/dt = div(field(z, t), z)\n\
+                schedule rk4(t = [0, 1], steps = 4)\ncost terminal = sumsq(z) - logdet\n\
+                cost running = 0.05 * sumsq(der(z))\ndata train = moons(n = 16, seed = 1)\n";
+    let (_, p) = program(text);
+    let rhs = match &p.kernels[K::RhsQuad as usize] {
+        super::Kernel::Tape(k) => k,
+        super::Kernel::Tensor(_) => panic!("a small field runs on the scalar tape"),
+    };
+    let costs = rhs.register_costs();
+    let tanh_rows = costs.values().filter(|&&c| c == 10).count();
+    assert_eq!(tanh_rows, 8, "one tanh per hidden unit");
+    assert!(p.quad_saved_len() >= tanh_rows, "{}", p.quad_saved_len());
+    for reg in &p.quad_saved_rows {
+        assert!(costs[reg] >= 3, "register {reg} costs {}", costs[reg]);
+    }
+    let cheap_read = rhs.registers.iter().filter(|(_, r)| costs[r] < 3).count();
+    assert!(cheap_read > 0, "the field has cheap registers to recompute");
+    let width = 13;
+    let dim = 3;
+    let params = Params::from_values(values(p.layout().total, 7));
+    let y = values(dim * width, 8);
+    let w = values((dim + 1) * width, 9);
+    let t = vec![0.3; width];
+    let mut ws = p.workspace(width);
+    let mut dy = vec![0.0; (dim + 1) * width];
+    let mut saved = vec![0.0; p.quad_saved_len() * width];
+    p.rhs_quad_saving(&params, &t, &y, &mut dy, &mut saved, &mut ws);
+    let n = p.layout().total;
+    let (mut out_a, mut grad_a) = (vec![0.0; dim * width], vec![0.0; n]);
+    let (mut out_b, mut grad_b) = (vec![0.0; dim * width], vec![0.0; n]);
+    p.vjp_quad_saved(&params, &t, &y, &[], &w, &mut out_a, &mut grad_a, &mut ws);
+    p.vjp_quad_saved(
+        &params,
+        &t,
+        &y,
+        &saved,
+        &w,
+        &mut out_b,
+        &mut grad_b,
+        &mut ws,
+    );
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&out_a), bits(&out_b), "state part");
+    assert_eq!(bits(&grad_a), bits(&grad_b), "parameter part");
+}
+
 /// Workspaces share a kernel's uniform file when it depends on the parameters alone (one
 /// `Kᵀ` for all threads, not one each), and compute it again when the parameters change; a
 /// weight that varies per layer, or a VJP reading a parameter tangent, keeps its own.

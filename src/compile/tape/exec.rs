@@ -138,6 +138,32 @@ impl Kernel {
         steps + self.outputs.len() + self.reduces.len()
     }
 
+    /// Lane operations per sample that recomputing register `row` takes, on [`Kernel::cost`]'s
+    /// scale (its own instruction only), for every register the kernel writes.
+    pub(crate) fn register_costs(&self) -> std::collections::HashMap<u32, usize> {
+        let mut costs = std::collections::HashMap::new();
+        for step in &self.steps {
+            let Dst::Reg(first) = step.dst else { continue };
+            let (rows, each) = match &step.instr {
+                Instr::Lin { rows, shape, .. } => (*rows, shape.len()),
+                Instr::Bin { op, .. } => match op {
+                    Bin::Div | Bin::Pow => (1, 4),
+                    _ => (1, 1),
+                },
+                Instr::Fold { ops } => (1, ops.len()),
+                Instr::Square { .. } => (1, 1),
+                Instr::Func { f, .. } => match f {
+                    Func::Abs | Func::Relu => (1, 1),
+                    _ => (1, 10),
+                },
+            };
+            for r in 0..rows {
+                costs.insert(first + r, each);
+            }
+        }
+        costs
+    }
+
     /// Whether some linear-combination group or reduction grid runs as a matrix product.
     pub(crate) fn has_matmuls(&self) -> bool {
         self.matmuls() != (0, 0)
