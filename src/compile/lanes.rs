@@ -113,32 +113,3 @@ pub(crate) fn func_one<R: Real>(f: Func, x: R) -> R {
         f => f.apply(x),
     }
 }
-
-crate::compile::isa::multiversion!(
-    /// `Σ a_s` in [`sum4`]'s order, in the CPU's instruction set.
-    pub(crate) fn sum<R: Real>(a: &[R]) -> R => sum_lanes
-);
-
-#[inline(always)]
-fn sum_lanes<R: Real>(a: &[R]) -> R {
-    sum4(a, |x| x)
-}
-
-/// `Σ f(a_s)` in a fixed order that vectorizes: four interleaved partial sums over chunks of
-/// four samples, then the remainder (the order of the tape's reductions).
-#[inline(always)]
-pub(crate) fn sum4<R: Real>(a: &[R], f: impl Fn(R) -> R) -> R {
-    let mut acc = [R::zero(); 4];
-    let chunks = a.chunks_exact(4);
-    let tail = chunks.remainder();
-    for ch in chunks {
-        for k in 0..4 {
-            acc[k] += f(ch[k]);
-        }
-    }
-    let mut total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for &x in tail {
-        total += f(x);
-    }
-    total
-}

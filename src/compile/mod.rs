@@ -715,18 +715,27 @@ const SAVE_MIN_COST: usize = 3;
 fn copy_saved<R: Real>(rows: &[u32], saved: &mut [R], ws: &Workspace<R>) {
     let w = ws.width;
     if let Some(single) = ws.single.as_deref() {
-        let regs = &single.ws.regs;
         let slots = R::as_f64_mut(saved).expect("a single-precision program's workspace is f64");
-        let saved: &mut [f32] = bytemuck::cast_slice_mut(slots);
-        for (dst, &row) in saved.chunks_exact_mut(w).zip(rows) {
-            let row = row as usize;
-            dst.copy_from_slice(&regs[row * w..(row + 1) * w]);
-        }
+        copy_rows(rows, bytemuck::cast_slice_mut(slots), &single.ws.regs, w);
         return;
     }
-    for (dst, &row) in saved.chunks_exact_mut(w).zip(rows) {
-        let row = row as usize;
-        dst.copy_from_slice(&ws.regs[row * w..(row + 1) * w]);
+    copy_rows(rows, saved, &ws.regs, w);
+}
+
+/// Rows `rows` of `regs` (each `w` long) into consecutive rows of `dst`, as many as it holds
+/// (none for an empty `dst`: nothing is being saved); a run of consecutive registers (a
+/// layer's activations) is one copy.
+fn copy_rows<T: Copy>(rows: &[u32], dst: &mut [T], regs: &[T], w: usize) {
+    let rows = &rows[..rows.len().min(dst.len() / w.max(1))];
+    let mut at = 0;
+    while at < rows.len() {
+        let first = rows[at] as usize;
+        let mut len = 1;
+        while at + len < rows.len() && rows[at + len] as usize == first + len {
+            len += 1;
+        }
+        dst[at * w..(at + len) * w].copy_from_slice(&regs[first * w..(first + len) * w]);
+        at += len;
     }
 }
 

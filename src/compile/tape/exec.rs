@@ -382,7 +382,7 @@ impl Kernel {
     }
 }
 
-use crate::compile::lanes::{self, at_block_width, map, sum4, update, zip};
+use crate::compile::lanes::{self, at_block_width, map, update, zip};
 
 /// `d = f(d, a, b)`.
 #[inline(always)]
@@ -639,6 +639,23 @@ fn reduce_lanes<R: Real>(l: &Ctx<'_, '_, R>, u: &[R], r: &Reduce) -> R {
         Kind::Prod => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| a * b),
         Kind::ScaledProd => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| (c * a) * b),
     }
+}
+
+#[inline(always)]
+fn sum4<R: Real>(a: &[R], f: impl Fn(R) -> R) -> R {
+    let mut acc = [R::zero(); 4];
+    let chunks = a.chunks_exact(4);
+    let tail = chunks.remainder();
+    for ch in chunks {
+        for k in 0..4 {
+            acc[k] += f(ch[k]);
+        }
+    }
+    let mut total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for &x in tail {
+        total += f(x);
+    }
+    total
 }
 
 crate::compile::isa::multiversion!(

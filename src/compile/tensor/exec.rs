@@ -564,10 +564,16 @@ fn reduce<R: Real>(r: &Reduce, f: &Frame<'_, R>, regs: &[R], reduced: &mut [R]) 
             src,
             scalar,
         } => {
+            if let (Loc::L(bank, row), false) = (src, scalar) {
+                let out = &mut reduced[at as usize..(at + len) as usize];
+                let bank = f.bank(bank, regs);
+                sum_rows(bank, row as usize, f.width, (f.lo, f.hi), out);
+                return;
+            }
             for i in 0..len as usize {
                 let x = f.at(src, if scalar { 0 } else { i }, regs);
                 reduced[at as usize + i] += match x {
-                    V::S(x) => lanes::sum(x),
+                    V::S(x) => x.iter().copied().sum::<R>(),
                     V::C(x) => (0..n).map(|_| x).sum::<R>(),
                 };
             }
@@ -611,6 +617,40 @@ fn reduce<R: Real>(r: &Reduce, f: &Frame<'_, R>, regs: &[R], reduced: &mut [R]) 
                     reduced[at + i * cols + j] += dot(f.at(a, i, regs), f.at(b, j, regs), n);
                 }
             }
+        }
+    }
+}
+
+/// `out[i] += Σ_s` of lane row `first + i` of `bank` over the lanes `lo..hi`, each row summed
+/// in lane order (as `Iterator::sum`, from −0), eight rows at a time so that their chains of
+/// additions overlap instead of each waiting on its own.
+fn sum_rows<R: Real>(bank: &[R], first: usize, w: usize, (lo, hi): (usize, usize), out: &mut [R]) {
+    const ROWS: usize = 8;
+    let n = hi - lo;
+    for (c, out) in out.chunks_mut(ROWS).enumerate() {
+        let mut rows: [&[R]; ROWS] = [&[]; ROWS];
+        for (r, row) in rows.iter_mut().enumerate().take(out.len()) {
+            let start = (first + c * ROWS + r) * w + lo;
+            *row = &bank[start..start + n];
+        }
+        let mut acc = [-R::zero(); ROWS];
+        if out.len() == ROWS {
+            #[expect(
+                clippy::needless_range_loop,
+                reason = "lane s of eight rows at once: the rows' chains interleave"
+            )]
+            for s in 0..n {
+                for r in 0..ROWS {
+                    acc[r] += rows[r][s];
+                }
+            }
+        } else {
+            for (acc, row) in acc.iter_mut().zip(&rows[..out.len()]) {
+                *acc = row.iter().copied().sum::<R>();
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o += a;
         }
     }
 }
@@ -703,5 +743,29 @@ fn apply<R: Real>(d: &mut [R], func: Func, x: V<'_, R>) {
         V::C(x) => d.fill(lanes::func_one(func, x)),
         // Not the dispatching `lanes::func`: this runs inside `run_op`'s instruction set.
         V::S(x) => lanes::func_lanes(d, func, x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows summed eight at a time have the bits of each row summed alone in lane order, for
+    /// whole and partial groups of rows and for a lane range inside the block.
+    #[test]
+    fn rows_summed_together_have_the_bits_of_each_row_alone() {
+        let w = 13;
+        let bank: Vec<f64> = (0..40 * w)
+            .map(|i| ((i * 7919) % 1000) as f64 * 1.37e-3 - 0.61)
+            .collect();
+        for (first, len, (lo, hi)) in [(0, 8, (0, w)), (3, 19, (0, w)), (5, 11, (2, 9))] {
+            let mut out = vec![0.25; len];
+            sum_rows(&bank, first, w, (lo, hi), &mut out);
+            for (i, got) in out.iter().enumerate() {
+                let row = &bank[(first + i) * w + lo..(first + i) * w + hi];
+                let alone = 0.25 + row.iter().copied().sum::<f64>();
+                assert_eq!(got.to_bits(), alone.to_bits(), "row {i} of {first}..+{len}");
+            }
+        }
     }
 }

@@ -18,7 +18,7 @@
 //!   in a few lanes of scratch.
 //! - Parameter gradients are reduced over the lanes: an outer product `g xᵀ` summed over the
 //!   samples is the GEMM `G Xᵀ`, never materialized per sample; sums of such terms reduce term
-//!   by term; anything else is computed per lane and summed over the lanes in `lanes::sum4`'s fixed order.
+//!   by term; anything else is computed per lane and summed in lane order.
 //!
 //! Exactness: elementwise operations and lane-loop products sum left to right, like the
 //! reference interpreter; GEMMs (`compile::gemm`) sum each output as one chain of fused
