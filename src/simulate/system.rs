@@ -122,7 +122,7 @@ impl System for ModelSystem<'_> {
     /// Tensor kernels spend a block's time in GEMMs and elementwise passes over activations as
     /// wide as the layer. Where a block's largest register file at 64 samples would outgrow a
     /// core's share of L2 ([`WIDE_TENSOR_REGISTERS`] rows), they keep 32: 64-sample blocks
-    /// measured slower on `wide_1024` and `mnist_sized` (2 240 and 4 288 rows; solve 31 → 36 ms
+    /// measured slower on `wide_1024` and `mnist_sized` (4 288 and 2 240 rows; solve 31 → 36 ms
     /// and 17.6 → 22.5 ms at batch 256). Below it the wider block halves the GEMM calls and the
     /// dispatches per sample: P4 D = 32 (352 rows) trains 4 % faster in `f64` and 9 % in `f32`.
     fn block_width(&self, n_samples: usize) -> usize {
