@@ -1025,7 +1025,7 @@ impl Program {
         let trial = b.kernel_reading(vjp_state, vjp_param, &all);
         let used = trial.rows_read(tape::SAVED);
         let costs = kernels[rhs as usize].register_costs();
-        let worth_saving = |reg: &u32| costs.get(reg).is_none_or(|&c| c >= SAVE_MIN_COST);
+        let worth_saving = |reg: &u32| costs[*reg as usize] >= SAVE_MIN_COST;
         let mut saved = HashMap::new();
         let mut rows = Vec::new();
         for &(node, reg) in registers {

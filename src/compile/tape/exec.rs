@@ -115,50 +115,24 @@ impl Kernel {
         rows
     }
 
-    /// A rough count of lane operations per sample, to compare kernels: a transcendental
-    /// function counts as ten, a multiply-add term as one.
+    /// A rough count of lane operations per sample, to compare kernels ([`Instr::row_cost`]).
     pub(crate) fn cost(&self) -> usize {
         let steps: usize = self
             .steps
             .iter()
-            .map(|s| match &s.instr {
-                Instr::Lin { rows, shape, .. } => *rows as usize * shape.len(),
-                Instr::Bin { op, .. } => match op {
-                    Bin::Div | Bin::Pow => 4,
-                    _ => 1,
-                },
-                Instr::Fold { ops } => ops.len(),
-                Instr::Square { .. } => 1,
-                Instr::Func { f, .. } => match f {
-                    Func::Abs | Func::Relu => 1,
-                    _ => 10,
-                },
-            })
+            .map(|s| s.instr.rows() * s.instr.row_cost())
             .sum();
         steps + self.outputs.len() + self.reduces.len()
     }
 
-    /// Lane operations per sample that recomputing register `row` takes, on [`Kernel::cost`]'s
-    /// scale (its own instruction only), for every register the kernel writes.
-    pub(crate) fn register_costs(&self) -> std::collections::HashMap<u32, usize> {
-        let mut costs = std::collections::HashMap::new();
+    /// The lane operations per sample that recomputing each register takes (its own
+    /// instruction's [`Instr::row_cost`]), indexed by register.
+    pub(crate) fn register_costs(&self) -> Vec<usize> {
+        let mut costs = vec![0; self.n_regs];
         for step in &self.steps {
-            let Dst::Reg(first) = step.dst else { continue };
-            let (rows, each) = match &step.instr {
-                Instr::Lin { rows, shape, .. } => (*rows, shape.len()),
-                Instr::Bin { op, .. } => match op {
-                    Bin::Div | Bin::Pow => (1, 4),
-                    _ => (1, 1),
-                },
-                Instr::Fold { ops } => (1, ops.len()),
-                Instr::Square { .. } => (1, 1),
-                Instr::Func { f, .. } => match f {
-                    Func::Abs | Func::Relu => (1, 1),
-                    _ => (1, 10),
-                },
-            };
-            for r in 0..rows {
-                costs.insert(first + r, each);
+            if let Dst::Reg(first) = step.dst {
+                let first = first as usize;
+                costs[first..first + step.instr.rows()].fill(step.instr.row_cost());
             }
         }
         costs
@@ -241,6 +215,34 @@ impl Kernel {
     }
 }
 
+impl Instr {
+    /// Rows the instruction writes.
+    fn rows(&self) -> usize {
+        match self {
+            Instr::Lin { rows, .. } => *rows as usize,
+            _ => 1,
+        }
+    }
+
+    /// Lane operations per sample for each row it writes: a transcendental function counts as
+    /// ten, a multiply-add term as one.
+    fn row_cost(&self) -> usize {
+        match self {
+            Instr::Lin { shape, .. } => shape.len(),
+            Instr::Bin { op, .. } => match op {
+                Bin::Div | Bin::Pow => 4,
+                _ => 1,
+            },
+            Instr::Fold { ops } => ops.len(),
+            Instr::Square { .. } => 1,
+            Instr::Func { f, .. } => match f {
+                Func::Abs | Func::Relu => 1,
+                _ => 10,
+            },
+        }
+    }
+}
+
 crate::compile::isa::multiversion!(
     /// The interpreter: [`Kernel::run`] without native code.
     fn interpret<R: Real>(
@@ -273,10 +275,7 @@ impl Kernel {
                 l: &lanes,
                 regs: below,
             };
-            let rows = match step.instr {
-                Instr::Lin { rows, .. } => rows as usize,
-                _ => 1,
-            };
+            let rows = step.instr.rows();
             let dst = match step.dst {
                 Dst::Reg(_) => &mut above[..rows * w],
                 Dst::Out(row) => &mut out[row as usize * w..(row as usize + rows) * w],
