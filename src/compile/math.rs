@@ -15,7 +15,10 @@
 //! (`p` the mantissa bits, so that `n` is read from the bits without a float-to-int
 //! conversion), `r` reduced with a two-part `ln 2` (Cody–Waite), `e^r − 1` by its Taylor series
 //! (|r| ≤ ln2/2: to `r^13` in `f64`, truncation below 1e-18 relative; to `r^9` in `f32`, below
-//! 1e-11) evaluated by Estrin's scheme, and `2^n` built from the exponent bits.
+//! 1e-11) evaluated by Estrin's scheme, and `2^n` built from the exponent bits. The reduction
+//! and the polynomial use fused multiply-adds (`mul_add`, exact on every instruction set, see
+//! `compile::isa`): half the instructions of separate products and sums, which made P4's
+//! training step (64 `tanh` per sample and stage) 5 % faster, with the same worst-case ulps.
 //! `tanh(x) = sign(x) · E / (E + 2)` with `E = expm1(2|x|)`, one division and no cancellation.
 
 /// The three functions for one float type: `$t` with bits `$bits`, `$mant` mantissa bits and
@@ -48,12 +51,12 @@ macro_rules! vector_math {
             /// rounding trick's range.
             #[inline(always)]
             fn reduce(x: $t) -> ($t, $t) {
-                let n = (x * std::$t::consts::LOG2_E + ROUND) - ROUND;
-                let $r = (x - n * LN2_HI) - n * LN2_LO;
+                let n = x.mul_add(std::$t::consts::LOG2_E, ROUND) - ROUND;
+                let $r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
                 let $r2 = $r * $r;
                 let $r4 = $r2 * $r2;
                 let p: $t = $poly;
-                ($r + $r2 * p, n)
+                ($r2.mul_add(p, $r), n)
             }
 
             /// `e^x`, within 2 ulps of the library's; `exp(NaN)` is NaN, overflow gives `inf`,
@@ -86,7 +89,7 @@ macro_rules! vector_math {
                 let two_n = pow2(n);
                 // expm1(2a) = 2^n (1 + q) − 1 = 2^n q + (2^n − 1): exact for n = 0, no
                 // cancellation after.
-                let e = two_n * q + (two_n - 1.0);
+                let e = two_n.mul_add(q, two_n - 1.0);
                 let t = e / (e + 2.0);
                 let t = if a.is_nan() { a } else { t };
                 t.copysign(x)
@@ -139,10 +142,11 @@ vector_math!(
     // polynomial.
     poly(r, r2, r4) = {
         const C: [f64; 12] = super::INVERSE_FACTORIALS;
-        let low = (C[0] + C[1] * r) + (C[2] + C[3] * r) * r2;
-        let middle = (C[4] + C[5] * r) + (C[6] + C[7] * r) * r2;
-        let high = (C[8] + C[9] * r) + (C[10] + C[11] * r) * r2;
-        (low + middle * r4) + high * (r4 * r4)
+        let pair = |k: usize| C[k + 1].mul_add(r, C[k]);
+        let low = pair(2).mul_add(r2, pair(0));
+        let middle = pair(6).mul_add(r2, pair(4));
+        let high = pair(10).mul_add(r2, pair(8));
+        high.mul_add(r4 * r4, middle.mul_add(r4, low))
     },
 );
 
@@ -168,9 +172,10 @@ vector_math!(
             }
             c
         };
-        let low = (C[0] + C[1] * r) + (C[2] + C[3] * r) * r2;
-        let high = (C[4] + C[5] * r) + (C[6] + C[7] * r) * r2;
-        low + high * r4
+        let pair = |k: usize| C[k + 1].mul_add(r, C[k]);
+        let low = pair(2).mul_add(r2, pair(0));
+        let high = pair(6).mul_add(r2, pair(4));
+        high.mul_add(r4, low)
     },
 );
 
