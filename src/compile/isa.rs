@@ -53,7 +53,11 @@ fn detect() -> Isa {
     #[cfg(target_arch = "x86_64")]
     let cpu = {
         use std::arch::is_x86_feature_detected as has;
-        if has!("fma") && has!("avx512f") && has!("avx512dq") && has!("avx512vl") && has!("avx512bw")
+        if has!("fma")
+            && has!("avx512f")
+            && has!("avx512dq")
+            && has!("avx512vl")
+            && has!("avx512bw")
         {
             Isa::Avx512
         } else if has!("avx2") && has!("fma") {
