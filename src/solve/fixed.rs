@@ -36,6 +36,15 @@ impl LinearSaver {
         }
     }
 
+    /// Whether [`LinearSaver::emit`] up to `t_b` has a save time to emit: the start of a step
+    /// that emits none need not be kept (a copy of the block per step, 1 % of P4's training).
+    pub fn emits_by(&self, tl: &Timeline, t_b: f64) -> bool {
+        let tol = 1e-9 * tl.fixed_h().abs();
+        tl.save
+            .get(self.next)
+            .is_some_and(|&ts| (ts - t_b) * tl.dir <= tol)
+    }
+
     /// Emits every save time up to `t_b` (snapped to `t_a` or `t_b` within `1e-9 h`).
     /// `ya`, `yb` are blocks of `width` samples at grid points `upper − 1` and `upper`;
     /// `out` is `[save][sample][component]`.
@@ -321,13 +330,18 @@ pub(crate) fn solve<S: System>(
     saver.emit(tl, 0, tl.t0, y0, tl.t0, y0, width, out);
 
     for n in 0..tl.steps {
-        y_old.copy_from_slice(&b.y);
-        b.step(sys, &options.method, tl, n, stats);
         let t_next = tl.grid(n + 1);
+        let emits = saver.emits_by(tl, t_next);
+        if emits {
+            y_old.copy_from_slice(&b.y);
+        }
+        b.step(sys, &options.method, tl, n, stats);
         if record_non_finite(&b.y, width, t_next, failures) {
             return;
         }
-        saver.emit(tl, n + 1, tl.grid(n), &y_old, t_next, &b.y, width, out);
+        if emits {
+            saver.emit(tl, n + 1, tl.grid(n), &y_old, t_next, &b.y, width, out);
+        }
     }
 }
 
