@@ -228,6 +228,8 @@ pub struct Program {
     has_lm_k: bool,
     /// Whether the `msa` mixed second-derivative kernel was built.
     has_msa_mixed: bool,
+    /// Whether an initial state depends on a parameter (its pull-back to them is not zero).
+    init_reads_params: bool,
     /// Whether some parameter changes with time (cached [`ParamLayout::is_time_varying`]).
     time_varying: bool,
     /// The precision [`Program::workspace`] runs the kernels in.
@@ -891,6 +893,10 @@ impl Program {
             t1,
             has_lm_k: !lm_k.is_empty(),
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
+            init_reads_params: d
+                .init_vjp_param
+                .iter()
+                .any(|&e| model.pool.const_value(e) != Some(0.0)),
             saved_rows,
             fused_running,
             quad_saved_rows,
@@ -966,6 +972,7 @@ impl Program {
             t1,
             has_lm_k: roots.lm_k.is_some(),
             has_msa_mixed: !d.msa_mixed_param.is_empty(),
+            init_reads_params: d.init_vjp_param.iter().any(|&t| !pool.is_zero(t)),
             saved_rows,
             fused_running: false,
             quad_saved_rows: Vec::new(),
@@ -1970,6 +1977,14 @@ impl Program {
                 ws,
             )
         });
+    }
+
+    /// Whether some initial state depends on a parameter: if not,
+    /// [`Program::init_vjp_param_accumulate`] adds nothing, and a gradient need not set up a
+    /// workspace per block to call it (on P4 that set-up was 1 ms of each training step, with
+    /// both cores waiting).
+    pub fn init_reads_params(&self) -> bool {
+        self.init_reads_params
     }
 
     /// `grad += Σ_s wᵀ ∂y0/∂θ` over the block (parameters at `t0`).

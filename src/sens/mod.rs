@@ -525,9 +525,10 @@ fn gradient_of(
     };
     let mut stats = solution.stats;
 
-    // Through the initial states, block by block in order (free starts: not at all).
-    let free_starts = segment.start.is_some();
-    for Range { start, end } in system.blocks(n).filter(|_| !free_starts) {
+    // Through the initial states, block by block in order (free starts, or starts that no
+    // parameter moves: not at all).
+    let through_starts = segment.start.is_none() && program.init_reads_params();
+    for Range { start, end } in system.blocks(n).filter(|_| through_starts) {
         let w = end - start;
         let mut ws = system.workspace(start..end);
         let mut block = vec![0.0; dim * w];

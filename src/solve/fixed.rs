@@ -163,9 +163,21 @@ impl<W> Stepper<W> {
         stats: &mut Stats,
     ) {
         self.t.fill(t);
+        if let Src::Recorded = src {
+            // The stage was formed in its record (see `rk_step`).
+            self.rec_t[slot] = t;
+            let (y, saved) = (&self.rec_y[slot], &mut self.rec_saved[slot]);
+            if saved.is_empty() {
+                sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
+            } else {
+                sys.rhs_saving(&self.t, y, &mut self.k[slot], saved, &mut self.ws);
+            }
+            stats.rhs_evals += self.width as u64;
+            return;
+        }
         let y = match src {
             Src::Y => &self.y,
-            Src::Stage => &self.stage,
+            Src::Stage | Src::Recorded => &self.stage,
         };
         if self.recording {
             self.rec_t[slot] = t;
@@ -308,6 +320,8 @@ pub(crate) fn step_times(tl: &Timeline, n: usize) -> impl Fn(f64) -> f64 + '_ {
 enum Src {
     Y,
     Stage,
+    /// The stage, already in the recording of its slot.
+    Recorded,
 }
 
 /// Integrates one block (`y0` component-major) over the fixed grid, writing the save times to
@@ -386,34 +400,61 @@ fn rk_step<S: System>(
             b.eval(sys, at(rk.c[0]), Src::Y, 0, stats);
             continue;
         }
-        b.stage.copy_from_slice(&b.y);
-        // Slices bound once, so that the loops vectorize: indexing the stepper's vectors
-        // reloads their pointers after every store.
-        let stage = &mut b.stage[..len];
-        for (j, &aij) in row.iter().enumerate() {
-            if aij != 0.0 {
-                let ha = h * aij;
-                for (s, &k) in stage.iter_mut().zip(&b.k[j][..len]) {
-                    *s += ha * k;
+        // y + Σ_j h a_ij k_j, formed where the evaluation reads it (in its record when
+        // recording: no copy of it there), from y and the terms in order, as a copy of y and
+        // one pass per term would: the same bits, in one pass for a single term.
+        let (stage, src) = if b.recording {
+            (&mut b.rec_y[i][..len], Src::Recorded)
+        } else {
+            (&mut b.stage[..len], Src::Stage)
+        };
+        let y = &b.y[..len];
+        let mut terms = row
+            .iter()
+            .enumerate()
+            .filter(|&(_, &aij)| aij != 0.0)
+            .map(|(j, &aij)| (h * aij, &b.k[j][..len]));
+        match (terms.next(), terms.next()) {
+            (Some((ha, k)), None) => {
+                for ((s, &y), &k) in stage.iter_mut().zip(y).zip(k) {
+                    *s = y + ha * k;
+                }
+            }
+            (first, second) => {
+                stage.copy_from_slice(y);
+                for (ha, k) in first.into_iter().chain(second).chain(terms) {
+                    for (s, &k) in stage.iter_mut().zip(k) {
+                        *s += ha * k;
+                    }
                 }
             }
         }
-        b.eval(sys, at(rk.c[i]), Src::Stage, i, stats);
+        b.eval(sys, at(rk.c[i]), src, i, stats);
     }
-    // y += h Σ b_j k_j, the sum started from its first term so that Euler is y + h k exactly.
-    let mut first = true;
+    // y += h Σ b_j k_j, the sum started from its first term so that Euler is y + h k exactly;
+    // four terms (RK4) in one pass, each element summed in the same order.
+    let y = &mut b.y[..len];
+    let terms: Vec<(f64, &[f64])> =
+        rk.b.iter()
+            .enumerate()
+            .filter(|&(_, &bj)| bj != 0.0)
+            .map(|(j, &bj)| (bj, &b.k[j][..len]))
+            .collect();
+    if let [(b0, k0), (b1, k1), (b2, k2), (b3, k3)] = terms[..] {
+        let ks = k0.iter().zip(k1).zip(k2).zip(k3);
+        for (y, (((&k0, &k1), &k2), &k3)) in y.iter_mut().zip(ks) {
+            *y += h * (((b0 * k0 + b1 * k1) + b2 * k2) + b3 * k3);
+        }
+        return;
+    }
     let acc = &mut b.acc[..len];
-    for (j, &bj) in rk.b.iter().enumerate() {
-        if bj == 0.0 {
-            continue;
-        }
-        for (a, &k) in acc.iter_mut().zip(&b.k[j][..len]) {
+    for (j, &(bj, k)) in terms.iter().enumerate() {
+        for (a, &k) in acc.iter_mut().zip(k) {
             let term = bj * k;
-            *a = if first { term } else { *a + term };
+            *a = if j == 0 { term } else { *a + term };
         }
-        first = false;
     }
-    for (y, &a) in b.y.iter_mut().zip(acc.iter()) {
+    for (y, &a) in y.iter_mut().zip(acc.iter()) {
         *y += h * a;
     }
 }

@@ -284,6 +284,12 @@ fn check_against_interpreter(name: &str, model: &Model, width: usize, seed: u64)
         &interpreted_grad(model, layout, &at_t0, &d.init_vjp_param),
         1e-12,
     );
+    // A gradient skips this pull-back where the program says no initial state reads a
+    // parameter: then the interpreter's must be zero.
+    if !program.init_reads_params() {
+        let pulled = interpreted_grad(model, layout, &at_t0, &d.init_vjp_param);
+        assert!(pulled.iter().all(|&g| g == 0.0), "{}", what("init_reads_params"));
+    }
 
     // The penalty: every term reading time-varying params on each of their copies.
     let (mut want, mut want_g) = (0.0, vec![0.0; layout.total]);
