@@ -288,7 +288,11 @@ fn check_against_interpreter(name: &str, model: &Model, width: usize, seed: u64)
     // parameter: then the interpreter's must be zero.
     if !program.init_reads_params() {
         let pulled = interpreted_grad(model, layout, &at_t0, &d.init_vjp_param);
-        assert!(pulled.iter().all(|&g| g == 0.0), "{}", what("init_reads_params"));
+        assert!(
+            pulled.iter().all(|&g| g == 0.0),
+            "{}",
+            what("init_reads_params")
+        );
     }
 
     // The penalty: every term reading time-varying params on each of their copies.
