@@ -644,10 +644,24 @@ impl Reverse {
         stats: &mut Stats,
     ) {
         let stages = rk.b.len();
-        for (j, &bj) in rk.b.iter().enumerate() {
-            let hb = h * bj;
-            for (kb, l) in self.k_bar[j].iter_mut().zip(lambda.iter()) {
-                *kb = hb * l;
+        // The same operations per element as a pass per stage, fewer passes over the block:
+        // RK4's four seeds in one, and a stage's pull-back added to λ and to its one
+        // predecessor's seed in one.
+        match (&mut self.k_bar[..], rk.b) {
+            ([k0, k1, k2, k3, ..], &[b0, b1, b2, b3]) => {
+                let (hb0, hb1, hb2, hb3) = (h * b0, h * b1, h * b2, h * b3);
+                let ks = k0.iter_mut().zip(k1.iter_mut()).zip(k2.iter_mut()).zip(k3);
+                for ((((k0, k1), k2), k3), &l) in ks.zip(lambda.iter()) {
+                    (*k0, *k1, *k2, *k3) = (hb0 * l, hb1 * l, hb2 * l, hb3 * l);
+                }
+            }
+            _ => {
+                for (j, &bj) in rk.b.iter().enumerate() {
+                    let hb = h * bj;
+                    for (kb, l) in self.k_bar[j].iter_mut().zip(lambda.iter()) {
+                        *kb = hb * l;
+                    }
+                }
             }
         }
         if let Some(extra) = extra_k0 {
@@ -655,12 +669,25 @@ impl Reverse {
         }
         for i in (0..stages).rev() {
             self.pull(sys, rec, i, grad, ws, stats);
-            add(lambda, &self.pulled);
-            for (j, &aij) in rk.a[i].iter().enumerate() {
-                if aij != 0.0 {
+            let mut terms = rk.a[i].iter().enumerate().filter(|&(_, &aij)| aij != 0.0);
+            match (terms.next(), terms.next()) {
+                (Some((j, &aij)), None) => {
                     let ha = h * aij;
-                    for (kb, p) in self.k_bar[j].iter_mut().zip(&self.pulled) {
+                    let pairs = lambda.iter_mut().zip(self.k_bar[j].iter_mut());
+                    for ((l, kb), &p) in pairs.zip(&self.pulled) {
+                        *l += p;
                         *kb += ha * p;
+                    }
+                }
+                _ => {
+                    add(lambda, &self.pulled);
+                    for (j, &aij) in rk.a[i].iter().enumerate() {
+                        if aij != 0.0 {
+                            let ha = h * aij;
+                            for (kb, p) in self.k_bar[j].iter_mut().zip(&self.pulled) {
+                                *kb += ha * p;
+                            }
+                        }
                     }
                 }
             }
