@@ -950,6 +950,17 @@ impl Program {
             kernels.push(build(&[c.value], &[]));
             costs.push((c.kind, with_grad, with_grad + 1, c.copies));
         }
+        for (k, kernel) in kernels.iter_mut().enumerate() {
+            if let Kernel::Tensor(kernel) = kernel {
+                // `rhs_saving` copies the saved rows out of `Rhs`'s registers after it runs.
+                let kept: &[u32] = if k == K::Rhs as usize {
+                    &saved_rows
+                } else {
+                    &[]
+                };
+                kernel.outputs_in_place(kept);
+            }
+        }
         let len = |ids: &[TId]| ids.iter().map(|&r| pool.shape(r).len()).sum();
         let (t0, t1) = model.schedule.as_ref().map_or((0.0, 1.0), |s| (s.t0, s.t1));
         let layout = ParamLayout::new(model);

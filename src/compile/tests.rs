@@ -174,6 +174,51 @@ fn the_vjp_from_saved_activations_has_the_recomputed_bits() {
     }
 }
 
+/// A tensor kernel's lane outputs that nothing else reads are written by their elementwise
+/// program or GEMM straight into the output rows instead of being copied there from
+/// registers (`Rhs`'s `W2 h + b2`, the VJP's `W1ᵀ g`), with the copying kernels' bits; the
+/// activations `rhs_saving` keeps still come from the registers.
+#[test]
+fn tensor_kernels_write_lane_outputs_in_place() {
+    let (d, h) = (16, 32);
+    let text = format!(
+        "param W1[{h}, {d}]\nparam b1[{h}]\nparam W2[{d}, {h}]\nparam b2[{d}]\n\
+         state x[{d}] = 0\ndx/dt = W2 * tanh(W1 * x + b1) + b2\n\
+         schedule rk4(t = [0, 1], steps = 4)\ncost terminal = sumsq(x)\n"
+    );
+    let file = SourceFile::new("t.node", &text);
+    let (m, diags) = crate::check_source(&file, &Overrides::default(), "t");
+    assert!(!diags.has_errors(), "{}", diags.render(&file));
+    let mut p = Program::compile(&crate::prepare_to_run(m));
+    assert!(p.runs_tensor_kernels());
+    let run = |p: &Program| {
+        let width = 64;
+        let params = Params::from_values(values(p.layout().total, 3));
+        let y = values(d * width, 4);
+        let w = values(d * width, 5);
+        let t = vec![0.25; width];
+        let mut ws = p.workspace(width);
+        let mut dy = vec![0.0; d * width];
+        let mut saved = vec![0.0; p.saved_len() * width];
+        p.rhs_saving(&params, &t, &y, &mut dy, &mut saved, &mut ws);
+        let (mut out, mut grad) = (vec![0.0; d * width], vec![0.0; p.layout().total]);
+        p.vjp_saved(&params, &t, &y, &saved, &w, &mut out, &mut grad, &mut ws);
+        [dy, saved, out, grad]
+    };
+    let in_place = run(&p);
+    for k in [K::Rhs, K::VjpSaved] {
+        let super::Kernel::Tensor(kernel) = &mut p.kernels[k as usize] else {
+            panic!("a tensor kernel");
+        };
+        assert!(kernel.in_place.iter().any(Option::is_some), "{k:?}");
+        kernel.in_place.clear();
+    }
+    let copied = run(&p);
+    for (a, b) in in_place.iter().zip(&copied) {
+        assert!(a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+}
+
 /// A continuous normalizing flow's field and divergence save only what is dear to recompute:
 /// its `tanh` activations and sums of several terms, not the squares and products the
 /// divergence and its pull-back build from them (`SAVE_MIN_COST`); the VJP reading them has

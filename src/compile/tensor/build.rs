@@ -142,6 +142,7 @@ pub(crate) fn build(
     let mut b = Builder {
         pool,
         loc: vec![None; end],
+        reads: vec![std::cell::Cell::new(0); end],
         kernel: Kernel::default(),
         n_u: 0,
         n_r: 0,
@@ -167,6 +168,8 @@ pub(crate) fn build(
         b.kernel.outputs.push((row, arg, len));
         row += len;
     }
+    // After the reductions have read their nodes (below), one read is the output's own.
+    let output_nodes: Vec<TId> = lanes.to_vec();
     for p in pending {
         let r = match p {
             Pending::Lanes {
@@ -193,6 +196,14 @@ pub(crate) fn build(
         };
         b.kernel.reduces.push(r);
     }
+    // A node whose registers are its own (not a reshape's view of another's) and that only
+    // its output reads.
+    let owns_registers: std::collections::HashSet<TId> =
+        b.kernel.registers.iter().map(|&(id, _)| id).collect();
+    b.kernel.output_only = output_nodes
+        .iter()
+        .map(|r| owns_registers.contains(r) && b.reads[r.index()].get() == 1)
+        .collect();
     let mut kernel = b.kernel;
     kernel.n_uniform = b.n_u as usize;
     kernel.n_regs = b.n_r as usize;
@@ -248,6 +259,8 @@ struct Builder<'p> {
     pool: &'p TensorPool,
     /// Where each placed node lives, as the lane program sees it.
     loc: Vec<Option<Loc>>,
+    /// How many times each node's location was asked for (its readers, and the outputs).
+    reads: Vec<std::cell::Cell<u32>>,
     kernel: Kernel,
     n_u: u32,
     n_r: u32,
@@ -266,6 +279,8 @@ fn offset(loc: Loc, d: usize) -> Loc {
 
 impl Builder<'_> {
     fn loc(&self, id: TId) -> Loc {
+        let reads = &self.reads[id.index()];
+        reads.set(reads.get() + 1);
         self.loc[id.index()].expect("operands are placed before their users")
     }
 

@@ -197,7 +197,7 @@ impl Kernel {
             &mut heap[..]
         };
         for op in &self.uniform {
-            run_op(op, &frame, u, temps);
+            run_op(op, &frame, u, temps, None);
         }
     }
 
@@ -224,11 +224,21 @@ impl Kernel {
             matmul: lanes.matmul,
             ew_rows: ew_rows(lanes.width),
         };
-        for op in &self.lanes {
-            run_op(op, &frame, regs, scratch);
+        for (k, op) in self.lanes.iter().enumerate() {
+            let to_output = self.in_place.get(k).copied().flatten();
+            run_op(
+                op,
+                &frame,
+                regs,
+                scratch,
+                to_output.map(|row| (&mut *out, row as usize)),
+            );
         }
         let (w, lo, hi) = (frame.width, frame.lo, frame.hi);
         for &(row, arg, len) in &self.outputs {
+            if self.in_place.contains(&Some(row)) {
+                continue;
+            }
             for i in 0..len as usize {
                 let d = &mut out[(row as usize + i) * w + lo..(row as usize + i) * w + hi];
                 match frame.arg(arg, i, regs) {
@@ -247,11 +257,25 @@ crate::compile::isa::multiversion!(
     /// Runs one operation, writing rows of `file` (the registers, or `u` itself). The AVX2
     /// and AVX-512 copies run a fused elementwise program's arithmetic four or eight lanes at
     /// a time, its `tanh` inlined, with no dispatch per instruction and row.
-    fn run_op<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut [R]) => run_op_here
+    fn run_op<R: Real>(
+        op: &Op,
+        f: &Frame<'_, R>,
+        file: &mut [R],
+        scratch: &mut [R],
+        to_output: Option<(&mut [R], usize)>,
+    ) => run_op_here
 );
 
+/// [`run_op`]: `to_output`, the output rows and the first the operation writes instead of its
+/// registers (see [`Kernel::outputs_in_place`]).
 #[inline(always)]
-fn run_op_here<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut [R]) {
+fn run_op_here<R: Real>(
+    op: &Op,
+    f: &Frame<'_, R>,
+    file: &mut [R],
+    scratch: &mut [R],
+    to_output: Option<(&mut [R], usize)>,
+) {
     let (w, lo, hi) = (f.width, f.lo, f.hi);
     let n = hi - lo;
     let dst_of = |op: &Op| match op {
@@ -266,8 +290,13 @@ fn run_op_here<R: Real>(op: &Op, f: &Frame<'_, R>, file: &mut [R], scratch: &mut
         | Op::ArgMax { dst, .. } => *dst as usize,
     };
     // Operands always lie below the destination (registers are allocated in node order).
-    let (below, above) = file.split_at_mut(dst_of(op) * w);
-    let below = &*below;
+    let (below, above): (&[R], &mut [R]) = match to_output {
+        Some((out, row)) => (file, &mut out[row * w..]),
+        None => {
+            let (below, above) = file.split_at_mut(dst_of(op) * w);
+            (below, above)
+        }
+    };
     match op {
         Op::Ew {
             len, args, code, ..

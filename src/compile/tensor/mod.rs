@@ -186,6 +186,10 @@ pub(crate) struct Kernel {
     lanes: Vec<Op>,
     /// Lane outputs: output row, source and number of rows (a scalar source fills them all).
     outputs: Vec<(u32, Arg, u32)>,
+    /// Per output: whether only the output reads its node (see [`Kernel::outputs_in_place`]).
+    output_only: Vec<bool>,
+    /// Per lane operation: the output row it writes in place of its registers, if any.
+    pub(crate) in_place: Vec<Option<u32>>,
     reduces: Vec<Reduce>,
     /// Size of the uniform file.
     pub(crate) n_uniform: usize,
@@ -208,6 +212,32 @@ pub(crate) struct Kernel {
 }
 
 impl Kernel {
+    /// Lets the operations computing lane outputs write them straight into the output rows
+    /// instead of registers that are then copied there: an elementwise program or a GEMM whose
+    /// node nothing else reads, and whose registers are not among `kept` (rows the caller reads
+    /// after the run, `Program::rhs_saving`'s). The copies were 2 % of P4's training step.
+    pub(crate) fn outputs_in_place(&mut self, kept: &[u32]) {
+        self.in_place = vec![None; self.lanes.len()];
+        for (k, &(row, arg, len)) in self.outputs.iter().enumerate() {
+            let (Loc::L(crate::compile::tape::REG, reg), false, true) =
+                (arg.loc, arg.scalar, self.output_only[k])
+            else {
+                continue;
+            };
+            let Some(at) = self.lanes.iter().position(|op| match *op {
+                Op::Ew { dst, len: n, .. } => dst == reg && n == len,
+                Op::Gemm { dst, m, n, .. } => dst == reg && m * n == len,
+                _ => false,
+            }) else {
+                continue;
+            };
+            if kept.iter().any(|&r| (reg..reg + len).contains(&r)) {
+                continue;
+            }
+            self.in_place[at] = Some(row);
+        }
+    }
+
     /// Scratch a block of `width` samples needs.
     pub(crate) fn scratch_len(&self, width: usize) -> usize {
         self.scratch.max(self.temps * exec::ew_rows(width) * width)
