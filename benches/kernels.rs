@@ -8,14 +8,14 @@
 //!   evaluation, and the VJP with respect to the state and the parameters (which recomputes the
 //!   hidden activations, as nodec's kernel does); nodec with and without fusion.
 //!
-//! Both sides use the same vectorized `tanh` (`nodec::compile::tanh`), so the comparison
+//! Both sides use the same vectorized `tanh` (`nodec::compile::tanh_in_place`), so the comparison
 //! measures the kernels, not the math library; `f64::tanh` is 3–5× slower than either.
 //! Run: `cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 3`.
 
 #![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use nodec::compile::{tanh, Params, Program, Workspace};
+use nodec::compile::{tanh_in_place, Params, Program, Workspace};
 use nodec::diag::SourceFile;
 use nodec::sema::Overrides;
 
@@ -165,9 +165,7 @@ impl Field {
                     row[s] += c * xj[s];
                 }
             }
-            for v in row.iter_mut() {
-                *v = tanh(*v);
-            }
+            tanh_in_place(row);
         }
     }
 

@@ -65,9 +65,7 @@ fn field_vjp(w: &Weights, x: &[f64], kb: &[f64], out: &mut [f64], g: &mut Grads,
                 row[s] += c * xj[s];
             }
         }
-        for v in row.iter_mut() {
-            *v = nodec::compile::tanh(*v);
-        }
+        nodec::compile::tanh_in_place(row);
         gh.fill(0.0);
         for i in 0..d {
             let c = w.w2[i * H + h];

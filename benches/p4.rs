@@ -91,9 +91,7 @@ pub fn field(w: &Weights, x: &[f64], dx: &mut [f64], hidden: &mut [f64]) {
                 row[s] += c * xj[s];
             }
         }
-        for v in row.iter_mut() {
-            *v = nodec::compile::tanh(*v);
-        }
+        nodec::compile::tanh_in_place(row);
     }
     for i in 0..d {
         let out = &mut dx[i * BLOCK..(i + 1) * BLOCK];

@@ -267,9 +267,7 @@ impl Problem {
             M::weight(&self.k1, self.w, self.d).t(),
             1.0,
         );
-        for v in a.iter_mut() {
-            *v = nodec::compile::tanh(*v);
-        }
+        nodec::compile::tanh_in_place(a);
         gemm(
             dx,
             M::block(&[], self.d),

@@ -46,7 +46,7 @@ pub use isa::lane_isa;
 /// The block widths the lane loops are specialized for, which `solve::block_width` chooses
 /// between: a block of another width runs their plain, slower loops.
 pub(crate) use lanes::{NARROW as NARROW_LANES, WIDE as WIDE_LANES};
-pub use math::{exp, sigmoid, tanh};
+pub use math::{exp, sigmoid, tanh, tanh_in_place};
 pub use params::{FitError, ParamEntry, ParamLayout, Params, Piece};
 
 use std::collections::HashMap;
