@@ -163,32 +163,22 @@ impl<W> Stepper<W> {
         stats: &mut Stats,
     ) {
         self.t.fill(t);
-        if let Src::Recorded = src {
-            // The stage was formed in its record (see `rk_step`).
+        if self.recording {
             self.rec_t[slot] = t;
+            if let Src::Y = src {
+                self.rec_y[slot].copy_from_slice(&self.y);
+            }
             let (y, saved) = (&self.rec_y[slot], &mut self.rec_saved[slot]);
             if saved.is_empty() {
                 sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
             } else {
                 sys.rhs_saving(&self.t, y, &mut self.k[slot], saved, &mut self.ws);
             }
-            stats.rhs_evals += self.width as u64;
-            return;
-        }
-        let y = match src {
-            Src::Y => &self.y,
-            Src::Stage | Src::Recorded => &self.stage,
-        };
-        if self.recording {
-            self.rec_t[slot] = t;
-            self.rec_y[slot].copy_from_slice(y);
-            let saved = &mut self.rec_saved[slot];
-            if saved.is_empty() {
-                sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
-            } else {
-                sys.rhs_saving(&self.t, y, &mut self.k[slot], saved, &mut self.ws);
-            }
         } else {
+            let y = match src {
+                Src::Y => &self.y,
+                Src::Stage => &self.stage,
+            };
             sys.rhs(&self.t, y, &mut self.k[slot], &mut self.ws);
         }
         stats.rhs_evals += self.width as u64;
@@ -319,9 +309,9 @@ pub(crate) fn step_times(tl: &Timeline, n: usize) -> impl Fn(f64) -> f64 + '_ {
 #[derive(Clone, Copy)]
 enum Src {
     Y,
+    /// The stage: in `stage`, or when recording already in the record of its slot, where
+    /// `rk_step` forms it (no copy).
     Stage,
-    /// The stage, already in the recording of its slot.
-    Recorded,
 }
 
 /// Integrates one block (`y0` component-major) over the fixed grid, writing the save times to
@@ -403,10 +393,10 @@ fn rk_step<S: System>(
         // y + Σ_j h a_ij k_j, formed where the evaluation reads it (in its record when
         // recording: no copy of it there), from y and the terms in order, as a copy of y and
         // one pass per term would: the same bits, in one pass for a single term.
-        let (stage, src) = if b.recording {
-            (&mut b.rec_y[i][..len], Src::Recorded)
+        let stage = if b.recording {
+            &mut b.rec_y[i][..len]
         } else {
-            (&mut b.stage[..len], Src::Stage)
+            &mut b.stage[..len]
         };
         let y = &b.y[..len];
         let mut terms = row
@@ -429,26 +419,23 @@ fn rk_step<S: System>(
                 }
             }
         }
-        b.eval(sys, at(rk.c[i]), src, i, stats);
+        b.eval(sys, at(rk.c[i]), Src::Stage, i, stats);
     }
     // y += h Σ b_j k_j, the sum started from its first term so that Euler is y + h k exactly;
     // four terms (RK4) in one pass, each element summed in the same order.
     let y = &mut b.y[..len];
-    let terms: Vec<(f64, &[f64])> =
-        rk.b.iter()
-            .enumerate()
-            .filter(|&(_, &bj)| bj != 0.0)
-            .map(|(j, &bj)| (bj, &b.k[j][..len]))
-            .collect();
-    if let [(b0, k0), (b1, k1), (b2, k2), (b3, k3)] = terms[..] {
-        let ks = k0.iter().zip(k1).zip(k2).zip(k3);
-        for (y, (((&k0, &k1), &k2), &k3)) in y.iter_mut().zip(ks) {
-            *y += h * (((b0 * k0 + b1 * k1) + b2 * k2) + b3 * k3);
+    if let (&[b0, b1, b2, b3], [k0, k1, k2, k3, ..]) = (rk.b, &b.k[..]) {
+        if [b0, b1, b2, b3].iter().all(|&bj| bj != 0.0) {
+            let ks = k0.iter().zip(k1).zip(k2).zip(k3);
+            for (y, (((&k0, &k1), &k2), &k3)) in y.iter_mut().zip(ks) {
+                *y += h * (((b0 * k0 + b1 * k1) + b2 * k2) + b3 * k3);
+            }
+            return;
         }
-        return;
     }
     let acc = &mut b.acc[..len];
-    for (j, &(bj, k)) in terms.iter().enumerate() {
+    let terms = rk.b.iter().zip(&b.k).filter(|&(&bj, _)| bj != 0.0);
+    for (j, (&bj, k)) in terms.enumerate() {
         for (a, &k) in acc.iter_mut().zip(k) {
             let term = bj * k;
             *a = if j == 0 { term } else { *a + term };
