@@ -587,3 +587,21 @@ fn native_kernels_give_the_interpreters_bits() {
         "only {one_sample} kernels checked in their one-sample code"
     );
 }
+
+/// `cnf_moons`'s VJP: the integrand of every weight of `W1`'s state columns and of `W2` has a
+/// term from the field and one from its divergence, 2·32 + 2·32 = 128 two-term sums that only
+/// their reductions read. Each is summed over the lanes as it is formed (the bits are checked
+/// in `exec`'s tests, the gradient against the interpreter on every model in
+/// `tests/it/compile.rs`).
+#[test]
+fn two_term_gradient_integrands_are_reduced_as_formed() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/cnf_moons.node"
+    ))
+    .unwrap();
+    let (_, p) = program(&text);
+    for k in [K::VjpQuad, K::VjpQuadSaved] {
+        assert_eq!(p.kernels[k as usize].tape().sums_reduced_as_formed(), 128);
+    }
+}

@@ -46,7 +46,10 @@ fn plan_lane_reduces(reduces: &[Reduce], members: &[usize]) -> Vec<ReducePlan> {
 }
 
 fn shared_product(run: &[Reduce]) -> Option<ReducePlan> {
-    if run.iter().any(|r| r.shape.kind != Kind::Prod) {
+    if run
+        .iter()
+        .any(|r| r.shape.kind != Kind::Prod || r.second.is_some())
+    {
         return None;
     }
     let first = run[0].shape;
@@ -321,8 +324,32 @@ impl Builder {
                 node.for_each_operand(|c| inline_ok[c.index()] = false);
             }
         }
-        let materialize =
-            |i: usize| needed[i] && !self.uniform[i] && !is_leaf(&self.pool, i) && !inline_ok[i];
+        // A varying sum of two terms that one reduction root reads, and nothing else, is
+        // summed over the lanes as it is formed (`Reduce::second`): the lane values are those
+        // `lin2` would store, added in the reduction's order, so the bits are the same.
+        let mut readers = vec![0u32; n];
+        for i in 0..n {
+            if needed[i] && !is_saved(i) {
+                self.pool
+                    .node(ExprId(i as u32))
+                    .for_each_operand(|c| readers[c.index()] += 1);
+            }
+        }
+        for r in lane_roots.iter().chain(&reduce_roots) {
+            readers[r.index()] += 1;
+        }
+        let mut folded = vec![false; n];
+        for r in &reduce_roots {
+            let i = r.index();
+            folded[i] = self.fuse
+                && readers[i] == 1
+                && !self.uniform[i]
+                && !is_saved(i)
+                && matches!(self.pool.node(*r), Node::Add(t) if t.len() == 2);
+        }
+        let materialize = |i: usize| {
+            needed[i] && !self.uniform[i] && !is_leaf(&self.pool, i) && !inline_ok[i] && !folded[i]
+        };
 
         let mut k = Kernel::default();
         // Uniform file: every needed uniform node, in id order.
@@ -605,13 +632,28 @@ impl Builder {
             }
         }
         for (index, &r) in reduce_roots.iter().enumerate() {
-            let (mut shape, coef) = term(r, &reg);
-            shape.slot = 0;
-            k.reduces.push(Reduce {
-                index: index as u32,
-                shape,
-                coef: coef.unwrap_or(0),
-            });
+            let reduce = match self.pool.node(r) {
+                Node::Add(t) if folded[r.index()] => {
+                    let (first, coef) = term(t[0], &reg);
+                    let (second, second_coef) = term(t[1], &reg);
+                    Reduce {
+                        index: index as u32,
+                        shape: first,
+                        coef: coef.unwrap_or(0),
+                        second: Some((second, second_coef.unwrap_or(0))),
+                    }
+                }
+                _ => {
+                    let (shape, coef) = term(r, &reg);
+                    Reduce {
+                        index: index as u32,
+                        shape,
+                        coef: coef.unwrap_or(0),
+                        second: None,
+                    }
+                }
+            };
+            k.reduces.push(reduce);
         }
         k.reduce_plan = if self.fuse {
             plan_reduces(&k.reduces)

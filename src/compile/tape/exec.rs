@@ -111,6 +111,9 @@ impl Kernel {
         }
         for r in &self.reduces {
             shape(&r.shape, &mut src);
+            if let Some((second, _)) = &r.second {
+                shape(second, &mut src);
+            }
         }
         rows
     }
@@ -122,7 +125,12 @@ impl Kernel {
             .iter()
             .map(|s| s.instr.rows() * s.instr.row_cost())
             .sum();
-        steps + self.outputs.len() + self.reduces.len()
+        let reduces: usize = self
+            .reduces
+            .iter()
+            .map(|r| 1 + usize::from(r.second.is_some()))
+            .sum();
+        steps + self.outputs.len() + reduces
     }
 
     /// The lane operations per sample that recomputing each register takes (its own
@@ -136,6 +144,12 @@ impl Kernel {
             }
         }
         costs
+    }
+
+    /// How many reductions sum a two-term sum as it is formed ([`Reduce::second`]).
+    #[cfg(test)]
+    pub(crate) fn sums_reduced_as_formed(&self) -> usize {
+        self.reduces.iter().filter(|r| r.second.is_some()).count()
     }
 
     /// Whether some linear-combination group or reduction grid runs as a matrix product.
@@ -480,6 +494,8 @@ fn lin_rows<R: Real>(
 /// two terms is one loop (monomorphized per pair of kinds) instead of two passes over `d`.
 trait Term<R>: Copy {
     fn at(self, s: usize) -> R;
+    /// The term over lanes `from..from + n`.
+    fn window(self, from: usize, n: usize) -> Self;
 }
 
 #[derive(Clone, Copy)]
@@ -498,11 +514,19 @@ impl<R: Real> Term<R> for LaneT<'_, R> {
     fn at(self, s: usize) -> R {
         self.0[s]
     }
+    #[inline(always)]
+    fn window(self, from: usize, n: usize) -> Self {
+        LaneT(&self.0[from..from + n])
+    }
 }
 impl<R: Real> Term<R> for UniT<R> {
     #[inline(always)]
     fn at(self, _: usize) -> R {
         self.0
+    }
+    #[inline(always)]
+    fn window(self, _: usize, _: usize) -> Self {
+        self
     }
 }
 impl<R: Real> Term<R> for ScaledT<'_, R> {
@@ -510,17 +534,29 @@ impl<R: Real> Term<R> for ScaledT<'_, R> {
     fn at(self, s: usize) -> R {
         self.0 * self.1[s]
     }
+    #[inline(always)]
+    fn window(self, from: usize, n: usize) -> Self {
+        ScaledT(self.0, &self.1[from..from + n])
+    }
 }
 impl<R: Real> Term<R> for ProdT<'_, R> {
     #[inline(always)]
     fn at(self, s: usize) -> R {
         self.0[s] * self.1[s]
     }
+    #[inline(always)]
+    fn window(self, from: usize, n: usize) -> Self {
+        ProdT(&self.0[from..from + n], &self.1[from..from + n])
+    }
 }
 impl<R: Real> Term<R> for ScaledProdT<'_, R> {
     #[inline(always)]
     fn at(self, s: usize) -> R {
         (self.0 * self.1[s]) * self.2[s]
+    }
+    #[inline(always)]
+    fn window(self, from: usize, n: usize) -> Self {
+        ScaledProdT(self.0, &self.1[from..from + n], &self.2[from..from + n])
     }
 }
 
@@ -545,38 +581,53 @@ crate::compile::isa::multiversion!(
     fn lin2<R: Real>(c: &Ctx<'_, '_, R>, first: &Shape, second: &Shape, coefs: &[R], d: &mut [R]) => lin2_row
 );
 
+/// Runs `$body` with `$v` the [`Term`] of shape `$t`, its lanes from `$lane` and its
+/// coefficient `$coef`: one monomorphized body per kind.
+macro_rules! with_term {
+    ($t:expr, $lane:expr, $coef:expr, |$v:ident| $body:expr) => {
+        match $t.kind {
+            Kind::Lane => {
+                let $v = LaneT($lane($t.a));
+                $body
+            }
+            Kind::Uni => {
+                let $v = UniT($coef);
+                $body
+            }
+            Kind::Scaled => {
+                let $v = ScaledT($coef, $lane($t.a));
+                $body
+            }
+            Kind::Prod => {
+                let $v = ProdT($lane($t.a), $lane($t.b));
+                $body
+            }
+            Kind::ScaledProd => {
+                let $v = ScaledProdT($coef, $lane($t.a), $lane($t.b));
+                $body
+            }
+        }
+    };
+}
+
+/// `lane[..n]`.
+#[inline(always)]
+fn cut<R>(lane: &[R], n: usize) -> &[R] {
+    &lane[..n]
+}
+
 #[inline(always)]
 fn lin2_row<R: Real>(c: &Ctx<'_, '_, R>, first: &Shape, second: &Shape, coefs: &[R], d: &mut [R]) {
     let n = d.len();
     // Every lane is cut to the row's length, so the loop's bounds checks fold away.
     let lane = |s: Src| &c.lane(s)[..n];
-    macro_rules! with_term {
-        ($t:expr, |$v:ident| $body:expr) => {
-            match $t.kind {
-                Kind::Lane => {
-                    let $v = LaneT(lane($t.a));
-                    $body
-                }
-                Kind::Uni => {
-                    let $v = UniT(coefs[$t.slot as usize]);
-                    $body
-                }
-                Kind::Scaled => {
-                    let $v = ScaledT(coefs[$t.slot as usize], lane($t.a));
-                    $body
-                }
-                Kind::Prod => {
-                    let $v = ProdT(lane($t.a), lane($t.b));
-                    $body
-                }
-                Kind::ScaledProd => {
-                    let $v = ScaledProdT(coefs[$t.slot as usize], lane($t.a), lane($t.b));
-                    $body
-                }
-            }
-        };
-    }
-    with_term!(first, |a| with_term!(second, |b| sum2(d, a, b)))
+    let coef = |t: &Shape| coefs[t.slot as usize];
+    with_term!(first, lane, coef(first), |a| with_term!(
+        second,
+        lane,
+        coef(second),
+        |b| sum2(d, a, b)
+    ))
 }
 
 /// `d = term`.
@@ -630,6 +681,13 @@ fn reduce_lanes<R: Real>(l: &Ctx<'_, '_, R>, u: &[R], r: &Reduce) -> R {
     let c = u.get(r.coef as usize).copied().unwrap_or(R::zero());
     let t = r.shape;
     let n = l.l.hi - l.l.lo;
+    if let Some((second, second_coef)) = r.second {
+        let c2 = u.get(second_coef as usize).copied().unwrap_or(R::zero());
+        let lane = |s: Src| cut(l.lane(s), n);
+        return with_term!(t, lane, c, |a| with_term!(second, lane, c2, |b| sum4_sum2(
+            n, a, b
+        )));
+    }
     match t.kind {
         Kind::Lane => sum4(l.lane(t.a), |a| a),
         // A uniform term (rare: a gradient that reads no lane) is added once per sample.
@@ -638,6 +696,48 @@ fn reduce_lanes<R: Real>(l: &Ctx<'_, '_, R>, u: &[R], r: &Reduce) -> R {
         Kind::Prod => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| a * b),
         Kind::ScaledProd => sum4_2(l.lane(t.a), l.lane(t.b), |a, b| (c * a) * b),
     }
+}
+
+/// `Σ_s (a(s) + b(s))` over `n` lanes (every term's lanes cut to `n`), in [`sum4`]'s order:
+/// the bits of `sum4` over the row that [`lin2`] would store, without storing it. At the
+/// block widths the loop has a constant length, so it vectorizes without bounds checks.
+#[inline(always)]
+fn sum4_sum2<R: Real>(n: usize, a: impl Term<R>, b: impl Term<R>) -> R {
+    /// Lanes `from..from + N` in chunks of four (every lane cut to them: no bounds checks).
+    #[inline(always)]
+    fn chunks<R: Real, const N: usize>(
+        a: impl Term<R>,
+        b: impl Term<R>,
+        from: usize,
+        acc: &mut [R; 4],
+    ) {
+        let (a, b) = (a.window(from, N), b.window(from, N));
+        for s in 0..N / 4 {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                *acc += a.at(4 * s + k) + b.at(4 * s + k);
+            }
+        }
+    }
+    use crate::compile::lanes::{NARROW, WIDE};
+    let mut acc = [R::zero(); 4];
+    let mut done = 0;
+    while n - done >= WIDE {
+        chunks::<R, WIDE>(a, b, done, &mut acc);
+        done += WIDE;
+    }
+    if n - done >= NARROW {
+        chunks::<R, NARROW>(a, b, done, &mut acc);
+        done += NARROW;
+    }
+    while n - done >= 4 {
+        chunks::<R, 4>(a, b, done, &mut acc);
+        done += 4;
+    }
+    let mut total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for s in done..n {
+        total += a.at(s) + b.at(s);
+    }
+    total
 }
 
 #[inline(always)]
@@ -707,6 +807,35 @@ fn sum4_2<R: Real>(a: &[R], b: &[R], f: impl Fn(R, R) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A two-term sum reduced as it is formed has the bits of the row `lin2` stores, reduced
+    /// by `sum4`: at the block widths, across them and in the remainders.
+    #[test]
+    fn a_sum_reduced_as_formed_is_the_bits_of_the_stored_row() {
+        let mut x = 0.7f64;
+        let mut next = move || {
+            x = (x * 3.7 + 0.1).fract();
+            x - 0.5
+        };
+        for n in [1, 3, 4, 7, 31, 32, 33, 64, 67, 100, 128, 130] {
+            let lanes: Vec<Vec<f64>> = (0..4).map(|_| (0..n).map(|_| next()).collect()).collect();
+            let (c1, c2) = (next(), next());
+            let check = |a: &dyn Fn(&mut [f64]), fused: f64| {
+                let mut row = vec![0.0; n];
+                a(&mut row);
+                assert_eq!(sum4(&row, |x| x).to_bits(), fused.to_bits(), "n = {n}");
+            };
+            let (p, q) = (
+                ProdT(&lanes[0], &lanes[1]),
+                ScaledProdT(c1, &lanes[2], &lanes[3]),
+            );
+            check(&|d| sum2(d, p, q), sum4_sum2(n, p, q));
+            let (p, q) = (ScaledT(c2, &lanes[1]), LaneT(&lanes[3][..]));
+            check(&|d| sum2(d, p, q), sum4_sum2(n, p, q));
+            let (p, q) = (UniT(c1), ProdT(&lanes[2], &lanes[0]));
+            check(&|d| sum2(d, p, q), sum4_sum2(n, p, q));
+        }
+    }
 
     #[test]
     fn four_products_in_one_pass_are_the_bits_of_four_alone() {

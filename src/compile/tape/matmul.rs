@@ -209,7 +209,7 @@ pub(super) fn reduce_grids(reduces: &[Reduce]) -> (Vec<(ReduceGemm, Vec<usize>)>
     type Pairs = BTreeMap<u32, Vec<(u32, usize)>>;
     let mut by_banks: BTreeMap<(u8, u8), Pairs> = BTreeMap::new();
     for (k, r) in reduces.iter().enumerate() {
-        if r.shape.kind == Kind::Prod {
+        if r.shape.kind == Kind::Prod && r.second.is_none() {
             by_banks
                 .entry((r.shape.a.bank, r.shape.b.bank))
                 .or_default()

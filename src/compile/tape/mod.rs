@@ -12,7 +12,9 @@
 //! uniforms, `c·a`, `a·b` or `(c·a)·b` (a product feeding only sums is never materialized).
 //! Sums with the same term structure over the same lanes (the rows of `K x`) form one
 //! instruction, run row by row (see `lin`). Parameter-gradient roots are reduced over the lanes
-//! by fused `Σ_s a_s b_s` instructions.
+//! by fused `Σ_s a_s b_s` instructions; a two-term sum that only a reduction reads (a weight's
+//! gradient integrand with a contribution from the field and one from its divergence) is
+//! summed as it is formed, never stored.
 //!
 //! Exactness: nodes reachable from primal roots (equations, costs, outputs, ...) are computed in
 //! the interpreter's order (sums and products left to right), so they agree with `ir::eval` to
@@ -157,12 +159,15 @@ enum ULeaf {
     Const(f64),
 }
 
-/// A reduction `out[index] += Σ_s term(s)`.
+/// A reduction `out[index] += Σ_s term(s)`, or `Σ_s (term(s) + second(s))`.
 #[derive(Clone, Copy, Debug)]
 struct Reduce {
     index: u32,
     shape: Shape,
     coef: u32,
+    /// The second term and its coefficient of a two-term sum that only this reduction reads:
+    /// it is summed over the lanes as it is formed, not written to a register and read back.
+    second: Option<(Shape, u32)>,
 }
 
 /// One step of a kernel's reductions.
