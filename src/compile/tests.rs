@@ -605,3 +605,49 @@ fn two_term_gradient_integrands_are_reduced_as_formed() {
         assert_eq!(p.kernels[k as usize].tape().sums_reduced_as_formed(), 128);
     }
 }
+
+/// Runs of steps of one form (`cnf_moons`'s 32 `tanh`, squares and products of a layer) run
+/// as repeated steps, with the bits of the steps run one by one: over a whole block (where a
+/// map over consecutive rows is one loop), over a partial block, and (`resnet_euler`'s
+/// weights per layer, samples at times in ten layers) over the lane range of each layer.
+#[test]
+fn repeated_steps_give_the_bits_of_single_steps() {
+    for name in ["cnf_moons", "resnet_euler"] {
+        repeated_steps_give_the_bits_of_single_steps_on(name);
+    }
+}
+
+fn repeated_steps_give_the_bits_of_single_steps_on(name: &str) {
+    let path = format!("{}/models/{name}.node", env!("CARGO_MANIFEST_DIR"));
+    let (_, p) = program(&std::fs::read_to_string(path).unwrap());
+    let mut single = p.clone();
+    let mut repeats = 0;
+    for kernel in &mut single.kernels {
+        if let super::Kernel::Tape(t) = kernel {
+            repeats += t.without_repeats();
+        }
+    }
+    assert!(repeats >= 2, "{name}: {repeats} repeated steps");
+    let params = Params::from_values(values(p.layout().total, 1));
+    let dim = p.dim();
+    for width in [64, 37] {
+        let y = values(dim * width, 2);
+        let w = values(dim * width, 3);
+        let saved = values(p.saved_len() * width, 4);
+        let t: Vec<f64> = (0..width).map(|s| s as f64 / width as f64).collect();
+        let run = |q: &Program| {
+            let mut ws = q.workspace(width);
+            let mut dy = vec![0.0; dim * width];
+            q.rhs(&params, &t, &y, &mut dy, &mut ws);
+            let mut out = vec![0.0; dim * width];
+            let mut grad = vec![0.0; q.layout().total];
+            q.vjp_saved(&params, &t, &y, &saved, &w, &mut out, &mut grad, &mut ws);
+            (dy, out, grad)
+        };
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (a, b) = (run(&p), run(&single));
+        assert_eq!(bits(&a.0), bits(&b.0), "{name}: rhs, width {width}");
+        assert_eq!(bits(&a.1), bits(&b.1), "{name}: vjp, width {width}");
+        assert_eq!(bits(&a.2), bits(&b.2), "{name}: gradient, width {width}");
+    }
+}

@@ -281,7 +281,7 @@ impl StateCall<'_> {
 }
 
 /// Whether the native code can run `k`: see the module docs.
-fn supported(k: &Kernel) -> bool {
+pub(super) fn supported(k: &Kernel) -> bool {
     let values: usize = k
         .steps
         .iter()
@@ -295,6 +295,8 @@ fn supported(k: &Kernel) -> bool {
         Instr::Bin { op, .. } => matches!(op, Bin::Mul | Bin::Div),
         Instr::Fold { .. } | Instr::Square { .. } => true,
         Instr::Func { f, .. } => matches!(f, Func::Sqrt | Func::Abs),
+        // Kernels that run natively are not repeated (`build`).
+        Instr::Repeat(_) => false,
     };
     k.reduces.is_empty()
         && (!k.steps.is_empty() || !k.outputs.is_empty())
@@ -621,6 +623,7 @@ fn emit(
                 lanes_read.insert(*a);
                 1
             }
+            Instr::Repeat(_) => unreachable!("`supported` admits no repeated steps"),
         };
         if let Dst::Out(row) = step.dst {
             out_rows.extend(row..row + rows);
@@ -848,6 +851,7 @@ impl Emitter<'_> {
                         _ => unreachable!("`supported` admits sqrt and abs"),
                     }]
                 }
+                Instr::Repeat(_) => unreachable!("`supported` admits no repeated steps"),
             };
             for (r, v) in values.into_iter().enumerate() {
                 let r = r as u32;
