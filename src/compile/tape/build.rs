@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use super::{
-    matmul, native, Bin, Dst, Instr, Kernel, Kind, Opd, Reduce, ReducePlan, Repeat, Shape, Src,
-    Step, UInstr, ULeaf, COTANGENT, INPUT, LABEL, OBSERVED, REG, SAVED, STATE, STATE_TANGENT, TIME,
+    matmul, Bin, Dst, Instr, Kernel, Kind, Opd, Reduce, ReducePlan, Shape, Src, Step, UInstr,
+    ULeaf, COTANGENT, INPUT, LABEL, OBSERVED, REG, SAVED, STATE, STATE_TANGENT, TIME,
 };
 use crate::ir::{self, ExprId, Node, Pool, Var};
 
@@ -71,159 +71,6 @@ fn shared_product(run: &[Reduce]) -> Option<ReducePlan> {
         }
     }
     None
-}
-
-/// Runs of consecutive steps of one form become [`Instr::Repeat`] steps: same operation, rows
-/// written one after another, every operand advancing by a fixed number of rows (uniforms and
-/// coefficient tables by a fixed offset) from one step to the next, and no step reading a
-/// register the run writes. The instructions and their order of evaluation per lane are
-/// unchanged, and so are the bits.
-fn repeat_runs(steps: Vec<Step>) -> Vec<Step> {
-    let mut out = Vec::with_capacity(steps.len());
-    let mut i = 0;
-    while i < steps.len() {
-        let first = &steps[i];
-        let mut n = 1;
-        let mut run = None;
-        if let Some(rep) = steps.get(i + 1).and_then(|next| pattern(first, next)) {
-            n = 2;
-            while steps
-                .get(i + n)
-                .is_some_and(|s| follows(&rep, first, s, n as u32))
-            {
-                n += 1;
-            }
-            run = Some(rep);
-        }
-        match run {
-            Some(mut rep) => {
-                rep.n = n as u32;
-                out.push(Step {
-                    dst: first.dst,
-                    below: first.below,
-                    instr: Instr::Repeat(Box::new(rep)),
-                });
-            }
-            None => out.push(first.clone()),
-        }
-        i += n;
-    }
-    out
-}
-
-/// The [`Repeat`] of `first` and `next` (steps apart by one), if they have one form.
-fn pattern(first: &Step, next: &Step) -> Option<Repeat> {
-    let (la, na) = Repeat::lanes(&first.instr);
-    let (lb, nb) = Repeat::lanes(&next.instr);
-    if na == 0 || na != nb || !same_form(&first.instr, &next.instr) {
-        return None;
-    }
-    let mut lane_step = [0i32; Repeat::MAX_LANES];
-    for i in 0..na {
-        if la[i].bank != lb[i].bank {
-            return None;
-        }
-        lane_step[i] = lb[i].row as i32 - la[i].row as i32;
-    }
-    let (ua, ub) = (uniforms(&first.instr), uniforms(&next.instr));
-    let mut uni_step = [0i32; 2];
-    for i in 0..2 {
-        uni_step[i] = ub[i] as i32 - ua[i] as i32;
-    }
-    let rep = Repeat {
-        n: 2,
-        first: first.instr.clone(),
-        lane_step,
-        uni_step,
-        table_step: table(&next.instr).wrapping_sub(table(&first.instr)),
-    };
-    follows(&rep, first, next, 1).then_some(rep)
-}
-
-/// Whether `step` is row `r` of `rep`, whose row 0 is `first`.
-fn follows(rep: &Repeat, first: &Step, step: &Step, r: u32) -> bool {
-    let dst_ok = match (first.dst, step.dst) {
-        (Dst::Reg(a), Dst::Reg(b)) | (Dst::Out(a), Dst::Out(b)) => b == a + r,
-        _ => false,
-    };
-    if !dst_ok || !same_form(&first.instr, &step.instr) {
-        return false;
-    }
-    let row = rep.instr_at(r);
-    let (want, n) = Repeat::lanes(&row);
-    let (have, m) = Repeat::lanes(&step.instr);
-    n == m
-        && want[..n] == have[..n]
-        && uniforms(&row) == uniforms(&step.instr)
-        && table(&row) == table(&step.instr)
-        // Every register the step reads is written before the run.
-        && have[..m].iter().all(|s| s.bank != REG || s.row < first.below)
-}
-
-/// Same operation and operand kinds (lane or uniform, term kinds and coefficient slots).
-fn same_form(a: &Instr, b: &Instr) -> bool {
-    let kinds =
-        |x: &Opd, y: &Opd| matches!((x, y), (Opd::L(_), Opd::L(_)) | (Opd::U(_), Opd::U(_)));
-    match (a, b) {
-        (
-            Instr::Bin {
-                op: o1,
-                a: a1,
-                b: b1,
-            },
-            Instr::Bin {
-                op: o2,
-                a: a2,
-                b: b2,
-            },
-        ) => o1 == o2 && kinds(a1, a2) && kinds(b1, b2),
-        (Instr::Square { .. }, Instr::Square { .. }) => true,
-        (Instr::Func { f: f1, .. }, Instr::Func { f: f2, .. }) => f1 == f2,
-        (
-            Instr::Lin {
-                rows: 1,
-                shape: s1,
-                coefs: c1,
-                gemm: None,
-                ..
-            },
-            Instr::Lin {
-                rows: 1,
-                shape: s2,
-                coefs: c2,
-                gemm: None,
-                ..
-            },
-        ) => {
-            c1 == c2
-                && s1.len() == s2.len()
-                && s1
-                    .iter()
-                    .zip(s2.iter())
-                    .all(|(x, y)| x.kind == y.kind && x.slot == y.slot)
-        }
-        _ => false,
-    }
-}
-
-/// The uniform operands of a binary operation (0 where a lane).
-fn uniforms(instr: &Instr) -> [u32; 2] {
-    let k = |o: &Opd| match o {
-        Opd::U(k) => *k,
-        Opd::L(_) => 0,
-    };
-    match instr {
-        Instr::Bin { a, b, .. } => [k(a), k(b)],
-        _ => [0; 2],
-    }
-}
-
-/// A linear combination's coefficient table (0 for other instructions).
-fn table(instr: &Instr) -> u32 {
-    match instr {
-        Instr::Lin { table, .. } => *table,
-        _ => 0,
-    }
 }
 
 /// Row offsets of every declared variable in its bank, from the model.
@@ -826,9 +673,6 @@ impl Builder {
             _ => 0,
         });
         k.scratch = reduce_scratch.chain(lin_scratch).max().unwrap_or(0);
-        if self.fuse && !native::supported(&k) {
-            k.steps = repeat_runs(std::mem::take(&mut k.steps));
-        }
         k.n_reduce = reduce_roots.len();
         k.reads_time = (0..n)
             .any(|i| needed[i] && matches!(self.pool.node(ExprId(i as u32)), Node::Var(Var::Time)));

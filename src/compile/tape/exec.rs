@@ -2,8 +2,8 @@
 //! order over the register file, lane outputs and the parameter-gradient reductions.
 
 use super::{
-    matmul, Bin, Dst, Instr, Kernel, Kind, Opd, Reduce, ReducePlan, Repeat, Shape, Src, UInstr,
-    ULeaf, BANKS, REG,
+    matmul, Bin, Dst, Instr, Kernel, Kind, Opd, Reduce, ReducePlan, Shape, Src, UInstr, ULeaf,
+    BANKS, REG,
 };
 use crate::ir::{apply_pow, ExprId, Func, Node};
 use crate::real::Real;
@@ -102,13 +102,6 @@ impl Kernel {
                     }
                 }),
                 Instr::Square { a } | Instr::Func { a, .. } => src(*a),
-                Instr::Repeat(rep) => {
-                    for r in 0..rep.n {
-                        let (lanes, n) = Repeat::lanes(&rep.instr_at(r));
-                        // `NO_LANE` is in no bank: `src` skips it.
-                        lanes[..n].iter().for_each(|&s| src(s));
-                    }
-                }
             }
         }
         for (_, o) in &self.outputs {
@@ -151,32 +144,6 @@ impl Kernel {
             }
         }
         costs
-    }
-
-    /// Replaces every [`Instr::Repeat`] by its rows as steps of their own (the kernel as it
-    /// was built); returns how many there were.
-    #[cfg(test)]
-    pub(crate) fn without_repeats(&mut self) -> usize {
-        let mut repeats = 0;
-        for step in std::mem::take(&mut self.steps) {
-            let Instr::Repeat(rep) = &step.instr else {
-                self.steps.push(step);
-                continue;
-            };
-            repeats += 1;
-            for r in 0..rep.n {
-                let (dst, below) = match step.dst {
-                    Dst::Reg(d) => (Dst::Reg(d + r), d + r),
-                    Dst::Out(o) => (Dst::Out(o + r), step.below),
-                };
-                self.steps.push(super::Step {
-                    dst,
-                    below,
-                    instr: rep.instr_at(r),
-                });
-            }
-        }
-        repeats
     }
 
     /// How many reductions sum a two-term sum as it is formed ([`Reduce::second`]).
@@ -267,7 +234,6 @@ impl Instr {
     fn rows(&self) -> usize {
         match self {
             Instr::Lin { rows, .. } => *rows as usize,
-            Instr::Repeat(rep) => rep.n as usize,
             _ => 1,
         }
     }
@@ -287,130 +253,6 @@ impl Instr {
                 Func::Abs | Func::Relu => 1,
                 _ => 10,
             },
-            Instr::Repeat(rep) => rep.first.row_cost(),
-        }
-    }
-}
-
-/// One row of a [`Repeat`], without allocating.
-#[derive(Clone, Copy)]
-enum RowOp {
-    Bin(Bin, Opd, Opd),
-    Square(Src),
-    Func(Func, Src),
-    Lin {
-        shape: [Shape; Repeat::MAX_TERMS],
-        terms: usize,
-        coefs: u32,
-        table: u32,
-    },
-}
-
-impl Repeat {
-    /// Lane operands a repeated instruction may have: two per term of a linear combination.
-    pub(super) const MAX_LANES: usize = 2 * Self::MAX_TERMS;
-    pub(super) const MAX_TERMS: usize = 4;
-    /// Not a lane: no bank has this number.
-    const NO_LANE: Src = Src {
-        bank: u8::MAX,
-        row: 0,
-    };
-
-    /// The lane operands of a single-row instruction in the order of `lane_step` (a term's
-    /// `a` and `b`, a binary operation's `a` and `b`), and how many there are; none for an
-    /// instruction that is never repeated.
-    /// An operand a term or operation does not read is [`Repeat::NO_LANE`].
-    pub(super) fn lanes(instr: &Instr) -> ([Src; Self::MAX_LANES], usize) {
-        let mut out = [Self::NO_LANE; Self::MAX_LANES];
-        let lane = |o: &Opd| match o {
-            Opd::L(s) => *s,
-            Opd::U(_) => Self::NO_LANE,
-        };
-        let n = match instr {
-            Instr::Lin { rows: 1, shape, .. } if shape.len() <= Self::MAX_TERMS => {
-                for (t, sh) in shape.iter().enumerate() {
-                    let (a, b) = match sh.kind {
-                        Kind::Uni => (false, false),
-                        Kind::Lane | Kind::Scaled => (true, false),
-                        Kind::Prod | Kind::ScaledProd => (true, true),
-                    };
-                    out[2 * t] = if a { sh.a } else { Self::NO_LANE };
-                    out[2 * t + 1] = if b { sh.b } else { Self::NO_LANE };
-                }
-                2 * shape.len()
-            }
-            Instr::Bin { a, b, .. } => {
-                out[0] = lane(a);
-                out[1] = lane(b);
-                2
-            }
-            Instr::Square { a } | Instr::Func { a, .. } => {
-                out[0] = *a;
-                1
-            }
-            _ => 0,
-        };
-        (out, n)
-    }
-
-    /// Row `r` as an instruction of its own.
-    pub(super) fn instr_at(&self, r: u32) -> Instr {
-        match self.row(r) {
-            RowOp::Bin(op, a, b) => Instr::Bin { op, a, b },
-            RowOp::Square(a) => Instr::Square { a },
-            RowOp::Func(f, a) => Instr::Func { f, a },
-            RowOp::Lin {
-                shape,
-                terms,
-                coefs,
-                table,
-            } => Instr::Lin {
-                rows: 1,
-                shape: shape[..terms].into(),
-                coefs,
-                table,
-                gemm: None,
-            },
-        }
-    }
-
-    #[inline(always)]
-    fn row(&self, r: u32) -> RowOp {
-        let at = |x: u32, step: i32| x.wrapping_add_signed(step.wrapping_mul(r as i32));
-        let lane = |s: Src, i: usize| Src {
-            bank: s.bank,
-            row: at(s.row, self.lane_step[i]),
-        };
-        let opd = |o: Opd, i: usize| match o {
-            Opd::L(s) => Opd::L(lane(s, i)),
-            Opd::U(k) => Opd::U(at(k, self.uni_step[i])),
-        };
-        match &self.first {
-            Instr::Bin { op, a, b } => RowOp::Bin(*op, opd(*a, 0), opd(*b, 1)),
-            Instr::Square { a } => RowOp::Square(lane(*a, 0)),
-            Instr::Func { f, a } => RowOp::Func(*f, lane(*a, 0)),
-            Instr::Lin {
-                shape,
-                coefs,
-                table,
-                ..
-            } => {
-                let mut rows = [shape[0]; Self::MAX_TERMS];
-                for (t, sh) in shape.iter().enumerate() {
-                    rows[t] = Shape {
-                        a: lane(sh.a, 2 * t),
-                        b: lane(sh.b, 2 * t + 1),
-                        ..*sh
-                    };
-                }
-                RowOp::Lin {
-                    shape: rows,
-                    terms: shape.len(),
-                    coefs: *coefs,
-                    table: at(*table, self.table_step as i32),
-                }
-            }
-            _ => unreachable!("`Repeat::lanes` admits no other instruction"),
         }
     }
 }
@@ -493,7 +335,6 @@ impl Kernel {
                 }
                 Instr::Square { a } => map(&mut dst[lo..hi], c.lane(*a), |x| x * x),
                 Instr::Func { f, a } => lanes::func(&mut dst[lo..hi], *f, c.lane(*a)),
-                Instr::Repeat(rep) => repeat(&c, u, rep, dst),
             }
         }
         let c = Ctx {
@@ -555,55 +396,6 @@ impl Kernel {
 }
 
 use crate::compile::lanes::{self, at_block_width, map, update, zip};
-
-/// Runs the rows of a [`Repeat`] into `dst` (its rows of the block width). A map over
-/// consecutive rows of the whole block is one loop over all of them.
-#[inline(always)]
-fn repeat<R: Real>(c: &Ctx<'_, '_, R>, u: &[R], rep: &Repeat, dst: &mut [R]) {
-    let (w, lo, hi) = (c.l.width, c.l.lo, c.l.hi);
-    let n = rep.n as usize;
-    if lo == 0 && hi == w && rep.lane_step[0] == 1 {
-        let rows = |a: Src| &c.bank(a.bank)[a.row as usize * w..(a.row as usize + n) * w];
-        match rep.first {
-            Instr::Func { f, a } => return lanes::func(dst, f, rows(a)),
-            Instr::Square { a } => return map(dst, rows(a), |x| x * x),
-            _ => {}
-        }
-    }
-    for r in 0..n {
-        let d = &mut dst[r * w + lo..r * w + hi];
-        match rep.row(r as u32) {
-            RowOp::Bin(op, a, b) => match op {
-                Bin::Mul => binary(c, u, a, b, d, |x, y| x * y),
-                Bin::Div => binary(c, u, a, b, d, |x, y| x / y),
-                Bin::Pow => binary(c, u, a, b, d, apply_pow),
-                Bin::Min => binary(c, u, a, b, d, R::min),
-                Bin::Max => binary(c, u, a, b, d, R::max),
-                Bin::Cmp(op) => binary(c, u, a, b, d, |x, y| op.apply(x, y)),
-            },
-            RowOp::Square(a) => map(d, c.lane(a), |x| x * x),
-            RowOp::Func(f, a) => lanes::func(d, f, c.lane(a)),
-            RowOp::Lin {
-                shape,
-                terms,
-                coefs,
-                table,
-            } => {
-                let k = &u[table as usize..(table + coefs) as usize];
-                match &shape[..terms] {
-                    [first, second] => lin2(c, first, second, k, d),
-                    [first, rest @ ..] => {
-                        lin_first(c, first, k, d);
-                        for t in rest {
-                            lin_term(c, t, k, d);
-                        }
-                    }
-                    [] => {}
-                }
-            }
-        }
-    }
-}
 
 /// `d = f(d, a, b)`.
 #[inline(always)]

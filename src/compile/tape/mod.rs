@@ -140,24 +140,6 @@ enum Instr {
     Square { a: Src },
     /// `dst = f(a)`.
     Func { f: Func, a: Src },
-    /// Consecutive instructions of one form, run as one step (see [`Repeat`]).
-    Repeat(Box<Repeat>),
-}
-
-/// `n` instructions of the form of `first`, the `r`-th writing row `dst + r` and reading each
-/// lane operand `r · lane_step[i]` rows after `first`'s (operands in [`Repeat::lanes`] order),
-/// each uniform operand `r · uni_step[i]` after it and, for a linear combination, its
-/// coefficients `r · table_step` after. Consecutive steps of one form (32 `tanh` of a layer,
-/// the products `c_j · h_j`) would each pay the interpreter's dispatch; as one step they pay it
-/// once, and a map over consecutive rows of the full lane range is one loop. Only kernels that
-/// never run natively are repeated (`native` reads single instructions).
-#[derive(Clone, Debug)]
-struct Repeat {
-    n: u32,
-    first: Instr,
-    lane_step: [i32; Repeat::MAX_LANES],
-    uni_step: [i32; 2],
-    table_step: u32,
 }
 
 /// Scalar operations of the uniform prologue.

@@ -281,7 +281,7 @@ impl StateCall<'_> {
 }
 
 /// Whether the native code can run `k`: see the module docs.
-pub(super) fn supported(k: &Kernel) -> bool {
+fn supported(k: &Kernel) -> bool {
     let values: usize = k
         .steps
         .iter()
@@ -295,8 +295,6 @@ pub(super) fn supported(k: &Kernel) -> bool {
         Instr::Bin { op, .. } => matches!(op, Bin::Mul | Bin::Div),
         Instr::Fold { .. } | Instr::Square { .. } => true,
         Instr::Func { f, .. } => matches!(f, Func::Sqrt | Func::Abs),
-        // Kernels that run natively are not repeated (`build`).
-        Instr::Repeat(_) => false,
     };
     k.reduces.is_empty()
         && (!k.steps.is_empty() || !k.outputs.is_empty())
@@ -623,7 +621,6 @@ fn emit(
                 lanes_read.insert(*a);
                 1
             }
-            Instr::Repeat(_) => unreachable!("`supported` admits no repeated steps"),
         };
         if let Dst::Out(row) = step.dst {
             out_rows.extend(row..row + rows);
@@ -851,7 +848,6 @@ impl Emitter<'_> {
                         _ => unreachable!("`supported` admits sqrt and abs"),
                     }]
                 }
-                Instr::Repeat(_) => unreachable!("`supported` admits no repeated steps"),
             };
             for (r, v) in values.into_iter().enumerate() {
                 let r = r as u32;
