@@ -808,15 +808,19 @@ fn sum4_2<R: Real>(a: &[R], b: &[R], f: impl Fn(R, R) -> R) -> R {
 mod tests {
     use super::*;
 
+    /// A deterministic sequence in [−0.5, 0.5) from `x` in [0, 1).
+    fn values_from(mut x: f64) -> impl FnMut() -> f64 {
+        move || {
+            x = (x * 3.7 + 0.1).fract();
+            x - 0.5
+        }
+    }
+
     /// A two-term sum reduced as it is formed has the bits of the row `lin2` stores, reduced
     /// by `sum4`: at the block widths, across them and in the remainders.
     #[test]
     fn a_sum_reduced_as_formed_is_the_bits_of_the_stored_row() {
-        let mut x = 0.7f64;
-        let mut next = move || {
-            x = (x * 3.7 + 0.1).fract();
-            x - 0.5
-        };
+        let mut next = values_from(0.7);
         for n in [1, 3, 4, 7, 31, 32, 33, 64, 67, 100, 128, 130] {
             let lanes: Vec<Vec<f64>> = (0..4).map(|_| (0..n).map(|_| next()).collect()).collect();
             let (c1, c2) = (next(), next());
@@ -839,11 +843,7 @@ mod tests {
 
     #[test]
     fn four_products_in_one_pass_are_the_bits_of_four_alone() {
-        let mut x = 0.3f64;
-        let mut next = move || {
-            x = (x * 3.7 + 0.1).fract();
-            x - 0.5
-        };
+        let mut next = values_from(0.3);
         for n in [1, 3, 4, 7, 32, 33] {
             let a: Vec<f64> = (0..n).map(|_| next()).collect();
             let b: Vec<Vec<f64>> = (0..4).map(|_| (0..n).map(|_| next()).collect()).collect();
