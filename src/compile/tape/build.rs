@@ -326,7 +326,9 @@ impl Builder {
         }
         // A varying sum of two terms that one reduction root reads, and nothing else, is
         // summed over the lanes as it is formed (`Reduce::second`): the lane values are those
-        // `lin2` would store, added in the reduction's order, so the bits are the same.
+        // `lin2` would store, added in the reduction's order, so the bits are the same. A sum
+        // of `c·a` and constant terms only is left to its group, which may run as a GEMM
+        // (`matmul::lin_gemm`) with other bits.
         let mut readers = vec![0u32; n];
         for i in 0..n {
             if needed[i] && !is_saved(i) {
@@ -338,6 +340,10 @@ impl Builder {
         for r in lane_roots.iter().chain(&reduce_roots) {
             readers[r.index()] += 1;
         }
+        let gemm_term = |c: &ExprId| {
+            self.uniform[c.index()]
+                || (inline_ok[c.index()] && matches!(self.pattern(*c), Some((Kind::Scaled, ..))))
+        };
         let mut folded = vec![false; n];
         for r in &reduce_roots {
             let i = r.index();
@@ -345,7 +351,7 @@ impl Builder {
                 && readers[i] == 1
                 && !self.uniform[i]
                 && !is_saved(i)
-                && matches!(self.pool.node(*r), Node::Add(t) if t.len() == 2);
+                && matches!(self.pool.node(*r), Node::Add(t) if t.len() == 2 && !t.iter().all(gemm_term));
         }
         let materialize = |i: usize| {
             needed[i] && !self.uniform[i] && !is_leaf(&self.pool, i) && !inline_ok[i] && !folded[i]
