@@ -329,6 +329,7 @@ impl Builder {
         // `lin2` would store, added in the reduction's order, so the bits are the same. A sum
         // of `c·a` and constant terms only is left to its group, which may run as a GEMM
         // (`matmul::lin_gemm`) with other bits.
+        // How many nodes and reductions read each node.
         let mut readers = vec![0u32; n];
         for i in 0..n {
             if needed[i] && !is_saved(i) {
@@ -337,8 +338,12 @@ impl Builder {
                     .for_each_operand(|c| readers[c.index()] += 1);
             }
         }
-        for r in lane_roots.iter().chain(&reduce_roots) {
+        for r in &reduce_roots {
             readers[r.index()] += 1;
+        }
+        let mut lane_root = vec![false; n];
+        for r in &lane_roots {
+            lane_root[r.index()] = true;
         }
         let gemm_term = |c: &ExprId| {
             self.uniform[c.index()]
@@ -349,6 +354,7 @@ impl Builder {
             let i = r.index();
             folded[i] = self.fuse
                 && readers[i] == 1
+                && !lane_root[i]
                 && !self.uniform[i]
                 && !is_saved(i)
                 && matches!(self.pool.node(*r), Node::Add(t) if t.len() == 2 && !t.iter().all(gemm_term));
@@ -456,17 +462,7 @@ impl Builder {
         }
         // Lane roots that no other node (or reduction) reads are written straight into their
         // output row.
-        let mut read = vec![false; n];
-        for i in 0..n {
-            if needed[i] && !is_saved(i) {
-                self.pool
-                    .node(ExprId(i as u32))
-                    .for_each_operand(|c| read[c.index()] = true);
-            }
-        }
-        for r in &reduce_roots {
-            read[r.index()] = true;
-        }
+        let mut read: Vec<bool> = readers.iter().map(|&r| r > 0).collect();
         let mut out_row: Vec<Option<u32>> = vec![None; n];
         for (row, r) in lane_roots.iter().enumerate() {
             let i = r.index();

@@ -610,12 +610,6 @@ macro_rules! with_term {
     };
 }
 
-/// `lane[..n]`.
-#[inline(always)]
-fn cut<R>(lane: &[R], n: usize) -> &[R] {
-    &lane[..n]
-}
-
 #[inline(always)]
 fn lin2_row<R: Real>(c: &Ctx<'_, '_, R>, first: &Shape, second: &Shape, coefs: &[R], d: &mut [R]) {
     let n = d.len();
@@ -683,7 +677,7 @@ fn reduce_lanes<R: Real>(l: &Ctx<'_, '_, R>, u: &[R], r: &Reduce) -> R {
     let n = l.l.hi - l.l.lo;
     if let Some((second, second_coef)) = r.second {
         let c2 = u.get(second_coef as usize).copied().unwrap_or(R::zero());
-        let lane = |s: Src| cut(l.lane(s), n);
+        let lane = |s: Src| &l.lane(s)[..n];
         return with_term!(t, lane, c, |a| with_term!(second, lane, c2, |b| sum4_sum2(
             n, a, b
         )));
